@@ -1,0 +1,72 @@
+"""The vectorised-environment contract and one adapter per simulator backend.
+
+`make(task, num_envs, device, seed, backend, **overrides)` returns a batched env with
+
+    reset() -> obs                                       (num_envs, obs_dim) float32 tensor
+    step(action) -> next_obs, reward, terminated, truncated, info
+
+All tensors live on `device`. Actions are in [-1, 1] (clamped) and scaled linearly to the task's
+native range; `reward` is the task's own, unscaled. Envs auto-reset inside `step`: where an episode
+ended (terminated or truncated), `next_obs` is already the first observation of the next episode and
+`info["final_obs"]` holds the true last observation (rows of envs that did not end equal `next_obs`).
+`info["valid"]` (bool, optional) marks transitions that may be learned from; a backend whose resets
+are deferred (Isaac Gym) sets it False on the step that spans two episodes. Attributes: `num_envs`,
+`obs_dim`, `act_dim`, `device`, `max_episode_steps`.
+"""
+import importlib
+
+from tasks import NATIVE_TASKS
+
+# backend name -> module with `TASKS` (names it serves) and `make_env(task, num_envs, device, seed, **kw)`.
+BACKENDS = {
+    "native": "envs.native",
+}
+
+
+def _backend_tasks(backend):
+    if backend == "native":
+        return sorted(NATIVE_TASKS)
+    module = importlib.import_module(BACKENDS[backend])
+    return sorted(module.TASKS)
+
+
+def default_backend(task):
+    if task in NATIVE_TASKS:
+        return "native"
+    for backend in BACKENDS:
+        if backend == "native":
+            continue
+        try:
+            if task in _backend_tasks(backend):
+                return backend
+        except ImportError:
+            continue
+    return None
+
+
+def make(task, num_envs, device="cpu", seed=0, backend=None, **overrides):
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError("unknown backend %r; valid backends: %s" % (backend, ", ".join(sorted(BACKENDS))))
+    backend = backend or default_backend(task)
+    if backend is None:
+        raise ValueError("unknown task %r; valid tasks: %s" % (task, ", ".join(all_tasks())))
+    if backend == "native":
+        if task not in NATIVE_TASKS:
+            raise ValueError("unknown task %r for backend 'native'; valid tasks: %s" % (task, ", ".join(sorted(NATIVE_TASKS))))
+        from envs.native import NativeVecEnv
+
+        return NativeVecEnv(task, num_envs, device=device, seed=seed, **overrides)
+    module = importlib.import_module(BACKENDS[backend])  # raises with install advice if the simulator is missing
+    if task not in module.TASKS:
+        raise ValueError("unknown task %r for backend %r; valid tasks: %s" % (task, backend, ", ".join(sorted(module.TASKS))))
+    return module.make_env(task, num_envs, device=device, seed=seed, **overrides)
+
+
+def all_tasks():
+    names = set(NATIVE_TASKS)
+    for backend in BACKENDS:
+        try:
+            names.update(_backend_tasks(backend))
+        except ImportError:
+            pass
+    return sorted(names)

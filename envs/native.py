@@ -1,0 +1,59 @@
+"""The embedded default backend: batched native torch tasks behind the env contract.
+
+Holds the state of all envs in one tensor and applies what every task shares: action scaling from
+[-1, 1] to native units, the time limit, and auto-reset with `final_obs`. Resets are done with
+`torch.where` over all envs, never by indexing with a data-dependent list, so a step has static
+shapes and no host sync.
+"""
+import torch
+
+from tasks import load_native
+
+
+class NativeVecEnv:
+    def __init__(self, task, num_envs, device="cpu", seed=0, **overrides):
+        self.device = torch.device(device)
+        self.task = load_native(task)(self.device)
+        for key, value in overrides.items():  # e.g. max_episode_steps=500, or a physics constant
+            if not hasattr(self.task, key):
+                raise ValueError("task %r has no parameter %r" % (task, key))
+            setattr(self.task, key, type(getattr(self.task, key))(value))
+        self.num_envs = int(num_envs)
+        self.obs_dim, self.act_dim = self.task.obs_dim, self.task.act_dim
+        self.max_episode_steps = self.task.max_episode_steps
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+        low = torch.tensor(self.task.action_low, dtype=torch.float32, device=self.device)
+        high = torch.tensor(self.task.action_high, dtype=torch.float32, device=self.device)
+        self._act_scale, self._act_bias = (high - low) / 2, (high + low) / 2
+        self.state = self.task.initial_state(self.num_envs, self.generator)
+        self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+
+    def reset(self):
+        self.state = self.task.initial_state(self.num_envs, self.generator)
+        self.t.zero_()
+        return self.task.observe(self.state)
+
+    def step(self, action):
+        action = action.to(self.device, torch.float32).clamp(-1.0, 1.0)
+        state, reward, terminated = self.task.dynamics(self.state, action * self._act_scale + self._act_bias)
+        self.t += 1
+        truncated = (self.t >= self.max_episode_steps) & ~terminated
+        done = terminated | truncated
+        final_obs = self.task.observe(state)
+        fresh = self.task.initial_state(self.num_envs, self.generator)
+        self.state = torch.where(done[:, None], fresh, state)
+        self.t = torch.where(done, torch.zeros_like(self.t), self.t)
+        next_obs = torch.where(done[:, None], self.task.observe(self.state), final_obs)
+        return next_obs, reward.float(), terminated, truncated, {"final_obs": final_obs}
+
+    # Batched state access, for tests against reference simulators and for evaluation.
+    def get_state(self):
+        return self.state.clone()
+
+    def set_state(self, state):
+        self.state = torch.as_tensor(state, dtype=torch.float32, device=self.device).reshape(self.num_envs, -1).clone()
+        return self.task.observe(self.state)
+
+    def close(self):
+        pass

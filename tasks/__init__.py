@@ -1,0 +1,22 @@
+"""Task definitions. Native torch tasks (the embedded default backend) are registered here by name;
+per-task training defaults live beside them as `<task>.yaml`."""
+import importlib
+import os
+
+# name -> "module:Class" for the embedded torch-native backend.
+NATIVE_TASKS = {
+    "pendulum": "tasks.pendulum:Pendulum",
+}
+
+TASK_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def load_native(name):
+    module, cls = NATIVE_TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def defaults_path(name):
+    """Path of the task's YAML defaults, or None if the task has none."""
+    path = os.path.join(TASK_DIR, name + ".yaml")
+    return path if os.path.exists(path) else None

@@ -1,0 +1,51 @@
+"""What a native torch task is: pure batched dynamics on tensors.
+
+A task is a *stateless* description of one control problem. The state of every env lives in one
+tensor owned by the env wrapper (`envs.native.NativeVecEnv`), and every method below is a pure
+function of its inputs, so the same code runs on CPU or CUDA, for 1 or 65536 envs, and a whole
+step can be captured in a CUDA graph (no data-dependent Python control flow, no host sync).
+
+Subclasses set the class attributes and implement `initial_state`, `observe` and `dynamics`.
+Actions reach `dynamics` already in the task's native units (the wrapper maps [-1, 1] linearly
+onto [action_low, action_high]); rewards are the task's own, unscaled.
+"""
+from typing import Sequence, Tuple
+
+import torch
+
+
+class Task:
+    name = "task"
+    obs_dim = 0
+    act_dim = 0
+    state_dim = 0
+    max_episode_steps = 1000
+    action_low: Sequence[float] = ()
+    action_high: Sequence[float] = ()
+
+    def __init__(self, device: torch.device):
+        self.device = torch.device(device)
+
+    def initial_state(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """A (n, state_dim) batch of start states drawn with `generator`."""
+        raise NotImplementedError
+
+    def observe(self, state: torch.Tensor) -> torch.Tensor:
+        """(n, state_dim) -> (n, obs_dim) float32 observations."""
+        raise NotImplementedError
+
+    def dynamics(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One step: (state, native action) -> (next_state, reward (n,), terminated (n,) bool)."""
+        raise NotImplementedError
+
+    def uniform(self, n: int, low, high, generator: torch.Generator) -> torch.Tensor:
+        """(n, len(low)) uniform samples in [low, high) on this task's device: a helper for resets."""
+        low = torch.as_tensor(low, dtype=torch.float32, device=self.device)
+        high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
+        u = torch.rand((n, low.numel()), generator=generator, device=self.device)
+        return low + u * (high - low)
+
+
+def angle_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Wrap angles to [-pi, pi), as Gymnasium does."""
+    return torch.remainder(x + torch.pi, 2 * torch.pi) - torch.pi
