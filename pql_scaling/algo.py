@@ -1,0 +1,117 @@
+"""The learner math of PQL (R4) and SAC, as short pure functions over tensors.
+
+Each update is loss -> backward -> clip -> step -> soft target update, with no `.item()`, no host
+sync and no data-dependent Python branching, so it can be captured in a CUDA graph. Losses come back
+as 0-dim tensors; the runtime reads them only at log points.
+
+Batches arrive with n-step returns already folded by the actor (replay.NStepFolder):
+`reward` = sum_k gamma^k r_{t+k} (reward-scaled), `discount` = gamma^n' * (1 - terminated) for the
+n' <= n steps actually taken (0 after a termination, so we never bootstrap through one; truncations
+keep it), `next_obs` = the observation to bootstrap from, `weight` = 0 for a transition that must not
+be learned from (it spans two episodes).
+"""
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    next_obs: torch.Tensor
+    discount: torch.Tensor
+    weight: torch.Tensor
+
+
+def weighted_mean(x, w):
+    return (x * w).sum() / w.sum().clamp_min(1.0)
+
+
+def smoothed_action(actor, obs, noise_std, noise_clip):
+    """TD3's target-policy smoothing: a' = clip(pi(s') + clip(N(0, std), +-c), -1, 1)."""
+    a = actor(obs)
+    noise = (torch.randn_like(a) * noise_std).clamp(-noise_clip, noise_clip)
+    return (a + noise).clamp(-1.0, 1.0)
+
+
+def c51_project(next_probs, reward, discount, support):
+    """Project the distribution r + discount * z (atoms `support`, probs (B, atoms)) back onto `support`.
+
+    The mass of each shifted atom is split between its two neighbours in proportion to distance
+    (Bellemare et al. 2017, Algorithm 1). Where the shifted atom lands exactly on a grid point,
+    all of its mass goes there.
+    """
+    v_min, v_max, atoms = support[0], support[-1], support.numel()
+    dz = (v_max - v_min) / (atoms - 1)
+    tz = (reward[:, None] + discount[:, None] * support[None, :]).clamp(v_min, v_max)
+    b = (tz - v_min) / dz
+    lower, upper = b.floor(), b.ceil()
+    w_upper = b - lower  # 0 where lower == upper, so the whole mass goes to `lower`
+    w_lower = 1.0 - w_upper
+    out = torch.zeros_like(next_probs)
+    out.scatter_add_(1, lower.long().clamp(0, atoms - 1), next_probs * w_lower)
+    out.scatter_add_(1, upper.long().clamp(0, atoms - 1), next_probs * w_upper)
+    return out
+
+
+def critic_loss(actor, critic, critic_target, b, sac, target_noise, target_noise_clip, support=None):
+    """Clipped double-Q TD loss (twin critics, min over the target pair)."""
+    with torch.no_grad():
+        if sac:
+            next_a, next_logp = actor.sample(b.next_obs)
+            entropy_bonus = -actor.log_alpha.exp() * next_logp
+        else:
+            next_a = smoothed_action(actor, b.next_obs, target_noise, target_noise_clip)
+            entropy_bonus = 0.0
+        target_out = critic_target(b.next_obs, next_a)
+        if support is None:
+            target = b.reward + b.discount * (target_out.min(0).values + entropy_bonus)
+        else:  # C51: take, per sample, the target member with the lower expected value
+            probs = target_out.softmax(-1)
+            pick = (probs * support).sum(-1).argmin(0)  # (B,)
+            probs = torch.where(pick[:, None] == 0, probs[0], probs[1])
+            target = c51_project(probs, b.reward, b.discount, support)
+    out = critic(b.obs, b.action)
+    if support is None:
+        per_sample = ((out - target) ** 2).sum(0)
+        q = out
+    else:
+        per_sample = -(target * out.log_softmax(-1)).sum(-1).sum(0)
+        q = (out.softmax(-1) * support).sum(-1)
+    return weighted_mean(per_sample, b.weight), q.mean()
+
+
+def q_value(critic, obs, action, support=None):
+    """min over the twin critics of Q(s, a), through the critic without building its weight grads."""
+    params = {k: v.detach() for k, v in critic.named_parameters()}
+    out = torch.func.functional_call(critic, params, (obs, action))
+    if support is not None:
+        out = (out.softmax(-1) * support).sum(-1)
+    return out.min(0).values
+
+
+def actor_loss(actor, critic, b, sac, target_entropy, support=None):
+    if sac:
+        a, logp = actor.sample(b.obs)
+        alpha = actor.log_alpha.exp().detach()
+        loss = weighted_mean(alpha * logp - q_value(critic, b.obs, a, support), b.weight)
+        # temperature: raise alpha when entropy falls below target
+        loss = loss - weighted_mean(actor.log_alpha * (logp.detach() + target_entropy), b.weight)
+        return loss, -logp.mean()
+    a = actor(b.obs)
+    return weighted_mean(-q_value(critic, b.obs, a, support), b.weight), a.abs().mean()
+
+
+def step(loss, opt, params, grad_clip):
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+    opt.step()
+
+
+@torch.no_grad()
+def soft_update(target, source, tau):
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

@@ -1,0 +1,70 @@
+"""`pql-scale`: train | analyze | recommend | keys."""
+import logging
+import sys
+
+USAGE = """usage: pql-scale COMMAND [ARGS]
+
+  train [key=value ...]        train (e.g. pql-scale train task=pendulum num_envs=256 algo=sac)
+  keys                         list every config key with its default
+  analyze --config FILE ...    fit scaling laws to run directories / W&B / qscaled data
+  recommend --fits FILE --budget F [--task T]
+                               compute-optimal UTD, batch size and learning rate for a budget
+"""
+
+
+def _keys():
+    from omegaconf import OmegaConf
+
+    from pql_scaling import config
+
+    cfg = OmegaConf.structured(config.Config)
+    for key in config.all_keys():
+        print("%-40s %r" % (key, OmegaConf.select(cfg, key)))
+    return 0
+
+
+def _train(argv):
+    from pql_scaling import config
+    from pql_scaling.train import Diverged, train
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE + "\nper-task defaults: tasks/<task>.yaml; `pql-scale keys` lists every key")
+        return 0
+    if "--help-keys" in argv:
+        return _keys()
+    try:
+        path = train(argv)
+    except config.ConfigError as e:
+        print("config error: %s" % e, file=sys.stderr)
+        return 2
+    except Diverged as e:
+        print("training diverged: %s" % e, file=sys.stderr)
+        return 1
+    except (ValueError, ImportError, FileNotFoundError) as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
+    print("run directory: %s" % path)
+    return 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "train":
+        return _train(rest)
+    if cmd == "keys":
+        return _keys()
+    if cmd in ("analyze", "recommend"):
+        from analysis import cli as analysis_cli
+
+        return getattr(analysis_cli, cmd + "_main")(rest)
+    print("unknown command %r\n%s" % (cmd, USAGE), file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

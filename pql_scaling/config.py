@@ -1,0 +1,238 @@
+"""The training config: one typed schema, per-task YAML defaults, `key=value` overrides.
+
+Resolution order (later wins): schema defaults < tasks/<task>.yaml < command-line overrides.
+OmegaConf's structured configs give type checking and reject unknown keys; we add range checks and
+an error message that names the key and the closest valid keys, before anything runs.
+"""
+import difflib
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import List, Optional
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+import tasks
+
+
+@dataclass
+class AlgoConfig:
+    name: str = "pql"  # pql (deterministic actor, twin critics, as R4) or sac (as R1's studies)
+    critic_updates_per_step: float = 8.0  # PQL's beta_a:v; UTD sigma = this / num_envs
+    policy_updates_per_critic_update: float = 0.5  # PQL's beta_p:v
+    batch_size: int = 8192
+    critic_lr: float = 5e-4
+    actor_lr: float = 5e-4
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    grad_clip: float = 0.5  # max grad norm, 0 = off
+    gamma: float = 0.99
+    tau: float = 0.05  # soft target update rate
+    nstep: int = 3
+    buffer_size: int = 5_000_000  # transitions
+    warmup_steps: int = 32  # actor steps with uniform random actions
+    learning_starts: int = 0  # transitions in replay before updates (at least batch_size)
+    noise_std_min: float = 0.05  # mixed exploration: env i gets std linspace(min, max)[i]
+    noise_std_max: float = 0.8
+    target_noise: float = 0.2  # target-policy smoothing std
+    target_noise_clip: float = 0.5
+    reward_scale: float = 1.0
+    obs_norm: bool = True
+    obs_clip: float = 5.0
+    distributional: bool = False  # C51 critic
+    num_atoms: int = 51
+    v_min: float = -10.0
+    v_max: float = 10.0
+    init_alpha: float = 1.0  # sac: initial entropy temperature
+    alpha_lr: float = 3e-4  # sac
+    target_entropy: Optional[float] = None  # sac: default -act_dim
+
+
+@dataclass
+class NetConfig:
+    actor_hidden: List[int] = field(default_factory=lambda: [512, 256, 128])
+    critic_hidden: List[int] = field(default_factory=lambda: [512, 256, 128])
+    activation: str = "elu"
+    layer_norm: bool = False
+
+
+@dataclass
+class LogConfig:
+    every_steps: int = 100  # actor steps between log points (a host sync happens only here)
+    checkpoint_every_s: float = 300.0
+    live: str = "auto"  # auto | rich | plain | off
+
+
+@dataclass
+class WandbConfig:
+    mode: str = "disabled"  # online | offline | disabled
+    project: str = "pql-scaling"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+    name: Optional[str] = None
+
+
+@dataclass
+class Config:
+    task: str = "pendulum"
+    backend: Optional[str] = None  # None = the task's own backend
+    mode: str = "sync"  # sync: one process | trio: actor + V-learner + P-learner processes
+    seed: int = 0
+    device: str = "cpu"
+    actor_device: Optional[str] = None  # trio placement; None = device
+    v_learner_device: Optional[str] = None
+    p_learner_device: Optional[str] = None
+    num_envs: int = 64
+    max_env_steps: int = 1_000_000
+    max_time_s: float = 0.0  # wall-clock budget, 0 = none
+    threads: int = 0  # torch intra-op threads, 0 = torch's default
+    run_dir: Optional[str] = None  # default: runs/<task>-<algo>-s<seed>-<time>
+    resume: Optional[str] = None  # a run directory to continue
+    r_max: Optional[float] = None  # the task's max return, for analysis normalisation
+    save_replay: bool = False  # put the replay buffer in checkpoints (exact resume, large files)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    net: NetConfig = field(default_factory=NetConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+CHOICES = {
+    "mode": ("sync", "trio"),
+    "algo.name": ("pql", "sac"),
+    "net.activation": ("elu", "relu", "silu", "tanh", "gelu"),
+    "log.live": ("auto", "rich", "plain", "off"),
+    "wandb.mode": ("online", "offline", "disabled"),
+}
+POSITIVE = ("num_envs", "max_env_steps", "algo.batch_size", "algo.critic_lr", "algo.actor_lr", "algo.buffer_size",
+            "algo.nstep", "algo.critic_updates_per_step", "algo.num_atoms", "log.every_steps", "algo.reward_scale")
+NON_NEGATIVE = ("max_time_s", "threads", "algo.weight_decay", "algo.grad_clip", "algo.warmup_steps",
+                "algo.learning_starts", "algo.noise_std_min", "algo.noise_std_max", "algo.target_noise",
+                "algo.target_noise_clip", "algo.policy_updates_per_critic_update", "algo.alpha_lr", "algo.init_alpha",
+                "log.checkpoint_every_s")
+UNIT_INTERVAL = ("algo.gamma", "algo.tau")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def all_keys(cls=Config, prefix=""):
+    keys = []
+    for f in fields(cls):
+        default = f.default_factory() if f.default_factory is not MISSING and callable(f.default_factory) else f.default
+        if is_dataclass(default):
+            keys += all_keys(type(default), prefix + f.name + ".")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _closest(key):
+    valid = all_keys()
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    leaf = key.rsplit(".", 1)[-1]
+    close += [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k not in close]
+    return close
+
+
+def _unknown_key_error(key, source):
+    close = _closest(key)
+    hint = ("; did you mean: " + ", ".join(close)) if close else ""
+    return ConfigError("unknown config key %r (from %s)%s. `pql-scale train --help-keys` lists every key." % (key, source, hint))
+
+
+def parse_overrides(args):
+    """['a.b=1', 'task=ant'] -> list of (key, python value). Values are parsed as YAML scalars/lists."""
+    out = []
+    for arg in args:
+        if "=" not in arg:
+            raise ConfigError("expected key=value, got %r (e.g. task=pendulum num_envs=256 algo.batch_size=4096)" % arg)
+        key, raw = arg.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        if key == "algo" and isinstance(value, str):  # `algo=sac` picks the algorithm
+            key = "algo.name"
+        out.append((key, value))
+    return out
+
+
+def _flatten(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flatten(v, prefix + str(k) + ".")
+        else:
+            yield prefix + str(k), v
+
+
+def _set(cfg, key, value, source):
+    if key not in all_keys():
+        raise _unknown_key_error(key, source)
+    try:
+        OmegaConf.update(cfg, key, value, merge=False)
+    except (OmegaConfBaseException, ConfigKeyError, ValueError) as e:
+        expected = OmegaConf.get_type(cfg, key.rsplit(".", 1)[0]) if "." in key else Config
+        ftype = {f.name: f.type for f in fields(expected)}.get(key.rsplit(".", 1)[-1], "?")
+        raise ConfigError("bad value %r for %s (from %s): expected %s. %s" % (
+            value, key, source, getattr(ftype, "__name__", ftype), str(e).splitlines()[0]))
+
+
+def validate(cfg):
+    def get(k):
+        return OmegaConf.select(cfg, k)
+
+    for key, options in CHOICES.items():
+        if get(key) not in options:
+            raise ConfigError("%s=%r is not one of %s" % (key, get(key), ", ".join(options)))
+    for key in POSITIVE:
+        if not get(key) > 0:
+            raise ConfigError("%s=%r must be > 0" % (key, get(key)))
+    for key in NON_NEGATIVE:
+        if not get(key) >= 0:
+            raise ConfigError("%s=%r must be >= 0" % (key, get(key)))
+    for key in UNIT_INTERVAL:
+        if not 0 < get(key) <= 1:
+            raise ConfigError("%s=%r must be in (0, 1]" % (key, get(key)))
+    if get("algo.noise_std_min") > get("algo.noise_std_max"):
+        raise ConfigError("algo.noise_std_min must be <= algo.noise_std_max")
+    if get("algo.v_min") >= get("algo.v_max"):
+        raise ConfigError("algo.v_min must be < algo.v_max")
+    if get("algo.buffer_size") < get("num_envs") * (get("algo.nstep") + 1):
+        raise ConfigError("algo.buffer_size=%d is too small for num_envs=%d; make it at least %d"
+                          % (get("algo.buffer_size"), get("num_envs"), get("num_envs") * (get("algo.nstep") + 1)))
+    if get("algo.distributional") and get("algo.name") == "sac":
+        raise ConfigError("algo.distributional=true is only implemented for algo.name=pql")
+    for key in ("net.actor_hidden", "net.critic_hidden"):
+        if not get(key) or min(get(key)) <= 0:
+            raise ConfigError("%s=%r must be a non-empty list of positive widths, e.g. [256,256]" % (key, list(get(key))))
+    if get("algo.name") == "sac" and get("algo.nstep") < 1:
+        raise ConfigError("algo.nstep must be >= 1")
+
+
+def load(overrides=(), base=None):
+    """Build the resolved config: schema < task YAML < `base` (a dict, e.g. a resumed run's config) < overrides."""
+    pairs = parse_overrides(list(overrides))
+    cfg = OmegaConf.structured(Config)
+    if base is not None:
+        for key, value in _flatten(base):
+            _set(cfg, key, value, "resumed config")
+    task = dict(pairs).get("task", cfg.task)
+    path = tasks.defaults_path(task)
+    if path is not None and base is None:
+        with open(path) as f:
+            for key, value in _flatten(yaml.safe_load(f) or {}):
+                _set(cfg, key, value, path)
+    for key, value in pairs:
+        _set(cfg, key, value, "command line")
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg):
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def to_yaml(cfg):
+    return OmegaConf.to_yaml(cfg)

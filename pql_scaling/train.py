@@ -1,0 +1,234 @@
+"""`pql-scale train`: resolve the config, open the run directory, run a runtime, leave a clean record.
+
+Whatever happens (completion, Ctrl-C / SIGTERM, a bad value, a NaN, a crash) the run directory keeps
+config.yaml, metrics.jsonl, train.log, a status.json saying what happened and why, and its last good
+checkpoint; `resume=RUN_DIR` continues from that checkpoint and appends to the same logs.
+"""
+import logging
+import math
+import os
+import signal
+import time
+import traceback
+import uuid
+
+import torch
+
+import envs
+from pql_scaling import config as config_lib
+from pql_scaling import nets
+from pql_scaling.actor import ActorRole
+from pql_scaling.learner import PLearner, VLearner
+from pql_scaling.replay import Normalizer, Replay
+from pql_scaling.runlog import Display, RunDir, WandbMirror, log
+
+GRACEFUL_SIGNALS = (signal.SIGTERM,)
+
+
+class Diverged(RuntimeError):
+    pass
+
+
+class Session:
+    """Everything one run holds: config, env, roles, counters, and the run directory's writers."""
+
+    def __init__(self, cfg, run, env, resumed_state=None):
+        self.cfg, self.run, self.env = cfg, run, env
+        a, device = cfg.algo, torch.device(cfg.device)
+        self.device = device
+        actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim)
+        actor_net, critic = actor_net.to(device), critic.to(device)
+        self.norm = Normalizer(env.obs_dim, device, clip=a.obs_clip, enabled=a.obs_norm)
+        self.replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, device)
+        self.v_learner = VLearner(cfg, critic, actor_net, self.norm, self.replay, device)
+        self.p_learner = PLearner(cfg, actor_net, critic, self.norm, self.replay, device, env.act_dim)
+        self.actor = ActorRole(cfg, env, self.replay, self.norm, device)
+        self.learning_starts = max(a.learning_starts, a.batch_size)
+        self.flops_critic, self.flops_policy = nets.update_flops(actor_net, critic, a.batch_size)
+        self.facts = {
+            "task": cfg.task, "backend": getattr(env, "backend", cfg.backend or "native"), "algo": a.name,
+            "seed": cfg.seed, "num_envs": env.num_envs, "utd": a.critic_updates_per_step / env.num_envs,
+            "batch_size": a.batch_size, "critic_lr": a.critic_lr, "actor_lr": a.actor_lr,
+            "critic_params": nets.count_params(critic), "actor_params": nets.count_params(actor_net), "experts": 0,
+            "flops_per_critic_update": self.flops_critic, "flops_per_policy_update": self.flops_policy,
+            "flops_convention": "dense 2*in*out+out per sample forward, backward 2x (see pql_scaling/nets.py)",
+            "r_max": cfg.r_max, "obs_dim": env.obs_dim, "act_dim": env.act_dim, "mode": cfg.mode,
+        }
+        self.counters = {"wall_time_s": 0.0}
+        self.start = time.monotonic()
+        if resumed_state is not None:
+            self.load_state_dict(resumed_state)
+        self.time_offset = self.counters["wall_time_s"]
+        self.last = {"t": self.start, "env_steps": self.env_steps, "critic": self.v_learner.updates,
+                     "policy": self.p_learner.updates}
+        self.last_ckpt = self.start
+        self.stop_reason = None
+        self.wandb = None
+        self.display = None
+
+    @property
+    def env_steps(self):
+        return self.actor.steps * self.env.num_envs
+
+    def wall_time(self, now=None):
+        return self.time_offset + ((now or time.monotonic()) - self.start)
+
+    def should_stop(self):
+        if self.stop_reason is not None:
+            return True
+        if self.env_steps >= self.cfg.max_env_steps:
+            self.stop_reason = "max_env_steps"
+        elif self.cfg.max_time_s and self.wall_time() >= self.cfg.max_time_s:
+            self.stop_reason = "max_time_s"
+        return self.stop_reason is not None
+
+    def log_point(self, now, extra=None):
+        """Sync with the device, check the losses, write one metrics row, maybe checkpoint."""
+        mean, std, episodes, length = self.actor.pop_stats()
+        v_stats, p_stats = self.v_learner.pop_stats(), self.p_learner.pop_stats()
+        for key, value in list(v_stats.items()) + list(p_stats.items()):
+            if not math.isfinite(value):
+                raise Diverged(
+                    "%s became %s at env step %d: training diverged. Lower algo.critic_lr / algo.actor_lr, "
+                    "lower algo.reward_scale, or keep algo.grad_clip > 0; the last good checkpoint is %s; "
+                    "continue from it with resume=%s" % (key, value, self.env_steps, self.run.checkpoint_path, self.run.path))
+        dt = max(now - self.last["t"], 1e-9)
+        cu, pu = self.v_learner.updates, self.p_learner.updates
+        row = {
+            "env_steps": self.env_steps, "actor_steps": self.actor.steps, "critic_updates": cu, "policy_updates": pu,
+            "utd": cu / max(self.env_steps, 1), "flops": cu * self.flops_critic + pu * self.flops_policy,
+            "wall_time_s": round(self.wall_time(now), 4), "return_mean": mean, "return_std": std, "episodes": episodes,
+            "episode_length": length, "env_steps_per_s": (self.env_steps - self.last["env_steps"]) / dt,
+            "critic_updates_per_s": (cu - self.last["critic"]) / dt, "policy_updates_per_s": (pu - self.last["policy"]) / dt,
+        }
+        row.update(v_stats)
+        row.update(p_stats)
+        row.update(extra or {})
+        self.last = {"t": now, "env_steps": self.env_steps, "critic": cu, "policy": pu}
+        self.run.append_metrics(row)
+        if self.wandb is not None:
+            self.wandb.log(row)
+        if self.display is not None:
+            self.display.update(row)
+        if now - self.last_ckpt >= self.cfg.log.checkpoint_every_s:
+            self.checkpoint(now)
+        return row
+
+    def checkpoint(self, now=None):
+        self.counters["wall_time_s"] = self.wall_time(now)
+        self.run.save_checkpoint(self.state_dict())
+        self.last_ckpt = now or time.monotonic()
+
+    def state_dict(self):
+        state = {
+            "v_learner": self.v_learner.state_dict(), "p_learner": self.p_learner.state_dict(),
+            "norm": self.norm.state_dict(), "actor": self.actor.state_dict(), "counters": dict(self.counters),
+            "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "replay_rows": self.replay.rows,
+        }
+        if hasattr(self.env, "state_dict"):
+            state["env"] = self.env.state_dict()
+        if self.cfg.save_replay:
+            state["replay"] = self.replay.state_dict()
+        return state
+
+    def load_state_dict(self, s):
+        self.v_learner.load_state_dict(s["v_learner"])
+        self.p_learner.load_state_dict(s["p_learner"])
+        self.norm.load_state_dict(s["norm"])
+        self.actor.load_state_dict(s["actor"])
+        self.counters = dict(s["counters"])
+        torch.set_rng_state(s["rng"]["torch"])
+        if s["rng"]["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["rng"]["cuda"])
+        if "env" in s and hasattr(self.env, "load_state_dict"):
+            self.env.load_state_dict(s["env"])
+        if "replay" in s:
+            self.replay.load_state_dict(s["replay"])
+        else:
+            log.info("checkpoint holds no replay (save_replay=false): the replay refills before learning resumes")
+
+
+def resolve(overrides):
+    """(cfg, run directory path, checkpoint-or-None) from command-line overrides."""
+    pairs = dict(config_lib.parse_overrides(overrides))
+    resume = pairs.get("resume")
+    if resume:
+        import yaml
+
+        path = os.path.join(resume, "config.yaml")
+        if not os.path.exists(path):
+            raise config_lib.ConfigError("resume=%s: no config.yaml there; pass the run directory printed by "
+                                         "`pql-scale train`" % resume)
+        with open(path) as f:
+            base = yaml.safe_load(f)
+        base["resume"] = None
+        cfg = config_lib.load(overrides, base=base)
+        return cfg, resume
+    cfg = config_lib.load(overrides)
+    from pql_scaling.runlog import default_run_dir
+
+    return cfg, cfg.run_dir or default_run_dir(cfg)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def train(overrides=(), quiet=False):
+    """Run training; return the run directory. Raises after recording failures in the run directory."""
+    cfg, run_path = resolve(list(overrides))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    resuming = bool(cfg.resume)
+    if not resuming and os.path.exists(os.path.join(run_path, "metrics.jsonl")):
+        raise config_lib.ConfigError("run_dir=%s already holds a run; pick another run_dir, or continue it with "
+                                     "resume=%s" % (run_path, run_path))
+    torch.manual_seed(cfg.seed)
+    env = envs.make(cfg.task, cfg.num_envs, device=cfg.actor_device or cfg.device, seed=cfg.seed, backend=cfg.backend)
+    run = RunDir(run_path)
+    state = run.load_checkpoint(map_location=cfg.device) if resuming else None
+    try:
+        s = Session(cfg, run, env, state)
+        run_id = s.counters.get("run_id") or uuid.uuid4().hex[:12]
+        s.counters["run_id"] = run_id
+        if not resuming:
+            run.write_config(cfg, s.facts)
+        run.set_status("running", pid=os.getpid())
+        log.info("run %s: %s on %s, %d envs, utd %.5f, critic %d params", run.path, cfg.algo.name, cfg.task,
+                 env.num_envs, s.facts["utd"], s.facts["critic_params"])
+    except Exception:
+        run.close()
+        raise
+    s.wandb = WandbMirror(cfg, run.path, run_id)
+    s.display = Display("off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.max_time_s, cfg.task)
+    old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in GRACEFUL_SIGNALS}
+    status, reason, exit_code = "failed", None, 1
+    try:
+        runtime = __import__("pql_scaling." + cfg.mode, fromlist=["run"])
+        runtime.run(s)
+        s.log_point(time.monotonic())
+        s.checkpoint()
+        status, reason, exit_code = "completed", s.stop_reason, 0
+    except KeyboardInterrupt as e:
+        log.warning("interrupted (%s): writing a final checkpoint", e or "Ctrl-C")
+        s.checkpoint()
+        status, reason = "stopped", "interrupted (%s); continue with resume=%s" % (e or "Ctrl-C", run.path)
+    except Diverged as e:
+        reason = str(e)
+        log.error(reason)
+        raise
+    except Exception as e:
+        reason = "%s: %s (traceback in %s)" % (type(e).__name__, e, os.path.join(run.path, "train.log"))
+        log.error("training failed:\n%s", traceback.format_exc())
+        raise
+    finally:
+        run.set_status(status, reason, env_steps=s.env_steps)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+        s.display.close()
+        s.wandb.finish(exit_code)
+        if hasattr(env, "close"):
+            env.close()
+        run.close()
+    return run.path
