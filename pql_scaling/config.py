@@ -116,6 +116,17 @@ class ConfigError(ValueError):
     pass
 
 
+def _field_types(cls=Config, prefix=""):
+    out = {}
+    for f in fields(cls):
+        default = f.default_factory() if f.default_factory is not MISSING and callable(f.default_factory) else f.default
+        if is_dataclass(default):
+            out.update(_field_types(type(default), prefix + f.name + "."))
+        else:
+            out[prefix + f.name] = f.type
+    return out
+
+
 def all_keys(cls=Config, prefix=""):
     keys = []
     for f in fields(cls):
@@ -153,6 +164,8 @@ def parse_overrides(args):
             value = yaml.safe_load(raw) if raw != "" else None
         except yaml.YAMLError:
             value = raw
+        if _field_types().get(key) in (str, Optional[str]) and value is not None:
+            value = raw  # YAML would turn `log.live=off` into False and `run_dir=2024` into an int
         if key == "algo" and isinstance(value, str):  # `algo=sac` picks the algorithm
             key = "algo.name"
         out.append((key, value))

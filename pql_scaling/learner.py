@@ -12,9 +12,17 @@ from pql_scaling import algo
 
 
 def make_optimizer(params, lr, weight_decay, device):
-    # capturable/fused keep the optimiser state on the GPU and the step free of host syncs
+    """AdamW as one fused kernel where this torch has it (CUDA; CPU from torch 2.4), else multi-tensor.
+
+    On CUDA, capturable keeps the step counter on the device: no host sync, and the step can be
+    captured in a CUDA graph.
+    """
+    params = list(params)
     cuda = torch.device(device).type == "cuda"
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, capturable=cuda)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=cuda)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True, capturable=cuda)
 
 
 def normalised(batch, norm):

@@ -194,6 +194,7 @@ def train(overrides=(), quiet=False):
         s.counters["run_id"] = run_id
         if not resuming:
             run.write_config(cfg, s.facts)
+            s.checkpoint()  # a run can always be resumed, even if it dies before its first periodic checkpoint
         run.set_status("running", pid=os.getpid())
         log.info("run %s: %s on %s, %d envs, utd %.5f, critic %d params", run.path, cfg.algo.name, cfg.task,
                  env.num_envs, s.facts["utd"], s.facts["critic_params"])
@@ -207,7 +208,8 @@ def train(overrides=(), quiet=False):
     try:
         runtime = __import__("pql_scaling." + cfg.mode, fromlist=["run"])
         runtime.run(s)
-        s.log_point(time.monotonic())
+        if s.env_steps != s.last["env_steps"]:
+            s.log_point(time.monotonic())
         s.checkpoint()
         status, reason, exit_code = "completed", s.stop_reason, 0
     except KeyboardInterrupt as e:

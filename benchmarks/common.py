@@ -1,0 +1,38 @@
+"""Helpers shared by the benchmark scripts: machine facts and JSON output."""
+import json
+import os
+import platform
+import time
+
+
+def machine():
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+            "device": "cpu"}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu_model"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def save(path, payload):
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(dict(payload, machine=machine()), f, indent=1)
+    print("saved %s" % path)
+
+
+def first_crossing(run_dir, threshold):
+    """(wall_time_s, env_steps) of the first log point whose return_mean >= threshold, or (None, None)."""
+    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+        for line in f:
+            row = json.loads(line)
+            if row["return_mean"] is not None and row["return_mean"] >= threshold:
+                return row["wall_time_s"], row["env_steps"]
+    return None, None

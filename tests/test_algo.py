@@ -1,0 +1,110 @@
+import torch
+
+from pql_scaling import algo, nets
+from pql_scaling.replay import NStepFolder, Normalizer, Replay
+
+
+def test_c51_projection_hand_computed():
+    support = torch.tensor([-1.0, 0.0, 1.0])
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.2, 0.5, 0.3]])
+    out = algo.c51_project(probs, torch.tensor([0.5, 0.5]), torch.tensor([1.0, 0.0]), support)
+    # row 0: r + z = [-0.5, 0.5, 1.5 -> 1]: 0.2 splits 0.1/0.1 onto atoms 0/1, 0.5 splits 0.25/0.25
+    # onto 1/2, 0.3 lands exactly on atom 2.  row 1 (terminal): every atom moves to 0.5 -> half/half on 1/2.
+    assert torch.allclose(out, torch.tensor([[0.1, 0.35, 0.55], [0.0, 0.5, 0.5]]))
+    assert torch.allclose(out.sum(1), torch.ones(2))
+
+
+def reference_nstep(rewards, terms, dones, next_obs, n, gamma):
+    """Plain-loop n-step targets for one env, for comparison."""
+    out = []
+    for s in range(len(rewards) - n + 1):
+        ret, k = 0.0, 0
+        while True:
+            ret += gamma**k * rewards[s + k]
+            if dones[s + k] or k == n - 1:
+                break
+            k += 1
+        out.append((ret, gamma ** (k + 1) * (1 - terms[s + k]), next_obs[s + k]))
+    return out
+
+
+def test_nstep_folder_matches_loop_and_never_crosses_episode_ends():
+    torch.manual_seed(0)
+    n, gamma, T = 3, 0.9, 40
+    rewards = torch.randn(T).tolist()
+    dones = [1.0 if t in (5, 6, 17, 30) else 0.0 for t in range(T)]
+    terms = [1.0 if t in (5, 30) else 0.0 for t in range(T)]  # 6 and 17 are truncations
+    next_obs = [float(t) + 0.5 for t in range(T)]
+    folder = NStepFolder(n, gamma, 1, 1, 1, "cpu")
+    got = []
+    for t in range(T):
+        row = folder.push(torch.tensor([[float(t)]]), torch.zeros(1, 1), torch.tensor([rewards[t]]),
+                          torch.tensor([[next_obs[t]]]), torch.tensor([bool(terms[t])]), torch.tensor([bool(dones[t])]),
+                          torch.tensor([True]))
+        if folder.ready:
+            obs, _, r, nxt, disc, _ = row
+            assert obs.item() == t - n + 1  # the transition that started n - 1 steps ago
+            got.append((r.item(), disc.item(), nxt.item()))
+    want = reference_nstep(rewards, terms, dones, next_obs, n, gamma)
+    assert len(got) == len(want)
+    for (r, d, o), (r2, d2, o2) in zip(got, want):
+        assert abs(r - r2) < 1e-5 and abs(d - d2) < 1e-6 and o == o2
+    # a transition ending in a termination never bootstraps; one ending in a truncation does
+    assert want[5][1] == 0.0 and want[6][1] > 0
+
+
+def test_replay_ring_and_uniform_sampling():
+    rb = Replay(10, 2, 1, num_envs=4, device="cpu")
+    assert rb.capacity == 8
+    for i in range(3):
+        v = torch.full((4,), float(i))
+        rb.add(v[:, None].repeat(1, 2), v[:, None], v, v[:, None].repeat(1, 2), v, torch.ones(4))
+    assert rb.size == 8 and rb.rows == 12
+    assert sorted(set(rb.data["reward"].tolist())) == [1.0, 2.0]  # step 0 overwritten
+    b = rb.sample(1000)
+    assert set(b.reward.tolist()) == {1.0, 2.0}
+    assert torch.equal(b.obs[:, 0], b.reward)
+
+
+def test_normalizer_matches_batch_statistics():
+    x = torch.randn(1000, 3) * torch.tensor([1.0, 5.0, 0.1]) + torch.tensor([2.0, -1.0, 0.0])
+    norm = Normalizer(3, "cpu", clip=100.0)
+    for chunk in x.split(100):
+        norm.update(chunk)
+    assert torch.allclose(norm.mean, x.mean(0), atol=1e-3)
+    assert torch.allclose(norm.var, x.var(0, unbiased=False), rtol=1e-2)
+
+
+def test_flop_and_parameter_counts_are_exact():
+    critic = nets.Critic(3, 1, [64, 64])
+    assert nets.count_params(critic) == 2 * ((4 * 64 + 64) + (64 * 64 + 64) + (64 + 1))
+    assert critic.flops_per_sample() == 2 * ((2 * 4 * 64 + 64) + (2 * 64 * 64 + 64) + (2 * 64 + 1))
+
+
+def test_critic_loss_is_zero_at_the_fixed_point_for_terminal_transitions():
+    torch.manual_seed(0)
+    actor, critic = nets.Actor(3, 1, [16]), nets.Critic(3, 1, [16])
+    target = nets.Critic(3, 1, [16])
+    b = algo.Batch(torch.randn(8, 3), torch.rand(8, 1), torch.randn(8), torch.randn(8, 3), torch.zeros(8), torch.ones(8))
+    with torch.no_grad():  # make Q(s, a) equal the reward exactly: last layer bias = reward, weights 0
+        critic.net.layers[-1].weight.zero_()
+        critic.net.layers[-1].bias.fill_(1.5)
+    b = b._replace(reward=torch.full((8,), 1.5))
+    loss, _ = algo.critic_loss(actor, critic, target, b, False, 0.2, 0.5)
+    assert loss.item() < 1e-10
+    # weight 0 removes a sample from the loss
+    b2 = b._replace(reward=torch.full((8,), 100.0), weight=torch.zeros(8))
+    assert algo.critic_loss(actor, critic, target, b2, False, 0.2, 0.5)[0].item() == 0.0
+
+
+def test_sac_log_prob_matches_torch_distributions():
+    torch.manual_seed(0)
+    actor = nets.GaussianActor(3, 2, [16])
+    obs = torch.randn(5, 3)
+    torch.manual_seed(1)
+    a, logp = actor.sample(obs)
+    mu, log_std = actor.net(obs)[0].chunk(2, -1)
+    log_std = actor.log_std_min + 0.5 * (actor.log_std_max - actor.log_std_min) * (torch.tanh(log_std) + 1)
+    dist = torch.distributions.TransformedDistribution(
+        torch.distributions.Normal(mu, log_std.exp()), [torch.distributions.TanhTransform(cache_size=1)])
+    assert torch.allclose(logp, dist.log_prob(a).sum(-1), atol=1e-3)
