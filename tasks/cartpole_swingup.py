@@ -46,8 +46,7 @@ class CartpoleSwingup(Task):
     gravity, masscart, masspole, length, force_mag, tau, x_threshold = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02, 2.4
 
     def initial_state(self, n, generator):
-        s = self.uniform(n, (-0.05,) * 4, (0.05,) * 4, generator)
-        return s + torch.tensor([0.0, 0.0, math.pi, 0.0], device=self.device)
+        return self.uniform(n, (-0.05, -0.05, math.pi - 0.05, -0.05), (0.05, 0.05, math.pi + 0.05, 0.05), generator)
 
     def observe(self, state):
         x, x_dot, th, th_dot = state.unbind(1)

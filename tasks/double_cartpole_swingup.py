@@ -49,8 +49,8 @@ class DoubleCartpoleSwingup(Task):
     dt, substeps, x_threshold, max_ang_vel = 0.02, 4, 2.4, 10 * math.pi
 
     def initial_state(self, n, generator):
-        s = self.uniform(n, (-0.05,) * 6, (0.05,) * 6, generator)
-        return s + torch.tensor([0.0, math.pi, math.pi, 0.0, 0.0, 0.0], device=self.device)
+        low = (-0.05, math.pi - 0.05, math.pi - 0.05, -0.05, -0.05, -0.05)
+        return self.uniform(n, low, tuple(v + 0.1 for v in low), generator)
 
     def observe(self, state):
         x, th1, th2, xd, th1d, th2d = state.unbind(1)
