@@ -16,6 +16,8 @@ def machine():
             info["cpu_model"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
     except OSError:
         pass
+    if hasattr(os, "getloadavg"):
+        info["loadavg_1m"] = os.getloadavg()[0]  # a shared machine skews timings; record how busy it was
     if torch.cuda.is_available():
         info["device"] = torch.cuda.get_device_name(0)
     return info

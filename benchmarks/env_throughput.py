@@ -10,9 +10,7 @@ and recorded with the load average: on a CPU shared with other jobs, intra-op pa
 stall waiting for a descheduled thread, so compare rows only at equal threads and similar load.
 """
 import argparse
-import json
 import os
-import platform
 import sys
 import time
 
@@ -21,6 +19,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import envs  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 from tasks import NATIVE_TASKS  # noqa: E402
 
 
@@ -61,22 +61,46 @@ def env_throughput(task, num_envs, device="cpu", seconds=2.0, warmup_steps=20, s
     }
 
 
-def machine_info(device):
-    device = torch.device(device)
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_num_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if hasattr(os, "getloadavg"):
-        info["loadavg_1m_before"] = os.getloadavg()[0]
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
+def update_throughput(overrides, device="cpu", seconds=2.0):
+    """Critic and policy updates/s of the learner for a config (net widths, batch size), on a full replay."""
+    from pql_scaling import config, nets
+    from pql_scaling.learner import PLearner, VLearner
+    from pql_scaling.replay import Normalizer, Replay
+
+    cfg = config.load(["device=%s" % device] + list(overrides))
+    env = envs.make(cfg.task, cfg.num_envs, device=device)
+    actor, critic = (m.to(device) for m in nets.build(cfg, env.obs_dim, env.act_dim))
+    norm = Normalizer(env.obs_dim, device)
+    replay = Replay(max(cfg.algo.batch_size * 4, cfg.num_envs), env.obs_dim, env.act_dim, cfg.num_envs, device)
+    for k, v in replay.data.items():
+        v.normal_()
+    replay.rows = replay.capacity
+    v, p = VLearner(cfg, critic, actor, norm, replay, device), PLearner(cfg, actor, critic, norm, replay, device, env.act_dim)
+    row = {"task": cfg.task, "algo": cfg.algo.name, "batch_size": cfg.algo.batch_size, "device": str(device),
+           "critic_hidden": list(cfg.net.critic_hidden), "actor_hidden": list(cfg.net.actor_hidden),
+           "critic_params": nets.count_params(critic)}
+    for name, learner in (("critic", v), ("policy", p)):
+        for _ in range(5):
+            learner.update(replay.sample(cfg.algo.batch_size))
+        _sync(torch.device(device))
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(5):
+                learner.update(replay.sample(cfg.algo.batch_size))
+            n += 5
+            _sync(torch.device(device))
+        row[name + "_updates_per_s"] = n / (time.perf_counter() - start)
+    flops_c, flops_p = nets.update_flops(actor, critic, cfg.algo.batch_size)
+    row["critic_update_gflop"] = flops_c / 1e9
+    row["critic_gflops_per_s"] = flops_c * row["critic_updates_per_s"] / 1e9
+    return row
+
+
+UPDATE_CONFIGS = {
+    "pql_default": ["task=pendulum", "net.actor_hidden=[512,256,128]", "net.critic_hidden=[512,256,128]",
+                    "algo.batch_size=8192"],
+    "pendulum_default": ["task=pendulum"],
+}
 
 
 def main(argv=None):
@@ -93,7 +117,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "env_throughput_%s.json" % device.type)
-    machine = machine_info(device)
+    machine = common.machine()
     print("  ".join("%s=%s" % kv for kv in machine.items()))
     rows = []
     print("%-26s %8s %16s %10s" % ("task", "envs", "env-steps/s", "ms/step"))
@@ -102,12 +126,16 @@ def main(argv=None):
             row = env_throughput(task, n, device, args.seconds)
             rows.append(row)
             print("%-26s %8d %16.3e %10.3f" % (task, n, row["env_steps_per_s"], row["step_ms"]))
+    updates = []
+    print("%-18s %12s %12s %12s %10s" % ("learner config", "critic upd/s", "policy upd/s", "critic GF/s", "params"))
+    for name, overrides in UPDATE_CONFIGS.items():
+        row = dict(update_throughput(overrides, device, args.seconds), config=name)
+        updates.append(row)
+        print("%-18s %12.1f %12.1f %12.2f %10d" % (name, row["critic_updates_per_s"], row["policy_updates_per_s"],
+                                                  row["critic_gflops_per_s"], row["critic_params"]))
     if hasattr(os, "getloadavg"):
         machine["loadavg_1m_after"] = os.getloadavg()[0]
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump({"machine": machine, "env_throughput": rows}, f, indent=1)
-    print("wrote", out)
+    common.save(out, {"env_throughput": rows, "update_throughput": updates})
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ class AlgoConfig:
     learning_starts: int = 0  # transitions in replay before updates (at least batch_size)
     noise_std_min: float = 0.05  # mixed exploration: env i gets std linspace(min, max)[i]
     noise_std_max: float = 0.8
-    target_noise: float = 0.2  # target-policy smoothing std
-    target_noise_clip: float = 0.5
+    target_noise: float = 0.8  # target-policy smoothing std (R4's tgt_pol_std)
+    target_noise_clip: float = 0.2  # ... clipped to this bound (R4's tgt_pol_noise_bound)
     reward_scale: float = 1.0
     obs_norm: bool = True
     obs_clip: float = 5.0

@@ -39,9 +39,16 @@ class Task:
         raise NotImplementedError
 
     def uniform(self, n: int, low, high, generator: torch.Generator) -> torch.Tensor:
-        """(n, len(low)) uniform samples in [low, high) on this task's device: a helper for resets."""
-        low = torch.as_tensor(low, dtype=torch.float32, device=self.device)
-        high = torch.as_tensor(high, dtype=torch.float32, device=self.device)
+        """(n, len(low)) uniform samples in [low, high) on this task's device: a helper for resets.
+
+        The bounds become device tensors once and are cached: a host-to-device copy per step would
+        stall the GPU pipeline and break CUDA-graph capture."""
+        key = (tuple(low), tuple(high))
+        cache = self.__dict__.setdefault("_bounds", {})
+        if key not in cache:
+            cache[key] = (torch.as_tensor(low, dtype=torch.float32, device=self.device),
+                          torch.as_tensor(high, dtype=torch.float32, device=self.device))
+        low, high = cache[key]
         u = torch.rand((n, low.numel()), generator=generator, device=self.device)
         return low + u * (high - low)
 
