@@ -55,5 +55,14 @@ class NativeVecEnv:
         self.state = torch.as_tensor(state, dtype=torch.float32, device=self.device).reshape(self.num_envs, -1).clone()
         return self.task.observe(self.state)
 
+    # Checkpointing: the runtime saves this so a resumed run continues the same episodes and RNG stream.
+    def state_dict(self):
+        return {"state": self.state.clone(), "t": self.t.clone(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, s):
+        self.state = s["state"].to(self.device)
+        self.t = s["t"].to(self.device)
+        self.generator.set_state(s["generator"])
+
     def close(self):
         pass
