@@ -58,7 +58,7 @@ def run_ours(seed, budget_s):
     from pql_scaling.train import train
 
     d = os.path.join(tempfile.mkdtemp(), "run")
-    train(["task=pendulum", "seed=%d" % seed, "max_time_s=%g" % budget_s, "log.live=off", "run_dir=" + d], quiet=True)
+    train(["task=pendulum", "seed=%d" % seed, "max_time_s=%g" % budget_s, "target_return=%g" % THRESHOLD, "log.live=off", "run_dir=" + d], quiet=True)
     return first_crossing(d, THRESHOLD)
 
 

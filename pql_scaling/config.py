@@ -85,6 +85,7 @@ class Config:
     num_envs: int = 64
     max_env_steps: int = 1_000_000
     max_time_s: float = 0.0  # wall-clock budget, 0 = none
+    target_return: Optional[float] = None  # stop at the first log point whose return_mean reaches this
     threads: int = 0  # torch intra-op threads, 0 = torch's default
     run_dir: Optional[str] = None  # default: runs/<task>-<algo>-s<seed>-<time>
     resume: Optional[str] = None  # a run directory to continue

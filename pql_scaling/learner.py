@@ -96,7 +96,7 @@ class PLearner:
             return {}
         out = {"actor_loss": loss / n, ("entropy" if self.sac else "action_abs_mean"): aux / n}
         if self.sac:
-            out["alpha"] = float(self.actor.log_alpha.exp())
+            out["alpha"] = float(self.actor.log_alpha.detach().exp())
         return out
 
     def state_dict(self):

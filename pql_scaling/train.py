@@ -105,6 +105,8 @@ class Session:
         row.update(p_stats)
         row.update(extra or {})
         self.last = {"t": now, "env_steps": self.env_steps, "critic": cu, "policy": pu}
+        if self.cfg.target_return is not None and mean is not None and mean >= self.cfg.target_return:
+            self.stop_reason = "target_return"
         self.run.append_metrics(row)
         if self.wandb is not None:
             self.wandb.log(row)

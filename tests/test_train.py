@@ -61,6 +61,13 @@ def test_same_seed_same_metrics(tmp_path):
     assert strip(rows(a)) != strip(rows(c))
 
 
+def test_target_return_stops_the_run(tmp_path):
+    d = train(SMALL + ["max_env_steps=100000", "target_return=-1e9", "run_dir=%s" % (tmp_path / "t")], quiet=True)
+    st = status(d)
+    assert st["status"] == "completed" and st["reason"] == "target_return"
+    assert rows(d)[-1]["env_steps"] == 8 * 200  # the first log point with finished episodes
+
+
 def test_sac_and_c51_train(tmp_path):
     for extra in (["algo=sac"], ["algo.distributional=true", "algo.v_min=-50", "algo.v_max=0"]):
         d = train(SMALL + ["max_env_steps=800", "run_dir=%s" % (tmp_path / extra[0])] + extra, quiet=True)
