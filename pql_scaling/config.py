@@ -83,7 +83,7 @@ class Config:
     v_learner_device: Optional[str] = None
     p_learner_device: Optional[str] = None
     num_envs: int = 64
-    max_env_steps: int = 1_000_000
+    max_env_steps: Optional[int] = 1_000_000  # None = no step cap (a time budget governs, as in PQL)
     max_time_s: float = 0.0  # wall-clock budget, 0 = none
     target_return: Optional[float] = None  # stop at the first log point whose return_mean reaches this
     threads: int = 0  # torch intra-op threads, 0 = torch's default
@@ -200,8 +200,10 @@ def validate(cfg):
     for key, options in CHOICES.items():
         if get(key) not in options:
             raise ConfigError("%s=%r is not one of %s" % (key, get(key), ", ".join(options)))
+    if get("max_env_steps") is None and not get("max_time_s") and get("target_return") is None:
+        raise ConfigError("max_env_steps=null needs a stop condition: set max_time_s or target_return")
     for key in POSITIVE:
-        if not get(key) > 0:
+        if get(key) is not None and not get(key) > 0:
             raise ConfigError("%s=%r must be > 0" % (key, get(key)))
     for key in NON_NEGATIVE:
         if not get(key) >= 0:

@@ -133,13 +133,13 @@ class Display:
     def __init__(self, mode, total_steps, max_time_s, title):
         if mode == "auto":
             mode = "rich" if sys.stdout.isatty() else "plain"
-        self.mode, self.total, self.max_time_s = mode, total_steps, max_time_s
+        self.mode, self.total, self.max_time_s = mode, total_steps, max_time_s  # total None: no step cap
         self.progress = None
         if mode == "rich":
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
             self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                     TextColumn("{task.completed:>10,.0f}/{task.total:,.0f} env steps"),
+                                     TextColumn("{task.completed:>12,.0f} env steps"),
                                      TextColumn("return {task.fields[ret]}"), TextColumn("{task.fields[speed]}"),
                                      TimeElapsedColumn(), TimeRemainingColumn())
             self.progress.start()
@@ -149,7 +149,7 @@ class Display:
         ret = "-" if row["return_mean"] is None else "%.1f" % row["return_mean"]
         speed = "%.0f steps/s  %.0f upd/s  utd %.4f" % (row["env_steps_per_s"], row["critic_updates_per_s"], row["utd"])
         if self.progress is not None:
-            self.progress.update(self.bar, completed=min(row["env_steps"], self.total), ret=ret, speed=speed)
+            self.progress.update(self.bar, completed=row["env_steps"], ret=ret, speed=speed)
         elif self.mode == "plain":
             print("steps %d  return %s  %s  t=%.1fs" % (row["env_steps"], ret, speed, row["wall_time_s"]), flush=True)
 

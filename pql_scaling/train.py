@@ -76,7 +76,7 @@ class Session:
     def should_stop(self):
         if self.stop_reason is not None:
             return True
-        if self.env_steps >= self.cfg.max_env_steps:
+        if self.cfg.max_env_steps is not None and self.env_steps >= self.cfg.max_env_steps:
             self.stop_reason = "max_env_steps"
         elif self.cfg.max_time_s and self.wall_time() >= self.cfg.max_time_s:
             self.stop_reason = "max_time_s"
