@@ -26,10 +26,9 @@ isaacgym_api notes and tests/fakes/README.md):
   step (0 elsewhere); `info["done"]` marks them. The spanning step's transition is invalid for learning,
   but its reward belongs to the new episode in this accounting.
 """
-import os
 import random
 
-from envs.isaacgym_preimport import INSTALL_HINT, preimport_isaacgym
+from envs.isaacgym_preimport import INSTALL_HINT, defaults_path, preimport_isaacgym
 
 preimport_isaacgym()  # raises with instructions when missing, or when torch was imported first
 
@@ -43,14 +42,7 @@ try:
 except ImportError:  # pragma: no cover - very old IsaacGymEnvs
     TASKS = ["Ant", "Anymal", "AllegroHand", "BallBalance", "Cartpole", "FrankaCubeStack", "Humanoid", "ShadowHand"]
 
-TASK_DEFAULTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tasks", "isaacgym")
 _CREATED = []  # the one env this process may ever own (its sim outlives close())
-
-
-def defaults_path(task):
-    """tasks/isaacgym/<Task>.yaml: IsaacGymEnvs' Ant/Humanoid differ from the MJCF tasks of the same name."""
-    path = os.path.join(TASK_DEFAULTS_DIR, task + ".yaml")
-    return path if os.path.exists(path) else None
 
 
 def _check_device(device):

@@ -10,6 +10,7 @@ before it imports anything that imports torch -- config, trainer, envs backends)
 This module imports neither torch nor anything that does (nor does importing `envs` itself).
 Spawned learner processes of the trio never create an Isaac Gym env and need no pre-import.
 """
+import os
 import sys
 
 INSTALL_HINT = (
@@ -19,6 +20,14 @@ INSTALL_HINT = (
     "compiler and ninja). Simplest: build the project's Isaac Gym image, docker/Dockerfile.isaacgym "
     "(see the README). NVIDIA now calls Isaac Gym legacy (successor: Isaac Lab)."
 )
+
+
+def defaults_path(task):
+    """tasks/isaacgym/<Task>.yaml, or None: Isaac Gym task defaults live apart from tasks/<Task>.yaml because
+    IsaacGymEnvs' Ant and Humanoid are other MDPs than the MJCF tasks of the same name."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(root, "tasks", "isaacgym", task + ".yaml")
+    return path if os.path.exists(path) else None
 
 
 def preimport_isaacgym():
