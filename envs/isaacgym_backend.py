@@ -67,9 +67,12 @@ class IsaacGymVecEnv:
 
     def __init__(self, task, num_envs, device="cpu", seed=0, headless=True, graphics_device_id=-1, cfg=None):
         dev = _check_device(device)
-        if cfg is not None:  # IsaacGymEnvs ignores num_envs when given a config: put it there
-            cfg["task"]["name"] = task
-            cfg["task"]["env"]["numEnvs"] = int(num_envs)
+        if cfg is not None:  # IsaacGymEnvs reads cfg.task and ignores num_envs when given a config
+            from omegaconf import OmegaConf
+
+            cfg = OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg
+            cfg.task.name = task
+            cfg.task.env.numEnvs = int(num_envs)
         if _CREATED:
             raise RuntimeError(
                 "Isaac Gym allows one simulation per process and this process already has one (IsaacGymEnvs would "

@@ -9,13 +9,15 @@ def make(seed, task, num_envs, sim_device, rl_device, graphics_device_id=-1, hea
     """Build a task as IsaacGymEnvs does. As documented, `seed` is NOT applied here.
 
     cfg=None composes the task's default config and sets numEnvs = num_envs; a given cfg (the full run
-    config) is used as it is, `cfg["task"]` being the task config (the stand-in fills the keys it omits
+    config, an OmegaConf DictConfig) is used as it is, `cfg.task` being the task config (the stand-in fills the keys it omits
     from the defaults, where real IsaacGymEnvs needs a complete one) and `num_envs` is ignored."""
     if cfg is None:
         cfg = task_config(task)
         cfg["env"]["numEnvs"] = num_envs
     else:
-        given = cfg["task"]
+        from omegaconf import OmegaConf
+
+        given = OmegaConf.to_container(cfg.task)  # attribute access: a plain dict fails here, as in IsaacGymEnvs
         cfg = task_config(given["name"])
         cfg["env"].update(given.get("env", {}))
     return isaacgym_task_map[cfg["name"]](cfg=cfg, rl_device=rl_device, sim_device=sim_device,
