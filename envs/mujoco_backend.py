@@ -36,7 +36,7 @@ except (ImportError, AttributeError) as exc:  # pragma: no cover - exercised onl
         "pip install 'mujoco>=3.3' 'gymnasium[mujoco]>=1.0'   (or: pip install -e '.[mujoco]')"
     ) from exc
 
-from tasks.mjcf import MJCF_TASKS, gymnasium_asset
+from tasks.mjcf import MJCF_TASKS, load_model_and_task
 
 TASKS = sorted(MJCF_TASKS)
 FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -49,17 +49,10 @@ def default_nthread():
         return os.cpu_count() or 1
 
 
-def load_task(task, device, **overrides):
-    """(MjModel, task logic) for one MJCF task name: shared by the mujoco and mjwarp backends."""
-    cls = MJCF_TASKS[task]
-    model = mujoco.MjModel.from_xml_path(gymnasium_asset(cls.xml_file))
-    return model, cls(model, device, **overrides)
-
-
 class MujocoVecEnv:
     def __init__(self, task, num_envs, device="cpu", seed=0, nthread=None, max_episode_steps=None, **task_overrides):
         self.device = torch.device(device)
-        self.model, self.task = load_task(task, "cpu", **task_overrides)
+        self.model, self.task = load_model_and_task(task, "cpu", **task_overrides)
         self.num_envs = n = int(num_envs)
         self.obs_dim, self.act_dim = self.task.obs_dim, self.task.act_dim
         self.max_episode_steps = int(max_episode_steps or self.task.max_episode_steps)

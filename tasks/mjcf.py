@@ -248,3 +248,12 @@ class Humanoid(MJCFTask):
 
 
 MJCF_TASKS: Dict[str, type] = {cls.name: cls for cls in (Ant, HalfCheetah, Hopper, Walker2d, Humanoid)}
+
+
+def load_model_and_task(task, device, **overrides):
+    """(MjModel, task logic) for one MJCF task name: what the mujoco and mjwarp backends share."""
+    import mujoco
+
+    cls = MJCF_TASKS[task]
+    model = mujoco.MjModel.from_xml_path(gymnasium_asset(cls.xml_file))
+    return model, cls(model, device, **overrides)
