@@ -4,6 +4,9 @@
 
 An env step is one `env.step` of one env (frame_skip physics steps), with random actions in [-1, 1],
 including auto-resets, observation/reward computation and the float32 conversion the trainer gets.
+MuJoCo's rollout pool gets `--nthread` threads; torch gets one (the env's tensor work is small, and idle
+torch worker threads would compete with MuJoCo's for the cores). The 1-minute load average before and
+after each point is recorded: on a shared machine other processes' load lowers the numbers.
 Writes benchmarks/results/mujoco_throughput_cpu.json (with machine and library versions).
 """
 import argparse
@@ -43,16 +46,19 @@ def main():
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mujoco_throughput_cpu.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.nthread)
+    torch.set_num_threads(1)
     import mujoco
 
     results = []
     print("%-12s %8s %14s %7s" % ("task", "num_envs", "env_steps/s", "steps"))
     for task in args.tasks:
         for n in args.envs:
+            load_before = os.getloadavg()[0]
             sps, steps = measure(task, n, args.nthread, args.seconds)
-            results.append({"task": task, "num_envs": n, "env_steps_per_s": round(sps, 1), "timed_steps": steps})
-            print("%-12s %8d %14.0f %7d" % (task, n, sps, steps), flush=True)
+            load_after = os.getloadavg()[0]
+            results.append({"task": task, "num_envs": n, "env_steps_per_s": round(sps, 1), "timed_steps": steps,
+                            "loadavg_1min_before": load_before, "loadavg_1min_after": load_after})
+            print("%-12s %8d %14.0f %7d   load %.1f -> %.1f" % (task, n, sps, steps, load_before, load_after), flush=True)
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:

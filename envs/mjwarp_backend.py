@@ -4,7 +4,8 @@ One `mujoco_warp` Model/Data pair holds every env as a "world" (nworld = num_env
 (tasks/mjcf.py, shared with backend=mujoco) reads torch views of MJWarp's arrays (`warp.to_torch`, no
 copies) and actions are written into the `ctrl` view in place. An env step is `frame_skip` calls of
 `mujoco_warp.step` (+ `rne_postconstraint` for tasks that read cfrc_ext), captured once into a CUDA graph
-on the GPU. After those calls MJWarp's Data holds what MuJoCo's MjData holds after
+on the GPU and replayed on a torch side stream that is ordered against torch's current stream both
+ways (torch writes ctrl/qpos, warp simulates, torch reads). After those calls MJWarp's Data holds what MuJoCo's MjData holds after
 `mj_step(nstep=frame_skip)`, so the derived fields the tasks read (xpos, xipos, cinert, cvel,
 qfrc_actuator, cfrc_ext) carry Gymnasium's one-physics-step lag by construction.
 
@@ -71,6 +72,9 @@ class MJWarpVecEnv:
         self._fields = {name: view(getattr(self.d, name)) for name in self.task.fields}
         self._use_graph = self.device.type == "cuda" if cuda_graph is None else bool(cuda_graph)
         self._graph = None
+        if self.device.type == "cuda":  # warp works on a torch side stream, ordered against torch's current one
+            self._torch_stream = torch.cuda.Stream(device=self.device)
+            self._wp_stream = wp.stream_from_torch(self._torch_stream)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
         self.t = torch.zeros(n, dtype=torch.long, device=self.device)
@@ -87,24 +91,46 @@ class MJWarpVecEnv:
         if "cfrc_ext" in self.task.fields:
             mjw.rne_postconstraint(self.m, self.d)
 
+    def _warp(self):
+        """Context for warp launches: the side stream on CUDA (graph capture needs a non-default stream)."""
+        if self.device.type == "cuda":
+            return wp.ScopedStream(self._wp_stream)
+        return wp.ScopedDevice("cpu")
+
+    def _enter_warp(self):  # warp's stream waits for what torch queued (ctrl, qpos writes)
+        if self.device.type == "cuda":
+            self._torch_stream.wait_stream(torch.cuda.current_stream(self.device))
+
+    def _leave_warp(self):  # torch's stream waits for warp's results before reading the views
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).wait_stream(self._torch_stream)
+
     def _run_physics(self):
-        if not self._use_graph:
-            with wp.ScopedDevice(self._wp_device):
+        self._enter_warp()
+        with self._warp():
+            if not self._use_graph:
                 self._physics()
-            return
-        if self._graph is None:
-            with wp.ScopedCapture(device=self._wp_device) as capture:
-                self._physics()
-            self._graph = capture.graph
-        wp.capture_launch(self._graph)
+            else:
+                if self._graph is None:
+                    with wp.ScopedCapture() as capture:
+                        self._physics()
+                    self._graph = capture.graph
+                wp.capture_launch(self._graph)
+        self._leave_warp()
 
     def _start_episodes(self, mask, qpos, qvel):
         """Re-initialise the worlds where `mask`, at (qpos, qvel) rows; returns every env's reset-obs."""
-        with wp.ScopedDevice(self._wp_device):
-            mjw.reset_data(self.m, self.d, reset=wp.from_torch(mask.contiguous()))
-            self._qpos.copy_(torch.where(mask[:, None], qpos.to(self._qpos.dtype), self._qpos))
-            self._qvel.copy_(torch.where(mask[:, None], qvel.to(self._qvel.dtype), self._qvel))
+        mask = mask.contiguous()
+        self._enter_warp()
+        with self._warp():
+            mjw.reset_data(self.m, self.d, reset=wp.from_torch(mask))
+        self._leave_warp()
+        self._qpos.copy_(torch.where(mask[:, None], qpos.to(self._qpos.dtype), self._qpos))
+        self._qvel.copy_(torch.where(mask[:, None], qvel.to(self._qvel.dtype), self._qvel))
+        self._enter_warp()
+        with self._warp():
             mjw.forward(self.m, self.d)  # first observations need the new states' derived fields
+        self._leave_warp()
         qpos_now, qvel_now = self._qpos.double(), self._qvel.double()
         fields = self.task.reset_fields(self._fields_now())
         self._pos = torch.where(mask[:, None], self.task.position(qpos_now, fields), self._pos)
