@@ -150,12 +150,8 @@ class MJWarpVecEnv:
         ctrl = task.action_to_ctrl(action.detach().to(self.device))
         self._ctrl.copy_(ctrl)
         self._run_physics()
-        qpos, qvel, fields = self._qpos.double(), self._qvel.double(), self._fields_now()
-        pos = task.position(qpos, fields)
-        velocity = (pos - self._pos) / task.dt
-        self._pos = pos
-        final_obs = task.observe(qpos, qvel, fields)
-        reward, terminated = task.reward_and_termination(velocity, ctrl, qpos, qvel, fields)
+        self._pos, final_obs, reward, terminated = task.transition(
+            self._pos, ctrl, self._qpos.double(), self._qvel.double(), self._fields_now())
         self.t += 1
         truncated = (self.t >= self.max_episode_steps) & ~terminated
         done = terminated | truncated

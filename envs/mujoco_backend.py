@@ -140,12 +140,8 @@ class MujocoVecEnv:
             self.state[:] = self._traj[:, -1]
         if self._fields_np:  # the last physics step, leaving MjData as Gymnasium reads it
             self._fill_fields(range(self.num_envs), ctrl.numpy(), step=True)
-        qpos, qvel, fields = self._qpos, self._qvel, self._fields
-        pos = task.position(qpos, fields)
-        velocity = (pos - self._pos) / task.dt
-        self._pos = pos.clone()
-        final_obs = task.observe(qpos, qvel, fields)
-        reward, terminated = task.reward_and_termination(velocity, ctrl, qpos, qvel, fields)
+        pos, final_obs, reward, terminated = task.transition(self._pos, ctrl, self._qpos, self._qvel, self._fields)
+        self._pos = pos.clone()  # may be a view of the state
         self.t += 1
         truncated = (self.t >= self.max_episode_steps) & ~terminated
         done = terminated | truncated

@@ -109,6 +109,12 @@ class MJCFTask:
         """The position whose finite difference over one env step is the forward velocity (n, k)."""
         return qpos[:, 0:1]
 
+    def transition(self, pos_before, ctrl, qpos, qvel, fields):
+        """What a Gymnasium v5 `step` computes after the physics: (position, obs, reward, terminated)."""
+        pos = self.position(qpos, fields)
+        reward, terminated = self.reward_and_termination((pos - pos_before) / self.dt, ctrl, qpos, qvel, fields)
+        return pos, self.observe(qpos, qvel, fields), reward, terminated
+
     # -- the MDP: every subclass defines --------------------------------------------------------
     #   observe(qpos, qvel, fields) -> (n, obs_dim) float64
     #   reward_and_termination(velocity, ctrl, qpos, qvel, fields) -> reward (n,), terminated (n,) bool
