@@ -149,3 +149,20 @@ def test_seed_is_applied_by_the_adapter():
     print(env.reset().sum().item())
     """
     assert run(code, prelude=True) == run(code, prelude=True)
+
+
+def test_stand_in_follows_the_documented_vectask_surface():
+    run("""
+    import isaacgym, isaacgymenvs, torch
+    task = isaacgymenvs.make(seed=0, task="FrankaCubeStack", num_envs=6, sim_device="cpu", rl_device="cpu")
+    assert (task.num_envs, task.num_obs, task.num_actions, task.num_acts, task.num_states) == (6, 19, 7, 7, 0)
+    assert task.max_episode_length == 300 and task.action_space.shape == (7,) and task.device == "cpu"
+    assert (task.reset_buf == 1).all()                       # reset_buf starts at ones
+    before = task.reset()["obs"].clone()
+    assert (task.reset_buf == 1).all() and (task.progress_buf == 0).all()  # reset() resets nothing
+    obs_dict, rew, done, extras = task.step(torch.zeros(6, 7))
+    assert (task.progress_buf == 1).all() and "states" not in obs_dict and extras["time_outs"].dtype == torch.bool
+    assert done.dtype == torch.long and rew.shape == (6,)
+    other = isaacgymenvs.make(seed=0, task="Ant", num_envs=6, sim_device="cpu", rl_device="cpu")
+    assert other.sim is task.sim                              # one sim per process: silently shared
+    """)
