@@ -120,7 +120,6 @@ class IsaacGymVecEnv:
         self._length.zero_()
         self._account(reward, done)  # the clean-start step is the first step of every episode
         self._spanning = done.clone()
-        self._last_obs_dict = obs_dict
         return obs_dict["obs"].to(self.device, torch.float32)
 
     def step(self, action):
@@ -131,7 +130,7 @@ class IsaacGymVecEnv:
         self._spanning = done.clone()
         obs = obs_dict["obs"].to(self.device, torch.float32)
         info = {
-            "final_obs": obs,  # deferred resets: a done env's obs IS its terminal obs
+            "final_obs": obs.clone(),  # deferred resets: a done env's obs IS its terminal obs
             "valid": valid,
             "done": done,
             "episode_return": episode_return.float(),
