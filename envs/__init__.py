@@ -20,6 +20,9 @@ from tasks import NATIVE_TASKS
 # backend name -> module with `TASKS` (names it serves) and `make_env(task, num_envs, device, seed, **kw)`.
 BACKENDS = {
     "native": "envs.native",
+    "mujoco": "envs.mujoco_backend",
+    "mjwarp": "envs.mjwarp_backend",
+    "isaacgym": "envs.isaacgym_backend",
 }
 
 
