@@ -8,8 +8,8 @@ from setuptools import find_packages, setup
 extras = {
     "wandb": ["wandb>=0.15"],
     "analysis": ["numpy", "scipy>=1.7", "pandas>=1.3", "scikit-learn>=1.0", "matplotlib>=3.5"],
-    "mujoco": ["mujoco>=3.1.7", "gymnasium[mujoco]>=1.0"],
-    "mjwarp": ["mujoco>=3.1.7", "mujoco-warp", "warp-lang"],
+    "mujoco": ["mujoco>=3.3", "gymnasium[mujoco]>=1.0"],  # the Rollout class with a persistent thread pool
+    "mjwarp": ["mujoco>=3.3", "mujoco-warp>=3.3", "warp-lang>=1.10", "gymnasium[mujoco]>=1.0"],
     "ray": ["ray[default]>=2.9"],
 }
 extras["dev"] = sorted(
@@ -22,6 +22,8 @@ extras["dev"] = sorted(
             "gymnasium[classic-control]>=1.0",
             "stable-baselines3>=2.0",
             "vermin>=1.6",
+            "mujoco>=3.3",
+            "gymnasium[mujoco]>=1.0",
         ]
     )
 )
@@ -35,7 +37,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.8",
     packages=find_packages(include=["pql_scaling*", "envs*", "tasks*", "analysis*"]),
-    package_data={"tasks": ["*.yaml"]},
+    package_data={"tasks": ["*.yaml", "isaacgym/*.yaml"]},
     install_requires=[
         "torch>=2.0",
         "numpy",

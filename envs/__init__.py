@@ -10,7 +10,10 @@ native range; `reward` is the task's own, unscaled. Envs auto-reset inside `step
 ended (terminated or truncated), `next_obs` is already the first observation of the next episode and
 `info["final_obs"]` holds the true last observation (rows of envs that did not end equal `next_obs`).
 `info["valid"]` (bool, optional) marks transitions that may be learned from; a backend whose resets
-are deferred (Isaac Gym) sets it False on the step that spans two episodes. Attributes: `num_envs`,
+are deferred (Isaac Gym) sets it False on the step that spans two episodes. A simulator that keeps its
+own episode accounting reports it as `info["episode_return"]` / `info["episode_length"]` (valid where
+the episode ended this step); the trainer then logs those instead of summing rewards itself. Isaac
+Gym also passes `info["states"]` (privileged observations) when its task has them. Attributes: `num_envs`,
 `obs_dim`, `act_dim`, `device`, `max_episode_steps`.
 """
 import importlib

@@ -28,7 +28,7 @@ isaacgym_api notes and tests/fakes/README.md):
 """
 import random
 
-from envs.isaacgym_preimport import INSTALL_HINT, defaults_path, preimport_isaacgym
+from envs.isaacgym_preimport import INSTALL_HINT, preimport_isaacgym
 
 preimport_isaacgym()  # raises with instructions when missing, or when torch was imported first
 
@@ -152,4 +152,4 @@ def make_env(task, num_envs, device="cpu", seed=0, **overrides):
     return IsaacGymVecEnv(task, num_envs, device=device, seed=seed, **overrides)
 
 
-__all__ = ["TASKS", "make_env", "IsaacGymVecEnv", "defaults_path", "INSTALL_HINT"]
+__all__ = ["TASKS", "make_env", "IsaacGymVecEnv", "INSTALL_HINT"]

@@ -22,14 +22,6 @@ INSTALL_HINT = (
 )
 
 
-def defaults_path(task):
-    """tasks/isaacgym/<Task>.yaml, or None: Isaac Gym task defaults live apart from tasks/<Task>.yaml because
-    IsaacGymEnvs' Ant and Humanoid are other MDPs than the MJCF tasks of the same name."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(root, "tasks", "isaacgym", task + ".yaml")
-    return path if os.path.exists(path) else None
-
-
 def preimport_isaacgym():
     """Import isaacgym (then isaacgymenvs) now; raise a clear error if torch came first or it is missing."""
     if "isaacgym" in sys.modules:

@@ -20,6 +20,7 @@ frame_skip steps in the rollout.
 Needs `mujoco>=3.3` (the `Rollout` class with a persistent pool) and `gymnasium>=1.0` for the
 model files.
 """
+import operator
 import os
 
 import numpy as np
@@ -67,7 +68,7 @@ class MujocoVecEnv:
 
         nstate = mujoco.mj_stateSize(m, FULLPHYSICS)
         q0 = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_TIME)
-        v0 = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_TIME | mujoco.mjtState.mjSTATE_QPOS)
+        v0 = mujoco.mj_stateSize(m, operator.or_(mujoco.mjtState.mjSTATE_TIME, mujoco.mjtState.mjSTATE_QPOS))  # or_: vermin reads `|` as a 3.10 union
         fresh = mujoco.MjData(m)
         self._state0 = np.empty(nstate)
         mujoco.mj_getState(m, fresh, self._state0, FULLPHYSICS)

@@ -49,6 +49,14 @@ def _train(argv):
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Isaac Gym refuses to load after torch: import it first when asked for (a no-op otherwise).
+    from envs.isaacgym_preimport import maybe_preimport_isaacgym
+
+    try:
+        maybe_preimport_isaacgym(argv)
+    except ImportError as e:
+        print("error: %s" % e, file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)

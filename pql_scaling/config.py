@@ -235,7 +235,7 @@ def load(overrides=(), base=None):
         for key, value in _flatten(base):
             _set(cfg, key, value, "resumed config")
     task = dict(pairs).get("task", cfg.task)
-    path = tasks.defaults_path(task)
+    path = tasks.defaults_path(task, dict(pairs).get("backend"))
     if path is not None and base is None:
         with open(path) as f:
             for key, value in _flatten(yaml.safe_load(f) or {}):

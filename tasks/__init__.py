@@ -20,7 +20,11 @@ def load_native(name):
     return getattr(importlib.import_module(module), cls)
 
 
-def defaults_path(name):
-    """Path of the task's YAML defaults, or None if the task has none."""
-    path = os.path.join(TASK_DIR, name + ".yaml")
+def defaults_path(name, backend=None):
+    """Path of the task's YAML defaults, or None if the task has none.
+
+    Isaac Gym tasks keep theirs in tasks/isaacgym/: IsaacGymEnvs' Ant and Humanoid are other MDPs than
+    the MJCF tasks of the same name."""
+    folder = os.path.join(TASK_DIR, "isaacgym") if backend == "isaacgym" else TASK_DIR
+    path = os.path.join(folder, name + ".yaml")
     return path if os.path.exists(path) else None
