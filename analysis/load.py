@@ -35,7 +35,7 @@ _QS = re.compile(r"utd_(?P<utd>[0-9.e+-]+)/(?P<task>[^/]+)/(?P<key>[^/]+)/bs_(?P
 def load_qscaled(root, returns_key="episode.return", algo="sac", model_size=np.nan):
     """R1's released layout: {exp}/utd_{sigma}/{task}/{key}/bs_{B}_lr_{lr}.npy, array [T, 1+S]
     (column 0 = env step, then one column of raw returns per seed)."""
-    parts = []
+    cols = {k: [] for k in COLUMNS}
     for dirpath, _, files in sorted(os.walk(root)):
         for f in sorted(files):
             m = _QS.search(os.path.join(dirpath, f).replace(os.sep, "/"))
@@ -44,18 +44,22 @@ def load_qscaled(root, returns_key="episode.return", algo="sac", model_size=np.n
             arr = np.load(os.path.join(dirpath, f))
             steps, ret = arr[:, 0], arr[:, 1:]
             t, s = ret.shape
+            n = t * s
             sigma = float(m["utd"])
-            run = os.path.relpath(os.path.join(dirpath, f), root)
-            parts.append(pd.DataFrame({
-                "task": m["task"], "algo": algo, "sigma": sigma, "batch_size": float(m["bs"]),
-                "lr": float(m["lr"]), "model_size": model_size, "experts": 0, "num_envs": 1,
-                "seed": np.repeat(np.arange(s), t), "run": run, "env_steps": np.tile(steps, s),
-                "grad_steps": np.tile(steps, s) * sigma, "flops": np.nan, "wall_time_s": np.nan,
-                "return": ret.T.reshape(-1), "r_max": np.nan}))
-    if not parts:
+            const = {"task": m["task"], "algo": algo, "sigma": sigma, "batch_size": float(m["bs"]),
+                     "lr": float(m["lr"]), "model_size": model_size, "experts": 0, "num_envs": 1,
+                     "run": os.path.relpath(os.path.join(dirpath, f), root), "flops": np.nan,
+                     "wall_time_s": np.nan, "r_max": np.nan}
+            for k, v in const.items():
+                cols[k].append(np.full(n, v, dtype=object if isinstance(v, str) else None))
+            cols["seed"].append(np.repeat(np.arange(s), t))
+            cols["env_steps"].append(np.tile(steps, s))
+            cols["grad_steps"].append(np.tile(steps, s) * sigma)
+            cols["return"].append(ret.T.reshape(-1))
+    if not cols["task"]:
         raise AnalysisInputError(f"no qscaled .npy files under {root!r} (expected "
                                  f"utd_<sigma>/<task>/{returns_key}/bs_<B>_lr_<lr>.npy)")
-    return _frame(pd.concat(parts, ignore_index=True)[COLUMNS])
+    return _frame(pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()}))
 
 
 # ----------------------------------------------------------------------------------- run directories
@@ -247,16 +251,18 @@ def curves(table):
     for k in ("model_size", "batch_size", "lr"):
         t[k] = t[k].fillna(-1.0)  # groupby drops NaN keys
     for key, g in t.groupby(keys, sort=True, dropna=False):
-        seeds = sorted(g["seed"].unique())
-        first = g[g["seed"] == seeds[0]]["env_steps"].to_numpy()
-        same = all(len(g[g["seed"] == s]) == len(first) for s in seeds) and len(g) == len(first) * len(seeds)
-        if same:  # fast path (qscaled layout): every seed on the same grid, stored seed-major
-            gs = g.sort_values(["seed", "env_steps"], kind="stable")
-            steps = gs["env_steps"].to_numpy()[: len(first)]
-            same = np.allclose(gs["env_steps"].to_numpy().reshape(len(seeds), -1), steps[None])
+        seed = g["seed"].to_numpy()
+        st = g["env_steps"].to_numpy()
+        order = np.lexsort((st, seed))
+        us, cnt = np.unique(seed, return_counts=True)
+        same = (cnt == cnt[0]).all()
+        if same:  # fast path (qscaled layout): every seed logged on the same steps
+            grid = st[order].reshape(len(us), -1)
+            same = bool((grid == grid[:1]).all())
         if same:
-            ret = gs["return"].to_numpy().reshape(len(seeds), -1).T
-            other = {c: gs[c].to_numpy().reshape(len(seeds), -1).T for c in ("grad_steps", "flops", "wall_time_s")}
+            steps = grid[0]
+            ret = g["return"].to_numpy()[order].reshape(len(us), -1).T
+            other = {c: g[c].to_numpy()[order].reshape(len(us), -1).T for c in ("grad_steps", "flops", "wall_time_s")}
         else:
             piv = {c: g.pivot_table(index="env_steps", columns="seed", values=c, aggfunc="last", dropna=False)
                    for c in ("return", "grad_steps", "flops", "wall_time_s")}

@@ -73,6 +73,16 @@ def _configured_rules(meta):
 
 
 def run_analysis(cfg, api=None):
+    """Every step of science.md 2-4 on the inputs of `cfg` (keys as DEFAULTS). Returns the results dict."""
+    # One BLAS thread: scipy's L-BFGS-B calls BLAS on 3-vectors thousands of times, and OpenBLAS's
+    # thread start/stop made each call ~100x slower on the 2-core machine (measured: 280 ms vs 3 ms a fit).
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run(cfg, api)
+
+
+def _run(cfg, api=None):
     cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None}}
     rng = np.random.default_rng(cfg["seed"])
     n_boot = int(cfg["bootstrap"])
@@ -154,7 +164,8 @@ def run_analysis(cfg, api=None):
     # ---- D_J(sigma): pooled across tasks (R1) with bootstrap intervals, and per task
     de = []
     point = fit.data_efficiency(utds, times[..., fitJ], top_k=8)
-    boot_fits = [fit.data_efficiency(utds, btimes[r][..., fitJ], top_k=1) for r in range(n_boot)]
+    bfits = fit.data_efficiency_boot(utds, btimes[..., fitJ]) if n_boot else [{} for _ in fitJ]
+    boot_fits = [[{q: (v[r] if isinstance(v, np.ndarray) else v) for q, v in bf.items()} for bf in bfits] for r in range(n_boot)]
     for n, k in enumerate(fitJ):
         f = point[n]
         row = {"J": float(J[k]), **{q: f.get(q) for q in ("D_min", "alpha", "beta", "a", "b", "c", "m", "loss", "converged", "message", "error")}}
@@ -165,7 +176,7 @@ def run_analysis(cfg, api=None):
         for i, t in enumerate(tasks):
             try:
                 m = float(np.nanmedian(times[i]))
-                g = fit.fit_power_law(utds, times[i, :, k] / m)
+                g = fit.fit_power_law(utds, times[i, :, k] / m, top_k=3)
                 row["per_task"][t] = {**fit.to_physical(g, m), "converged": g["converged"]}
             except AnalysisInputError as e:
                 row["per_task"][t] = {"error": str(e), "converged": False}

@@ -20,7 +20,8 @@ def _grid(n, w=3.0, h=2.4):
 
 
 def _save(fig, path):
-    fig.tight_layout()
+    # fixed margins instead of tight_layout: tight_layout measured ~0.3 s a figure (text extents)
+    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.12, top=0.92, wspace=0.35, hspace=0.5)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
