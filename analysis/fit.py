@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 from .load import AnalysisInputError
 
@@ -203,7 +204,13 @@ def fit_power_law(x, y, top_k=8):
         losses = np.nanmean((pred - y[None]) ** 2, 1)
     losses[~np.isfinite(losses)] = np.inf
     best = None
-    for s in starts[np.argsort(losses)[:top_k]]:
+    with threadpool_limits(1, "blas"):  # see pipeline.run_analysis: multi-threaded BLAS slows L-BFGS-B ~100x
+        return _refine(starts[np.argsort(losses)[:top_k]], x, y)
+
+
+def _refine(starts, x, y):
+    best = None
+    for s in starts:
         with np.errstate(all="ignore"):
             r = optimize.minimize(_loss_grad, s, args=(x, y), jac=True, method="L-BFGS-B",
                                   bounds=[(-20, 20), (1e-9, None), (None, None)])
@@ -402,6 +409,11 @@ def _surf(p, s, n):
 
 
 def fit_surface(sigma, n_params, data):
+    with threadpool_limits(1, "blas"):
+        return _fit_surface(sigma, n_params, data)
+
+
+def _fit_surface(sigma, n_params, data):
     """R5: D_J(sigma, N) = D_min + (a/sigma)^alpha + (b/N)^beta, squared error in log10 D.
     Start: D_min from the smallest D; a, b near the data; L-BFGS-B from a small grid of exponents."""
     s, n, d = (np.asarray(v, float) for v in (sigma, n_params, data))
@@ -471,6 +483,11 @@ def intrinsic_performance(curves_by_size):
 
 
 def fit_intrinsic(n_params, env_steps, intrinsic):
+    with threadpool_limits(1, "blas"):
+        return _fit_intrinsic(n_params, env_steps, intrinsic)
+
+
+def _fit_intrinsic(n_params, env_steps, intrinsic):
     """R2: I^(-beta) = (N_c/N)^alpha_N + (E_c/E)^alpha_E with beta = aN aE / (aN + aE), squared error
     in log space. Returns the parameters and the compute-optimal exponent N_opt ~ C^(aE/(aN+aE))."""
     n, e, i = (np.asarray(v, float) for v in (n_params, env_steps, intrinsic))
