@@ -203,7 +203,6 @@ def fit_power_law(x, y, top_k=8):
         pred = starts[:, 2:3] + (x[None] / starts[:, 1:2]) ** (-starts[:, 0:1])
         losses = np.nanmean((pred - y[None]) ** 2, 1)
     losses[~np.isfinite(losses)] = np.inf
-    best = None
     with threadpool_limits(1, "blas"):  # see pipeline.run_analysis: multi-threaded BLAS slows L-BFGS-B ~100x
         return _refine(starts[np.argsort(losses)[:top_k]], x, y)
 

@@ -139,7 +139,6 @@ def load_runs(root, include_running=True):
         if sigma is None:
             cups = _get(cfg, "algo.critic_updates_per_step")
             sigma = float(cups) / num_envs if cups is not None else np.nan
-        hidden = _get(cfg, "net.critic_hidden")
         m = pd.DataFrame(rows)
         get = lambda k: m[k].astype(float).to_numpy() if k in m else np.full(len(m), np.nan)
         parts.append(pd.DataFrame({
@@ -152,8 +151,7 @@ def load_runs(root, include_running=True):
             "env_steps": get("env_steps"), "grad_steps": get("critic_updates"), "flops": get("flops"),
             "wall_time_s": get("wall_time_s"), "return": get("return_mean"),
             "r_max": float(info.get("r_max") if info.get("r_max") is not None else
-                           (cfg.get("r_max") if cfg.get("r_max") is not None else np.nan)),
-            "_hidden": [tuple(hidden)] * len(m) if hidden else None}))
+                           (cfg.get("r_max") if cfg.get("r_max") is not None else np.nan))}))
         if st == "running":
             skipped.append((dirpath, f"note: run still running, using its {len(rows)} log points so far"))
     if not parts:
@@ -177,8 +175,8 @@ def load_wandb(path, api=None, returns_key="return_mean", per_page=1000):
         if run.state in ("failed", "crashed"):
             skipped.append((run.id, f"state {run.state}"))
             continue
-        keys = ["env_steps", "critic_updates", "flops", "wall_time_s", returns_key]
-        hist = [r for r in run.scan_history(keys=None) if r.get("env_steps") is not None]
+        # all rows (keys=None): scan_history(keys=[...]) drops every row missing any of the keys
+        hist = [r for r in run.scan_history(keys=None, page_size=per_page) if r.get("env_steps") is not None]
         if not hist:
             skipped.append((run.id, "history has no env_steps"))
             continue
@@ -186,7 +184,7 @@ def load_wandb(path, api=None, returns_key="return_mean", per_page=1000):
         get = lambda k: m[k].astype(float).to_numpy() if k in m else np.full(len(m), np.nan)
         num_envs = int(cfg.get("num_envs", 1) or 1)
         sigma = cfg.get("utd")
-        if sigma is None:
+        if sigma is None:  # configured sigma = critic updates per actor step / num_envs
             cups = _get(cfg, "algo.critic_updates_per_step", cfg.get("algo.critic_updates_per_step"))
             sigma = float(cups) / num_envs if cups is not None else np.nan
         pick = lambda *ks: next((_get(cfg, k, cfg.get(k)) for k in ks if _get(cfg, k, cfg.get(k)) is not None), np.nan)
@@ -197,7 +195,6 @@ def load_wandb(path, api=None, returns_key="return_mean", per_page=1000):
             "num_envs": num_envs, "seed": int(pick("seed") if pick("seed") == pick("seed") else 0), "run": run.id,
             "env_steps": get("env_steps"), "grad_steps": get("critic_updates"), "flops": get("flops"),
             "wall_time_s": get("wall_time_s"), "return": get(returns_key), "r_max": float(pick("r_max"))}))
-        _ = keys
     if not parts:
         raise AnalysisInputError(f"W&B project {proj!r} has no usable runs"
                                  + (": " + "; ".join(f"{p}: {r}" for p, r in skipped) if skipped else ""))
