@@ -134,6 +134,8 @@ def _run(cfg, api=None):
     if multi_size:  # D_J(sigma) pools tasks at one model size: use the most common one; R5 uses all
         common = pd.Series([c["model_size"] for c in chosen]).mode().iloc[0]
         dchosen = [c for c in chosen if c["model_size"] == common]
+        res["notes"].append(f"runs span model sizes {sizes}: D_J(sigma), Pareto and budget fits use N = {common:g}; "
+                            "the R5 surface and R2 fits use all sizes")
     else:
         dchosen = chosen
     utds = np.array(sorted({c["sigma"] for c in dchosen}))
@@ -163,7 +165,7 @@ def _run(cfg, api=None):
 
     # ---- D_J(sigma): pooled across tasks (R1) with bootstrap intervals, and per task
     de = []
-    point = fit.data_efficiency(utds, times[..., fitJ], top_k=8)
+    point = fit.data_efficiency(utds, times[..., fitJ], top_k=4)
     bfits = fit.data_efficiency_boot(utds, btimes[..., fitJ]) if n_boot else [{} for _ in fitJ]
     boot_fits = [[{q: (v[r] if isinstance(v, np.ndarray) else v) for q, v in bf.items()} for bf in bfits] for r in range(n_boot)]
     for n, k in enumerate(fitJ):
@@ -173,20 +175,30 @@ def _run(cfg, api=None):
             row[q + "_ci95"] = _pct([bf[n].get(q, np.nan) for bf in boot_fits if bf[n].get("converged")], (2.5, 97.5))
         row["boot_converged"] = int(sum(bool(bf[n].get("converged")) for bf in boot_fits))
         row["per_task"] = {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            med = np.nanmedian(times.reshape(len(tasks), -1), 1)
+        pt_fit = fit.fit_power_law_batch(utds, times[:, :, k] / med[:, None])  # per task, own median scale
         for i, t in enumerate(tasks):
-            try:
-                m = float(np.nanmedian(times[i]))
-                g = fit.fit_power_law(utds, times[i, :, k] / m, top_k=3)
-                row["per_task"][t] = {**fit.to_physical(g, m), "converged": g["converged"]}
-            except AnalysisInputError as e:
-                row["per_task"][t] = {"error": str(e), "converged": False}
+            if np.isfinite(times[i, :, k]).sum() < 4:
+                row["per_task"][t] = {"error": f"{t} reaches J={J[k]:.0f} at fewer than 4 UTDs", "converged": False}
+                continue
+            g = {q: pt_fit[q][i] for q in ("a", "b", "c")}
+            row["per_task"][t] = {**fit.to_physical(g, med[i]), "converged": bool(pt_fit["converged"][i])}
         if not f.get("converged", False):
             res["notes"].append(f"D_J fit at J={J[k]:.0f} did not converge: {f.get('error') or f.get('message')}")
         de.append(row)
-    res["data_efficiency"] = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in de]
+    de = [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in de]
+    res["_de_fit"] = de
+    # one entry per threshold; a threshold no run reached says so instead of holding numbers
+    byJ = {r["J"]: r for r in de}
+    res["data_efficiency"] = [byJ.get(float(j)) or {"J": float(j), "converged": False, "D_min": None, "alpha": None, "beta": None,
+                                                     "D_min_ci95": [None, None], "alpha_ci95": [None, None], "beta_ci95": [None, None],
+                                                     "error": f"no run reaches J={j:.0f}"} for j in J]
 
     # ---- compute and budget
-    n_params = cfg["model_size"] if cfg["model_size"] is not None else (sizes[0] if len(sizes) == 1 else None)
+    dsizes = sorted({c["model_size"] for c in dchosen if np.isfinite(c["model_size"])})
+    n_params = cfg["model_size"] if cfg["model_size"] is not None else (dsizes[0] if len(dsizes) == 1 else None)
     brule = (sweep_rules or rules).get("batch_size") if (sweep_rules or cfg["hparam_fits"]) else None
     if brule is not None:
         batch_fn = lambda s: fit.rule_value(brule, s)

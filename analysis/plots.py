@@ -40,7 +40,7 @@ def learning_curves(res, path):
             y = c["norm"].mean(1)
             step = max(1, len(y) // 300)  # thin long curves for drawing only
             ax.plot(c["steps"][::step], y[::step], color=col, alpha=0.25, lw=0.8)
-            ax.plot(c["steps"], fit.isotonic(c["steps"], y), color=col, lw=1.3, label=f"σ={c['sigma']:g}")
+            ax.plot(c["steps"][::step], fit.isotonic(c["steps"], y)[::step], color=col, lw=1.3, label=f"σ={c['sigma']:g}")
             idx = fit.crossing_index(y, J[fitJ])
             ok = idx >= 0
             ax.plot(c["steps"][idx[ok]], J[fitJ][ok], "o", color=col, ms=3)
@@ -58,7 +58,7 @@ def data_efficiency(res, path):
     fig, ax = plt.subplots(figsize=(5.5, 4))
     cmap = plt.get_cmap("viridis")
     xs = np.logspace(np.log10(utds.min()), np.log10(utds.max()), 100)
-    for n, (k, row) in enumerate(zip(fitJ, res["data_efficiency"])):
+    for n, (k, row) in enumerate(zip(fitJ, res["_de_fit"])):
         col = cmap(n / max(len(fitJ) - 1, 1))
         ax.plot(utds, norm[:, k] * m, "o", color=col, ms=4)
         if row.get("converged"):
@@ -80,7 +80,7 @@ def pareto(res, path):
     fig, ax = plt.subplots(figsize=(5.5, 4))
     cmap = plt.get_cmap("viridis")
     pts = res["pareto"]
-    for n, (k, row) in enumerate(zip(fitJ, res["data_efficiency"])):
+    for n, (k, row) in enumerate(zip(fitJ, res["_de_fit"])):
         col = cmap(n / max(len(fitJ) - 1, 1))
         p = [q for q in pts if q["J"] == float(J[k])]
         ax.scatter([q["C"] for q in p], [q["D"] for q in p], color=col, s=[18 if q["frontier"] else 6 for q in p])

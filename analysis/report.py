@@ -134,7 +134,7 @@ def summary(res, console=None):
     t.add_column("result")
     for name, r in res["hparams"].items():
         t.add_row(f"{name}*(σ)", f"slope {r['slope']:.3f}; at σ=1: " + ", ".join(f"{k} {10 ** v:.3g}" for k, v in r["intercepts"].items()))
-    for r in res["data_efficiency"][-1:]:
+    for r in res["_de_fit"][-1:]:
         ok = "" if r.get("converged") else " (NOT converged)"
         if r.get("D_min") is not None:
             t.add_row(f"D_J, J={r['J']:.0f}", f"D_min {r['D_min']:.3g}, β {r['beta']:.3g}, α {r['alpha']:.3f}{ok}")

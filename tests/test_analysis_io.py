@@ -223,3 +223,39 @@ def test_bad_input_messages(tmp_path, cfg, match):
 def test_cli_reports_bad_input_with_exit_code(tmp_path, capsys):
     assert cli.analyze_main([str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_runs_spanning_model_sizes_fit_r5_surface_and_r2_intrinsic(tmp_path, capsys):
+    """tau(sigma, N) = 2e4 (1 + (2/sigma)^0.8 + (2e5/N)^0.6): D_J follows R5's surface with alpha 0.8, beta 0.6."""
+    rng = np.random.default_rng(7)
+    for n in (1e5, 4e5, 1.6e6):
+        for s in (0.5, 1.0, 2.0, 4.0, 8.0):
+            tau = 2e4 * (1 + (2 / s) ** 0.8 + (2e5 / n) ** 0.6)
+            for seed in range(2):
+                d = str(tmp_path / "runs" / f"n{n:g}_s{s}_{seed}")
+                _write_run(d, "ta", s, seed, rng, n_params=int(n), steps=np.arange(1000, 6 * tau, 1000))
+                # _write_run uses _tau(sigma); rewrite returns with this run's tau
+                rows = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+                for r in rows[1:]:
+                    r["return_mean"] = float(R_MAX * (1 - np.exp(-r["env_steps"] / tau)) + rng.normal(0, 30))
+                open(os.path.join(d, "metrics.jsonl"), "w").write("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out"
+    assert cli.analyze_main([str(tmp_path / "runs"), "--out", str(out), "--bootstrap", "10", "--thresholds", "600,700,800",
+                             "--holdout-top-k", "1"]) == 0
+    f = json.load(open(out / "fits.json"))
+    surf = f["model_size_fits"]["surface"]["ta"]
+    assert surf["converged"] and surf["alpha"] == pytest.approx(0.8, rel=0.2) and surf["beta"] == pytest.approx(0.6, rel=0.2)
+    assert 1e5 <= surf["optimum"]["model_size"] <= 1.6e6
+    assert f["model_size_fits"]["intrinsic"]["ta"]["converged"]
+    assert "n_opt" in f["model_size_fits"] and (out / "intrinsic.png").exists()
+    capsys.readouterr()
+    assert cli.recommend_main(["--fits", str(out / "fits.json"), "--budget", "1e15"]) == 0
+    assert "critic size N_opt" in capsys.readouterr().out
+
+
+def test_analysis_never_imports_the_training_side():
+    import re
+    for fn in os.listdir(os.path.join(ROOT, "analysis")):
+        if fn.endswith(".py"):
+            src = open(os.path.join(ROOT, "analysis", fn)).read()
+            assert not re.search(r"^\s*(from|import)\s+(pql_scaling|envs|tasks)\b", src, re.M), fn
