@@ -21,7 +21,10 @@ def _grid(n, w=3.0, h=2.4):
 
 def _save(fig, path):
     # fixed margins instead of tight_layout: tight_layout measured ~0.3 s a figure (text extents)
-    fig.subplots_adjust(left=0.09, right=0.98, bottom=0.12, top=0.92, wspace=0.35, hspace=0.5)
+    w, h = fig.get_size_inches()
+    rows = max(1, len({round(ax.get_position().y0, 3) for ax in fig.axes if ax.get_visible()}))
+    fig.subplots_adjust(left=0.75 / w, right=1 - 0.15 / w, bottom=0.6 / h, top=1 - 0.35 / h,
+                        wspace=0.4, hspace=0.9 * rows / max(h, 1))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
@@ -32,6 +35,7 @@ def learning_curves(res, path):
     fig, axes = _grid(len(tasks), 3.6, 2.8)
     cmap = plt.get_cmap("viridis")
     utds = res["_utds"]
+    std = {(r["task"], r["sigma"], r["J"]): r["D_J_std"] for r in res["crossings"]}
     for ax, t in zip(axes, tasks):
         for c in chosen:
             if c["task"] != t:
@@ -43,7 +47,8 @@ def learning_curves(res, path):
             ax.plot(c["steps"][::step], fit.isotonic(c["steps"], y)[::step], color=col, lw=1.3, label=f"σ={c['sigma']:g}")
             idx = fit.crossing_index(y, J[fitJ])
             ok = idx >= 0
-            ax.plot(c["steps"][idx[ok]], J[fitJ][ok], "o", color=col, ms=3)
+            err = [std.get((t, c["sigma"], float(j))) or 0.0 for j in J[fitJ][ok]]  # bootstrap std of D_J
+            ax.errorbar(c["steps"][idx[ok]], J[fitJ][ok], xerr=err, fmt="o", color=col, ms=3, lw=0.8, capsize=1.5)
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("env steps")
         ax.set_ylabel("return (0-1000)")

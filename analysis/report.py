@@ -54,7 +54,7 @@ def tables(res):
     for name, r in res["hparams"].items():
         for task, k in r["intercepts"].items():
             rows.append({"rule": name, "task": task, "slope": r["slope"], "intercept_log10": k,
-                         "value_at_sigma1": 10 ** k, "r2": r.get("r2")})
+                         "value_at_sigma1": 10 ** k, "r2": r.get("r2"), "source": r.get("source", "")})
     t["hparam_rules"] = pd.DataFrame(rows)
     if res.get("best_hparams"):
         t["best_hparams"] = pd.DataFrame(res["best_hparams"])[
