@@ -294,7 +294,9 @@ def fit_power_law_batch(x, Y, iters=200):
 def pooled_times(times):
     """R1's pooling across tasks (its Appendix D): divide each task's crossing times by that task's median
     (over all UTDs and thresholds), average over tasks; m = median of the per-task medians.
-    times: [n_task, n_utd, K] -> (mean normalised [n_utd, K], m)."""
+    times: [n_task, n_utd, K] -> (mean normalised [n_utd, K], m).
+    NaN-aware (nanmedian / nanmean): a crossing a task never reached drops out of the averages instead of
+    turning them into NaN as R1's np.median / np.mean would; with complete data the two are identical."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nanmedian(times.reshape(times.shape[0], -1), 1)
@@ -379,7 +381,8 @@ def budget_optimum(fit, sigma_range, batch_fn, n_params, delta, flops_per_sample
 
 
 def budget_fit(F, sigma_star, holdout_top_k=2):
-    """log10 sigma* = s log10 F + k by least squares on all but the `holdout_top_k` largest budgets;
+    """log10 sigma* = s log10 F + k by least squares on all but the `holdout_top_k` largest budgets
+    (R1 holds out its top-k thresholds; the budget grows with J, so on its data these are the same points);
     held-out error = mean |sigma_pred - sigma*| / sigma* on those. Returns dict."""
     F, ss = np.asarray(F, float), np.asarray(sigma_star, float)
     ok = np.isfinite(F) & np.isfinite(ss) & (F > 0) & (ss > 0)

@@ -82,8 +82,28 @@ def run_analysis(cfg, api=None):
         return _run(cfg, api)
 
 
+def _num(cfg, key, typ=float):
+    """YAML 1.1 reads `1.5e5` (no dot, no sign) as a string: coerce numbers, name the key if impossible."""
+    try:
+        return typ(float(cfg[key])) if typ is int else typ(cfg[key])
+    except (TypeError, ValueError):
+        raise AnalysisInputError(f"config key `{key}` must be a number, got {cfg[key]!r}") from None
+
+
 def _run(cfg, api=None):
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise AnalysisInputError(f"unknown config key(s) {unknown}; known: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None}}
+    for k in ("sweep_threshold", "delta"):
+        cfg[k] = _num(cfg, k)
+    for k in ("bootstrap", "holdout_top_k", "seed"):
+        cfg[k] = _num(cfg, k, int)
+    if cfg["model_size"] is not None:
+        cfg["model_size"] = _num(cfg, "model_size")
+    if cfg["thresholds"] is not None:
+        cfg["thresholds"] = [_num({"thresholds": t}, "thresholds") for t in cfg["thresholds"]]
+    cfg["max_returns"] = {t: _num({f"max_returns.{t}": v}, f"max_returns.{t}") for t, v in (cfg["max_returns"] or {}).items()}
     rng = np.random.default_rng(cfg["seed"])
     n_boot = int(cfg["bootstrap"])
     table, skipped = load.load(cfg["inputs"], cfg["format"], api=api)

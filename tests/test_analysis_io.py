@@ -259,3 +259,13 @@ def test_analysis_never_imports_the_training_side():
         if fn.endswith(".py"):
             src = open(os.path.join(ROOT, "analysis", fn)).read()
             assert not re.search(r"^\s*(from|import)\s+(pql_scaling|envs|tasks)\b", src, re.M), fn
+
+
+def test_config_numbers_from_yaml_and_unknown_keys(tmp_path):
+    with pytest.raises(AnalysisInputError, match="unknown config key"):
+        pipeline.run_analysis({"inputs": ["x"], "treshold": 3})
+    with pytest.raises(AnalysisInputError, match="`delta` must be a number"):
+        pipeline.run_analysis({"inputs": ["x"], "delta": "lots"})
+    cfg = yaml.safe_load("model_size: 1.5e5\ndelta: 4e9\n")  # YAML 1.1 reads these as strings
+    assert isinstance(cfg["model_size"], str)
+    assert pipeline._num(cfg, "model_size") == 1.5e5 and pipeline._num(cfg, "delta") == 4e9
