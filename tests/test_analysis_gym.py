@@ -93,11 +93,15 @@ def test_budget_with_own_sweep_rule_predicts_published_sigma_star(gym_results):
     assert gym_results["ours"]["budget"]["holdout_rel_error"] < 0.5
 
 
-def test_fast_crossings_equal_sklearn_isotonic():
+def test_crossings_equal_r1s_sklearn_isotonic():
+    """We smooth with scipy's PAVA; R1 used sklearn's IsotonicRegression(out_of_bounds='clip') on
+    (step, mean return): every crossing of every Gym curve must be the same."""
+    from sklearn.isotonic import IsotonicRegression
+
     cs = fit.normalise(load.curves(load.load_qscaled(os.path.join(DATA, "gym_ours"))), gym.FITTED_MAX_RETURNS)
     J = fit.log_thresholds()
     for c in cs:
         y = c["norm"].mean(1)
-        iso = fit.isotonic(c["steps"], y)
+        iso = IsotonicRegression(out_of_bounds="clip").fit(c["steps"], y).predict(c["steps"])
         ref = [int(np.argmax(iso >= j)) if (iso >= j).any() else -1 for j in J]
         assert fit.crossing_index(y, J).tolist() == ref
