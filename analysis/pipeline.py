@@ -165,7 +165,15 @@ def _run(cfg, api=None):
     for c, p, b in zip(dchosen, pt, bt):
         i, j = tasks.index(c["task"]), int(np.searchsorted(utds, c["sigma"]))
         times[i, j], btimes[:, i, j] = p, b
+    # FLOPs our runs measured up to each crossing (cumulative `flops` at the crossing step), when logged
+    cflops = np.full(times.shape, np.nan)
+    for c, p in zip(dchosen, pt):
+        if np.isfinite(c["flops"]).any():
+            i, j = tasks.index(c["task"]), int(np.searchsorted(utds, c["sigma"]))
+            ok = np.isfinite(c["flops"])
+            cflops[i, j] = np.where(np.isfinite(p), np.interp(p, c["steps"][ok], c["flops"][ok]), np.nan)
     res["crossings"] = [{"task": t, "sigma": float(s), "J": float(J[k]), "D_J": None if np.isnan(times[i, j, k]) else float(times[i, j, k]),
+                         "C_J_measured": None if np.isnan(cflops[i, j, k]) else float(cflops[i, j, k]),
                          "D_J_std": float(np.nanstd(btimes[:, i, j, k])) if n_boot and np.isfinite(btimes[:, i, j, k]).any() else None}
                         for i, t in enumerate(tasks) for j, s in enumerate(utds) for k in range(len(J))]
     never = [float(J[k]) for k in range(len(J)) if not np.isfinite(times[..., k]).any()]

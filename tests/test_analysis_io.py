@@ -111,6 +111,8 @@ def test_cli_analyze_and_recommend_on_run_directories(runs, tmp_path, capsys):
     assert r["D_min"] == pytest.approx(np.log(5) * 2e4, rel=0.15) and r["alpha"] == pytest.approx(0.8, rel=0.15)
     assert "coef" in f["budget"]["sigma_star"] and "exponent" in f["budget"]["sigma_star"]
     assert f["budget"]["holdout_rel_error"] is not None and "measured" in f["compute"]["formula"]
+    x = next(c for c in f["crossings"] if c["D_J"] is not None)  # flops logged = 6 N B sigma * env steps
+    assert x["C_J_measured"] == pytest.approx(6 * 1e5 * 256 * x["sigma"] * x["D_J"], rel=1e-6)
     for fn in ("report.md", "learning_curves.png", "data_efficiency.png", "pareto.png", "budget.png", "hparams.png",
                "data_efficiency.csv", "data_efficiency.md", "hparam_rules.csv", "crossings.csv"):
         assert (out / fn).exists(), fn
