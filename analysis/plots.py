@@ -27,6 +27,9 @@ def _plain_log_ticks(ax):
     for axis, scale in ((ax.xaxis, ax.get_xscale()), (ax.yaxis, ax.get_yscale())):
         if scale == "log":
             lo, hi = axis.get_view_interval()
+            if not hi > lo * 1.001:  # one value only (e.g. a flat batch-size rule): widen the axis
+                lo, hi = lo / 1.5, hi * 1.5
+                (ax.set_xlim if axis is ax.xaxis else ax.set_ylim)(lo, hi)
             if hi / max(lo, 1e-300) < 30:  # under ~1.5 decades: label 1-2-5 steps, else decades only
                 axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
             axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
