@@ -98,6 +98,9 @@ def recommend_main(argv):
         print(f"pql-scale recommend: {e}", file=sys.stderr)
         return 2
     print(f"budget F = {a.budget:.3g}: sigma* = {r['sigma']:.4g} (critic updates per transition)")
+    Fs = [p["F"] for p in fits.get("budget", {}).get("points", [])]
+    if Fs and not min(Fs) <= a.budget <= max(Fs):
+        print(f"  note: extrapolating; the fit saw budgets {min(Fs):.3g} ... {max(Fs):.3g}")
     if "batch_size" in r:
         print(f"  batch size B*(sigma*) = {r['batch_size']:.0f}")
     if "lr" in r:

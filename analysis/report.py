@@ -64,6 +64,8 @@ def tables(res):
         "beta": r.get("beta"), "beta_lo": r["beta_ci95"][0], "beta_hi": r["beta_ci95"][1],
         "alpha": r.get("alpha"), "alpha_lo": r["alpha_ci95"][0], "alpha_hi": r["alpha_ci95"][1],
         "converged": r.get("converged")} for r in res["data_efficiency"]])
+    t["data_efficiency_per_task"] = pd.DataFrame([{"J": r["J"], "task": task, **v}
+                                                   for r in res["data_efficiency"] for task, v in (r.get("per_task") or {}).items()])
     t["crossings"] = pd.DataFrame(res["crossings"])
     if "points" in res.get("budget", {}):
         t["budget"] = pd.DataFrame(res["budget"]["points"])
