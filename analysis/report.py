@@ -95,6 +95,10 @@ def write_outputs(res, out, plots=True):
     _report(res, out, mds, figs)
 
 
+def _ci(v):
+    return "n/a" if not v or v[0] is None else f"[{v[0]:.3g}, {v[1]:.3g}]"
+
+
 def _report(res, out, mds, figs):
     L = ["# Scaling analysis report", "",
          f"Inputs: {', '.join(res['config']['inputs'])}  ",
@@ -116,7 +120,7 @@ def _report(res, out, mds, figs):
         if fn == "budget.png" and "sigma_star" in res.get("budget", {}):
             b = res["budget"]
             L += [f"σ* = {b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f} "
-                  f"(95% bootstrap CI of the exponent {b['sigma_star']['exponent_ci95']}); fitted on {b['n_train']} budgets, "
+                  f"(95% bootstrap CI of the exponent {_ci(b['sigma_star']['exponent_ci95'])}); fitted on {b['n_train']} budgets, "
                   f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}", ""]
     if "best_hparams" in mds:
         L += ["## Best hyperparameters per task and UTD", "", mds["best_hparams"], ""]
