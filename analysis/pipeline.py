@@ -119,10 +119,21 @@ def _run(cfg, api=None):
                      "seeds_min": int(meta.n_seeds.min()), "rows": int(len(table))}
 
     # ---- hyperparameter rules
-    swept = meta.groupby(["task", "sigma"]).size().max() > 1
+    algos = sorted(meta.algo.astype(str).unique())
+    experts = sorted(meta.experts.unique().tolist())
+    if len(algos) > 1 or len(experts) > 1:
+        raise AnalysisInputError(f"inputs mix algorithms {algos} / expert counts {experts}: analyse one "
+                                 "(algorithm, experts) at a time - give `inputs` that hold only those runs")
+    size_key = meta.model_size.fillna(-1.0)
+    swept = meta.assign(_n=size_key).groupby(["task", "sigma", "_n"]).size().max() > 1  # several (B, lr)
     best_table = None
     if swept:
-        rules, best_table, notes = hparam_rules(curves, cfg["sweep_threshold"], n_boot, rng, cfg["no_crossing"])
+        sweep_curves = curves
+        if size_key.nunique() > 1:  # rules at the most common model size (R5's N-dependent rule is not fitted)
+            common = size_key.mode().iloc[0]
+            sweep_curves = [c for c, n in zip(curves, size_key) if n == common]
+            res["notes"].append(f"hyperparameter rules use the runs at model size {common:g}")
+        rules, best_table, notes = hparam_rules(sweep_curves, cfg["sweep_threshold"], n_boot, rng, cfg["no_crossing"])
         res["notes"] += notes
     else:
         rules = _configured_rules(meta)
@@ -138,12 +149,16 @@ def _run(cfg, api=None):
             res["hparams_configured"] = rules
             res["hparams"] = {k: {**v, "source": f"{cfg['hparam_fits']}: " + v.get("source", "")} for k, v in sweep_rules.items()}
 
-    # ---- one configuration per (task, sigma): the best at the sweep threshold when several were run
+    # ---- one configuration per (task, sigma, N): the best at the sweep threshold when several were run
     if swept:
-        pick = {}
-        for (_, r) in best_table.iterrows():
-            pick[(r.task, r.sigma)] = (r.best_bs, r.best_lr)
-        chosen = [c for c in curves if pick.get((c["task"], c["sigma"])) == (c["batch_size"], c["lr"])]
+        d800, _ = fit.crossings(curves, [float(cfg["sweep_threshold"])], 0)
+        best = {}
+        for c, d, n in zip(curves, d800[:, 0], size_key):
+            k = (c["task"], c["sigma"], n)
+            d = np.inf if np.isnan(d) else d
+            if k not in best or d < best[k][0]:
+                best[k] = (d, c)
+        chosen = [v[1] for v in best.values()]
         res["notes"].append("several (B, lr) per task and UTD: data-efficiency fits use the best per task and UTD at "
                             f"J={cfg['sweep_threshold']}")
     else:

@@ -21,15 +21,15 @@ def _tau(sigma, tau0=2e4, a=0.8, b=2.0):
 
 
 def _write_run(d, task, sigma, seed, rng, num_envs=16, batch=256, lr=3e-4, n_params=1e5, experts=0,
-               status="completed", truncate=False, r_max=R_MAX, steps=None):
+               status="completed", truncate=False, r_max=R_MAX, steps=None, algo="pql"):
     os.makedirs(d, exist_ok=True)
     cfg = {"task": task, "backend": "torch", "seed": seed, "num_envs": num_envs,
-           "algo": {"name": "pql", "batch_size": batch, "critic_lr": lr, "actor_lr": lr,
+           "algo": {"name": algo, "batch_size": batch, "critic_lr": lr, "actor_lr": lr,
                     "critic_updates_per_step": sigma * num_envs},
            "net": {"critic_hidden": [256, 256]}, "r_max": r_max}
     with open(os.path.join(d, "config.yaml"), "w") as fh:
         yaml.safe_dump(cfg, fh)
-    info = {"task": task, "algo": "pql", "seed": seed, "num_envs": num_envs, "utd": sigma, "batch_size": batch,
+    info = {"task": task, "algo": algo, "seed": seed, "num_envs": num_envs, "utd": sigma, "batch_size": batch,
             "critic_lr": lr, "actor_lr": lr, "critic_params": n_params, "actor_params": n_params // 2,
             "experts": experts, "flops_per_critic_update": 6 * n_params * batch, "flops_per_policy_update": 1.0,
             "r_max": r_max}
@@ -271,3 +271,11 @@ def test_config_numbers_from_yaml_and_unknown_keys(tmp_path):
     cfg = yaml.safe_load("model_size: 1.5e5\ndelta: 4e9\n")  # YAML 1.1 reads these as strings
     assert isinstance(cfg["model_size"], str)
     assert pipeline._num(cfg, "model_size") == 1.5e5 and pipeline._num(cfg, "delta") == 4e9
+
+
+def test_mixed_algorithms_are_refused(tmp_path):
+    rng = np.random.default_rng(8)
+    _write_run(str(tmp_path / "a"), "ta", 1.0, 0, rng, algo="pql")
+    _write_run(str(tmp_path / "b"), "ta", 1.0, 0, rng, algo="sac")
+    with pytest.raises(AnalysisInputError, match=r"mix algorithms \['pql', 'sac'\]"):
+        pipeline.run_analysis({"inputs": [str(tmp_path)], "bootstrap": 0})
