@@ -168,11 +168,21 @@ def load_wandb(path, api=None, returns_key="return_mean", per_page=1000):
     """`wandb://entity/project` through the public API. `api` is a wandb.Api() (or anything with
     .runs(path) yielding objects with .config, .summary, .name, .id, .state, .scan_history(keys=...))."""
     if api is None:
-        import wandb
-        api = wandb.Api()
+        try:
+            import wandb
+            api = wandb.Api()
+        except Exception as e:  # not installed, not logged in, no network: say which
+            raise AnalysisInputError(f"cannot open the W&B public API for {path!r}: {type(e).__name__}: {e} "
+                                     "(pip install wandb; `wandb login` or WANDB_API_KEY; or export the runs "
+                                     "and analyse the local run directories)") from None
+    proj0 = path[len("wandb://"):] if path.startswith("wandb://") else path
+    try:
+        runs = list(api.runs(proj0, per_page=per_page))
+    except Exception as e:
+        raise AnalysisInputError(f"cannot list runs of W&B project {proj0!r}: {type(e).__name__}: {e}") from None
     proj = path[len("wandb://"):] if path.startswith("wandb://") else path
     parts, skipped = [], []
-    for run in api.runs(proj, per_page=per_page):
+    for run in runs:
         cfg = dict(run.config)
         if run.state in ("failed", "crashed"):
             skipped.append((run.id, f"state {run.state}"))
