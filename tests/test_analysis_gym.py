@@ -118,3 +118,26 @@ def test_sweep_lr_rule_matches_the_rule_r1_ran_gym_ours_with(gym_results):
     assert ours["slope"] == pytest.approx(ran["slope"], abs=0.015)
     for task, k in ran["intercepts"].items():
         assert ours["intercepts"][task] == pytest.approx(k, abs=0.02), task  # within 5 %
+
+
+def test_rules_equal_r1_code_on_r1s_own_bootstrap_resamples():
+    """Given the exact resamples R1's code drew (tests/data/r1_reference/README.md), our bootstrap-corrected
+    best values and shared-slope OLS give R1's printed rules to its 6 printed digits."""
+    import pandas as pd
+
+    ref = np.load(os.path.join(os.path.dirname(DATA), "r1_reference", "gym_sweep_boot_J800_seed42.npz"))
+    rows = []
+    for f in ref["files"]:
+        utd, task, _, name = str(f).split("/")
+        _, b, _, lr = name[:-4].split("_")
+        rows.append({"task": task, "sigma": float(utd[4:]), "batch_size": float(b), "lr": float(lr)})
+    meta = pd.DataFrame(rows)
+    order = meta.sort_values(["task", "sigma", "batch_size", "lr"]).index.to_numpy()
+    best = fit.best_hparams(meta.loc[order].reset_index(drop=True), np.zeros(len(meta)), ref["crossings"][order])
+    rb = fit.shared_slope(best.task, best.sigma, best.bs_boot)
+    rl = fit.shared_slope(best.task, best.sigma, best.lr_boot)
+    assert rb["slope"] == pytest.approx(-0.312427, abs=1e-6) and rl["slope"] == pytest.approx(-0.263646, abs=1e-6)
+    for t, v in {"Ant-v4": 419.823005, "HalfCheetah-v4": 409.425949, "Humanoid-v4": 311.518780, "Walker2d-v4": 323.877796}.items():
+        assert 10 ** rb["intercepts"][t] == pytest.approx(v, abs=1e-5)
+    for t, v in {"Ant-v4": 0.000145, "HalfCheetah-v4": 0.001837, "Humanoid-v4": 0.000189, "Walker2d-v4": 0.000817}.items():
+        assert 10 ** rl["intercepts"][t] == pytest.approx(v, abs=5e-7)
