@@ -141,3 +141,15 @@ def test_rules_equal_r1_code_on_r1s_own_bootstrap_resamples():
         assert 10 ** rb["intercepts"][t] == pytest.approx(v, abs=1e-5)
     for t, v in {"Ant-v4": 0.000145, "HalfCheetah-v4": 0.001837, "Humanoid-v4": 0.000189, "Walker2d-v4": 0.000817}.items():
         assert 10 ** rl["intercepts"][t] == pytest.approx(v, abs=5e-7)
+
+
+@pytest.mark.parametrize("key,exp", [("ours", "gym_ours"), ("base", "gym_baseline_utd2")])
+def test_all_threshold_fits_equal_r1_code(gym_results, key, exp):
+    """Every threshold's pooled fit equals what R1's code computes on the same data (reference file:
+    tests/data/r1_reference/README.md): m exactly, a, b, c within 5e-5 (both are local optimisers)."""
+    ref = json.load(open(os.path.join(os.path.dirname(DATA), "r1_reference", "gym_fitted_powerlaw_fits.json")))[exp]
+    rows = gym_results[key]["data_efficiency"]
+    assert len(rows) == len(ref["fits_abc"]) == 10
+    for row, (a, b, c) in zip(rows, ref["fits_abc"]):
+        assert row["m"] == ref["median_median"]
+        assert (row["a"], row["b"], row["c"]) == pytest.approx((a, b, c), abs=5e-5), row["J"]
