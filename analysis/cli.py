@@ -1,0 +1,116 @@
+"""`pql-scale analyze` and `pql-scale recommend` (dispatched from pql_scaling/cli.py, or
+`python -m analysis analyze|recommend ...`)."""
+import argparse
+import json
+import sys
+
+import numpy as np
+
+from .load import AnalysisInputError
+
+
+def analyze_main(argv):
+    p = argparse.ArgumentParser(prog="pql-scale analyze", description="logs -> scaling fits, tables, plots, report")
+    p.add_argument("--config", help="YAML with inputs, format, max_returns, thresholds, sweep_threshold, model_size, "
+                                    "delta, holdout_top_k, bootstrap, hparam_fits, out")
+    p.add_argument("inputs", nargs="*", help="run directories, qscaled folders or wandb://entity/project")
+    p.add_argument("--format", choices=["auto", "runs", "qscaled", "wandb"])
+    p.add_argument("--out")
+    p.add_argument("--bootstrap", type=int)
+    p.add_argument("--sweep-threshold", type=float, dest="sweep_threshold")
+    p.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], help="comma-separated")
+    p.add_argument("--model-size", type=float, dest="model_size")
+    p.add_argument("--delta", type=float)
+    p.add_argument("--holdout-top-k", type=int, dest="holdout_top_k")
+    p.add_argument("--hparam-fits", dest="hparam_fits")
+    p.add_argument("--max-return", action="append", default=[], metavar="TASK=R_MAX")
+    p.add_argument("--compute", choices=["r1", "measured"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--no-plots", action="store_true")
+    a = p.parse_args(argv)
+    cfg = {}
+    if a.config:
+        import yaml
+        with open(a.config) as fh:
+            cfg = yaml.safe_load(fh) or {}
+    for k in ("format", "out", "bootstrap", "sweep_threshold", "thresholds", "model_size", "delta",
+              "holdout_top_k", "hparam_fits", "compute", "seed"):
+        if getattr(a, k) is not None:
+            cfg[k] = getattr(a, k)
+    if a.inputs:
+        cfg["inputs"] = a.inputs
+    if isinstance(cfg.get("inputs"), str):
+        cfg["inputs"] = [cfg["inputs"]]
+    mr = dict(cfg.get("max_returns") or {})
+    for kv in a.max_return:
+        k, _, v = kv.partition("=")
+        mr[k] = float(v)
+    cfg["max_returns"] = mr
+    from . import pipeline, report
+    try:
+        res = pipeline.run_analysis(cfg)
+    except AnalysisInputError as e:
+        print(f"pql-scale analyze: {e}", file=sys.stderr)
+        return 2
+    out = cfg.get("out") or pipeline.DEFAULTS["out"]
+    report.write_outputs(res, out, plots=not a.no_plots and cfg.get("plots", True))
+    report.summary(res)
+    for s in res["skipped"]:
+        print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
+    print(f"wrote {out}/fits.json and {out}/report.md")
+    return 0
+
+
+def recommend(fits, budget, task=None, num_envs=4096):
+    """Compute-optimal sigma (and B, lr, model size when fitted) for a budget F from a fits.json dict."""
+    b = fits.get("budget", {}).get("sigma_star")
+    if not b:
+        raise AnalysisInputError("fits file has no budget.sigma_star: run `pql-scale analyze` on runs at "
+                                 ">= 4 UTD values first")
+    sigma = b["coef"] * budget ** b["exponent"]
+    out = {"sigma": sigma, "num_envs": num_envs, "critic_updates_per_step": sigma * num_envs}
+    for key, name in (("batch_size", "batch_size"), ("learning_rate", "lr")):
+        r = fits.get("hparams", {}).get(key)
+        if not r:
+            continue
+        if task is not None and task not in r["intercepts"]:
+            raise AnalysisInputError(f"task {task!r} not in the fitted {key} rule (tasks: {sorted(r['intercepts'])})")
+        ks = [r["intercepts"][task]] if task else list(r["intercepts"].values())
+        out[name] = float(np.mean([10 ** (r["slope"] * np.log10(sigma) + k) for k in ks]))
+    n_opt = fits.get("model_size_fits", {}).get("n_opt")
+    if n_opt:
+        out["model_size"] = n_opt["coef"] * budget ** n_opt["exponent"]
+    return out
+
+
+def recommend_main(argv):
+    p = argparse.ArgumentParser(prog="pql-scale recommend", description="compute-optimal config for a budget")
+    p.add_argument("--fits", required=True, help="fits.json written by `pql-scale analyze`")
+    p.add_argument("--budget", required=True, type=float, help="budget F = C + delta * D in FLOPs")
+    p.add_argument("--task", help="task whose rule intercepts to use (default: mean over tasks)")
+    p.add_argument("--num-envs", type=int, default=4096, dest="num_envs")
+    a = p.parse_args(argv)
+    try:
+        with open(a.fits) as fh:
+            fits = json.load(fh)
+        r = recommend(fits, a.budget, a.task, a.num_envs)
+    except (OSError, json.JSONDecodeError, AnalysisInputError) as e:
+        print(f"pql-scale recommend: {e}", file=sys.stderr)
+        return 2
+    print(f"budget F = {a.budget:.3g}: sigma* = {r['sigma']:.4g} (critic updates per transition)")
+    Fs = [p["F"] for p in fits.get("budget", {}).get("points", [])]
+    if Fs and not min(Fs) <= a.budget <= max(Fs):
+        print(f"  note: extrapolating; the fit saw budgets {min(Fs):.3g} ... {max(Fs):.3g}")
+    if "batch_size" in r:
+        print(f"  batch size B*(sigma*) = {r['batch_size']:.0f}")
+    if "lr" in r:
+        print(f"  learning rate lr*(sigma*) = {r['lr']:.3g}")
+    if "model_size" in r:
+        print(f"  critic size N_opt = {r['model_size']:.3g} parameters")
+    line = [f"num_envs={a.num_envs}", f"algo.critic_updates_per_step={r['critic_updates_per_step']:.6g}"]
+    if "batch_size" in r:
+        line.append(f"algo.batch_size={int(round(r['batch_size']))}")
+    if "lr" in r:
+        line += [f"algo.critic_lr={r['lr']:.4g}", f"algo.actor_lr={r['lr']:.4g}"]
+    print(" ".join(line))
+    return 0

@@ -1,0 +1,153 @@
+"""Write the results of pipeline.run_analysis: fits.json, CSV + markdown tables, PNGs, report.md,
+and a short rich table for the terminal."""
+import json
+import os
+
+import numpy as np
+import pandas as pd
+
+
+def _clean(o):
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items() if not str(k).startswith("_")}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _clean(o.tolist())
+    if isinstance(o, (np.floating, float)):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def _table(df, out, name):
+    df.to_csv(os.path.join(out, name + ".csv"), index=False)
+    md = df.to_markdown(index=False, floatfmt=".4g") if _has_tabulate() else _md(df)
+    with open(os.path.join(out, name + ".md"), "w") as fh:
+        fh.write(md + "\n")
+    return md
+
+
+def _has_tabulate():
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _md(df):
+    """pandas.to_markdown needs `tabulate`; this keeps the dependency list short."""
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, (float, np.floating)) else str(v)
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    rows = ["| " + " | ".join(fmt(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join([head, sep] + rows)
+
+
+def tables(res):
+    t = {}
+    rows = []
+    for name, r in res["hparams"].items():
+        for task, k in r["intercepts"].items():
+            rows.append({"rule": name, "task": task, "slope": r["slope"], "intercept_log10": k,
+                         "value_at_sigma1": 10 ** k, "r2": r.get("r2"), "source": r.get("source", "")})
+    t["hparam_rules"] = pd.DataFrame(rows)
+    if res.get("best_hparams"):
+        t["best_hparams"] = pd.DataFrame(res["best_hparams"])[
+            ["task", "sigma", "best_bs", "best_lr", "best_D", "bs_boot", "bs_boot_std", "lr_boot", "lr_boot_std"]]
+    t["data_efficiency"] = pd.DataFrame([{
+        "J": r["J"], "D_min": r.get("D_min"), "D_min_lo": r["D_min_ci95"][0], "D_min_hi": r["D_min_ci95"][1],
+        "beta": r.get("beta"), "beta_lo": r["beta_ci95"][0], "beta_hi": r["beta_ci95"][1],
+        "alpha": r.get("alpha"), "alpha_lo": r["alpha_ci95"][0], "alpha_hi": r["alpha_ci95"][1],
+        "converged": r.get("converged")} for r in res["data_efficiency"]])
+    t["data_efficiency_per_task"] = pd.DataFrame([{"J": r["J"], "task": task, **v}
+                                                   for r in res["data_efficiency"] for task, v in (r.get("per_task") or {}).items()])
+    t["crossings"] = pd.DataFrame(res["crossings"])
+    if "points" in res.get("budget", {}):
+        t["budget"] = pd.DataFrame(res["budget"]["points"])
+    t["pareto"] = pd.DataFrame(res["pareto"])
+    return t
+
+
+def write_outputs(res, out, plots=True):
+    from . import plots as P
+
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "fits.json"), "w") as fh:
+        json.dump(_clean(res), fh, indent=1)
+    mds = {k: _table(v, out, k) for k, v in tables(res).items()}
+    figs = []
+    if plots:
+        spec = [("learning_curves.png", P.learning_curves, "Learning curves (seed mean, isotonic fit, crossings)"),
+                ("data_efficiency.png", P.data_efficiency, "D_J vs σ with the pooled fits"),
+                ("pareto.png", P.pareto, "Data-compute Pareto frontier"),
+                ("budget.png", P.budget, "Budget-optimal σ* vs budget (held-out points as x)"),
+                ("hparams.png", P.hparams, "B* and lr* vs σ (shared slope, per-task intercepts)")]
+        if res.get("model_size_fits"):
+            spec.append(("intrinsic.png", P.intrinsic, "Model size: R5 surface and R2 intrinsic performance"))
+        for fn, f, title in spec:
+            f(res, os.path.join(out, fn))
+            figs.append((fn, title))
+    _report(res, out, mds, figs)
+
+
+def _ci(v):
+    return "n/a" if not v or v[0] is None else f"[{v[0]:.3g}, {v[1]:.3g}]"
+
+
+def _report(res, out, mds, figs):
+    L = ["# Scaling analysis report", "",
+         f"Inputs: {', '.join(res['config']['inputs'])}  ",
+         f"{res['counts']['configs']} configurations, {res['counts']['tasks']} tasks, UTDs {res['counts']['utds']}, "
+         f">= {res['counts']['seeds_min']} seeds; bootstrap {res['config']['bootstrap']} resamples.  ",
+         f"Compute: {res['compute']['formula']}; batch size: {res['compute']['batch_size']}.", ""]
+    if res["notes"]:
+        L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
+    if res["skipped"]:
+        L += ["## Skipped input", ""] + [f"- `{s['path']}`: {s['reason']}" for s in res["skipped"]] + [""]
+    figs = dict(figs)
+    order = [("learning_curves.png", None), ("hparams.png", "hparam_rules"), ("data_efficiency.png", "data_efficiency"),
+             ("pareto.png", None), ("budget.png", "budget"), ("intrinsic.png", None)]
+    for fn, tab in order:
+        if fn in figs:
+            L += [f"## {figs[fn]}", "", f"![{fn}]({fn})", ""]
+        if tab and tab in mds:
+            L += [mds[tab], ""]
+        if fn == "budget.png" and "sigma_star" in res.get("budget", {}):
+            b = res["budget"]
+            L += [f"σ* = {b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f} "
+                  f"(95% bootstrap CI of the exponent {_ci(b['sigma_star']['exponent_ci95'])}); fitted on {b['n_train']} budgets, "
+                  f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}", ""]
+    if "best_hparams" in mds:
+        L += ["## Best hyperparameters per task and UTD", "", mds["best_hparams"], ""]
+    L += ["Tables: " + ", ".join(f"`{k}.csv`" for k in mds) + "; all numbers in `fits.json`.", ""]
+    with open(os.path.join(out, "report.md"), "w") as fh:
+        fh.write("\n".join(L))
+
+
+def summary(res, console=None):
+    """Short rich table: hyperparameter rules, D_J fit at the highest threshold, sigma*(F)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = Table(title="pql-scale analyze", show_lines=False)
+    t.add_column("fit")
+    t.add_column("result")
+    for name, r in res["hparams"].items():
+        t.add_row(f"{name}*(σ)", f"slope {r['slope']:.3f}; at σ=1: " + ", ".join(f"{k} {10 ** v:.3g}" for k, v in r["intercepts"].items()))
+    for r in res["_de_fit"][-1:]:
+        ok = "" if r.get("converged") else " (NOT converged)"
+        if r.get("D_min") is not None:
+            t.add_row(f"D_J, J={r['J']:.0f}", f"D_min {r['D_min']:.3g}, β {r['beta']:.3g}, α {r['alpha']:.3f}{ok}")
+    b = res.get("budget", {})
+    if "sigma_star" in b:
+        t.add_row("σ*(F)", f"{b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f}; held-out error {b['holdout_rel_error']:.1%}")
+    ms = res.get("model_size_fits", {})
+    if ms.get("n_opt_exponent") is not None:
+        t.add_row("N_opt(C)", f"∝ C^{ms['n_opt_exponent']:.3f}")
+    console.print(t)
