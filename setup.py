@@ -7,7 +7,8 @@ from setuptools import find_packages, setup
 
 extras = {
     "wandb": ["wandb>=0.15"],
-    "analysis": ["numpy", "scipy>=1.7", "pandas>=1.3", "scikit-learn>=1.0", "matplotlib>=3.5"],
+    # scipy >= 1.12 for optimize.isotonic_regression; scikit-learn is only the tests' reference
+    "analysis": ["numpy", "scipy>=1.12", "pandas>=1.3", "matplotlib>=3.5", "threadpoolctl>=3"],
     "mujoco": ["mujoco>=3.3", "gymnasium[mujoco]>=1.0"],  # the Rollout class with a persistent thread pool
     "mjwarp": ["mujoco>=3.3", "mujoco-warp>=3.3", "warp-lang>=1.10", "gymnasium[mujoco]>=1.0"],
     "ray": ["ray[default]>=2.9"],
@@ -22,6 +23,7 @@ extras["dev"] = sorted(
             "gymnasium[classic-control]>=1.0",
             "stable-baselines3>=2.0",
             "vermin>=1.6",
+            "scikit-learn>=1.0",
             "mujoco>=3.3",
             "gymnasium[mujoco]>=1.0",
         ]
@@ -38,6 +40,8 @@ setup(
     python_requires=">=3.8",
     packages=find_packages(include=["pql_scaling*", "envs*", "tasks*", "analysis*"]),
     package_data={"tasks": ["*.yaml", "isaacgym/*.yaml"]},
+    # The training path must install on Python 3.8 (Isaac Gym): the analysis stack (scipy >= 1.12 needs
+    # Python 3.9) is an extra there, and installed by default from Python 3.9 on.
     install_requires=[
         "torch>=2.0",
         "numpy",
@@ -45,7 +49,7 @@ setup(
         "omegaconf>=2.3",
         "rich>=12",
     ]
-    + extras["analysis"],
+    + [dep + '; python_version >= "3.9"' for dep in extras["analysis"]],
     extras_require=extras,
     entry_points={"console_scripts": ["pql-scale=pql_scaling.cli:main"]},
     license="MIT",
