@@ -26,6 +26,8 @@ extras["dev"] = sorted(
             "scikit-learn>=1.0",
             "mujoco>=3.3",
             "gymnasium[mujoco]>=1.0",
+            "mujoco-warp>=3.3",  # the mjwarp backend's tests run on Warp's CPU device
+            "warp-lang>=1.10",
         ]
     )
 )
