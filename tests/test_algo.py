@@ -108,3 +108,29 @@ def test_sac_log_prob_matches_torch_distributions():
     dist = torch.distributions.TransformedDistribution(
         torch.distributions.Normal(mu, log_std.exp()), [torch.distributions.TanhTransform(cache_size=1)])
     assert torch.allclose(logp, dist.log_prob(a).sum(-1), atol=1e-3)
+
+
+def test_hot_paths_have_no_host_sync():
+    """The update and step loops must not sync with the device (`.item()`, `.cpu()`, `.tolist()`, `float()`
+    of a tensor, `.numpy()`, printing): only log points may. A static check, since CPU tensors cannot
+    show a sync at run time."""
+    import inspect
+    import io
+    import re
+    import textwrap
+    import tokenize
+
+    from pql_scaling import actor, learner, replay
+    from envs import native
+
+    hot = [algo, learner.VLearner.update, learner.PLearner.update, actor.ActorRole.step, actor.ActorRole.act,
+           actor.ActorRole._track, replay.Replay.add, replay.Replay.sample, replay.NStepFolder.push,
+           replay.Normalizer.update, replay.Normalizer.forward, native.NativeVecEnv.step]
+    forbidden = re.compile(r"\.item\(|\.cpu\(|\.tolist\(|\.numpy\(|(?<!\.)\bfloat\(|\bprint\(|\.any\(\)\s*:|\bif .*\.all\(\)")
+    for obj in hot:
+        src = textwrap.dedent(inspect.getsource(obj))
+        tokens = tokenize.generate_tokens(io.StringIO(src).readline)  # code only: no strings, no comments
+        code = " ".join(t.string for t in tokens if t.type not in (tokenize.STRING, tokenize.COMMENT))
+        code = code.replace(" . ", ".").replace(" (", "(")
+        hits = forbidden.findall(code)
+        assert not hits, "%s syncs with the device: %s" % (getattr(obj, "__qualname__", obj), hits)

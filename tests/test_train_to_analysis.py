@@ -33,3 +33,25 @@ def test_trained_runs_load_into_the_analysis_table(tmp_path):
     facts = json.load(open(os.path.join(tmp_path, "u4_s0", "run.json")))
     assert (run["model_size"] == facts["critic_params"]).all()
     assert len(load.curves(table)) == 2  # one curve per configuration, seeds pooled
+
+
+def test_recommend_prints_a_line_that_train_accepts(tmp_path, capsys):
+    """analyze -> fits.json -> recommend -> `key=value` line -> the training config parses it."""
+    import yaml
+
+    from analysis import cli
+    from pql_scaling import config
+
+    data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "qscaled_gym", "gym_sweep")
+    spec = {"inputs": [data], "format": "qscaled", "bootstrap": 5, "model_size": 1.5e5, "out": str(tmp_path / "out"),
+            "max_returns": {"HalfCheetah-v4": 9125.0, "Walker2d-v4": 5000.0, "Ant-v4": 6625.0, "Humanoid-v4": 6500.0}}
+    with open(tmp_path / "sweep.yaml", "w") as f:
+        yaml.safe_dump(spec, f)
+    assert cli.analyze_main(["--config", str(tmp_path / "sweep.yaml")]) == 0
+    capsys.readouterr()
+    assert cli.recommend_main(["--fits", str(tmp_path / "out" / "fits.json"), "--budget", "1e15",
+                               "--task", "Ant-v4", "--num-envs", "4096"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("num_envs=")][-1]
+    cfg = config.load(line.split())
+    assert cfg.num_envs == 4096 and cfg.algo.batch_size > 0 and 0 < cfg.algo.critic_lr < 0.1
+    assert cfg.algo.critic_updates_per_step / cfg.num_envs > 0.1  # sigma* in R1's Gym range
