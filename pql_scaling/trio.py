@@ -191,7 +191,7 @@ def fault_at(role):
     return int(n) if name == role and n else None
 
 
-def learner_main(role, cfg, obs_dim, act_dim, sh, init_state, log_path, parent_pid):
+def learner_main(role, cfg, obs_dim, act_dim, sh, init_state, log_path, parent_pid, loop_cls=None):
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the actor decides
     torch.set_num_threads(cfg.threads or 1)
     handler = logging.FileHandler(log_path)
@@ -199,16 +199,19 @@ def learner_main(role, cfg, obs_dim, act_dim, sh, init_state, log_path, parent_p
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
-        LearnerLoop(role, cfg, obs_dim, act_dim, sh, init_state, log_path, parent_pid).run()
+        (loop_cls or LearnerLoop)(role, cfg, obs_dim, act_dim, sh, init_state, log_path, parent_pid).run()
     except SystemExit:
-        pass  # told to stop
+        code = 0  # told to stop
     except BaseException as e:  # noqa: BLE001 - every failure must reach the main process
         log.error("%s failed:\n%s", role, traceback.format_exc())
         sh.errors.put((role, "%s: %s" % (type(e).__name__, e)))
         sh.ctr[ERROR] = ROLES.index(role)
         sh.wake(*ROLES)
-    finally:
-        handler.close()
+        code = 1
+    handler.close()
+    # skip the interpreter's teardown (seconds with torch loaded); nothing is left to flush, and the
+    # kernel closes the shared-memory descriptors
+    os._exit(code)
 
 
 class LearnerLoop:
@@ -235,6 +238,7 @@ class LearnerLoop:
         self.seen_view = self.seen_norm = -1
         self.wait_s, self.t0 = 0.0, time.perf_counter()
         self.fault = fault_at(role)
+        log.info("%s ready on %s (%d updates done)", role, device, self.learner.updates)
 
     def ready(self):
         """The gate: is this learner's next update due? Reads in the order the wrap-safety proof needs."""
@@ -309,7 +313,7 @@ class GatedReplay:
 
 
 class Trio:
-    def __init__(self, s):
+    def __init__(self, s, loop_cls=None):  # loop_cls: a LearnerLoop subclass, for tests
         self.s, cfg = s, s.cfg
         self.devices = {"actor": cfg.actor_device or cfg.device, "v_learner": cfg.v_learner_device or cfg.device,
                         "p_learner": cfg.p_learner_device or cfg.device}
@@ -336,7 +340,7 @@ class Trio:
         try:
             for role in ROLES[1:]:
                 p = ctx.Process(target=learner_main, name=role, daemon=True,
-                                args=(role, cfg, s.env.obs_dim, s.env.act_dim, sh, init[role], log_path, os.getpid()))
+                                args=(role, cfg, s.env.obs_dim, s.env.act_dim, sh, init[role], log_path, os.getpid(), loop_cls))
                 p.start()
                 self.procs[role] = p
                 log.info("trio: %s is pid %d on %s", role, p.pid, self.devices[role])
@@ -401,11 +405,12 @@ class Trio:
 
     def stop(self, graceful):
         """Pull the learners' final state (graceful) and end both processes on every path."""
-        sh = self.sh
+        sh, t0 = self.sh, time.perf_counter()
         try:
             if graceful and self.running:
                 self.request(STATE)
         finally:
+            log.info("trio: state pulled in %.2f s", time.perf_counter() - t0)
             self.running = False
             sh.ctr[STOP] = 1
             sh.wake(*ROLES)
@@ -423,12 +428,13 @@ class Trio:
                 for path in (os.path.join(self.s.run.ckpt_dir, "." + role + ".pt"),):
                     if os.path.exists(path):
                         os.remove(path)
+            log.info("trio: learners stopped in %.2f s", time.perf_counter() - t0)
 
 
-def run(s):
+def run(s, loop_cls=None):
     cfg = s.cfg
     torch.set_num_threads(cfg.threads or 1)
-    trio = Trio(s)
+    trio = Trio(s, loop_cls)
     sh, actor, policy = trio.sh, s.actor, s.p_learner.actor
     graceful = False
     try:
