@@ -60,19 +60,19 @@ class RoleFailed(RuntimeError):
 
 
 class Schedule:
-    """base + floor(owed + ratio * x) in integers: how many updates are due after x units."""
+    """base + floor(owed + ratio * (x - origin)) in integers: how many updates are due at x."""
 
-    def __init__(self, base, owed, ratio):
+    def __init__(self, base, owed, ratio, origin=0):
         owed, ratio = Fraction(owed), Fraction(str(ratio))
-        self.base, self.den = int(base), owed.denominator * ratio.denominator
+        self.base, self.origin, self.den = int(base), int(origin), owed.denominator * ratio.denominator
         self.c0, self.c1 = owed.numerator * ratio.denominator, ratio.numerator * owed.denominator
 
     def __call__(self, x):
-        return self.base + (self.c0 + self.c1 * x) // self.den
+        return self.base + (self.c0 + self.c1 * (x - self.origin)) // self.den
 
     def owed(self, x, done):
-        """The exact debt after x units with `done` updates, as sync mode keeps it (a Fraction)."""
-        return Fraction(self.c0 + self.c1 * x, self.den) - (done - self.base)
+        """The exact debt at x with `done` updates, as sync mode keeps it (a Fraction)."""
+        return Fraction(self.c0 + self.c1 * (x - self.origin), self.den) - (done - self.base)
 
 
 class Snapshot:
@@ -159,7 +159,7 @@ class Shared:
         # a checkpoint's whole-update debts are dropped: the replay may restart empty, and an owed update
         # that needs rows the actor is gated from writing would deadlock (at most LAG steps' worth)
         self.critic_due = Schedule(u0, Fraction(s.counters.get("critic_owed", 0)) % 1, a.critic_updates_per_step)
-        self.policy_due = Schedule(p0, Fraction(s.counters.get("policy_owed", 0)) % 1, a.policy_updates_per_critic_update)
+        self.policy_due = Schedule(p0, Fraction(s.counters.get("policy_owed", 0)) % 1, a.policy_updates_per_critic_update, u0)
         self.learning_starts, self.batch_size, self.num_envs = s.learning_starts, a.batch_size, s.env.num_envs
         self.ctr[CRITIC], self.ctr[POLICY] = u0, p0
 
@@ -334,6 +334,7 @@ class Trio:
         s.actor.replay = self.gated
         self.running = False
         self.fault = fault_at("actor")
+        self.signal = None
         log_path = os.path.join(s.run.path, "train.log")
         init = {"v_learner": s.v_learner.state_dict(), "p_learner": s.p_learner.state_dict()}
         self.procs = {}
@@ -351,9 +352,15 @@ class Trio:
         s.before_checkpoint = self.pull_state
         s.extra_metrics = self.metrics
 
+    def on_signal(self, signum, frame):
+        self.signal = signum  # raised at the next safe point: never inside a wait on a shared primitive
+
     def check(self):
-        """Raise if a learner failed or died; cheap enough to call every actor step."""
+        """Raise if a learner failed or died, or a stop signal came; cheap enough to call every actor step."""
         sh = self.sh
+        if self.signal is not None:
+            signum, self.signal = self.signal, None
+            raise KeyboardInterrupt("signal %d" % signum)
         if int(sh.ctr[ERROR]) or not all(p.is_alive() for p in self.procs.values()):
             reasons = []
             while not sh.errors.empty():
@@ -437,6 +444,7 @@ def run(s, loop_cls=None):
     trio = Trio(s, loop_cls)
     sh, actor, policy = trio.sh, s.actor, s.p_learner.actor
     graceful = False
+    old_handlers = {sig: signal.signal(sig, trio.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         while not s.should_stop():
             trio.check()
@@ -458,4 +466,8 @@ def run(s, loop_cls=None):
         graceful = True
         raise
     finally:
-        trio.stop(graceful)
+        try:
+            trio.stop(graceful)
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
