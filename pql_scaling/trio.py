@@ -75,6 +75,13 @@ class Schedule:
         return Fraction(self.c0 + self.c1 * (x - self.origin), self.den) - (done - self.base)
 
 
+def cuda_sync(*devices):
+    """Wait for the work queued on these devices (CPU ones need nothing: a CPU copy_ is done when it returns)."""
+    for d in {torch.device(d) for d in devices}:
+        if d.type == "cuda":
+            torch.cuda.synchronize(d)
+
+
 class Snapshot:
     """A seqlock over two slots holding a flat copy of some tensors, on the writer's device."""
 
@@ -98,8 +105,7 @@ class Snapshot:
         with torch.no_grad():
             for t, view in self._views(i, tensors):
                 view.copy_(t.reshape(-1))
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()  # the bytes must be there before we say so
+        cuda_sync(self.device, tensors[0].device)  # the bytes must be there before we say so
         self.seq[1 + i] += 1  # even: whole
         self.seq[0] = p + 1
 
@@ -116,8 +122,7 @@ class Snapshot:
             with torch.no_grad():
                 for t, view in self._views(i, tensors):
                     t.copy_(view.view_as(t))
-            if self.device.type == "cuda" or tensors[0].device.type == "cuda":
-                torch.cuda.synchronize()  # the copy must be finished before we validate it
+            cuda_sync(self.device, tensors[0].device)  # the copy must be finished before we validate it
             if int(self.seq[1 + i]) == s:
                 return p
 
@@ -160,7 +165,7 @@ class Shared:
         # that needs rows the actor is gated from writing would deadlock (at most LAG steps' worth)
         self.critic_due = Schedule(u0, Fraction(s.counters.get("critic_owed", 0)) % 1, a.critic_updates_per_step)
         self.policy_due = Schedule(p0, Fraction(s.counters.get("policy_owed", 0)) % 1, a.policy_updates_per_critic_update, u0)
-        self.learning_starts, self.batch_size, self.num_envs = s.learning_starts, a.batch_size, s.env.num_envs
+        self.learning_starts, self.num_envs = s.learning_starts, s.env.num_envs
         self.ctr[CRITIC], self.ctr[POLICY] = u0, p0
 
     def wake(self, *roles):
@@ -234,6 +239,8 @@ class LearnerLoop:
             self.view, self.view_snap, self.own_snap, self.counter = critic, sh.critic, sh.policy, POLICY
             self.own = actor_net
         self.learner.load_state_dict(init_state)
+        # each learner its own sample stream, different across seeds, roles and resumes
+        torch.manual_seed(cfg.seed + 1000003 * ROLES.index(role) + 7919 * self.learner.updates)
         self.ack = ACK_V if role == "v_learner" else ACK_P
         self.seen_view = self.seen_norm = -1
         self.wait_s, self.t0 = 0.0, time.perf_counter()
@@ -276,15 +283,15 @@ class LearnerLoop:
             self.seen_norm = sh.norm.load(norm_tensors(self.norm), self.seen_norm)
             self.seen_view = self.view_snap.load(net_tensors(self.view), self.seen_view)
             batch = sample(self.replay, int(sh.ctr[ROWS]), cfg.algo.batch_size)
-            if self.device.type == "cuda" or batch.obs.device != self.device:
+            if batch.obs.device != self.device:  # the replay lives on the V-learner's device
                 batch = type(batch)(*(x.to(self.device, non_blocking=True) for x in batch))
-                torch.cuda.current_stream(self.device).synchronize()  # the gather is done before we count the update
+            cuda_sync(self.replay.device, self.device)  # the gather is done before the update can count as done
             if self.fault is not None and self.learner.updates + 1 >= self.fault:
                 raise RuntimeError("injected fault in %s at update %d" % (self.role, self.learner.updates + 1))
             self.learner.update(batch)
             self.own_snap.publish(net_tensors(self.own))
             sh.ctr[self.counter] = self.learner.updates
-            sh.wake("actor", "p_learner") if self.role == "v_learner" else sh.wake("actor")
+            sh.wake("actor", "p_learner")  # the P-learner waits on critic updates (a policy update wakes it needlessly)
 
 
 # ---------------------------------------------------------------- the actor (main process)
@@ -305,8 +312,7 @@ class GatedReplay:
         self.trio.actor_wait += sh.wait(
             "actor", lambda: int(sh.ctr[CRITIC]) >= owed_c and int(sh.ctr[POLICY]) >= owed_p, self.trio.check)
         r.add(*row)
-        if r.device.type == "cuda" or row[0].device.type == "cuda":
-            torch.cuda.synchronize()  # rows are committed only once their bytes are in the replay
+        cuda_sync(r.device, row[0].device)  # rows are committed only once their bytes are in the replay
         sh.ctr[ROWS] = r.rows  # rows before learn: a learner reads learn first, then rows
         sh.ctr[LEARN] = self.learn = learn
         sh.wake("v_learner")

@@ -39,6 +39,10 @@ def status(path):
         return json.load(f)
 
 
+def checkpoint(path):
+    return torch.load(os.path.join(path, "checkpoints", "last.pt"), map_location="cpu", weights_only=False)
+
+
 def learner_pids(path):
     with open(os.path.join(path, "train.log")) as f:
         return [int(p) for p in re.findall(r"trio: \w+ is pid (\d+)", f.read())]
@@ -191,7 +195,7 @@ def test_trio_exact_ratios_same_run_dir_as_sync_and_resume(tmp_path):
     sync = train(SMALL + ["mode=sync", "max_env_steps=640", "run_dir=%s" % (tmp_path / "sync")], quiet=True)
     assert sorted(os.listdir(sync)) == sorted(os.listdir(path))
     assert SYNC_KEYS <= set(rows(sync)[-1]) and not TRIO_KEYS & set(rows(sync)[-1])
-    ck_trio, ck_sync = (RunDir(p).load_checkpoint("cpu") for p in (path, sync))
+    ck_trio, ck_sync = checkpoint(path), checkpoint(sync)
     assert set(ck_trio) == set(ck_sync)
     for part in ("v_learner", "p_learner"):
         assert set(ck_trio[part]) == set(ck_sync[part])
@@ -205,7 +209,7 @@ def test_trio_exact_ratios_same_run_dir_as_sync_and_resume(tmp_path):
     assert m2[len(m)]["wall_time_s"] >= last["wall_time_s"]
     assert status(path)["status"] == "completed"
     # with the replay not saved it refills first; then 2 updates per step again, up to what is owed
-    resumed = RunDir(path).load_checkpoint("cpu")
+    resumed = checkpoint(path)
     assert critic < resumed["v_learner"]["updates"] <= critic + 2 * 100
     assert resumed["p_learner"]["updates"] == policy + (resumed["v_learner"]["updates"] - critic) // 2
 
@@ -224,7 +228,7 @@ def test_a_crash_in_any_role_fails_the_run_with_its_traceback(tmp_path, monkeypa
         text = f.read()
     assert "Traceback" in text and "RuntimeError: injected fault in %s" % role in text
     assert_gone(learner_pids(run_dir))
-    ck = RunDir(run_dir).load_checkpoint("cpu")  # the last checkpoint is whole
+    ck = checkpoint(run_dir)  # the last checkpoint is whole
     assert ck["actor"]["steps"] > 0
 
 
@@ -257,7 +261,7 @@ def test_sigkill_of_a_learner_stops_the_run_within_seconds(tmp_path):
     st = status(run_dir)
     assert st["status"] == "failed" and "v_learner" in st["reason"] and "-9" in st["reason"], st
     assert_gone(pids + [proc.pid])
-    RunDir(run_dir).load_checkpoint("cpu")
+    checkpoint(run_dir)
 
 
 def test_sigterm_stops_gracefully_with_a_final_checkpoint(tmp_path):
@@ -271,6 +275,6 @@ def test_sigterm_stops_gracefully_with_a_final_checkpoint(tmp_path):
     st = status(run_dir)
     assert st["status"] == "stopped" and "resume=" in st["reason"], st
     assert_gone(pids + [proc.pid])
-    ck = RunDir(run_dir).load_checkpoint("cpu")  # written at the stop, with the learners' own state
+    ck = checkpoint(run_dir)  # written at the stop, with the learners' own state
     assert ck["v_learner"]["updates"] >= rows(run_dir)[-1]["critic_updates"] > 0
     assert ck["actor"]["steps"] * 16 == st["env_steps"]
