@@ -213,6 +213,14 @@ def test_trio_exact_ratios_same_run_dir_as_sync_and_resume(tmp_path):
     assert critic < resumed["v_learner"]["updates"] <= critic + 2 * 100
     assert resumed["p_learner"]["updates"] == policy + (resumed["v_learner"]["updates"] - critic) // 2
 
+    # across modes: a sync run continues in trio mode from the same checkpoint layout
+    before = checkpoint(sync)
+    train(["resume=%s" % sync, "mode=trio", "max_env_steps=%d" % (640 + 16 * 40)], quiet=True)
+    after = checkpoint(sync)
+    assert after["actor"]["steps"] == before["actor"]["steps"] + 40
+    assert before["v_learner"]["updates"] < after["v_learner"]["updates"] <= before["v_learner"]["updates"] + 2 * 40
+    assert status(sync)["status"] == "completed" and rows(sync)[-1]["env_steps"] == 640 + 16 * 40
+
 
 @pytest.mark.parametrize("role", ["v_learner", "p_learner", "actor"])
 def test_a_crash_in_any_role_fails_the_run_with_its_traceback(tmp_path, monkeypatch, role):
