@@ -143,6 +143,24 @@ def sample(replay, rows, batch_size):
     return replay.sample(batch_size, size=size, start=start)
 
 
+class Doorbell:
+    """A wake-up for one waiting role: ring() never blocks (multiprocessing.Event.set would wait for every
+    sleeper to wake), and rings that came while nobody waited are drained by clear()."""
+
+    def __init__(self, ctx):
+        self.sem = ctx.Semaphore(0)
+
+    def ring(self):
+        self.sem.release()
+
+    def clear(self):
+        while self.sem.acquire(False):
+            pass
+
+    def wait(self, timeout):
+        self.sem.acquire(True, timeout)
+
+
 class Shared:
     """Everything the three roles share; built once by the main process and passed to the learners."""
 
@@ -158,7 +176,7 @@ class Shared:
         self.policy = Snapshot(net_tensors(s.p_learner.actor), devices["p_learner"])
         self.critic = Snapshot(net_tensors(s.v_learner.critic), devices["v_learner"])
         self.norm = Snapshot(norm_tensors(s.norm), devices["actor"])
-        self.events = {r: ctx.Event() for r in ROLES}  # "a counter you wait on moved"
+        self.events = {r: Doorbell(ctx) for r in ROLES}  # "a counter you wait on moved"
         self.errors = ctx.SimpleQueue()
         u0, p0 = s.v_learner.updates, s.p_learner.updates
         # a checkpoint's whole-update debts are dropped: the replay may restart empty, and an owed update
@@ -170,7 +188,7 @@ class Shared:
 
     def wake(self, *roles):
         for r in roles:
-            self.events[r].set()
+            self.events[r].ring()
 
     def wait(self, role, ready, service):
         """Block `role` until ready(); returns seconds waited. The timeout only paces the liveness checks."""
