@@ -32,6 +32,13 @@ the actor synchronises its copy before committing rows.
 
 Snapshots are seqlocks over two slots: the writer marks a slot odd, writes it, marks it even, then
 points readers at it; a reader copies the newest slot and retries if its sequence number moved.
+The CPU protocols rely on stores (and loads) not being reordered with each other, which x86-64
+guarantees; a weakly ordered CPU (ARM) would need explicit fences here.
+
+Waiting: a role that must wait clears its doorbell (a semaphore), re-checks its condition and sleeps on
+the doorbell; whoever moves a counter it waits on rings it. The 50 ms timeout only paces the checks for
+a dead process, an error flag and a stop signal (SIGINT / SIGTERM are turned into KeyboardInterrupt at
+those safe points, never inside a wait on a shared primitive).
 """
 import logging
 import os
