@@ -41,11 +41,13 @@ class Replay:
             self.data[key][start : start + self.num_envs].copy_(value, non_blocking=True)
         self.rows += self.num_envs
 
-    def sample(self, batch_size, size=None, generator=None):
-        """Uniform over the first `size` rows (default: all filled rows)."""
+    def sample(self, batch_size, size=None, generator=None, start=0):
+        """Uniform over `size` rows from row `start` on, around the ring (default: all filled rows)."""
         size = self.size if size is None else size
         u = torch.rand(batch_size, device=self.device, generator=generator)
         idx = (u * size).long().clamp_(max=max(size - 1, 0))
+        if start:
+            idx = (idx + start) % self.capacity
         return Batch(*(self.data[k][idx] for k in FIELDS))
 
     def state_dict(self):

@@ -36,13 +36,18 @@ class Session:
         self.cfg, self.run, self.env = cfg, run, env
         a, device = cfg.algo, torch.device(cfg.device)
         self.device = device
+        # trio placement: the actor (policy copy, normaliser) on actor_device, the replay on the V-learner's
+        # device; the learners here are the main process's mirrors of the spawned ones (see trio.py)
+        trio = cfg.mode == "trio"
+        actor_device = torch.device(cfg.actor_device or cfg.device) if trio else device
+        replay_device = torch.device(cfg.v_learner_device or cfg.device) if trio else device
         actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim)
-        actor_net, critic = actor_net.to(device), critic.to(device)
-        self.norm = Normalizer(env.obs_dim, device, clip=a.obs_clip, enabled=a.obs_norm)
-        self.replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, device)
+        actor_net, critic = actor_net.to(actor_device), critic.to(device)
+        self.norm = Normalizer(env.obs_dim, actor_device, clip=a.obs_clip, enabled=a.obs_norm)
+        self.replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device)
         self.v_learner = VLearner(cfg, critic, actor_net, self.norm, self.replay, device)
-        self.p_learner = PLearner(cfg, actor_net, critic, self.norm, self.replay, device, env.act_dim)
-        self.actor = ActorRole(cfg, env, self.replay, self.norm, device)
+        self.p_learner = PLearner(cfg, actor_net, critic, self.norm, self.replay, actor_device, env.act_dim)
+        self.actor = ActorRole(cfg, env, self.replay, self.norm, actor_device)
         self.learning_starts = max(a.learning_starts, a.batch_size)
         self.flops_critic, self.flops_policy = nets.update_flops(actor_net, critic, a.batch_size)
         self.facts = {
@@ -65,6 +70,8 @@ class Session:
         self.stop_reason = None
         self.wandb = None
         self.display = None
+        self.before_checkpoint = None  # a runtime's hook: bring the state of roles in other processes here
+        self.extra_metrics = None  # a runtime's hook: () -> dict of its own per-log-point metrics
 
     @property
     def env_steps(self):
@@ -103,6 +110,8 @@ class Session:
         }
         row.update(v_stats)
         row.update(p_stats)
+        if self.extra_metrics is not None:
+            row.update(self.extra_metrics())
         row.update(extra or {})
         self.last = {"t": now, "env_steps": self.env_steps, "critic": cu, "policy": pu}
         if self.cfg.target_return is not None and mean is not None and mean >= self.cfg.target_return:
@@ -117,6 +126,8 @@ class Session:
         return row
 
     def checkpoint(self, now=None):
+        if self.before_checkpoint is not None:
+            self.before_checkpoint()
         self.counters["wall_time_s"] = self.wall_time(now)
         self.run.save_checkpoint(self.state_dict())
         self.last_ckpt = now or time.monotonic()
