@@ -76,7 +76,7 @@ class WandbConfig:
 class Config:
     task: str = "pendulum"
     backend: Optional[str] = None  # None = the task's own backend
-    mode: str = "sync"  # sync: one process | trio: actor + V-learner + P-learner processes
+    mode: str = "trio"  # trio: actor + V-learner + P-learner processes (R4) | sync: one process, deterministic
     seed: int = 0
     device: str = "cpu"
     actor_device: Optional[str] = None  # trio placement; None = device

@@ -221,7 +221,9 @@ def train(overrides=(), quiet=False):
     try:
         runtime = __import__("pql_scaling." + cfg.mode, fromlist=["run"])
         runtime.run(s)
-        if s.env_steps != s.last["env_steps"]:
+        progressed = (s.env_steps, s.v_learner.updates, s.p_learner.updates) != (
+            s.last["env_steps"], s.last["critic"], s.last["policy"])
+        if progressed:  # trio learners may still have paid owed updates after the actor's last log point
             s.log_point(time.monotonic())
         s.checkpoint()
         status, reason, exit_code = "completed", s.stop_reason, 0

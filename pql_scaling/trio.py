@@ -90,13 +90,18 @@ def cuda_sync(*devices):
 
 
 class Snapshot:
-    """A seqlock over two slots holding a flat copy of some tensors, on the writer's device."""
+    """A seqlock over two slots holding a flat copy of some tensors, on the writer's device.
+
+    Each slot carries the version it holds, and a reader returns that stamp: between reading the
+    publish counter and validating its slot, the writer may have finished two more publishes into the
+    same slot, so the counter alone could name an older version than the bytes copied."""
 
     def __init__(self, tensors, device):
         sizes = [t.numel() for t in tensors]
         self.device = torch.device(device)
         self.slots = torch.zeros(2, sum(sizes), device=self.device, dtype=tensors[0].dtype)
-        self.seq = torch.zeros(3, dtype=torch.int64)  # publishes, sequence of slot 0, of slot 1
+        # publishes, sequence of slot 0, of slot 1, version held by slot 0, by slot 1
+        self.seq = torch.zeros(5, dtype=torch.int64)
         if self.device.type == "cpu":
             self.slots.share_memory_()
         self.seq.share_memory_()
@@ -113,6 +118,7 @@ class Snapshot:
             for t, view in self._views(i, tensors):
                 view.copy_(t.reshape(-1))
         cuda_sync(self.device, tensors[0].device)  # the bytes must be there before we say so
+        self.seq[3 + i] = p + 1
         self.seq[1 + i] += 1  # even: whole
         self.seq[0] = p + 1
 
@@ -130,8 +136,9 @@ class Snapshot:
                 for t, view in self._views(i, tensors):
                     t.copy_(view.view_as(t))
             cuda_sync(self.device, tensors[0].device)  # the copy must be finished before we validate it
+            version = int(self.seq[3 + i])
             if int(self.seq[1 + i]) == s:
-                return p
+                return version
 
 
 def net_tensors(module):

@@ -190,3 +190,15 @@ def test_short_training_run_through_the_adapter_sync(tmp_path):
     assert rows[-1]["env_steps"] == 3200 and rows[-1]["critic_updates"] > 0
     assert sum(r["episodes"] for r in rows) > 0  # episodes ended and were counted by the sim's own accounting
     assert json.load(open(os.path.join(run_dir, "run.json")))["backend"] == "isaacgym"
+
+
+def test_short_training_run_through_the_adapter_trio(tmp_path):
+    """The sim stays in the main process (imported before torch); the learners are spawned processes."""
+    import json
+
+    run_dir = train_cli(tmp_path, "trio")
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert json.load(open(os.path.join(run_dir, "status.json")))["status"] == "completed"
+    assert rows[-1]["env_steps"] == 3200 and rows[-1]["critic_updates"] > 0 and rows[-1]["policy_updates"] > 0
+    assert sum(r["episodes"] for r in rows) > 0
+    assert "v_wait_frac" in rows[-1]  # trio's per-role metrics
