@@ -23,8 +23,9 @@ from common import first_crossing, save  # noqa: E402
 THRESHOLD = -250.0
 
 
-def run_sb3(seed, budget_s, steps):
+def run_sb3(seed, budget_s, steps, threads):
     import gymnasium as gym
+    import torch
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.monitor import Monitor
@@ -47,10 +48,14 @@ def run_sb3(seed, budget_s, steps):
                 return False
             return time.perf_counter() - self.t0 < budget_s
 
+    default_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     env = Monitor(gym.make("Pendulum-v1"))
     model = SAC("MlpPolicy", env, learning_rate=1e-3, seed=seed, verbose=0, device="cpu")
     cb = Stop()
     model.learn(total_timesteps=steps, callback=cb)
+    torch.set_num_threads(default_threads)
     return cb.hit or (None, None)
 
 
@@ -67,24 +72,31 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget-s", type=float, default=150.0)
     p.add_argument("--out", default="benchmarks/results/pendulum_vs_sb3_cpu.json")
+    p.add_argument("--sb3-threads", type=int, nargs="+", default=[0, 1],
+                   help="torch threads for SB3 runs: 0 = torch's default (what a user gets), 1 = best for tiny nets")
     args = p.parse_args()
-    results = {"ours": [], "sb3": []}
+    runners = [("ours", lambda seed: run_ours(seed, args.budget_s))]
+    for th in args.sb3_threads:
+        runners.append(("sb3" if th == 0 else "sb3_threads%d" % th,
+                        lambda seed, th=th: run_sb3(seed, args.budget_s, 200000, th)))
+    results = {name: [] for name, _ in runners}
     for seed in args.seeds:
-        for name, fn in (("ours", lambda: run_ours(seed, args.budget_s)),
-                         ("sb3", lambda: run_sb3(seed, args.budget_s, 200000))):
-            t, steps = fn()
+        for name, fn in runners:
+            t, steps = fn(seed)
             results[name].append({"seed": seed, "time_to_threshold_s": t, "env_steps": steps})
             print("%-5s seed %d: %s s, %s env steps" % (name, seed, t and round(t, 2), steps), flush=True)
     summary = {}
     for name, rs in results.items():
         times = [r["time_to_threshold_s"] for r in rs]
         summary[name] = {"mean_s": statistics.mean(times) if None not in times else None, "times_s": times}
-    if summary["ours"]["mean_s"] and summary["sb3"]["mean_s"]:
-        summary["ratio_ours_over_sb3"] = summary["ours"]["mean_s"] / summary["sb3"]["mean_s"]
-    print("mean time to threshold: ours %s s, sb3 %s s, ratio %s" % (
-        summary["ours"]["mean_s"], summary["sb3"]["mean_s"], summary.get("ratio_ours_over_sb3")))
+    for name in results:
+        if name != "ours" and summary["ours"]["mean_s"] and summary[name]["mean_s"]:
+            summary["ratio_ours_over_" + name] = summary["ours"]["mean_s"] / summary[name]["mean_s"]
+        print("%-14s mean time to threshold %s s" % (name, summary[name]["mean_s"]))
+    print({k: v for k, v in summary.items() if k.startswith("ratio")})
     save(args.out, {"threshold": THRESHOLD, "results": results, "summary": summary,
-                    "sb3_settings": "SAC MlpPolicy, learning_rate=1e-3 (rl-zoo Pendulum-v1), other defaults",
+                    "sb3_settings": "SAC MlpPolicy, learning_rate=1e-3 (rl-zoo Pendulum-v1), other defaults; sb3 = torch's default "
+                                    "thread count, sb3_threads1 = torch.set_num_threads(1)",
                     "ours_settings": "pql-scale train task=pendulum (tasks/pendulum.yaml defaults)"})
 
 
