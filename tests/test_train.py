@@ -12,20 +12,11 @@ import torch
 import yaml
 
 from pql_scaling.train import Diverged, train
+from tests.runs import rows, status
 
 SMALL = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]",
          "net.critic_hidden=[32]", "log.every_steps=20", "threads=1", "log.live=off", "algo.warmup_steps=4"]
 TIME_KEYS = {"wall_time_s", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s"}
-
-
-def rows(run_dir):
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def status(run_dir):
-    with open(os.path.join(run_dir, "status.json")) as f:
-        return json.load(f)
 
 
 def test_run_directory_contract_and_exact_ratios(tmp_path):

@@ -20,6 +20,7 @@ from pql_scaling import config as config_lib
 from pql_scaling import trio
 from pql_scaling.runlog import RunDir
 from pql_scaling.train import Session, train
+from tests.runs import rows, status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["task=pendulum", "num_envs=16", "algo.batch_size=64", "net.actor_hidden=[32,32]", "net.critic_hidden=[32,32]",
@@ -27,16 +28,6 @@ SMALL = ["task=pendulum", "num_envs=16", "algo.batch_size=64", "net.actor_hidden
 SYNC_KEYS = {"env_steps", "actor_steps", "critic_updates", "policy_updates", "utd", "flops", "wall_time_s", "return_mean",
              "return_std", "episodes", "episode_length", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s"}
 TRIO_KEYS = {"actor_steps_per_s", "actor_wait_s", "actor_wait_frac", "v_wait_s", "v_wait_frac", "p_wait_s", "p_wait_frac"}
-
-
-def rows(path):
-    with open(os.path.join(path, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
-
-
-def status(path):
-    with open(os.path.join(path, "status.json")) as f:
-        return json.load(f)
 
 
 def checkpoint(path):
