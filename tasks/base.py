@@ -9,12 +9,13 @@ Subclasses set the class attributes and implement `initial_state`, `observe` and
 Actions reach `dynamics` already in the task's native units (the wrapper maps [-1, 1] linearly
 onto [action_low, action_high]); rewards are the task's own, unscaled.
 """
+import abc
 from typing import Sequence, Tuple
 
 import torch
 
 
-class Task:
+class Task(abc.ABC):
     name = "task"
     obs_dim = 0
     act_dim = 0
@@ -26,17 +27,17 @@ class Task:
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
 
+    @abc.abstractmethod
     def initial_state(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """A (n, state_dim) batch of start states drawn with `generator`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def observe(self, state: torch.Tensor) -> torch.Tensor:
         """(n, state_dim) -> (n, obs_dim) float32 observations."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def dynamics(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step: (state, native action) -> (next_state, reward (n,), terminated (n,) bool)."""
-        raise NotImplementedError
 
     def uniform(self, n: int, low, high, generator: torch.Generator) -> torch.Tensor:
         """(n, len(low)) uniform samples in [low, high) on this task's device: a helper for resets.
