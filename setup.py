@@ -41,7 +41,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.8",
     packages=find_packages(include=["pql_scaling*", "envs*", "tasks*", "analysis*"]),
-    package_data={"tasks": ["*.yaml", "isaacgym/*.yaml"]},
+    package_data={"tasks": ["*.yaml", "isaacgym/*.yaml", "mjwarp/*.yaml"]},
     # The training path must install on Python 3.8 (Isaac Gym): the analysis stack (scipy >= 1.12 needs
     # Python 3.9) is an extra there, and installed by default from Python 3.9 on.
     install_requires=[

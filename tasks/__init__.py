@@ -23,8 +23,10 @@ def load_native(name):
 def defaults_path(name, backend=None):
     """Path of the task's YAML defaults, or None if the task has none.
 
-    Isaac Gym tasks keep theirs in tasks/isaacgym/: IsaacGymEnvs' Ant and Humanoid are other MDPs than
-    the MJCF tasks of the same name."""
-    folder = os.path.join(TASK_DIR, "isaacgym") if backend == "isaacgym" else TASK_DIR
-    path = os.path.join(folder, name + ".yaml")
-    return path if os.path.exists(path) else None
+    A backend may keep its own in tasks/<backend>/: the GPU simulators (mjwarp) get PQL's defaults of
+    thousands of envs where the CPU backend of the same task gets few; Isaac Gym's live only there,
+    since IsaacGymEnvs' Ant and Humanoid are other MDPs than the MJCF tasks of the same name."""
+    candidates = [os.path.join(TASK_DIR, backend, name + ".yaml")] if backend else []
+    if backend != "isaacgym":
+        candidates.append(os.path.join(TASK_DIR, name + ".yaml"))
+    return next((p for p in candidates if os.path.exists(p)), None)
