@@ -11,7 +11,6 @@ extras = {
     "analysis": ["numpy", "scipy>=1.12", "pandas>=1.3", "matplotlib>=3.5", "threadpoolctl>=3"],
     "mujoco": ["mujoco>=3.3", "gymnasium[mujoco]>=1.0"],  # the Rollout class with a persistent thread pool
     "mjwarp": ["mujoco>=3.3", "mujoco-warp>=3.3", "warp-lang>=1.10", "gymnasium[mujoco]>=1.0"],
-    "ray": ["ray[default]>=2.9"],
 }
 extras["dev"] = sorted(
     set(
