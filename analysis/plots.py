@@ -184,7 +184,7 @@ def intrinsic(res, path):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("σ")
-    ax.set_ylabel(f"D_J (R5 surface fit)")
+    ax.set_ylabel("D_J (R5 surface fit)")
     if ms.get("n_opt_exponent") is not None:
         ax.set_title(f"R2: N_opt ∝ C^{ms['n_opt_exponent']:.2f}", fontsize=9)
     ax.legend(fontsize=6)

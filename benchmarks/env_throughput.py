@@ -75,7 +75,7 @@ def update_throughput(overrides, device="cpu", seconds=2.0):
     for k, v in replay.data.items():
         v.normal_()
     replay.rows = replay.capacity
-    v, p = VLearner(cfg, critic, actor, norm, replay, device), PLearner(cfg, actor, critic, norm, replay, device, env.act_dim)
+    v, p = VLearner(cfg, critic, actor, norm, device), PLearner(cfg, actor, critic, norm, device, env.act_dim)
     row = {"task": cfg.task, "algo": cfg.algo.name, "batch_size": cfg.algo.batch_size, "device": str(device),
            "critic_hidden": list(cfg.net.critic_hidden), "actor_hidden": list(cfg.net.actor_hidden),
            "critic_params": nets.count_params(critic)}

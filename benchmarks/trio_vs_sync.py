@@ -12,7 +12,6 @@ return_mean >= -250. GPU placement (actor/learner devices) is a matter of overri
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import first_crossing, save  # noqa: E402
+
 THRESHOLD = -250.0
 # the pendulum defaults the project tuned for the 2-core CPU (tasks/pendulum.yaml on main), spelled out
 # so that both modes and any branch run exactly the same configuration
@@ -40,15 +42,15 @@ def one_run(mode, seed, extra, workdir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     last = rows[-1]
-    hit = next((r for r in rows if r["return_mean"] is not None and r["return_mean"] >= THRESHOLD), None)
+    hit_s, hit_steps = first_crossing(run_dir, THRESHOLD)
     out = {
         "mode": mode, "seed": seed, "env_steps": last["env_steps"], "critic_updates": last["critic_updates"],
         "policy_updates": last["policy_updates"], "utd": last["utd"], "wall_time_s": last["wall_time_s"],
         "process_s": round(process_s, 2),
         "env_steps_per_s": last["env_steps"] / last["wall_time_s"],
         "critic_updates_per_s": last["critic_updates"] / last["wall_time_s"],
-        "time_to_threshold_s": hit["wall_time_s"] if hit else None,
-        "env_steps_to_threshold": hit["env_steps"] if hit else None,
+        "time_to_threshold_s": hit_s,
+        "env_steps_to_threshold": hit_steps,
         "final_return_mean": next((r["return_mean"] for r in reversed(rows) if r["return_mean"] is not None), None),
         "load_avg_1m_before": load_before[0],
     }
@@ -71,8 +73,6 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "trio_vs_sync_cpu.json"))
     ap.add_argument("extra", nargs="*", help="more key=value overrides, applied to both modes")
     args = ap.parse_args()
-    import torch
-
     workdir = tempfile.mkdtemp(prefix="trio_vs_sync_")
     runs = []
     try:
@@ -91,16 +91,12 @@ def main():
         summary[mode]["runs"] = len(rs)
     result = {
         "benchmark": "trio_vs_sync", "threshold": THRESHOLD, "overrides": OVERRIDES + list(args.extra),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cuda": torch.cuda.is_available(), "processor": platform.processor()},
         "notes": "CPU only (no GPU in this session). Throughputs are whole-run averages including process start-up; "
                  "trio pays ~5-10 s of learner start-up (spawn + import torch) on this machine. Each process uses "
                  "1 torch thread. Other sessions shared the machine; load averages are per run.",
         "summary": summary, "runs": runs,
     }
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    save(args.out, result)  # adds the machine facts
     print(json.dumps(summary, indent=1))
 
 

@@ -10,7 +10,6 @@ before it imports anything that imports torch -- config, trainer, envs backends)
 This module imports neither torch nor anything that does (nor does importing `envs` itself).
 Spawned learner processes of the trio never create an Isaac Gym env and need no pre-import.
 """
-import os
 import sys
 
 INSTALL_HINT = (

@@ -13,7 +13,6 @@ be learned from (it spans two episodes).
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 
 
 class Batch(NamedTuple):

@@ -5,6 +5,7 @@ OmegaConf's structured configs give type checking and reject unknown keys; we ad
 an error message that names the key and the closest valid keys, before anything runs.
 """
 import difflib
+import functools
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import List, Optional
 
@@ -117,7 +118,9 @@ class ConfigError(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=None)
 def _field_types(cls=Config, prefix=""):
+    """{dotted key: annotated type} for every leaf of the schema (fixed, so computed once)."""
     out = {}
     for f in fields(cls):
         default = f.default_factory() if f.default_factory is not MISSING and callable(f.default_factory) else f.default
@@ -128,15 +131,8 @@ def _field_types(cls=Config, prefix=""):
     return out
 
 
-def all_keys(cls=Config, prefix=""):
-    keys = []
-    for f in fields(cls):
-        default = f.default_factory() if f.default_factory is not MISSING and callable(f.default_factory) else f.default
-        if is_dataclass(default):
-            keys += all_keys(type(default), prefix + f.name + ".")
-        else:
-            keys.append(prefix + f.name)
-    return keys
+def all_keys():
+    return list(_field_types())
 
 
 def _closest(key):
@@ -223,8 +219,6 @@ def validate(cfg):
     for key in ("net.actor_hidden", "net.critic_hidden"):
         if not get(key) or min(get(key)) <= 0:
             raise ConfigError("%s=%r must be a non-empty list of positive widths, e.g. [256,256]" % (key, list(get(key))))
-    if get("algo.name") == "sac" and get("algo.nstep") < 1:
-        raise ConfigError("algo.nstep must be >= 1")
 
 
 def load(overrides=(), base=None):

@@ -29,14 +29,20 @@ def normalised(batch, norm):
     return batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
 
 
+def c51_support(algo_cfg, device):
+    """The C51 atoms, or None for a scalar critic."""
+    a = algo_cfg
+    return torch.linspace(a.v_min, a.v_max, a.num_atoms, device=device) if a.distributional else None
+
+
 class VLearner:
-    def __init__(self, cfg, critic, actor_view, norm, replay, device):
+    def __init__(self, cfg, critic, actor_view, norm, device):
         a = cfg.algo
-        self.cfg, self.critic, self.actor_view, self.norm, self.replay = cfg, critic, actor_view, norm, replay
+        self.cfg, self.critic, self.actor_view, self.norm = cfg, critic, actor_view, norm
         self.critic_target = copy.deepcopy(critic).requires_grad_(False)
         self.opt = make_optimizer(critic.parameters(), a.critic_lr, a.weight_decay, device)
         self.params = list(critic.parameters())
-        self.support = (torch.linspace(a.v_min, a.v_max, a.num_atoms, device=device) if a.distributional else None)
+        self.support = c51_support(a, device)
         self.sac = a.name == "sac"
         self.stats = torch.zeros(3, device=device)  # loss sum, q sum, count
         self.updates = 0
@@ -67,9 +73,9 @@ class VLearner:
 
 
 class PLearner:
-    def __init__(self, cfg, actor, critic_view, norm, replay, device, act_dim):
+    def __init__(self, cfg, actor, critic_view, norm, device, act_dim):
         a = cfg.algo
-        self.cfg, self.actor, self.critic_view, self.norm, self.replay = cfg, actor, critic_view, norm, replay
+        self.cfg, self.actor, self.critic_view, self.norm = cfg, actor, critic_view, norm
         self.sac = a.name == "sac"
         self.target_entropy = float(-act_dim if a.target_entropy is None else a.target_entropy)
         net_params = [p for n, p in actor.named_parameters() if n != "log_alpha"]
@@ -78,7 +84,7 @@ class PLearner:
             groups.append({"params": [actor.log_alpha], "lr": a.alpha_lr, "weight_decay": 0.0})
         self.opt = make_optimizer(groups, a.actor_lr, a.weight_decay, device)
         self.params = net_params
-        self.support = (torch.linspace(a.v_min, a.v_max, a.num_atoms, device=device) if a.distributional else None)
+        self.support = c51_support(a, device)
         self.stats = torch.zeros(3, device=device)  # loss sum, (entropy | mean |action|) sum, count
         self.updates = 0
 

@@ -57,10 +57,6 @@ class RunDir:
         facts = dict(facts, python=platform.python_version(), torch=torch.__version__, host=socket.gethostname())
         write_json_atomic(os.path.join(self.path, "run.json"), facts)
 
-    def read_facts(self):
-        with open(os.path.join(self.path, "run.json")) as f:
-            return json.load(f)
-
     def set_status(self, status, reason=None, **extra):
         write_json_atomic(os.path.join(self.path, "status.json"),
                           dict(status=status, reason=reason, time=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra))
@@ -130,10 +126,11 @@ class WandbMirror:
 class Display:
     """A rich progress bar on a terminal; plain log lines otherwise (or when asked)."""
 
-    def __init__(self, mode, total_steps, max_time_s, title):
+    def __init__(self, mode, total_steps, title):
+        """total_steps None (no step cap) shows an indeterminate bar."""
         if mode == "auto":
             mode = "rich" if sys.stdout.isatty() else "plain"
-        self.mode, self.total, self.max_time_s = mode, total_steps, max_time_s  # total None: no step cap
+        self.mode = mode
         self.progress = None
         if mode == "rich":
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn

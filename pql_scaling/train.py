@@ -4,7 +4,6 @@ Whatever happens (completion, Ctrl-C / SIGTERM, a bad value, a NaN, a crash) the
 config.yaml, metrics.jsonl, train.log, a status.json saying what happened and why, and its last good
 checkpoint; `resume=RUN_DIR` continues from that checkpoint and appends to the same logs.
 """
-import logging
 import math
 import os
 import signal
@@ -45,8 +44,8 @@ class Session:
         actor_net, critic = actor_net.to(actor_device), critic.to(device)
         self.norm = Normalizer(env.obs_dim, actor_device, clip=a.obs_clip, enabled=a.obs_norm)
         self.replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device)
-        self.v_learner = VLearner(cfg, critic, actor_net, self.norm, self.replay, device)
-        self.p_learner = PLearner(cfg, actor_net, critic, self.norm, self.replay, actor_device, env.act_dim)
+        self.v_learner = VLearner(cfg, critic, actor_net, self.norm, device)
+        self.p_learner = PLearner(cfg, actor_net, critic, self.norm, actor_device, env.act_dim)
         self.actor = ActorRole(cfg, env, self.replay, self.norm, actor_device)
         self.learning_starts = max(a.learning_starts, a.batch_size)
         self.flops_critic, self.flops_policy = nets.update_flops(actor_net, critic, a.batch_size)
@@ -89,7 +88,7 @@ class Session:
             self.stop_reason = "max_time_s"
         return self.stop_reason is not None
 
-    def log_point(self, now, extra=None):
+    def log_point(self, now):
         """Sync with the device, check the losses, write one metrics row, maybe checkpoint."""
         mean, std, episodes, length = self.actor.pop_stats()
         v_stats, p_stats = self.v_learner.pop_stats(), self.p_learner.pop_stats()
@@ -112,7 +111,6 @@ class Session:
         row.update(p_stats)
         if self.extra_metrics is not None:
             row.update(self.extra_metrics())
-        row.update(extra or {})
         self.last = {"t": now, "env_steps": self.env_steps, "critic": cu, "policy": pu}
         if self.cfg.target_return is not None and mean is not None and mean >= self.cfg.target_return:
             self.stop_reason = "target_return"
@@ -215,7 +213,7 @@ def train(overrides=(), quiet=False):
         run.close()
         raise
     s.wandb = WandbMirror(cfg, run.path, run_id)
-    s.display = Display("off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.max_time_s, cfg.task)
+    s.display = Display("off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.task)
     old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in GRACEFUL_SIGNALS}
     status, reason, exit_code = "failed", None, 1
     try:

@@ -179,7 +179,7 @@ class Shared:
     """Everything the three roles share; built once by the main process and passed to the learners."""
 
     def __init__(self, s, ctx, devices):
-        cfg, a = s.cfg, s.cfg.algo
+        a = s.cfg.algo
         self.devices = devices
         self.ctr = torch.zeros(10, dtype=torch.int64).share_memory_()
         self.stats = {r: torch.zeros(8, dtype=torch.float64).share_memory_() for r in ROLES[1:]}
@@ -263,11 +263,11 @@ class LearnerLoop:
         rdev = next(iter(sh.replay_data.values())).device
         self.replay = Replay(cfg.algo.buffer_size, obs_dim, act_dim, sh.num_envs, rdev, storage=sh.replay_data)
         if role == "v_learner":
-            self.learner = VLearner(cfg, critic, actor_net, self.norm, self.replay, device)
+            self.learner = VLearner(cfg, critic, actor_net, self.norm, device)
             self.view, self.view_snap, self.own_snap, self.counter = actor_net, sh.policy, sh.critic, CRITIC
             self.own = critic
         else:
-            self.learner = PLearner(cfg, actor_net, critic, self.norm, self.replay, device, act_dim)
+            self.learner = PLearner(cfg, actor_net, critic, self.norm, device, act_dim)
             self.view, self.view_snap, self.own_snap, self.counter = critic, sh.critic, sh.policy, POLICY
             self.own = actor_net
         self.learner.load_state_dict(init_state)
