@@ -54,6 +54,17 @@ class NetConfig:
     critic_hidden: List[int] = field(default_factory=lambda: [512, 256, 128])
     activation: str = "elu"
     layer_norm: bool = False
+    critic_arch: str = "mlp"  # mlp | bro (BroNet residual blocks) | softmoe (Soft MoE penultimate layer)
+    actor_arch: str = "mlp"  # mlp | bro
+    critic_width: Optional[int] = None  # set: hidden = [width] * depth replaces critic_hidden (scales N by one key)
+    critic_depth: Optional[int] = None  # mlp/softmoe: dense layers (default 2); bro: residual blocks + 1
+    actor_width: Optional[int] = None
+    actor_depth: Optional[int] = None
+    experts: int = 4  # softmoe
+    slots_per_expert: int = 2  # softmoe
+    tokens: int = 8  # softmoe: the width is cut into this many tokens of width / tokens
+    expert_hidden: Optional[int] = None  # softmoe: each expert's hidden width; default width / tokens
+    moe_norm: bool = True  # softmoe: L2-normalise tokens and Phi, learned logit scale
 
 
 @dataclass
@@ -102,11 +113,15 @@ CHOICES = {
     "mode": ("sync", "trio"),
     "algo.name": ("pql", "sac"),
     "net.activation": ("elu", "relu", "silu", "tanh", "gelu"),
+    "net.critic_arch": ("mlp", "bro", "softmoe"),
+    "net.actor_arch": ("mlp", "bro"),
     "log.live": ("auto", "rich", "plain", "off"),
     "wandb.mode": ("online", "offline", "disabled"),
 }
 POSITIVE = ("num_envs", "max_env_steps", "algo.batch_size", "algo.critic_lr", "algo.actor_lr", "algo.buffer_size",
-            "algo.nstep", "algo.critic_updates_per_step", "algo.num_atoms", "log.every_steps", "algo.reward_scale")
+            "algo.nstep", "algo.critic_updates_per_step", "algo.num_atoms", "log.every_steps", "algo.reward_scale",
+            "net.critic_width", "net.critic_depth", "net.actor_width", "net.actor_depth", "net.experts",
+            "net.slots_per_expert", "net.tokens", "net.expert_hidden")
 NON_NEGATIVE = ("max_time_s", "threads", "algo.weight_decay", "algo.grad_clip", "algo.warmup_steps",
                 "algo.learning_starts", "algo.noise_std_min", "algo.noise_std_max", "algo.target_noise",
                 "algo.target_noise_clip", "algo.policy_updates_per_critic_update", "algo.alpha_lr", "algo.init_alpha",
@@ -219,6 +234,25 @@ def validate(cfg):
     for key in ("net.actor_hidden", "net.critic_hidden"):
         if not get(key) or min(get(key)) <= 0:
             raise ConfigError("%s=%r must be a non-empty list of positive widths, e.g. [256,256]" % (key, list(get(key))))
+    for role in ("critic", "actor"):
+        width = get("net.%s_width" % role)
+        hidden = [width] * (get("net.%s_depth" % role) or 2) if width is not None else list(get("net.%s_hidden" % role))
+        arch = get("net.%s_arch" % role)
+        if arch == "bro" and len(hidden) < 2:
+            raise ConfigError("net.%s_arch=bro needs >= 1 residual block: net.%s_depth >= 2 (depth = blocks + 1)" % (role, role))
+        if arch == "bro" and len(set(hidden)) > 1:
+            raise ConfigError("net.%s_arch=bro uses one width: set net.%s_width (and net.%s_depth) instead of "
+                              "net.%s_hidden=%r" % (role, role, role, role, hidden))
+    if get("net.critic_arch") == "softmoe":
+        width = get("net.critic_width") or get("net.critic_hidden")[0]
+        depth = get("net.critic_depth") or (2 if get("net.critic_width") else len(get("net.critic_hidden")))
+        if depth < 2:
+            raise ConfigError("net.critic_arch=softmoe needs net.critic_depth >= 2 (a dense layer, then the Soft MoE layer)")
+        if width % get("net.tokens"):
+            raise ConfigError("net.critic_arch=softmoe cuts the width into net.tokens tokens: critic width %d is not "
+                              "divisible by net.tokens=%d" % (width, get("net.tokens")))
+        if get("net.critic_width") is None and len(set(get("net.critic_hidden"))) > 1:
+            raise ConfigError("net.critic_arch=softmoe uses one width: set net.critic_width (and net.critic_depth)")
 
 
 def load(overrides=(), base=None):

@@ -1,15 +1,22 @@
 """Networks and their exact parameter / FLOP counts.
 
-The twin critic is one *ensemble* MLP whose layers hold a weight per member, (k, in, out), applied
+The twin critic is one *ensemble* network whose layers hold a weight per member, (k, in, out), applied
 with one batched matmul: the two critics cost one kernel per layer instead of two, which matters
-at PQL's batch sizes and keeps the update a short, graphable sequence of ops. New critic bodies
-(residual LayerNorm blocks, Soft MoE layers) plug in as other `nn.Module`s with the same
-(obs, action) -> (k, B[, atoms]) signature and their own `flops_per_sample()`.
+at PQL's batch sizes and keeps the update a short, graphable sequence of ops. Three critic bodies share
+the (obs, action) -> (k, B[, atoms]) signature (`net.critic_arch`):
+  mlp      dense layers (today's PQL critic);
+  bro      BroNet (Nauman et al. 2024): Dense-LN-ReLU, then residual blocks x + LN(D(ReLU(LN(D(x))))), head;
+  softmoe  an MLP whose penultimate dense layer is a Soft MoE layer (Puigcerver et al. 2023, placed as in
+           Obando-Ceron et al. 2024): per-sample tokens, dispatch softmax over tokens, combine softmax over
+           slots, each expert Dense-ReLU-Dense on its slots.
 
-FLOP convention (documented in the run's run.json): a dense layer costs 2*in*out per sample forward
-(multiply-adds counted as 2) plus `out` for the bias; activations and norms are not counted. Backward
-costs 2x forward (input and weight gradients); a backward pass that needs only input gradients
-(the critic inside the actor loss) costs 1x forward.
+FLOP convention (in run.json): every matmul costs 2*m*n*k (what torch.utils.flop_counter counts), a
+dense layer adds `out` per sample for its bias in the forward pass; activations, norms and softmaxes
+are not counted. Each body lists its matmuls with a kind, from which the backward cost is exact:
+  "in"  dense layer on the network input: backward = weight grad only (1x), or input grad only (1x)
+        when the input needs a gradient and the weights do not (the critic inside the actor loss);
+  "w"   dense layer on a hidden activation: 2x with weight grads, 1x input-only;
+  "aa"  product of two activations (Soft MoE dispatch / combine): 2x either way.
 """
 import math
 from typing import List
@@ -19,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+ARCHS = ("mlp", "bro", "softmoe")
 
 
 class EnsembleLinear(nn.Module):
@@ -49,8 +57,29 @@ def dense_flops(sizes: List[int]) -> int:
     return sum(2 * i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
 
 
+def dense_ops(k, sizes):
+    """Matmul list of a dense stack: (FLOPs per sample, kind), the first layer on the input."""
+    return [(2 * k * i * o, "in" if j == 0 else "w") for j, (i, o) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def forward_flops(net, matmul_only=False):
+    """Forward FLOPs per sample of a body with `matmuls()` and `bias_flops()`."""
+    return sum(f for f, _ in net.matmuls()) + (0 if matmul_only else net.bias_flops())
+
+
+def backward_flops(net, weight_grads=True):
+    """Backward matmul FLOPs per sample: with weight grads (the net's own update, its input needs no
+    grad) or input grads only (a frozen net differentiated w.r.t. its input)."""
+    cost = {True: {"in": 1, "w": 2, "aa": 2}, False: {"in": 1, "w": 1, "aa": 2}}[bool(weight_grads)]
+    return sum(f * cost[kind] for f, kind in net.matmuls())
+
+
+def _expand(x, k):
+    return x.unsqueeze(0).expand(k, -1, -1) if x.dim() == 2 else x
 
 
 class MLP(nn.Module):
@@ -69,20 +98,144 @@ class MLP(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x):
-        if x.dim() == 2:
-            x = x.unsqueeze(0).expand(self.k, -1, -1)
-        return self.layers(x)
+        return self.layers(_expand(x, self.k))
+
+    def matmuls(self):
+        return dense_ops(self.k, self.sizes)
+
+    def bias_flops(self):
+        return self.k * sum(self.sizes[1:])
 
     def flops_per_sample(self):
         return self.k * dense_flops(self.sizes)
 
 
+class BroNet(nn.Module):
+    """BroNet: Dense-LN-ReLU to `width`, `blocks` residual blocks x + LN(D(ReLU(LN(D(x))))), dense head."""
+
+    def __init__(self, n_in, n_out, width, blocks, k=1):
+        super().__init__()
+        self.k, self.n_in, self.n_out, self.width, self.blocks = k, n_in, n_out, width, blocks
+        self.stem = nn.Sequential(EnsembleLinear(k, n_in, width), EnsembleLayerNorm(k, width), nn.ReLU())
+        self.res = nn.ModuleList(
+            nn.Sequential(EnsembleLinear(k, width, width), EnsembleLayerNorm(k, width), nn.ReLU(),
+                          EnsembleLinear(k, width, width), EnsembleLayerNorm(k, width))
+            for _ in range(blocks))
+        self.head = EnsembleLinear(k, width, n_out)
+
+    def forward(self, x):
+        x = self.stem(_expand(x, self.k))
+        for block in self.res:
+            x = x + block(x)
+        return self.head(x)
+
+    def matmuls(self):
+        w, k = self.width, self.k
+        return ([(2 * k * self.n_in * w, "in")] + [(2 * k * w * w, "w")] * (2 * self.blocks)
+                + [(2 * k * w * self.n_out, "w")])
+
+    def bias_flops(self):
+        return self.k * (self.width * (1 + 2 * self.blocks) + self.n_out)
+
+    def flops_per_sample(self):
+        return forward_flops(self)
+
+
+class SoftMoE(nn.Module):
+    """Soft MoE layer on a (k, B, width) activation, tokens per sample (never mixed across the batch).
+
+    The vector is cut into `tokens` tokens of d = width / tokens; Phi (d, experts * slots) scores every
+    (token, slot); dispatch D = softmax over tokens per slot, slot inputs = D^T X; expert e runs
+    Dense(d, hidden)-ReLU-Dense(hidden, d) on its `slots` slot inputs; combine C = softmax over all slots
+    per token, output = C Y~. `normalize`: L2-normalise the tokens and Phi's columns and scale the logits
+    by a learned scalar (Puigcerver et al. 2023, sec. 2.3), which keeps the softmaxes from saturating.
+    """
+
+    def __init__(self, width, tokens, experts, slots, hidden, normalize=True, k=1):
+        super().__init__()
+        if width % tokens:
+            raise ValueError("Soft MoE: width %d is not divisible by net.tokens=%d" % (width, tokens))
+        self.k, self.m, self.d, self.n, self.p, self.h = k, tokens, width // tokens, experts, slots, hidden
+        self.normalize = normalize
+        s = experts * slots
+        self.phi = nn.Parameter(torch.randn(k, self.d, s) / math.sqrt(self.d))
+        self.scale = nn.Parameter(torch.ones(k, 1, 1, 1))
+        b1, b2 = 1.0 / math.sqrt(self.d), 1.0 / math.sqrt(hidden)
+        self.w1 = nn.Parameter(torch.empty(k, experts, self.d, hidden).uniform_(-b1, b1))
+        self.b1 = nn.Parameter(torch.empty(k, 1, experts, 1, hidden).uniform_(-b1, b1))
+        self.w2 = nn.Parameter(torch.empty(k, experts, hidden, self.d).uniform_(-b2, b2))
+        self.b2 = nn.Parameter(torch.empty(k, 1, experts, 1, self.d).uniform_(-b2, b2))
+
+    def forward(self, x):  # (k, B, m*d) -> (k, B, m*d)
+        k, B = x.shape[0], x.shape[1]
+        x = x.reshape(k, B, self.m, self.d)
+        if self.normalize:
+            logits = torch.einsum("kbmd,kds->kbms", F.normalize(x, dim=-1), F.normalize(self.phi, dim=1)) * self.scale
+        else:
+            logits = torch.einsum("kbmd,kds->kbms", x, self.phi)
+        dispatch = logits.softmax(dim=2)   # over tokens, per slot
+        combine = logits.softmax(dim=3)    # over slots, per token
+        slots = torch.einsum("kbms,kbmd->kbsd", dispatch, x).reshape(k, B, self.n, self.p, self.d)
+        h = torch.relu(torch.einsum("kbnpd,kndh->kbnph", slots, self.w1) + self.b1)
+        y = (torch.einsum("kbnph,knhd->kbnpd", h, self.w2) + self.b2).reshape(k, B, self.n * self.p, self.d)
+        return torch.einsum("kbms,kbsd->kbmd", combine, y).reshape(k, B, self.m * self.d)
+
+    def matmuls(self):
+        k, m, d, s, h = self.k, self.m, self.d, self.n * self.p, self.h
+        return [(2 * k * m * d * s, "w"), (2 * k * s * m * d, "aa"), (2 * k * s * d * h, "w"),
+                (2 * k * s * h * d, "w"), (2 * k * m * s * d, "aa")]
+
+    def bias_flops(self):
+        return self.k * self.n * self.p * (self.h + self.d)
+
+
+class MoENet(nn.Module):
+    """Dense trunk to `width` (depth - 2 hidden dense layers after the first), a Soft MoE layer where the
+    penultimate dense layer would be, the activation, then the dense head."""
+
+    def __init__(self, n_in, n_out, width, depth, moe, activation="elu", layer_norm=False, k=1):
+        super().__init__()
+        if depth < 2:
+            raise ValueError("softmoe needs net.critic_depth >= 2 (a dense layer before the Soft MoE layer)")
+        self.k = k
+        self.trunk = MLP([n_in] + [width] * (depth - 1), activation, layer_norm, k)
+        self.act = nn.Sequential(*([EnsembleLayerNorm(k, width)] if layer_norm else []), ACTIVATIONS[activation]())
+        self.moe = SoftMoE(width, k=k, **moe)
+        self.head = EnsembleLinear(k, width, n_out)
+        self.width, self.n_out = width, n_out
+
+    def forward(self, x):
+        x = self.act(self.trunk(x))
+        return self.head(self.act(self.moe(x)))
+
+    def matmuls(self):
+        return self.trunk.matmuls() + self.moe.matmuls() + [(2 * self.k * self.width * self.n_out, "w")]
+
+    def bias_flops(self):
+        return self.trunk.bias_flops() + self.moe.bias_flops() + self.k * self.n_out
+
+    def flops_per_sample(self):
+        return forward_flops(self)
+
+
+def body(arch, n_in, n_out, hidden, activation="elu", layer_norm=False, k=1, moe=None):
+    """The network body of an architecture; `hidden` = the dense widths (mlp), [width] * blocks + 1 (bro:
+    blocks = len(hidden) - 1), [width] * depth (softmoe: depth = len(hidden))."""
+    if arch == "mlp":
+        return MLP([n_in] + list(hidden) + [n_out], activation, layer_norm, k)
+    if arch == "bro":
+        return BroNet(n_in, n_out, hidden[0], len(hidden) - 1, k)
+    if arch == "softmoe":
+        return MoENet(n_in, n_out, hidden[0], len(hidden), moe or {}, activation, layer_norm, k)
+    raise ValueError("unknown architecture %r; choose one of %s" % (arch, ARCHS))
+
+
 class Actor(nn.Module):
     """Deterministic tanh policy (PQL / TD3)."""
 
-    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False):
+    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, arch="mlp"):
         super().__init__()
-        self.net = MLP([obs_dim] + list(hidden) + [act_dim], activation, layer_norm)
+        self.net = body(arch, obs_dim, act_dim, hidden, activation, layer_norm)
 
     def forward(self, obs):
         return torch.tanh(self.net(obs)[0])
@@ -96,10 +249,10 @@ class GaussianActor(nn.Module):
 
     log_std_min, log_std_max = -5.0, 2.0
 
-    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, init_alpha=1.0):
+    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, init_alpha=1.0, arch="mlp"):
         super().__init__()
         self.act_dim = act_dim
-        self.net = MLP([obs_dim] + list(hidden) + [2 * act_dim], activation, layer_norm)
+        self.net = body(arch, obs_dim, 2 * act_dim, hidden, activation, layer_norm)
         # The entropy temperature lives with the policy so that one policy snapshot carries it to the
         # critic learner (SAC's target needs it).
         self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
@@ -125,10 +278,11 @@ class GaussianActor(nn.Module):
 class Critic(nn.Module):
     """Twin (k=2) Q networks on concat(obs, action); `atoms` > 1 makes each a C51 head of logits."""
 
-    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, k=2, atoms=1):
+    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, k=2, atoms=1, arch="mlp",
+                 moe=None):
         super().__init__()
         self.atoms = atoms
-        self.net = MLP([obs_dim + act_dim] + list(hidden) + [atoms], activation, layer_norm, k=k)
+        self.net = body(arch, obs_dim + act_dim, atoms, hidden, activation, layer_norm, k, moe)
 
     def forward(self, obs, action):  # -> (k, B) Q values, or (k, B, atoms) logits
         out = self.net(torch.cat([obs, action], dim=-1))
@@ -138,21 +292,64 @@ class Critic(nn.Module):
         return self.net.flops_per_sample()
 
 
+def hidden_of(n, role):
+    """The hidden widths of a role ("critic" / "actor") from net.<role>_hidden, or from
+    net.<role>_width x net.<role>_depth when the width is set (one key scales N)."""
+    width, depth = n.get(role + "_width"), n.get(role + "_depth")
+    if width is None:
+        return list(n[role + "_hidden"])
+    return [int(width)] * int(depth if depth is not None else 2)
+
+
+def moe_kwargs(n):
+    width = hidden_of(n, "critic")[0]
+    tokens = int(n.tokens)
+    d = width // max(tokens, 1)
+    return {"tokens": tokens, "experts": int(n.experts), "slots": int(n.slots_per_expert),
+            "hidden": int(n.expert_hidden) if n.expert_hidden else d, "normalize": bool(n.moe_norm)}
+
+
 def build(cfg, obs_dim, act_dim):
     """(actor, critic) for a resolved config."""
     n = cfg.net
+    ah, ch = hidden_of(n, "actor"), hidden_of(n, "critic")
+    aarch, carch = n.get("actor_arch", "mlp"), n.get("critic_arch", "mlp")
     if cfg.algo.name == "sac":
-        actor = GaussianActor(obs_dim, act_dim, n.actor_hidden, n.activation, n.layer_norm, cfg.algo.init_alpha)
+        actor = GaussianActor(obs_dim, act_dim, ah, n.activation, n.layer_norm, cfg.algo.init_alpha, aarch)
     else:
-        actor = Actor(obs_dim, act_dim, n.actor_hidden, n.activation, n.layer_norm)
+        actor = Actor(obs_dim, act_dim, ah, n.activation, n.layer_norm, aarch)
     atoms = cfg.algo.num_atoms if cfg.algo.distributional else 1
-    critic = Critic(obs_dim, act_dim, n.critic_hidden, n.activation, n.layer_norm, atoms=atoms)
+    moe = moe_kwargs(n) if carch == "softmoe" else None
+    critic = Critic(obs_dim, act_dim, ch, n.activation, n.layer_norm, atoms=atoms, arch=carch, moe=moe)
     return actor, critic
 
 
-def update_flops(actor, critic, batch_size):
-    """FLOPs of one critic update and one policy update (see the module docstring's convention)."""
-    a, c = actor.flops_per_sample(), critic.flops_per_sample()
-    critic_update = batch_size * (a + c + 3 * c)  # next action, target critics, online fwd + bwd
-    policy_update = batch_size * (3 * a + 2 * c)  # actor fwd + bwd, critic fwd + input-grad bwd
+def per_sample(net):
+    """{forward, backward, backward_input_only} FLOPs per sample of a body (run.json)."""
+    return {"forward": forward_flops(net), "forward_matmul": forward_flops(net, True),
+            "backward": backward_flops(net, True), "backward_input_only": backward_flops(net, False)}
+
+
+def update_flops(actor, critic, batch_size, matmul_only=False):
+    """FLOPs of one critic update and one policy update (see the module docstring's convention):
+    critic update = next action (actor fwd) + target critics fwd + online critics fwd + bwd;
+    policy update = actor fwd + bwd, critic fwd + input-grad-only bwd."""
+    a, c = actor.net, critic.net
+    af, cf = forward_flops(a, matmul_only), forward_flops(c, matmul_only)
+    critic_update = batch_size * (af + 2 * cf + backward_flops(c, True))
+    policy_update = batch_size * (af + backward_flops(a, True) + cf + backward_flops(c, False))
     return critic_update, policy_update
+
+
+def facts(cfg, actor, critic):
+    """run.json's architecture facts: arch, knobs, widths and the per-sample FLOPs of both nets."""
+    n = cfg.net
+    carch = n.get("critic_arch", "mlp")
+    out = {"critic_arch": carch, "actor_arch": n.get("actor_arch", "mlp"),
+           "critic_hidden": hidden_of(n, "critic"), "actor_hidden": hidden_of(n, "actor"),
+           "critic_width": hidden_of(n, "critic")[0], "critic_depth": len(hidden_of(n, "critic")),
+           "experts": int(n.experts) if carch == "softmoe" else 0,
+           "critic_flops_per_sample": per_sample(critic.net), "actor_flops_per_sample": per_sample(actor.net)}
+    if carch == "softmoe":
+        out["moe"] = moe_kwargs(n)
+    return out

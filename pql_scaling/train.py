@@ -53,9 +53,10 @@ class Session:
             "task": cfg.task, "backend": getattr(env, "backend", cfg.backend or "native"), "algo": a.name,
             "seed": cfg.seed, "num_envs": env.num_envs, "utd": a.critic_updates_per_step / env.num_envs,
             "batch_size": a.batch_size, "critic_lr": a.critic_lr, "actor_lr": a.actor_lr,
-            "critic_params": nets.count_params(critic), "actor_params": nets.count_params(actor_net), "experts": 0,
+            "critic_params": nets.count_params(critic), "actor_params": nets.count_params(actor_net),
             "flops_per_critic_update": self.flops_critic, "flops_per_policy_update": self.flops_policy,
-            "flops_convention": "dense 2*in*out+out per sample forward, backward 2x (see pql_scaling/nets.py)",
+            "flops_convention": "matmuls 2*m*n*k (backward exact per layer) + bias adds forward (pql_scaling/nets.py)",
+            **nets.facts(cfg, actor_net, critic),
             "r_max": cfg.r_max, "obs_dim": env.obs_dim, "act_dim": env.act_dim, "mode": cfg.mode,
         }
         self.counters = {"wall_time_s": 0.0}
