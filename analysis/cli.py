@@ -14,7 +14,7 @@ def analyze_main(argv):
     p.add_argument("--config", help="YAML with inputs, format, max_returns, thresholds, sweep_threshold, model_size, "
                                     "delta, holdout_top_k, bootstrap, hparam_fits, out")
     p.add_argument("inputs", nargs="*", help="run directories, qscaled folders or wandb://entity/project")
-    p.add_argument("--format", choices=["auto", "runs", "qscaled", "wandb"])
+    p.add_argument("--format", choices=["auto", "runs", "qscaled", "wandb", "model_scaling", "bro_ablations"])
     p.add_argument("--out")
     p.add_argument("--bootstrap", type=int)
     p.add_argument("--sweep-threshold", type=float, dest="sweep_threshold")
@@ -61,14 +61,39 @@ def analyze_main(argv):
     return 0
 
 
+def _surface_pick(fits, budget, task):
+    """The R5 surface to recommend from: the task's (or the only / pooled one); with several thresholds,
+    the highest J whose compute-optimal budget F* fits in `budget` (else the cheapest)."""
+    surf = {k: v for k, v in (fits.get("surface") or {}).items() if "optimum" in v}
+    if not surf:
+        return None, None
+    if task is not None:
+        surf = {k: v for k, v in surf.items() if k.split("@J=")[0] == task}
+        if not surf:
+            raise AnalysisInputError(f"task {task!r} has no fitted surface (surfaces: {sorted(fits.get('surface') or {})})")
+    elif len({k.split("@J=")[0] for k in surf}) > 1:
+        surf = {k: v for k, v in surf.items() if k.split("@J=")[0] == sorted({k.split("@J=")[0] for k in surf})[0]}
+    fit_ok = {k: v for k, v in surf.items() if v["optimum"]["F"] <= budget}
+    pool = fit_ok or surf
+    key = max(pool, key=lambda k: (pool[k].get("J") or 0)) if fit_ok else min(pool, key=lambda k: pool[k]["optimum"]["F"])
+    return key, surf[key]
+
+
 def recommend(fits, budget, task=None, num_envs=4096):
-    """Compute-optimal sigma (and B, lr, model size when fitted) for a budget F from a fits.json dict."""
+    """Compute-optimal sigma (and B, lr, model size N and the width that gives it, when fitted) for a
+    budget F from a fits.json dict."""
     b = fits.get("budget", {}).get("sigma_star")
-    if not b:
-        raise AnalysisInputError("fits file has no budget.sigma_star: run `pql-scale analyze` on runs at "
-                                 ">= 4 UTD values first")
-    sigma = b["coef"] * budget ** b["exponent"]
-    out = {"sigma": sigma, "num_envs": num_envs, "critic_updates_per_step": sigma * num_envs}
+    skey, surf = _surface_pick(fits, budget, task)
+    if not b and surf is None:
+        raise AnalysisInputError("fits file has no budget.sigma_star and no R5 surface: run `pql-scale analyze` on runs at "
+                                 ">= 4 UTD values (or several model sizes) first")
+    out = {"num_envs": num_envs}
+    if surf is not None:
+        o = surf["optimum"]
+        out["surface"] = {"name": skey, "J": surf.get("J"), "sigma": o["sigma"], "model_size": o["model_size"],
+                          "F_needed": o["F"], "D": o["D"], "fits_budget": o["F"] <= budget}
+    sigma = b["coef"] * budget ** b["exponent"] if b else surf["optimum"]["sigma"]
+    out.update(sigma=sigma, critic_updates_per_step=sigma * num_envs)
     for key, name in (("batch_size", "batch_size"), ("learning_rate", "lr")):
         r = fits.get("hparams", {}).get(key)
         if not r:
@@ -77,9 +102,16 @@ def recommend(fits, budget, task=None, num_envs=4096):
             raise AnalysisInputError(f"task {task!r} not in the fitted {key} rule (tasks: {sorted(r['intercepts'])})")
         ks = [r["intercepts"][task]] if task else list(r["intercepts"].values())
         out[name] = float(np.mean([10 ** (r["slope"] * np.log10(sigma) + k) for k in ks]))
-    n_opt = fits.get("model_size_fits", {}).get("n_opt")
+    ms = fits.get("model_size_fits", {})
+    n_opt = ms.get("n_opt")
     if n_opt:
         out["model_size"] = n_opt["coef"] * budget ** n_opt["exponent"]
+    elif surf is not None:
+        out["model_size"] = surf["optimum"]["model_size"]
+    wf = fits.get("width_fit") or ms.get("width_fit")
+    if wf and "model_size" in out:
+        from .pipeline import width_for
+        out["width"] = width_for(wf, out["model_size"])
     return out
 
 
@@ -105,12 +137,21 @@ def recommend_main(argv):
         print(f"  batch size B*(sigma*) = {r['batch_size']:.0f}")
     if "lr" in r:
         print(f"  learning rate lr*(sigma*) = {r['lr']:.3g}")
+    if "surface" in r:
+        sf = r["surface"]
+        print(f"  R5 surface {sf['name']}: compute-optimal (sigma, N) = ({sf['sigma']:.4g}, {sf['model_size']:.4g}) "
+              f"reaches J={sf['J']} in D = {sf['D']:.4g} env steps for F* = {sf['F_needed']:.4g}"
+              + ("" if sf["fits_budget"] else "  (more than this budget: no fitted threshold is reachable)"))
     if "model_size" in r:
         print(f"  critic size N_opt = {r['model_size']:.3g} parameters")
+    if "width" in r:
+        print(f"  width giving N_opt: {r['width']:.1f} (round to a multiple of net.tokens for softmoe)")
     line = [f"num_envs={a.num_envs}", f"algo.critic_updates_per_step={r['critic_updates_per_step']:.6g}"]
     if "batch_size" in r:
         line.append(f"algo.batch_size={int(round(r['batch_size']))}")
     if "lr" in r:
         line += [f"algo.critic_lr={r['lr']:.4g}", f"algo.actor_lr={r['lr']:.4g}"]
+    if "width" in r:
+        line.append(f"net.critic_width={max(1, int(round(r['width'])))}")
     print(" ".join(line))
     return 0

@@ -3,6 +3,7 @@
 `run_analysis(cfg)` only computes; `write_outputs` (report.py) writes tables, plots and report.md.
 """
 import json
+import os
 import warnings
 
 import numpy as np
@@ -15,7 +16,12 @@ DEFAULTS = {
     "inputs": [], "format": "auto", "max_returns": {}, "thresholds": None, "sweep_threshold": 800.0,
     "model_size": None, "delta": 4e9, "holdout_top_k": 2, "bootstrap": 100, "hparam_fits": None,
     "out": "analysis_out", "seed": 0, "compute": "r1", "no_crossing": "first", "plots": True,
+    # R5 (science.md 3): per-task absolute thresholds ({task: J} or {task: [J, ...]}), R5's threshold rule
+    "threshold_rule": None, "threshold_base": {}, "tasks": None, "exclude": {}, "reset_every_grad_steps": None,
+    "pool": None, "r5_seed": 42,
 }
+R5_FORMATS = ("model_scaling", "bro_ablations")
+EXCLUDE_AXES = ("width", "size", "sigma", "batch_size")
 
 
 def _pct(a, q):
@@ -95,6 +101,8 @@ def _run(cfg, api=None):
     if unknown:
         raise AnalysisInputError(f"unknown config key(s) {unknown}; known: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None}}
+    if _is_r5(cfg):
+        return r5_analysis(cfg, api)
     for k in ("sweep_threshold", "delta"):
         cfg[k] = _num(cfg, k)
     for k in ("bootstrap", "holdout_top_k", "seed"):
@@ -306,13 +314,21 @@ def _run(cfg, api=None):
 def _model_size_fits(chosen, tasks, J, cfg, rng, batch_fn, fps, res):
     out = {"surface": {}, "intrinsic": {}}
     k = int(np.argmin(np.abs(J - float(cfg["sweep_threshold"]))))
-    pt, _ = fit.crossings(chosen, [J[k]], 0, rng)
+    pt, bt = fit.crossings(chosen, [J[k]], int(cfg["bootstrap"]), rng)
+    table = []
     for t in tasks:
         idx = [i for i, c in enumerate(chosen) if c["task"] == t]
         s = [chosen[i]["sigma"] for i in idx]
         n = [chosen[i]["model_size"] for i in idx]
+        for i in idx:
+            b = bt[i, :, 0]
+            table.append({"task": t, "sigma": chosen[i]["sigma"], "N": chosen[i]["model_size"],
+                          "time_to_threshold": pt[i, 0], "J": float(J[k]),
+                          "time_to_threshold_std": float(np.std(b[np.isfinite(b)])) if np.isfinite(b).any() else np.nan})
         try:
             f = fit.fit_surface(s, n, pt[idx, 0])
+            for r in table[-len(idx):]:
+                r["time_to_threshold_surface"] = float(fit.surface_value(f, r["sigma"], r["N"]))
             bud = (lambda ss, nn, d: 10 * nn * batch_fn(ss) * ss * d + cfg["delta"] * d) if fps is None else \
                   (lambda ss, nn, d: fps * batch_fn(ss) * ss * d + cfg["delta"] * d)
             f["optimum"] = fit.surface_optimum(f, bud, (min(s), max(s)), (min(n), max(n)))
@@ -335,6 +351,16 @@ def _model_size_fits(chosen, tasks, J, cfg, rng, batch_fn, fps, res):
             out["intrinsic"][t] = g
         except AnalysisInputError as e:
             out["intrinsic"][t] = {"error": str(e)}
+    res["surface_table"] = [{**{"time_to_threshold_surface": np.nan}, **r} for r in table]
+    res["surface"] = out["surface"]
+    widths = {}
+    for src in ([cfg["inputs"]] if isinstance(cfg["inputs"], str) else cfg["inputs"]):
+        if os.path.isdir(str(src)):
+            widths.update(load.run_widths(src))
+    ns = sorted({c["model_size"] for c in chosen})
+    wf = width_fit([widths.get(x, np.nan) for x in ns], ns) if widths else None
+    if wf:
+        out["width_fit"] = wf
     conv = [v for v in out["intrinsic"].values() if v.get("converged")]
     if conv:
         e = float(np.mean([v["n_opt_exponent"] for v in conv]))
@@ -345,3 +371,213 @@ def _model_size_fits(chosen, tasks, J, cfg, rng, batch_fn, fps, res):
             out["n_opt"] = {"exponent": e, "coef": float(np.exp(np.mean([np.log(o["model_size"] / o["F"] ** e) for o in opt]))),
                             "note": "N_opt = coef * F^exponent; exponent from R2's fit, anchored at the R5 surface optimum"}
     return out
+
+
+# ------------------------------------------------------------------------------------ R5 mode
+
+
+def _is_r5(cfg):
+    return (cfg.get("format") in R5_FORMATS or isinstance(cfg.get("thresholds"), dict)
+            or cfg.get("pool") is not None or cfg.get("threshold_rule") is not None)
+
+
+def _r5_config(cfg):
+    if cfg["pool"] not in (None, "r5"):
+        raise AnalysisInputError(f"pool={cfg['pool']!r}: the only pooled variant is `pool: r5`")
+    if cfg["threshold_rule"] not in (None, "r5"):
+        raise AnalysisInputError(f"threshold_rule={cfg['threshold_rule']!r}: the only rule is `threshold_rule: r5`")
+    ex = dict(cfg["exclude"] or {})
+    bad = sorted(set(ex) - set(EXCLUDE_AXES))
+    if bad:
+        raise AnalysisInputError(f"exclude: unknown axis {bad}; axes: {list(EXCLUDE_AXES)} (e.g. {{width: [2048]}})")
+    cfg["exclude"] = {k: [v] if not isinstance(v, (list, tuple)) else list(v) for k, v in ex.items()}
+    th = cfg["thresholds"]
+    if th is not None and not isinstance(th, dict):
+        raise AnalysisInputError("R5's analysis takes per-task absolute thresholds: `thresholds: {task: J}` "
+                                 "(or {task: [J, ...]}), or `threshold_rule: r5` with `threshold_base: {task: base}`")
+    if th is None and (cfg["threshold_rule"] != "r5" and cfg["pool"] != "r5"):
+        raise AnalysisInputError("R5 mode needs thresholds: `thresholds: {task: J}` or `threshold_rule: r5` with "
+                                 "`threshold_base: {task: base}`")
+    cfg["thresholds"] = {t: [_num({f"thresholds.{t}": x}, f"thresholds.{t}") for x in (v if isinstance(v, (list, tuple)) else [v])]
+                         for t, v in (th or {}).items()}
+    cfg["threshold_base"] = {t: _num({f"threshold_base.{t}": v}, f"threshold_base.{t}") for t, v in (cfg["threshold_base"] or {}).items()}
+    if (cfg["threshold_rule"] == "r5" or cfg["pool"] == "r5") and not cfg["threshold_base"]:
+        raise AnalysisInputError("threshold_rule: r5 (and pool: r5) need `threshold_base: {task: base}` "
+                                 "(R5's DMC bases: science.md 3)")
+    for k in ("bootstrap", "r5_seed"):
+        cfg[k] = _num(cfg, k, int)
+    cfg["delta"] = _num(cfg, "delta")
+    if cfg["reset_every_grad_steps"] is not None:
+        cfg["reset_every_grad_steps"] = _num(cfg, "reset_every_grad_steps")
+    return cfg
+
+
+def _r5_curves(cfg, api=None):
+    """Curve records of every input, in the order R5 consumed them; returns as is (no normalisation)."""
+    out, skipped = [], []
+    inputs = [cfg["inputs"]] if isinstance(cfg["inputs"], str) else list(cfg["inputs"])
+    if not inputs:
+        raise AnalysisInputError("no inputs given: pass the R5 zip / folder or run directories under `inputs`")
+    for src in inputs:
+        fmt = cfg["format"]
+        if fmt == "auto" and os.path.exists(src):
+            fmt = _sniff(src)
+        if fmt == "model_scaling":
+            out += load.load_model_scaling(src)
+        elif fmt == "bro_ablations":
+            out += load.load_bro_ablations(src)
+        else:  # our runs (or qscaled / W&B): curves of the tidy table, widths from run.json
+            table, sk = load.load([src], fmt, api=api)
+            skipped += sk
+            cs = load.curves(table)
+            widths = load.run_widths(src) if fmt in ("auto", "runs") and os.path.isdir(src) else {}
+            for c in cs:
+                c["width"] = widths.get(c["model_size"])
+                c["member"] = len(out)
+                out.append(c)
+    return out, skipped
+
+
+def _sniff(src):
+    import zipfile
+    names = zipfile.ZipFile(src).namelist() if str(src).endswith(".zip") else \
+        [os.path.join(dp, f).replace(os.sep, "/") for dp, _, fs in os.walk(src) for f in fs]
+    if any(load._MS.search(n) for n in names):
+        return "model_scaling"
+    if any(load._BRO.search(n) for n in names):
+        return "bro_ablations"
+    return "auto"
+
+
+def _excluded(c, ex):
+    for axis, vals in ex.items():
+        v = c.get({"width": "width", "size": "size", "sigma": "sigma", "batch_size": "batch_size"}[axis])
+        if v is None:
+            continue
+        if any(str(v) == str(x) or (isinstance(v, (int, float)) and _isnum(x) and float(v) == float(x)) for x in vals):
+            return True
+    return False
+
+
+def _isnum(x):
+    try:
+        float(x)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def r5_threshold_top(curves, base, n=20):
+    """R5's threshold rule for one task: linspace(base, top, n), top = floor(0.95 * q20 / 10) * 10 with q20 =
+    the 20th percentile of the final isotonic seed-mean returns of `curves`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        finals = [fit.isotonic(np.nanmean(c["returns"], 1)[np.isfinite(np.nanmean(c["returns"], 1))])[-1] for c in curves]
+    top = np.floor(0.95 * np.percentile(finals, 20) / 10) * 10
+    return np.linspace(float(base), top, n)
+
+
+def width_fit(widths, params):
+    """N as a quadratic in the width (exact for mlp / bro / softmoe at a fixed depth and tokens: every
+    dense layer is width x width, width x in or width x out) -> coefficients for `recommend`."""
+    w, n = np.asarray(widths, float), np.asarray(params, float)
+    ok = np.isfinite(w) & np.isfinite(n)
+    w, n = np.unique(w[ok]), np.array([n[ok][w[ok] == x][0] for x in np.unique(w[ok])])
+    if len(w) < 2:
+        return None
+    coef = np.polyfit(w, n, 2) if len(w) >= 3 else np.append(np.linalg.lstsq(np.column_stack([w ** 2, w]), n, rcond=None)[0], 0.0)
+    return {"coef": [float(x) for x in coef], "widths": w.tolist(), "params": n.tolist(),
+            "note": "critic_params = coef[0] w^2 + coef[1] w + coef[2]"}
+
+
+def width_for(wf, n_params):
+    """The width whose fitted parameter count is n_params (positive root of the quadratic)."""
+    a, b, c = wf["coef"]
+    if abs(a) < 1e-12:
+        return (n_params - c) / b
+    return float((-b + np.sqrt(b * b - 4 * a * (c - n_params))) / (2 * a))
+
+
+def r5_analysis(cfg, api=None):
+    """R5's time to threshold per (task, sigma, N) and its sum-of-power-laws surface (science.md 3)."""
+    cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None}}
+    cfg = _r5_config(cfg)
+    curves, skipped = _r5_curves(cfg, api)
+    tasks = sorted({c["task"] for c in curves})
+    if cfg["tasks"] is not None:
+        want = [cfg["tasks"]] if isinstance(cfg["tasks"], str) else list(cfg["tasks"])
+        missing = sorted(set(want) - set(tasks))
+        if missing:
+            raise AnalysisInputError(f"tasks {missing} are not in the inputs (tasks there: {tasks})")
+        tasks = sorted(want)
+    keep = [c["task"] in tasks and not _excluded(c, cfg["exclude"]) for c in curves]
+    res = {"config": {k: cfg[k] for k in DEFAULTS if k != "inputs"} | {"inputs": [cfg["inputs"]] if isinstance(cfg["inputs"], str) else list(cfg["inputs"])},
+           "mode": "r5", "skipped": [{"path": str(p), "reason": r} for p, r in skipped], "notes": [],
+           "counts": {"configs": int(sum(keep)), "tasks": len(tasks), "utds": sorted({c["sigma"] for c, k in zip(curves, keep) if k}),
+                      "seeds_min": int(min([c["n_seeds"] for c, k in zip(curves, keep) if k] or [0]))},
+           "hparams": {}, "data_efficiency": [], "crossings": [], "pareto": [], "_de_fit": []}
+    if not any(keep):
+        raise AnalysisInputError("no configuration left after `tasks` / `exclude`")
+    rows, thr = [], {}
+    if cfg["pool"] == "r5":
+        sel = [c for c, k in zip(curves, keep) if k]
+        no_base = sorted({c["task"] for c in sel} - set(cfg["threshold_base"]))
+        if no_base:
+            raise AnalysisInputError(f"pool: r5 needs threshold_base for every task; missing {no_base}")
+        cells, info = fit.r5_pooled(sel, cfg["threshold_base"], cfg["reset_every_grad_steps"])
+        rows = [dict(c, J=np.nan) for c in cells]
+        res["pooled_thresholds"] = info
+        if cfg["reset_every_grad_steps"]:
+            res["notes"].append(f"BRO reset filter: every {cfg['reset_every_grad_steps']:g} gradient steps")
+    else:
+        for t in tasks:
+            if t in cfg["thresholds"]:
+                thr[t] = cfg["thresholds"][t]
+            elif t in cfg["threshold_base"]:
+                thr[t] = [float(r5_threshold_top([c for c, k in zip(curves, keep) if k and c["task"] == t],
+                                                 cfg["threshold_base"][t])[-1])]
+            else:
+                raise AnalysisInputError(f"no threshold for task {t!r}: add it under `thresholds` (absolute return) "
+                                         "or `threshold_base` with `threshold_rule: r5`")
+        # every configuration consumes R5's one RNG stream in input order (also the excluded ones, as R5
+        # computed all and left cells out of its table), so that the stds replay R5's numbers
+        for k in range(max(len(v) for v in thr.values())):
+            thk = {t: v[k] for t, v in thr.items() if k < len(v)}
+            use = [c for c in curves if c["task"] in thk]
+            flags = [kk for c, kk in zip(curves, keep) if c["task"] in thk]
+            cells = fit.r5_cells(use, thk, cfg["bootstrap"], cfg["r5_seed"], keep=flags)
+            rows += [dict(c, J=thk[c["task"]]) for c in cells]
+    df = pd.DataFrame(rows)
+    width_of = {c["model_size"]: c.get("width") for c in curves}
+    df["width"] = [width_of.get(n) for n in df["N"]]
+    df["time_to_threshold_surface"] = np.nan
+    res["surface"] = {}
+    multiJ = df.groupby("task")["J"].nunique().max() > 1
+    bs_best = [c["batch_size"] for c, k in zip(curves, keep) if k and np.isfinite(c["batch_size"])]
+    batch = float(np.exp(np.mean(np.log(bs_best)))) if bs_best else np.nan
+    res["compute"] = {"formula": "R5: C = 10 * N * B * sigma * D", "batch_size": f"geometric mean of the inputs' batch sizes ({batch:.4g})",
+                      "delta": cfg["delta"]}
+    for (t, J), g in df.groupby(["task", "J"], dropna=False, sort=True):
+        name = f"{t}@J={J:g}" if multiJ else t
+        try:
+            f = fit.fit_surface(g["sigma"], g["N"], g["time_to_threshold"])
+        except AnalysisInputError as e:
+            res["surface"][name] = {"error": str(e)}
+            res["notes"].append(f"surface {name}: {e}")
+            continue
+        df.loc[g.index, "time_to_threshold_surface"] = fit.surface_value(f, g["sigma"].to_numpy(), g["N"].to_numpy())
+        if np.isfinite(batch):
+            bud = lambda s, n, d: 10 * n * batch * s * d + cfg["delta"] * d
+            f["optimum"] = fit.surface_optimum(f, bud, (g["sigma"].min(), g["sigma"].max()), (g["N"].min(), g["N"].max()))
+        f.update(J=None if not np.isfinite(J) else float(J), cells=int(np.isfinite(g["time_to_threshold"]).sum()))
+        if not f["converged"]:
+            res["notes"].append(f"surface {name} did not converge: {f['message']}")
+        res["surface"][name] = f
+    wf = width_fit(df["width"].astype(float), df["N"]) if df["width"].notna().any() else None
+    if wf:
+        res["width_fit"] = wf
+    cols = ["task", "sigma", "N", "time_to_threshold", "time_to_threshold_std", "time_to_threshold_surface"]
+    res["surface_table"] = df[cols + [c for c in ("J", "width", "n_boot_finite", "n_tasks") if c in df]].to_dict("records")
+    res["_surface_df"] = df
+    res["_curves"] = [c for c, k in zip(curves, keep) if k]
+    return res

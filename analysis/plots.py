@@ -189,3 +189,33 @@ def intrinsic(res, path):
         ax.set_title(f"R2: N_opt ∝ C^{ms['n_opt_exponent']:.2f}", fontsize=9)
     ax.legend(fontsize=6)
     _save(fig, path)
+
+
+def surface(res, path):
+    """R5 surface lines against the measured cells (with their std), one panel per task (or pooled)."""
+    import pandas as pd
+
+    df = pd.DataFrame(res["surface_table"])
+    names = [k for k, v in res.get("surface", {}).items() if "error" not in v]
+    fig, axes = _grid(max(len(names), 1), 3.6, 2.8)
+    cmap = plt.get_cmap("viridis")
+    for ax, name in zip(axes, names):
+        f = res["surface"][name]
+        task = name.split("@J=")[0]
+        g = df[df.task == task]
+        if f.get("J") is not None and "J" in g:
+            g = g[np.isclose(g.J.astype(float), f["J"])]
+        Ns = sorted(g.N.unique())
+        s = np.logspace(np.log10(g.sigma.min()), np.log10(g.sigma.max()), 40)
+        for i, n in enumerate(Ns):
+            col = cmap(i / max(len(Ns) - 1, 1))
+            h = g[g.N == n].sort_values("sigma")
+            ax.errorbar(h.sigma, h.time_to_threshold, yerr=h.time_to_threshold_std.fillna(0), fmt="o", color=col, ms=3, capsize=2)
+            ax.plot(s, fit.surface_value(f, s, n), "-", color=col, lw=1, label=f"N={n:.3g}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("σ (UTD)")
+        ax.set_ylabel("env steps to threshold")
+        ax.legend(fontsize=6)
+    _save(fig, path)

@@ -73,13 +73,38 @@ def tables(res):
     return t
 
 
+SURFACE_COLUMNS = ["task", "sigma", "N", "time_to_threshold", "time_to_threshold_std", "time_to_threshold_surface"]
+
+
+def _surface_tables(res):
+    df = pd.DataFrame(res["surface_table"])
+    t = {"surface": df}
+    rows = [{"task": k, **{q: v.get(q) for q in ("C", "A", "alpha", "B", "beta", "loss", "converged", "J")},
+             **{f"opt_{q}": (v.get("optimum") or {}).get(q) for q in ("sigma", "model_size", "F")}}
+            for k, v in res.get("surface", {}).items() if "error" not in v]
+    if rows:
+        t["surface_fits"] = pd.DataFrame(rows)
+    return t
+
+
 def write_outputs(res, out, plots=True):
     from . import plots as P
 
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "fits.json"), "w") as fh:
         json.dump(_clean(res), fh, indent=1)
-    mds = {k: _table(v, out, k) for k, v in tables(res).items()}
+    if res.get("mode") == "r5":  # R5's released data: the surface only
+        mds = {k: _table(v, out, k) for k, v in _surface_tables(res).items()}
+        figs = []
+        if plots:
+            P.surface(res, os.path.join(out, "surface.png"))
+            figs.append(("surface.png", "R5 surface D(σ, N) = C (1 + (A/σ)^α + (B/N)^β) against the measured cells"))
+        _report_r5(res, out, mds, figs)
+        return
+    tabs = tables(res)
+    if res.get("surface_table"):
+        tabs.update(_surface_tables(res))
+    mds = {k: _table(v, out, k) for k, v in tabs.items()}
     figs = []
     if plots:
         spec = [("learning_curves.png", P.learning_curves, "Learning curves (seed mean, isotonic fit, crossings)"),
@@ -89,6 +114,8 @@ def write_outputs(res, out, plots=True):
                 ("hparams.png", P.hparams, "B* and lr* vs σ (shared slope, per-task intercepts)")]
         if res.get("model_size_fits"):
             spec.append(("intrinsic.png", P.intrinsic, "Model size: R5 surface and R2 intrinsic performance"))
+        if res.get("surface_table"):
+            spec.append(("surface.png", P.surface, "R5 surface against the measured cells"))
         for fn, f, title in spec:
             f(res, os.path.join(out, fn))
             figs.append((fn, title))
@@ -111,7 +138,7 @@ def _report(res, out, mds, figs):
         L += ["## Skipped input", ""] + [f"- `{s['path']}`: {s['reason']}" for s in res["skipped"]] + [""]
     figs = dict(figs)
     order = [("learning_curves.png", None), ("hparams.png", "hparam_rules"), ("data_efficiency.png", "data_efficiency"),
-             ("pareto.png", None), ("budget.png", "budget"), ("intrinsic.png", None)]
+             ("pareto.png", None), ("budget.png", "budget"), ("intrinsic.png", None), ("surface.png", "surface_fits")]
     for fn, tab in order:
         if fn in figs:
             L += [f"## {figs[fn]}", "", f"![{fn}]({fn})", ""]
@@ -129,6 +156,23 @@ def _report(res, out, mds, figs):
         fh.write("\n".join(L))
 
 
+def _report_r5(res, out, mds, figs):
+    c = res["counts"]
+    L = ["# R5 model-size analysis", "", f"Inputs: {', '.join(res['config']['inputs'])}  ",
+         f"{c['configs']} configurations, {c['tasks']} tasks, UTDs {c['utds']}, >= {c['seeds_min']} runs each; "
+         f"time to threshold with the best batch size per cell, std over {res['config']['bootstrap']} bootstrap "
+         "resamples (pooled: across tasks); surface fitted in log space as R5 (science.md 3).", ""]
+    if res["notes"]:
+        L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
+    for fn, title in figs:
+        L += [f"## {title}", "", f"![{fn}]({fn})", ""]
+    if "surface_fits" in mds:
+        L += ["## Surface parameters (original units) and the compute-optimal (σ, N)", "", mds["surface_fits"], ""]
+    L += ["## Cells", "", mds["surface"], "", "Tables: " + ", ".join(f"`{k}.csv`" for k in mds) + "; all numbers in `fits.json`.", ""]
+    with open(os.path.join(out, "report.md"), "w") as fh:
+        fh.write("\n".join(L))
+
+
 def summary(res, console=None):
     """Short rich table: hyperparameter rules, D_J fit at the highest threshold, sigma*(F)."""
     from rich.console import Console
@@ -138,6 +182,9 @@ def summary(res, console=None):
     t = Table(title="pql-scale analyze", show_lines=False)
     t.add_column("fit")
     t.add_column("result")
+    for name, f in res.get("surface", {}).items():
+        if "error" not in f:
+            t.add_row(f"surface {name}", f"C {f['C']:.3g} (1 + ({f['A']:.3g}/σ)^{f['alpha']:.3f} + ({f['B']:.3g}/N)^{f['beta']:.3f})")
     for name, r in res["hparams"].items():
         t.add_row(f"{name}*(σ)", f"slope {r['slope']:.3f}; at σ=1: " + ", ".join(f"{k} {10 ** v:.3g}" for k, v in r["intercepts"].items()))
     for r in res["_de_fit"][-1:]:

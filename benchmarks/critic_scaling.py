@@ -1,0 +1,171 @@
+"""Dense vs BRO vs Soft MoE critics at three sizes each on HalfCheetah (backend=mujoco, CPU): return at a
+fixed env-step budget and env steps to a return threshold against critic parameters, with bootstrap
+intervals over seeds (issue 10; R3 reports that Soft MoE scales with parameters where dense does not).
+
+    python benchmarks/critic_scaling.py run --root runs/critic_scaling      # trains the grid (resumable)
+    python benchmarks/critic_scaling.py report --root runs/critic_scaling   # JSON + PNG in benchmarks/results/
+
+Every run: same UTD (critic_updates_per_step / num_envs), same env-step budget, same actor, same seeds,
+mode=sync with one torch thread, `--parallel` runs at a time. Finished runs are skipped on a rerun.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import save  # noqa: E402
+
+# widths per architecture, chosen so that each spans > 10x in critic parameters at similar FLOP ranges
+SIZES = {"mlp": [32, 96, 256], "bro": [32, 96, 256], "softmoe": [32, 128, 512]}
+BASE = ["task=HalfCheetah", "backend=mujoco", "mode=sync", "threads=1", "num_envs=2", "algo.critic_updates_per_step=0.5",
+        "algo.batch_size=128", "net.actor_hidden=[128,128]", "net.critic_depth=2", "max_time_s=0", "log.live=off",
+        "log.every_steps=500", "net.tokens=8", "net.experts=4", "net.slots_per_expert=2"]
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "critic_scaling_halfcheetah_cpu")
+
+
+def grid(seeds):
+    # seed-major: if the time runs out, the finished seeds cover every (arch, size)
+    return [(s, a, w) for s in seeds for a in SIZES for w in SIZES[a]]
+
+
+def run_dir(root, s, a, w):
+    return os.path.join(root, f"{a}-w{w}-s{s}")
+
+
+def done(d):
+    try:
+        with open(os.path.join(d, "status.json")) as f:
+            return json.load(f)["status"] == "completed"
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def run(args):
+    todo = [(s, a, w) for s, a, w in grid(range(args.seeds)) if not done(run_dir(args.root, s, a, w))]
+    procs, loads = [], []
+    log = open(os.path.join(args.root, "launch.log"), "a") if os.makedirs(args.root, exist_ok=True) is None else None
+    while todo or procs:
+        procs = [p for p in procs if p[0].poll() is None]
+        while todo and len(procs) < args.parallel:
+            s, a, w = todo.pop(0)
+            d = run_dir(args.root, s, a, w)
+            if os.path.exists(d):  # an unfinished run from an interrupted launch: start it again
+                import shutil
+                shutil.rmtree(d)
+            cmd = [sys.executable, "-m", "pql_scaling.cli", "train"] + BASE + [
+                f"seed={s}", f"net.critic_arch={a}", f"net.critic_width={w}", f"max_env_steps={args.env_steps}", f"run_dir={d}"]
+            loads.append(os.getloadavg()[0])
+            log.write(f"{time.strftime('%H:%M:%S')} load {loads[-1]:.2f} start {' '.join(cmd[3:])}\n")
+            log.flush()
+            procs.append((subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(d + ".err", "w")), d))
+        time.sleep(2)
+    log.write(f"{time.strftime('%H:%M:%S')} all done; load at launches: {loads}\n")
+
+
+def _curve(d):
+    rows = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if l.strip()]
+    rows = [r for r in rows if r.get("return_mean") is not None]
+    return np.array([r["env_steps"] for r in rows]), np.array([r["return_mean"] for r in rows]), rows
+
+
+def _crossing(steps, mean, J):
+    from scipy.optimize import isotonic_regression
+    iso = isotonic_regression(mean).x
+    i = np.nonzero(iso >= J)[0]
+    return float(steps[i[0]]) if len(i) else np.nan
+
+
+def report(args):
+    rng = np.random.default_rng(0)
+    cells = []
+    for a in SIZES:
+        for w in SIZES[a]:
+            ds = [run_dir(args.root, s, a, w) for s in range(args.seeds)]
+            ds = [d for d in ds if done(d)]
+            if not ds:
+                continue
+            facts = json.load(open(os.path.join(ds[0], "run.json")))
+            curves = [_curve(d) for d in ds]
+            T = min(len(c[0]) for c in curves)
+            steps = curves[0][0][:T]
+            R = np.stack([c[1][:T] for c in curves], 1)                    # [T, seeds]
+            final = R[-1]
+            pick = rng.integers(0, R.shape[1], size=(args.boot, R.shape[1]))
+            fb = final[pick].mean(1)
+            cross = _crossing(steps, R.mean(1), args.threshold)
+            cb = np.array([_crossing(steps, R[:, p].mean(1), args.threshold) for p in pick])
+            wall = [c[2][-1]["wall_time_s"] for c in curves]
+            cells.append({
+                "arch": a, "width": w, "critic_params": facts["critic_params"],
+                "critic_flops_per_sample_forward": facts["critic_flops_per_sample"]["forward"],
+                "flops_per_critic_update": facts["flops_per_critic_update"], "seeds": len(ds),
+                "env_steps_budget": float(steps[-1]), "utd": facts["utd"],
+                "return_at_budget_mean": float(final.mean()), "return_at_budget_per_seed": final.tolist(),
+                "return_at_budget_ci95": [float(np.percentile(fb, 2.5)), float(np.percentile(fb, 97.5))],
+                "steps_to_threshold": None if np.isnan(cross) else cross,
+                "steps_to_threshold_ci95": [float(np.nanpercentile(cb, 2.5)), float(np.nanpercentile(cb, 97.5))] if np.isfinite(cb).any() else [None, None],
+                "steps_to_threshold_boot_reached": float(np.isfinite(cb).mean()),
+                "wall_time_s_mean": float(np.mean(wall)), "curve_steps": steps.tolist(), "curve_mean": R.mean(1).tolist()})
+    launches = open(os.path.join(args.root, "launch.log")).read().splitlines() if os.path.exists(os.path.join(args.root, "launch.log")) else []
+    loads = [float(l.split("load ")[1].split()[0]) for l in launches if " load " in l]
+    payload = {"command": "python benchmarks/critic_scaling.py run --seeds %d --env-steps %d" % (args.seeds, args.env_steps),
+               "train_overrides": BASE, "threshold": args.threshold, "bootstrap": args.boot, "cells": cells,
+               "loadavg_1m_at_launches": loads, "loadavg_now": list(os.getloadavg()),
+               "note": "machine shared with other jobs (2 cores); wall times are not comparable across runs"}
+    save(OUT + ".json", payload)
+    plot(payload, OUT + ".png")
+    for c in cells:
+        print("%-8s w=%-4d N=%-7d return@budget %7.1f [%7.1f, %7.1f]  steps to %g: %s" % (
+            c["arch"], c["width"], c["critic_params"], c["return_at_budget_mean"], *c["return_at_budget_ci95"],
+            args.threshold, c["steps_to_threshold"]))
+
+
+def plot(p, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.8))
+    for a, col in zip(SIZES, ("C0", "C1", "C2")):
+        cs = [c for c in p["cells"] if c["arch"] == a]
+        if not cs:
+            continue
+        n = np.array([c["critic_params"] for c in cs], float)
+        r = np.array([c["return_at_budget_mean"] for c in cs])
+        lo, hi = np.array([c["return_at_budget_ci95"] for c in cs]).T
+        ax[0].errorbar(n, r, yerr=[r - lo, hi - r], fmt="o-", color=col, capsize=3, label=a)
+        st = np.array([np.nan if c["steps_to_threshold"] is None else c["steps_to_threshold"] for c in cs], float)
+        slo = np.array([np.nan if c["steps_to_threshold_ci95"][0] is None else c["steps_to_threshold_ci95"][0] for c in cs])
+        shi = np.array([np.nan if c["steps_to_threshold_ci95"][1] is None else c["steps_to_threshold_ci95"][1] for c in cs])
+        ax[1].errorbar(n, st, yerr=[np.clip(st - slo, 0, None), np.clip(shi - st, 0, None)], fmt="o-", color=col, capsize=3, label=a)
+    ax[0].set(xscale="log", xlabel="critic parameters N", ylabel="return at budget (seed mean, 95% bootstrap CI)")
+    ax[1].set(xscale="log", xlabel="critic parameters N", ylabel=f"env steps to return {p['threshold']:g}")
+    b = p["cells"][0] if p["cells"] else {}
+    fig.suptitle(f"HalfCheetah (mujoco, CPU): {b.get('env_steps_budget', 0):.0f} env steps, UTD {b.get('utd', 0):g}, "
+                 f"{min([c['seeds'] for c in p['cells']] or [0])}+ seeds", fontsize=10)
+    ax[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    print("saved %s" % path)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["run", "report"])
+    ap.add_argument("--root", default="runs/critic_scaling")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--env-steps", type=int, default=24000, dest="env_steps")
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--threshold", type=float, default=1000.0)
+    ap.add_argument("--boot", type=int, default=1000)
+    args = ap.parse_args()
+    (run if args.what == "run" else report)(args)
+
+
+if __name__ == "__main__":
+    main()
