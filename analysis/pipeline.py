@@ -510,6 +510,10 @@ def r5_analysis(cfg, api=None):
         if missing:
             raise AnalysisInputError(f"tasks {missing} are not in the inputs (tasks there: {tasks})")
         tasks = sorted(want)
+    algos = sorted({str(c["algo"]) for c in curves})
+    if len(algos) > 1:
+        raise AnalysisInputError(f"inputs mix algorithms / critic architectures {algos}: a surface is one family; "
+                                 "give `inputs` that hold one of them")
     keep = [c["task"] in tasks and not _excluded(c, cfg["exclude"]) for c in curves]
     res = {"config": {k: cfg[k] for k in DEFAULTS if k != "inputs"} | {"inputs": [cfg["inputs"]] if isinstance(cfg["inputs"], str) else list(cfg["inputs"])},
            "mode": "r5", "skipped": [{"path": str(p), "reason": r} for p, r in skipped], "notes": [],

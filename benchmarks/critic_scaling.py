@@ -48,7 +48,8 @@ def done(d):
 def run(args):
     todo = [(s, a, w) for s, a, w in grid(range(args.seeds)) if not done(run_dir(args.root, s, a, w))]
     procs, loads = [], []
-    log = open(os.path.join(args.root, "launch.log"), "a") if os.makedirs(args.root, exist_ok=True) is None else None
+    os.makedirs(args.root, exist_ok=True)
+    log = open(os.path.join(args.root, "launch.log"), "a")
     while todo or procs:
         procs = [p for p in procs if p[0].poll() is None]
         while todo and len(procs) < args.parallel:

@@ -200,3 +200,47 @@ def test_recommend_gives_sigma_n_and_width(tmp_path, capsys):
     assert cli.recommend_main(["--fits", str(tmp_path / "fits.json"), "--budget", "1e30", "--task", "t-a"]) == 0
     out = capsys.readouterr().out
     assert "net.critic_width=" in out and "R5 surface t-a@J=700" in out
+
+
+def test_our_runs_at_several_widths_give_the_surface_and_the_width(tmp_path, capsys):
+    """Run directories whose run.json carries critic_params and critic_width (as train.py writes them):
+    R1 mode fits R5's surface and R2 on them, R5 mode (per-task absolute thresholds) too, and `recommend`
+    turns N into a width through N(w), which is quadratic for a fixed depth."""
+    from tests.test_analysis_io import R_MAX, _write_run
+
+    rng = np.random.default_rng(3)
+    widths = {w: 2 * (20 * w + w + w * w + w + w + 1) for w in (64, 128, 256)}  # a 2-layer twin MLP on 20 inputs
+    for w, n in widths.items():
+        for s in (0.5, 1.0, 2.0, 4.0, 8.0):
+            tau = 2e4 * (1 + (2 / s) ** 0.8 + (2e4 / n) ** 0.6)
+            for seed in range(2):
+                d = str(tmp_path / "runs" / f"w{w}_s{s}_{seed}")
+                _write_run(d, "ta", s, seed, rng, n_params=int(n), steps=np.arange(1000, 6 * tau, 1000))
+                info = json.load(open(os.path.join(d, "run.json")))
+                json.dump({**info, "critic_width": w, "critic_arch": "mlp"}, open(os.path.join(d, "run.json"), "w"))
+                rows = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
+                for r in rows[1:]:
+                    r["return_mean"] = float(R_MAX * (1 - np.exp(-r["env_steps"] / tau)) + rng.normal(0, 30))
+                open(os.path.join(d, "metrics.jsonl"), "w").write("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out"
+    assert cli.analyze_main([str(tmp_path / "runs"), "--out", str(out), "--bootstrap", "5", "--thresholds", "600,700,800",
+                             "--holdout-top-k", "1", "--no-plots"]) == 0
+    fits = json.load(open(out / "fits.json"))
+    wf = fits["model_size_fits"]["width_fit"]
+    assert all(pipeline.width_for(wf, n) == pytest.approx(w, rel=1e-6) for w, n in widths.items())
+    s = fits["surface"]["ta"]
+    assert s["alpha"] == pytest.approx(0.8, rel=0.3) and s["beta"] == pytest.approx(0.6, rel=0.3)
+    assert (out / "surface.csv").exists()
+    r = cli.recommend(fits, 1e15)
+    assert r["width"] == pytest.approx(pipeline.width_for(wf, r["model_size"]))
+    # R5 mode on our runs: absolute per-task threshold (raw return units)
+    res = pipeline.run_analysis({"inputs": [str(tmp_path / "runs")], "thresholds": {"ta": 0.7 * R_MAX}, "bootstrap": 10})
+    t = _table(res)
+    assert len(t) == 15 and set(t.width) == set(widths) and res["surface"]["ta"]["converged"]
+    # runs of another critic architecture are a different family: refused, not pooled
+    d = str(tmp_path / "runs" / "bro")
+    _write_run(d, "ta", 1.0, 0, rng, n_params=99999)
+    info = json.load(open(os.path.join(d, "run.json")))
+    json.dump({**info, "critic_arch": "bro"}, open(os.path.join(d, "run.json"), "w"))
+    with pytest.raises(AnalysisInputError, match="pql\\+bro"):
+        pipeline.run_analysis({"inputs": [str(tmp_path / "runs")], "thresholds": {"ta": 0.7 * R_MAX}})
