@@ -95,11 +95,17 @@ def report(args):
             T = min(len(c[0]) for c in curves)
             steps = curves[0][0][:T]
             R = np.stack([c[1][:T] for c in curves], 1)                    # [T, seeds]
-            final = R[-1]
+            final = R[-args.last:].mean(0)  # training-episode returns are noisy: mean of the last log points
             pick = rng.integers(0, R.shape[1], size=(args.boot, R.shape[1]))
             fb = final[pick].mean(1)
-            cross = _crossing(steps, R.mean(1), args.threshold)
-            cb = np.array([_crossing(steps, R[:, p].mean(1), args.threshold) for p in pick])
+            sts = {}
+            for J in args.thresholds:
+                cross = _crossing(steps, R.mean(1), J)
+                cb = np.array([_crossing(steps, R[:, p].mean(1), J) for p in pick])
+                sts[f"{J:g}"] = {"steps": None if np.isnan(cross) else cross,
+                                 "ci95": [float(np.nanpercentile(cb, 2.5)), float(np.nanpercentile(cb, 97.5))] if np.isfinite(cb).any() else [None, None],
+                                 "boot_reached": float(np.isfinite(cb).mean()),
+                                 "seeds_reached": int(sum(np.isfinite(_crossing(steps, R[:, j], J)) for j in range(R.shape[1])))}
             wall = [c[2][-1]["wall_time_s"] for c in curves]
             cells.append({
                 "arch": a, "width": w, "critic_params": facts["critic_params"],
@@ -107,23 +113,27 @@ def report(args):
                 "flops_per_critic_update": facts["flops_per_critic_update"], "seeds": len(ds),
                 "env_steps_budget": float(steps[-1]), "utd": facts["utd"],
                 "return_at_budget_mean": float(final.mean()), "return_at_budget_per_seed": final.tolist(),
+                "return_last_log_per_seed": R[-1].tolist(),
                 "return_at_budget_ci95": [float(np.percentile(fb, 2.5)), float(np.percentile(fb, 97.5))],
-                "steps_to_threshold": None if np.isnan(cross) else cross,
-                "steps_to_threshold_ci95": [float(np.nanpercentile(cb, 2.5)), float(np.nanpercentile(cb, 97.5))] if np.isfinite(cb).any() else [None, None],
-                "steps_to_threshold_boot_reached": float(np.isfinite(cb).mean()),
+                "steps_to_threshold": sts,
                 "wall_time_s_mean": float(np.mean(wall)), "curve_steps": steps.tolist(), "curve_mean": R.mean(1).tolist()})
     launches = open(os.path.join(args.root, "launch.log")).read().splitlines() if os.path.exists(os.path.join(args.root, "launch.log")) else []
     loads = [float(l.split("load ")[1].split()[0]) for l in launches if " load " in l]
-    payload = {"command": "python benchmarks/critic_scaling.py run --seeds %d --env-steps %d" % (args.seeds, args.env_steps),
-               "train_overrides": BASE, "threshold": args.threshold, "bootstrap": args.boot, "cells": cells,
+    payload = {"last": args.last, "plot_threshold": args.plot_threshold, "command": "python benchmarks/critic_scaling.py run --seeds %d --env-steps %d" % (args.seeds, args.env_steps),
+               "train_overrides": BASE, "thresholds": args.thresholds, "bootstrap": args.boot, "cells": cells,
+               "return_at_budget": f"per seed: mean of the last {args.last} logged training-episode returns "
+                                   "(each the mean over the episodes that ended since the previous log point); "
+                                   "CI: percentile bootstrap of the seed mean",
+               "steps_to_threshold": "first logged env step where the isotonic fit of the seed-mean return "
+                                     "reaches the threshold (R1's rule); CI over seed resamples that reach it",
                "loadavg_1m_at_launches": loads, "loadavg_now": list(os.getloadavg()),
                "note": "machine shared with other jobs (2 cores); wall times are not comparable across runs"}
     save(OUT + ".json", payload)
     plot(payload, OUT + ".png")
     for c in cells:
-        print("%-8s w=%-4d N=%-7d return@budget %7.1f [%7.1f, %7.1f]  steps to %g: %s" % (
-            c["arch"], c["width"], c["critic_params"], c["return_at_budget_mean"], *c["return_at_budget_ci95"],
-            args.threshold, c["steps_to_threshold"]))
+        print("%-8s w=%-4d N=%-7d seeds %d  return@budget %7.1f [%7.1f, %7.1f]  steps to J: %s" % (
+            c["arch"], c["width"], c["critic_params"], c["seeds"], c["return_at_budget_mean"], *c["return_at_budget_ci95"],
+            {k: v["steps"] for k, v in c["steps_to_threshold"].items()}))
 
 
 def plot(p, path):
@@ -140,12 +150,14 @@ def plot(p, path):
         r = np.array([c["return_at_budget_mean"] for c in cs])
         lo, hi = np.array([c["return_at_budget_ci95"] for c in cs]).T
         ax[0].errorbar(n, r, yerr=[r - lo, hi - r], fmt="o-", color=col, capsize=3, label=a)
-        st = np.array([np.nan if c["steps_to_threshold"] is None else c["steps_to_threshold"] for c in cs], float)
-        slo = np.array([np.nan if c["steps_to_threshold_ci95"][0] is None else c["steps_to_threshold_ci95"][0] for c in cs])
-        shi = np.array([np.nan if c["steps_to_threshold_ci95"][1] is None else c["steps_to_threshold_ci95"][1] for c in cs])
+        key = f"{p['thresholds'][p['plot_threshold']]:g}"
+        st = np.array([np.nan if c["steps_to_threshold"][key]["steps"] is None else c["steps_to_threshold"][key]["steps"] for c in cs], float)
+        slo = np.array([np.nan if c["steps_to_threshold"][key]["ci95"][0] is None else c["steps_to_threshold"][key]["ci95"][0] for c in cs])
+        shi = np.array([np.nan if c["steps_to_threshold"][key]["ci95"][1] is None else c["steps_to_threshold"][key]["ci95"][1] for c in cs])
         ax[1].errorbar(n, st, yerr=[np.clip(st - slo, 0, None), np.clip(shi - st, 0, None)], fmt="o-", color=col, capsize=3, label=a)
-    ax[0].set(xscale="log", xlabel="critic parameters N", ylabel="return at budget (seed mean, 95% bootstrap CI)")
-    ax[1].set(xscale="log", xlabel="critic parameters N", ylabel=f"env steps to return {p['threshold']:g}")
+    ax[0].set(xscale="log", xlabel="critic parameters N", ylabel="return at budget (mean of last %d logs)" % p.get("last", 3))
+    ax[1].set(xscale="log", xlabel="critic parameters N",
+              ylabel=f"env steps to return {p['thresholds'][p['plot_threshold']]:g} (missing: never)")
     b = p["cells"][0] if p["cells"] else {}
     fig.suptitle(f"HalfCheetah (mujoco, CPU): {b.get('env_steps_budget', 0):.0f} env steps, UTD {b.get('utd', 0):g}, "
                  f"{min([c['seeds'] for c in p['cells']] or [0])}+ seeds", fontsize=10)
@@ -162,8 +174,10 @@ def main():
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--env-steps", type=int, default=24000, dest="env_steps")
     ap.add_argument("--parallel", type=int, default=2)
-    ap.add_argument("--threshold", type=float, default=1000.0)
+    ap.add_argument("--thresholds", type=lambda v: [float(x) for x in v.split(",")], default=[250.0, 500.0, 1000.0])
+    ap.add_argument("--plot-threshold", type=int, default=1, dest="plot_threshold", help="index into --thresholds")
     ap.add_argument("--boot", type=int, default=1000)
+    ap.add_argument("--last", type=int, default=3, help="return at budget = mean of this many last log points")
     args = ap.parse_args()
     (run if args.what == "run" else report)(args)
 
