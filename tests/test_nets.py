@@ -55,14 +55,14 @@ def test_parameter_and_flop_counts_match_the_flop_counter(arch, hidden, atoms):
     assert inp - fwd == pytest.approx(B * f["backward_input_only"], rel=0.01)
 
 
-@pytest.mark.parametrize("arch,width,depth,distributional,algo_name", [
-    ("mlp", 32, 3, False, "pql"), ("bro", 32, 3, True, "pql"), ("softmoe", 32, 2, False, "pql"),
-    ("softmoe", 32, 3, True, "pql"), ("bro", 32, 2, False, "sac")])
-def test_whole_updates_cost_what_run_json_says(arch, width, depth, distributional, algo_name):
+@pytest.mark.parametrize("arch,width,depth,distributional,algo_name,actor_arch", [
+    ("mlp", 32, 3, False, "pql", "mlp"), ("bro", 32, 3, True, "pql", "mlp"), ("softmoe", 32, 2, False, "pql", "bro"),
+    ("softmoe", 32, 3, True, "pql", "mlp"), ("bro", 32, 2, False, "sac", "bro")])
+def test_whole_updates_cost_what_run_json_says(arch, width, depth, distributional, algo_name, actor_arch):
     cfg = config.load([f"net.critic_arch={arch}", f"net.critic_width={width}", f"net.critic_depth={depth}",
                        "net.tokens=4", "net.experts=2", "net.slots_per_expert=3", f"algo.name={algo_name}",
-                       f"algo.distributional={str(distributional).lower()}", "net.actor_hidden=[16,16]",
-                       "algo.batch_size=9", "mode=sync"])
+                       f"algo.distributional={str(distributional).lower()}", f"net.actor_arch={actor_arch}",
+                       "net.actor_width=16", "algo.batch_size=9", "mode=sync"])
     torch.manual_seed(0)
     actor, critic = nets.build(cfg, OBS, ACT)
     norm = Normalizer(OBS, "cpu", clip=5.0)
@@ -121,3 +121,32 @@ def test_config_rejects_bad_architecture_settings():
         config.load(["net.critic_arch=bro", "net.critic_hidden=[64,32]"])
     with pytest.raises(config.ConfigError, match="residual block"):
         config.load(["net.critic_arch=bro", "net.critic_width=64", "net.critic_depth=1"])
+
+
+@pytest.mark.parametrize("arch", ["bro", "softmoe"])
+def test_training_with_a_scalable_critic_writes_its_facts(arch, tmp_path):
+    """A short sync run with each new critic (and a BRO actor): run.json names the architecture, its knobs
+    and parameter count, and the logged FLOPs follow the per-update counts."""
+    import json
+    import os
+
+    from pql_scaling.train import train
+    from tests.runs import rows
+
+    d = train(["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=32", "log.every_steps=20", "threads=1",
+               "log.live=off", "algo.warmup_steps=4", "max_env_steps=480", f"net.critic_arch={arch}",
+               "net.critic_width=16", "net.critic_depth=3", "net.tokens=4", "net.actor_arch=bro", "net.actor_width=16",
+               "run_dir=%s" % (tmp_path / "r")], quiet=True)
+    facts = json.load(open(os.path.join(d, "run.json")))
+    assert facts["critic_arch"] == arch and facts["actor_arch"] == "bro" and facts["critic_width"] == 16
+    assert facts["critic_depth"] == 3 and facts["critic_hidden"] == [16, 16, 16]
+    cfg = config.load([f"net.critic_arch={arch}", "net.critic_width=16", "net.critic_depth=3", "net.tokens=4",
+                       "net.actor_arch=bro", "net.actor_width=16", "task=pendulum"])
+    actor, critic = nets.build(cfg, facts["obs_dim"], facts["act_dim"])
+    assert facts["critic_params"] == nets.count_params(critic)
+    assert facts["critic_flops_per_sample"] == nets.per_sample(critic.net)
+    if arch == "softmoe":
+        assert facts["experts"] == 4 and facts["moe"]["tokens"] == 4 and facts["moe"]["hidden"] == 4
+    last = rows(d)[-1]
+    assert last["critic_updates"] > 0 and last["flops"] == last["critic_updates"] * facts["flops_per_critic_update"] + \
+        last["policy_updates"] * facts["flops_per_policy_update"]
