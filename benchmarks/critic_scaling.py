@@ -45,8 +45,19 @@ def done(d):
         return False
 
 
+def reached(d, budget):
+    """A run whose log reaches `budget` env steps (it may have run longer, or been stopped after it):
+    sync mode is deterministic for a seed and nothing but the stop condition reads max_env_steps, so its
+    log up to `budget` is the log of a run with that budget."""
+    try:
+        with open(os.path.join(d, "metrics.jsonl")) as f:
+            return any(json.loads(l).get("env_steps", 0) >= budget for l in f if l.strip())
+    except (OSError, ValueError):
+        return False
+
+
 def run(args):
-    todo = [(s, a, w) for s, a, w in grid(range(args.seeds)) if not done(run_dir(args.root, s, a, w))]
+    todo = [(s, a, w) for s, a, w in grid(range(args.first_seed, args.seeds)) if not reached(run_dir(args.root, s, a, w), args.env_steps)]
     procs, loads = [], []
     os.makedirs(args.root, exist_ok=True)
     log = open(os.path.join(args.root, "launch.log"), "a")
@@ -68,9 +79,9 @@ def run(args):
     log.write(f"{time.strftime('%H:%M:%S')} all done; load at launches: {loads}\n")
 
 
-def _curve(d):
+def _curve(d, budget):
     rows = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl")) if l.strip()]
-    rows = [r for r in rows if r.get("return_mean") is not None]
+    rows = [r for r in rows if r.get("return_mean") is not None and r["env_steps"] <= budget]
     return np.array([r["env_steps"] for r in rows]), np.array([r["return_mean"] for r in rows]), rows
 
 
@@ -87,11 +98,11 @@ def report(args):
     for a in SIZES:
         for w in SIZES[a]:
             ds = [run_dir(args.root, s, a, w) for s in range(args.seeds)]
-            ds = [d for d in ds if done(d)]
+            ds = [d for d in ds if reached(d, args.env_steps)]
             if not ds:
                 continue
             facts = json.load(open(os.path.join(ds[0], "run.json")))
-            curves = [_curve(d) for d in ds]
+            curves = [_curve(d, args.env_steps) for d in ds]
             T = min(len(c[0]) for c in curves)
             steps = curves[0][0][:T]
             R = np.stack([c[1][:T] for c in curves], 1)                    # [T, seeds]
@@ -119,7 +130,8 @@ def report(args):
                 "wall_time_s_mean": float(np.mean(wall)), "curve_steps": steps.tolist(), "curve_mean": R.mean(1).tolist()})
     launches = open(os.path.join(args.root, "launch.log")).read().splitlines() if os.path.exists(os.path.join(args.root, "launch.log")) else []
     loads = [float(l.split("load ")[1].split()[0]) for l in launches if " load " in l]
-    payload = {"last": args.last, "plot_threshold": args.plot_threshold, "command": "python benchmarks/critic_scaling.py run --seeds %d --env-steps %d" % (args.seeds, args.env_steps),
+    payload = {"last": args.last, "plot_threshold": args.plot_threshold, "env_steps_budget": args.env_steps,
+               "command": "python benchmarks/critic_scaling.py run --seeds %d --env-steps %d" % (args.seeds, args.env_steps),
                "train_overrides": BASE, "thresholds": args.thresholds, "bootstrap": args.boot, "cells": cells,
                "return_at_budget": f"per seed: mean of the last {args.last} logged training-episode returns "
                                    "(each the mean over the episodes that ended since the previous log point); "
@@ -128,8 +140,9 @@ def report(args):
                                      "reaches the threshold (R1's rule); CI over seed resamples that reach it",
                "loadavg_1m_at_launches": loads, "loadavg_now": list(os.getloadavg()),
                "note": "machine shared with other jobs (2 cores); wall times are not comparable across runs"}
-    save(OUT + ".json", payload)
-    plot(payload, OUT + ".png")
+    out = args.out or OUT
+    save(out + ".json", payload)
+    plot(payload, out + ".png")
     for c in cells:
         print("%-8s w=%-4d N=%-7d seeds %d  return@budget %7.1f [%7.1f, %7.1f]  steps to J: %s" % (
             c["arch"], c["width"], c["critic_params"], c["seeds"], c["return_at_budget_mean"], *c["return_at_budget_ci95"],
@@ -172,11 +185,13 @@ def main():
     ap.add_argument("what", choices=["run", "report"])
     ap.add_argument("--root", default="runs/critic_scaling")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--env-steps", type=int, default=24000, dest="env_steps")
+    ap.add_argument("--first-seed", type=int, default=0, dest="first_seed")
+    ap.add_argument("--env-steps", type=int, default=12000, dest="env_steps")
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--thresholds", type=lambda v: [float(x) for x in v.split(",")], default=[250.0, 500.0, 1000.0])
     ap.add_argument("--plot-threshold", type=int, default=1, dest="plot_threshold", help="index into --thresholds")
     ap.add_argument("--boot", type=int, default=1000)
+    ap.add_argument("--out", help="output path without extension (default benchmarks/results/critic_scaling_halfcheetah_cpu)")
     ap.add_argument("--last", type=int, default=3, help="return at budget = mean of this many last log points")
     args = ap.parse_args()
     (run if args.what == "run" else report)(args)
