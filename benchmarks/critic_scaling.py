@@ -129,7 +129,7 @@ def report(args):
                 "steps_to_threshold": sts,
                 "wall_time_s_mean": float(np.mean(wall)), "curve_steps": steps.tolist(), "curve_mean": R.mean(1).tolist()})
     launches = open(os.path.join(args.root, "launch.log")).read().splitlines() if os.path.exists(os.path.join(args.root, "launch.log")) else []
-    loads = [float(l.split("load ")[1].split()[0]) for l in launches if " load " in l]
+    loads = [float(l.split(" load ")[1].split()[0]) for l in launches if " start " in l]
     payload = {"last": args.last, "plot_threshold": args.plot_threshold, "env_steps_budget": args.env_steps,
                "command": "python benchmarks/critic_scaling.py run --seeds %d --env-steps %d" % (args.seeds, args.env_steps),
                "train_overrides": BASE, "thresholds": args.thresholds, "bootstrap": args.boot, "cells": cells,
