@@ -14,6 +14,7 @@ import uuid
 import torch
 
 import envs
+import tasks
 from pql_scaling import config as config_lib
 from pql_scaling import nets
 from pql_scaling.actor import ActorRole
@@ -31,7 +32,7 @@ class Diverged(RuntimeError):
 class Session:
     """Everything one run holds: config, env, roles, counters, and the run directory's writers."""
 
-    def __init__(self, cfg, run, env, resumed_state=None):
+    def __init__(self, cfg, run, env, resumed_state=None, started=None):
         self.cfg, self.run, self.env = cfg, run, env
         a, device = cfg.algo, torch.device(cfg.device)
         self.device = device
@@ -57,9 +58,12 @@ class Session:
             "flops_per_critic_update": self.flops_critic, "flops_per_policy_update": self.flops_policy,
             "flops_convention": "dense 2*in*out+out per sample forward, backward 2x (see pql_scaling/nets.py)",
             "r_max": cfg.r_max, "obs_dim": env.obs_dim, "act_dim": env.act_dim, "mode": cfg.mode,
+            "device": cfg.device, "defaults": tasks.display_path(config_lib.defaults_for([], cfg)),
         }
         self.counters = {"wall_time_s": 0.0}
-        self.start = time.monotonic()
+        # the clock (wall_time_s, max_time_s) runs from `started`: the CLI's entry, so start-up counts
+        self.start = time.monotonic() if started is None else started
+        self.startup_s = None  # start -> the runtime's first actor step (trio: learners spawned and ready)
         if resumed_state is not None:
             self.load_state_dict(resumed_state)
         self.time_offset = self.counters["wall_time_s"]
@@ -67,6 +71,7 @@ class Session:
                      "policy": self.p_learner.updates}
         self.last_ckpt = self.start
         self.stop_reason = None
+        self.logged = False
         self.wandb = None
         self.display = None
         self.before_checkpoint = None  # a runtime's hook: bring the state of roles in other processes here
@@ -78,6 +83,14 @@ class Session:
 
     def wall_time(self, now=None):
         return self.time_offset + ((now or time.monotonic()) - self.start)
+
+    def started(self):
+        """The runtime calls this once its roles are ready, just before the first actor step."""
+        self.startup_s = round(time.monotonic() - self.start, 3)
+        if not self.cfg.resume:
+            self.run.update_facts(startup_s=self.startup_s)
+        log.info("start-up took %.2f s (config, env, run directory%s)", self.startup_s,
+                 ", learner processes" if self.cfg.mode == "trio" else "")
 
     def should_stop(self):
         if self.stop_reason is not None:
@@ -107,6 +120,9 @@ class Session:
             "episode_length": length, "env_steps_per_s": (self.env_steps - self.last["env_steps"]) / dt,
             "critic_updates_per_s": (cu - self.last["critic"]) / dt, "policy_updates_per_s": (pu - self.last["policy"]) / dt,
         }
+        if not self.logged and self.startup_s is not None:
+            row["startup_s"] = self.startup_s  # the first row of each process says how much of wall_time_s was start-up
+        self.logged = True
         row.update(v_stats)
         row.update(p_stats)
         if self.extra_metrics is not None:
@@ -186,8 +202,13 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt("signal %d" % signum)
 
 
-def train(overrides=(), quiet=False):
-    """Run training; return the run directory. Raises after recording failures in the run directory."""
+def train(overrides=(), quiet=False, started=None):
+    """Run training; return the run directory. Raises after recording failures in the run directory.
+
+    `started` (time.monotonic()) is when the clock starts: the CLI passes its own entry time so that
+    max_time_s covers start-up (imports, env, learner processes); default: now."""
+    clock = "process start (pql-scale's entry, before torch is imported)" if started else "the train() call"
+    started = time.monotonic() if started is None else started
     cfg, run_path = resolve(list(overrides))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -200,15 +221,18 @@ def train(overrides=(), quiet=False):
     run = RunDir(run_path)
     state = run.load_checkpoint(map_location=cfg.device) if resuming else None
     try:
-        s = Session(cfg, run, env, state)
+        s = Session(cfg, run, env, state, started=started)
+        s.facts["clock_starts_at"] = clock  # wall_time_s and max_time_s count from here, start-up included
         run_id = s.counters.get("run_id") or uuid.uuid4().hex[:12]
         s.counters["run_id"] = run_id
         if not resuming:
             run.write_config(cfg, s.facts)
             s.checkpoint()  # a run can always be resumed, even if it dies before its first periodic checkpoint
         run.set_status("running", pid=os.getpid())
-        log.info("run %s: %s on %s, %d envs, utd %.5f, critic %d params", run.path, cfg.algo.name, cfg.task,
-                 env.num_envs, s.facts["utd"], s.facts["critic_params"])
+        log.info("run %s: %s on %s, %d envs, utd %.5f, critic %d params, defaults %s", run.path, cfg.algo.name,
+                 cfg.task, env.num_envs, s.facts["utd"], s.facts["critic_params"], s.facts["defaults"])
+        if not quiet and not resuming:
+            print("%s on %s: defaults from %s (overrides on top)" % (cfg.task, cfg.device, s.facts["defaults"]), flush=True)
     except Exception:
         run.close()
         raise
