@@ -19,6 +19,7 @@ every run as extra overrides (then they are no longer the defaults; the JSON say
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -72,12 +73,18 @@ def tree_pss_mb(pid):
 
 
 class Run:
-    def __init__(self, task, seed, extra, stop, root):
+    def __init__(self, task, seed, extra, stop, root, cap_s=None):
         self.task, self.seed, self.threshold = task, seed, tasks.solved_return(task)
         self.run_dir = os.path.join(root, "%s-s%d" % (task, seed))
         self.args = ["task=" + task, "seed=%d" % seed, "log.live=off", "run_dir=" + self.run_dir] + list(extra)
         if stop == "threshold":
             self.args.append("target_return=%r" % self.threshold)
+        if cap_s:  # a shorter budget than the task's own, to bound the benchmark's length (the JSON says so)
+            from pql_scaling import config
+
+            budget = config.load(["task=" + task]).max_time_s
+            if not budget or budget > cap_s:
+                self.args.append("max_time_s=%r" % float(cap_s))
         self.peak_mb, self.loads, self.cpu = 0.0, [], []  # cpu: (seconds since start, CPU seconds used)
 
     def start(self):
@@ -127,6 +134,7 @@ class Run:
             "final_return_mean": curve[-1][2] if curve else None, "best_return_mean": max(c[2] for c in curve) if curve else None,
             "peak_memory_mb": round(self.peak_mb, 1), "loadavg_1m_before": round(self.load_before, 2),
             "loadavg_1m_mean_during": round(statistics.mean(self.loads), 2) if self.loads else None,
+            "args": self.args[:2] + self.args[4:],
             "config": {k: facts.get(k) for k in ("num_envs", "utd", "batch_size", "critic_lr", "critic_params", "mode", "algo")},
             "curve_wall_s_env_steps_return": curve,
         }
@@ -179,12 +187,28 @@ def plot(results, path):
     print("saved %s" % path)
 
 
+def run_some(todo, running, done, parallel):
+    while todo and len(running) < parallel:
+        todo[0].start()
+        running.append(todo.pop(0))
+    time.sleep(1.0)
+    for r in [r for r in running if r.poll()]:
+        running.remove(r)
+        done.append(r.result())
+        d = done[-1]
+        print("%s seed %d: %s, threshold %s reached at %s s (%s env steps, %s CPU s), final return %s, peak %.0f MB, "
+              "load %s" % (d["task"], d["seed"], d["status"], d["threshold"], d["time_to_threshold_s"],
+                           d["env_steps_to_threshold"], d["cpu_s_to_threshold"], d["final_return_mean"], d["peak_memory_mb"],
+                           d["loadavg_1m_mean_during"]), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--tasks", nargs="*", default=list(tasks.NATIVE_TASKS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--parallel", type=int, default=2, help="runs at a time")
     p.add_argument("--stop", choices=("budget", "threshold"), default="budget")
+    p.add_argument("--cap-s", type=float, default=None, help="cap every run's max_time_s at this")
     p.add_argument("--out", default="benchmarks/results/native_curves_cpu.json")
     p.add_argument("--png", default=None, help="default: --out with .png")
     p.add_argument("--root", default=None, help="where the run directories go (default: a temporary folder)")
@@ -192,28 +216,25 @@ def main():
     args = p.parse_args()
     root = args.root or tempfile.mkdtemp(prefix="native_curves-")
     os.makedirs(root, exist_ok=True)
-    todo = [Run(t, s, args.extra, args.stop, root) for t in args.tasks for s in args.seeds]
+    todo = [Run(t, s, args.extra, args.stop, root, args.cap_s) for t in args.tasks for s in args.seeds]
     running, done = [], []
     t0 = time.monotonic()
-    while todo or running:
-        while todo and len(running) < args.parallel:
-            todo[0].start()
-            running.append(todo.pop(0))
-        time.sleep(1.0)
-        for r in [r for r in running if r.poll()]:
-            running.remove(r)
-            done.append(r.result())
-            d = done[-1]
-            print("%s seed %d: %s, threshold %s reached at %s s (%s env steps), final return %s, peak %.0f MB, load %s"
-                  % (d["task"], d["seed"], d["status"], d["threshold"], d["time_to_threshold_s"], d["env_steps_to_threshold"],
-                     d["final_return_mean"], d["peak_memory_mb"], d["loadavg_1m_mean_during"]), flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally below on `kill` too
+    try:
+        while todo or running:
+            run_some(todo, running, done, args.parallel)
+    finally:
+        for r in running:  # a killed benchmark leaves no training behind (SIGTERM: the run checkpoints and stops)
+            r.proc.terminate()
+            r.proc.wait()
     summary = summarise(done)
+
     for task, s in summary.items():
         print("%-24s threshold %7.1f  reached %d/%d  median time %s s  peak %.0f MB" % (
             task, s["threshold"], s["reached"], s["seeds"], s["median_time_to_threshold_s"], s["peak_memory_mb_max"]))
     save(args.out, {
         "benchmark": "native_curves", "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-        "stop": args.stop, "extra_overrides": args.extra, "defaults_only": not args.extra, "parallel_runs": args.parallel,
+        "stop": args.stop, "cap_s": args.cap_s, "extra_overrides": args.extra, "defaults_only": not args.extra, "parallel_runs": args.parallel,
         "total_s": round(time.monotonic() - t0, 1), "loadavg_at_end": os.getloadavg(),
         "notes": "Each run is a `pql-scale train` process with the task's CPU defaults (tasks/<task>.yaml); "
                  "wall_time_s counts from the process start (start-up included). The machine (2 cores) was shared "

@@ -77,20 +77,28 @@ def test_native_task_has_cpu_and_gpu_defaults_and_a_solved_return(name):
     assert tasks.solved_return("HalfCheetah") is None
 
 
+TINY = ["task=mountaincar", "mode=sync", "num_envs=4", "algo.batch_size=32", "net.actor_hidden=[16]",
+        "net.critic_hidden=[16]", "log.every_steps=5", "log.live=off"]
+
+
 def test_run_records_its_defaults_and_start_up(tmp_path):
-    """run.json names the YAML the run read; the first metrics row and run.json carry startup_s; the
-    clock (wall_time_s, max_time_s) includes start-up, so a run given a budget stops at it."""
-    d = train(["task=mountaincar", "mode=sync", "num_envs=4", "algo.batch_size=32", "net.actor_hidden=[16]",
-               "net.critic_hidden=[16]", "log.every_steps=5", "max_env_steps=null", "max_time_s=1", "log.live=off",
-               "run_dir=%s" % (tmp_path / "r")], quiet=True)
+    """run.json names the YAML the run read; the first metrics row and run.json carry startup_s, and the
+    clock (wall_time_s, max_time_s) includes start-up."""
+    d = train(TINY + ["max_env_steps=200", "run_dir=%s" % (tmp_path / "r")], quiet=True)
     facts = json.load(open(os.path.join(d, "run.json")))
     assert facts["defaults"] == "tasks/mountaincar.yaml" and facts["device"] == "cpu"
     assert facts["clock_starts_at"] == "the train() call"
     m = rows(d)
     assert m[0]["startup_s"] == facts["startup_s"] > 0 and all("startup_s" not in r for r in m[1:])
     assert m[0]["wall_time_s"] >= facts["startup_s"]
-    assert status(d)["reason"] == "max_time_s" and m[-1]["wall_time_s"] >= 1.0
     assert yaml.safe_load(open(os.path.join(d, "config.yaml")))["num_envs"] == 4
+
+
+def test_a_budget_spent_in_start_up_ends_the_run_cleanly(tmp_path):
+    """A budget already spent when training would start stops before the first step, with the reason."""
+    d = train(TINY + ["max_env_steps=null", "max_time_s=1e-6", "run_dir=%s" % (tmp_path / "r")], quiet=True)
+    assert status(d)["status"] == "completed" and status(d)["reason"] == "max_time_s"
+    assert json.load(open(os.path.join(d, "run.json")))["startup_s"] > 1e-6
 
 
 def test_correlated_exploration_noise_is_ar1_with_the_configured_std():
