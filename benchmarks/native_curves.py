@@ -1,7 +1,7 @@
 """Return vs wall-clock for every native task with the defaults a new user gets (CPU), several seeds.
 
-Each run is a real `pql-scale train task=T seed=S` process (the CLI's own clock: max_time_s and
-wall_time_s count from its start, start-up included), at most `--parallel` at a time. While it runs we
+Each run is a real `pql-scale train task=T seed=S` process, at most `--parallel` at a time; times are on
+the training clock (wall_time_s, max_time_s: from the first actor step) with start-up (startup_s) apart. While it runs we
 sample the memory of its whole process tree (PSS, so the replay shared by the trio's three processes is
 counted once) and the load average. Saved: each run's curve, its time and env steps to the task's
 documented solved return (tasks.solved_return), start-up, process wall time against max_time_s, peak
@@ -129,6 +129,7 @@ class Run:
             "time_to_threshold_s": t_hit, "env_steps_to_threshold": steps_hit, "cpu_s_to_threshold": cpu_hit,
             "cpu_s_total": self.cpu[-1][1] if self.cpu else None,
             "startup_s": facts.get("startup_s"), "defaults": facts.get("defaults"), "max_time_s": cfg_max_time,
+            "clock_starts_at": facts.get("clock_starts_at"),
             "process_wall_s": round(self.process_s, 2), "last_wall_time_s": rows[-1]["wall_time_s"] if rows else None,
             "env_steps": rows[-1]["env_steps"] if rows else None, "critic_updates": rows[-1]["critic_updates"] if rows else None,
             "final_return_mean": curve[-1][2] if curve else None, "best_return_mean": max(c[2] for c in curve) if curve else None,
@@ -140,7 +141,28 @@ class Run:
         }
 
 
+def normalise(r):
+    """Put every run on the training clock (wall_time_s from the first actor step, start-up apart).
+
+    Runs recorded before the clock moved (no clock_starts_at in this file, or 'process start ...' in run.json)
+    counted wall_time_s from the process start: subtract their startup_s."""
+    if r.get("normalised"):
+        return r
+    old = r.get("clock_starts_at") is None or str(r.get("clock_starts_at")).startswith("process start")
+    shift = (r.get("startup_s") or 0.0) if old else 0.0
+    t = r["time_to_threshold_s"]
+    r["time_to_threshold_s"] = None if t is None else round(t - shift, 2)
+    r["time_to_threshold_incl_startup_s"] = None if t is None else round(t - shift + (r.get("startup_s") or 0.0), 2)
+    r["curve_wall_s_env_steps_return"] = [[round(w - shift, 3), e, ret] for w, e, ret in r["curve_wall_s_env_steps_return"]]
+    if r.get("last_wall_time_s") is not None:
+        r["last_wall_time_s"] = round(r["last_wall_time_s"] - shift, 3)
+    r["clock"] = "training (from the first actor step; startup_s apart)"
+    r["normalised"] = True
+    return r
+
+
 def summarise(results):
+    results = [normalise(r) for r in results]
     out = {}
     for task in dict.fromkeys(r["task"] for r in results):
         rs = [r for r in results if r["task"] == task]
@@ -151,6 +173,9 @@ def summarise(results):
         out[task] = {
             "threshold": rs[0]["threshold"], "seeds": len(rs), "reached": len(reached),
             "median_time_to_threshold_s": None if med == float("inf") else round(med, 1),
+            "median_time_to_threshold_incl_startup_s": None if med == float("inf") else round(statistics.median(
+                r["time_to_threshold_incl_startup_s"] if r["time_to_threshold_incl_startup_s"] is not None else float("inf")
+                for r in rs), 1),
             "times_to_threshold_s": times,
             "cpu_s_to_threshold": [r["cpu_s_to_threshold"] for r in rs],
             "median_env_steps_to_threshold": statistics.median(r["env_steps_to_threshold"] for r in rs)
@@ -163,6 +188,19 @@ def summarise(results):
             "loadavg_1m_mean_during": round(statistics.mean(r["loadavg_1m_mean_during"] or 0 for r in rs), 2),
         }
     return out
+
+
+def markdown(summary):
+    """The README's task table: threshold, seeds that reached it, median wall-clock and CPU seconds to it."""
+    lines = ["| task | solved return | reached | median time to it (training) | median start-up | CPU s to it (per seed) "
+             "| peak memory | load during |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for task, s in summary.items():
+        med = "not reached" if s["median_time_to_threshold_s"] is None else "%.0f s" % s["median_time_to_threshold_s"]
+        cpu = ", ".join("-" if c is None else "%.0f" % c for c in s["cpu_s_to_threshold"])
+        lines.append("| `%s` | %g | %d/%d | %s | %.0f s | %s | %.0f MB | %.0f |" % (
+            task, s["threshold"], s["reached"], s["seeds"], med, s["median_startup_s"] or 0, cpu, s["peak_memory_mb_max"],
+            s["loadavg_1m_mean_during"]))
+    return "\n".join(lines)
 
 
 def plot(results, path):
@@ -212,8 +250,19 @@ def main():
     p.add_argument("--out", default="benchmarks/results/native_curves_cpu.json")
     p.add_argument("--png", default=None, help="default: --out with .png")
     p.add_argument("--root", default=None, help="where the run directories go (default: a temporary folder)")
+    p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
+                   help="run nothing: combine the runs of earlier outputs into --out and its PNG")
     p.add_argument("extra", nargs="*", help="overrides for every run (after --)")
     args = p.parse_args()
+    if args.merge:
+        parts = [json.load(open(f)) for f in args.merge]
+        done = [r for part in parts for r in part["runs"]]
+        save(args.out, {"benchmark": "native_curves", "merged_from": [
+            {k: part.get(k) for k in ("command", "stop", "cap_s", "extra_overrides", "total_s", "machine")} for part in parts],
+            "notes": parts[0].get("notes"), "summary": summarise(done), "runs": done})
+        plot(done, args.png or os.path.splitext(args.out)[0] + ".png")
+        print(markdown(summarise(done)))
+        return
     root = args.root or tempfile.mkdtemp(prefix="native_curves-")
     os.makedirs(root, exist_ok=True)
     todo = [Run(t, s, args.extra, args.stop, root, args.cap_s) for t in args.tasks for s in args.seeds]
@@ -237,11 +286,12 @@ def main():
         "stop": args.stop, "cap_s": args.cap_s, "extra_overrides": args.extra, "defaults_only": not args.extra, "parallel_runs": args.parallel,
         "total_s": round(time.monotonic() - t0, 1), "loadavg_at_end": os.getloadavg(),
         "notes": "Each run is a `pql-scale train` process with the task's CPU defaults (tasks/<task>.yaml); "
-                 "wall_time_s counts from the process start (start-up included). The machine (2 cores) was shared "
+                 "times are on the training clock, start-up (startup_s) apart. The machine (2 cores) was shared "
                  "with other sessions' jobs: see the load averages per run; times scale with the CPU share a run got.",
         "summary": summary, "runs": done,
     })
     plot(done, args.png or os.path.splitext(args.out)[0] + ".png")
+    print(markdown(summary))
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ so one batch of envs explores at many scales at once; the first `warmup_steps` a
 uniform random actions. With `noise_corr` = rho > 0 the noise is AR(1) in time (each env's
 eps <- rho eps + sqrt(1 - rho^2) N(0, 1), same std): white noise averages out over a few steps, so a
 task whose reward needs a sustained push (mountaincar: a car must rock for ~100 steps before it
-sees the goal) is almost never solved by it, and correlated noise finds the goal in most episodes. SAC samples from its own stochastic policy instead. Episode statistics
-are accumulated on the device and read only at log points.
+sees the goal) is almost never solved by it, and correlated noise finds the goal in most episodes.
+SAC samples from its own stochastic policy instead. Episode statistics are accumulated on the device
+and read only at log points.
 """
 import torch
 

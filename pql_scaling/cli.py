@@ -3,7 +3,7 @@ import logging
 import sys
 import time
 
-STARTED = time.monotonic()  # the process's start, near enough (torch is not imported yet): max_time_s counts from here
+STARTED = time.monotonic()  # the process's start, near enough (torch is not imported yet): startup_s counts from here
 
 USAGE = """usage: pql-scale COMMAND [ARGS]
 
@@ -21,7 +21,8 @@ per-task defaults (schema < the task's YAML < your key=value overrides; run.json
   native tasks, device=cuda                tasks/gpu/<task>.yaml   PQL's scale (4096 envs, batch 8192)
   MJCF tasks, backend=mujoco (CPU)         tasks/<Task>.yaml
   backend=mjwarp / backend=isaacgym        tasks/mjwarp/<Task>.yaml, tasks/isaacgym/<Task>.yaml
-max_time_s counts from the process start (start-up included; startup_s is in run.json and the first metrics row).
+max_time_s and wall_time_s count training time, from the first actor step; start-up (imports, env, the trio's
+learner processes) is reported apart as startup_s in run.json and the first metrics row.
 `pql-scale keys` lists every key."""
 
 

@@ -61,15 +61,19 @@ class Session:
             "device": cfg.device, "defaults": tasks.display_path(config_lib.defaults_for([], cfg)),
         }
         self.counters = {"wall_time_s": 0.0}
-        # the clock (wall_time_s, max_time_s) runs from `started`: the CLI's entry, so start-up counts
-        self.start = time.monotonic() if started is None else started
-        self.startup_s = None  # start -> the runtime's first actor step (trio: learners spawned and ready)
+        # start-up (imports, env, run directory, the trio's learner processes) is timed from `started` (the
+        # CLI's entry) and reported apart as startup_s; the training clock (wall_time_s, max_time_s) starts
+        # at the first actor step, so a budget is training time whatever the machine's load does to start-up
+        self.process_start = time.monotonic() if started is None else started
+        self.start = None  # set by started()
+        self.first_step = None
+        self.startup_s = None
         if resumed_state is not None:
             self.load_state_dict(resumed_state)
         self.time_offset = self.counters["wall_time_s"]
-        self.last = {"t": self.start, "env_steps": self.env_steps, "critic": self.v_learner.updates,
+        self.last = {"t": self.process_start, "env_steps": self.env_steps, "critic": self.v_learner.updates,
                      "policy": self.p_learner.updates}
-        self.last_ckpt = self.start
+        self.last_ckpt = self.process_start
         self.stop_reason = None
         self.logged = False
         self.wandb = None
@@ -82,11 +86,17 @@ class Session:
         return self.actor.steps * self.env.num_envs
 
     def wall_time(self, now=None):
+        if self.start is None:  # training has not started yet
+            return self.time_offset
         return self.time_offset + ((now or time.monotonic()) - self.start)
 
     def started(self):
-        """The runtime calls this once its roles are ready, just before the first actor step."""
-        self.startup_s = round(time.monotonic() - self.start, 3)
+        """The runtime calls this once its roles are ready, just before the first actor step: the training
+        clock starts here."""
+        now = time.monotonic()
+        self.startup_s = round(now - self.process_start, 3)
+        self.start = self.last["t"] = self.last_ckpt = now
+        self.first_step = self.actor.steps
         if not self.cfg.resume:
             self.run.update_facts(startup_s=self.startup_s)
         log.info("start-up took %.2f s (config, env, run directory%s)", self.startup_s,
@@ -97,7 +107,8 @@ class Session:
             return True
         if self.cfg.max_env_steps is not None and self.env_steps >= self.cfg.max_env_steps:
             self.stop_reason = "max_env_steps"
-        elif self.cfg.max_time_s and self.wall_time() >= self.cfg.max_time_s:
+        elif self.cfg.max_time_s and self.actor.steps > self.first_step and self.wall_time() >= self.cfg.max_time_s:
+            # (checked after an actor step: even a budget shorter than one step trains and logs that step)
             self.stop_reason = "max_time_s"
         return self.stop_reason is not None
 
@@ -205,9 +216,9 @@ def _raise_interrupt(signum, frame):
 def train(overrides=(), quiet=False, started=None):
     """Run training; return the run directory. Raises after recording failures in the run directory.
 
-    `started` (time.monotonic()) is when the clock starts: the CLI passes its own entry time so that
-    max_time_s covers start-up (imports, env, learner processes); default: now."""
-    clock = "process start (pql-scale's entry, before torch is imported)" if started else "the train() call"
+    `started` (time.monotonic()) is when start-up began: the CLI passes its own entry time, so startup_s
+    covers the imports too; default: now. max_time_s and wall_time_s count training time, from the
+    first actor step."""
     started = time.monotonic() if started is None else started
     cfg, run_path = resolve(list(overrides))
     if cfg.threads:
@@ -222,7 +233,7 @@ def train(overrides=(), quiet=False, started=None):
     state = run.load_checkpoint(map_location=cfg.device) if resuming else None
     try:
         s = Session(cfg, run, env, state, started=started)
-        s.facts["clock_starts_at"] = clock  # wall_time_s and max_time_s count from here, start-up included
+        s.facts["clock_starts_at"] = "the first actor step"  # wall_time_s, max_time_s; start-up is startup_s
         run_id = s.counters.get("run_id") or uuid.uuid4().hex[:12]
         s.counters["run_id"] = run_id
         if not resuming:
