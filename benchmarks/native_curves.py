@@ -252,10 +252,17 @@ def main():
     p.add_argument("--root", default=None, help="where the run directories go (default: a temporary folder)")
     p.add_argument("--merge", nargs="*", default=None, metavar="JSON",
                    help="run nothing: combine the runs of earlier outputs into --out and its PNG")
+    p.add_argument("--merge-roots", nargs="*", default=(), metavar="DIR",
+                   help="with --merge: the run folders of those outputs, to read each run's clock from its run.json")
     p.add_argument("extra", nargs="*", help="overrides for every run (after --)")
     args = p.parse_args()
     if args.merge:
         parts = [json.load(open(f)) for f in args.merge]
+        for part, root in zip(parts, args.merge_roots):
+            for r in part["runs"]:
+                facts = os.path.join(root, "%s-s%d" % (r["task"], r["seed"]), "run.json")
+                if r.get("clock_starts_at") is None and os.path.exists(facts):
+                    r["clock_starts_at"] = json.load(open(facts)).get("clock_starts_at")
         done = [r for part in parts for r in part["runs"]]
         save(args.out, {"benchmark": "native_curves", "merged_from": [
             {k: part.get(k) for k in ("command", "stop", "cap_s", "extra_overrides", "total_s", "machine")} for part in parts],
