@@ -214,10 +214,10 @@ def plot(results, path):
     for ax, task in zip(axes[0], names):
         for r in (r for r in results if r["task"] == task):
             c = r["curve_wall_s_env_steps_return"]
-            ax.plot([p[0] / 60 for p in c], [p[2] for p in c], lw=1, label="seed %d" % r["seed"])
+            ax.plot([p[0] / 60 for p in c], [p[2] for p in c], lw=1, marker="o", ms=2.5, label="seed %d" % r["seed"])
         ax.axhline(tasks.solved_return(task), color="k", ls="--", lw=0.8, label="solved")
         ax.set_title(task, fontsize=10)
-        ax.set_xlabel("wall-clock (min, 2-core CPU)")
+        ax.set_xlabel("training wall-clock (min), loaded 2-core CPU")
     axes[0][0].set_ylabel("mean episode return")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
@@ -264,8 +264,9 @@ def main():
                 if r.get("clock_starts_at") is None and os.path.exists(facts):
                     r["clock_starts_at"] = json.load(open(facts)).get("clock_starts_at")
         done = [r for part in parts for r in part["runs"]]
-        save(args.out, {"benchmark": "native_curves", "merged_from": [
-            {k: part.get(k) for k in ("command", "stop", "cap_s", "extra_overrides", "total_s", "machine")} for part in parts],
+        origins = [o for part in parts for o in part.get("merged_from") or [
+            {k: part.get(k) for k in ("command", "stop", "cap_s", "extra_overrides", "total_s", "machine")}]]
+        save(args.out, {"benchmark": "native_curves", "merged_from": origins,
             "notes": parts[0].get("notes"), "summary": summarise(done), "runs": done})
         plot(done, args.png or os.path.splitext(args.out)[0] + ".png")
         print(markdown(summarise(done)))
