@@ -2,8 +2,12 @@
 
 Exploration is PQL's mixed noise: env i adds Gaussian noise of std linspace(std_min, std_max)[i],
 so one batch of envs explores at many scales at once; the first `warmup_steps` actor steps take
-uniform random actions. SAC samples from its own stochastic policy instead. Episode statistics
-are accumulated on the device and read only at log points.
+uniform random actions. With `noise_corr` = rho > 0 the noise is AR(1) in time (each env's
+eps <- rho eps + sqrt(1 - rho^2) N(0, 1), same std): white noise averages out over a few steps, so a
+task whose reward needs a sustained push (mountaincar: a car must rock for ~100 steps before it
+sees the goal) is almost never solved by it, and correlated noise finds the goal in most episodes.
+SAC samples from its own stochastic policy instead. Episode statistics are accumulated on the device
+and read only at log points.
 """
 import torch
 
@@ -19,6 +23,8 @@ class ActorRole:
         self.sac = a.name == "sac"
         self.reward_scale = a.reward_scale
         self.noise_std = torch.linspace(a.noise_std_min, a.noise_std_max, n, device=self.device)[:, None]
+        self.noise_corr = a.noise_corr
+        self.noise = torch.randn(n, env.act_dim, device=self.device)  # the AR(1) state (unused when white)
         self.folder = NStepFolder(a.nstep, a.gamma, n, env.obs_dim, env.act_dim, self.device)
         self.steps = 0  # actor steps taken (each is num_envs transitions)
         self.ep_return = torch.zeros(n, device=self.device)
@@ -34,6 +40,10 @@ class ActorRole:
         if self.sac:
             return policy.sample(self.norm(obs))[0]
         action = policy(self.norm(obs))
+        if self.noise_corr:
+            rho = self.noise_corr
+            self.noise.mul_(rho).add_(torch.randn_like(action), alpha=(1 - rho * rho) ** 0.5)
+            return (action + self.noise * self.noise_std).clamp(-1.0, 1.0)
         return (action + torch.randn_like(action) * self.noise_std).clamp(-1.0, 1.0)
 
     @torch.no_grad()
@@ -77,6 +87,7 @@ class ActorRole:
     def state_dict(self):
         f = self.folder
         return {"steps": self.steps, "ep_return": self.ep_return, "ep_length": self.ep_length, "obs": self.obs,
+                "noise": self.noise,
                 "folder": {k: getattr(f, k) for k in ("t", "obs", "action", "next_obs", "reward", "terminated", "done", "valid")}}
 
     def load_state_dict(self, s):
@@ -84,5 +95,7 @@ class ActorRole:
         self.ep_return.copy_(s["ep_return"])
         self.ep_length.copy_(s["ep_length"])
         self.obs = s["obs"].to(self.device)
+        if "noise" in s:  # checkpoints from before noise_corr have none
+            self.noise.copy_(s["noise"])
         for k, v in s["folder"].items():
             setattr(self.folder, k, v if k == "t" else v.to(self.device))

@@ -1,6 +1,9 @@
 """`pql-scale`: train | analyze | recommend | keys."""
 import logging
 import sys
+import time
+
+STARTED = time.monotonic()  # the process's start, near enough (torch is not imported yet): startup_s counts from here
 
 USAGE = """usage: pql-scale COMMAND [ARGS]
 
@@ -10,6 +13,23 @@ USAGE = """usage: pql-scale COMMAND [ARGS]
   recommend --fits FILE --budget F [--task T]
                                compute-optimal UTD, batch size and learning rate for a budget
 """
+
+
+DEFAULTS_HELP = """
+per-task defaults (schema < the task's YAML < your key=value overrides; run.json's "defaults" names the file):
+  native tasks, device=cpu (the default)   tasks/<task>.yaml       tuned for a 2-core CPU (tens of envs, small nets)
+  native tasks, device=cuda                tasks/gpu/<task>.yaml   PQL's scale (4096 envs, batch 8192)
+  MJCF tasks, backend=mujoco (CPU)         tasks/<Task>.yaml
+  backend=mjwarp / backend=isaacgym        tasks/mjwarp/<Task>.yaml, tasks/isaacgym/<Task>.yaml
+max_time_s and wall_time_s count training time, from the first actor step; start-up (imports, env, the trio's
+learner processes) is reported apart as startup_s in run.json and the first metrics row.
+`pql-scale keys` lists every key."""
+
+
+def _rel(path):
+    import tasks
+
+    return tasks.display_path(path)
 
 
 def _keys():
@@ -28,12 +48,18 @@ def _train(argv):
     from pql_scaling.train import Diverged, train
 
     if any(a in ("-h", "--help") for a in argv):
-        print(USAGE + "\nper-task defaults: tasks/<task>.yaml; `pql-scale keys` lists every key")
+        print(USAGE + DEFAULTS_HELP)
+        rest = [a for a in argv if a not in ("-h", "--help")]
+        try:
+            path = config.defaults_for(config.parse_overrides(rest))
+            print("\nwith %s this run reads: %s" % (" ".join(rest) or "no overrides", path and _rel(path)))
+        except config.ConfigError:
+            pass
         return 0
     if "--help-keys" in argv:
         return _keys()
     try:
-        path = train(argv)
+        path = train(argv, started=STARTED)
     except config.ConfigError as e:
         print("config error: %s" % e, file=sys.stderr)
         return 2

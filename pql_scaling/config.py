@@ -1,6 +1,8 @@
 """The training config: one typed schema, per-task YAML defaults, `key=value` overrides.
 
-Resolution order (later wins): schema defaults < tasks/<task>.yaml < command-line overrides.
+Resolution order (later wins): schema defaults < the task's YAML < command-line overrides. The YAML is
+picked by task, backend and device (tasks.defaults_path): native tasks read tasks/<task>.yaml on the CPU
+and tasks/gpu/<task>.yaml with device=cuda.
 OmegaConf's structured configs give type checking and reject unknown keys; we add range checks and
 an error message that names the key and the closest valid keys, before anything runs.
 """
@@ -34,6 +36,7 @@ class AlgoConfig:
     learning_starts: int = 0  # transitions in replay before updates (at least batch_size)
     noise_std_min: float = 0.05  # mixed exploration: env i gets std linspace(min, max)[i]
     noise_std_max: float = 0.8
+    noise_corr: float = 0.0  # AR(1) coefficient of the exploration noise in time: 0 = PQL's white noise
     target_noise: float = 0.8  # target-policy smoothing std (R4's tgt_pol_std)
     target_noise_clip: float = 0.2  # ... clipped to this bound (R4's tgt_pol_noise_bound)
     reward_scale: float = 1.0
@@ -222,6 +225,9 @@ def validate(cfg):
     for key in UNIT_INTERVAL:
         if not 0 < get(key) <= 1:
             raise ConfigError("%s=%r must be in (0, 1]" % (key, get(key)))
+    if not 0 <= get("algo.noise_corr") < 1:
+        raise ConfigError("algo.noise_corr=%r must be in [0, 1): 0 is white noise, 0.9 keeps ~10 steps of memory"
+                          % get("algo.noise_corr"))
     if get("algo.noise_std_min") > get("algo.noise_std_max"):
         raise ConfigError("algo.noise_std_min must be <= algo.noise_std_max")
     if get("algo.v_min") >= get("algo.v_max"):
@@ -255,6 +261,13 @@ def validate(cfg):
             raise ConfigError("net.critic_arch=softmoe uses one width: set net.critic_width (and net.critic_depth)")
 
 
+def defaults_for(pairs, cfg=None):
+    """The task YAML a run with these overrides reads: chosen by task, backend and device (tasks.defaults_path)."""
+    cfg = cfg if cfg is not None else OmegaConf.structured(Config)
+    d = dict(pairs)
+    return tasks.defaults_path(d.get("task", cfg.task), d.get("backend", cfg.backend), d.get("device", cfg.device))
+
+
 def load(overrides=(), base=None):
     """Build the resolved config: schema < task YAML < `base` (a dict, e.g. a resumed run's config) < overrides."""
     pairs = parse_overrides(list(overrides))
@@ -262,8 +275,7 @@ def load(overrides=(), base=None):
     if base is not None:
         for key, value in _flatten(base):
             _set(cfg, key, value, "resumed config")
-    task = dict(pairs).get("task", cfg.task)
-    path = tasks.defaults_path(task, dict(pairs).get("backend"))
+    path = defaults_for(pairs, cfg)
     if path is not None and base is None:
         with open(path) as f:
             for key, value in _flatten(yaml.safe_load(f) or {}):

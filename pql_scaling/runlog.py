@@ -57,6 +57,14 @@ class RunDir:
         facts = dict(facts, python=platform.python_version(), torch=torch.__version__, host=socket.gethostname())
         write_json_atomic(os.path.join(self.path, "run.json"), facts)
 
+    def update_facts(self, **facts):
+        """Add facts known only once the run is going (e.g. startup_s) to run.json."""
+        path = os.path.join(self.path, "run.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            write_json_atomic(path, dict(old, **facts))
+
     def set_status(self, status, reason=None, **extra):
         write_json_atomic(os.path.join(self.path, "status.json"),
                           dict(status=status, reason=reason, time=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra))

@@ -16,6 +16,7 @@ def run(s: Session):
     policy_per_critic = Fraction(str(cfg.algo.policy_updates_per_critic_update))
     critic_owed, policy_owed = s.counters.get("critic_owed", Fraction(0)), s.counters.get("policy_owed", Fraction(0))
     actor, v, p, replay = s.actor, s.v_learner, s.p_learner, s.replay
+    s.started()
     while not s.should_stop():
         actor.step(p.actor)
         if replay.size >= s.learning_starts:

@@ -14,6 +14,7 @@ import uuid
 import torch
 
 import envs
+import tasks
 from pql_scaling import config as config_lib
 from pql_scaling import nets
 from pql_scaling.actor import ActorRole
@@ -31,7 +32,7 @@ class Diverged(RuntimeError):
 class Session:
     """Everything one run holds: config, env, roles, counters, and the run directory's writers."""
 
-    def __init__(self, cfg, run, env, resumed_state=None):
+    def __init__(self, cfg, run, env, resumed_state=None, started=None):
         self.cfg, self.run, self.env = cfg, run, env
         a, device = cfg.algo, torch.device(cfg.device)
         self.device = device
@@ -58,16 +59,24 @@ class Session:
             "flops_convention": "matmuls 2*m*n*k (backward exact per layer) + bias adds forward (pql_scaling/nets.py)",
             **nets.facts(cfg, actor_net, critic),
             "r_max": cfg.r_max, "obs_dim": env.obs_dim, "act_dim": env.act_dim, "mode": cfg.mode,
+            "device": cfg.device, "defaults": tasks.display_path(config_lib.defaults_for([], cfg)),
         }
         self.counters = {"wall_time_s": 0.0}
-        self.start = time.monotonic()
+        # start-up (imports, env, run directory, the trio's learner processes) is timed from `started` (the
+        # CLI's entry) and reported apart as startup_s; the training clock (wall_time_s, max_time_s) starts
+        # at the first actor step, so a budget is training time whatever the machine's load does to start-up
+        self.process_start = time.monotonic() if started is None else started
+        self.start = None  # set by started()
+        self.first_step = None
+        self.startup_s = None
         if resumed_state is not None:
             self.load_state_dict(resumed_state)
         self.time_offset = self.counters["wall_time_s"]
-        self.last = {"t": self.start, "env_steps": self.env_steps, "critic": self.v_learner.updates,
+        self.last = {"t": self.process_start, "env_steps": self.env_steps, "critic": self.v_learner.updates,
                      "policy": self.p_learner.updates}
-        self.last_ckpt = self.start
+        self.last_ckpt = self.process_start
         self.stop_reason = None
+        self.logged = False
         self.wandb = None
         self.display = None
         self.before_checkpoint = None  # a runtime's hook: bring the state of roles in other processes here
@@ -78,14 +87,29 @@ class Session:
         return self.actor.steps * self.env.num_envs
 
     def wall_time(self, now=None):
+        if self.start is None:  # training has not started yet
+            return self.time_offset
         return self.time_offset + ((now or time.monotonic()) - self.start)
+
+    def started(self):
+        """The runtime calls this once its roles are ready, just before the first actor step: the training
+        clock starts here."""
+        now = time.monotonic()
+        self.startup_s = round(now - self.process_start, 3)
+        self.start = self.last["t"] = self.last_ckpt = now
+        self.first_step = self.actor.steps
+        if not self.cfg.resume:
+            self.run.update_facts(startup_s=self.startup_s)
+        log.info("start-up took %.2f s (config, env, run directory%s)", self.startup_s,
+                 ", learner processes" if self.cfg.mode == "trio" else "")
 
     def should_stop(self):
         if self.stop_reason is not None:
             return True
         if self.cfg.max_env_steps is not None and self.env_steps >= self.cfg.max_env_steps:
             self.stop_reason = "max_env_steps"
-        elif self.cfg.max_time_s and self.wall_time() >= self.cfg.max_time_s:
+        elif self.cfg.max_time_s and self.actor.steps > self.first_step and self.wall_time() >= self.cfg.max_time_s:
+            # (checked after an actor step: even a budget shorter than one step trains and logs that step)
             self.stop_reason = "max_time_s"
         return self.stop_reason is not None
 
@@ -108,6 +132,9 @@ class Session:
             "episode_length": length, "env_steps_per_s": (self.env_steps - self.last["env_steps"]) / dt,
             "critic_updates_per_s": (cu - self.last["critic"]) / dt, "policy_updates_per_s": (pu - self.last["policy"]) / dt,
         }
+        if not self.logged and self.startup_s is not None:
+            row["startup_s"] = self.startup_s  # the first row of each process says how much of wall_time_s was start-up
+        self.logged = True
         row.update(v_stats)
         row.update(p_stats)
         if self.extra_metrics is not None:
@@ -187,8 +214,13 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt("signal %d" % signum)
 
 
-def train(overrides=(), quiet=False):
-    """Run training; return the run directory. Raises after recording failures in the run directory."""
+def train(overrides=(), quiet=False, started=None):
+    """Run training; return the run directory. Raises after recording failures in the run directory.
+
+    `started` (time.monotonic()) is when start-up began: the CLI passes its own entry time, so startup_s
+    covers the imports too; default: now. max_time_s and wall_time_s count training time, from the
+    first actor step."""
+    started = time.monotonic() if started is None else started
     cfg, run_path = resolve(list(overrides))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -201,15 +233,18 @@ def train(overrides=(), quiet=False):
     run = RunDir(run_path)
     state = run.load_checkpoint(map_location=cfg.device) if resuming else None
     try:
-        s = Session(cfg, run, env, state)
+        s = Session(cfg, run, env, state, started=started)
+        s.facts["clock_starts_at"] = "the first actor step"  # wall_time_s, max_time_s; start-up is startup_s
         run_id = s.counters.get("run_id") or uuid.uuid4().hex[:12]
         s.counters["run_id"] = run_id
         if not resuming:
             run.write_config(cfg, s.facts)
             s.checkpoint()  # a run can always be resumed, even if it dies before its first periodic checkpoint
         run.set_status("running", pid=os.getpid())
-        log.info("run %s: %s on %s, %d envs, utd %.5f, critic %d params", run.path, cfg.algo.name, cfg.task,
-                 env.num_envs, s.facts["utd"], s.facts["critic_params"])
+        log.info("run %s: %s on %s, %d envs, utd %.5f, critic %d params, defaults %s", run.path, cfg.algo.name,
+                 cfg.task, env.num_envs, s.facts["utd"], s.facts["critic_params"], s.facts["defaults"])
+        if not quiet and not resuming:
+            print("%s on %s: defaults from %s (overrides on top)" % (cfg.task, cfg.device, s.facts["defaults"]), flush=True)
     except Exception:
         run.close()
         raise

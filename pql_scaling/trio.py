@@ -484,6 +484,8 @@ def run(s, loop_cls=None):
     graceful = False
     old_handlers = {sig: signal.signal(sig, trio.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        trio.request(STATS)  # both learners are up (spawned, torch imported, nets built): start-up is over
+        s.started()
         while not s.should_stop():
             trio.check()
             trio.seen_policy = sh.policy.load(net_tensors(policy), trio.seen_policy)
@@ -494,11 +496,14 @@ def run(s, loop_cls=None):
             if actor.steps % cfg.log.every_steps == 0:
                 trio.request(STATS)
                 s.log_point(time.monotonic())
-        # pay what is owed for the steps taken, so the final counts are exactly sync mode's
-        owed_c = sh.critic_due(trio.gated.learn)
-        owed_p = sh.policy_due(owed_c)
-        trio.actor_wait += sh.wait("actor", lambda: int(sh.ctr[CRITIC]) >= owed_c and int(sh.ctr[POLICY]) >= owed_p,
-                                   trio.check)
+        # pay what is owed for the steps taken, so the final counts are exactly sync mode's; a time budget
+        # is a hard stop instead (owing LAG steps' updates may take long when learners are slow, and the
+        # debt stays in the checkpoint's counters)
+        if s.stop_reason != "max_time_s":
+            owed_c = sh.critic_due(trio.gated.learn)
+            owed_p = sh.policy_due(owed_c)
+            trio.actor_wait += sh.wait("actor", lambda: int(sh.ctr[CRITIC]) >= owed_c and int(sh.ctr[POLICY]) >= owed_p,
+                                       trio.check)
         graceful = True
     except KeyboardInterrupt:
         graceful = True

@@ -1,5 +1,6 @@
 """Task definitions. Native torch tasks (the embedded default backend) are registered here by name;
-per-task training defaults live beside them as `<task>.yaml`."""
+per-task training defaults live beside them as `<task>.yaml` (CPU scale), with GPU-scale ones in
+`gpu/` (native tasks on device=cuda) and per-simulator ones in `<backend>/` (mjwarp, isaacgym)."""
 import importlib
 import os
 
@@ -20,13 +21,31 @@ def load_native(name):
     return getattr(importlib.import_module(module), cls)
 
 
-def defaults_path(name, backend=None):
+def is_gpu(device):
+    return str(device).split(":")[0] == "cuda"
+
+
+def defaults_path(name, backend=None, device="cpu"):
     """Path of the task's YAML defaults, or None if the task has none.
 
     A backend may keep its own in tasks/<backend>/: the GPU simulators (mjwarp) get PQL's defaults of
     thousands of envs where the CPU backend of the same task gets few; Isaac Gym's live only there,
-    since IsaacGymEnvs' Ant and Humanoid are other MDPs than the MJCF tasks of the same name."""
+    since IsaacGymEnvs' Ant and Humanoid are other MDPs than the MJCF tasks of the same name.
+    A native task runs on either device, so the device picks: tasks/gpu/<task>.yaml (PQL scale,
+    thousands of envs) for device=cuda, tasks/<task>.yaml (tuned for a 2-core CPU) otherwise."""
     candidates = [os.path.join(TASK_DIR, backend, name + ".yaml")] if backend else []
+    if is_gpu(device) and backend in (None, "native"):
+        candidates.append(os.path.join(TASK_DIR, "gpu", name + ".yaml"))
     if backend != "isaacgym":
         candidates.append(os.path.join(TASK_DIR, name + ".yaml"))
     return next((p for p in candidates if os.path.exists(p)), None)
+
+
+def display_path(path):
+    """A defaults path as run.json and the CLI show it: relative to the repository, e.g. tasks/gpu/pendulum.yaml."""
+    return None if path is None else os.path.relpath(path, os.path.dirname(TASK_DIR))
+
+
+def solved_return(name):
+    """The native task's documented "solved" mean return (its class's `solved_return`), or None."""
+    return load_native(name).solved_return if name in NATIVE_TASKS else None

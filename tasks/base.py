@@ -10,7 +10,7 @@ Actions reach `dynamics` already in the task's native units (the wrapper maps [-
 onto [action_low, action_high]); rewards are the task's own, unscaled.
 """
 import abc
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 
@@ -23,6 +23,10 @@ class Task(abc.ABC):
     max_episode_steps = 1000
     action_low: Sequence[float] = ()
     action_high: Sequence[float] = ()
+    # the mean episode return that counts as "solved" (benchmarks, studies: tasks.solved_return), and
+    # where the number comes from; returns are the task's own units, logged from training episodes
+    solved_return: Optional[float] = None
+    solved_source = ""
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)

@@ -43,6 +43,11 @@ class CartpoleSwingup(Task):
     max_episode_steps = 1000
     action_low = (-1.0,)
     action_high = (1.0,)
+    solved_return = 700.0
+    solved_source = (
+        "dm_control's cartpole swingup (same reward, 1000 steps) defines no threshold; 700 of at most ~900 "
+        "(the swing-up itself pays little) means the pole is swung up and balanced near the centre for about "
+        "three quarters of the 20 s episode (a balanced step pays ~0.95); a uniform-random policy gets ~30")
     gravity, masscart, masspole, length, force_mag, tau, x_threshold = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02, 2.4
 
     def initial_state(self, n, generator):

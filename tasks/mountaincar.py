@@ -21,6 +21,10 @@ class MountainCar(Task):
     max_episode_steps = 999
     action_low = (-1.0,)
     action_high = (1.0,)
+    solved_return = 90.0
+    solved_source = (
+        "Gymnasium MountainCarContinuous-v0's reward_threshold (90.0, gymnasium/envs/__init__.py); same reward "
+        "scale: +100 at the goal minus 0.1 u^2 per step, so 90 means reaching the goal in few, economical steps")
     power, min_pos, max_pos, max_speed, goal_pos, goal_vel = 0.0015, -1.2, 0.6, 0.07, 0.45, 0.0
 
     def initial_state(self, n, generator):

@@ -16,7 +16,7 @@ from tests.runs import rows, status
 
 SMALL = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]",
          "net.critic_hidden=[32]", "log.every_steps=20", "threads=1", "log.live=off", "algo.warmup_steps=4"]
-TIME_KEYS = {"wall_time_s", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s"}
+TIME_KEYS = {"wall_time_s", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s", "startup_s"}
 
 
 def test_run_directory_contract_and_exact_ratios(tmp_path):
