@@ -37,6 +37,24 @@ def make_optimizer(params, lr, weight_decay, device):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True, capturable=cuda)
 
 
+def check_compiler(device):
+    """Inductor's CPU code is C++ that includes Python.h: say what is missing before the first update fails on it."""
+    import os
+    import shutil
+    import sysconfig
+
+    if torch.device(device).type != "cpu":
+        return
+    cxx = os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None and shutil.which("c++") is None:
+        raise RuntimeError("perf.compile on CPU needs a C++ compiler (%s not found): install one (Debian/Ubuntu: "
+                           "apt-get install build-essential python3-dev), or set perf.compile=off" % cxx)
+    if not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")):
+        raise RuntimeError("perf.compile on CPU needs Python's C headers (no Python.h in %s): apt-get install "
+                           "python3-dev (or python3.X-dev for your Python), or set perf.compile=off"
+                           % sysconfig.get_path("include"))
+
+
 def set_precision(perf, device):
     """perf.tf32 for CUDA matmuls and convolutions (a process-wide setting, so set by each learner's process)."""
     if torch.device(device).type == "cuda" and perf.tf32:
@@ -106,7 +124,8 @@ class Fast:
         self.start = torch.zeros((), dtype=torch.int64, device=device)
         fn = self.step
         if perf.compile != "off":
-            fn = torch.compile(fn, mode=COMPILE_MODES[perf.compile], fullgraph=True)
+            check_compiler(device)
+            fn = torch.compile(fn, mode=COMPILE_MODES[perf.compile], fullgraph=True, dynamic=False)
         self.fn = fn
 
     def grads(self, params, batch):
@@ -141,9 +160,16 @@ class Fast:
             self.size.fill_(size)  # a kernel with the value as its argument: no host sync, no copy
             self.start.fill_(start)
             self.fn(replay.data, self.size, self.start, True)
-        else:  # the replay is on another GPU: gather there, then copy the batch over
-            batch = replay.sample(self.batch_size, size=size, start=start)
-            self.fn(algo.Batch(*(x.to(self.device, non_blocking=True) for x in batch)), None, None, False)
+        else:  # the replay is on another device: gather there, copy the batch over, run the rest compiled
+            self.fn(sample_to(replay, self.batch_size, size, start, self.device), None, None, False)
+
+
+def sample_to(replay, batch_size, size, start, device):
+    """replay.sample, copied to `device` when the replay lives on another one (trio placement)."""
+    batch = replay.sample(batch_size, size=size, start=start)
+    if batch.obs.device != device:
+        batch = algo.Batch(*(x.to(device, non_blocking=True) for x in batch))
+    return batch
 
 
 def normalised(batch, norm):
@@ -170,8 +196,8 @@ class VLearner:
         self.params_all = self.params
         self.noise, self.tau = (float(a.target_noise), float(a.target_noise_clip)), float(a.tau)
         self.fast = None
+        set_precision(cfg.perf, device)
         if cfg.perf.compile != "off" or cfg.perf.amp != "off":
-            set_precision(cfg.perf, device)
             init_adamw_state(self.opt)
             self.fast = Fast(self, "critic", critic, [n for n, _ in critic.named_parameters()], device)
 
@@ -184,7 +210,7 @@ class VLearner:
     def learn(self, replay, size=None, start=0):
         """One update on a uniform batch of `size` replay rows from `start` on (default: all filled rows)."""
         if self.fast is None:
-            self.update(replay.sample(self.cfg.algo.batch_size, size=size, start=start))
+            self.update(sample_to(replay, self.cfg.algo.batch_size, size, start, self.stats.device))
         else:
             self.fast(replay, replay.size if size is None else size, start)
             self.updates += 1
@@ -233,8 +259,8 @@ class PLearner:
         self.updates = 0
         self.params_all = [p for g in groups for p in g["params"]]  # the optimiser's order
         self.fast = None
+        set_precision(cfg.perf, device)
         if cfg.perf.compile != "off" or cfg.perf.amp != "off":
-            set_precision(cfg.perf, device)
             init_adamw_state(self.opt)
             names = [n for n, _ in actor.named_parameters() if n != "log_alpha"]
             self.fast = Fast(self, "actor", actor, names, device)
@@ -248,7 +274,7 @@ class PLearner:
     def learn(self, replay, size=None, start=0):
         """One update on a uniform batch of `size` replay rows from `start` on (default: all filled rows)."""
         if self.fast is None:
-            self.update(replay.sample(self.cfg.algo.batch_size, size=size, start=start))
+            self.update(sample_to(replay, self.cfg.algo.batch_size, size, start, self.stats.device))
         else:
             self.fast(replay, replay.size if size is None else size, start)
             self.updates += 1

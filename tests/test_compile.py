@@ -18,21 +18,21 @@ KINDS = {"pql": [], "sac": ["algo=sac"], "c51": ["algo.distributional=true", "al
                                                  "algo.num_atoms=11"]}
 
 
-def make(kind, *extra):
-    cfg = config_lib.load(["task=pendulum", "algo.batch_size=32", "net.actor_hidden=[16]", "net.critic_hidden=[16,16]",
+def make(kind, *extra, device="cpu"):
+    cfg = config_lib.load(["task=pendulum", "device=%s" % device, "algo.batch_size=32", "net.actor_hidden=[16]", "net.critic_hidden=[16,16]",
                            "algo.weight_decay=0.01"] + KINDS[kind] + list(extra))
     torch.manual_seed(0)
-    actor, critic = nets.build(cfg, OBS, ACT)
-    norm = Normalizer(OBS, "cpu")
-    replay = Replay(64, OBS, ACT, ENVS, "cpu")
+    actor, critic = (m.to(device) for m in nets.build(cfg, OBS, ACT))
+    norm = Normalizer(OBS, device)
+    replay = Replay(64, OBS, ACT, ENVS, device)
     g = torch.Generator().manual_seed(1)
     for k, v in replay.data.items():
         v.copy_(torch.rand(v.shape, generator=g) * (2 if k != "weight" else 1) - (1 if k != "weight" else 0))
     replay.data["discount"].clamp_(min=0)
     replay.rows = 48  # partly filled: the sampler's bound matters
     norm.update(replay.data["obs"][:48])
-    v = VLearner(cfg, critic, actor, norm, "cpu")
-    p = PLearner(cfg, actor, critic, norm, "cpu", ACT)
+    v = VLearner(cfg, critic, actor, norm, device)
+    p = PLearner(cfg, actor, critic, norm, device, ACT)
     return cfg, v, p, replay
 
 
@@ -118,3 +118,24 @@ def test_perf_keys_are_checked():
     with pytest.raises(config_lib.ConfigError, match="perf.amp"):
         config_lib.load(["perf.amp=fp16"])
     assert config_lib.load(["perf.compile=off"]).perf.compile == "off"  # not YAML's False
+
+
+def test_trio_and_sync_train_with_compiled_updates(tmp_path):
+    """perf.compile in both runtimes: each trio learner process compiles its own update; counts stay exact,
+    publish_every=2 shows in the logged staleness, and sync mode runs the same compiled learners."""
+    from pql_scaling.train import train
+    from tests.runs import rows, status
+    from tests.test_trio import SMALL, expected_counts
+
+    steps = 120
+    path = train(SMALL + ["mode=trio", "perf.compile=default", "perf.publish_every=2", "max_env_steps=%d" % (16 * steps),
+                          "max_time_s=0",  # compiling on a loaded machine can outlast pendulum.yaml's 150 s
+                          "run_dir=%s" % (tmp_path / "trio")], quiet=True)
+    assert status(path)["status"] == "completed"
+    last = rows(path)[-1]
+    assert (last["critic_updates"], last["policy_updates"]) == expected_counts(steps, 16, 64, 2, 0.5)
+    assert any(0 < r["v_snapshot_lag"] < 1 for r in rows(path))  # published every other update: some trail by one
+    assert all(r["critic_loss"] == r["critic_loss"] for r in rows(path) if "critic_loss" in r)  # finite, not NaN
+    sync = train(SMALL + ["mode=sync", "perf.compile=default", "max_env_steps=%d" % (16 * 40), "max_time_s=0",
+                          "run_dir=%s" % (tmp_path / "sync")], quiet=True)
+    assert rows(sync)[-1]["critic_updates"] == expected_counts(40, 16, 64, 2, 0.5)[0]
