@@ -5,7 +5,7 @@ module, in `mode=trio` a snapshot copied from shared memory. An update is sample
 loss -> step; statistics are summed on the device and read only at log points.
 
 Two implementations of the same update. `perf.compile=off, perf.amp=off`: `update(batch)`, plain
-eager autograd and `opt.step()` (the deterministic reference). Otherwise `fast_update`: the whole
+eager autograd and `opt.step()` (the deterministic reference). Otherwise `Fast.step`: the whole
 update (sample gather, normalise, loss, gradients, clip, AdamW, soft target update) as one function
 that torch.compile turns into one graph. It takes gradients with torch.func (`loss.backward()` and
 `optimizer.step()` would each break the graph: torch.optim breaks it around every step on purpose)
@@ -74,6 +74,19 @@ def init_adamw_state(opt):
                 st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
+def load_optimizer(opt, state, keep):
+    """opt.load_state_dict; `keep`: copy the values into the state tensors the compiled step already uses (its
+    graph, and a CUDA graph, hold their addresses) instead of replacing them."""
+    old = {p: dict(st) for p, st in opt.state.items()} if keep else {}
+    opt.load_state_dict(state)
+    if keep:
+        init_adamw_state(opt)
+        for p, st in opt.state.items():
+            for k, t in old.get(p, {}).items():
+                t.copy_(st[k])
+                st[k] = t
+
+
 @torch.no_grad()
 def adamw_step(opt, grads):
     """opt.step() as torch.optim's functional AdamW (the same math; foreach, so inductor can fuse it)."""
@@ -108,11 +121,12 @@ class Objective(torch.nn.Module):
 
 
 class Fast:
-    """The compiled (or bf16) update of one learner: `fn(batch) -> (loss, aux)` over the network `name`."""
+    """The compiled (or bf16) update of one learner, which trains the network `name` with `learner.loss`."""
 
     def __init__(self, learner, name, net, clip_names, device):
         perf, a = learner.cfg.perf, learner.cfg.algo
-        self.learner, self.net_name, self.device = learner, name, torch.device(device)
+        self.learner, self.net_name = learner, name
+        self.device = learner.stats.device  # a tensor's device (cuda:0, not cuda), to compare with the replay's
         self.batch_size, self.grad_clip = int(a.batch_size), float(a.grad_clip)  # plain numbers: dynamo cannot trace OmegaConf
         self.objective = Objective(learner.loss, **{name: net})
         named = {id(p): n for n, p in net.named_parameters()}
@@ -122,11 +136,24 @@ class Fast:
         self.amp = perf.amp == "bf16"
         self.size = torch.zeros((), dtype=torch.int64, device=device)
         self.start = torch.zeros((), dtype=torch.int64, device=device)
+        # CUDA graphs (reduce-overhead) copy every input whose address is not known to be fixed into a buffer
+        # of their own before each replay: say which are (the optimiser state, the statistics, the bounds,
+        # the normaliser; the replay storage on first use), so nothing is copied
+        self.static = set()
+        self.mark_static([t for st in learner.opt.state.values() for t in st.values()]
+                         + [learner.stats, self.size, self.start] + list(learner.norm.buffers()))
         fn = self.step
         if perf.compile != "off":
             check_compiler(device)
             fn = torch.compile(fn, mode=COMPILE_MODES[perf.compile], fullgraph=True, dynamic=False)
         self.fn = fn
+
+    def mark_static(self, tensors):
+        mark = getattr(torch._dynamo, "mark_static_address", None)  # torch >= 2.1
+        for t in tensors:
+            if mark is not None and id(t) not in self.static:
+                mark(t)
+                self.static.add(id(t))
 
     def grads(self, params, batch):
         def f(p):
@@ -156,7 +183,8 @@ class Fast:
 
     def __call__(self, replay, size, start):
         """One update from `size` rows of `replay` from row `start` on (host ints; copied in, never read back)."""
-        if replay.device == self.device:
+        if replay.data["obs"].device == self.device:
+            self.mark_static(replay.data.values())
             self.size.fill_(size)  # a kernel with the value as its argument: no host sync, no copy
             self.start.fill_(start)
             self.fn(replay.data, self.size, self.start, True)
@@ -236,10 +264,8 @@ class VLearner:
     def load_state_dict(self, s):
         self.critic.load_state_dict(s["critic"])
         self.critic_target.load_state_dict(s["critic_target"])
-        self.opt.load_state_dict(s["critic_opt"])
+        load_optimizer(self.opt, s["critic_opt"], keep=self.fast is not None)
         self.updates = s["updates"]
-        if self.fast is not None:
-            init_adamw_state(self.opt)
 
 
 class PLearner:
@@ -301,7 +327,5 @@ class PLearner:
 
     def load_state_dict(self, s):
         self.actor.load_state_dict(s["actor"])
-        self.opt.load_state_dict(s["actor_opt"])
+        load_optimizer(self.opt, s["actor_opt"], keep=self.fast is not None)
         self.updates = s["updates"]
-        if self.fast is not None:
-            init_adamw_state(self.opt)
