@@ -111,6 +111,12 @@ def step(loss, opt, params, grad_clip):
     opt.step()
 
 
+def clip_grads_(grads, max_norm):
+    """clip_grad_norm_'s math on a list of gradients (torch.func returns them apart from the parameters)."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+
+
 @torch.no_grad()
 def soft_update(target, source, tau):
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

@@ -88,6 +88,14 @@ class WandbConfig:
 
 
 @dataclass
+class PerfConfig:
+    compile: str = "off"  # off (today's eager update) | default | max-autotune | reduce-overhead (CUDA graphs)
+    amp: str = "off"  # off | bf16: autocast the networks' forward and backward; fp32 weights and AdamW state
+    tf32: bool = False  # CUDA: TF32 matmuls (fp32 storage, 10-bit mantissa products)
+    publish_every: int = 1  # trio: a learner publishes its weights every k updates (the readers' staleness)
+
+
+@dataclass
 class Config:
     task: str = "pendulum"
     backend: Optional[str] = None  # None = the task's own backend
@@ -110,6 +118,7 @@ class Config:
     net: NetConfig = field(default_factory=NetConfig)
     log: LogConfig = field(default_factory=LogConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    perf: PerfConfig = field(default_factory=PerfConfig)
 
 
 CHOICES = {
@@ -120,11 +129,14 @@ CHOICES = {
     "net.actor_arch": ("mlp", "bro"),
     "log.live": ("auto", "rich", "plain", "off"),
     "wandb.mode": ("online", "offline", "disabled"),
+    "perf.compile": ("off", "default", "max-autotune", "reduce-overhead"),
+    "perf.amp": ("off", "bf16"),
 }
 POSITIVE = ("num_envs", "max_env_steps", "algo.batch_size", "algo.critic_lr", "algo.actor_lr", "algo.buffer_size",
             "algo.nstep", "algo.critic_updates_per_step", "algo.num_atoms", "log.every_steps", "algo.reward_scale",
             "net.critic_width", "net.critic_depth", "net.actor_width", "net.actor_depth", "net.experts",
-            "net.slots_per_expert", "net.tokens", "net.expert_hidden")
+            "net.slots_per_expert", "net.tokens", "net.expert_hidden",
+            "perf.publish_every")
 NON_NEGATIVE = ("max_time_s", "threads", "algo.weight_decay", "algo.grad_clip", "algo.warmup_steps",
                 "algo.learning_starts", "algo.noise_std_min", "algo.noise_std_max", "algo.target_noise",
                 "algo.target_noise_clip", "algo.policy_updates_per_critic_update", "algo.alpha_lr", "algo.init_alpha",

@@ -22,11 +22,11 @@ def run(s: Session):
         if replay.size >= s.learning_starts:
             critic_owed += critic_per_step
             while critic_owed >= 1:
-                v.update(replay.sample(cfg.algo.batch_size))
+                v.learn(replay)
                 critic_owed -= 1
                 policy_owed += policy_per_critic
                 while policy_owed >= 1:
-                    p.update(replay.sample(cfg.algo.batch_size))
+                    p.learn(replay)
                     policy_owed -= 1
         if actor.steps % cfg.log.every_steps == 0:
             s.counters.update(critic_owed=critic_owed, policy_owed=policy_owed)

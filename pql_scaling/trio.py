@@ -111,13 +111,22 @@ class Snapshot:
         return zip(tensors, self.slots[i].split(self.sizes))
 
     def publish(self, tensors):
+        self.begin(tensors)
+        cuda_sync(self.device, tensors[0].device)  # the bytes must be there before we say so
+        self.end()
+
+    def begin(self, tensors):
+        """Mark the older slot odd and queue the copy into it; end() (once the copy is done) makes it current."""
         p = int(self.seq[0])
         i = p % 2  # the older slot; readers are pointed at the other one
         self.seq[1 + i] += 1  # odd: being written
         with torch.no_grad():
             for t, view in self._views(i, tensors):
                 view.copy_(t.reshape(-1))
-        cuda_sync(self.device, tensors[0].device)  # the bytes must be there before we say so
+
+    def end(self):
+        p = int(self.seq[0])
+        i = p % 2
         self.seq[3 + i] = p + 1
         self.seq[1 + i] += 1  # even: whole
         self.seq[0] = p + 1
@@ -149,11 +158,17 @@ def norm_tensors(norm):
     return [norm.mean, norm.var, norm.count.view(1)]
 
 
-def sample(replay, rows, batch_size):
-    """A uniform batch from the committed rows, leaving out the LAG*num_envs that may be rewritten."""
+def bounds(replay, rows):
+    """(size, start) of the rows a learner may sample: the committed ones, less the LAG*num_envs that may be rewritten."""
     guard = LAG * replay.num_envs
     size = min(rows, replay.capacity - guard)
     start = max(rows + guard - replay.capacity, 0) % replay.capacity
+    return size, start
+
+
+def sample(replay, rows, batch_size):
+    """A uniform batch from the committed rows, leaving out the LAG*num_envs that may be rewritten."""
+    size, start = bounds(replay, rows)
     return replay.sample(batch_size, size=size, start=start)
 
 
@@ -277,6 +292,11 @@ class LearnerLoop:
         self.seen_view = self.seen_norm = -1
         self.wait_s, self.t0 = 0.0, time.perf_counter()
         self.fault = fault_at(role)
+        # perf.publish_every: snapshots every k updates (a GPU update can outrun its copy); finish() publishes
+        # an update's count once its work is done, one update late on a GPU so the host can queue ahead
+        self.publish_every = cfg.perf.publish_every
+        self.gpus = sorted({str(d) for d in (self.replay.device, device) if d.type == "cuda"})
+        self.pending, self.published, self.lag_sum, self.lag_n = None, self.learner.updates, 0, 0
         log.info("%s ready on %s (%d updates done)", role, device, self.learner.updates)
 
     def ready(self):
@@ -296,34 +316,67 @@ class LearnerLoop:
         req = int(sh.ctr[REQ])
         if req == int(sh.ctr[self.ack]):
             return
+        self.flush()  # answer with every queued update counted and the newest weights published
         if int(sh.ctr[REQ_KIND]) == STATE:
             tmp = self.state_path + ".tmp"
             torch.save(self.learner.state_dict(), tmp)
             os.replace(tmp, self.state_path)
         stats = self.learner.stats.tolist()  # the only host sync of a learner, once per log point
         self.learner.stats.zero_()
-        row = [self.learner.updates] + stats + [self.wait_s, time.perf_counter() - self.t0, 0.0, 0.0]
+        row = [self.learner.updates] + stats + [self.wait_s, time.perf_counter() - self.t0, self.lag_sum, self.lag_n]
         sh.stats[self.role].copy_(torch.tensor(row, dtype=torch.float64))
         sh.ctr[self.ack] = req
         sh.wake("actor")
 
     def run(self):
-        sh, cfg = self.sh, self.learner.cfg
+        sh = self.sh
         while True:
+            if (self.pending is not None or self.published != self.learner.updates) and not self.ready():
+                self.flush()  # before sleeping, publish what is queued: the others may be waiting on it
             self.wait_s += sh.wait(self.role, self.ready, self.service)
             self.service()
             self.seen_norm = sh.norm.load(norm_tensors(self.norm), self.seen_norm)
             self.seen_view = self.view_snap.load(net_tensors(self.view), self.seen_view)
-            batch = sample(self.replay, int(sh.ctr[ROWS]), cfg.algo.batch_size)
-            if batch.obs.device != self.device:  # the replay lives on the V-learner's device
-                batch = type(batch)(*(x.to(self.device, non_blocking=True) for x in batch))
-            cuda_sync(self.replay.device, self.device)  # the gather is done before the update can count as done
             if self.fault is not None and self.learner.updates + 1 >= self.fault:
                 raise RuntimeError("injected fault in %s at update %d" % (self.role, self.learner.updates + 1))
-            self.learner.update(batch)
+            self.learner.learn(self.replay, *bounds(self.replay, int(sh.ctr[ROWS])))  # queued, on a GPU
+            if self.pending is not None:
+                self.finish()  # the previous update: on a GPU it ran while the host queued this one
+            n = self.learner.updates
+            publish = n % self.publish_every == 0
+            if publish:
+                self.own_snap.begin(net_tensors(self.own))
+            events = []
+            for d in self.gpus:  # CPU: none, the work above is done; GPU: mark where this update's work ends
+                with torch.cuda.device(d):
+                    events.append(torch.cuda.Event())
+                    events[-1].record()
+            self.pending = (events, n, publish)
+            if not events:
+                self.finish()
+
+    def flush(self):
+        if self.pending is not None:
+            self.finish()
+        if self.published != self.learner.updates:  # perf.publish_every > 1 left the newest weights unpublished
             self.own_snap.publish(net_tensors(self.own))
-            sh.ctr[self.counter] = self.learner.updates
-            sh.wake("actor", "p_learner")  # the P-learner waits on critic updates (a policy update wakes it needlessly)
+            self.published = self.learner.updates
+
+    def finish(self):
+        """Count the pending update as done: its gather (so the actor may overwrite those rows) and its snapshot
+        copy must have finished. On a GPU the host waits on an event, not on the device: the next update is
+        already queued behind it."""
+        events, n, publish = self.pending
+        self.pending = None
+        for ev in events:
+            ev.synchronize()
+        if publish:
+            self.own_snap.end()
+            self.published = n
+        self.lag_sum += n - self.published  # how many updates the readers' copy of our weights trails by
+        self.lag_n += 1
+        self.sh.ctr[self.counter] = n
+        self.sh.wake("actor", "p_learner")  # the P-learner waits on critic updates (a policy update wakes it needlessly)
 
 
 # ---------------------------------------------------------------- the actor (main process)
@@ -367,7 +420,7 @@ class Trio:
         sh.norm.publish(norm_tensors(s.norm))
         self.seen_policy = 1
         self.actor_wait, self.t0 = 0.0, time.perf_counter()
-        self.last = {"t": self.t0, "steps": s.actor.steps, "actor": 0.0, "v_learner": [0.0, 0.0], "p_learner": [0.0, 0.0]}
+        self.last = {"t": self.t0, "steps": s.actor.steps, "actor": 0.0, "v_learner": [0.0] * 4, "p_learner": [0.0] * 4}
         self.gated = GatedReplay(s, sh, self)
         s.actor.replay = self.gated
         self.running = False
@@ -441,10 +494,12 @@ class Trio:
                "actor_wait_frac": (self.actor_wait - last["actor"]) / dt}
         for role, short in (("v_learner", "v"), ("p_learner", "p")):
             st = self.sh.stats[role].tolist()
-            wait, busy = st[4], st[5]
+            wait, busy, lag, n = st[4], st[5], st[6], st[7]
             row[short + "_wait_s"] = round(wait, 3)
             row[short + "_wait_frac"] = (wait - last[role][0]) / max(busy - last[role][1], 1e-9)
-            last[role] = [wait, busy]
+            # perf.publish_every's cost: by how many updates the others' copy of these weights trailed, on average
+            row[short + "_snapshot_lag"] = (lag - last[role][2]) / max(n - last[role][3], 1)
+            last[role] = [wait, busy, lag, n]
         last.update(t=now, actor=self.actor_wait, steps=steps)
         return row
 

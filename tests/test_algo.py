@@ -123,7 +123,9 @@ def test_hot_paths_have_no_host_sync():
     from pql_scaling import actor, learner, replay
     from envs import native
 
-    hot = [algo, learner.VLearner.update, learner.PLearner.update, actor.ActorRole.step, actor.ActorRole.act,
+    hot = [algo, learner.VLearner.update, learner.PLearner.update, learner.VLearner.learn, learner.PLearner.learn,
+           learner.Fast.step, learner.Fast.__call__, learner.Fast.grads, learner.adamw_step, learner.uniform_index,
+           learner.sample_to, actor.ActorRole.step, actor.ActorRole.act,
            actor.ActorRole._track, replay.Replay.add, replay.Replay.sample, replay.NStepFolder.push,
            replay.Normalizer.update, replay.Normalizer.forward, native.NativeVecEnv.step,
            nets.MLP.forward, nets.BroNet.forward, nets.SoftMoE.forward, nets.MoENet.forward, nets.Critic.forward]

@@ -1,0 +1,141 @@
+"""perf.compile / perf.amp: the compiled update is one graph and computes what the eager update does.
+
+Compiling costs CPU time, so the shapes are tiny and only one configuration goes through inductor;
+the graph-break checks trace with dynamo only (no code generation).
+"""
+import copy
+
+import pytest
+import torch
+
+from pql_scaling import config as config_lib
+from pql_scaling import nets
+from pql_scaling.learner import PLearner, VLearner
+from pql_scaling.replay import Normalizer, Replay
+
+OBS, ACT, ENVS = 3, 2, 8
+KINDS = {"pql": [], "sac": ["algo=sac"], "c51": ["algo.distributional=true", "algo.v_min=-5", "algo.v_max=5",
+                                                 "algo.num_atoms=11"]}
+
+
+def make(kind, *extra, device="cpu"):
+    cfg = config_lib.load(["task=pendulum", "device=%s" % device, "algo.batch_size=32", "net.actor_hidden=[16]", "net.critic_hidden=[16,16]",
+                           "algo.weight_decay=0.01"] + KINDS[kind] + list(extra))
+    torch.manual_seed(0)
+    actor, critic = (m.to(device) for m in nets.build(cfg, OBS, ACT))
+    norm = Normalizer(OBS, device)
+    replay = Replay(64, OBS, ACT, ENVS, device)
+    g = torch.Generator().manual_seed(1)
+    for k, v in replay.data.items():
+        v.copy_(torch.rand(v.shape, generator=g) * (2 if k != "weight" else 1) - (1 if k != "weight" else 0))
+    replay.data["discount"].clamp_(min=0)
+    replay.rows = 48  # partly filled: the sampler's bound matters
+    norm.update(replay.data["obs"][:48])
+    v = VLearner(cfg, critic, actor, norm, device)
+    p = PLearner(cfg, actor, critic, norm, device, ACT)
+    return cfg, v, p, replay
+
+
+def state(v, p):
+    return [t.detach().clone() for t in list(v.critic.parameters()) + list(v.critic_target.parameters())
+            + list(p.actor.parameters())] + [v.stats.clone(), p.stats.clone()]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_update_is_one_graph(kind):
+    """No graph breaks anywhere in either learner's whole update (dynamo's trace; no inductor needed)."""
+    _, v, p, replay = make(kind, "perf.compile=default")
+    for learner in (v, p):
+        f = learner.fast
+        f.size.fill_(replay.size)
+        out = torch._dynamo.explain(f.step)(replay.data, f.size, f.start, True)
+        assert out.graph_break_count == 0 and out.graph_count == 1, (kind, [b.reason for b in out.break_reasons])
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_functional_update_equals_eager(kind):
+    """The functional update (torch.func grads, functional AdamW, no compile) against today's eager update, 3
+    updates from the same state and the same random stream: equal to float32 rounding."""
+    _, v0, p0, replay = make(kind)
+    _, v1, p1, _ = make(kind, "perf.compile=default")
+    for step in range(3):
+        torch.manual_seed(10 + step)
+        v0.learn(replay)
+        p0.learn(replay)
+        torch.manual_seed(10 + step)
+        for learner in (v1, p1):
+            f = learner.fast
+            f.size.fill_(replay.size)
+            f.step(replay.data, f.size, f.start, True)  # the function torch.compile compiles, run eagerly
+    for a, b in zip(state(v0, p0), state(v1, p1)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compiled_update_matches_eager_and_checkpoints():
+    """Through inductor (the real compiled code): pql, 3 critic and policy updates against eager within 1e-4
+    (kernels reorder float sums); the RNG is eager's (fallback_random) so both draw the same batches and noise.
+    The optimiser state round-trips through the eager learner's checkpoint format."""
+    import torch._inductor.config as inductor_config
+
+    _, v0, p0, replay = make("pql")
+    _, v1, p1, _ = make("pql", "perf.compile=default")
+    with inductor_config.patch(fallback_random=True):
+        for step in range(3):
+            for (a, b) in ((v0, v1), (p0, p1)):
+                torch.manual_seed(20 + step)
+                a.learn(replay)
+                torch.manual_seed(20 + step)
+                b.learn(replay)
+    for a, b in zip(state(v0, p0), state(v1, p1)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert (v1.updates, p1.updates) == (3, 3)
+    # checkpoints: the compiled learner's state loads into an eager one and back
+    _, v2, _, _ = make("pql")
+    v2.load_state_dict(copy.deepcopy(v1.state_dict()))
+    torch.testing.assert_close(v2.opt.state_dict()["state"][0]["exp_avg"], v0.opt.state_dict()["state"][0]["exp_avg"],
+                               rtol=1e-4, atol=1e-6)
+    torch._dynamo.reset()
+
+
+def test_bf16_update_is_close_and_keeps_fp32_state():
+    """perf.amp=bf16 (eager): the weights and AdamW state stay float32, and one update lands near the fp32 one."""
+    _, v0, _, replay = make("pql")
+    _, v1, _, _ = make("pql", "perf.amp=bf16")
+    torch.manual_seed(3)
+    v0.learn(replay)
+    torch.manual_seed(3)
+    v1.learn(replay)
+    assert all(p.dtype == torch.float32 for p in v1.critic.parameters())
+    assert all(t.dtype == torch.float32 for st in v1.opt.state.values() for t in st.values())
+    for a, b in zip(v0.critic.parameters(), v1.critic.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=5e-3)  # an Adam step moves each weight by ~lr=3e-3
+
+
+def test_perf_keys_are_checked():
+    with pytest.raises(config_lib.ConfigError, match="perf.compile"):
+        config_lib.load(["perf.compile=fast"])
+    with pytest.raises(config_lib.ConfigError, match="perf.amp"):
+        config_lib.load(["perf.amp=fp16"])
+    assert config_lib.load(["perf.compile=off"]).perf.compile == "off"  # not YAML's False
+
+
+def test_trio_and_sync_train_with_compiled_updates(tmp_path):
+    """perf.compile in both runtimes: each trio learner process compiles its own update; counts stay exact,
+    publish_every=2 shows in the logged staleness, and sync mode runs the same compiled learners."""
+    from pql_scaling.train import train
+    from tests.runs import rows, status
+    from tests.test_trio import SMALL, expected_counts
+
+    steps = 120
+    path = train(SMALL + ["mode=trio", "perf.compile=default", "perf.publish_every=2", "max_env_steps=%d" % (16 * steps),
+                          "max_time_s=0",  # compiling on a loaded machine can outlast pendulum.yaml's 150 s
+                          "run_dir=%s" % (tmp_path / "trio")], quiet=True)
+    assert status(path)["status"] == "completed"
+    last = rows(path)[-1]
+    assert (last["critic_updates"], last["policy_updates"]) == expected_counts(steps, 16, 64, 2, 0.5)
+    assert any(0 < r["v_snapshot_lag"] < 1 for r in rows(path))  # published every other update: some trail by one
+    assert all(r["critic_loss"] == r["critic_loss"] for r in rows(path) if "critic_loss" in r)  # finite, not NaN
+    sync = train(SMALL + ["mode=sync", "perf.compile=default", "max_env_steps=%d" % (16 * 40), "max_time_s=0",
+                          "run_dir=%s" % (tmp_path / "sync")], quiet=True)
+    assert rows(sync)[-1]["critic_updates"] == expected_counts(40, 16, 64, 2, 0.5)[0]
