@@ -81,6 +81,28 @@ def _read_metrics(path):
     return rows, notes
 
 
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _one_timeline(rows, path):
+    """A log whose env_steps go backwards (a run resumed from a checkpoint before a crash's last log points, by a
+    version that did not supersede them) holds two timelines over the same steps: keep the later one, the one
+    the run continued, and say how many points were dropped. Returns (rows, notes)."""
+    kept, dropped, first = [], 0, None
+    for r in rows:
+        while kept and kept[-1]["env_steps"] >= r["env_steps"]:
+            if first is None:
+                first = (kept[-1]["env_steps"], r["env_steps"])
+            kept.pop()
+            dropped += 1
+        kept.append(r)
+    if not dropped:
+        return rows, []
+    return kept, [f"{path}: env_steps not monotone (went {first[0]:g} -> {first[1]:g}): repaired by keeping the "
+                  f"later timeline, {dropped} superseded log point(s) dropped"]
+
+
 def _get(d, dotted, default=None):
     for k in dotted.split("."):
         if not isinstance(d, dict) or k not in d:
@@ -132,7 +154,12 @@ def load_runs(root, include_running=True):
             continue
         rows, notes = _read_metrics(os.path.join(dirpath, "metrics.jsonl"))
         skipped += [(dirpath, n) for n in notes]
-        rows = [r for r in rows if r.get("env_steps") is not None]
+        good = [r for r in rows if isinstance(r, dict) and _number(r.get("env_steps"))]
+        if len(good) < len(rows):
+            skipped.append((dirpath, f"{len(rows) - len(good)} log point(s) without a finite numeric env_steps skipped"))
+        rows = good
+        rows, notes = _one_timeline(rows, os.path.join(dirpath, "metrics.jsonl"))
+        skipped += [(dirpath, n) for n in notes]
         if not rows:
             skipped.append((dirpath, "metrics.jsonl has no log point with env_steps"))
             continue

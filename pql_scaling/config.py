@@ -59,7 +59,7 @@ class NetConfig:
 @dataclass
 class LogConfig:
     every_steps: int = 100  # actor steps between log points (a host sync happens only here)
-    checkpoint_every_s: float = 300.0
+    checkpoint_every_s: float = 120.0  # a preempted run loses at most this much work (plus prev.pt kept)
     live: str = "auto"  # auto | rich | plain | off
 
 

@@ -19,7 +19,7 @@ from pql_scaling import nets
 from pql_scaling.actor import ActorRole
 from pql_scaling.learner import PLearner, VLearner
 from pql_scaling.replay import Normalizer, Replay
-from pql_scaling.runlog import Display, RunDir, WandbMirror, log
+from pql_scaling.runlog import DiskFull, Display, RunDir, WandbMirror, log
 
 GRACEFUL_SIGNALS = (signal.SIGTERM,)
 
@@ -198,8 +198,13 @@ def train(overrides=(), quiet=False):
     torch.manual_seed(cfg.seed)
     env = envs.make(cfg.task, cfg.num_envs, device=cfg.actor_device or cfg.device, seed=cfg.seed, backend=cfg.backend)
     run = RunDir(run_path)
-    state = run.load_checkpoint(map_location=cfg.device) if resuming else None
+    rewind_to = None
     try:
+        state = run.load_checkpoint(map_location=cfg.device) if resuming else None
+        if state is not None:  # one timeline: log points the checkpoint never saw are superseded
+            moved, last = run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * env.num_envs)
+            if moved:
+                rewind_to = -1 if last is None else last
         s = Session(cfg, run, env, state)
         run_id = s.counters.get("run_id") or uuid.uuid4().hex[:12]
         s.counters["run_id"] = run_id
@@ -211,8 +216,10 @@ def train(overrides=(), quiet=False):
                  env.num_envs, s.facts["utd"], s.facts["critic_params"])
     except Exception:
         run.close()
+        if hasattr(env, "close"):
+            env.close()
         raise
-    s.wandb = WandbMirror(cfg, run.path, run_id)
+    s.wandb = WandbMirror(cfg, run.path, run_id, rewind_to=rewind_to)
     s.display = Display("off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.task)
     old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in GRACEFUL_SIGNALS}
     status, reason, exit_code = "failed", None, 1
@@ -227,9 +234,10 @@ def train(overrides=(), quiet=False):
         status, reason, exit_code = "completed", s.stop_reason, 0
     except KeyboardInterrupt as e:
         log.warning("interrupted (%s): writing a final checkpoint", e or "Ctrl-C")
+        reason = "interrupted (%s); continue with resume=%s" % (e or "Ctrl-C", run.path)
         s.checkpoint()
-        status, reason = "stopped", "interrupted (%s); continue with resume=%s" % (e or "Ctrl-C", run.path)
-    except Diverged as e:
+        status = "stopped"
+    except (Diverged, DiskFull) as e:
         reason = str(e)
         log.error(reason)
         raise
@@ -238,7 +246,10 @@ def train(overrides=(), quiet=False):
         log.error("training failed:\n%s", traceback.format_exc())
         raise
     finally:
-        run.set_status(status, reason, env_steps=s.env_steps)
+        try:
+            run.set_status(status, reason, env_steps=s.env_steps)
+        except DiskFull as e:  # the disk is full: say so where it can still be said
+            log.error("could not write status.json (%s): %s; %s", status, reason, e)
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         s.display.close()

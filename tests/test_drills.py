@@ -1,0 +1,141 @@
+"""Fault drills (issue 11): a killed run resumes on one timeline, checkpoints verify and fall back, a full disk
+loses nothing, W&B cut off costs nothing, bad devices and oversized replays stop before anything starts."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pql_scaling import runlog
+from pql_scaling.train import train
+from tests.runs import rows, status
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]",
+         "net.critic_hidden=[32]", "log.every_steps=20", "threads=1", "log.live=off", "algo.warmup_steps=4"]
+
+
+def cli(*args, **kw):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_SILENT="true", PYTHONPATH=ROOT)
+    env.update(kw.pop("env", {}))
+    return subprocess.Popen([sys.executable, "-m", "pql_scaling.cli", "train"] + list(args), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def wait_for(cond, what, timeout=90.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
+        time.sleep(0.05)
+
+
+def parsed_rows(d):
+    return [o for _, o in runlog.read_jsonl_lines(os.path.join(d, "metrics.jsonl")) if o is not None]
+
+
+def ckpt_rows(d):
+    try:
+        return runlog.read_checkpoint(os.path.join(d, "checkpoints", "last.pt"))["metrics_rows"]
+    except (runlog.BadCheckpoint, FileNotFoundError):
+        return None
+
+
+def kill_between_checkpoints(p, d):
+    """SIGKILL `p` at a moment when metrics.jsonl holds log points its last checkpoint has not seen."""
+    wait_for(lambda: os.path.exists(os.path.join(d, "checkpoints", "prev.pt")) and len(parsed_rows(d)) >= 3,
+             "a periodic checkpoint and 3 log points")
+    for _ in range(200):
+        os.kill(p.pid, signal.SIGSTOP)  # frozen, so the files cannot move while we look
+        m = ckpt_rows(d)
+        if m is not None and len(parsed_rows(d)) > m:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+            return m
+        os.kill(p.pid, signal.SIGCONT)
+        time.sleep(0.1)
+    raise AssertionError("never caught the run between a log point and its checkpoint")
+
+
+def test_sigkill_between_checkpoints_resumes_on_one_timeline(tmp_path):
+    pytest.importorskip("wandb")
+    d = str(tmp_path / "k")
+    p = cli(*SMALL, "max_env_steps=100000000", "log.checkpoint_every_s=1", "wandb.mode=offline", "wandb.project=t",
+            "run_dir=" + d)
+    kept = kill_between_checkpoints(p, d)
+    before = parsed_rows(d)
+    assert status(d)["status"] == "running"  # SIGKILL: nobody could say otherwise
+    stale = before[kept:]
+    q = cli("resume=" + d, "max_env_steps=%d" % (before[-1]["env_steps"] + 800))
+    out, _ = q.communicate(timeout=180)
+    assert q.returncode == 0, out
+    after = rows(d)
+    steps = [r["env_steps"] for r in after]
+    assert all(a < b for a, b in zip(steps, steps[1:])), steps  # one strictly increasing curve
+    assert after[:kept] == before[:kept]
+    assert after[kept]["env_steps"] > before[kept - 1]["env_steps"]
+    sup = [json.loads(x) for x in open(os.path.join(d, "metrics.superseded.jsonl"))]
+    assert [{k: v for k, v in r.items() if k not in ("superseded_at", "resumed_from_env_steps")} for r in sup] == stale
+    assert all(r["resumed_from_env_steps"] == before[kept - 1]["env_steps"] for r in sup)
+    assert status(d)["status"] == "completed"
+    # W&B: the resumed W&B run rewinds to just after the last kept step and logs only the new log points
+    from tests.wandb_records import offline_runs
+
+    wb = offline_runs(d)
+    assert wb and wb[-1][1] == before[kept - 1]["env_steps"] + 1, wb
+    assert wb[-1][0] == steps[kept:]
+    # the analysis loader reads it as one curve
+    from analysis.load import load_runs
+
+    table, skipped = load_runs(d)
+    assert table["env_steps"].tolist() == steps and not [s for s in skipped if "monoton" in s[1]]
+
+
+def test_corrupted_checkpoint_is_reported_and_resume_falls_back(tmp_path):
+    d = str(tmp_path / "c")
+    train(SMALL + ["max_env_steps=480", "log.checkpoint_every_s=0", "run_dir=" + d], quiet=True)
+    last, prev = (os.path.join(d, "checkpoints", n) for n in ("last.pt", "prev.pt"))
+    good_prev = runlog.read_checkpoint(prev)
+    data = bytearray(open(last, "rb").read())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte inside a tensor: torch.load alone would not notice
+    open(last, "wb").write(bytes(data))
+    with pytest.raises(runlog.BadCheckpoint, match="SHA-256 mismatch"):
+        runlog.read_checkpoint(last)
+    train(["resume=" + d, "max_env_steps=640", "log.live=off"], quiet=True)
+    log = open(os.path.join(d, "train.log")).read()
+    assert "%s is corrupted" % last in log and "resuming from the previous checkpoint %s" % prev in log
+    steps = [r["env_steps"] for r in rows(d)]
+    assert steps == sorted(set(steps)) and steps[-1] == 640
+    assert good_prev["metrics_rows"] == len([s for s in steps if s <= good_prev["actor"]["steps"] * 8])
+    # truncated, and a stamp from another version: both named with their path; nothing usable -> a clear error
+    open(last, "wb").write(open(last, "rb").read()[:1000])
+    with pytest.raises(runlog.BadCheckpoint, match="truncated"):
+        runlog.read_checkpoint(last)
+    state = runlog.read_checkpoint(prev)
+    state["format_version"] = 99
+    torch.save(state, prev)
+    with pytest.raises(runlog.BadCheckpoint, match="format version 99"):
+        runlog.read_checkpoint(prev)
+    p = cli("resume=" + d, "max_env_steps=800")
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 2 and "no usable checkpoint" in out and "Traceback" not in out, out
+
+
+def test_analysis_loader_repairs_a_log_that_goes_backwards(tmp_path):
+    from analysis.load import load_runs
+
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "config.yaml").write_text("task: pendulum\nnum_envs: 8\nalgo: {name: pql, critic_updates_per_step: 2}\n")
+    steps = [160, 320, 480, 640, 480, 640, 800]  # resumed from 320 by a version that appended
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"env_steps": s, "return_mean": -s, "critic_updates": i})
+                                             + "\n" for i, s in enumerate(steps)))
+    table, skipped = load_runs(str(tmp_path))
+    assert table["env_steps"].tolist() == [160, 320, 480, 640, 800]
+    assert table["grad_steps"].tolist() == [0, 1, 4, 5, 6]  # the later timeline wins
+    (note,) = [r for _, r in skipped if "monotone" in r]
+    assert str(d / "metrics.jsonl") in note and "640 -> 480" in note and "2 superseded" in note
