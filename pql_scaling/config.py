@@ -71,6 +71,7 @@ class WandbConfig:
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     name: Optional[str] = None
+    init_timeout_s: float = 60.0  # W&B gets this long to come up (in the background); then it is off for the run
 
 
 @dataclass
@@ -110,7 +111,7 @@ POSITIVE = ("num_envs", "max_env_steps", "algo.batch_size", "algo.critic_lr", "a
 NON_NEGATIVE = ("max_time_s", "threads", "algo.weight_decay", "algo.grad_clip", "algo.warmup_steps",
                 "algo.learning_starts", "algo.noise_std_min", "algo.noise_std_max", "algo.target_noise",
                 "algo.target_noise_clip", "algo.policy_updates_per_critic_update", "algo.alpha_lr", "algo.init_alpha",
-                "log.checkpoint_every_s")
+                "log.checkpoint_every_s", "wandb.init_timeout_s")
 UNIT_INTERVAL = ("algo.gamma", "algo.tau")
 
 

@@ -291,14 +291,15 @@ class WandbMirror:
     A resume that superseded log points rewinds the W&B run to the last kept step (W&B's `resume_from`,
     which archives the history after it) so W&B shows the same single timeline as metrics.jsonl."""
 
-    def __init__(self, cfg, run_dir, run_id, rewind_to=None, init_timeout_s=120.0):
+    def __init__(self, cfg, run_dir, run_id, rewind_to=None, rows_written=None):
         self.run, self.off, self.pending, self.error = None, True, [], None
         self.last_step = None
         w = cfg.wandb
         if w.mode == "disabled":
             return
         self.off = False
-        self.t0, self.init_timeout_s = time.monotonic(), init_timeout_s
+        self.t0, self.init_timeout_s = time.monotonic(), w.init_timeout_s
+        self.rows_written = rows_written or (lambda: 0)
         self.done = threading.Event()
         kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags), name=w.name, mode=w.mode,
                       dir=run_dir, config=config_lib.to_dict(cfg), reinit=True)
@@ -313,6 +314,7 @@ class WandbMirror:
         try:
             import wandb
 
+            kwargs["settings"] = wandb.Settings(init_timeout=self.init_timeout_s)
             try:
                 self._run = wandb.init(**kwargs)
             except Exception as e:  # noqa: BLE001
@@ -324,8 +326,9 @@ class WandbMirror:
                 self._run = wandb.init(id=run_id, resume="allow", **kwargs)
         except Exception as e:  # noqa: BLE001 - W&B must never stop training
             self.error = e
-            log.warning("W&B init failed (%s: %s); W&B is off for this run, training continues and metrics stay in "
-                        "metrics.jsonl", type(e).__name__, e)
+            log.warning("W&B init failed after %.1f s (%s: %s; %d log points written meanwhile); W&B is off for this "
+                        "run, training continues and metrics stay in metrics.jsonl", time.monotonic() - self.t0,
+                        type(e).__name__, str(e).strip()[:300], self.rows_written())
         self.done.set()
 
     def _fail(self, what, e):
@@ -338,8 +341,8 @@ class WandbMirror:
         if self.run is not None or self.off:
             return self.run is not None
         if not self.done.wait(wait):
-            if time.monotonic() - self.t0 > self.init_timeout_s:
-                self._fail("init", TimeoutError("no answer in %.0f s" % self.init_timeout_s))
+            if time.monotonic() - self.t0 > self.init_timeout_s + 30:  # wandb's own timeout did not fire
+                self._fail("init", TimeoutError("no answer in %.0f s" % (self.init_timeout_s + 30)))
             return False
         if self.error is not None:
             self.off, self.pending = True, []
@@ -365,11 +368,12 @@ class WandbMirror:
         elif not self.off:
             self.pending.append(row)
 
-    def finish(self, exit_code=0, wait_s=30.0):
-        """Send what is buffered (waiting for init at most `wait_s` more) and close the W&B run."""
+    def finish(self, exit_code=0):
+        """Send what is buffered (a short run may end before W&B is up: wait for its init, which gives up on its
+        own after init_timeout_s, plus importing wandb and starting its service) and close the W&B run."""
         if self.off and self.run is None:
             return
-        self._up(wait=max(0.0, min(wait_s, self.init_timeout_s - (time.monotonic() - self.t0))))
+        self._up(wait=max(0.0, self.init_timeout_s + 30 - (time.monotonic() - self.t0)))
         if self.run is None:
             if not self.off:
                 self._fail("init", TimeoutError("not up when the run ended"))

@@ -219,7 +219,7 @@ def train(overrides=(), quiet=False):
         if hasattr(env, "close"):
             env.close()
         raise
-    s.wandb = WandbMirror(cfg, run.path, run_id, rewind_to=rewind_to)
+    s.wandb = WandbMirror(cfg, run.path, run_id, rewind_to=rewind_to, rows_written=lambda: run.metrics_rows)
     s.display = Display("off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.task)
     old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in GRACEFUL_SIGNALS}
     status, reason, exit_code = "failed", None, 1

@@ -139,3 +139,32 @@ def test_analysis_loader_repairs_a_log_that_goes_backwards(tmp_path):
     assert table["grad_steps"].tolist() == [0, 1, 4, 5, 6]  # the later timeline wins
     (note,) = [r for _, r in skipped if "monotone" in r]
     assert str(d / "metrics.jsonl") in note and "640 -> 480" in note and "2 superseded" in note
+
+
+def closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_wandb_cut_off_costs_neither_speed_nor_clock(tmp_path):
+    pytest.importorskip("wandb")
+    d = str(tmp_path / "w")
+    p = cli(*SMALL, "max_env_steps=100000000", "max_time_s=10", "wandb.mode=online", "wandb.init_timeout_s=1",
+            "run_dir=" + d, env={"WANDB_BASE_URL": "http://127.0.0.1:%d" % closed_port(),
+                                 "WANDB_API_KEY": "x" * 40, "WANDB_MODE": "online"})
+    out, _ = p.communicate(timeout=180)
+    assert p.returncode == 0, out
+    assert status(d)["status"] == "completed" and status(d)["reason"] == "max_time_s"
+    log = open(os.path.join(d, "train.log")).read()
+    assert "W&B is off for this run" in log, log
+    import re
+
+    # W&B's wait happened beside training, not before it: log points were being written while it waited
+    assert int(re.search(r"(\d+) log points written meanwhile", log).group(1)) >= 1
+    r = rows(d)
+    steps = [x["actor_steps"] for x in r]  # every log point, none lost (and the final one where the budget ran out)
+    assert steps[:-1] == list(range(20, 20 * len(r) - 19, 20)) and steps[-2] < steps[-1] <= steps[-2] + 20, steps
+    assert r[-1]["wall_time_s"] >= 10  # the budget is training's own: all of it was spent training
