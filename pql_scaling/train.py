@@ -15,7 +15,7 @@ import torch
 
 import envs
 from pql_scaling import config as config_lib
-from pql_scaling import nets
+from pql_scaling import nets, resources
 from pql_scaling.actor import ActorRole
 from pql_scaling.learner import PLearner, VLearner
 from pql_scaling.replay import Normalizer, Replay
@@ -195,8 +195,15 @@ def train(overrides=(), quiet=False):
     if not resuming and os.path.exists(os.path.join(run_path, "metrics.jsonl")):
         raise config_lib.ConfigError("run_dir=%s already holds a run; pick another run_dir, or continue it with "
                                      "resume=%s" % (run_path, run_path))
+    resources.check_devices(cfg)
     torch.manual_seed(cfg.seed)
     env = envs.make(cfg.task, cfg.num_envs, device=cfg.actor_device or cfg.device, seed=cfg.seed, backend=cfg.backend)
+    try:
+        resources.check_memory(cfg, env.obs_dim, env.act_dim, env.num_envs)
+    except config_lib.ConfigError:
+        if hasattr(env, "close"):
+            env.close()
+        raise
     run = RunDir(run_path)
     rewind_to = None
     try:

@@ -168,3 +168,56 @@ def test_wandb_cut_off_costs_neither_speed_nor_clock(tmp_path):
     steps = [x["actor_steps"] for x in r]  # every log point, none lost (and the final one where the budget ran out)
     assert steps[:-1] == list(range(20, 20 * len(r) - 19, 20)) and steps[-2] < steps[-1] <= steps[-2] + 20, steps
     assert r[-1]["wall_time_s"] >= 10  # the budget is training's own: all of it was spent training
+
+
+@pytest.mark.parametrize("key", ["device", "actor_device", "v_learner_device", "p_learner_device"])
+def test_every_device_key_is_checked_before_anything_starts(tmp_path, key):
+    from pql_scaling.config import ConfigError
+
+    if torch.cuda.is_available():
+        bad = "cuda:%d" % torch.cuda.device_count()  # one past the last GPU
+        with pytest.raises(ConfigError, match=r"%s=%s, but this machine has \d GPU" % (key, bad)):
+            train(SMALL + [key + "=" + bad, "run_dir=%s" % (tmp_path / key)], quiet=True)
+    else:
+        for bad in ("cuda", "cuda:3"):
+            with pytest.raises(ConfigError, match=r"%s=%s, but this torch .* sees no CUDA .* set %s=cpu" % (key, bad, key)):
+                train(SMALL + [key + "=" + bad, "run_dir=%s" % (tmp_path / key)], quiet=True)
+    with pytest.raises(ConfigError, match="%s='gpu0' is not a device" % key):
+        train(SMALL + [key + "=gpu0", "run_dir=%s" % (tmp_path / key)], quiet=True)
+    assert not os.path.exists(tmp_path / key)  # nothing was started, nothing written
+
+
+def test_oversized_replay_fails_before_anything_starts_and_says_what_fits(tmp_path):
+    from pql_scaling import resources
+
+    d = str(tmp_path / "big")
+    for mode in ("sync", "trio"):
+        p = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train"] + SMALL +
+                           ["mode=" + mode, "algo.buffer_size=1000000000000", "run_dir=" + d],
+                           capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert "algo.buffer_size=1000000000000 needs 40000.00 GB" in p.stderr and "set algo.buffer_size=" in p.stderr
+        assert ("/dev/shm" in p.stderr) == (mode == "trio" and resources.shm_available() < resources.host_available())
+        fits = int(p.stderr.split("set algo.buffer_size=")[1].split()[0])
+        assert 0 < fits and fits % 8 == 0
+        assert not os.path.exists(d)
+
+
+def test_cpu_task_defaults_fit_a_16gb_laptop():
+    """Every CPU task's default replay (tasks/*.yaml) takes at most half of 16 GB."""
+    import glob
+
+    import envs
+    import tasks
+    from pql_scaling import config, resources
+
+    for path in sorted(glob.glob(os.path.join(tasks.TASK_DIR, "*.yaml"))):
+        name = os.path.basename(path)[:-5]
+        if name[0].isupper():
+            pytest.importorskip("mujoco")
+        env = envs.make(name, 1, device="cpu", seed=0)
+        cfg = config.load(["task=" + name])
+        need = cfg.algo.buffer_size * resources.replay_row_bytes(env.obs_dim, env.act_dim)
+        assert need <= 8e9, "%s: algo.buffer_size=%d takes %.1f GB" % (path, cfg.algo.buffer_size, need / 1e9)
+        if hasattr(env, "close"):
+            env.close()
