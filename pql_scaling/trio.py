@@ -40,6 +40,7 @@ the doorbell; whoever moves a counter it waits on rings it. The 50 ms timeout on
 a dead process, an error flag and a stop signal (SIGINT / SIGTERM are turned into KeyboardInterrupt at
 those safe points, never inside a wait on a shared primitive).
 """
+import io
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ import torch.multiprocessing as mp
 from pql_scaling import nets
 from pql_scaling.learner import PLearner, VLearner
 from pql_scaling.replay import Normalizer, Replay
+from pql_scaling.runlog import write_atomic
 
 LAG = 2  # actor steps the actor may run ahead of what both learners have consumed
 ROLES = ("actor", "v_learner", "p_learner")
@@ -296,10 +298,10 @@ class LearnerLoop:
         req = int(sh.ctr[REQ])
         if req == int(sh.ctr[self.ack]):
             return
-        if int(sh.ctr[REQ_KIND]) == STATE:
-            tmp = self.state_path + ".tmp"
-            torch.save(self.learner.state_dict(), tmp)
-            os.replace(tmp, self.state_path)
+        if int(sh.ctr[REQ_KIND]) == STATE:  # atomic; a full disk raises DiskFull naming it
+            buf = io.BytesIO()
+            torch.save(self.learner.state_dict(), buf)
+            write_atomic(self.state_path, buf.getvalue())
         stats = self.learner.stats.tolist()  # the only host sync of a learner, once per log point
         self.learner.stats.zero_()
         row = [self.learner.updates] + stats + [self.wait_s, time.perf_counter() - self.t0, 0.0, 0.0]

@@ -221,3 +221,66 @@ def test_cpu_task_defaults_fit_a_16gb_laptop():
         assert need <= 8e9, "%s: algo.buffer_size=%d takes %.1f GB" % (path, cfg.algo.buffer_size, need / 1e9)
         if hasattr(env, "close"):
             env.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MB tmpfs (needs root and permission to mount; skipped otherwise)."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root); test_metrics_write_* injects ENOSPC instead")
+    yield str(path)
+    subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_disk_full_during_a_run_keeps_the_last_checkpoint_and_names_the_disk(small_disk):
+    d = os.path.join(small_disk, "run")
+    p = cli(*SMALL, "max_env_steps=100000000", "log.checkpoint_every_s=0", "run_dir=" + d)
+    wait_for(lambda: os.path.exists(os.path.join(d, "checkpoints", "prev.pt")) and len(parsed_rows(d)) >= 3,
+             "a few log points and checkpoints")
+    free = os.statvfs(small_disk)
+    with open(os.path.join(small_disk, "filler"), "wb") as f:  # leave two pages: too little for a checkpoint
+        f.write(b"\0" * max(free.f_bavail * free.f_frsize - 8192, 0))
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 1 and "disk full writing %s" % d in out and "Traceback" not in out, out
+    assert "the file system holding" in out and "the previous checkpoint is intact" in out
+    for name in ("last.pt", "prev.pt"):
+        runlog.read_checkpoint(os.path.join(d, "checkpoints", name))  # both verify
+    leftovers = [f for _, _, fs in os.walk(d) for f in fs if f.endswith(".tmp")]
+    assert not leftovers, leftovers
+    lines = open(os.path.join(d, "metrics.jsonl")).read().split("\n")
+    assert lines[-1] == "" and all(json.loads(x) for x in lines[:-1])  # whole lines only
+    st = status(d)
+    assert st["status"] == "failed" and "disk full" in st["reason"], st
+    os.remove(os.path.join(small_disk, "filler"))
+    q = cli("resume=" + d, "max_env_steps=%d" % (parsed_rows(d)[-1]["env_steps"] + 160))
+    out, _ = q.communicate(timeout=120)
+    assert q.returncode == 0, out
+    steps = [r["env_steps"] for r in rows(d)]
+    assert steps == sorted(set(steps))
+
+
+def test_metrics_write_hitting_enospc_leaves_no_half_line(tmp_path, monkeypatch):
+    import errno
+
+    d = str(tmp_path / "m")
+    real_write, calls = os.write, []
+
+    def full_after_5(fd, data):
+        calls.append(len(data))
+        if len(calls) > 5:  # the sixth log point: half of it reaches the disk, then the disk is full
+            real_write(fd, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(runlog.os, "write", full_after_5)
+    with pytest.raises(runlog.DiskFull, match="disk full writing %s" % os.path.join(d, "metrics.jsonl")):
+        train(SMALL + ["max_env_steps=100000", "run_dir=" + d], quiet=True)
+    monkeypatch.undo()
+    text = open(os.path.join(d, "metrics.jsonl")).read()
+    assert text.endswith("\n") and len(text.splitlines()) == 5 and all(json.loads(x) for x in text.splitlines())
+    st = status(d)
+    assert st["status"] == "failed" and "disk full" in st["reason"]
+    runlog.read_checkpoint(os.path.join(d, "checkpoints", "last.pt"))
