@@ -92,7 +92,7 @@ class Config:
     run_dir: Optional[str] = None  # default: runs/<task>-<algo>-s<seed>-<time>
     resume: Optional[str] = None  # a run directory to continue
     r_max: Optional[float] = None  # the task's max return, for analysis normalisation
-    save_replay: bool = False  # put the replay buffer in checkpoints (exact resume, large files)
+    save_replay: bool = True  # checkpoints keep the replay as append-only segments (off by itself if the disk is short)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     net: NetConfig = field(default_factory=NetConfig)
     log: LogConfig = field(default_factory=LogConfig)

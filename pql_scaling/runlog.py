@@ -107,7 +107,15 @@ def read_jsonl_lines(path):
     return out
 
 
-def read_checkpoint(path, map_location="cpu"):
+def pack(obj):
+    """torch.save bytes followed by their SHA-256 (torch.load on the file still works: it ignores the trailer)."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    return payload + TRAILER + hashlib.sha256(payload).hexdigest().encode()
+
+
+def read_checkpoint(path, map_location="cpu", stamped=True):
     """Load a checkpoint, verifying its SHA-256 trailer and format stamp; BadCheckpoint names the path."""
     try:
         with open(path, "rb") as f:
@@ -127,6 +135,8 @@ def read_checkpoint(path, map_location="cpu"):
     except Exception as e:  # noqa: BLE001 - an unpicklable checkpoint is a bad checkpoint, whatever torch raises
         what = "is truncated or corrupted (no SHA-256 trailer, and" if legacy else "passed its SHA-256 check but"
         raise BadCheckpoint("checkpoint %s %s does not load: %s: %s)" % (path, what, type(e).__name__, str(e)[:200]))
+    if not stamped:
+        return state
     version = state.get("format_version") if isinstance(state, dict) else None
     if legacy and version is None and isinstance(state, dict) and "v_learner" in state:
         log.warning("checkpoint %s predates integrity digests (format 1): loaded unverified", path)
@@ -235,12 +245,8 @@ class RunDir:
 
     def save_checkpoint(self, state):
         """last.pt -> prev.pt, the new one -> last.pt; each step atomic, so some good checkpoint always exists."""
-        state = dict(state, format_version=CKPT_FORMAT, metrics_rows=self.metrics_rows,
-                     last_log_env_steps=self.last_env_steps)
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        payload = buf.getvalue()
-        data = payload + TRAILER + hashlib.sha256(payload).hexdigest().encode()
+        data = pack(dict(state, format_version=CKPT_FORMAT, metrics_rows=self.metrics_rows,
+                         last_log_env_steps=self.last_env_steps))
         tmp = self.checkpoint_path + ".tmp"
         try:
             with open(tmp, "wb") as f:
@@ -270,6 +276,8 @@ class RunDir:
                 continue
             if bad:
                 log.warning("resuming from the previous checkpoint %s", path)
+                if os.path.exists(self.checkpoint_path):  # kept for inspection, out of the rotation
+                    os.replace(self.checkpoint_path, self.checkpoint_path + ".bad-" + time.strftime("%Y%m%d-%H%M%S"))
             state["loaded_from"] = path
             return state
         if bad:

@@ -6,6 +6,7 @@ checkpoint; `resume=RUN_DIR` continues from that checkpoint and appends to the s
 """
 import math
 import os
+import shutil
 import signal
 import time
 import traceback
@@ -19,6 +20,7 @@ from pql_scaling import nets, resources
 from pql_scaling.actor import ActorRole
 from pql_scaling.learner import PLearner, VLearner
 from pql_scaling.replay import Normalizer, Replay
+from pql_scaling.replay_store import ReplayStore
 from pql_scaling.runlog import DiskFull, Display, RunDir, WandbMirror, log
 
 GRACEFUL_SIGNALS = (signal.SIGTERM,)
@@ -44,6 +46,16 @@ class Session:
         actor_net, critic = actor_net.to(actor_device), critic.to(device)
         self.norm = Normalizer(env.obs_dim, actor_device, clip=a.obs_clip, enabled=a.obs_norm)
         self.replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device)
+        self.replay_store = None
+        if cfg.save_replay:
+            need = 1.5 * self.replay.capacity * resources.replay_row_bytes(env.obs_dim, env.act_dim)
+            free = shutil.disk_usage(run.ckpt_dir).free
+            if need < 0.5 * free:
+                self.replay_store = ReplayStore(run.ckpt_dir, self.replay.capacity)
+            else:
+                log.warning("save_replay: the replay's segments would take up to %.1f GB, more than half of the %.1f GB "
+                            "free in %s; checkpoints hold no replay (a resume refills it)", need / 1e9, free / 1e9,
+                            run.ckpt_dir)
         self.v_learner = VLearner(cfg, critic, actor_net, self.norm, device)
         self.p_learner = PLearner(cfg, actor_net, critic, self.norm, actor_device, env.act_dim)
         self.actor = ActorRole(cfg, env, self.replay, self.norm, actor_device)
@@ -127,7 +139,13 @@ class Session:
         if self.before_checkpoint is not None:
             self.before_checkpoint()
         self.counters["wall_time_s"] = self.wall_time(now)
+        store = self.replay_store
+        prev_rows = store.saved if store is not None else 0
+        if store is not None:
+            store.save(self.replay)  # the rows new since the last checkpoint, before the checkpoint that names them
         self.run.save_checkpoint(self.state_dict())
+        if store is not None:
+            store.prune(prev_rows)  # prev.pt is now the checkpoint at prev_rows
         self.last_ckpt = now or time.monotonic()
 
     def state_dict(self):
@@ -135,12 +153,10 @@ class Session:
             "v_learner": self.v_learner.state_dict(), "p_learner": self.p_learner.state_dict(),
             "norm": self.norm.state_dict(), "actor": self.actor.state_dict(), "counters": dict(self.counters),
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "replay_rows": self.replay.rows,
+            "replay_rows": self.replay.rows, "replay_saved": self.replay_store is not None,
         }
         if hasattr(self.env, "state_dict"):
             state["env"] = self.env.state_dict()
-        if self.cfg.save_replay:
-            state["replay"] = self.replay.state_dict()
         return state
 
     def load_state_dict(self, s):
@@ -154,8 +170,10 @@ class Session:
             torch.cuda.set_rng_state_all(s["rng"]["cuda"])
         if "env" in s and hasattr(self.env, "load_state_dict"):
             self.env.load_state_dict(s["env"])
-        if "replay" in s:
+        if "replay" in s:  # format 1: the whole replay inside the checkpoint
             self.replay.load_state_dict(s["replay"])
+        elif s.get("replay_saved") and self.replay_store is not None:
+            self.replay_store.load(self.replay, s["replay_rows"])
         else:
             log.info("checkpoint holds no replay (save_replay=false): the replay refills before learning resumes")
 
