@@ -91,14 +91,25 @@ def wait_for(cond, timeout):
     return time.monotonic() - t0
 
 
-def shm():
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+def shm_mapped(pids):
+    """The /dev/shm files (named semaphores, shared tensors) these processes map that still have a name: exactly
+    what would leak if nobody unlinked them (other users' files on a shared machine are not counted)."""
+    out = set()
+    for q in pids:
+        try:
+            with open("/proc/%d/maps" % q) as f:
+                for line in f:
+                    path = line.split(None, 5)[-1].strip() if len(line.split()) >= 6 else ""
+                    if path.startswith("/dev/shm/") and not path.endswith("(deleted)"):
+                        out.add(path)
+        except OSError:
+            pass
+    return out
 
 
 def drill(kind, d, rng, leg_env_steps=3200):
     """One fault and its resume; returns a result row."""
     res = {"kind": kind, "run_dir": d}
-    shm0 = shm()
     t_start = time.monotonic()
     p = cli(ARGS + ["max_env_steps=100000000", "run_dir=" + d])
     res["t_to_first_rows_s"] = wait_for(lambda: len(rows(d)) >= 2, 180)
@@ -109,6 +120,8 @@ def drill(kind, d, rng, leg_env_steps=3200):
     log = open(os.path.join(d, "train.log")).read()
     pids = dict((r, int(x)) for r, x in re.findall(r"trio: (\w+) is pid (\d+)", log))
     family = descendants(p.pid) | {p.pid}
+    named = shm_mapped(family)
+    res["shm_named_at_fault"] = len(named)
     target = p.pid if kind.endswith("actor") else pids[kind[len("sigkill_"):]]
     before = rows(d)
     t0 = time.monotonic()
@@ -118,7 +131,8 @@ def drill(kind, d, rng, leg_env_steps=3200):
     res["t_clean_s"] = wait_for(lambda: not any(alive(q) for q in family), 60)
     res["t_fault_to_exit_s"] = time.monotonic() - t0
     res["orphans"] = sorted(q for q in family if alive(q))
-    res["shm_left"] = sorted(f for f in shm() - shm0 if f.startswith("sem.mp") or any("_%d_" % q in f for q in family))
+    wait_for(lambda: not any(os.path.exists(f) for f in named), 5)  # the resource tracker unlinks on its way out
+    res["shm_left"] = sorted(f for f in named if os.path.exists(f))
     st = read_json(os.path.join(d, "status.json"))
     res["status"], res["reason"] = st.get("status"), (st.get("reason") or "")[:300]
     ckpt_rows = None
@@ -195,15 +209,48 @@ def summary(results):
     return table
 
 
+def fuzz_counts(n):
+    """Run tests/test_fuzz.py's families with n examples each; cases tried per family and any failure."""
+    import pathlib
+
+    os.environ["FUZZ_EXAMPLES"] = str(n)
+    sys.path.insert(0, ROOT)
+    import tests.test_fuzz as tf
+
+    class Factory:
+        def mktemp(self, name):
+            return pathlib.Path(tempfile.mkdtemp(prefix=name))
+
+    failures = {}
+    for name in sorted(dir(tf)):
+        if name.startswith("test_fuzz_"):
+            fn = getattr(tf, name)
+            t0 = time.monotonic()
+            try:
+                fn() if name == "test_fuzz_training_overrides" else fn(tmp_path_factory=Factory())
+            except Exception as e:  # noqa: BLE001 - a found bug is a result to record
+                failures[name] = "%s: %s" % (type(e).__name__, str(e)[:1000])
+            print("%s: %.0f s" % (name, time.monotonic() - t0), flush=True)
+    return {"examples_per_test": n, "cases_tried": dict(tf.TRIED), "failures": failures}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "drills.json"))
+    ap.add_argument("--fuzz", type=int, default=0, help="instead of the drills: fuzz each family with this many examples")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from common import save
+
+    if args.fuzz:
+        payload = dict(read_json(args.out), fuzz=fuzz_counts(args.fuzz),
+                       fuzz_command="python benchmarks/drills.py --fuzz %d" % args.fuzz, fuzz_loadavg_after=os.getloadavg())
+        payload.pop("machine", None)
+        save(args.out, payload)
+        return
 
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as base:
