@@ -307,3 +307,46 @@ def test_killed_and_resumed_run_learns_exactly_like_an_uninterrupted_one(tmp_pat
         assert strip(rows(d))[:kept] == strip(rows(a))[:kept]
     segs = os.listdir(os.path.join(str(tmp_path / "b"), "checkpoints", "replay"))
     assert segs and all(s.startswith("seg-") for s in segs)
+
+
+def _drills():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("drills", os.path.join(ROOT, "benchmarks", "drills.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_drill_sigkill_of_the_trio_actor(tmp_path):
+    """The short form of benchmarks/drills.py: SIGKILL the main process (the actor) of a trio run. The V-learner
+    says so in status.json, nothing is left running or in /dev/shm, and the resume continues on one timeline.
+    (SIGKILL of a learner and SIGTERM are tests in test_trio.py; all four kinds run in the benchmark.)"""
+    import random
+
+    r = _drills().drill("sigkill_actor", str(tmp_path / "a"), random.Random(0), leg_env_steps=640)
+    assert r["t_status_s"] is not None and r["cause_named"], r
+    assert r["status"] == "failed" and "resume=" in r["reason"]
+    assert r["t_clean_s"] is not None and not r["orphans"] and not r["shm_left"], r
+    assert r["shm_named_at_fault"] > 0  # the check looked at something: the run's named semaphores
+    assert r["counters_continue"] and r["one_point_per_step"] and r["resume_status"] == "completed", r
+
+
+def test_trio_beside_cpu_hogs_keeps_exact_ratios(tmp_path):
+    """The machine oversubscribed (a busy loop per core beside the three roles): no deadlock, no lost wake-up
+    (the run ends by itself), and the counts are exactly sync mode's."""
+    from tests.test_trio import SMALL as TRIO, expected_counts
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        d = str(tmp_path / "h")
+        p = cli(*TRIO, "mode=trio", "max_env_steps=1600", "log.live=off", "run_dir=" + d)
+        out, _ = p.communicate(timeout=600)  # a deadlock fails here, loudly
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert p.returncode == 0, out
+    last = rows(d)[-1]
+    assert status(d)["status"] == "completed" and last["env_steps"] == 1600
+    assert (last["critic_updates"], last["policy_updates"]) == expected_counts(100, 16, 64, 2, 0.5)
