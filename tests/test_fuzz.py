@@ -1,7 +1,7 @@
 """Fuzzing with hypothesis: every training override, analysis config and malformed log file ends in a
 ConfigError / AnalysisInputError naming the key or file (or loads), never a traceback.
 
-Budgets are small (FUZZ_EXAMPLES, default 60 per family) so the suite stays fast; benchmarks/drills.py --fuzz
+Budgets are small (FUZZ_EXAMPLES, default 30 per test) so the suite stays fast; benchmarks/drills.py --fuzz
 runs the same checks with more examples and records the counts in benchmarks/results/drills.json."""
 import json
 import math
@@ -15,7 +15,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from pql_scaling import config, resources  # noqa: E402
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 TRIED = {}  # family -> cases tried, read by benchmarks/drills.py
