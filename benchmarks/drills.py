@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = ("sigkill_actor", "sigkill_v_learner", "sigkill_p_learner", "sigterm_actor")
 ARGS = ["task=pendulum", "mode=trio", "num_envs=16", "algo.batch_size=32", "net.actor_hidden=[32,32]",
         "net.critic_hidden=[32,32]", "algo.critic_updates_per_step=2", "algo.policy_updates_per_critic_update=0.5",
-        "log.every_steps=20", "threads=1", "log.live=off", "log.checkpoint_every_s=2"]
+        "log.every_steps=20", "threads=1", "log.live=off", "log.checkpoint_every_s=2", "max_time_s=0"]
 CONFIGURED_UTD = 2 / 16
 
 
