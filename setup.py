@@ -19,6 +19,7 @@ extras["dev"] = sorted(
         + [
             "pytest>=7",
             "pytest-timeout",
+            "hypothesis>=6",  # tests/test_fuzz.py
             "gymnasium[classic-control]>=1.0",
             "stable-baselines3>=2.0",
             "vermin>=1.6",

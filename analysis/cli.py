@@ -31,8 +31,16 @@ def analyze_main(argv):
     cfg = {}
     if a.config:
         import yaml
-        with open(a.config) as fh:
-            cfg = yaml.safe_load(fh) or {}
+        try:
+            with open(a.config) as fh:
+                cfg = yaml.safe_load(fh) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            print(f"pql-scale analyze: config {a.config}: cannot be read as YAML: {str(e).splitlines()[0]}", file=sys.stderr)
+            return 2
+        if not isinstance(cfg, dict):
+            print(f"pql-scale analyze: config {a.config}: must be a mapping of keys (inputs, format, ...), "
+                  f"got a {type(cfg).__name__}", file=sys.stderr)
+            return 2
     for k in ("format", "out", "bootstrap", "sweep_threshold", "thresholds", "model_size", "delta",
               "holdout_top_k", "hparam_fits", "compute", "seed"):
         if getattr(a, k) is not None:
@@ -41,10 +49,18 @@ def analyze_main(argv):
         cfg["inputs"] = a.inputs
     if isinstance(cfg.get("inputs"), str):
         cfg["inputs"] = [cfg["inputs"]]
-    mr = dict(cfg.get("max_returns") or {})
+    mr = cfg.get("max_returns") or {}
+    if not isinstance(mr, dict):
+        print(f"pql-scale analyze: max_returns must map task -> R_max (e.g. {{Ant: 6000}}), got {mr!r}", file=sys.stderr)
+        return 2
+    mr = dict(mr)
     for kv in a.max_return:
         k, _, v = kv.partition("=")
-        mr[k] = float(v)
+        try:
+            mr[k] = float(v)
+        except ValueError:
+            print(f"pql-scale analyze: --max-return {kv!r}: expected TASK=R_MAX with a number", file=sys.stderr)
+            return 2
     cfg["max_returns"] = mr
     from . import pipeline, report
     try:

@@ -42,8 +42,17 @@ def load_qscaled(root, returns_key="episode.return", algo="sac", model_size=np.n
             m = _QS.search(os.path.join(dirpath, f).replace(os.sep, "/"))
             if not m or m["key"] != returns_key:
                 continue
-            arr = np.load(os.path.join(dirpath, f))
+            path = os.path.join(dirpath, f)
+            try:
+                arr = np.asarray(np.load(path, allow_pickle=False), dtype=float)
+            except (OSError, ValueError, TypeError) as e:
+                raise AnalysisInputError(f"{path}: not a numeric .npy array ({type(e).__name__}: {e})") from None
+            if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 2:
+                raise AnalysisInputError(f"{path}: expected a [T, 1 + seeds] array (column 0 = env step), got shape "
+                                         f"{arr.shape}")
             steps, ret = arr[:, 0], arr[:, 1:]
+            if not np.isfinite(steps).all() or (np.diff(steps) <= 0).any():
+                raise AnalysisInputError(f"{path}: column 0 (env steps) must be finite and strictly increasing")
             t, s = ret.shape
             fidx.append(np.full(t * s, len(metas)))
             metas.append({"task": m["task"], "algo": algo, "sigma": float(m["utd"]), "batch_size": float(m["bs"]),
@@ -82,6 +91,38 @@ def _read_metrics(path):
     return rows, notes
 
 
+def _number(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+
+def _fnum(x):
+    """A config value as a float; NaN when it is missing or not a number (YAML 1.1 leaves `1e-3` a string)."""
+    if isinstance(x, bool) or x is None:
+        return np.nan
+    try:
+        return float(x)
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
+
+
+def _one_timeline(rows, path):
+    """A log whose env_steps go backwards (a run resumed from a checkpoint before a crash's last log points, by a
+    version that did not supersede them) holds two timelines over the same steps: keep the later one, the one
+    the run continued, and say how many points were dropped. Returns (rows, notes)."""
+    kept, dropped, first = [], 0, None
+    for r in rows:
+        while kept and kept[-1]["env_steps"] >= r["env_steps"]:
+            if first is None:
+                first = (kept[-1]["env_steps"], r["env_steps"])
+            kept.pop()
+            dropped += 1
+        kept.append(r)
+    if not dropped:
+        return rows, []
+    return kept, [f"{path}: env_steps not monotone (went {first[0]:g} -> {first[1]:g}): repaired by keeping the "
+                  f"later timeline, {dropped} superseded log point(s) dropped"]
+
+
 def _get(d, dotted, default=None):
     for k in dotted.split("."):
         if not isinstance(d, dict) or k not in d:
@@ -115,23 +156,31 @@ def load_runs(root, include_running=True):
         try:
             with open(os.path.join(dirpath, "config.yaml")) as fh:
                 cfg = yaml.safe_load(fh) or {}
-        except yaml.YAMLError as e:
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             skipped.append((dirpath, f"config.yaml unreadable: {e}"))
+            continue
+        if not isinstance(cfg, dict):
+            skipped.append((dirpath, f"config.yaml is not a mapping (a {type(cfg).__name__})"))
             continue
         info = {}
         if "run.json" in files:
             try:
                 with open(os.path.join(dirpath, "run.json")) as fh:
                     info = json.load(fh)
-            except (OSError, json.JSONDecodeError) as e:
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
                 skipped.append((dirpath, f"run.json unreadable ({e}); using config.yaml only"))
+            if not isinstance(info, dict):
+                skipped.append((dirpath, "run.json is not an object; using config.yaml only"))
+                info = {}
         status = {}
         if "status.json" in files:
             try:
                 with open(os.path.join(dirpath, "status.json")) as fh:
                     status = json.load(fh)
-            except (OSError, json.JSONDecodeError):
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 status = {"status": "running"}  # being rewritten right now
+            if not isinstance(status, dict):
+                status = {"status": "unknown"}
         st = status.get("status", "unknown")
         if st == "failed":
             skipped.append((dirpath, f"status failed: {status.get('reason')}"))
@@ -141,28 +190,39 @@ def load_runs(root, include_running=True):
             continue
         rows, notes = _read_metrics(os.path.join(dirpath, "metrics.jsonl"))
         skipped += [(dirpath, n) for n in notes]
-        rows = [r for r in rows if r.get("env_steps") is not None]
+        good = [r for r in rows if isinstance(r, dict) and _number(r.get("env_steps"))]
+        if len(good) < len(rows):
+            skipped.append((dirpath, f"{len(rows) - len(good)} log point(s) without a finite numeric env_steps skipped"))
+        rows = good
+        rows, notes = _one_timeline(rows, os.path.join(dirpath, "metrics.jsonl"))
+        skipped += [(dirpath, n) for n in notes]
         if not rows:
             skipped.append((dirpath, "metrics.jsonl has no log point with env_steps"))
             continue
-        num_envs = int(info.get("num_envs", cfg.get("num_envs", 1)) or 1)
-        sigma = info.get("utd")
-        if sigma is None:
-            cups = _get(cfg, "algo.critic_updates_per_step")
-            sigma = float(cups) / num_envs if cups is not None else np.nan
+        num_envs = _fnum(info.get("num_envs", cfg.get("num_envs", 1)))
+        if not (num_envs >= 1 and num_envs == int(num_envs)):
+            skipped.append((dirpath, f"num_envs {info.get('num_envs', cfg.get('num_envs'))!r} is not a positive "
+                                     "integer (run.json / config.yaml)"))
+            continue
+        num_envs = int(num_envs)
+        sigma = _fnum(info.get("utd"))
+        if not np.isfinite(sigma):
+            sigma = _fnum(_get(cfg, "algo.critic_updates_per_step")) / num_envs
         m = pd.DataFrame(rows)
-        get = lambda k: m[k].astype(float).to_numpy() if k in m else np.full(len(m), np.nan)
+        # a non-numeric value (a string, a bool, null) in a numeric column is missing, not a crash
+        get = lambda k: pd.to_numeric(m[k].map(lambda x: x if _number(x) or (isinstance(x, float) and x != x) else np.nan),
+                                      errors="coerce").astype(float).to_numpy() if k in m else np.full(len(m), np.nan)
+        seed = _fnum(info.get("seed", cfg.get("seed", 0)))
         parts.append(pd.DataFrame({
-            "task": info.get("task", cfg.get("task")), "algo": _algo_arch(info, cfg),
-            "sigma": float(sigma), "batch_size": float(info.get("batch_size", _get(cfg, "algo.batch_size", np.nan))),
-            "lr": float(info.get("critic_lr", _get(cfg, "algo.critic_lr", np.nan))),
-            "model_size": float(info.get("critic_params", np.nan)),
-            "experts": int(info.get("experts", 0) or 0), "num_envs": num_envs,
-            "seed": int(info.get("seed", cfg.get("seed", 0))), "run": dirpath,
+            "task": str(info.get("task", cfg.get("task"))), "algo": _algo_arch(info, cfg),
+            "sigma": sigma, "batch_size": _fnum(info.get("batch_size", _get(cfg, "algo.batch_size", np.nan))),
+            "lr": _fnum(info.get("critic_lr", _get(cfg, "algo.critic_lr", np.nan))),
+            "model_size": _fnum(info.get("critic_params", np.nan)),
+            "experts": int(_fnum(info.get("experts", 0)) if np.isfinite(_fnum(info.get("experts", 0))) else 0),
+            "num_envs": num_envs, "seed": int(seed) if np.isfinite(seed) else 0, "run": dirpath,
             "env_steps": get("env_steps"), "grad_steps": get("critic_updates"), "flops": get("flops"),
             "wall_time_s": get("wall_time_s"), "return": get("return_mean"),
-            "r_max": float(info.get("r_max") if info.get("r_max") is not None else
-                           (cfg.get("r_max") if cfg.get("r_max") is not None else np.nan))}))
+            "r_max": _fnum(info.get("r_max") if info.get("r_max") is not None else cfg.get("r_max"))}))
         if st == "running":
             skipped.append((dirpath, f"note: run still running, using its {len(rows)} log points so far"))
     if not parts:

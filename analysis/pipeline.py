@@ -96,11 +96,34 @@ def _num(cfg, key, typ=float):
         raise AnalysisInputError(f"config key `{key}` must be a number, got {cfg[key]!r}") from None
 
 
+def _check_types(cfg):
+    """The shapes _run relies on, each wrong one named (YAML lets any key hold anything)."""
+    if isinstance(cfg["inputs"], str):
+        cfg["inputs"] = [cfg["inputs"]]
+    if not isinstance(cfg["inputs"], (list, tuple)) or not all(isinstance(x, str) for x in cfg["inputs"]):
+        raise AnalysisInputError(f"config key `inputs` must be a list of paths or wandb://entity/project, got {cfg['inputs']!r}")
+    for key, options in (("format", ("auto", "runs", "qscaled", "wandb", "model_scaling", "bro_ablations")), ("compute", ("r1", "measured")),
+                         ("no_crossing", ("first", "skip"))):
+        if cfg[key] not in options:
+            raise AnalysisInputError(f"config key `{key}` must be one of {list(options)}, got {cfg[key]!r}")
+    for key in ("out", "hparam_fits"):
+        if cfg[key] is not None and not isinstance(cfg[key], str):
+            raise AnalysisInputError(f"config key `{key}` must be a path, got {cfg[key]!r}")
+    if not isinstance(cfg["max_returns"], dict):
+        raise AnalysisInputError(f"config key `max_returns` must map task -> R_max, got {cfg['max_returns']!r}")
+    if cfg["thresholds"] is not None and not isinstance(cfg["thresholds"], (list, tuple, dict)):
+        raise AnalysisInputError(f"config key `thresholds` must be a list of numbers or map task -> J (or [J, ...]), "
+                                 f"got {cfg['thresholds']!r}")
+    if not isinstance(cfg["plots"], bool):
+        raise AnalysisInputError(f"config key `plots` must be true or false, got {cfg['plots']!r}")
+
+
 def _run(cfg, api=None):
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
         raise AnalysisInputError(f"unknown config key(s) {unknown}; known: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None}}
+    _check_types(cfg)
     if _is_r5(cfg):
         return r5_analysis(cfg, api)
     for k in ("sweep_threshold", "delta"):

@@ -45,6 +45,7 @@ def _keys():
 
 def _train(argv):
     from pql_scaling import config
+    from pql_scaling.runlog import DiskFull
     from pql_scaling.train import Diverged, train
 
     if any(a in ("-h", "--help") for a in argv):
@@ -65,6 +66,9 @@ def _train(argv):
         return 2
     except Diverged as e:
         print("training diverged: %s" % e, file=sys.stderr)
+        return 1
+    except DiskFull as e:
+        print("error: %s" % e, file=sys.stderr)
         return 1
     except (ValueError, ImportError, FileNotFoundError) as e:
         print("error: %s" % e, file=sys.stderr)

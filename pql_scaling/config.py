@@ -73,7 +73,7 @@ class NetConfig:
 @dataclass
 class LogConfig:
     every_steps: int = 100  # actor steps between log points (a host sync happens only here)
-    checkpoint_every_s: float = 300.0
+    checkpoint_every_s: float = 120.0  # a preempted run loses at most this much work (plus prev.pt kept)
     live: str = "auto"  # auto | rich | plain | off
 
 
@@ -85,6 +85,7 @@ class WandbConfig:
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     name: Optional[str] = None
+    init_timeout_s: float = 60.0  # W&B gets this long to come up (in the background); then it is off for the run
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Config:
     run_dir: Optional[str] = None  # default: runs/<task>-<algo>-s<seed>-<time>
     resume: Optional[str] = None  # a run directory to continue
     r_max: Optional[float] = None  # the task's max return, for analysis normalisation
-    save_replay: bool = False  # put the replay buffer in checkpoints (exact resume, large files)
+    save_replay: bool = True  # checkpoints keep the replay as append-only segments (off by itself if the disk is short)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     net: NetConfig = field(default_factory=NetConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -140,7 +141,7 @@ POSITIVE = ("num_envs", "max_env_steps", "algo.batch_size", "algo.critic_lr", "a
 NON_NEGATIVE = ("max_time_s", "threads", "algo.weight_decay", "algo.grad_clip", "algo.warmup_steps",
                 "algo.learning_starts", "algo.noise_std_min", "algo.noise_std_max", "algo.target_noise",
                 "algo.target_noise_clip", "algo.policy_updates_per_critic_update", "algo.alpha_lr", "algo.init_alpha",
-                "log.checkpoint_every_s")
+                "log.checkpoint_every_s", "wandb.init_timeout_s")
 UNIT_INTERVAL = ("algo.gamma", "algo.tau")
 
 

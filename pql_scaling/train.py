@@ -6,6 +6,7 @@ checkpoint; `resume=RUN_DIR` continues from that checkpoint and appends to the s
 """
 import math
 import os
+import shutil
 import signal
 import time
 import traceback
@@ -16,11 +17,12 @@ import torch
 import envs
 import tasks
 from pql_scaling import config as config_lib
-from pql_scaling import nets
+from pql_scaling import nets, resources
 from pql_scaling.actor import ActorRole
 from pql_scaling.learner import PLearner, VLearner
 from pql_scaling.replay import Normalizer, Replay
-from pql_scaling.runlog import Display, RunDir, WandbMirror, log
+from pql_scaling.replay_store import ReplayStore
+from pql_scaling.runlog import DiskFull, Display, RunDir, WandbMirror, log
 
 GRACEFUL_SIGNALS = (signal.SIGTERM,)
 
@@ -45,6 +47,16 @@ class Session:
         actor_net, critic = actor_net.to(actor_device), critic.to(device)
         self.norm = Normalizer(env.obs_dim, actor_device, clip=a.obs_clip, enabled=a.obs_norm)
         self.replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device)
+        self.replay_store = None
+        if cfg.save_replay:
+            need = 1.5 * self.replay.capacity * resources.replay_row_bytes(env.obs_dim, env.act_dim)
+            free = shutil.disk_usage(run.ckpt_dir).free
+            if need < 0.5 * free:
+                self.replay_store = ReplayStore(run.ckpt_dir, self.replay.capacity)
+            else:
+                log.warning("save_replay: the replay's segments would take up to %.1f GB, more than half of the %.1f GB "
+                            "free in %s; checkpoints hold no replay (a resume refills it)", need / 1e9, free / 1e9,
+                            run.ckpt_dir)
         self.v_learner = VLearner(cfg, critic, actor_net, self.norm, device)
         self.p_learner = PLearner(cfg, actor_net, critic, self.norm, actor_device, env.act_dim)
         self.actor = ActorRole(cfg, env, self.replay, self.norm, actor_device)
@@ -155,7 +167,13 @@ class Session:
         if self.before_checkpoint is not None:
             self.before_checkpoint()
         self.counters["wall_time_s"] = self.wall_time(now)
+        store = self.replay_store
+        prev_rows = store.saved if store is not None else 0
+        if store is not None:
+            store.save(self.replay)  # the rows new since the last checkpoint, before the checkpoint that names them
         self.run.save_checkpoint(self.state_dict())
+        if store is not None:
+            store.prune(prev_rows)  # prev.pt is now the checkpoint at prev_rows
         self.last_ckpt = now or time.monotonic()
 
     def state_dict(self):
@@ -163,12 +181,10 @@ class Session:
             "v_learner": self.v_learner.state_dict(), "p_learner": self.p_learner.state_dict(),
             "norm": self.norm.state_dict(), "actor": self.actor.state_dict(), "counters": dict(self.counters),
             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
-            "replay_rows": self.replay.rows,
+            "replay_rows": self.replay.rows, "replay_saved": self.replay_store is not None,
         }
         if hasattr(self.env, "state_dict"):
             state["env"] = self.env.state_dict()
-        if self.cfg.save_replay:
-            state["replay"] = self.replay.state_dict()
         return state
 
     def load_state_dict(self, s):
@@ -182,8 +198,10 @@ class Session:
             torch.cuda.set_rng_state_all(s["rng"]["cuda"])
         if "env" in s and hasattr(self.env, "load_state_dict"):
             self.env.load_state_dict(s["env"])
-        if "replay" in s:
+        if "replay" in s:  # format 1: the whole replay inside the checkpoint
             self.replay.load_state_dict(s["replay"])
+        elif s.get("replay_saved") and self.replay_store is not None:
+            self.replay_store.load(self.replay, s["replay_rows"])
         else:
             log.info("checkpoint holds no replay (save_replay=false): the replay refills before learning resumes")
 
@@ -228,11 +246,23 @@ def train(overrides=(), quiet=False, started=None):
     if not resuming and os.path.exists(os.path.join(run_path, "metrics.jsonl")):
         raise config_lib.ConfigError("run_dir=%s already holds a run; pick another run_dir, or continue it with "
                                      "resume=%s" % (run_path, run_path))
+    resources.check_devices(cfg)
     torch.manual_seed(cfg.seed)
     env = envs.make(cfg.task, cfg.num_envs, device=cfg.actor_device or cfg.device, seed=cfg.seed, backend=cfg.backend)
-    run = RunDir(run_path)
-    state = run.load_checkpoint(map_location=cfg.device) if resuming else None
     try:
+        resources.check_memory(cfg, env.obs_dim, env.act_dim, env.num_envs)
+    except config_lib.ConfigError:
+        if hasattr(env, "close"):
+            env.close()
+        raise
+    run = RunDir(run_path)
+    rewind_to = None
+    try:
+        state = run.load_checkpoint(map_location=cfg.device) if resuming else None
+        if state is not None:  # one timeline: log points the checkpoint never saw are superseded
+            moved, last = run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * env.num_envs)
+            if moved:
+                rewind_to = -1 if last is None else last
         s = Session(cfg, run, env, state, started=started)
         s.facts["clock_starts_at"] = "the first actor step"  # wall_time_s, max_time_s; start-up is startup_s
         run_id = s.counters.get("run_id") or uuid.uuid4().hex[:12]
@@ -247,8 +277,10 @@ def train(overrides=(), quiet=False, started=None):
             print("%s on %s: defaults from %s (overrides on top)" % (cfg.task, cfg.device, s.facts["defaults"]), flush=True)
     except Exception:
         run.close()
+        if hasattr(env, "close"):
+            env.close()
         raise
-    s.wandb = WandbMirror(cfg, run.path, run_id)
+    s.wandb = WandbMirror(cfg, run.path, run_id, rewind_to=rewind_to, rows_written=lambda: run.metrics_rows)
     s.display = Display("off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.task)
     old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in GRACEFUL_SIGNALS}
     status, reason, exit_code = "failed", None, 1
@@ -263,9 +295,10 @@ def train(overrides=(), quiet=False, started=None):
         status, reason, exit_code = "completed", s.stop_reason, 0
     except KeyboardInterrupt as e:
         log.warning("interrupted (%s): writing a final checkpoint", e or "Ctrl-C")
+        reason = "interrupted (%s); continue with resume=%s" % (e or "Ctrl-C", run.path)
         s.checkpoint()
-        status, reason = "stopped", "interrupted (%s); continue with resume=%s" % (e or "Ctrl-C", run.path)
-    except Diverged as e:
+        status = "stopped"
+    except (Diverged, DiskFull) as e:
         reason = str(e)
         log.error(reason)
         raise
@@ -274,7 +307,10 @@ def train(overrides=(), quiet=False, started=None):
         log.error("training failed:\n%s", traceback.format_exc())
         raise
     finally:
-        run.set_status(status, reason, env_steps=s.env_steps)
+        try:
+            run.set_status(status, reason, env_steps=s.env_steps)
+        except DiskFull as e:  # the disk is full: say so where it can still be said
+            log.error("could not write status.json (%s): %s; %s", status, reason, e)
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
         s.display.close()

@@ -40,6 +40,7 @@ the doorbell; whoever moves a counter it waits on rings it. The 50 ms timeout on
 a dead process, an error flag and a stop signal (SIGINT / SIGTERM are turned into KeyboardInterrupt at
 those safe points, never inside a wait on a shared primitive).
 """
+import io
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ import torch.multiprocessing as mp
 from pql_scaling import nets
 from pql_scaling.learner import PLearner, VLearner
 from pql_scaling.replay import Normalizer, Replay
+from pql_scaling.runlog import write_atomic, write_json_atomic
 
 LAG = 2  # actor steps the actor may run ahead of what both learners have consumed
 ROLES = ("actor", "v_learner", "p_learner")
@@ -64,6 +66,10 @@ log = logging.getLogger("pql_scaling")
 
 class RoleFailed(RuntimeError):
     pass
+
+
+class ActorGone(SystemExit):
+    """The main process (the actor) is gone without telling us: killed (SIGKILL, the OOM killer) or crashed."""
 
 
 class Schedule:
@@ -252,6 +258,19 @@ def learner_main(role, cfg, obs_dim, act_dim, sh, init_state, log_path, parent_p
     log.setLevel(logging.INFO)
     try:
         (loop_cls or LearnerLoop)(role, cfg, obs_dim, act_dim, sh, init_state, log_path, parent_pid).run()
+    except ActorGone:
+        code = 1
+        log.error("%s: the actor (main process, pid %d) is gone; stopping", role, parent_pid)
+        if role == "v_learner":  # nobody else is left to say what happened
+            run_path = os.path.dirname(log_path)
+            try:
+                write_json_atomic(os.path.join(run_path, "status.json"), dict(
+                    status="failed", time=time.strftime("%Y-%m-%dT%H:%M:%S"), detected_by=role,
+                    reason="the actor (main process, pid %d) died without a word: killed (SIGKILL, the OOM killer, a "
+                           "preemption without SIGTERM) or crashed; the learners stopped; continue with resume=%s"
+                           % (parent_pid, run_path)))
+            except Exception as e:  # noqa: BLE001 - a full disk must not keep this process alive
+                log.error("could not write status.json: %s", e)
     except SystemExit:
         code = 0  # told to stop
     except BaseException as e:  # noqa: BLE001 - every failure must reach the main process
@@ -311,16 +330,18 @@ class LearnerLoop:
     def service(self):
         """Answer the main process's requests; leave when told to stop or when the main process is gone."""
         sh = self.sh
-        if int(sh.ctr[STOP]) or os.getppid() != self.parent_pid:
+        if os.getppid() != self.parent_pid:
+            raise ActorGone(1)
+        if int(sh.ctr[STOP]):
             raise SystemExit(0)
         req = int(sh.ctr[REQ])
         if req == int(sh.ctr[self.ack]):
             return
         self.flush()  # answer with every queued update counted and the newest weights published
-        if int(sh.ctr[REQ_KIND]) == STATE:
-            tmp = self.state_path + ".tmp"
-            torch.save(self.learner.state_dict(), tmp)
-            os.replace(tmp, self.state_path)
+        if int(sh.ctr[REQ_KIND]) == STATE:  # atomic; a full disk raises DiskFull naming it
+            buf = io.BytesIO()
+            torch.save(self.learner.state_dict(), buf)
+            write_atomic(self.state_path, buf.getvalue())
         stats = self.learner.stats.tolist()  # the only host sync of a learner, once per log point
         self.learner.stats.zero_()
         row = [self.learner.updates] + stats + [self.wait_s, time.perf_counter() - self.t0, self.lag_sum, self.lag_n]
