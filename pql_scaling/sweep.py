@@ -623,6 +623,9 @@ def _slurm(spec, runs, retry, board):
         import submitit
     except ImportError:
         raise SpecError("launcher.kind=slurm needs submitit: pip install -e \".[slurm]\"")
+    import logging
+
+    logging.getLogger("submitit").setLevel(logging.ERROR)  # without slurmdbd every sacct call warns
     o = spec.launcher.slurm
     folder = o.folder or os.path.join(spec.out, ".submitit", "%j")
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
@@ -643,10 +646,14 @@ def _slurm(spec, runs, retry, board):
         for r in rs:
             board.update(r, "queued")
         pending = dict(zip(jobs, rs))
+        last_check = time.monotonic()
         while pending:
             time.sleep(1.0)
             board.refresh()
-            for job in [j for j in pending if j.done()]:
+            # result files say most; ask SLURM (submitit's watcher) now and then for jobs that died without one
+            check = time.monotonic() - last_check > 30
+            last_check = time.monotonic() if check else last_check
+            for job in [j for j in pending if j.paths.result_pickle.exists() or (check and j.done(force_check=True))]:
                 r = pending.pop(job)
                 try:
                     yield job.result()
