@@ -18,6 +18,7 @@ import difflib
 import fcntl
 import itertools
 import json
+import math
 import os
 import queue
 import re
@@ -81,7 +82,7 @@ class LauncherSpec:
 class Spec:
     name: str = MISSING
     out: Optional[str] = None  # the sweep directory; default runs/<name>
-    base: Dict[str, Any] = field(default_factory=dict)  # training overrides shared by every run
+    base: Dict[str, Any] = field(default_factory=dict)  # training overrides shared by every run (grid/zip win)
     grid: Dict[str, List[Any]] = field(default_factory=dict)  # key -> values: the Cartesian product
     zip: Dict[str, List[Any]] = field(default_factory=dict)  # keys whose (equal-length) lists vary together
     seeds: Any = 1  # a count (seeds 0..n-1) or a list of seeds
@@ -216,8 +217,6 @@ def _validate(spec, where):
             _check_train_key(k, section)
             if not isinstance(values, list) or not values:
                 raise SpecError("%s.%s is empty: give a non-empty list of values" % (section, k))
-            if k in spec.base:
-                raise SpecError("%s is both in base and in %s: keep it in one place" % (k, section))
     if set(spec.grid) & set(spec.zip):
         raise SpecError("keys both in grid and zip: %s" % sorted(set(spec.grid) & set(spec.zip)))
     if len({len(v) for v in spec.zip.values()}) > 1:
@@ -234,11 +233,11 @@ def _validate(spec, where):
     if lo.runs_per_device < 1 or lo.threads_per_run < 0 or not lo.devices:
         raise SpecError("launcher.local: devices must be non-empty, runs_per_device >= 1, threads_per_run >= 0")
     if spec.rules is not None:
+        _load_rules(spec.rules)
         swept = set(spec.base) | set(spec.grid) | set(spec.zip)
         clash = sorted(swept & {"algo.batch_size", "algo.critic_lr", "algo.actor_lr"})
         if clash:
             raise SpecError("rules=%s sets the batch size and learning rates; remove %s from the spec" % (spec.rules, clash))
-        _load_rules(spec.rules)
 
 
 # --------------------------------------------------------------------------------------------------- expand
@@ -299,8 +298,8 @@ def rule_hparams(rules, task, sigma):
         r = rules[name]
         if task not in r["intercepts"]:
             raise SpecError("the %s rule has no intercept for task %r (tasks: %s)" % (name, task, sorted(r["intercepts"])))
-        out.append(10 ** (r["slope"] * __import__("math").log10(sigma) + r["intercepts"][task]))
-    return max(16, int(round(out[0] / 16.0)) * 16), float("%.4g" % out[1])
+        out.append(10 ** (r["slope"] * math.log10(sigma) + r["intercepts"][task]))
+    return max(16, int(math.floor(out[0] / 16.0 + 0.5)) * 16), float("%.4g" % out[1])  # halves round up
 
 
 def expand(spec):
