@@ -671,6 +671,7 @@ class Board:
         self.spec, self.lock = spec, threading.Lock()
         self.runs = {r.path: r for r in runs}
         self.cache = {r.path: _row(r, probe=False) for r in runs}
+        self.mine, self.written = set(), 0.0
         self.finished = 0
         self.mode = ("rich" if sys.stdout.isatty() else "plain") if live == "auto" else live
         self.live = None
@@ -684,9 +685,20 @@ class Board:
         return list(self.cache.values())
 
     def _set(self, path, state, reason, launches=0):
-        row = _row(self.runs[path], state, reason, self.cache[path]["launches"] + launches, probe=False)
-        self.cache[path] = row
+        self.cache[path] = _row(self.runs[path], state, reason, self.cache[path]["launches"] + launches, probe=False)
+        self.mine.add(path)
+        if time.monotonic() - self.written > 1.0:  # a derived view: throttled; launch() writes the final one
+            self.write()
+
+    def write(self, final=False):
+        """Rows this launcher did not touch are re-read from disk: another launcher may be running them."""
+        for path, run in self.runs.items():
+            if final or path not in self.mine:
+                st = run_state(path, probe=final)
+                if final or st[0] != self.cache[path]["state"]:
+                    self.cache[path] = _row(run, st[0], st[1], self.cache[path]["launches"], probe=False)
         write_manifest(self.spec, self.rows())
+        self.written = time.monotonic()
 
     def update(self, run, state, reason=None):
         with self.lock:
@@ -726,10 +738,16 @@ class Board:
 
 
 def write_manifest(spec, rows):
+    """manifest.json, replaced atomically (a temporary file per process and thread: launchers may share it)."""
     os.makedirs(spec.out, exist_ok=True)
-    write_json_atomic(os.path.join(spec.out, "manifest.json"), {
-        "name": spec.name, "out": spec.out, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "spec": OmegaConf.to_container(OmegaConf.structured(spec)), "runs": rows})
+    path = os.path.join(spec.out, "manifest.json")
+    tmp = "%s.%d.%d.tmp" % (path, os.getpid(), threading.get_ident())
+    with open(tmp, "w") as f:
+        json.dump({"name": spec.name, "out": spec.out, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   "spec": OmegaConf.to_container(OmegaConf.structured(spec)), "runs": rows}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def totals(rows):
@@ -771,12 +789,11 @@ def launch(spec, launcher=None, retry=None, dry_run=False, live="off"):
     todo = [r for r in runs if run_state(r.path, probe=False)[0] != "completed"]
     board = Board(spec, runs, live)
     try:
-        write_manifest(spec, board.rows())
+        board.write()
         board.note("sweep %s: %d runs, %d to do, launcher %s, out %s" % (spec.name, len(runs), len(todo), kind, spec.out))
         if todo:
             {"local": _local, "ray": _ray, "slurm": _slurm}[kind](spec, todo, retry, board)
-        rows = [_row(r) for r in runs]
-        write_manifest(spec, rows)
-        return rows
+        board.write(final=True)
+        return board.rows()
     finally:
         board.close()

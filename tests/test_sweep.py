@@ -152,7 +152,7 @@ def test_local_sweep_runs_all_then_rerun_skips_and_status_reports(tmp_path, caps
     assert sorted(set(table["sigma"])) == [0.25, 0.5] and not skipped
 
 
-def _wait_for(what, cond, deadline_s=240):
+def _wait_for(what, cond, deadline_s=400):
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if cond():
@@ -166,7 +166,7 @@ def _states(runs):
 
 
 def test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns(tmp_path):
-    d = spec_dict(tmp_path, grid={"utd": [0.25, 0.5, 1.0]}, seeds=2)
+    d = spec_dict(tmp_path, grid={"utd": [0.25, 0.5]}, seeds=2)
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(d, sort_keys=False))
     runs = sweep.expand(sweep.load_spec(d))
@@ -180,8 +180,9 @@ def test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns(tmp_path):
     # rerun starts their runs again; between them the rest runs exactly once
     again = [subprocess.Popen(cmd + ["--retry", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for _ in range(2)]
-    outs = [p.communicate(timeout=300)[0] for p in again]
-    assert [p.returncode for p in again] == [0, 0], outs
+    outs = [p.communicate(timeout=600)[0] for p in again]
+    if [p.returncode for p in again] != [0, 0]:
+        pytest.fail("a rerun failed:\n" + "\n".join(outs))
     assert _states(runs) == ["completed"] * len(runs)
     made = sorted(os.path.relpath(r, spec_dir) for spec_dir in [d["out"]] for r, _, fs in os.walk(d["out"])
                   if "status.json" in fs)
