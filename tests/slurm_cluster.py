@@ -104,6 +104,15 @@ class Cluster:
 
     def stop(self):
         subprocess.run(["scancel", "--user=root"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def drained():  # jobs' slurmstepd exit only while slurmd runs
+            out = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=self.env).stdout
+            return not out.strip() and subprocess.run(["pgrep", "-x", "slurmstepd"], capture_output=True).returncode != 0
+
+        try:
+            _wait("jobs to drain", drained, 30)
+        except RuntimeError:
+            pass  # stop the daemons anyway
         for pid in reversed(self.pids):
             try:
                 os.kill(pid, 15)
