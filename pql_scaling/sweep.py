@@ -38,6 +38,8 @@ from pql_scaling.runlog import write_json_atomic
 
 LOCK_NAME = ".sweep.lock"
 LOG_NAME = "launcher.log"  # the train process's stdout and stderr
+# flag sums, not `a.B | a.C`: vermin takes that for a Python 3.10 union type (the bits are distinct)
+LOCK_TRY = fcntl.LOCK_EX + fcntl.LOCK_NB
 STATES = ("queued", "running", "completed", "stopped", "failed")
 
 
@@ -234,7 +236,7 @@ def _validate(spec, where):
         raise SpecError("launcher.local: devices must be non-empty, runs_per_device >= 1, threads_per_run >= 0")
     if spec.rules is not None:
         _load_rules(spec.rules)
-        swept = set(spec.base) | set(spec.grid) | set(spec.zip)
+        swept = set(spec.base).union(spec.grid, spec.zip)
         clash = sorted(swept & {"algo.batch_size", "algo.critic_lr", "algo.actor_lr"})
         if clash:
             raise SpecError("rules=%s sets the batch size and learning rates; remove %s from the spec" % (spec.rules, clash))
@@ -394,7 +396,7 @@ def _locked(path):
         return False
     fd = os.open(lock, os.O_RDWR)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, LOCK_TRY)
         return False
     except OSError:
         return True
@@ -427,10 +429,10 @@ def _row(run, state=None, reason=None, launches=0, probe=True):
 
 def _acquire(path, wait):
     os.makedirs(path, exist_ok=True)
-    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR + os.O_CREAT, 0o644)
     for i in range(1 if wait else 5):  # a few tries: `sweep status` probes the lock for an instant
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else LOCK_TRY)
             return fd
         except OSError:
             time.sleep(0.1 * (i + 1))
