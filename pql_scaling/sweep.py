@@ -567,7 +567,11 @@ def _ray(spec, runs, retry, board):
     started = not ray.is_initialized()
     if started:
         kw = dict(address=o.address) if o.address else dict(include_dashboard=False)
-        ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False, **kw)
+        try:
+            ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SpecError("launcher.ray.address=%r: cannot connect to Ray (%s: %s); start one with `ray start "
+                            "--head`, or leave address null for a local cluster" % (o.address, type(e).__name__, e))
     threads = max(1, int(o.num_cpus))
     extra = ["threads=%d" % threads] + (["device=cuda"] if o.num_gpus > 0 else [])
     remote = ray.remote(num_cpus=o.num_cpus, num_gpus=o.num_gpus, max_retries=0)(_ray_task)
@@ -642,7 +646,11 @@ def _slurm(spec, runs, retry, board):
             rs = [r for r in rs if run_state(r.path)[0] != "completed"]
         if not rs:
             return
-        jobs = ex.map_array(_slurm_task, rs, [retry] * len(rs), [extra] * len(rs), [o.cpus_per_task] * len(rs))
+        try:
+            jobs = ex.map_array(_slurm_task, rs, [retry] * len(rs), [extra] * len(rs), [o.cpus_per_task] * len(rs))
+        except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: say so, nothing was started
+            raise SpecError("SLURM submission failed (%s: %s); check `sinfo` and the launcher.slurm options"
+                            % (type(e).__name__, str(e).strip().splitlines()[-1] if str(e).strip() else ""))
         board.note("submitted SLURM array %s (%d runs)" % (jobs[0].job_id.split("_")[0], len(jobs)))
         for r in rs:
             board.update(r, "queued")
