@@ -50,9 +50,10 @@ def one(kind, root, rep, parallel):
     py = [sys.executable, "-m", "pql_scaling.cli"]
     if kind == "hand":
         runs = sweep.expand(sweep.load_spec(d))
-        lines = "\n".join(shlex.join(py + ["train", "threads=1"] + r.overrides) for r in runs)
+        with open(out + ".cmds", "w") as f:  # one shell command per line, as a user would paste them
+            f.write("".join(shlex.join(py + ["train", "threads=1"] + r.overrides) + "\n" for r in runs))
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        cmd = ["sh", "-c", "printf '%%s\\n' %s | xargs -P %d -I CMD sh -c CMD" % (shlex.quote(lines), parallel)]
+        cmd = ["sh", "-c", "xargs -d '\\n' -P %d -n 1 sh -c 'eval \"$1\"' _ < %s" % (parallel, shlex.quote(out + ".cmds"))]
         wall, l0, l1 = timed(cmd, env)
     else:
         wall, l0, l1 = timed(py + ["sweep", path, "--live", "off"] + (["--launcher", "ray"] if kind == "ray" else []))

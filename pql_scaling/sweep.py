@@ -159,6 +159,8 @@ def _flat_axes(d, section):
 def load_spec(path_or_dict, overrides=()):
     """A validated Spec from a YAML path or a dict, with `key=value` overrides (e.g. launcher.kind=ray, seeds=3,
     grid.utd=[0.25,0.5]). Unknown keys, wrong types, empty grids fail here, before anything runs."""
+    if isinstance(path_or_dict, Spec):  # already loaded: re-validate a copy with the overrides
+        path_or_dict = OmegaConf.to_container(OmegaConf.structured(path_or_dict))
     if isinstance(path_or_dict, (str, os.PathLike)):
         where = str(path_or_dict)
         if not os.path.exists(where):

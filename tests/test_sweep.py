@@ -135,7 +135,7 @@ def test_local_sweep_runs_all_then_rerun_skips_and_status_reports(tmp_path, caps
         assert "threads=1" in open(os.path.join(r["path"], sweep.LOG_NAME)).read()
     manifest = json.load(open(os.path.join(spec.out, "manifest.json")))
     assert [m["state"] for m in manifest["runs"]] == ["completed"] * 2 and manifest["runs"][0]["overrides"]
-    again = sweep.launch(spec)  # idempotent: nothing launched
+    again = sweep.launch(sweep.load_spec(spec), live="rich")  # idempotent: nothing launched (and the live table)
     assert all(r["state"] == "completed" and r["launches"] == 0 for r in again)
     assert all(_starts(r["path"]) == (1, 0) for r in again)
     p = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "sweep", "status", "-"], capture_output=True, text=True)
