@@ -25,12 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import save  # noqa: E402
 from pql_scaling import sweep  # noqa: E402
 
-BASE = {"task": "pendulum", "mode": "sync", "num_envs": 16, "max_env_steps": 3200, "algo.batch_size": 64,
+BASE = {"task": "pendulum", "mode": "sync", "num_envs": 16, "max_env_steps": 1600, "algo.batch_size": 64,
         "net": {"actor_hidden": [64, 64], "critic_hidden": [64, 64]}, "log.every_steps": 20}
 
 
 def spec(out, parallel):
-    return {"name": "bench", "out": out, "base": BASE, "grid": {"utd": [0.125, 0.25, 0.5, 1.0]}, "seeds": 4,
+    return {"name": "bench", "out": out, "base": BASE, "grid": {"utd": [0.0625, 0.125, 0.25, 0.5]}, "seeds": 4,
             "launcher": {"kind": "local", "local": {"runs_per_device": parallel, "threads_per_run": 1}}}
 
 
