@@ -22,6 +22,7 @@ import math
 import os
 import queue
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -567,6 +568,7 @@ def _ray(spec, runs, retry, board):
     o = spec.launcher.ray
     env_vars = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
     started = not ray.is_initialized()
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own handler in this (driver) process
     if started:
         kw = dict(address=o.address) if o.address else dict(include_dashboard=False)
         try:
@@ -595,6 +597,7 @@ def _ray(spec, runs, retry, board):
     finally:
         if started:
             ray.shutdown()
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 def _ray_task(run, retry, extra, threads, wait):
