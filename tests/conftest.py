@@ -1,4 +1,10 @@
-"""The `gpu` marker: tests that need CUDA are skipped without it (benchmarks/gpu_check.sh runs them)."""
+"""Shared fixtures and markers.
+
+- `gpu`: tests that need CUDA are skipped without it (benchmarks/gpu_check.sh runs them).
+- `slurm_cluster`: a real one-node SLURM cluster for the session (tests/slurm_cluster.py).
+"""
+import os
+
 import pytest
 import torch
 
@@ -14,3 +20,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real one-node SLURM cluster (tests/slurm_cluster.py) for the session; stopped afterwards."""
+    from tests import slurm_cluster as sc
+
+    reason = sc.missing()
+    if reason:
+        pytest.skip(reason)
+    cluster = sc.Cluster().start()
+    old = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = cluster.conf  # sbatch / squeue / submitit talk to this cluster
+    try:
+        yield cluster
+    finally:
+        if old is None:
+            os.environ.pop("SLURM_CONF", None)
+        else:
+            os.environ["SLURM_CONF"] = old
+        cluster.stop()
