@@ -63,6 +63,12 @@ class Session:
         if resumed_state is not None:
             self.load_state_dict(resumed_state)
         self.time_offset = self.counters["wall_time_s"]
+        self.paused = 0.0  # seconds spent evaluating since start: not training time
+        self.evaluator = None
+        if cfg.eval.every_steps:
+            from pql_scaling.evaluate import Evaluator
+
+            self.evaluator = Evaluator(cfg, actor_device, self.env_steps)
         self.last = {"t": self.start, "env_steps": self.env_steps, "critic": self.v_learner.updates,
                      "policy": self.p_learner.updates}
         self.last_ckpt = self.start
@@ -77,7 +83,7 @@ class Session:
         return self.actor.steps * self.env.num_envs
 
     def wall_time(self, now=None):
-        return self.time_offset + ((now or time.monotonic()) - self.start)
+        return self.time_offset + ((now or time.monotonic()) - self.start) - self.paused
 
     def should_stop(self):
         if self.stop_reason is not None:
@@ -112,6 +118,13 @@ class Session:
         if self.extra_metrics is not None:
             row.update(self.extra_metrics())
         self.last = {"t": now, "env_steps": self.env_steps, "critic": cu, "policy": pu}
+        if self.evaluator is not None and self.evaluator.due(self.env_steps):
+            ev = self.evaluator.run(self.p_learner.actor, self.norm, self.env_steps)
+            self.paused += ev["eval_s"]  # evaluation is not training: out of wall_time_s and the rates
+            self.last["t"] += ev["eval_s"]
+            now += ev["eval_s"]
+            self.counters["eval_time_s"] = self.counters.get("eval_time_s", 0.0) + ev.pop("eval_s")
+            row.update(ev, eval_time_s=round(self.counters["eval_time_s"], 4))
         if self.cfg.target_return is not None and mean is not None and mean >= self.cfg.target_return:
             self.stop_reason = "target_return"
         self.run.append_metrics(row)
@@ -245,5 +258,7 @@ def train(overrides=(), quiet=False):
         s.wandb.finish(exit_code)
         if hasattr(env, "close"):
             env.close()
+        if s.evaluator is not None:
+            s.evaluator.close()
         run.close()
     return run.path
