@@ -1,11 +1,15 @@
-"""`pql-scale`: train | analyze | recommend | keys."""
+"""`pql-scale`: train | sweep | analyze | recommend | keys."""
 import logging
+import os
 import sys
 
 USAGE = """usage: pql-scale COMMAND [ARGS]
 
   train [key=value ...]        train (e.g. pql-scale train task=pendulum num_envs=256 algo=sac)
   keys                         list every config key with its default
+  sweep SPEC [--launcher local|ray|slurm] [--dry-run] [--retry N] [key=value ...]
+                               run a grid of training runs (resumable); key=value overrides the spec
+  sweep status SPEC            a table of the sweep's runs and their states
   analyze --config FILE ...    fit scaling laws to run directories / W&B / qscaled data
   recommend --fits FILE --budget F [--task T]
                                compute-optimal UTD, batch size and learning rate for a budget
@@ -47,6 +51,55 @@ def _train(argv):
     return 0
 
 
+def _sweep(argv):
+    import argparse
+
+    from pql_scaling import config, sweep
+
+    p = argparse.ArgumentParser(prog="pql-scale sweep", description="run every run of a sweep spec (idempotent)")
+    p.add_argument("spec", help="sweep spec YAML (or `status SPEC`)")
+    p.add_argument("rest", nargs="*", help="spec overrides key=value (e.g. seeds=3 launcher.local.runs_per_device=2)")
+    p.add_argument("--launcher", choices=sweep.LAUNCHERS, help="override launcher.kind")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and their commands; run nothing")
+    p.add_argument("--retry", type=int, help="resumes of a failed run in this launch (default: the spec's retry)")
+    p.add_argument("--live", choices=("auto", "rich", "plain", "off"), default="auto")
+    a = p.parse_args(argv)
+    show_status = a.spec == "status"
+    if show_status:
+        if not a.rest:
+            p.error("sweep status needs a SPEC")
+        a.spec, a.rest = a.rest[0], a.rest[1:]
+    try:
+        spec = sweep.load_spec(a.spec, a.rest)
+        if show_status:
+            rows = sweep.status(spec)
+        else:
+            rows = sweep.launch(spec, a.launcher, a.retry, a.dry_run, live=a.live)
+    except config.ConfigError as e:
+        print("sweep error: %s" % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sweep interrupted: the runs stopped with checkpoints; rerun the same command to resume", file=sys.stderr)
+        return 130
+    if a.dry_run:
+        for r in rows:
+            print("%-9s %s\n    pql-scale train %s" % (r["state"], r["name"], " ".join(r["overrides"])))
+    if show_status or a.dry_run or not sys.stdout.isatty():
+        if sys.stdout.isatty():
+            from rich.console import Console
+
+            Console().print(sweep.status_table(rows, spec.name))
+        else:
+            for r in rows:
+                print("%-9s %-40s env_steps %-10s return %-8s wall_s %s" % (
+                    r["state"], r["name"], r["env_steps"], "-" if r["return_mean"] is None else "%.1f" % r["return_mean"],
+                    "-" if r["wall_time_s"] is None else "%.0f" % r["wall_time_s"]))
+        print("totals: " + "  ".join("%s %d" % kv for kv in sweep.totals(rows).items()))
+    print("manifest: %s" % os.path.join(spec.out, "manifest.json"))
+    bad = [r for r in rows if r["state"] in ("failed", "stopped")]
+    return 1 if bad and not (show_status or a.dry_run) else 0
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     # Isaac Gym refuses to load after torch: import it first when asked for (a no-op otherwise).
@@ -66,6 +119,8 @@ def main(argv=None):
         return _train(rest)
     if cmd == "keys":
         return _keys()
+    if cmd == "sweep":
+        return _sweep(rest)
     if cmd in ("analyze", "recommend"):
         from analysis import cli as analysis_cli
 
