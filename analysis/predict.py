@@ -108,9 +108,10 @@ def measure(curves, thresholds, n_boot=100, rng=0, at_steps=None):
         row = {"task": c["task"], "sigma": float(c["sigma"]), "n_seeds": int(c["n_seeds"]),
                "thresholds": [{"J": float(j), "D": None if np.isnan(p[k]) else float(p[k]), "D_ci95": _ci(b[:, k])}
                               for k, j in enumerate(thresholds)]}
-        if at_steps and c["sigma"] in at_steps:
+        hit = [k for k in (at_steps or {}) if abs(k - c["sigma"]) <= 1e-9 * abs(k)]
+        if hit:
             iso = fit.isotonic(c["norm"].mean(1))
-            d = at_steps[c["sigma"]]
+            d = at_steps[hit[0]]
             row["return_at_steps"] = {"env_steps": float(d), "reached": bool(c["steps"][-1] >= d),
                                       "return": float(np.interp(d, c["steps"], iso))}
         out.append(row)
