@@ -454,7 +454,7 @@ def _report(spec, grid_res, fit_res, pred, g, rec, timings):
     if "sigma_star" in b:
         L.append("σ*(F) = %.3g · F^%.3f (exponent 95%% CI %s); held-out error of the fit's top-%d budgets: %s" % (
             b["sigma_star"]["coef"], b["sigma_star"]["exponent"], _ci(b["sigma_star"].get("exponent_ci95")),
-            b["holdout_top_k"], _fmt(b.get("holdout_rel_error"), "%.1f%%" if False else "%.3f")))
+            b["holdout_top_k"], "n/a" if b.get("holdout_rel_error") is None else "%.1f%%" % (100 * b["holdout_rel_error"])))
     else:
         L.append("σ*(F): not fitted (%s)" % b.get("error"))
     from analysis.report import _wall_clock_section
