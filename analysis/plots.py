@@ -136,7 +136,8 @@ def budget(res, path):
         xs = np.logspace(np.log10(F.min()) - 0.1, np.log10(F.max()) + 0.1, 50)
         ss = b["sigma_star"]
         ax.plot(xs, ss["coef"] * xs ** ss["exponent"], "k--",
-                label=f"σ* = {ss['coef']:.2e} F^{ss['exponent']:.2f}; held-out err {b['holdout_rel_error']:.0%}")
+                label=f"σ* = {ss['coef']:.2e} F^{ss['exponent']:.2f}" + (
+                    "" if b["holdout_rel_error"] is None else f"; held-out err {b['holdout_rel_error']:.0%}"))
         ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")

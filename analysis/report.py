@@ -124,7 +124,8 @@ def _report(res, out, mds, figs):
             b = res["budget"]
             L += [f"σ* = {b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f} "
                   f"(95% bootstrap CI of the exponent {_ci(b['sigma_star']['exponent_ci95'])}); fitted on {b['n_train']} budgets, "
-                  f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}", ""]
+                  (f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}"
+                   if b["holdout_rel_error"] is not None else "no budget held out (holdout_top_k: 0)"), ""]
     if "best_hparams" in mds:
         L += ["## Best hyperparameters per task and UTD", "", mds["best_hparams"], ""]
     L += _wall_clock_section(res.get("wall_clock"))
@@ -150,7 +151,7 @@ def summary(res, console=None):
             t.add_row(f"D_J, J={r['J']:.0f}", f"D_min {r['D_min']:.3g}, β {r['beta']:.3g}, α {r['alpha']:.3f}{ok}")
     b = res.get("budget", {})
     if "sigma_star" in b:
-        t.add_row("σ*(F)", f"{b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f}; held-out error {b['holdout_rel_error']:.1%}")
+        t.add_row("σ*(F)", f"{b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f}" + ("" if b["holdout_rel_error"] is None else f"; held-out error {b['holdout_rel_error']:.1%}"))
     ms = res.get("model_size_fits", {})
     if ms.get("n_opt_exponent") is not None:
         t.add_row("N_opt(C)", f"∝ C^{ms['n_opt_exponent']:.3f}")

@@ -115,6 +115,10 @@ def test_sweep_without_model_size_fits_rules_and_skips_compute(tmp_path):
 
 def test_prediction_for_held_out_utds_is_graded_against_runs_of_the_law(fitted, tmp_path):
     res = pipeline.run_analysis(_cfg(fitted, model_size=1e4, delta=1e6, holdout_top_k=0, bootstrap=50))
+    from analysis import report
+
+    report.write_outputs(res, str(tmp_path / "fitted_out"), plots=True)  # no budget held out: plots and report say so
+    assert "no budget held out" in open(tmp_path / "fitted_out" / "report.md").read()
     p = predict.predict(res, [4.0, 0.0625], budget_factor=3.0)
     assert [h["outside_fitted_range"] for h in p["held_out"]] == [True, True]
     k = np.log(1000 / (1000 - 800.0))
