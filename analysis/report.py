@@ -124,7 +124,7 @@ def _report(res, out, mds, figs):
             b = res["budget"]
             L += [f"σ* = {b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f} "
                   f"(95% bootstrap CI of the exponent {_ci(b['sigma_star']['exponent_ci95'])}); fitted on {b['n_train']} budgets, "
-                  (f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}"
+                  + (f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}"
                    if b["holdout_rel_error"] is not None else "no budget held out (holdout_top_k: 0)"), ""]
     if "best_hparams" in mds:
         L += ["## Best hyperparameters per task and UTD", "", mds["best_hparams"], ""]
