@@ -11,11 +11,15 @@ extras = {
     "analysis": ["numpy", "scipy>=1.12", "pandas>=1.3", "matplotlib>=3.5", "threadpoolctl>=3"],
     "mujoco": ["mujoco>=3.3", "gymnasium[mujoco]>=1.0"],  # the Rollout class with a persistent thread pool
     "mjwarp": ["mujoco>=3.3", "mujoco-warp>=3.3", "warp-lang>=1.10", "gymnasium[mujoco]>=1.0"],
+    "ray": ["ray>=2.9"],  # `pql-scale sweep --launcher ray`
+    "slurm": ["submitit>=1.5"],  # `pql-scale sweep --launcher slurm` (job arrays)
 }
 extras["dev"] = sorted(
     set(
         extras["wandb"]
         + extras["analysis"]
+        + extras["ray"]
+        + extras["slurm"]
         + [
             "pytest>=7",
             "pytest-timeout",

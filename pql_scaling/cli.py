@@ -64,7 +64,7 @@ def _sweep(argv):
     p.add_argument("--dry-run", action="store_true", help="list the runs and their commands; run nothing")
     p.add_argument("--retry", type=int, help="resumes of a failed run in this launch (default: the spec's retry)")
     p.add_argument("--live", choices=("auto", "rich", "plain", "off"), default="auto")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     show_status = a.spec == "status"
     if show_status:
         if not a.rest:

@@ -18,6 +18,7 @@ import difflib
 import fcntl
 import itertools
 import json
+import math
 import os
 import queue
 import re
@@ -37,6 +38,8 @@ from pql_scaling.runlog import write_json_atomic
 
 LOCK_NAME = ".sweep.lock"
 LOG_NAME = "launcher.log"  # the train process's stdout and stderr
+# flag sums, not `a.B | a.C`: vermin takes that for a Python 3.10 union type (the bits are distinct)
+LOCK_TRY = fcntl.LOCK_EX + fcntl.LOCK_NB
 STATES = ("queued", "running", "completed", "stopped", "failed")
 
 
@@ -81,7 +84,7 @@ class LauncherSpec:
 class Spec:
     name: str = MISSING
     out: Optional[str] = None  # the sweep directory; default runs/<name>
-    base: Dict[str, Any] = field(default_factory=dict)  # training overrides shared by every run
+    base: Dict[str, Any] = field(default_factory=dict)  # training overrides shared by every run (grid/zip win)
     grid: Dict[str, List[Any]] = field(default_factory=dict)  # key -> values: the Cartesian product
     zip: Dict[str, List[Any]] = field(default_factory=dict)  # keys whose (equal-length) lists vary together
     seeds: Any = 1  # a count (seeds 0..n-1) or a list of seeds
@@ -156,6 +159,8 @@ def _flat_axes(d, section):
 def load_spec(path_or_dict, overrides=()):
     """A validated Spec from a YAML path or a dict, with `key=value` overrides (e.g. launcher.kind=ray, seeds=3,
     grid.utd=[0.25,0.5]). Unknown keys, wrong types, empty grids fail here, before anything runs."""
+    if isinstance(path_or_dict, Spec):  # already loaded: re-validate a copy with the overrides
+        path_or_dict = OmegaConf.to_container(OmegaConf.structured(path_or_dict))
     if isinstance(path_or_dict, (str, os.PathLike)):
         where = str(path_or_dict)
         if not os.path.exists(where):
@@ -216,8 +221,6 @@ def _validate(spec, where):
             _check_train_key(k, section)
             if not isinstance(values, list) or not values:
                 raise SpecError("%s.%s is empty: give a non-empty list of values" % (section, k))
-            if k in spec.base:
-                raise SpecError("%s is both in base and in %s: keep it in one place" % (k, section))
     if set(spec.grid) & set(spec.zip):
         raise SpecError("keys both in grid and zip: %s" % sorted(set(spec.grid) & set(spec.zip)))
     if len({len(v) for v in spec.zip.values()}) > 1:
@@ -234,11 +237,11 @@ def _validate(spec, where):
     if lo.runs_per_device < 1 or lo.threads_per_run < 0 or not lo.devices:
         raise SpecError("launcher.local: devices must be non-empty, runs_per_device >= 1, threads_per_run >= 0")
     if spec.rules is not None:
-        swept = set(spec.base) | set(spec.grid) | set(spec.zip)
+        _load_rules(spec.rules)
+        swept = set(spec.base).union(spec.grid, spec.zip)
         clash = sorted(swept & {"algo.batch_size", "algo.critic_lr", "algo.actor_lr"})
         if clash:
             raise SpecError("rules=%s sets the batch size and learning rates; remove %s from the spec" % (spec.rules, clash))
-        _load_rules(spec.rules)
 
 
 # --------------------------------------------------------------------------------------------------- expand
@@ -299,8 +302,8 @@ def rule_hparams(rules, task, sigma):
         r = rules[name]
         if task not in r["intercepts"]:
             raise SpecError("the %s rule has no intercept for task %r (tasks: %s)" % (name, task, sorted(r["intercepts"])))
-        out.append(10 ** (r["slope"] * __import__("math").log10(sigma) + r["intercepts"][task]))
-    return max(16, int(round(out[0] / 16.0)) * 16), float("%.4g" % out[1])
+        out.append(10 ** (r["slope"] * math.log10(sigma) + r["intercepts"][task]))
+    return max(16, int(math.floor(out[0] / 16.0 + 0.5)) * 16), float("%.4g" % out[1])  # halves round up
 
 
 def expand(spec):
@@ -395,7 +398,7 @@ def _locked(path):
         return False
     fd = os.open(lock, os.O_RDWR)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, LOCK_TRY)
         return False
     except OSError:
         return True
@@ -428,10 +431,10 @@ def _row(run, state=None, reason=None, launches=0, probe=True):
 
 def _acquire(path, wait):
     os.makedirs(path, exist_ok=True)
-    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR + os.O_CREAT, 0o644)
     for i in range(1 if wait else 5):  # a few tries: `sweep status` probes the lock for an instant
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else LOCK_TRY)
             return fd
         except OSError:
             time.sleep(0.1 * (i + 1))
@@ -566,7 +569,11 @@ def _ray(spec, runs, retry, board):
     started = not ray.is_initialized()
     if started:
         kw = dict(address=o.address) if o.address else dict(include_dashboard=False)
-        ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False, **kw)
+        try:
+            ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SpecError("launcher.ray.address=%r: cannot connect to Ray (%s: %s); start one with `ray start "
+                            "--head`, or leave address null for a local cluster" % (o.address, type(e).__name__, e))
     threads = max(1, int(o.num_cpus))
     extra = ["threads=%d" % threads] + (["device=cuda"] if o.num_gpus > 0 else [])
     remote = ray.remote(num_cpus=o.num_cpus, num_gpus=o.num_gpus, max_retries=0)(_ray_task)
@@ -623,6 +630,9 @@ def _slurm(spec, runs, retry, board):
         import submitit
     except ImportError:
         raise SpecError("launcher.kind=slurm needs submitit: pip install -e \".[slurm]\"")
+    import logging
+
+    logging.getLogger("submitit").setLevel(logging.ERROR)  # without slurmdbd every sacct call warns
     o = spec.launcher.slurm
     folder = o.folder or os.path.join(spec.out, ".submitit", "%j")
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
@@ -638,15 +648,23 @@ def _slurm(spec, runs, retry, board):
             rs = [r for r in rs if run_state(r.path)[0] != "completed"]
         if not rs:
             return
-        jobs = ex.map_array(_slurm_task, rs, [retry] * len(rs), [extra] * len(rs), [o.cpus_per_task] * len(rs))
+        try:
+            jobs = ex.map_array(_slurm_task, rs, [retry] * len(rs), [extra] * len(rs), [o.cpus_per_task] * len(rs))
+        except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: say so, nothing was started
+            raise SpecError("SLURM submission failed (%s: %s); check `sinfo` and the launcher.slurm options"
+                            % (type(e).__name__, str(e).strip().splitlines()[-1] if str(e).strip() else ""))
         board.note("submitted SLURM array %s (%d runs)" % (jobs[0].job_id.split("_")[0], len(jobs)))
         for r in rs:
             board.update(r, "queued")
         pending = dict(zip(jobs, rs))
+        last_check = time.monotonic()
         while pending:
             time.sleep(1.0)
             board.refresh()
-            for job in [j for j in pending if j.done()]:
+            # result files say most; ask SLURM (submitit's watcher) now and then for jobs that died without one
+            check = time.monotonic() - last_check > 30
+            last_check = time.monotonic() if check else last_check
+            for job in [j for j in pending if j.paths.result_pickle.exists() or (check and j.done(force_check=True))]:
                 r = pending.pop(job)
                 try:
                     yield job.result()
@@ -665,6 +683,7 @@ class Board:
         self.spec, self.lock = spec, threading.Lock()
         self.runs = {r.path: r for r in runs}
         self.cache = {r.path: _row(r, probe=False) for r in runs}
+        self.mine, self.written = set(), 0.0
         self.finished = 0
         self.mode = ("rich" if sys.stdout.isatty() else "plain") if live == "auto" else live
         self.live = None
@@ -678,9 +697,20 @@ class Board:
         return list(self.cache.values())
 
     def _set(self, path, state, reason, launches=0):
-        row = _row(self.runs[path], state, reason, self.cache[path]["launches"] + launches, probe=False)
-        self.cache[path] = row
+        self.cache[path] = _row(self.runs[path], state, reason, self.cache[path]["launches"] + launches, probe=False)
+        self.mine.add(path)
+        if time.monotonic() - self.written > 1.0:  # a derived view: throttled; launch() writes the final one
+            self.write()
+
+    def write(self, final=False):
+        """Rows this launcher did not touch are re-read from disk: another launcher may be running them."""
+        for path, run in self.runs.items():
+            if final or path not in self.mine:
+                st = run_state(path, probe=final)
+                if final or st[0] != self.cache[path]["state"]:
+                    self.cache[path] = _row(run, st[0], st[1], self.cache[path]["launches"], probe=False)
         write_manifest(self.spec, self.rows())
+        self.written = time.monotonic()
 
     def update(self, run, state, reason=None):
         with self.lock:
@@ -720,10 +750,16 @@ class Board:
 
 
 def write_manifest(spec, rows):
+    """manifest.json, replaced atomically (a temporary file per process and thread: launchers may share it)."""
     os.makedirs(spec.out, exist_ok=True)
-    write_json_atomic(os.path.join(spec.out, "manifest.json"), {
-        "name": spec.name, "out": spec.out, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "spec": OmegaConf.to_container(OmegaConf.structured(spec)), "runs": rows})
+    path = os.path.join(spec.out, "manifest.json")
+    tmp = "%s.%d.%d.tmp" % (path, os.getpid(), threading.get_ident())
+    with open(tmp, "w") as f:
+        json.dump({"name": spec.name, "out": spec.out, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                   "spec": OmegaConf.to_container(OmegaConf.structured(spec)), "runs": rows}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def totals(rows):
@@ -765,12 +801,11 @@ def launch(spec, launcher=None, retry=None, dry_run=False, live="off"):
     todo = [r for r in runs if run_state(r.path, probe=False)[0] != "completed"]
     board = Board(spec, runs, live)
     try:
-        write_manifest(spec, board.rows())
+        board.write()
         board.note("sweep %s: %d runs, %d to do, launcher %s, out %s" % (spec.name, len(runs), len(todo), kind, spec.out))
         if todo:
             {"local": _local, "ray": _ray, "slurm": _slurm}[kind](spec, todo, retry, board)
-        rows = [_row(r) for r in runs]
-        write_manifest(spec, rows)
-        return rows
+        board.write(final=True)
+        return board.rows()
     finally:
         board.close()
