@@ -24,6 +24,7 @@ def main():
     p.add_argument("--spec", default="studies/pendulum_cpu.yaml")
     p.add_argument("--out", default="runs/bench-study-pendulum-cpu")
     p.add_argument("--result", default="benchmarks/results/study_pendulum_cpu.json")
+    p.add_argument("--note", default="", help="free text saved with the result (e.g. an earlier interrupted invocation)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     loads, stop = [], threading.Event()
@@ -44,7 +45,7 @@ def main():
     grade, pred, state = rd("grade.json"), rd("prediction.json"), rd("study.json")
     fits = rd("fitted_analysis/fits.json") or {}
     wall_clock = fits.get("wall_clock", {})
-    payload = {"command": " ".join(cmd), "exit_code": code, "wall_s_end_to_end": round(wall, 1),
+    payload = {"command": " ".join(cmd), "note": a.note, "exit_code": code, "wall_s_end_to_end": round(wall, 1),
                "target_s": 1800, "stage_timings_s": (state or {}).get("timings_s"),
                "loadavg_start": load0, "loadavg_samples_1m": loads, "loadavg_end": os.getloadavg(),
                "grade_summary": (grade or {}).get("summary"), "grade_rows": (grade or {}).get("rows"),
