@@ -117,6 +117,7 @@ def _run(cfg, api=None):
     rng = np.random.default_rng(cfg["seed"])
     n_boot = int(cfg["bootstrap"])
     table, skipped = load.load(cfg["inputs"], cfg["format"], api=api)
+    full_table = table  # every log point: the wall-clock rates use all intervals, not only the eval points
     table, returns_note = _pick_returns(table, cfg["returns"])
     curves = load.curves(table)
     if not curves:
@@ -279,7 +280,7 @@ def _run(cfg, api=None):
     res["_point_fits"], res["_boot_fits"] = point, boot_fits
     res["_curves"], res["_chosen"], res["_utds"], res["_times"], res["_btimes"], res["_fitJ"] = curves, dchosen, utds, times, btimes, fitJ
     res["_batch_fn"], res["_tasks"], res["_cflops"] = batch_fn, tasks, cflops
-    wall = _wall_clock(table, dchosen, pt, J, fitJ, point, utds, batch_fn, res) if cfg["budget"] == "wall_clock" or delta_measured else None
+    wall = _wall_clock(full_table, dchosen, pt, J, fitJ, point, utds, batch_fn, res) if cfg["budget"] == "wall_clock" or delta_measured else None
     if delta_measured:
         ds = [r["delta"] for r in (wall or {}).get("rates", []) if r.get("delta")]
         if not ds:
@@ -415,14 +416,15 @@ def _wall_clock(table, chosen, pt, J, fitJ, point, utds, batch_fn, res):
                 continue
             C = np.interp(d, c["steps"][ok], c["flops"][ok])
             T = np.interp(d, c["steps"][ok], c["wall_time_s"][ok])
-            pm = per_mode.setdefault(mode, {"D": [], "C": [], "T": [], "a": [], "R": [], "sigma": [], "J": []})
+            pm = per_mode.setdefault(mode, {"D": [], "C": [], "T": [], "a": [], "R": [], "t0": [], "sigma": [], "J": []})
             for key, v in (("D", d), ("C", C), ("T", T), ("a", r["a_s_per_transition"]), ("R", r["learner_flops_per_s"]),
+                           ("t0", r["t0_s"]),
                            ("sigma", c["sigma"]), ("J", float(J[k]))):
                 pm[key].append(float(v))
     for mode, pm in per_mode.items():
-        a, R = np.array(pm["a"]), np.array(pm["R"])
-        pred = wallclock.time_to(pm["D"], pm["C"], a, R, mode)
-        chk = wallclock.check(pm["D"], pm["C"], pm["T"], a, R, mode)
+        a, R, t0 = np.array(pm["a"]), np.array(pm["R"]), np.array(pm["t0"])
+        pred = wallclock.time_to(pm["D"], pm["C"], a, R, mode, t0)
+        chk = wallclock.check(pm["D"], pm["C"], pm["T"], a, R, mode, t0)
         chk["points"] = [{"sigma": s, "J": j, "D": d, "T_measured": t, "T_model": float(p)}
                          for s, j, d, t, p in zip(pm["sigma"], pm["J"], pm["D"], pm["T"], pred)]
         out["check"][mode] = chk
