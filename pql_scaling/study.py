@@ -60,6 +60,7 @@ class ValidateStage:
     budget_factor: float = 4.0  # the larger budget = this x the largest fitted budget optimum F*
     seeds: Any = 2
     steps_margin: float = 1.5  # max_env_steps = margin x the larger of the predicted upper bound and F's steps
+    max_extrapolation: float = 4.0  # the budget run is skipped (noted) when sigma*(F) lies this factor outside the fitted range
     base: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -341,6 +342,10 @@ def run(spec, stop_after=None):
             raise StudyError("%s has validation runs but no prediction.json: the prediction cannot be made after its "
                              "runs exist; delete that folder to predict and validate again" % _dir(spec, "validate"))
         p = P.predict(fit_res, list(spec.validate.utd), budget_factor=spec.validate.budget_factor)
+        lo, hi, x = p["fitted_utd_range"][0], p["fitted_utd_range"][1], spec.validate.max_extrapolation
+        if p.get("budget") and not lo / x <= p["budget"]["sigma"] <= hi * x:  # recorded, but not run
+            p["budget_not_run"] = dict(p.pop("budget"), reason="sigma*(F) = %.4g is more than %gx outside the fitted "
+                                       "range [%g, %g] (validate.max_extrapolation)" % (p["budget"]["sigma"], x, lo, hi))
         configs = p["held_out"] + ([p["budget"]] if p.get("budget") else [])
         for c in configs:  # what each validation run needs: enough steps to cross the top threshold (and spend F)
             top = c["thresholds"][-1] if c["thresholds"] else {"D": 0, "D_ci95": [None, None]}
