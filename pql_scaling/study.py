@@ -344,8 +344,9 @@ def run(spec, stop_after=None):
         p = P.predict(fit_res, list(spec.validate.utd), budget_factor=spec.validate.budget_factor)
         lo, hi, x = p["fitted_utd_range"][0], p["fitted_utd_range"][1], spec.validate.max_extrapolation
         if p.get("budget") and not lo / x <= p["budget"]["sigma"] <= hi * x:  # recorded, but not run
-            p["budget_not_run"] = dict(p.pop("budget"), reason="sigma*(F) = %.4g is more than %gx outside the fitted "
-                                       "range [%g, %g] (validate.max_extrapolation)" % (p["budget"]["sigma"], x, lo, hi))
+            why = "sigma*(F) = %.4g is more than %gx outside the fitted range [%g, %g] (validate.max_extrapolation)" % (
+                p["budget"]["sigma"], x, lo, hi)
+            p["budget_not_run"] = dict(p.pop("budget"), reason=why)
         configs = p["held_out"] + ([p["budget"]] if p.get("budget") else [])
         for c in configs:  # what each validation run needs: enough steps to cross the top threshold (and spend F)
             top = c["thresholds"][-1] if c["thresholds"] else {"D": 0, "D_ci95": [None, None]}
