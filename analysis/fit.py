@@ -59,17 +59,21 @@ def crossings(curves, thresholds, n_boot=0, rng=None, key="norm"):
     return point, boot
 
 
-def normalise(curves, max_returns=None):
-    """R_norm = 1000 * R / R_max(task); R_max from `max_returns` or the run's own r_max."""
-    max_returns = dict(max_returns or {})
+def normalise(curves, max_returns=None, min_returns=None):
+    """R_norm = 1000 * (R - R_min) / (R_max - R_min); R_max from `max_returns` or the run's own r_max, R_min from
+    `min_returns` (default 0, R1's 1000 R / R_max). A task with negative returns (Pendulum) needs both."""
+    max_returns, min_returns = dict(max_returns or {}), dict(min_returns or {})
     missing = sorted({c["task"] for c in curves if c["task"] not in max_returns and not np.isfinite(c.get("r_max", np.nan))})
     if missing:
         raise AnalysisInputError(
             f"no R_max for task(s) {missing}: add them under `max_returns` in the config "
             f"(task: R_max, the return counted as 1000), or log r_max in the runs")
     for c in curves:
-        r = max_returns.get(c["task"], c.get("r_max"))
-        c["norm"] = 1000.0 * c["returns"] / float(r)
+        r, r0 = float(max_returns.get(c["task"], c.get("r_max"))), float(min_returns.get(c["task"], 0.0))
+        if not r > r0:
+            raise AnalysisInputError(f"task {c['task']}: R_max = {r:g} must be above R_min = {r0:g} "
+                                     "(`max_returns` / `min_returns`; negative returns need a minimum)")
+        c["norm"] = 1000.0 * (c["returns"] - r0) / (r - r0)
     return curves
 
 

@@ -15,6 +15,9 @@ import pandas as pd
 
 COLUMNS = ["task", "algo", "sigma", "batch_size", "lr", "model_size", "experts", "num_envs", "seed",
            "run", "env_steps", "grad_steps", "flops", "wall_time_s", "return", "r_max"]
+# run-directory extras (NaN for other inputs): the runtime mode, the deterministic-policy evaluation return,
+# and the trio's busy fractions (1 - wait fraction) of the actor and the V-learner, for analysis/wallclock.py
+RUN_EXTRAS = ["mode", "eval_return", "actor_busy", "learner_busy"]
 CONFIG_KEYS = ["task", "algo", "sigma", "batch_size", "lr", "model_size", "experts"]
 
 
@@ -222,14 +225,16 @@ def load_runs(root, include_running=True):
             "num_envs": num_envs, "seed": int(seed) if np.isfinite(seed) else 0, "run": dirpath,
             "env_steps": get("env_steps"), "grad_steps": get("critic_updates"), "flops": get("flops"),
             "wall_time_s": get("wall_time_s"), "return": get("return_mean"),
-            "r_max": _fnum(info.get("r_max") if info.get("r_max") is not None else cfg.get("r_max"))}))
+            "r_max": _fnum(info.get("r_max") if info.get("r_max") is not None else cfg.get("r_max")),
+            "mode": info.get("mode", cfg.get("mode")), "eval_return": get("eval_return_mean"),
+            "actor_busy": 1.0 - get("actor_wait_frac"), "learner_busy": 1.0 - get("v_wait_frac")}))
         if st == "running":
             skipped.append((dirpath, f"note: run still running, using its {len(rows)} log points so far"))
     if not parts:
         raise AnalysisInputError(f"no run directories (config.yaml + metrics.jsonl) under {root!r}"
                                  + (": " + "; ".join(f"{p}: {r}" for p, r in skipped) if skipped else ""))
     df = pd.concat(parts, ignore_index=True)
-    return _frame(df[COLUMNS]), skipped
+    return _frame(df[COLUMNS + RUN_EXTRAS]), skipped
 
 
 # -------------------------------------------------------------------------------------------- W&B

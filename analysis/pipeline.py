@@ -19,9 +19,12 @@ DEFAULTS = {
     # R5 (science.md 3): per-task absolute thresholds ({task: J} or {task: [J, ...]}), R5's threshold rule
     "threshold_rule": None, "threshold_base": {}, "tasks": None, "exclude": {}, "reset_every_grad_steps": None,
     "pool": None, "r5_seed": 42,
+    "min_returns": {}, "returns": "auto", "budget": "flops",
 }
 R5_FORMATS = ("model_scaling", "bro_ablations")
 EXCLUDE_AXES = ("width", "size", "sigma", "batch_size")
+RETURNS = ("auto", "eval", "train")  # auto: the deterministic-policy eval return when every run logs it
+BUDGETS = ("flops", "wall_clock")
 
 
 def _pct(a, q):
@@ -126,26 +129,36 @@ def _run(cfg, api=None):
     _check_types(cfg)
     if _is_r5(cfg):
         return r5_analysis(cfg, api)
+    delta_measured = cfg["delta"] == "measured"  # delta = a * R from the runs' rates (analysis/wallclock.py)
+    if delta_measured:
+        cfg["delta"] = DEFAULTS["delta"]
     for k in ("sweep_threshold", "delta"):
         cfg[k] = _num(cfg, k)
+    for k, options in (("returns", RETURNS), ("budget", BUDGETS)):
+        if cfg[k] not in options:
+            raise AnalysisInputError(f"config key `{k}` must be one of {list(options)}, got {cfg[k]!r}")
     for k in ("bootstrap", "holdout_top_k", "seed"):
         cfg[k] = _num(cfg, k, int)
     if cfg["model_size"] is not None:
         cfg["model_size"] = _num(cfg, "model_size")
     if cfg["thresholds"] is not None:
         cfg["thresholds"] = [_num({"thresholds": t}, "thresholds") for t in cfg["thresholds"]]
-    cfg["max_returns"] = {t: _num({f"max_returns.{t}": v}, f"max_returns.{t}") for t, v in (cfg["max_returns"] or {}).items()}
+    for key in ("max_returns", "min_returns"):
+        cfg[key] = {t: _num({f"{key}.{t}": v}, f"{key}.{t}") for t, v in (cfg[key] or {}).items()}
     rng = np.random.default_rng(cfg["seed"])
     n_boot = int(cfg["bootstrap"])
     table, skipped = load.load(cfg["inputs"], cfg["format"], api=api)
+    full_table = table  # every log point: the wall-clock rates use all intervals, not only the eval points
+    table, returns_note = _pick_returns(table, cfg["returns"])
     curves = load.curves(table)
     if not curves:
         raise AnalysisInputError("inputs hold no log point with a return: nothing to analyse")
-    fit.normalise(curves, cfg["max_returns"])
+    fit.normalise(curves, cfg["max_returns"], cfg["min_returns"])
     meta = _meta(curves)
     J = np.asarray(cfg["thresholds"] if cfg["thresholds"] is not None else fit.log_thresholds(), float)
     res = {"config": {k: cfg[k] for k in DEFAULTS if k not in ("inputs",)} | {"inputs": list(cfg["inputs"]) if not isinstance(cfg["inputs"], str) else [cfg["inputs"]]},
-           "thresholds": J.tolist(), "skipped": [{"path": str(p), "reason": r} for p, r in skipped], "notes": []}
+           "thresholds": J.tolist(), "skipped": [{"path": str(p), "reason": r} for p, r in skipped], "notes": [],
+           "returns": returns_note}
     res["counts"] = {"configs": len(curves), "tasks": int(meta.task.nunique()), "utds": sorted(meta.sigma.unique().tolist()),
                      "seeds_min": int(meta.n_seeds.min()), "rows": int(len(table))}
 
@@ -289,11 +302,29 @@ def _run(cfg, api=None):
             raise AnalysisInputError("compute: measured needs runs that log `flops` and `critic_updates`; use compute: r1")
         fps = float(np.median(ratios))
         csrc = f"measured FLOPs: {fps:.3g} FLOPs per sample per update (median over runs)"
+    elif n_params is None:  # a sweep (stage 1) needs no N: the rules and D_J fits stand, compute outputs are skipped
+        csrc = None
+        res["notes"].append("no critic size N (`model_size`, or run.json's critic_params): compute C_J, the "
+                            "Pareto frontier and the budget fit are skipped (R1's hyperparameter rules need no N)")
     else:
-        if n_params is None:
-            raise AnalysisInputError("R1's compute C = 10 N B sigma D needs the critic size N: set `model_size` "
-                                     "(or use runs whose run.json has critic_params)")
         csrc = f"R1: C = 10 * N * B * sigma * D with N = {n_params:g}"
+    res["_point_fits"], res["_boot_fits"] = point, boot_fits
+    res["_curves"], res["_chosen"], res["_utds"], res["_times"], res["_btimes"], res["_fitJ"] = curves, dchosen, utds, times, btimes, fitJ
+    res["_batch_fn"], res["_tasks"], res["_cflops"] = batch_fn, tasks, cflops
+    wall = _wall_clock(full_table, dchosen, pt, J, fitJ, point, utds, batch_fn, res) if cfg["budget"] == "wall_clock" or delta_measured else None
+    if delta_measured:
+        ds = [r["delta"] for r in (wall or {}).get("rates", []) if r.get("delta")]
+        if not ds:
+            raise AnalysisInputError("delta: measured needs runs whose logs give both rates (see the wall_clock notes)")
+        cfg["delta"] = float(np.median(ds))
+        res["notes"].append(f"delta = {cfg['delta']:.3g} FLOPs per transition, measured as a * R from the runs' rates")
+    if wall is not None:
+        res["wall_clock"] = wall
+    if csrc is None:
+        res["compute"] = {"formula": None, "batch_size": bsrc, "model_size": None, "delta": cfg["delta"]}
+        res["pareto"], res["budget"] = [], {"error": "no model_size: compute outputs skipped"}
+        res["best_hparams"] = best_table.to_dict("records") if best_table is not None else None
+        return res
     res["compute"] = {"formula": csrc, "batch_size": bsrc, "model_size": n_params, "delta": cfg["delta"]}
     cfun = (lambda s, d: fit.compute_r1(s, d, batch_fn(s), n_params)) if fps is None else (lambda s, d: fps * batch_fn(s) * s * d)
     pareto = []
@@ -329,8 +360,7 @@ def _run(cfg, api=None):
     if multi_size:
         res["model_size_fits"] = _model_size_fits(chosen, tasks, J, cfg, rng, batch_fn, fps, res)
     res["best_hparams"] = best_table.to_dict("records") if best_table is not None else None
-    res["_curves"], res["_chosen"], res["_utds"], res["_times"], res["_btimes"], res["_fitJ"] = curves, dchosen, utds, times, btimes, fitJ
-    res["_batch_fn"], res["_cfun"], res["_tasks"] = batch_fn, cfun, tasks
+    res["_cfun"], res["_bfun"] = cfun, bfun
     return res
 
 
@@ -608,3 +638,79 @@ def r5_analysis(cfg, api=None):
     res["_surface_df"] = df
     res["_curves"] = [c for c, k in zip(curves, keep) if k]
     return res
+
+
+def _pick_returns(table, returns):
+    """The return the laws are fitted on: `eval` = the deterministic-policy eval_return_mean, `train` = the
+    training episodes' return_mean (under exploration noise), `auto` = eval when every run logged it."""
+    has = table.groupby("run")["eval_return"].apply(lambda v: int(np.isfinite(v.to_numpy(float)).sum())) \
+        if "eval_return" in table else pd.Series(dtype=float)
+    use_eval = returns == "eval" or (returns == "auto" and len(has) and (has >= 2).all())
+    if not use_eval:
+        why = "returns: train" if returns == "train" else "returns: auto, and not every run logged eval_return_mean"
+        return table, f"training return_mean (episodes under exploration noise; {why})"
+    if not len(has) or (has < 2).any():
+        raise AnalysisInputError("returns: eval, but some runs logged fewer than 2 eval_return_mean points: train "
+                                 "them with eval.every_steps > 0, or use returns: train")
+    t = table.copy()
+    t["return"] = t["eval_return"]
+    return t[np.isfinite(t["return"].to_numpy(float))].reset_index(drop=True), \
+        "eval_return_mean (deterministic policy on separate eval envs)"
+
+
+def _wall_clock(table, chosen, pt, J, fitJ, point, utds, batch_fn, res):
+    """budget: wall_clock (analysis/wallclock.py): rates per (task, mode), the model checked against the runs'
+    measured wall_time_s at each crossing, and the wall-clock-optimal UTD per threshold."""
+    from . import wallclock
+
+    rates = wallclock.rates(table)
+    out = {"rates": [v for v in rates.values() if "error" in v or True], "check": {}, "optimum": {}}
+    modes = table.dropna(subset=["mode"]).groupby(["task", "sigma", "batch_size", "lr"])["mode"].first().to_dict()
+    per_mode = {}
+    for i, c in enumerate(chosen):
+        mode = modes.get((c["task"], c["sigma"], c["batch_size"], c["lr"]))
+        r = rates.get((c["task"], mode), {})
+        if "a_s_per_transition" not in r:
+            continue
+        ok = np.isfinite(c["flops"]) & np.isfinite(c["wall_time_s"])
+        for k in fitJ:
+            d = pt[i, k]
+            if not np.isfinite(d) or ok.sum() < 2:
+                continue
+            C = np.interp(d, c["steps"][ok], c["flops"][ok])
+            T = np.interp(d, c["steps"][ok], c["wall_time_s"][ok])
+            pm = per_mode.setdefault(mode, {"D": [], "C": [], "T": [], "a": [], "R": [], "t0": [], "sigma": [], "J": []})
+            for key, v in (("D", d), ("C", C), ("T", T), ("a", r["a_s_per_transition"]), ("R", r["learner_flops_per_s"]),
+                           ("t0", r["t0_s"]),
+                           ("sigma", c["sigma"]), ("J", float(J[k]))):
+                pm[key].append(float(v))
+    for mode, pm in per_mode.items():
+        a, R, t0 = np.array(pm["a"]), np.array(pm["R"]), np.array(pm["t0"])
+        pred = wallclock.time_to(pm["D"], pm["C"], a, R, mode, t0)
+        chk = wallclock.check(pm["D"], pm["C"], pm["T"], a, R, mode, t0)
+        chk["points"] = [{"sigma": s, "J": j, "D": d, "T_measured": t, "T_model": float(p)}
+                         for s, j, d, t, p in zip(pm["sigma"], pm["J"], pm["D"], pm["T"], pred)]
+        out["check"][mode] = chk
+        ratios = [c["flops"] / (c["grad_steps"] * c["batch_size"]) for c in chosen]
+        ratios = np.concatenate([q[np.isfinite(q) & (q > 0)] for q in ratios])
+        fps = float(np.median(ratios)) if len(ratios) else np.nan
+        am, Rm = float(np.median(a)), float(np.median(R))
+        opts = []
+        for n, k in enumerate(fitJ):
+            f = point[n]
+            if not f.get("converged") or not np.isfinite(fps):
+                continue
+            o = wallclock.optimum(lambda s: fit.d_of_sigma(f, s), lambda s, d: fps * batch_fn(s) * s * d,
+                                  (utds.min(), utds.max()), am, Rm, mode)
+            opts.append(dict(o, J=float(J[k])))
+        entry = {"points": opts, "a_s_per_transition": am, "learner_flops_per_s": Rm}
+        try:
+            bf = fit.budget_fit([o["T"] for o in opts], [o["sigma"] for o in opts], min(2, max(len(opts) - 2, 0)))
+            entry["sigma_star_of_T"] = {"coef": bf["coef"], "exponent": bf["exponent"],
+                                        "holdout_rel_error": bf["holdout_rel_error"]}
+        except AnalysisInputError as e:
+            entry["error"] = str(e)
+        out["optimum"][mode] = entry
+    if not per_mode:
+        res["notes"].append("budget: wall_clock: no run has both rates measured; wall-clock outputs skipped")
+    return out

@@ -136,7 +136,8 @@ def budget(res, path):
         xs = np.logspace(np.log10(F.min()) - 0.1, np.log10(F.max()) + 0.1, 50)
         ss = b["sigma_star"]
         ax.plot(xs, ss["coef"] * xs ** ss["exponent"], "k--",
-                label=f"σ* = {ss['coef']:.2e} F^{ss['exponent']:.2f}; held-out err {b['holdout_rel_error']:.0%}")
+                label=f"σ* = {ss['coef']:.2e} F^{ss['exponent']:.2f}" + (
+                    "" if b["holdout_rel_error"] is None else f"; held-out err {b['holdout_rel_error']:.0%}"))
         ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -218,4 +219,33 @@ def surface(res, path):
         ax.set_xlabel("σ (UTD)")
         ax.set_ylabel("env steps to threshold")
         ax.legend(fontsize=6)
+    _save(fig, path)
+
+
+def grade(g, path):
+    """Predicted vs measured data to each threshold for the held-out configurations (95% intervals as bars)."""
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    rows = [r for r in g["rows"] if r["D_meas"] is not None and r["D_pred"] is not None]
+    cmap = plt.get_cmap("viridis")
+    Js = sorted({r["J"] for r in g["rows"]})
+    for r in rows:
+        col = cmap(Js.index(r["J"]) / max(len(Js) - 1, 1))
+        lo, hi = r["D_pred_lo"], r["D_pred_hi"]
+        yerr = [[r["D_pred"] - lo], [hi - r["D_pred"]]] if lo is not None else None
+        mlo, mhi = (r.get("D_meas_ci95") or [None, None])
+        xerr = [[r["D_meas"] - mlo], [mhi - r["D_meas"]]] if mlo is not None else None
+        ax.errorbar(r["D_meas"], r["D_pred"], yerr=yerr, xerr=xerr, fmt="o" if r["kind"] == "utd" else "s",
+                    color=col, ms=4, lw=0.8, capsize=2)
+    if rows:
+        v = [r["D_meas"] for r in rows] + [r["D_pred"] for r in rows]
+        x = np.array([min(v) * 0.7, max(v) * 1.4])
+        ax.plot(x, x, "k-", lw=0.8)
+        t = g["summary"]["target_rel_error"]
+        ax.fill_between(x, x * (1 - t), x * (1 + t), color="k", alpha=0.08, lw=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("measured D_J (env steps)")
+    ax.set_ylabel("predicted D_J")
+    ax.set_title("held-out grade (o: UTD, s: budget optimum; band ±%.0f%%)" % (100 * g["summary"]["target_rel_error"]),
+                 fontsize=8)
     _save(fig, path)

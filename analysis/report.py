@@ -112,6 +112,8 @@ def write_outputs(res, out, plots=True):
                 ("pareto.png", P.pareto, "Data-compute Pareto frontier"),
                 ("budget.png", P.budget, "Budget-optimal σ* vs budget (held-out points as x)"),
                 ("hparams.png", P.hparams, "B* and lr* vs σ (shared slope, per-task intercepts)")]
+        if not res["compute"].get("formula"):  # a sweep without N: no compute outputs
+            spec = [x for x in spec if x[0] not in ("pareto.png", "budget.png")]
         if res.get("model_size_fits"):
             spec.append(("intrinsic.png", P.intrinsic, "Model size: R5 surface and R2 intrinsic performance"))
         if res.get("surface_table"):
@@ -131,7 +133,8 @@ def _report(res, out, mds, figs):
          f"Inputs: {', '.join(res['config']['inputs'])}  ",
          f"{res['counts']['configs']} configurations, {res['counts']['tasks']} tasks, UTDs {res['counts']['utds']}, "
          f">= {res['counts']['seeds_min']} seeds; bootstrap {res['config']['bootstrap']} resamples.  ",
-         f"Compute: {res['compute']['formula']}; batch size: {res['compute']['batch_size']}.", ""]
+         f"Compute: {res['compute']['formula'] or 'skipped (no model_size)'}; batch size: {res['compute']['batch_size']}.  ",
+         f"Returns fitted: {res.get('returns', 'return_mean')}.", ""]
     if res["notes"]:
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     if res["skipped"]:
@@ -148,9 +151,11 @@ def _report(res, out, mds, figs):
             b = res["budget"]
             L += [f"σ* = {b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f} "
                   f"(95% bootstrap CI of the exponent {_ci(b['sigma_star']['exponent_ci95'])}); fitted on {b['n_train']} budgets, "
-                  f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}", ""]
+                  + (f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}"
+                   if b["holdout_rel_error"] is not None else "no budget held out (holdout_top_k: 0)"), ""]
     if "best_hparams" in mds:
         L += ["## Best hyperparameters per task and UTD", "", mds["best_hparams"], ""]
+    L += _wall_clock_section(res.get("wall_clock"))
     L += ["Tables: " + ", ".join(f"`{k}.csv`" for k in mds) + "; all numbers in `fits.json`.", ""]
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write("\n".join(L))
@@ -193,8 +198,35 @@ def summary(res, console=None):
             t.add_row(f"D_J, J={r['J']:.0f}", f"D_min {r['D_min']:.3g}, β {r['beta']:.3g}, α {r['alpha']:.3f}{ok}")
     b = res.get("budget", {})
     if "sigma_star" in b:
-        t.add_row("σ*(F)", f"{b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f}; held-out error {b['holdout_rel_error']:.1%}")
+        t.add_row("σ*(F)", f"{b['sigma_star']['coef']:.3g} · F^{b['sigma_star']['exponent']:.3f}" + ("" if b["holdout_rel_error"] is None else f"; held-out error {b['holdout_rel_error']:.1%}"))
     ms = res.get("model_size_fits", {})
     if ms.get("n_opt_exponent") is not None:
         t.add_row("N_opt(C)", f"∝ C^{ms['n_opt_exponent']:.3f}")
     console.print(t)
+
+
+def _wall_clock_section(w):
+    """budget: wall_clock: measured rates, the model's error against measured time to threshold, the optimum."""
+    if not w:
+        return []
+    L = ["## Wall-clock budget (analysis/wallclock.py)", "",
+         "T = a D + C / R (sync: the costs add) or max(a D, C / R) (trio: roles in parallel); a and R from the logs.", "",
+         "| task | mode | a (s / transition) | R (update FLOPs / s) | delta = a R | log intervals |", "|---|---|---|---|---|---|"]
+    for r in w["rates"]:
+        if "error" in r:
+            L.append(f"| {r['error']} | | | | | |")
+        else:
+            L.append(f"| {r['task']} | {r['mode']} | {r['a_s_per_transition']:.3g} | {r['learner_flops_per_s']:.3g} | "
+                     f"{r['delta'] or float('nan'):.3g} | {r['intervals']} |")
+    L.append("")
+    for mode, c in w["check"].items():
+        if c["n"]:
+            L.append(f"- model vs measured wall_time_s to threshold, {mode}: median |error| {c['median_abs_rel_error']:.1%}, "
+                     f"max {c['max_abs_rel_error']:.1%} over {c['n']} (UTD, J) crossings")
+    for mode, o in w["optimum"].items():
+        pts = ", ".join(f"J={p['J']:.0f}: σ*={p['sigma']:.3g} (T={p['T']:.3g} s)" for p in o["points"])
+        L.append(f"- wall-clock-optimal UTD, {mode}: {pts or 'none (no converged D_J fit)'}")
+        if "sigma_star_of_T" in o:
+            f = o["sigma_star_of_T"]
+            L.append(f"  σ*(T) = {f['coef']:.3g} · T^{f['exponent']:.3f}")
+    return L + [""]

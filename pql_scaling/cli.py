@@ -13,6 +13,7 @@ USAGE = """usage: pql-scale COMMAND [ARGS]
   sweep SPEC [--launcher local|ray|slurm] [--dry-run] [--retry N] [key=value ...]
                                run a grid of training runs (resumable); key=value overrides the spec
   sweep status SPEC            a table of the sweep's runs and their states
+  study SPEC [key=value ...]   grid -> rules -> fitted -> laws -> prediction -> validation -> grade (resumable)
   analyze --config FILE ...    fit scaling laws to run directories / W&B / qscaled data
   recommend --fits FILE --budget F [--task T]
                                compute-optimal UTD, batch size and learning rate for a budget
@@ -130,6 +131,32 @@ def _sweep(argv):
     return 1 if bad and not (show_status or a.dry_run) else 0
 
 
+def _study(argv):
+    from pql_scaling import config, study
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: pql-scale study SPEC [key=value ...]   (see studies/*.yaml and pql_scaling/study.py)")
+        return 0 if argv else 2
+    try:
+        spec = study.load_spec(argv[0], argv[1:])
+        g = study.run(spec)
+    except config.ConfigError as e:
+        print("study error: %s" % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("study interrupted: rerun the same command to continue", file=sys.stderr)
+        return 130
+    except ValueError as e:  # analysis input errors name their cause and fix
+        print("study error: %s" % e, file=sys.stderr)
+        return 2
+    s = g["summary"]
+    print("study %s graded: top thresholds %s, median |error| %s, %d/%d inside the interval" % (
+        spec.name, s["top_thresholds"], "n/a" if s["median_abs_rel_error"] is None else "%.1f%%" % (100 * s["median_abs_rel_error"]),
+        s["inside_interval"], s["n_measured"]))
+    print("report: %s" % os.path.join(spec.out, "report.md"))
+    return 0
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     # Isaac Gym refuses to load after torch: import it first when asked for (a no-op otherwise).
@@ -151,6 +178,8 @@ def main(argv=None):
         return _keys()
     if cmd == "sweep":
         return _sweep(rest)
+    if cmd == "study":
+        return _study(rest)
     if cmd in ("analyze", "recommend"):
         from analysis import cli as analysis_cli
 

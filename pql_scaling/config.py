@@ -78,6 +78,13 @@ class LogConfig:
 
 
 @dataclass
+class EvalConfig:
+    every_steps: int = 0  # env steps between evaluations of the deterministic policy, 0 = off (pql_scaling/evaluate.py)
+    episodes: int = 16  # noise-free episodes per evaluation, one per eval env
+    max_steps: int = 1000  # step cap of one evaluation when the env declares no max_episode_steps
+
+
+@dataclass
 class WandbConfig:
     mode: str = "disabled"  # online | offline | disabled
     project: str = "pql-scaling"
@@ -118,6 +125,7 @@ class Config:
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     net: NetConfig = field(default_factory=NetConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
 
@@ -137,8 +145,8 @@ POSITIVE = ("num_envs", "max_env_steps", "algo.batch_size", "algo.critic_lr", "a
             "algo.nstep", "algo.critic_updates_per_step", "algo.num_atoms", "log.every_steps", "algo.reward_scale",
             "net.critic_width", "net.critic_depth", "net.actor_width", "net.actor_depth", "net.experts",
             "net.slots_per_expert", "net.tokens", "net.expert_hidden",
-            "perf.publish_every")
-NON_NEGATIVE = ("max_time_s", "threads", "algo.weight_decay", "algo.grad_clip", "algo.warmup_steps",
+            "perf.publish_every", "eval.episodes", "eval.max_steps")
+NON_NEGATIVE = ("max_time_s", "eval.every_steps", "threads", "algo.weight_decay", "algo.grad_clip", "algo.warmup_steps",
                 "algo.learning_starts", "algo.noise_std_min", "algo.noise_std_max", "algo.target_noise",
                 "algo.target_noise_clip", "algo.policy_updates_per_critic_update", "algo.alpha_lr", "algo.init_alpha",
                 "log.checkpoint_every_s", "wandb.init_timeout_s")
@@ -250,6 +258,10 @@ def validate(cfg):
                           % (get("algo.buffer_size"), get("num_envs"), get("num_envs") * (get("algo.nstep") + 1)))
     if get("algo.distributional") and get("algo.name") == "sac":
         raise ConfigError("algo.distributional=true is only implemented for algo.name=pql")
+    if get("eval.every_steps") and get("backend") == "isaacgym":
+        raise ConfigError("eval.every_steps>0 is not available with backend=isaacgym: Isaac Gym allows one simulation "
+                          "per process, so there is no separate eval batch; set eval.every_steps=0 (the analysis "
+                          "then fits the training return_mean)")
     for key in ("net.actor_hidden", "net.critic_hidden"):
         if not get(key) or min(get(key)) <= 0:
             raise ConfigError("%s=%r must be a non-empty list of positive widths, e.g. [256,256]" % (key, list(get(key))))

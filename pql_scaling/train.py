@@ -84,6 +84,12 @@ class Session:
         if resumed_state is not None:
             self.load_state_dict(resumed_state)
         self.time_offset = self.counters["wall_time_s"]
+        self.paused = 0.0  # seconds spent evaluating since start: not training time
+        self.evaluator = None
+        if cfg.eval.every_steps:
+            from pql_scaling.evaluate import Evaluator
+
+            self.evaluator = Evaluator(cfg, actor_device, self.env_steps)
         self.last = {"t": self.process_start, "env_steps": self.env_steps, "critic": self.v_learner.updates,
                      "policy": self.p_learner.updates}
         self.last_ckpt = self.process_start
@@ -101,7 +107,7 @@ class Session:
     def wall_time(self, now=None):
         if self.start is None:  # training has not started yet
             return self.time_offset
-        return self.time_offset + ((now or time.monotonic()) - self.start)
+        return self.time_offset + ((now or time.monotonic()) - self.start) - self.paused
 
     def started(self):
         """The runtime calls this once its roles are ready, just before the first actor step: the training
@@ -152,6 +158,13 @@ class Session:
         if self.extra_metrics is not None:
             row.update(self.extra_metrics())
         self.last = {"t": now, "env_steps": self.env_steps, "critic": cu, "policy": pu}
+        if self.evaluator is not None and self.evaluator.due(self.env_steps):
+            ev = self.evaluator.run(self.p_learner.actor, self.norm, self.env_steps)
+            self.paused += ev["eval_s"]  # evaluation is not training: out of wall_time_s and the rates
+            self.last["t"] += ev["eval_s"]
+            now += ev["eval_s"]
+            self.counters["eval_time_s"] = self.counters.get("eval_time_s", 0.0) + ev.pop("eval_s")
+            row.update(ev, eval_time_s=round(self.counters["eval_time_s"], 4))
         if self.cfg.target_return is not None and mean is not None and mean >= self.cfg.target_return:
             self.stop_reason = "target_return"
         self.run.append_metrics(row)
@@ -317,5 +330,7 @@ def train(overrides=(), quiet=False, started=None):
         s.wandb.finish(exit_code)
         if hasattr(env, "close"):
             env.close()
+        if s.evaluator is not None:
+            s.evaluator.close()
         run.close()
     return run.path

@@ -1,0 +1,90 @@
+"""Wall-clock budgets from the throughput our runs log (science.md 1: F = C + delta D assumes the simulator
+and the learner take turns; PQL's trio runs them in parallel).
+
+A run spends `a` seconds of simulator (+ actor) time per env transition and `1 / R` seconds per FLOP of
+gradient updates (R = the learner's FLOP rate). The time to reach J with D transitions and C update FLOPs:
+    sync:  T = a D + C / R            (one process: the two costs add)
+    trio:  T = max(a D, C / R)        (actor and learners in parallel: the slower side sets the pace)
+`a` and `R` are measured from the logs: for sync runs a non-negative least-squares fit of each log
+interval's seconds on its (transitions, FLOPs); for trio runs each side's busy time (1 - wait fraction)
+per transition and per FLOP. delta = a * R is then the FLOPs-equivalent cost of one transition. A run also
+pays a fixed start-up time t0 before its first log point (imports, spawning the trio's learners): the median
+over runs of the first log point's wall_time_s minus the model's time for it, added to T.
+Pure functions over arrays and tables: nothing here reads files.
+"""
+import numpy as np
+from scipy import optimize
+
+from .load import AnalysisInputError
+
+
+def _diffs(g):
+    g = g.sort_values("env_steps")
+    d = {k: np.diff(g[k].to_numpy(float)) for k in ("wall_time_s", "env_steps", "flops")}
+    busy = {k: g[k].to_numpy(float)[1:] if k in g else np.full(len(d["env_steps"]), np.nan)
+            for k in ("actor_busy", "learner_busy")}
+    ok = (d["wall_time_s"] > 0) & (d["env_steps"] > 0) & np.isfinite(d["flops"])
+    return {k: v[ok] for k, v in {**d, **busy}.items()}
+
+
+def rates(table):
+    """Per (task, mode): a (s per transition), R (update FLOPs per s), delta = a R, and how many log intervals
+    they rest on. `table`: the tidy run table with env_steps, flops, wall_time_s, run, task, mode and, for trio
+    runs, actor_busy / learner_busy (1 - wait fractions)."""
+    if "mode" not in table or table["mode"].isna().all():
+        raise AnalysisInputError("budget: wall_clock needs runs that log their mode (run.json) and throughput; "
+                                 "these inputs carry none (qscaled / W&B data): use budget: flops")
+    out = {}
+    for (task, mode), g in table.dropna(subset=["mode"]).groupby(["task", "mode"]):
+        parts = [_diffs(h) for _, h in g.groupby("run")]
+        d = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+        if not parts or len(d["env_steps"]) < 2 or not (d["flops"] > 0).any():
+            out[(task, mode)] = {"error": f"{task}/{mode}: fewer than 2 log intervals with updates"}
+            continue
+        if mode == "sync":
+            A = np.column_stack([d["env_steps"], d["flops"]])
+            scale = A.max(0)
+            coef, res = optimize.nnls(A / scale, d["wall_time_s"])
+            a, inv_r = coef / scale
+            pred = A @ np.array([a, inv_r])
+        else:  # trio: each side's busy seconds per unit of its own work
+            learn = d["flops"] > 0
+            ab = np.where(np.isfinite(d["actor_busy"]), d["actor_busy"], 1.0)
+            lb = np.where(np.isfinite(d["learner_busy"]), d["learner_busy"], 1.0)
+            a = float(np.median(ab * d["wall_time_s"] / d["env_steps"]))
+            inv_r = float(np.median((lb * d["wall_time_s"])[learn] / d["flops"][learn]))
+            pred = np.maximum(a * d["env_steps"], inv_r * d["flops"])
+        rel = np.abs(pred - d["wall_time_s"]) / d["wall_time_s"]
+        R = 1.0 / inv_r if inv_r > 0 else np.inf
+        first = [h.sort_values("env_steps").iloc[0] for _, h in g.groupby("run")]
+        t0 = float(np.median([max(f["wall_time_s"] - time_to(f["env_steps"], f["flops"] if np.isfinite(f["flops"]) else 0.0,
+                                                              a, R, mode), 0.0) for f in first]))
+        out[(task, mode)] = {"task": task, "mode": mode, "a_s_per_transition": float(a), "learner_flops_per_s": float(R),
+                             "delta": float(a * R) if np.isfinite(R) else None, "t0_s": t0, "intervals": int(len(rel)),
+                             "interval_median_rel_error": float(np.median(rel))}
+    return out
+
+
+def time_to(D, C, a, R, mode, t0=0.0):
+    """Model wall-clock seconds for D transitions and C update FLOPs (arrays broadcast), after t0 of start-up."""
+    env, learn = a * np.asarray(D, float), np.asarray(C, float) / R
+    return t0 + (env + learn if mode == "sync" else np.maximum(env, learn))
+
+
+def optimum(d_of_sigma, c_of_sigma_d, sigma_range, a, R, mode, n=100, t0=0.0):
+    """The wall-clock-optimal UTD along a fitted D_J(sigma): minimise T(sigma) over the range that was run."""
+    s = np.logspace(np.log10(sigma_range[0]), np.log10(sigma_range[1]), n)
+    d = d_of_sigma(s)
+    t = np.where(d > 0, time_to(d, c_of_sigma_d(s, d), a, R, mode, t0), np.inf)
+    i = int(np.argmin(t))
+    return {"sigma": float(s[i]), "T": float(t[i]), "D": float(d[i])}
+
+
+def check(D, C, measured_T, a, R, mode, t0=0.0):
+    """Model vs the runs' measured wall_time_s at the crossings -> relative errors (pred - meas) / meas."""
+    D, C, m = (np.asarray(v, float) for v in (D, C, measured_T))
+    pred = time_to(D, C, a, R, mode, t0)
+    ok = np.isfinite(pred) & np.isfinite(m) & (m > 0)
+    rel = (pred[ok] - m[ok]) / m[ok]
+    return {"n": int(ok.sum()), "median_abs_rel_error": float(np.median(np.abs(rel))) if len(rel) else None,
+            "max_abs_rel_error": float(np.max(np.abs(rel))) if len(rel) else None, "rel_errors": rel.tolist()}

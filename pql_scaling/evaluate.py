@@ -1,0 +1,66 @@
+"""Periodic evaluation of the deterministic policy on its own env batch (the metric scaling laws are fitted on).
+
+Training returns come from episodes under PQL's mixed exploration noise (std up to 0.8) and, when all
+envs end together, in bursts. Every `eval.every_steps` env steps the trainer runs `eval.episodes`
+noise-free episodes (one per eval env, the policy's mean action, observations normalised but never
+added to the normaliser or the replay) on a separate batch of the same backend and task, seeded apart
+from the training envs. The time it takes is logged as `eval_time_s` and kept out of `wall_time_s` and
+the throughput figures. Isaac Gym allows one simulation per process, so there it is a ConfigError.
+"""
+import time
+
+import torch
+
+import envs
+from pql_scaling.config import ConfigError
+
+EVAL_SEED_OFFSET = 1_000_003  # eval envs draw initial states from their own stream
+
+
+class Evaluator:
+    def __init__(self, cfg, device, done_steps=0):
+        e = cfg.eval
+        backend = cfg.backend or envs.default_backend(cfg.task)
+        if backend == "isaacgym":
+            raise ConfigError("eval.every_steps>0 is not available with backend=isaacgym: Isaac Gym allows one "
+                              "simulation per process, so there is no separate eval batch; set eval.every_steps=0 "
+                              "(the analysis then fits the training return_mean)")
+        self.every, self.episodes, self.device = int(e.every_steps), int(e.episodes), torch.device(device)
+        self.env = envs.make(cfg.task, self.episodes, device=device, seed=cfg.seed + EVAL_SEED_OFFSET, backend=cfg.backend)
+        self.max_steps = int(getattr(self.env, "max_episode_steps", None) or e.max_steps)
+        self.sac = cfg.algo.name == "sac"
+        self.next = (done_steps // self.every + 1) * self.every  # the next multiple of every_steps
+
+    def due(self, env_steps):
+        return env_steps >= self.next
+
+    @torch.no_grad()
+    def run(self, policy, norm, env_steps):
+        """One episode per eval env with the policy's deterministic action -> dict of eval_* metrics."""
+        t0 = time.perf_counter()
+        self.next = (env_steps // self.every + 1) * self.every
+        env = self.env
+        obs = env.reset().to(self.device)
+        ret = torch.zeros(self.episodes, device=self.device)
+        finished = torch.zeros(self.episodes, dtype=torch.bool, device=self.device)
+        for t in range(self.max_steps + 1):
+            action = policy(norm(obs))  # GaussianActor.forward is its mean action too
+            obs, reward, terminated, truncated, info = env.step(action)
+            obs = obs.to(self.device)
+            live = ~finished
+            if "valid" in info:
+                live = live & info["valid"].to(self.device)
+            ret += reward.to(self.device) * live
+            finished |= (terminated | truncated).to(self.device)
+            if t % 50 == 49 and bool(finished.all()):  # a host sync every 50 eval steps, outside training
+                break
+        n = int(finished.sum())
+        done = ret[finished]
+        mean = float(done.mean()) if n else None
+        std = float(done.std(unbiased=False)) if n else None
+        return {"eval_return_mean": mean, "eval_return_std": std, "eval_episodes": n,
+                "eval_s": time.perf_counter() - t0}
+
+    def close(self):
+        if hasattr(self.env, "close"):
+            self.env.close()

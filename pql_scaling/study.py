@@ -1,0 +1,524 @@
+"""`pql-scale study SPEC`: R1's protocol as one resumable command (science.md 2), graded on runs it never fitted.
+
+    grid      sweep UTD x batch size x lr (x seeds), short budget -> analyze -> B*(sigma), lr*(sigma) rules
+    fitted    sweep UTDs with the rules' (B, lr)                  -> analyze -> D_J(sigma), C_J, frontier, sigma*(F)
+    predict   prediction.json for held-out configurations: UTDs outside the fitted range and the budget-optimal
+              UTD for a budget above every fitted one (written once, before any validation run starts, with the
+              code version and time; never recomputed once it exists)
+    validate  sweep those configurations -> grade.json (predicted vs measured per threshold), report.md
+
+Every stage is an ordinary sweep (pql_scaling/sweep.py) writing ordinary run directories under the study's
+`out`, so a rerun continues where it stopped: completed runs are skipped, stopped ones resumed, analyses
+recomputed from the run directories. Analysis is called only through its public functions; it never imports
+this module.
+"""
+import datetime
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pql_scaling import config as config_lib
+from pql_scaling import sweep
+from pql_scaling.runlog import log, write_json_atomic
+
+
+# --------------------------------------------------------------------------------------------------- the spec
+@dataclass
+class ReturnsSpec:
+    max: float = MISSING  # the task's return counted as 1000 (R1's normalisation)
+    min: float = 0.0  # counted as 0: a task with negative returns (Pendulum) needs it
+
+
+@dataclass
+class GridStage:
+    utd: List[float] = MISSING
+    batch_size: List[int] = MISSING
+    lr: List[float] = MISSING  # critic and actor learning rate together
+    seeds: Any = 1
+    base: Dict[str, Any] = field(default_factory=dict)  # this stage's training overrides (e.g. max_env_steps)
+
+
+@dataclass
+class FittedStage:
+    utd: List[float] = MISSING  # >= 4 values: D_J(sigma) has 3 parameters
+    max_env_steps: Optional[List[int]] = None  # per UTD (zipped with utd): low UTDs need more data
+    seeds: Any = 2
+    base: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ValidateStage:
+    utd: List[float] = MISSING  # held-out UTDs; at least one outside the fitted range
+    budget_factor: float = 4.0  # the larger budget = this x the largest fitted budget optimum F*
+    seeds: Any = 2
+    steps_margin: float = 1.5  # max_env_steps = margin x the larger of the predicted upper bound and F's steps
+    max_extrapolation: float = 4.0  # the budget run is skipped (noted) when sigma*(F) lies this factor outside the fitted range
+    base: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AnalysisSpec:
+    thresholds: Optional[List[float]] = None  # default R1's 300 ... 800
+    sweep_threshold: float = 800.0
+    bootstrap: int = 100
+    returns: str = "auto"  # auto | eval | train: which logged return the laws are fitted on
+    budget: str = "flops"  # flops (F = C + delta D) | wall_clock (also: the time model from the logged rates)
+    delta: Any = 4e9  # FLOPs-equivalent per transition, or "measured" (from the rates)
+    compute: str = "measured"  # measured (our FLOP counts) | r1 (10 N B sigma D)
+    model_size: Optional[float] = None  # default: run.json's critic_params
+    holdout_top_k: int = 2
+    grade_top_k: int = 2  # the summary grades the top-k thresholds
+    target_rel_error: float = 0.15
+
+
+@dataclass
+class WandbSpec:
+    mode: str = "disabled"  # online | offline | disabled; runs and the analysis run share the group `name`
+    project: str = "pql-scaling"
+    entity: Optional[str] = None
+
+
+@dataclass
+class RecommendSpec:
+    budget: Optional[float] = None  # default: the validation budget
+    num_envs: Optional[int] = None  # default: base num_envs (or the task's)
+
+
+@dataclass
+class StudySpec:
+    name: str = MISSING
+    task: str = MISSING
+    out: Optional[str] = None  # default runs/<name>
+    base: Dict[str, Any] = field(default_factory=dict)  # training overrides shared by every run
+    returns: ReturnsSpec = field(default_factory=ReturnsSpec)
+    grid: GridStage = field(default_factory=GridStage)
+    fitted: FittedStage = field(default_factory=FittedStage)
+    validate: ValidateStage = field(default_factory=ValidateStage)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
+    launcher: sweep.LauncherSpec = field(default_factory=sweep.LauncherSpec)
+    retry: int = 2
+    wandb: WandbSpec = field(default_factory=WandbSpec)
+    recommend: RecommendSpec = field(default_factory=RecommendSpec)
+
+
+class StudyError(config_lib.ConfigError):
+    pass
+
+
+def _set_dotted(raw, key, value, arg):
+    node = raw
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise StudyError("override %s: %s is not a mapping" % (arg, p))
+    node[parts[-1]] = value
+
+
+def load_spec(path_or_dict, overrides=()):
+    """A validated StudySpec from YAML or a dict plus `key=value` overrides; unknown keys and bad values fail
+    here naming the key, before anything runs; every stage's sweep is expanded (so every run config checked)."""
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        where = str(path_or_dict)
+        if not os.path.exists(where):
+            raise StudyError("study spec %s does not exist" % where)
+        with open(where) as f:
+            try:
+                raw = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise StudyError("study spec %s is not valid YAML: %s" % (where, e))
+    else:
+        where, raw = "the spec dict", json.loads(json.dumps(dict(path_or_dict)))
+    if not isinstance(raw, dict):
+        raise StudyError("study spec %s must be a mapping (name, task, grid, fitted, validate, ...)" % where)
+    for arg in overrides:
+        if "=" not in arg:
+            raise StudyError("expected key=value, got %r (e.g. validate.seeds=3 launcher.local.runs_per_device=2)" % arg)
+        k, v = arg.split("=", 1)
+        _set_dotted(raw, k, yaml.safe_load(v) if v != "" else None, arg)
+    for section in ("base",):
+        if isinstance(raw.get(section), dict):
+            raw[section] = dict(config_lib._flatten(raw[section]))
+    try:
+        spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudySpec), raw))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        valid = sorted(_keys(StudySpec))
+        import difflib
+
+        close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.5)
+        raise StudyError("study spec %s: %s at %s%s" % (where, str(e).splitlines()[0], key,
+                                                         ("; did you mean: " + ", ".join(close)) if close else ""))
+    _validate(spec, where)
+    return spec
+
+
+def _keys(cls, prefix=""):
+    from dataclasses import fields, is_dataclass
+
+    out = []
+    for f in fields(cls):
+        default = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
+        out.append(prefix + f.name)
+        if is_dataclass(default):
+            out += _keys(type(default), prefix + f.name + ".")
+    return out
+
+
+def _validate(spec, where):
+    if not spec.name:
+        raise StudyError("name is empty (in %s)" % where)
+    spec.out = os.path.abspath(spec.out or os.path.join("runs", spec.name))
+    if not spec.returns.max > spec.returns.min:
+        raise StudyError("returns.max=%g must be above returns.min=%g (the returns counted as 1000 and 0)"
+                         % (spec.returns.max, spec.returns.min))
+    a = spec.analysis
+    for key, value, options in (("analysis.returns", a.returns, ("auto", "eval", "train")),
+                                ("analysis.budget", a.budget, ("flops", "wall_clock")),
+                                ("analysis.compute", a.compute, ("measured", "r1")),
+                                ("wandb.mode", spec.wandb.mode, ("online", "offline", "disabled"))):
+        if value not in options:
+            raise StudyError("%s=%r is not one of %s" % (key, value, ", ".join(options)))
+    if not (a.delta == "measured" or isinstance(a.delta, (int, float)) and a.delta >= 0):
+        raise StudyError("analysis.delta=%r: give FLOPs per transition (>= 0) or \"measured\"" % (a.delta,))
+    if len(set(spec.fitted.utd)) < 4:
+        raise StudyError("fitted.utd=%s: D_J(sigma) = D_min + (beta/sigma)^alpha needs >= 4 distinct UTDs"
+                         % list(spec.fitted.utd))
+    if spec.fitted.max_env_steps and len(spec.fitted.max_env_steps) != len(spec.fitted.utd):
+        raise StudyError("fitted.max_env_steps has %d values for %d UTDs: give one per UTD (or none)"
+                         % (len(spec.fitted.max_env_steps), len(spec.fitted.utd)))
+    if len(set(spec.grid.utd)) < 2:
+        raise StudyError("grid.utd=%s: the hyperparameter rules need >= 2 UTDs" % list(spec.grid.utd))
+    lo, hi = min(spec.fitted.utd), max(spec.fitted.utd)
+    if not any(not lo <= s <= hi for s in spec.validate.utd):
+        raise StudyError("validate.utd=%s: at least one held-out UTD must lie outside the fitted range [%g, %g]"
+                         % (list(spec.validate.utd), lo, hi))
+    if spec.validate.budget_factor <= 1:
+        raise StudyError("validate.budget_factor=%g must be > 1 (a budget above every fitted one)" % spec.validate.budget_factor)
+    for k in spec.base:
+        if k in ("task", "algo.batch_size", "algo.critic_lr", "algo.actor_lr", "algo.critic_updates_per_step"):
+            raise StudyError("base.%s: the study sets %s itself (task / grid / rules)" % (k, k))
+    for stage in ("grid", "fitted", "validate"):  # every run of every stage is a valid training config
+        try:
+            z = {"utd": list(spec.validate.utd), "max_env_steps": [1] * len(spec.validate.utd)}  # steps: predicted later
+            sweep.expand(sweep.load_spec(_sweep_dict(spec, stage, rules=None if stage == "grid" else "__skip__", zip_=z)))
+        except config_lib.ConfigError as e:
+            raise StudyError("stage %s of study %s: %s" % (stage, where, e))
+
+
+# --------------------------------------------------------------------------------------------------- stages
+def _dir(spec, *parts):
+    return os.path.join(spec.out, *parts)
+
+
+def _sweep_dict(spec, stage, rules=None, zip_=None):
+    """The sweep spec of one stage. rules="__skip__" (validation only): expand without rules, nothing runs."""
+    st = getattr(spec, stage)
+    base = dict(spec.base, task=spec.task)
+    base.update(st.base)
+    base.setdefault("wandb.group", spec.name)  # the analysis run joins this group; base's own values win
+    base.setdefault("wandb.mode", spec.wandb.mode)
+    base.setdefault("wandb.project", spec.wandb.project)
+    if spec.wandb.entity:
+        base.setdefault("wandb.entity", spec.wandb.entity)
+    d = {"name": "%s-%s" % (spec.name, stage), "out": _dir(spec, stage), "seeds": st.seeds, "retry": spec.retry,
+         "launcher": OmegaConf.to_container(OmegaConf.structured(spec.launcher))}
+    if stage == "grid":
+        d["grid"] = {"utd": list(st.utd), "algo.batch_size": list(st.batch_size)}
+        d["zip"] = {"algo.critic_lr": list(st.lr), "algo.actor_lr": list(st.lr)}
+    elif stage == "fitted":
+        if st.max_env_steps:
+            d["zip"] = {"utd": list(st.utd), "max_env_steps": list(st.max_env_steps)}
+            base.pop("max_env_steps", None)
+        else:
+            d["grid"] = {"utd": list(st.utd)}
+    else:
+        z = zip_ or {"utd": list(st.utd)}
+        if "max_env_steps" in z:
+            base.pop("max_env_steps", None)
+        d["zip"] = z
+    if rules and rules != "__skip__":
+        d["rules"] = rules
+    d["base"] = base
+    return d
+
+
+def _analysis_cfg(spec, inputs, out, **kw):
+    a = spec.analysis
+    cfg = {"inputs": [inputs], "max_returns": {spec.task: spec.returns.max}, "min_returns": {spec.task: spec.returns.min},
+           "thresholds": list(a.thresholds) if a.thresholds else None, "sweep_threshold": a.sweep_threshold,
+           "bootstrap": a.bootstrap, "returns": a.returns, "budget": a.budget, "delta": a.delta, "compute": a.compute,
+           "model_size": a.model_size, "holdout_top_k": a.holdout_top_k, "out": out}
+    cfg.update(kw)
+    return cfg
+
+
+def code_version():
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+                               text=True, timeout=10)
+        if rev.returncode == 0:
+            return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown (not a git checkout)"
+
+
+def _launch(spec, d, timings, stage):
+    t0 = time.monotonic()
+    s = sweep.load_spec(d)
+    rows = sweep.launch(s, live="off")
+    bad = [r for r in rows if r["state"] != "completed"]
+    timings[stage] = timings.get(stage, 0.0) + time.monotonic() - t0
+    if bad:
+        raise StudyError("stage %s: %d run(s) did not complete (%s); fix the cause and rerun `pql-scale study` to "
+                         "continue" % (stage, len(bad), "; ".join("%s: %s %s" % (r["name"], r["state"], r["reason"])
+                                                                   for r in bad[:3])))
+    return rows
+
+
+def _analyze(cfg, timings, stage):
+    from analysis import pipeline, report
+
+    t0 = time.monotonic()
+    res = pipeline.run_analysis(cfg)
+    report.write_outputs(res, cfg["out"], plots=True)
+    timings[stage] = timings.get(stage, 0.0) + time.monotonic() - t0
+    return res
+
+
+def _steps(spec, d):
+    cfg = config_lib.load(["task=%s" % spec.task] + ["%s=%s" % (k, sweep._arg(v)) for k, v in spec.base.items()])
+    n = cfg.num_envs
+    return int(math.ceil(d / n) * n)
+
+
+def run(spec, stop_after=None):
+    """Run (or continue) the study; returns the grade dict (None if stopped early with stop_after)."""
+    from analysis import predict as P
+
+    os.makedirs(spec.out, exist_ok=True)
+    state_path = _dir(spec, "study.json")
+    state = _read(state_path) or {"started": _now(), "timings_s": {}}
+    timings = state["timings_s"]
+    t_start = time.monotonic()
+
+    def save(stage):
+        state["stage"] = stage
+        state["updated"] = _now()
+        write_json_atomic(state_path, state)
+
+    log.warning("study %s: stage grid (%s)", spec.name, _dir(spec, "grid"))
+    _launch(spec, _sweep_dict(spec, "grid"), timings, "grid_runs")
+    grid_out = _dir(spec, "grid_analysis")
+    grid_res = _analyze(_analysis_cfg(spec, _dir(spec, "grid"), grid_out), timings, "grid_analysis")
+    save("grid")
+    if stop_after == "grid":
+        return None
+    rules = os.path.join(grid_out, "fits.json")
+
+    log.warning("study %s: stage fitted", spec.name)
+    _launch(spec, _sweep_dict(spec, "fitted", rules=rules), timings, "fitted_runs")
+    fit_out = _dir(spec, "fitted_analysis")
+    fit_res = _analyze(_analysis_cfg(spec, _dir(spec, "fitted"), fit_out, hparam_fits=rules), timings, "fitted_analysis")
+    save("fitted")
+    if stop_after == "fitted":
+        return None
+
+    pred_path = _dir(spec, "prediction.json")
+    prediction = _read(pred_path)
+    if prediction is None:  # written once, before any validation run starts
+        if os.path.isdir(_dir(spec, "validate")) and os.listdir(_dir(spec, "validate")):
+            raise StudyError("%s has validation runs but no prediction.json: the prediction cannot be made after its "
+                             "runs exist; delete that folder to predict and validate again" % _dir(spec, "validate"))
+        p = P.predict(fit_res, list(spec.validate.utd), budget_factor=spec.validate.budget_factor)
+        lo, hi, x = p["fitted_utd_range"][0], p["fitted_utd_range"][1], spec.validate.max_extrapolation
+        if p.get("budget") and not lo / x <= p["budget"]["sigma"] <= hi * x:  # recorded, but not run
+            why = "sigma*(F) = %.4g is more than %gx outside the fitted range [%g, %g] (validate.max_extrapolation)" % (
+                p["budget"]["sigma"], x, lo, hi)
+            p["budget_not_run"] = dict(p.pop("budget"), reason=why)
+        configs = p["held_out"] + ([p["budget"]] if p.get("budget") else [])
+        for c in configs:  # what each validation run needs: enough steps to cross the top threshold (and spend F)
+            top = c["thresholds"][-1] if c["thresholds"] else {"D": 0, "D_ci95": [None, None]}
+            need = max(v for v in (top["D"], top["D_ci95"][1], c.get("env_steps_for_F")) if v is not None and math.isfinite(v))
+            c["max_env_steps"] = _steps(spec, spec.validate.steps_margin * need)
+        prediction = {"study": spec.name, "task": spec.task, "code_version": code_version(), "time": _now(),
+                      "fits": os.path.join(fit_out, "fits.json"), "rules": rules, **p}
+        write_json_atomic(pred_path, _clean(prediction))
+        prediction = _read(pred_path)
+    save("predicted")
+    if stop_after == "predict":
+        return None
+
+    configs = prediction["held_out"] + ([prediction["budget"]] if prediction.get("budget") else [])
+    sig = [float("%.6g" % c["sigma"]) for c in configs]
+    zip_ = {"utd": sig, "max_env_steps": [int(c["max_env_steps"]) for c in configs]}
+    log.warning("study %s: stage validate (UTDs %s)", spec.name, sig)
+    _launch(spec, _sweep_dict(spec, "validate", rules=rules, zip_=zip_), timings, "validate_runs")
+    t0 = time.monotonic()
+    J = prediction["thresholds"]
+    at = {}
+    b = prediction.get("budget")
+    if b:
+        at[float("%.6g" % b["sigma"])] = b["env_steps_for_F"]
+    measured, returns_note, skipped = P.measure_inputs(
+        [_dir(spec, "validate")], J, {spec.task: spec.returns.max}, {spec.task: spec.returns.min},
+        spec.analysis.returns, spec.analysis.bootstrap, at)
+    for c in configs:  # the runs' sigma is the rounded one the sweep launched
+        c["sigma"] = float("%.6g" % c["sigma"])
+    g = P.grade(prediction, measured, spec.analysis.grade_top_k, spec.analysis.target_rel_error)
+    g.update(study=spec.name, code_version=code_version(), time=_now(), returns=returns_note,
+             prediction_code_version=prediction["code_version"], prediction_time=prediction["time"])
+    write_json_atomic(_dir(spec, "grade.json"), _clean(g))
+    from analysis import plots
+
+    plots.grade(g, _dir(spec, "grade.png"))
+    timings["grade"] = timings.get("grade", 0.0) + time.monotonic() - t0
+    state["wall_s_this_invocation"] = time.monotonic() - t_start
+    rec = _recommend(spec, fit_out, prediction)
+    _report(spec, grid_res, fit_res, prediction, g, rec, timings)
+    save("graded")
+    if spec.wandb.mode != "disabled":
+        _wandb(spec, fit_res, g, prediction)
+    return g
+
+
+def _recommend(spec, fit_out, prediction):
+    from analysis import cli as acli
+
+    fits = _read(os.path.join(fit_out, "fits.json"))
+    budget = spec.recommend.budget or (prediction.get("budget") or {}).get("F")
+    if not budget or not (fits or {}).get("budget", {}).get("sigma_star"):
+        return None
+    n = spec.recommend.num_envs or _steps(spec, 1)
+    r = acli.recommend(fits, budget, spec.task, n)
+    line = ["task=%s" % spec.task, "num_envs=%d" % n, "algo.critic_updates_per_step=%.6g" % r["critic_updates_per_step"]]
+    if "batch_size" in r:
+        line.append("algo.batch_size=%d" % int(round(r["batch_size"])))
+    if "lr" in r:
+        line += ["algo.critic_lr=%.4g" % r["lr"], "algo.actor_lr=%.4g" % r["lr"]]
+    return {"budget": budget, "sigma": r["sigma"], "line": "pql-scale train " + " ".join(line)}
+
+
+# --------------------------------------------------------------------------------------------------- outputs
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _clean(o):
+    from analysis.report import _clean as clean
+
+    return clean(o)
+
+
+def _fmt(v, f="%.3g"):
+    return "n/a" if v is None else f % v
+
+
+def _ci(v):
+    return "n/a" if not v or v[0] is None else "[%.3g, %.3g]" % tuple(v)
+
+
+def _report(spec, grid_res, fit_res, pred, g, rec, timings):
+    L = ["# Study %s: %s" % (spec.name, spec.task), "",
+         "R1's protocol (docs/science.md 2): grid -> rules -> fitted -> laws -> prediction -> validation -> grade.  ",
+         "Returns normalised to 0-1000 with R_min = %g, R_max = %g; laws fitted on: %s.  " % (
+             spec.returns.min, spec.returns.max, fit_res.get("returns")),
+         "Prediction written %s by code %s; graded %s by code %s." % (pred["time"], pred["code_version"], g["time"],
+                                                                     g["code_version"]), ""]
+    L += ["## 1. Hyperparameter rules (grid stage)", "", "![](grid_analysis/hparams.png)", ""]
+    for name, r in grid_res["hparams"].items():
+        L.append("- %s*(σ) ∝ σ^%.3f (95%% CI of the slope %s), %s" % (name, r["slope"], _ci(r.get("slope_ci95")),
+                                                                      r.get("source", "")))
+    L += ["", "## 2. Data efficiency D_J(σ) = D_min + (β/σ)^α (fitted stage)", "", "![](fitted_analysis/data_efficiency.png)", "",
+          "| J | D_min | 95% CI | α | 95% CI | β | 95% CI | converged |", "|---|---|---|---|---|---|---|---|"]
+    for r in fit_res["data_efficiency"]:
+        L.append("| %.0f | %s | %s | %s | %s | %s | %s | %s |" % (r["J"], _fmt(r.get("D_min")), _ci(r.get("D_min_ci95")),
+                                                                 _fmt(r.get("alpha")), _ci(r.get("alpha_ci95")),
+                                                                 _fmt(r.get("beta")), _ci(r.get("beta_ci95")), r.get("converged")))
+    L += ["", "## 3. Compute, frontier and budget", "", "Compute: %s." % fit_res["compute"]["formula"], "",
+          "![](fitted_analysis/pareto.png)", "", "![](fitted_analysis/budget.png)", ""]
+    b = fit_res.get("budget", {})
+    if "sigma_star" in b:
+        L.append("σ*(F) = %.3g · F^%.3f (exponent 95%% CI %s); held-out error of the fit's top-%d budgets: %s" % (
+            b["sigma_star"]["coef"], b["sigma_star"]["exponent"], _ci(b["sigma_star"].get("exponent_ci95")),
+            b["holdout_top_k"], "n/a" if b.get("holdout_rel_error") is None else "%.1f%%" % (100 * b["holdout_rel_error"])))
+    else:
+        L.append("σ*(F): not fitted (%s)" % b.get("error"))
+    from analysis.report import _wall_clock_section
+
+    L += [""] + _wall_clock_section(fit_res.get("wall_clock"))
+    L += ["## 4. Prediction (held out of every fit)", "",
+          "Fitted UTD range %s. Interval: %s." % (pred["fitted_utd_range"], pred["interval"]), ""]
+    if pred.get("budget"):
+        pb = pred["budget"]
+        L.append("Budget F = %.3g (%.1fx the largest fitted optimum %.3g): σ* = %.4g %s, %d env steps, predicted "
+                 "return %s %s." % (pb["F"], pb["F"] / pb["largest_fitted_F"], pb["largest_fitted_F"], pb["sigma"],
+                                    _ci(pb.get("sigma_ci95")), pb["env_steps_for_F"], _fmt(pb["return_at_F"], "%.0f"),
+                                    _ci(pb.get("return_at_F_ci95"))))
+    L += ["", "## 5. Grade: predicted vs measured data to threshold", "", "![](grade.png)", "",
+          "| config | σ | J | D predicted | 95% interval | D measured | rel. error | inside |", "|---|---|---|---|---|---|---|---|"]
+    for r in g["rows"]:
+        L.append("| %s | %.4g | %.0f | %s | %s | %s | %s | %s |" % (
+            r["kind"], r["sigma"], r["J"], _fmt(r["D_pred"], "%.0f"), _ci([r["D_pred_lo"], r["D_pred_hi"]]),
+            _fmt(r["D_meas"], "%.0f"), "n/a" if r["rel_error"] is None else "%+.1f%%" % (100 * r["rel_error"]),
+            r["inside"]))
+    s = g["summary"]
+    L += ["", "Top thresholds %s: median |error| %s (target %.0f%%), %d of %d within target, %d of %d inside the "
+          "interval%s." % (s["top_thresholds"], "n/a" if s["median_abs_rel_error"] is None else "%.1f%%" % (100 * s["median_abs_rel_error"]),
+                           100 * s["target_rel_error"], s["within_target"], s["n_measured"], s["inside_interval"],
+                           s["n_measured"], ("; not reached: " + ", ".join(s["not_reached"])) if s["not_reached"] else "")]
+    br = g.get("budget_return")
+    if br:
+        L.append("Return at the budget: predicted %s %s, measured %s (budget reached: %s)." % (
+            _fmt(br["predicted"], "%.0f"), _ci(br["ci95"]), _fmt(br["measured"], "%.0f"), br["reached_budget"]))
+    if rec:
+        L += ["", "## 6. Recommendation", "", "For budget F = %.3g: σ* = %.4g" % (rec["budget"], rec["sigma"]), "",
+              "```", rec["line"], "```"]
+    L += ["", "## Time", ""] + ["- %s: %.0f s" % kv for kv in timings.items()] + [""]
+    with open(_dir(spec, "report.md"), "w") as f:
+        f.write("\n".join(L))
+
+
+def _wandb(spec, fit_res, g, pred):
+    """The study's fits, tables and plots to a W&B run of job type `analysis` in the runs' group."""
+    try:
+        import wandb
+
+        run = wandb.init(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name, job_type="analysis",
+                         name="%s-analysis" % spec.name, mode=spec.wandb.mode, dir=spec.out, reinit=True,
+                         config={"study": spec.name, "task": spec.task, "code_version": pred["code_version"]})
+        cols = ["kind", "sigma", "J", "D_pred", "D_pred_lo", "D_pred_hi", "D_meas", "rel_error", "inside"]
+        run.log({"grade": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in g["rows"]]),
+                 "data_efficiency": wandb.Table(columns=["J", "D_min", "alpha", "beta"], data=[
+                     [r["J"], r.get("D_min"), r.get("alpha"), r.get("beta")] for r in fit_res["data_efficiency"]])})
+        for img in ("grade.png", "fitted_analysis/data_efficiency.png", "fitted_analysis/pareto.png",
+                    "fitted_analysis/budget.png", "grid_analysis/hparams.png"):
+            if os.path.exists(_dir(spec, img)):
+                run.log({img.replace("/", "_").replace(".png", ""): wandb.Image(_dir(spec, img))})
+        s = g["summary"]
+        run.summary.update({"grade_median_abs_rel_error": s["median_abs_rel_error"], "grade_coverage": s["coverage"]})
+        b = fit_res.get("budget", {}).get("sigma_star")
+        if b:
+            run.summary.update({"sigma_star_coef": b["coef"], "sigma_star_exponent": b["exponent"]})
+        run.finish()
+    except Exception as e:  # noqa: BLE001 - the local files are the record; W&B is a mirror
+        log.warning("W&B analysis run failed (%s: %s); the study's files are complete", type(e).__name__, e)
