@@ -99,6 +99,14 @@ class WandbMirror:
             self.run = wandb.init(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags), name=w.name,
                                   mode=w.mode, dir=run_dir, id=run_id, resume="allow",
                                   config=config_lib.to_dict(cfg), reinit=True)
+            # run.json's facts (critic_params, utd, flops per update, ...) too: analysis of a W&B project
+            # reads model size and configured UTD from the run config, as from run.json locally
+            facts_path = os.path.join(run_dir, "run.json")
+            if os.path.exists(facts_path):
+                with open(facts_path) as f:
+                    facts = json.load(f)
+                given = config_lib.to_dict(cfg)  # run.json's "algo" is the name; the config's, the whole section
+                self.run.config.update({k: v for k, v in facts.items() if k not in given}, allow_val_change=True)
         except Exception as e:  # noqa: BLE001 - W&B must never stop training
             self._fail("init", e)
 

@@ -4,8 +4,10 @@ import os
 
 
 def rows(run_dir):
+    """metrics.jsonl's complete lines: a run may be appending the last one right now."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+        lines = f.read().split("\n")
+    return [json.loads(line) for line in lines[:-1] if line]  # the text after the last newline is partial
 
 
 def status(run_dir):

@@ -100,12 +100,53 @@ def test_run_dir_is_never_overwritten(tmp_path):
 
 
 def test_wandb_offline_mirrors_metrics_and_failures_never_stop_training(tmp_path, monkeypatch):
+    """Real W&B in offline mode: the values it recorded (read back from its transaction log) are the
+    metrics.jsonl rows and the run.json facts; a W&B project built from exactly what it recorded analyses
+    with the right model size and UTD; a W&B failure never stops training."""
     pytest.importorskip("wandb")
+    import numpy as np
+
+    from analysis import load as analysis_load
+    from tests.helpers import wandb_offline_run
+
     monkeypatch.setenv("WANDB_SILENT", "true")
-    d = train(SMALL + ["max_env_steps=400", "wandb.mode=offline", "wandb.project=t", "run_dir=%s" % (tmp_path / "w")],
-              quiet=True)
-    files = [os.path.join(r, f) for r, _, fs in os.walk(os.path.join(d, "wandb")) for f in fs]
-    assert any(f.endswith(".wandb") for f in files)
+    d = train(SMALL + ["max_env_steps=1600", "wandb.mode=offline", "wandb.project=t", "run_dir=%s" % (tmp_path / "w")],
+                      quiet=True)
+    config, history = wandb_offline_run(d)
+    logged = [r for r in history if "env_steps" in r]
+    local = rows(d)
+    assert len(logged) == len(local) and any(r["return_mean"] is not None for r in local)
+    for mine, theirs in zip(local, logged):
+        assert theirs["_step"] == mine["env_steps"]
+        for k, v in mine.items():
+            if v is None:
+                assert k not in theirs, k
+            else:
+                assert theirs[k] == pytest.approx(v, rel=1e-9), k
+    facts = json.load(open(os.path.join(d, "run.json")))
+    assert config["algo"]["batch_size"] == 64 and config["num_envs"] == 8 and config["task"] == "pendulum"
+    assert config["algo"]["name"] == facts["algo"] == "pql"
+    for k in ("critic_params", "utd", "flops_per_critic_update", "seed"):
+        assert config[k] == facts[k], k
+
+    class Run:  # wandb.Api().runs() items, holding exactly what the offline run recorded
+        id, name, state, summary = "w", "w", "finished", {}
+
+        def __init__(self):
+            self.config = config
+
+        def scan_history(self, keys=None, page_size=1000):
+            return iter(history)
+
+    class Api:
+        def runs(self, path, per_page=50):
+            return iter([Run()])
+
+    table, _ = analysis_load.load_wandb("wandb://me/t", api=Api())
+    assert len(table) == len(local)
+    assert table.model_size.eq(facts["critic_params"]).all() and table.sigma.eq(facts["utd"]).all()
+    np.testing.assert_array_equal(table.env_steps.to_numpy(), [r["env_steps"] for r in local])
+
     import wandb
 
     def broken(*a, **k):
@@ -113,7 +154,7 @@ def test_wandb_offline_mirrors_metrics_and_failures_never_stop_training(tmp_path
 
     monkeypatch.setattr(wandb, "init", broken)
     d2 = train(SMALL + ["max_env_steps=400", "wandb.mode=offline", "run_dir=%s" % (tmp_path / "w2")], quiet=True)
-    assert status(d2)["status"] == "completed"
+    assert status(d2)["status"] == "completed" and rows(d2)[-1]["env_steps"] == 400
     assert "W&B init failed" in open(os.path.join(d2, "train.log")).read()
 
 
