@@ -31,8 +31,16 @@ def analyze_main(argv):
     cfg = {}
     if a.config:
         import yaml
-        with open(a.config) as fh:
-            cfg = yaml.safe_load(fh) or {}
+        try:
+            with open(a.config) as fh:
+                cfg = yaml.safe_load(fh) or {}
+        except (OSError, yaml.YAMLError) as e:
+            print(f"pql-scale analyze: cannot read --config {a.config}: {e}", file=sys.stderr)
+            return 2
+        if not isinstance(cfg, dict):
+            print(f"pql-scale analyze: --config {a.config} holds a {type(cfg).__name__}; it must be a mapping "
+                  "(inputs: [...], out: ..., see the README)", file=sys.stderr)
+            return 2
     for k in ("format", "out", "bootstrap", "sweep_threshold", "thresholds", "model_size", "delta",
               "holdout_top_k", "hparam_fits", "compute", "seed"):
         if getattr(a, k) is not None:
@@ -63,8 +71,10 @@ def analyze_main(argv):
 
 def recommend(fits, budget, task=None, num_envs=4096):
     """Compute-optimal sigma (and B, lr, model size when fitted) for a budget F from a fits.json dict."""
-    b = fits.get("budget", {}).get("sigma_star")
-    if not b:
+    if not isinstance(fits, dict):
+        raise AnalysisInputError(f"fits file holds a {type(fits).__name__}, not the JSON object `pql-scale analyze` writes")
+    b = (fits.get("budget") or {}).get("sigma_star")
+    if not isinstance(b, dict) or not {"coef", "exponent"} <= set(b):
         raise AnalysisInputError("fits file has no budget.sigma_star: run `pql-scale analyze` on runs at "
                                  ">= 4 UTD values first")
     sigma = b["coef"] * budget ** b["exponent"]

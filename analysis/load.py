@@ -42,6 +42,9 @@ def load_qscaled(root, returns_key="episode.return", algo="sac", model_size=np.n
             if not m or m["key"] != returns_key:
                 continue
             arr = np.load(os.path.join(dirpath, f))
+            if arr.ndim != 2 or arr.shape[1] < 2:
+                raise AnalysisInputError(f"{os.path.join(dirpath, f)}: expected a [T, 1+S] array (env step, then one "
+                                         f"column of returns per seed), got shape {arr.shape}")
             steps, ret = arr[:, 0], arr[:, 1:]
             t, s = ret.shape
             fidx.append(np.full(t * s, len(metas)))
@@ -74,7 +77,11 @@ def _read_metrics(path):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                notes.append(f"line {i + 1} is {type(row).__name__}, not a JSON object (skipped)")
+                continue
+            rows.append(row)
         except json.JSONDecodeError:
             last = all(not x.strip() for x in lines[i + 1:])
             notes.append(f"line {i + 1} is {'truncated (last line, skipped)' if last else 'not JSON (skipped)'}")
@@ -109,6 +116,9 @@ def load_runs(root, include_running=True):
         except yaml.YAMLError as e:
             skipped.append((dirpath, f"config.yaml unreadable: {e}"))
             continue
+        if not isinstance(cfg, dict):
+            skipped.append((dirpath, f"config.yaml holds a {type(cfg).__name__}, not a mapping of config keys"))
+            continue
         info = {}
         if "run.json" in files:
             try:
@@ -116,6 +126,9 @@ def load_runs(root, include_running=True):
                     info = json.load(fh)
             except (OSError, json.JSONDecodeError) as e:
                 skipped.append((dirpath, f"run.json unreadable ({e}); using config.yaml only"))
+            if not isinstance(info, dict):
+                skipped.append((dirpath, f"run.json holds a {type(info).__name__}, not a JSON object; using config.yaml only"))
+                info = {}
         status = {}
         if "status.json" in files:
             try:
@@ -123,6 +136,9 @@ def load_runs(root, include_running=True):
                     status = json.load(fh)
             except (OSError, json.JSONDecodeError):
                 status = {"status": "running"}  # being rewritten right now
+        if not isinstance(status, dict):
+            skipped.append((dirpath, f"status.json holds a {type(status).__name__}, not a JSON object"))
+            continue
         st = status.get("status", "unknown")
         if st == "failed":
             skipped.append((dirpath, f"status failed: {status.get('reason')}"))
@@ -136,13 +152,24 @@ def load_runs(root, include_running=True):
         if not rows:
             skipped.append((dirpath, "metrics.jsonl has no log point with env_steps"))
             continue
-        num_envs = int(info.get("num_envs", cfg.get("num_envs", 1)) or 1)
+        try:
+            num_envs = int(info.get("num_envs", cfg.get("num_envs", 1)) or 1)
+        except (TypeError, ValueError):
+            skipped.append((dirpath, f"num_envs {info.get('num_envs', cfg.get('num_envs'))!r} is not an integer"))
+            continue
         sigma = info.get("utd")
         if sigma is None:
             cups = _get(cfg, "algo.critic_updates_per_step")
             sigma = float(cups) / num_envs if cups is not None else np.nan
         m = pd.DataFrame(rows)
         get = lambda k: m[k].astype(float).to_numpy() if k in m else np.full(len(m), np.nan)
+        try:
+            for k in ("env_steps", "critic_updates", "flops", "wall_time_s", "return_mean"):
+                get(k)
+            float(sigma), float(info.get("critic_params", np.nan)), num_envs
+        except (TypeError, ValueError) as e:
+            skipped.append((dirpath, f"a value that is not a number ({e}) in metrics.jsonl / run.json / config.yaml"))
+            continue
         parts.append(pd.DataFrame({
             "task": info.get("task", cfg.get("task")), "algo": info.get("algo", _get(cfg, "algo.name")),
             "sigma": float(sigma), "batch_size": float(info.get("batch_size", _get(cfg, "algo.batch_size", np.nan))),

@@ -19,7 +19,7 @@ def run(code, fakes=True, prelude=False):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(([FAKES] if fakes else []) + [ROOT])
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -248,7 +248,7 @@ def train_cli(tmp_path, mode, *extra):
             "algo.batch_size=128", "net.actor_hidden=[32]", "net.critic_hidden=[32]", "log.every_steps=20",
             "log.live=plain", "threads=1", "run_dir=" + run_dir] + list(extra)
     proc = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train"] + args, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return run_dir
 
@@ -274,7 +274,7 @@ def test_resume_of_an_isaacgym_run_preimports_from_its_config(tmp_path):
     before = len(open(os.path.join(run_dir, "metrics.jsonl")).readlines())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([FAKES, ROOT]))
     proc = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train", "resume=" + run_dir, "max_env_steps=3200"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert len(rows) > before and rows[-1]["env_steps"] == 3200 and rows[-1]["critic_updates"] > rows[before - 1]["critic_updates"]
