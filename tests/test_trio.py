@@ -40,15 +40,14 @@ def learner_pids(path):
 
 
 def assert_gone(pids, within=120.0):
-    """The learners are gone (not even zombies) and left nothing in /dev/shm."""
+    """The learners are gone (not even zombies). (No /dev/shm check: torch's default file_descriptor sharing
+    unlinks its segments at creation, so a leak would never show there.)"""
     deadline = time.monotonic() + within
     alive = list(pids)
     while alive and time.monotonic() < deadline:
         alive = [p for p in alive if os.path.exists("/proc/%d" % p)]
         time.sleep(0.05)
     assert not alive, "orphaned learner processes: %s" % alive
-    leaked = [f for f in os.listdir("/dev/shm") if any("_%d_" % p in f for p in pids)] if os.path.isdir("/dev/shm") else []
-    assert not leaked, leaked
 
 
 def expected_counts(actor_steps, num_envs, batch, critic_per_step, policy_per_critic, nstep=3):
@@ -173,7 +172,7 @@ def test_trio_exact_ratios_same_run_dir_as_sync_and_resume(tmp_path):
     critic, policy = expected_counts(steps, 16, 64, 2, 0.5)
     assert (last["critic_updates"], last["policy_updates"]) == (critic, policy)
     # the logged (realised) UTD counts the steps before learning starts too, as sync mode does
-    assert abs(last["utd"] / (2 / 16) - 1) < 0.02
+    assert last["utd"] == last["critic_updates"] / last["env_steps"]
     first = next(k for k in range(1, steps + 1) if 16 * max(0, k - 2) >= 64)
     assert last["critic_updates"] == 2 * (steps - first + 1)  # exact over the steps that owe updates
     for r in m[:-1]:  # along the run: never ahead of what is owed, never more than LAG steps behind
