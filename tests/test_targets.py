@@ -149,12 +149,12 @@ def test_deterministic_actor_loss_is_minus_the_min_q_and_its_step_raises_q():
     q = Bowl()(b.obs, actor(b.obs))
     torch.testing.assert_close(loss, -torch.minimum(q[0], q[1]).mean())
     opt = torch.optim.SGD(actor.parameters(), lr=0.05)
-    before = float(torch.minimum(*Bowl()(b.obs, actor(b.obs))).mean())
+    before = float(torch.minimum(*Bowl()(b.obs, actor(b.obs))).mean().detach())
     for _ in range(50):
         opt.zero_grad()
         algo.actor_loss(wrapped, Bowl(), b, False, 0.0)[0].backward()
         opt.step()
-    after = float(torch.minimum(*Bowl()(b.obs, actor(b.obs))).mean())
+    after = float(torch.minimum(*Bowl()(b.obs, actor(b.obs))).mean().detach())
     assert after > before + 0.01, (before, after)
 
 
