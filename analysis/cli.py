@@ -98,7 +98,11 @@ def _surface_pick(fits, budget, task):
 def recommend(fits, budget, task=None, num_envs=4096):
     """Compute-optimal sigma (and B, lr, model size N and the width that gives it, when fitted) for a
     budget F from a fits.json dict."""
-    b = fits.get("budget", {}).get("sigma_star")
+    if not isinstance(fits, dict):
+        raise AnalysisInputError(f"fits file holds a {type(fits).__name__}, not the JSON object `pql-scale analyze` writes")
+    b = (fits.get("budget") or {}).get("sigma_star")
+    if b is not None and (not isinstance(b, dict) or not {"coef", "exponent"} <= set(b)):
+        b = None
     skey, surf = _surface_pick(fits, budget, task)
     if not b and surf is None:
         raise AnalysisInputError("fits file has no budget.sigma_star and no R5 surface: run `pql-scale analyze` on runs at "

@@ -87,7 +87,11 @@ def _read_metrics(path):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
+            if not isinstance(row, dict):
+                notes.append(f"line {i + 1} is {type(row).__name__}, not a JSON object (skipped)")
+                continue
+            rows.append(row)
         except json.JSONDecodeError:
             last = all(not x.strip() for x in lines[i + 1:])
             notes.append(f"line {i + 1} is {'truncated (last line, skipped)' if last else 'not JSON (skipped)'}")
@@ -163,7 +167,7 @@ def load_runs(root, include_running=True):
             skipped.append((dirpath, f"config.yaml unreadable: {e}"))
             continue
         if not isinstance(cfg, dict):
-            skipped.append((dirpath, f"config.yaml is not a mapping (a {type(cfg).__name__})"))
+            skipped.append((dirpath, f"config.yaml holds a {type(cfg).__name__}, not a mapping of config keys"))
             continue
         info = {}
         if "run.json" in files:
@@ -173,7 +177,7 @@ def load_runs(root, include_running=True):
             except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
                 skipped.append((dirpath, f"run.json unreadable ({e}); using config.yaml only"))
             if not isinstance(info, dict):
-                skipped.append((dirpath, "run.json is not an object; using config.yaml only"))
+                skipped.append((dirpath, f"run.json holds a {type(info).__name__}, not a JSON object; using config.yaml only"))
                 info = {}
         status = {}
         if "status.json" in files:
@@ -182,8 +186,9 @@ def load_runs(root, include_running=True):
                     status = json.load(fh)
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 status = {"status": "running"}  # being rewritten right now
-            if not isinstance(status, dict):
-                status = {"status": "unknown"}
+        if not isinstance(status, dict):
+            skipped.append((dirpath, f"status.json holds a {type(status).__name__}, not a JSON object"))
+            continue
         st = status.get("status", "unknown")
         if st == "failed":
             skipped.append((dirpath, f"status failed: {status.get('reason')}"))

@@ -19,12 +19,19 @@ isaacgym_api notes and tests/fakes/README.md):
 - `terminated = done & ~extras["time_outs"]`, `truncated = done & extras["time_outs"]`.
 - Actions are clamped to [-1, 1] (VecTask clamps to +-clipActions as well).
 - `obs_dict["states"]` (asymmetric critics) is passed on as `info["states"]` when the task has it.
-- Episode returns as the simulator's own accounting: IsaacGymEnvs' `progress_buf` counts an episode's
-  steps from the step that re-initialised it (the spanning step, whose reward the task computes on the
-  NEW episode's state) up to its done step; rl_games and PQL's reference code sum rewards the same way.
-  `info["episode_return"]` / `info["episode_length"]` hold those sums for the envs that ended on this
-  step (0 elsewhere); `info["done"]` marks them. The spanning step's transition is invalid for learning,
-  but its reward belongs to the new episode in this accounting.
+- Reset order: IsaacGymEnvs tasks perform the resets requested by a done step either in the next step's
+  `post_physics_step`, right after `progress_buf += 1` (Ant, Humanoid, Anymal, FrankaCubeStack, Cartpole:
+  that step's physics ran on the ended episode, and `progress_buf` is 0 after it) or at the start of its
+  `pre_physics_step` (ShadowHand, AllegroHand, BallBalance: `progress_buf` is 1 after it). In both the
+  env is re-initialised inside the step after its done step and that step's reward is computed on the new
+  episode's state; nothing here depends on which (tests/fakes models both).
+- Episode returns as rl_games (IsaacGymEnvs' trainer) and PQL's reference code count them: every step's
+  reward is added to the env's running sum, and a done step reports the sum and zeroes it, so an episode
+  runs from the step that re-initialised it (the spanning step) to its done step. `info["episode_return"]`
+  / `info["episode_length"]` hold those sums for the envs that ended on this step (0 elsewhere);
+  `info["done"]` marks them. The spanning step's transition is invalid for learning, but its reward
+  belongs to the new episode in this accounting.
+- Resume: the simulator's state cannot be saved (no `state_dict`), so a resumed run starts new episodes.
 """
 import random
 

@@ -5,11 +5,13 @@ modules"). When a run uses backend=isaacgym, the program's entry point (the `pql
 before it imports anything that imports torch -- config, trainer, envs backends) must call
 
     from envs.isaacgym_preimport import maybe_preimport_isaacgym
-    maybe_preimport_isaacgym(sys.argv[1:])      # no-op unless an argument is `backend=isaacgym`
+    maybe_preimport_isaacgym(sys.argv[1:])      # no-op unless the run's backend is isaacgym
+                                                # (`backend=isaacgym`, or `resume=` of such a run)
 
 This module imports neither torch nor anything that does (nor does importing `envs` itself).
 Spawned learner processes of the trio never create an Isaac Gym env and need no pre-import.
 """
+import os
 import sys
 
 INSTALL_HINT = (
@@ -44,15 +46,41 @@ def preimport_isaacgym():
     return sys.modules["isaacgym"]
 
 
-def wants_isaacgym(argv):
-    """True when command-line overrides select backend=isaacgym (e.g. `backend=isaacgym`, `--backend isaacgym`)."""
-    argv = list(argv)
+def _backend_arg(argv):
+    """The value of a `backend=X` / `--backend X` argument, or None."""
     for i, arg in enumerate(argv):
-        if arg.lstrip("-+") in ("backend=isaacgym",):
-            return True
-        if arg.lstrip("-") == "backend" and i + 1 < len(argv) and argv[i + 1] == "isaacgym":
-            return True
-    return False
+        key, eq, value = arg.lstrip("-+").partition("=")
+        if key == "backend" and eq:
+            return value
+        if key == "backend" and arg.startswith("-") and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
+def _resumed_backend(argv):
+    """The backend in the config.yaml of a `resume=RUN_DIR` argument (read with yaml: no torch), or None."""
+    for arg in argv:
+        key, eq, value = arg.lstrip("-+").partition("=")
+        if key == "resume" and eq and value:
+            try:
+                import yaml
+
+                with open(os.path.join(value, "config.yaml")) as f:
+                    cfg = yaml.safe_load(f)
+            except Exception:  # noqa: BLE001 - an unreadable run directory is reported by `train` itself
+                return None
+            return cfg.get("backend") if isinstance(cfg, dict) else None
+    return None
+
+
+def wants_isaacgym(argv):
+    """True when the run uses backend=isaacgym: from the command line (`backend=isaacgym`, `--backend isaacgym`),
+    or, without a backend argument, from the config.yaml of the run that `resume=RUN_DIR` continues."""
+    argv = list(argv)
+    backend = _backend_arg(argv)
+    if backend is None:
+        backend = _resumed_backend(argv)
+    return backend == "isaacgym"
 
 
 def maybe_preimport_isaacgym(argv=None):

@@ -171,6 +171,25 @@ class MJWarpVecEnv:
         qvel = torch.as_tensor(qvel, device=self.device).reshape(self.num_envs, -1)
         return self._out(self._start_episodes(mask, qpos, qvel))
 
+    # Checkpointing: what `mjw.step` reads besides ctrl (which every step writes), so a resumed run continues
+    # the same episodes. Derived fields need no saving: every step recomputes them from these.
+    SIM_STATE = ("qpos", "qvel", "act", "qacc_warmstart", "time")
+
+    def state_dict(self):
+        sim = {k: wp.to_torch(getattr(self.d, k)).clone() for k in self.SIM_STATE if getattr(self.d, k).size}
+        return {"sim": sim, "t": self.t.clone(), "pos": self._pos.clone(), "generator": self.generator.get_state()}
+
+    def load_state_dict(self, s):
+        for k, v in s["sim"].items():
+            view = wp.to_torch(getattr(self.d, k))
+            if view.shape != v.shape:
+                raise ValueError("checkpointed MJWarp %s has shape %s, this env %s: resume with the run's own task and "
+                                 "num_envs" % (k, tuple(v.shape), tuple(view.shape)))
+            view.copy_(v.to(view.device))
+        self.t = s["t"].to(self.device).clone()
+        self._pos = s["pos"].to(self.device).clone()
+        self.generator.set_state(s["generator"].cpu())  # map_location may have moved it
+
     def close(self):
         self._graph = None
 

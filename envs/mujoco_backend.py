@@ -165,6 +165,24 @@ class MujocoVecEnv:
         qvel = torch.as_tensor(qvel, dtype=torch.float64).cpu().reshape(self.num_envs, -1)
         return self._out(self._start_episodes(torch.arange(self.num_envs), qpos, qvel))
 
+    # Checkpointing: everything a resumed run needs to continue the same episodes bit for bit. The
+    # rollout starts every call from a zero warm start, so the FULLPHYSICS state is the whole physics.
+    def state_dict(self):
+        return {"state": torch.from_numpy(self.state.copy()), "t": self.t.clone(), "pos": self._pos.clone(),
+                "fields": {k: torch.from_numpy(v.copy()) for k, v in self._fields_np.items()},
+                "generator": self.generator.get_state()}
+
+    def load_state_dict(self, s):
+        if tuple(s["state"].shape) != self.state.shape:
+            raise ValueError("checkpointed MuJoCo state has shape %s, this env %s: resume with the run's own task "
+                             "and num_envs" % (tuple(s["state"].shape), self.state.shape))
+        self.state[:] = s["state"].cpu().numpy()  # in place: the qpos/qvel views stay valid
+        self.t = s["t"].cpu().clone()
+        self._pos = s["pos"].cpu().clone()
+        for k, v in s["fields"].items():
+            self._fields_np[k][:] = v.cpu().numpy()
+        self.generator.set_state(s["generator"].cpu())  # map_location may have moved it
+
     def close(self):
         if self._pool is not None:
             self._pool.close()

@@ -90,8 +90,12 @@ class ActorRole:
                 "noise": self.noise,
                 "folder": {k: getattr(f, k) for k in ("t", "obs", "action", "next_obs", "reward", "terminated", "done", "valid")}}
 
-    def load_state_dict(self, s):
+    def load_state_dict(self, s, episodes=True):
+        """episodes=False: the env could not restore its simulator state, so keep the fresh episodes it
+        started (this role's obs, counters and n-step window from `env.reset()`) and only continue the step count."""
         self.steps = s["steps"]
+        if not episodes:
+            return
         self.ep_return.copy_(s["ep_return"])
         self.ep_length.copy_(s["ep_length"])
         self.obs = s["obs"].to(self.device)

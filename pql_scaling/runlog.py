@@ -343,6 +343,14 @@ class WandbMirror:
                             "W&B drops the steps it already has", kwargs["resume_from"], type(e).__name__, e)
                 run_id = kwargs.pop("resume_from").split("?")[0]
                 self._run = wandb.init(id=run_id, resume="allow", **kwargs)
+            # run.json's facts (critic_params, utd, flops per update, ...) too: analysis of a W&B project
+            # reads model size and configured UTD from the run config, as from run.json locally
+            facts_path = os.path.join(kwargs["dir"], "run.json")
+            if os.path.exists(facts_path):
+                with open(facts_path) as f:
+                    facts = json.load(f)
+                given = kwargs["config"]  # run.json's "algo" is the name; the config's, the whole section
+                self._run.config.update({k: v for k, v in facts.items() if k not in given}, allow_val_change=True)
         except Exception as e:  # noqa: BLE001 - W&B must never stop training
             self.error = e
             log.warning("W&B init failed after %.1f s (%s: %s; %d log points written meanwhile); W&B is off for this "

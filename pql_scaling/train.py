@@ -204,13 +204,20 @@ class Session:
         self.v_learner.load_state_dict(s["v_learner"])
         self.p_learner.load_state_dict(s["p_learner"])
         self.norm.load_state_dict(s["norm"])
-        self.actor.load_state_dict(s["actor"])
+        # The actor's saved observation and episode counters are only true of the simulator state they were
+        # saved with: restore both, or (a simulator that cannot save its state, e.g. Isaac Gym) neither.
+        env_restored = "env" in s and hasattr(self.env, "load_state_dict")
+        if env_restored:
+            self.env.load_state_dict(s["env"])
+        else:
+            log.warning("backend %s cannot restore its simulator state: the resumed run starts new episodes (the "
+                        "unfinished ones at the checkpoint are dropped from the statistics)",
+                        getattr(self.env, "backend", self.cfg.backend or "native"))
+        self.actor.load_state_dict(s["actor"], episodes=env_restored)
         self.counters = dict(s["counters"])
         torch.set_rng_state(s["rng"]["torch"])
         if s["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(s["rng"]["cuda"])
-        if "env" in s and hasattr(self.env, "load_state_dict"):
-            self.env.load_state_dict(s["env"])
         if "replay" in s:  # format 1: the whole replay inside the checkpoint
             self.replay.load_state_dict(s["replay"])
         elif s.get("replay_saved") and self.replay_store is not None:

@@ -97,17 +97,23 @@ def test_critic_loss_is_zero_at_the_fixed_point_for_terminal_transitions():
     assert algo.critic_loss(actor, critic, target, b2, False, 0.2, 0.5)[0].item() == 0.0
 
 
-def test_sac_log_prob_matches_torch_distributions():
+def test_sac_log_prob_is_the_density_of_the_sampled_actions():
+    """Independent of the policy's parametrisation: sample one observation many times, recover the Gaussian
+    behind the tanh from the samples (atanh), and compare the returned log-probs with torch.distributions'
+    density of tanh(N(mu, std)) at the same actions."""
     torch.manual_seed(0)
     actor = nets.GaussianActor(3, 2, [16])
-    obs = torch.randn(5, 3)
-    torch.manual_seed(1)
-    a, logp = actor.sample(obs)
-    mu, log_std = actor.net(obs)[0].chunk(2, -1)
-    log_std = actor.log_std_min + 0.5 * (actor.log_std_max - actor.log_std_min) * (torch.tanh(log_std) + 1)
+    obs = torch.randn(1, 3).expand(20000, 3)
+    with torch.no_grad():
+        a, logp = actor.sample(obs)
+    u = torch.atanh(a.clamp(-1 + 1e-6, 1 - 1e-6)).double()
     dist = torch.distributions.TransformedDistribution(
-        torch.distributions.Normal(mu, log_std.exp()), [torch.distributions.TanhTransform(cache_size=1)])
-    assert torch.allclose(logp, dist.log_prob(a).sum(-1), atol=1e-3)
+        torch.distributions.Normal(u.mean(0), u.std(0)), [torch.distributions.TanhTransform(cache_size=1)])
+    ref = dist.log_prob(a.double().clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
+    central = (a.abs() < 0.95).all(-1)  # away from the tanh's saturation, where atanh loses precision
+    assert central.float().mean() > 0.5
+    diff = (logp.double() - ref)[central].abs()  # the recovered mu, std carry sampling error (~1 %)
+    assert diff.mean() < 0.03 and diff.max() < 0.25, (diff.mean(), diff.max())
 
 
 def test_hot_paths_have_no_host_sync():

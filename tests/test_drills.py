@@ -12,7 +12,7 @@ import torch
 
 from pql_scaling import runlog
 from pql_scaling.train import train
-from tests.runs import rows, status
+from tests.runs import rows, same_curve, status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]",
@@ -286,7 +286,6 @@ def test_metrics_write_hitting_enospc_leaves_no_half_line(tmp_path, monkeypatch)
     runlog.read_checkpoint(os.path.join(d, "checkpoints", "last.pt"))
 
 
-TIME_KEYS = {"wall_time_s", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s"}
 
 
 def test_killed_and_resumed_run_learns_exactly_like_an_uninterrupted_one(tmp_path):
@@ -295,7 +294,7 @@ def test_killed_and_resumed_run_learns_exactly_like_an_uninterrupted_one(tmp_pat
     (save_replay=false, the old default) the resumed curve departs."""
     args = SMALL + ["max_env_steps=2400", "log.checkpoint_every_s=1"]
     a = train(args + ["run_dir=%s" % (tmp_path / "a")], quiet=True)
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIME_KEYS} for r in rs]
+    strip = same_curve
     for save, d in (("true", str(tmp_path / "b")), ("false", str(tmp_path / "c"))):
         p = cli(*args, "save_replay=" + save, "run_dir=" + d)
         kept = kill_between_checkpoints(p, d)

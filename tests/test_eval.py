@@ -4,12 +4,11 @@ import pytest
 
 from pql_scaling import config
 from pql_scaling.train import train
-from tests.runs import rows
+from tests.runs import rows, TIME_KEYS
 
 SMALL = ["task=pendulum", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]", "net.critic_hidden=[32]",
          "log.every_steps=20", "threads=1", "log.live=off", "algo.warmup_steps=4", "max_env_steps=800"]
 EVAL = ["eval.every_steps=320", "eval.episodes=3"]
-TIME_KEYS = {"wall_time_s", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s"}
 
 
 def test_sync_eval_is_logged_and_leaves_training_unchanged(tmp_path):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES = os.path.join(ROOT, "tests", "fakes")
 
@@ -17,7 +19,7 @@ def run(code, fakes=True, prelude=False):
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(([FAKES] if fakes else []) + [ROOT])
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -75,19 +77,28 @@ def test_missing_isaacgym_says_how_to_install():
     """, fakes=False)
 
 
-def test_deferred_resets_time_outs_valid_and_episode_returns():
+# The reset order of each stand-in task (from IsaacGymEnvs 1.5.1's task files, see tests/fakes): the
+# progress_buf of an env after the step that re-initialised it.
+ORDERS = {"Ant": ("post_physics_step", 0), "ShadowHand": ("pre_physics_step", 1)}
+
+
+@pytest.mark.parametrize("task", sorted(ORDERS))
+def test_deferred_resets_time_outs_valid_and_episode_returns(task):
+    where, progress_after_reset = ORDERS[task]
     out = run(prelude=True, code="""
-    env = envs.make("Ant", 64, seed=0, backend="isaacgym", cfg={"task": {"env": {"episodeLength": 12}}})
+    env = envs.make(%r, 64, seed=0, backend="isaacgym", cfg={"task": {"env": {"episodeLength": 12}}})
     task = env.task
-    assert (env.obs_dim, env.act_dim, env.max_episode_steps) == (60, 8, 12)
+    assert type(task).RESET_IN == %r
+    assert env.max_episode_steps == 12
     obs = env.reset()                                 # forced clean start
-    assert (task.progress_buf == 1).all() and obs.shape == (64, 60)
-    sim_return = task.rew_buf.double().clone()       # independent accounting from the sim's progress_buf
+    assert (task.progress_buf == %d).all() and obs.shape == (64, env.obs_dim)
     prev_done = torch.zeros(64, dtype=torch.bool)
     gen = torch.Generator().manual_seed(0)
     n_term = n_trunc = n_invalid = n_eps = 0
+    lengths = set()
     for t in range(60):
-        action = (torch.rand((64, 8), generator=gen) * 2 - 1) * 3   # out of range: must be clamped
+        scale = torch.linspace(0.0, 3.0, 64)[:, None]  # calm envs time out, wild ones leave the box; > 1 is clamped
+        action = (torch.rand((64, env.act_dim), generator=gen) * 2 - 1) * scale
         next_obs, reward, terminated, truncated, info = env.step(action)
         assert task.last_actions.abs().max() <= 1.0
         done = terminated | truncated
@@ -96,21 +107,82 @@ def test_deferred_resets_time_outs_valid_and_episode_returns():
         assert torch.equal(truncated, task.extras["time_outs"].bool())
         assert torch.equal(info["valid"], ~prev_done)                 # the step after a done spans two episodes
         assert torch.equal(info["final_obs"], next_obs)               # deferred: the obs of a done env is terminal
-        assert ((task.progress_buf == 1) == prev_done).all()          # ... and the sim restarted it in this step
-        started = task.progress_buf == 1
-        sim_return = torch.where(started, task.rew_buf.double(), sim_return + task.rew_buf.double())
-        assert torch.allclose(info["episode_return"][done].double(), sim_return[done], atol=1e-5)
-        assert torch.equal(info["episode_length"][done], task.progress_buf[done])
+        assert ((task.progress_buf == %d) == prev_done).all()         # ... and the sim restarted it in this step
         assert (info["episode_return"][~done] == 0).all()
+        lengths.update(info["episode_length"][truncated].tolist())
         n_term += int(terminated.sum()); n_trunc += int(truncated.sum()); n_invalid += int((~info["valid"]).sum())
         n_eps += int(done.sum())
         prev_done = done
     assert n_term > 0 and n_trunc > 0 and n_invalid > 0, (n_term, n_trunc, n_invalid)
     assert "states" not in info
-    print(n_term, n_trunc, n_eps)
-    """)
-    n_term, n_trunc, n_eps = map(int, out.split())
+    print(n_term, n_trunc, n_eps, sorted(lengths))
+    """ % (task, where, progress_after_reset, progress_after_reset))
+    n_term, n_trunc, n_eps = map(int, out.split()[:3])
     assert n_eps == n_term + n_trunc
+    # a time-out after progress_buf reaches episodeLength - 1: 12 steps from the re-initialising step when it
+    # resets in post_physics_step (progress 0 after it), 11 when in pre_physics_step (progress 1 after it)
+    assert out.split("[")[1].strip().rstrip("]") == str(12 - progress_after_reset)
+
+
+@pytest.mark.parametrize("task", sorted(ORDERS))
+def test_actor_never_learns_the_spanning_step_and_logs_rl_games_episode_returns(task):
+    """Through the real ActorRole: the replay row of every step that spans two episodes has weight 0 (and no
+    other row has), time-outs keep gamma, terminations 0; the logged episode statistics equal rl_games'
+    accounting of the simulator's raw (reward, done) stream, written here from rl_games' documented semantics:
+    every step's reward is added to the env's running sum and its length counts one, and at done=1 the sums
+    are reported and zeroed (so the re-initialising step belongs to the new episode). The stream includes
+    the adapter's forced clean-start step, which rl_games would take as its first step."""
+    run(prelude=True, code="""
+    from pql_scaling import config as config_lib
+    from pql_scaling.actor import ActorRole
+    from pql_scaling.replay import Normalizer, Replay
+
+    n, steps = 32, 80
+    env = envs.make(%r, n, seed=3, backend="isaacgym", cfg={"task": {"env": {"episodeLength": 12}}})
+    raw = []  # the simulator's own (reward, done) per step, as rl_games would see them
+    sim_step = env.task.step
+    def recording_step(actions):
+        obs_dict, rew, done, extras = sim_step(actions)
+        raw.append((rew.double().clone(), done.bool().clone(), extras["time_outs"].bool().clone()))
+        return obs_dict, rew, done, extras
+    env.task.step = recording_step
+    cfg = config_lib.load(["task=%s", "backend=isaacgym", "num_envs=%%d" %% n, "algo.nstep=1", "algo.gamma=0.9",
+                           "algo.warmup_steps=100000", "algo.reward_scale=1.0"])
+    replay = Replay(n * steps, env.obs_dim, env.act_dim, n, "cpu")
+    actor = ActorRole(cfg, env, replay, Normalizer(env.obs_dim, "cpu"), "cpu")
+    for _ in range(steps):
+        actor.step(None)  # warm-up: uniform random actions, no policy needed
+
+    assert len(raw) == steps + 1 and not raw[0][1].any()   # the clean-start step ends no episode
+    # rl_games' accounting over the same stream
+    cur_r, cur_l = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    episodes = []
+    for rew, done, _ in raw:
+        cur_r += rew
+        cur_l += 1
+        episodes += list(zip(cur_r[done].tolist(), cur_l[done].tolist()))
+        cur_r[done] = 0.0
+        cur_l[done] = 0.0
+    rets = torch.tensor([r for r, _ in episodes], dtype=torch.float64)
+    lens = torch.tensor([l for _, l in episodes], dtype=torch.float64)
+    total, total_sq, count, total_len = actor.stats.double().tolist()
+    assert count == len(episodes) > 2 * n, (count, len(episodes))
+    assert abs(total - rets.sum().item()) < 1e-3 * len(episodes), (total, rets.sum().item())
+    assert abs(total_sq - rets.square().sum().item()) < 1e-2 * len(episodes)
+    assert total_len == lens.sum().item()
+
+    # replay rows: actor step k is raw step k + 1; it spans two episodes where raw step k ended one
+    w = replay.data["weight"].reshape(steps, n)
+    disc = replay.data["discount"].reshape(steps, n)
+    spanning = torch.stack([raw[k][1] for k in range(steps)])
+    assert spanning.any() and torch.equal(w == 0, spanning)
+    done = torch.stack([raw[k + 1][1] for k in range(steps)])
+    timeout = torch.stack([raw[k + 1][2] for k in range(steps)])
+    term = done & ~timeout
+    assert term.any() and timeout.any()
+    assert (disc[term] == 0).all() and torch.allclose(disc[timeout], torch.tensor(0.9))
+    assert torch.allclose(disc[~done], torch.tensor(0.9))
+    """ % (task, task))
 
 
 def test_states_exposed_and_observations_clamped():
@@ -161,7 +233,8 @@ def test_stand_in_follows_the_documented_vectask_surface():
     before = task.reset()["obs"].clone()
     assert (task.reset_buf == 1).all() and (task.progress_buf == 0).all()  # reset() resets nothing
     obs_dict, rew, done, extras = task.step(torch.zeros(6, 7))
-    assert (task.progress_buf == 1).all() and "states" not in obs_dict and extras["time_outs"].dtype == torch.bool
+    # FrankaCubeStack resets in post_physics_step, after progress_buf += 1: the flagged envs are back at 0
+    assert (task.progress_buf == 0).all() and "states" not in obs_dict and extras["time_outs"].dtype == torch.bool
     assert done.dtype == torch.long and rew.shape == (6,)
     other = isaacgymenvs.make(seed=0, task="Ant", num_envs=6, sim_device="cpu", rl_device="cpu")
     assert other.sim is task.sim                              # one sim per process: silently shared
@@ -176,7 +249,7 @@ def train_cli(tmp_path, mode, *extra):
             "algo.batch_size=128", "net.actor_hidden=[32]", "net.critic_hidden=[32]", "log.every_steps=20",
             "log.live=plain", "threads=1", "run_dir=" + run_dir] + list(extra)
     proc = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train"] + args, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return run_dir
 
@@ -190,6 +263,42 @@ def test_short_training_run_through_the_adapter_sync(tmp_path):
     assert rows[-1]["env_steps"] == 3200 and rows[-1]["critic_updates"] > 0
     assert sum(r["episodes"] for r in rows) > 0  # episodes ended and were counted by the sim's own accounting
     assert json.load(open(os.path.join(run_dir, "run.json")))["backend"] == "isaacgym"
+
+
+def test_resume_of_an_isaacgym_run_preimports_from_its_config(tmp_path):
+    """`pql-scale train resume=RUN` names no backend: the pre-import must find backend=isaacgym in the run's
+    config.yaml (else: "torch is already imported"); the resumed run starts new episodes (Isaac Gym's state
+    cannot be saved) and continues every counter."""
+    import json
+
+    run_dir = train_cli(tmp_path, "sync", "max_env_steps=1600")
+    before = len(open(os.path.join(run_dir, "metrics.jsonl")).readlines())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([FAKES, ROOT]))
+    proc = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train", "resume=" + run_dir, "max_env_steps=3200"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert len(rows) > before and rows[-1]["env_steps"] == 3200 and rows[-1]["critic_updates"] > rows[before - 1]["critic_updates"]
+    assert sum(r["episodes"] for r in rows[before:]) > 0
+    assert json.load(open(os.path.join(run_dir, "status.json")))["status"] == "completed"
+    assert "cannot restore its simulator state" in open(os.path.join(run_dir, "train.log")).read()
+
+
+def test_preimport_reads_the_backend_of_a_resumed_run(tmp_path):
+    """Without torch: which arguments make the pre-import happen."""
+    ig, mj = tmp_path / "ig", tmp_path / "mj"
+    for d, backend in ((ig, "isaacgym"), (mj, "mujoco")):
+        d.mkdir()
+        (d / "config.yaml").write_text("task: Ant\nbackend: %s\n" % backend)
+    run("""
+    import sys
+    from envs.isaacgym_preimport import wants_isaacgym
+    assert wants_isaacgym(["train", "resume=%s"]) and not wants_isaacgym(["train", "resume=%s"])
+    assert not wants_isaacgym(["train", "resume=%s", "backend=mujoco"])   # the command line wins
+    assert not wants_isaacgym(["train", "resume=/no/such/run"])            # train itself reports it
+    assert wants_isaacgym(["train", "+backend=isaacgym"]) and not wants_isaacgym(["train", "task=Ant"])
+    assert "torch" not in sys.modules
+    """ % (ig, mj, ig))
 
 
 def test_short_training_run_through_the_adapter_trio(tmp_path):

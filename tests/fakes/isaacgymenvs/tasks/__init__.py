@@ -1,7 +1,7 @@
 """Task registry of the stand-in: every task is the point mass, with the documented sizes."""
 import copy
 
-from isaacgymenvs.tasks.point_mass import PointMassTask
+from isaacgymenvs.tasks.point_mass import PointMassResetInPost, PointMassTask
 
 # name: (num_obs, num_actions, default numEnvs, episodeLength), from the documented standard sizes
 SIZES = {
@@ -15,7 +15,9 @@ SIZES = {
     "Cartpole": (4, 1, 512, 500),
 }
 
-isaacgym_task_map = {name: PointMassTask for name in SIZES}
+# where each task performs its resets (IsaacGymEnvs 1.5.1's task files; see point_mass.py)
+RESETS_IN_POST = ("Ant", "Humanoid", "Anymal", "FrankaCubeStack", "Cartpole")
+isaacgym_task_map = {name: PointMassResetInPost if name in RESETS_IN_POST else PointMassTask for name in SIZES}
 
 
 def task_config(name):

@@ -1,4 +1,13 @@
-"""The stand-in's dynamics: a point mass per env in R^num_actions, pushed by the actions."""
+"""The stand-in's dynamics: a point mass per env in R^num_actions, pushed by the actions.
+
+IsaacGymEnvs 1.5.1 tasks perform the resets requested by the previous step in one of two places (read
+from its task files): Ant, Humanoid, Anymal, FrankaCubeStack and Cartpole call `reset_idx` in
+`post_physics_step` right after `progress_buf += 1` (the physics of that step ran on the ended episode's
+state; `progress_buf` is 0 after it), ShadowHand, AllegroHand and BallBalance at the start of
+`pre_physics_step` (the step's physics runs on the new episode; `progress_buf` is 1 after it). Either
+way a done env is re-initialised inside the NEXT `step`, and its reward there is computed on the new
+episode's state. `RESET_IN` selects the order; the registry gives each task its own.
+"""
 import torch
 
 from isaacgymenvs.tasks.base.vec_task import VecTask
@@ -6,6 +15,7 @@ from isaacgymenvs.tasks.base.vec_task import VecTask
 
 class PointMassTask(VecTask):
     dt = 0.05
+    RESET_IN = "pre_physics_step"  # or "post_physics_step"
 
     def __init__(self, cfg, rl_device, sim_device, graphics_device_id, headless, virtual_screen_capture, force_render):
         super().__init__(cfg, rl_device, sim_device, graphics_device_id, headless, virtual_screen_capture, force_render)
@@ -21,10 +31,14 @@ class PointMassTask(VecTask):
         self.progress_buf[env_ids] = 0
         self.reset_buf[env_ids] = 0
 
-    def pre_physics_step(self, actions):
+    def _reset_requested(self):
         env_ids = self.reset_buf.nonzero(as_tuple=False).squeeze(-1)
         if len(env_ids) > 0:
             self.reset_idx(env_ids)
+
+    def pre_physics_step(self, actions):
+        if self.RESET_IN == "pre_physics_step":
+            self._reset_requested()
         self.last_actions = actions.clone()
         state = self.sim["state"]
         state["vel"] += self.dt * 20.0 * actions.to(self.device)
@@ -32,6 +46,8 @@ class PointMassTask(VecTask):
 
     def post_physics_step(self):
         self.progress_buf += 1
+        if self.RESET_IN == "post_physics_step":
+            self._reset_requested()
         state = self.sim["state"]
         pos, vel = state["pos"], state["vel"]
         features = torch.cat([pos, vel], dim=1)
@@ -44,3 +60,7 @@ class PointMassTask(VecTask):
         ones = torch.ones_like(self.reset_buf)
         self.reset_buf[:] = torch.where(out, ones, torch.zeros_like(self.reset_buf))
         self.reset_buf[:] = torch.where(self.progress_buf >= self.max_episode_length - 1, ones, self.reset_buf)
+
+
+class PointMassResetInPost(PointMassTask):
+    RESET_IN = "post_physics_step"

@@ -1,0 +1,54 @@
+"""Test helpers: read back what a W&B offline run recorded (its transaction log), without a server.
+
+A `.wandb` file is a LevelDB-style log (W&B's own format): a 7-byte header ':W&B' + key + version, then
+32 KiB blocks of chunks, each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle,
+4 last) and a serialized `wandb_internal_pb2.Record`. Hand-written because wandb >= 0.20 reads it only in
+its Go core; only what the tests need (no checksum verification).
+"""
+import glob
+import json
+import os
+import struct
+
+
+def _records(path):
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b":W&B", "not a W&B transaction log: %s" % path
+    pos, block, buf = 7, 32768, b""
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a chunk header is padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            yield record
+
+
+def wandb_offline_run(run_dir):
+    """(config, history) of the one W&B offline run under `run_dir`: config as a dict of the values the run
+    set, history as a list of {key: value} per `log` call."""
+    logs = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "*.wandb"))
+    assert len(logs) == 1, logs
+    config, history = {}, []
+    for r in _records(logs[0]):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            config.update({i.key: json.loads(i.value_json) for i in r.run.config.update})
+        elif kind == "config":
+            config.update({i.key: json.loads(i.value_json) for i in r.config.update})
+        elif kind == "history":
+            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
+    config.pop("_wandb", None)
+    return config, history
