@@ -35,7 +35,9 @@ def analyze_main(argv):
             with open(a.config) as fh:
                 cfg = yaml.safe_load(fh) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            print(f"pql-scale analyze: config {a.config}: cannot be read as YAML: {str(e).splitlines()[0]}", file=sys.stderr)
+            what = "is not valid YAML" if isinstance(e, yaml.YAMLError) else "could not be read"
+            print(f"pql-scale analyze: cannot read --config {a.config}: it {what} ({str(e).splitlines()[0]})",
+                  file=sys.stderr)
             return 2
         if not isinstance(cfg, dict):
             print(f"pql-scale analyze: config {a.config}: must be a mapping of keys (inputs, format, ...), "

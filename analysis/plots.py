@@ -231,9 +231,10 @@ def grade(g, path):
     for r in rows:
         col = cmap(Js.index(r["J"]) / max(len(Js) - 1, 1))
         lo, hi = r["D_pred_lo"], r["D_pred_hi"]
-        yerr = [[r["D_pred"] - lo], [hi - r["D_pred"]]] if lo is not None else None
-        mlo, mhi = (r.get("D_meas_ci95") or [None, None])
-        xerr = [[r["D_meas"] - mlo], [mhi - r["D_meas"]]] if mlo is not None else None
+        # a point estimate can lie outside its bootstrap interval (crossings are skewed): bars never go negative
+        bar = lambda c, lo, hi: [[max(c - lo, 0.0)], [max(hi - c, 0.0)]] if lo is not None and hi is not None else None
+        yerr = bar(r["D_pred"], lo, hi)
+        xerr = bar(r["D_meas"], *(r.get("D_meas_ci95") or [None, None]))
         ax.errorbar(r["D_meas"], r["D_pred"], yerr=yerr, xerr=xerr, fmt="o" if r["kind"] == "utd" else "s",
                     color=col, ms=4, lw=0.8, capsize=2)
     if rows:

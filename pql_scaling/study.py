@@ -397,7 +397,8 @@ def _recommend(spec, fit_out, prediction):
     from analysis import cli as acli
 
     fits = _read(os.path.join(fit_out, "fits.json"))
-    budget = spec.recommend.budget or (prediction.get("budget") or {}).get("F")
+    # the held-out budget, run or not (a sigma* far outside the fitted range is recorded but not run)
+    budget = spec.recommend.budget or (prediction.get("budget") or prediction.get("budget_not_run") or {}).get("F")
     if not budget or not (fits or {}).get("budget", {}).get("sigma_star"):
         return None
     n = spec.recommend.num_envs or _steps(spec, 1)

@@ -52,3 +52,19 @@ def wandb_offline_run(run_dir):
             history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
     config.pop("_wandb", None)
     return config, history
+
+
+def offline_runs(run_dir):
+    """[(history steps, branch point step or None)] for every offline W&B run under run_dir, oldest first:
+    a resumed run that rewound W&B (`resume_from`) is a second run branching off the first."""
+    out = []
+    for f in sorted(glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "*.wandb"))):
+        steps, branch = [], None
+        for r in _records(f):
+            kind = r.WhichOneof("record_type")
+            if kind == "history":
+                steps.append(r.history.step.num)
+            elif kind == "run" and r.run.branch_point.run:
+                branch = int(r.run.branch_point.value)
+        out.append((steps, branch))
+    return out

@@ -34,7 +34,7 @@ CASES = {
     "a null metrics line": (dict(metrics=["null"]), "line 1 is NoneType, not a JSON object"),
     "status.json is a list": (dict(status=["completed"]), "status.json holds a list"),
     "run.json is a list": (dict(run=[1, 2], metrics=["null"]), "run.json holds a list"),
-    "a string env_steps": (dict(metrics=[json.dumps({"env_steps": "many", "return_mean": 1.0})]), "not a number"),
+    "a string env_steps": (dict(metrics=[json.dumps({"env_steps": "many", "return_mean": 1.0})]), "without a finite numeric env_steps"),
 }
 
 
@@ -64,7 +64,7 @@ def test_one_dimensional_qscaled_array(tmp_path, capsys):
     np.save(d / "bs_256_lr_0.0003.npy", np.arange(10.0))
     assert cli.analyze_main([str(tmp_path / "exp"), "--no-plots", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "expected a [T, 1+S] array" in err and "(10,)" in err, err
+    assert "expected a [T, 1 + seeds] array" in err and "(10,)" in err, err
 
 
 def test_config_file_that_is_a_list_or_missing(tmp_path, capsys):

@@ -83,7 +83,7 @@ def test_sigkill_between_checkpoints_resumes_on_one_timeline(tmp_path):
     assert all(r["resumed_from_env_steps"] == before[kept - 1]["env_steps"] for r in sup)
     assert status(d)["status"] == "completed"
     # W&B: the resumed W&B run rewinds to just after the last kept step and logs only the new log points
-    from tests.wandb_records import offline_runs
+    from tests.helpers import offline_runs
 
     wb = offline_runs(d)
     assert wb and wb[-1][1] == before[kept - 1]["env_steps"] + 1, wb
