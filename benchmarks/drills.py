@@ -262,7 +262,8 @@ def main():
     payload = dict(prev, drills=table, drill_runs=[{k: v for k, v in r.items() if k != "run_dir"} for r in results],
                    drill_command="python benchmarks/drills.py --n %d --seed %d" % (args.n, args.seed),
                    loadavg_before=load0, loadavg_after=os.getloadavg(),
-                   sweep_launcher_kill="done by the sweeps helper (branch sweep); not run here")
+                   sweep_launcher_kill=("tests/test_sweep.py::test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns: SIGKILL "
+                                        "of the launcher mid-sweep, then two reruns at once (not repeated here)"))
     payload.pop("machine", None)
     save(args.out, payload)
 

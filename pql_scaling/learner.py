@@ -210,7 +210,19 @@ def c51_support(algo_cfg, device):
     return torch.linspace(a.v_min, a.v_max, a.num_atoms, device=device) if a.distributional else None
 
 
-class VLearner:
+class Learner:
+    """What both learners share: `learn` samples and updates, eagerly or through the compiled `Fast` step."""
+
+    def learn(self, replay, size=None, start=0):
+        """One update on a uniform batch of `size` replay rows from `start` on (default: all filled rows)."""
+        if self.fast is None:
+            self.update(sample_to(replay, self.cfg.algo.batch_size, size, start, self.stats.device))
+        else:
+            self.fast(replay, replay.size if size is None else size, start)
+            self.updates += 1
+
+
+class VLearner(Learner):
     def __init__(self, cfg, critic, actor_view, norm, device):
         a = cfg.algo
         self.cfg, self.critic, self.actor_view, self.norm = cfg, critic, actor_view, norm
@@ -234,14 +246,6 @@ class VLearner:
 
     def after_step(self):
         algo.soft_update(self.critic_target, self.critic, self.tau)
-
-    def learn(self, replay, size=None, start=0):
-        """One update on a uniform batch of `size` replay rows from `start` on (default: all filled rows)."""
-        if self.fast is None:
-            self.update(sample_to(replay, self.cfg.algo.batch_size, size, start, self.stats.device))
-        else:
-            self.fast(replay, replay.size if size is None else size, start)
-            self.updates += 1
 
     def update(self, batch):
         a = self.cfg.algo
@@ -268,7 +272,7 @@ class VLearner:
         self.updates = s["updates"]
 
 
-class PLearner:
+class PLearner(Learner):
     def __init__(self, cfg, actor, critic_view, norm, device, act_dim):
         a = cfg.algo
         self.cfg, self.actor, self.critic_view, self.norm = cfg, actor, critic_view, norm
@@ -296,14 +300,6 @@ class PLearner:
 
     def after_step(self):
         pass
-
-    def learn(self, replay, size=None, start=0):
-        """One update on a uniform batch of `size` replay rows from `start` on (default: all filled rows)."""
-        if self.fast is None:
-            self.update(sample_to(replay, self.cfg.algo.batch_size, size, start, self.stats.device))
-        else:
-            self.fast(replay, replay.size if size is None else size, start)
-            self.updates += 1
 
     def update(self, batch):
         loss, aux = algo.actor_loss(self.actor, self.critic_view, normalised(batch, self.norm), self.sac,
