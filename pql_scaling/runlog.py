@@ -187,10 +187,18 @@ class RunDir:
 
     def append_metrics(self, row):
         """Append one log point whole (fsynced), or nothing: a failed write is cut back off the file.
-        A row at the last row's env_steps (trio learners paid owed updates after it) replaces that row."""
+        A row at the last row's env_steps (trio learners paid owed updates after it, no actor step between)
+        is merged into that row: its counters, losses and clock win, but the episodes, returns and per-interval
+        rates the earlier row measured are kept (the later one saw no episode and no env step; replacing the
+        row lost the return of the log point that met `target_return`)."""
         if self.last_env_steps is not None and row["env_steps"] == self.last_env_steps:
             lines = read_jsonl_lines(self.metrics_path)
-            write_atomic(self.metrics_path, "".join(x + "\n" for x, _ in lines[:-1]).encode() + (json.dumps(row) + "\n").encode())
+            prev = lines[-1][1] or {}
+            merged = dict(prev)
+            merged.update({k: v for k, v in row.items()
+                           if v is not None and not k.endswith(("_per_s", "_frac")) and k != "episodes"})
+            merged["episodes"] = (prev.get("episodes") or 0) + (row.get("episodes") or 0)
+            write_atomic(self.metrics_path, "".join(x + "\n" for x, _ in lines[:-1]).encode() + (json.dumps(merged) + "\n").encode())
             return
         if self.last_env_steps is not None and row["env_steps"] < self.last_env_steps:
             raise RuntimeError("log point at env_steps=%d after one at %d: metrics.jsonl must increase"

@@ -185,3 +185,24 @@ def test_cli_config_error_exit_code_and_message(tmp_path):
     p = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train", "algo.batchsize=4"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "algo.batch_size" in p.stderr
+
+
+def test_a_final_log_point_at_the_same_env_steps_keeps_the_return_it_follows(tmp_path):
+    """The trio's final log point (learners paid owed updates, no actor step since) lands on the stop row's
+    env_steps: it must update the counters without erasing that row's return (seen: a cartpole run stopped by
+    target_return whose metrics.jsonl then showed no return reaching it)."""
+    from pql_scaling.runlog import RunDir
+
+    run = RunDir(str(tmp_path / "r"))
+    try:
+        run.append_metrics({"env_steps": 100, "critic_updates": 10, "return_mean": -5.0, "episodes": 1})
+        run.append_metrics({"env_steps": 200, "critic_updates": 20, "return_mean": 701.0, "episodes": 3,
+                            "env_steps_per_s": 50.0})
+        run.append_metrics({"env_steps": 200, "critic_updates": 24, "return_mean": None, "episodes": 0,
+                            "env_steps_per_s": 0.0})
+    finally:
+        run.close()
+    got = rows(str(tmp_path / "r"))
+    assert [r["env_steps"] for r in got] == [100, 200]
+    assert got[-1]["critic_updates"] == 24 and got[-1]["return_mean"] == 701.0 and got[-1]["episodes"] == 3
+    assert got[-1]["env_steps_per_s"] == 50.0
