@@ -6,6 +6,7 @@ import sys
 
 import numpy as np
 
+from . import fit
 from .load import AnalysisInputError
 
 
@@ -122,8 +123,7 @@ def recommend(fits, budget, task=None, num_envs=4096):
             continue
         if task is not None and task not in r["intercepts"]:
             raise AnalysisInputError(f"task {task!r} not in the fitted {key} rule (tasks: {sorted(r['intercepts'])})")
-        ks = [r["intercepts"][task]] if task else list(r["intercepts"].values())
-        out[name] = float(np.mean([10 ** (r["slope"] * np.log10(sigma) + k) for k in ks]))
+        out[name] = float(fit.rule_value(r, sigma, task or None))
     ms = fits.get("model_size_fits", {})
     n_opt = ms.get("n_opt")
     if n_opt:

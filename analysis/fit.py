@@ -149,10 +149,14 @@ def shared_slope(tasks, sigma, value):
 
 def rule_value(rule, sigma, task=None):
     """Evaluate a shared-slope rule; without a task, the mean over tasks of the per-task values
-    (R1 averages the batch-size rule over tasks for the compute formula)."""
+    (R1 averages the batch-size rule over tasks for the compute formula). Clipped to the range the sweep
+    tried when the rule records it (`swept`), as the sweep launcher applies it."""
     sigma = np.asarray(sigma, float)
     ks = [rule["intercepts"][task]] if task is not None else list(rule["intercepts"].values())
-    return np.mean([10 ** (rule["slope"] * np.log10(sigma) + k) for k in ks], axis=0)
+    v = [10 ** (rule["slope"] * np.log10(sigma) + k) for k in ks]
+    if rule.get("swept"):
+        v = [np.clip(x, *rule["swept"]) for x in v]
+    return np.mean(v, axis=0)
 
 
 # --------------------------------------------------------------------------- D_J(sigma) power law
@@ -228,6 +232,22 @@ def _brute_starts(x, Y):
     return g[np.argmin(loss, 1)]
 
 
+def _solve_each(H, g):
+    """Batched H x = g; one singular system (a resample whose power term underflowed to zero) gives NaN for
+    that problem instead of failing the whole batch, as np.linalg.solve would."""
+    with np.errstate(all="ignore"):
+        try:
+            return np.linalg.solve(H, g[..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            out = np.full(g.shape, np.nan)
+            for i in range(len(g)):
+                try:
+                    out[i] = np.linalg.solve(H[i], g[i])
+                except np.linalg.LinAlgError:
+                    pass
+            return out
+
+
 def fit_power_law_batch(x, Y, iters=200):
     """Many fits of y = c + (x/b)^(-a) at once (the bootstrap resamples), same loss and same brute-force
     starts as `fit_power_law`, refined by Levenberg-Marquardt vectorised over problems (in a, log b, c).
@@ -261,14 +281,13 @@ def fit_power_law_batch(x, Y, iters=200):
         g = np.einsum("pni,pn->pi", Jm, r)
         H = np.einsum("pni,pnj->pij", Jm, Jm)
         Hd = H + lam[:, None, None] * (np.eye(3)[None] * (np.diagonal(H, 0, 1, 2)[:, :, None] + 1e-12))
-        with np.errstate(all="ignore"):
-            step = -np.linalg.solve(Hd, g[..., None])[..., 0]
-        step[~np.isfinite(step)] = 0.0
-        step[done] = 0.0
+        step = -_solve_each(Hd, g)
+        stuck = ~np.isfinite(step).all(1)  # a singular or overflowing system: no step; more damping next time
+        step[stuck | done] = 0.0
         pn = p + step
         rn, un = resid(pn)
         fn = np.sum(rn ** 2, 1)
-        better = np.isfinite(fn) & (fn <= f)
+        better = np.isfinite(fn) & (fn <= f) & ~stuck
         rel = np.abs(f - fn) <= 1e-12 * (f + 1e-30)
         p = np.where(better[:, None], pn, p)
         r = np.where(better[:, None], rn, r)

@@ -60,6 +60,10 @@ def hparam_rules(curves, sweep_threshold, n_boot, rng, no_crossing="first"):
                     pass
         r["slope_ci95"] = _pct(slopes, (2.5, 97.5))
         r["source"] = f"sweep: bootstrap-corrected best at J={sweep_threshold}"
+        # the values the sweep tried: a rule is measured only inside them, and users of the rule (sweep rules=,
+        # recommend) clip to this range rather than extrapolate a two-point slope to a value nobody ran
+        swept = meta["batch_size" if name == "batch_size" else "lr"].to_numpy(float)
+        r["swept"] = [float(np.nanmin(swept)), float(np.nanmax(swept))]
         out[name] = r
     nob = int(best["bs_nobest"].sum() + best["lr_nobest"].sum())
     if nob:

@@ -57,6 +57,12 @@ def _return_at(js, ds, d):
     return float(1000 - np.exp(np.polyval(p, d)))
 
 
+def _power(coef, F, exponent):
+    """coef * F^exponent in float64 (a wild bootstrap resample's exponent overflows to inf, not OverflowError)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return float(np.float64(coef) * np.float64(F) ** np.float64(exponent))
+
+
 def predict(res, sigmas, budget=None, budget_factor=4.0):
     """Predictions for held-out UTDs `sigmas`, and for a budget (default: budget_factor x the largest fitted
     budget optimum) the budget-optimal UTD, its D_J / C_J and the return reached. Returns a JSON-able dict."""
@@ -75,14 +81,14 @@ def predict(res, sigmas, budget=None, budget_factor=4.0):
         F = float(budget) if budget is not None else budget_factor * Fmax
         if F <= Fmax:
             raise AnalysisInputError(f"budget {F:.3g} is not above every fitted budget optimum (max {Fmax:.3g})")
-        ss = b["sigma_star"]["coef"] * F ** b["sigma_star"]["exponent"]
+        ss = _power(b["sigma_star"]["coef"], F, b["sigma_star"]["exponent"])
         boot_s = []
         k = int(b["holdout_top_k"])
         for r in res["_boot_fits"]:
             pts = [res["_bfun"](r[n]) for n in range(len(r)) if r[n].get("converged")]
             try:
                 g = _sigma_star_fit(pts, k)
-                boot_s.append(g["coef"] * F ** g["exponent"])
+                boot_s.append(_power(g["coef"], F, g["exponent"]))  # inf for a wild resample: _ci drops it
             except AnalysisInputError:
                 pass
         rows = data_to(res, ss)

@@ -217,7 +217,9 @@ def plot(results, path):
             ax.plot([p[0] / 60 for p in c], [p[2] for p in c], lw=1, marker="o", ms=2.5, label="seed %d" % r["seed"])
         ax.axhline(tasks.solved_return(task), color="k", ls="--", lw=0.8, label="solved")
         ax.set_title(task, fontsize=10)
-        ax.set_xlabel("training wall-clock (min), loaded 2-core CPU")
+        load = [r["loadavg_1m_mean_during"] for r in results if r["task"] == task and r.get("loadavg_1m_mean_during") is not None]
+        ax.set_xlabel("training wall-clock (min), %d-core CPU%s" % (
+            os.cpu_count() or 0, ", load %.0f-%.0f" % (min(load), max(load)) if load else ""))
     axes[0][0].set_ylabel("mean episode return")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()

@@ -58,12 +58,15 @@ def main():
                "wall_clock_optimum": wall_clock.get("optimum")}
     save(a.result, payload)
     dest = os.path.splitext(a.result)[0]
-    os.makedirs(dest, exist_ok=True)
-    for f in ("report.md", "grade.png", "prediction.json", "grade.json"):
+    if os.path.abspath(dest) == os.path.abspath(a.out):  # the study's own folder: its files are there already
+        dest = None
+    os.makedirs(dest or a.out, exist_ok=True)
+    for f in ("report.md", "grade.png", "prediction.json", "grade.json") if dest else ():
         if os.path.exists(os.path.join(a.out, f)):
             shutil.copy(os.path.join(a.out, f), dest)
-    for sub in ("grid_analysis", "fitted_analysis"):
-        for f in ("hparams.png", "data_efficiency.png", "pareto.png", "budget.png", "learning_curves.png"):
+    for sub in ("grid_analysis", "fitted_analysis") if dest else ():
+        for f in ("fits.json", "report.md", "hparams.png", "data_efficiency.png", "pareto.png", "budget.png",
+                  "learning_curves.png"):
             src = os.path.join(a.out, sub, f)
             if os.path.exists(src):
                 os.makedirs(os.path.join(dest, sub), exist_ok=True)

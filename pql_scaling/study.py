@@ -42,6 +42,7 @@ class GridStage:
     utd: List[float] = MISSING
     batch_size: List[int] = MISSING
     lr: List[float] = MISSING  # critic and actor learning rate together
+    max_env_steps: Optional[List[int]] = None  # per UTD (zipped with utd): low UTDs need more data to cross J
     seeds: Any = 1
     base: Dict[str, Any] = field(default_factory=dict)  # this stage's training overrides (e.g. max_env_steps)
 
@@ -60,6 +61,8 @@ class ValidateStage:
     budget_factor: float = 4.0  # the larger budget = this x the largest fitted budget optimum F*
     seeds: Any = 2
     steps_margin: float = 1.5  # max_env_steps = margin x the larger of the predicted upper bound and F's steps
+    max_steps_over_prediction: float = 4.0  # ... but the upper bound counts at most this x the point prediction
+    # (a noisy fit's interval can reach 1e13 env steps; a run that needs more than 4x the prediction is a miss)
     max_extrapolation: float = 4.0  # the budget run is skipped (noted) when sigma*(F) lies this factor outside the fitted range
     base: Dict[str, Any] = field(default_factory=dict)
 
@@ -192,15 +195,21 @@ def _validate(spec, where):
     if len(set(spec.fitted.utd)) < 4:
         raise StudyError("fitted.utd=%s: D_J(sigma) = D_min + (beta/sigma)^alpha needs >= 4 distinct UTDs"
                          % list(spec.fitted.utd))
-    if spec.fitted.max_env_steps and len(spec.fitted.max_env_steps) != len(spec.fitted.utd):
-        raise StudyError("fitted.max_env_steps has %d values for %d UTDs: give one per UTD (or none)"
-                         % (len(spec.fitted.max_env_steps), len(spec.fitted.utd)))
+    for stage in ("grid", "fitted"):
+        st = getattr(spec, stage)
+        if st.max_env_steps and len(st.max_env_steps) != len(st.utd):
+            raise StudyError("%s.max_env_steps has %d values for %d UTDs: give one per UTD (or none)"
+                             % (stage, len(st.max_env_steps), len(st.utd)))
     if len(set(spec.grid.utd)) < 2:
         raise StudyError("grid.utd=%s: the hyperparameter rules need >= 2 UTDs" % list(spec.grid.utd))
     lo, hi = min(spec.fitted.utd), max(spec.fitted.utd)
     if not any(not lo <= s <= hi for s in spec.validate.utd):
         raise StudyError("validate.utd=%s: at least one held-out UTD must lie outside the fitted range [%g, %g]"
                          % (list(spec.validate.utd), lo, hi))
+    if spec.validate.max_steps_over_prediction < 1 or spec.validate.steps_margin < 1:
+        raise StudyError("validate.steps_margin=%g and validate.max_steps_over_prediction=%g must be >= 1 (a run "
+                         "shorter than its prediction cannot cross the threshold)"
+                         % (spec.validate.steps_margin, spec.validate.max_steps_over_prediction))
     if spec.validate.budget_factor <= 1:
         raise StudyError("validate.budget_factor=%g must be > 1 (a budget above every fitted one)" % spec.validate.budget_factor)
     for k in spec.base:
@@ -231,15 +240,15 @@ def _sweep_dict(spec, stage, rules=None, zip_=None):
         base.setdefault("wandb.entity", spec.wandb.entity)
     d = {"name": "%s-%s" % (spec.name, stage), "out": _dir(spec, stage), "seeds": st.seeds, "retry": spec.retry,
          "launcher": OmegaConf.to_container(OmegaConf.structured(spec.launcher))}
-    if stage == "grid":
-        d["grid"] = {"utd": list(st.utd), "algo.batch_size": list(st.batch_size)}
-        d["zip"] = {"algo.critic_lr": list(st.lr), "algo.actor_lr": list(st.lr)}
-    elif stage == "fitted":
-        if st.max_env_steps:
+    if stage in ("grid", "fitted"):
+        d["grid"] = {}
+        if st.max_env_steps:  # each UTD with its own data budget
             d["zip"] = {"utd": list(st.utd), "max_env_steps": list(st.max_env_steps)}
             base.pop("max_env_steps", None)
         else:
-            d["grid"] = {"utd": list(st.utd)}
+            d["grid"]["utd"] = list(st.utd)
+        if stage == "grid":
+            d["grid"].update({"algo.batch_size": list(st.batch_size), "lr": list(st.lr)})
     else:
         z = zip_ or {"utd": list(st.utd)}
         if "max_env_steps" in z:
@@ -350,7 +359,10 @@ def run(spec, stop_after=None):
         configs = p["held_out"] + ([p["budget"]] if p.get("budget") else [])
         for c in configs:  # what each validation run needs: enough steps to cross the top threshold (and spend F)
             top = c["thresholds"][-1] if c["thresholds"] else {"D": 0, "D_ci95": [None, None]}
-            need = max(v for v in (top["D"], top["D_ci95"][1], c.get("env_steps_for_F")) if v is not None and math.isfinite(v))
+            hi = top["D_ci95"][1]
+            if hi is not None and top["D"] is not None:
+                hi = min(hi, spec.validate.max_steps_over_prediction * top["D"])
+            need = max(v for v in (top["D"], hi, c.get("env_steps_for_F")) if v is not None and math.isfinite(v))
             c["max_env_steps"] = _steps(spec, spec.validate.steps_margin * need)
         prediction = {"study": spec.name, "task": spec.task, "code_version": code_version(), "time": _now(),
                       "fits": os.path.join(fit_out, "fits.json"), "rules": rules, **p}
@@ -475,6 +487,10 @@ def _report(spec, grid_res, fit_res, pred, g, rec, timings):
                  "return %s %s." % (pb["F"], pb["F"] / pb["largest_fitted_F"], pb["largest_fitted_F"], pb["sigma"],
                                     _ci(pb.get("sigma_ci95")), pb["env_steps_for_F"], _fmt(pb["return_at_F"], "%.0f"),
                                     _ci(pb.get("return_at_F_ci95"))))
+    elif pred.get("budget_not_run"):
+        pb = pred["budget_not_run"]
+        L.append("Budget F = %.3g (%.1fx the largest fitted optimum): σ* = %.4g %s, **not run**: %s." % (
+            pb["F"], pb["F"] / pb["largest_fitted_F"], pb["sigma"], _ci(pb.get("sigma_ci95")), pb["reason"]))
     L += ["", "## 5. Grade: predicted vs measured data to threshold", "", "![](grade.png)", "",
           "| config | σ | J | D predicted | 95% interval | D measured | rel. error | inside |", "|---|---|---|---|---|---|---|---|"]
     for r in g["rows"]:
@@ -492,8 +508,11 @@ def _report(spec, grid_res, fit_res, pred, g, rec, timings):
         L.append("Return at the budget: predicted %s %s, measured %s (budget reached: %s)." % (
             _fmt(br["predicted"], "%.0f"), _ci(br["ci95"]), _fmt(br["measured"], "%.0f"), br["reached_budget"]))
     if rec:
-        L += ["", "## 6. Recommendation", "", "For budget F = %.3g: σ* = %.4g" % (rec["budget"], rec["sigma"]), "",
-              "```", rec["line"], "```"]
+        lo, hi = pred["fitted_utd_range"]
+        L += ["", "## 6. Recommendation", "", "For budget F = %.3g: σ* = %.4g%s" % (
+            rec["budget"], rec["sigma"], "" if lo <= rec["sigma"] <= hi else
+            " (**extrapolated**: outside the fitted UTD range [%g, %g]; the rules' B and lr are clipped to the grid's "
+            "values)" % (lo, hi)), "", "```", rec["line"], "```"]
     L += ["", "## Time", ""] + ["- %s: %.0f s" % kv for kv in timings.items()] + [""]
     with open(_dir(spec, "report.md"), "w") as f:
         f.write("\n".join(L))

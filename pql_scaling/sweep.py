@@ -95,6 +95,9 @@ class Spec:
 
 
 LAUNCHERS = ("local", "ray", "slurm")
+# sweep-only axes: utd = critic updates per env step (sets algo.critic_updates_per_step = utd x num_envs);
+# lr = both learning rates at once (R1's sweeps tie the actor's to the critic's)
+SWEEP_KEYS = ("utd", "lr")
 SWEPT_ELSEWHERE = {"seed": "seeds", "run_dir": "out", "resume": "(a sweep resumes its runs itself)"}
 SHORT = {"algo.batch_size": "bs", "algo.critic_lr": "lr", "algo.actor_lr": "alr", "algo.critic_updates_per_step": "cups",
          "num_envs": "envs", "net.critic_hidden": "critic", "net.actor_hidden": "actor", "algo.name": "algo"}
@@ -133,10 +136,10 @@ def _check_keys(d, where, prefix=""):
 def _check_train_key(key, section):
     if key in SWEPT_ELSEWHERE:
         raise SpecError("%s.%s: a sweep sets %s itself; use %s" % (section, key, key, SWEPT_ELSEWHERE[key]))
-    if key == "utd" and section != "base":
+    if key in SWEEP_KEYS and section != "base":
         return
     if key not in config_lib.all_keys():
-        close = config_lib._closest(key) + (["utd"] if difflib.get_close_matches(key, ["utd"]) else [])
+        close = config_lib._closest(key) + difflib.get_close_matches(key, list(SWEEP_KEYS))
         raise SpecError("unknown training key %r in %s%s. `pql-scale keys` lists every key" % (
             key, section, ("; did you mean: " + ", ".join(close)) if close else ""))
 
@@ -240,7 +243,7 @@ def _validate(spec, where):
     if spec.rules is not None:
         _load_rules(spec.rules)
         swept = set(spec.base).union(spec.grid, spec.zip)
-        clash = sorted(swept & {"algo.batch_size", "algo.critic_lr", "algo.actor_lr"})
+        clash = sorted(swept & {"algo.batch_size", "algo.critic_lr", "algo.actor_lr", "lr"})
         if clash:
             raise SpecError("rules=%s sets the batch size and learning rates; remove %s from the spec" % (spec.rules, clash))
 
@@ -297,13 +300,19 @@ def _load_rules(path):
 
 
 def rule_hparams(rules, task, sigma):
-    """(B, lr) of R1's shared-slope rules for a task at UTD sigma; B rounded to a multiple of 16 (as R1)."""
+    """(B, lr) of R1's shared-slope rules for a task at UTD sigma; B rounded to a multiple of 16 (as R1).
+    Each value is clipped to the range its sweep tried (the rule's `swept`, when fits.json records it): a
+    slope fitted on a few UTDs says nothing about values outside the grid, and extrapolating it (batch 64 at
+    UTD 1/32 from a 128..512 grid) gave runs that never learned."""
     out = []
     for name in ("batch_size", "learning_rate"):
         r = rules[name]
         if task not in r["intercepts"]:
             raise SpecError("the %s rule has no intercept for task %r (tasks: %s)" % (name, task, sorted(r["intercepts"])))
-        out.append(10 ** (r["slope"] * math.log10(sigma) + r["intercepts"][task]))
+        v = 10 ** (r["slope"] * math.log10(sigma) + r["intercepts"][task])
+        if r.get("swept"):
+            v = min(max(v, r["swept"][0]), r["swept"][1])
+        out.append(v)
     return max(16, int(math.floor(out[0] / 16.0 + 0.5)) * 16), float("%.4g" % out[1])  # halves round up
 
 
@@ -320,6 +329,9 @@ def expand(spec):
         settings = dict(spec.base)
         settings.update(varied)
         utd = settings.pop("utd", None)
+        lr = settings.pop("lr", None)
+        if lr is not None:
+            settings.update({"algo.critic_lr": lr, "algo.actor_lr": lr})
         for seed in _seeds(spec):
             args = ["%s=%s" % (k, _arg(v)) for k, v in settings.items()] + ["seed=%d" % seed]
             try:

@@ -44,6 +44,29 @@ def test_power_law_fit_recovers_parameters_and_batch_matches_scipy():
     assert np.all(bt["loss"] <= ref * (1 + 1e-6))  # same optimum (or better) as brute + L-BFGS-B
 
 
+def test_batched_fit_survives_a_singular_system_in_the_batch(monkeypatch):
+    # one problem whose damped normal equations are exactly singular (seen on a Pendulum study's bootstrap
+    # resamples) must not fail the batch: that problem gets no step, the others converge as before
+    H = np.stack([np.eye(3), np.zeros((3, 3)), 2 * np.eye(3)])
+    x = fit._solve_each(H, np.ones((3, 3)))
+    assert np.allclose(x[0], 1) and np.isnan(x[1]).all() and np.allclose(x[2], 0.5)
+    rng = np.random.default_rng(2)
+    Y = fit.power_law(SIGMAS, 0.7, 2.3, 1.0)[None] * np.exp(rng.normal(0, 0.03, (4, len(SIGMAS))))
+    ref = fit.fit_power_law_batch(SIGMAS, Y)
+    solve = np.linalg.solve
+
+    def singular_for_problem_1(a, b):
+        if a.ndim == 3:
+            a = a.copy()
+            a[1] = 0.0
+        return solve(a, b)
+
+    monkeypatch.setattr(np.linalg, "solve", singular_for_problem_1)
+    bt = fit.fit_power_law_batch(SIGMAS, Y)
+    keep = [0, 2, 3]
+    assert np.allclose(bt["loss"][keep], ref["loss"][keep]) and bt["converged"][keep].all()
+
+
 def test_too_few_utds_is_a_clear_error():
     with pytest.raises(fit.AnalysisInputError, match="needs >= 4 distinct UTD"):
         fit.fit_power_law([1.0, 2.0, 4.0], [3.0, 2.0, 1.5])

@@ -139,3 +139,11 @@ def test_prediction_for_held_out_utds_is_graded_against_runs_of_the_law(fitted, 
     assert g["summary"]["n_measured"] == 4 and g["summary"]["median_abs_rel_error"] < 0.1
     assert p["budget"]["F"] > p["budget"]["largest_fitted_F"] and p["budget"]["sigma"] > 0
     assert np.isfinite(fit.log_thresholds()).all()
+
+
+def test_a_wild_bootstrap_exponent_overflows_to_inf_not_an_error():
+    # a Pendulum study's resample fitted sigma*(F) with exponent ~ -300 over budgets ~ 1e10: Python float
+    # powers raise OverflowError there, and the whole prediction died; the interval just drops that resample
+    assert predict._power(2.0, 1e10, 40.0) == np.inf
+    assert predict._power(2.0, 1e10, 0.5) == pytest.approx(2e5)
+    assert predict._ci([1.0, 2.0, 3.0, 4.0, 5.0, np.inf]) == predict._ci([1.0, 2.0, 3.0, 4.0, 5.0])

@@ -95,6 +95,13 @@ def test_rules_set_batch_size_and_lr_from_fits(tmp_path):
     assert cfgs[0].algo.critic_lr == pytest.approx(3e-4 * 0.25 ** 0.2, rel=1e-3) == cfgs[0].algo.actor_lr
     with pytest.raises(sweep.SpecError, match="remove"):
         sweep.load_spec(spec_dict(tmp_path, rules=str(tmp_path / "fits.json")))  # TINY sets algo.batch_size
+    # a rule that records its sweep's range is clipped to it: 155 at sigma=4 is below the swept 256
+    fits["hparams"]["batch_size"]["swept"] = [256, 512]
+    fits["hparams"]["learning_rate"]["swept"] = [1e-4, 2e-4]
+    (tmp_path / "fits.json").write_text(json.dumps(fits))
+    cfgs = [config.load(r.overrides) for r in sweep.expand(spec)]
+    assert [c.algo.batch_size for c in cfgs] == [512, 256]
+    assert [c.algo.critic_lr for c in cfgs] == [2e-4, 2e-4]
     bad = dict(spec_dict(tmp_path, rules=str(tmp_path / "fits.json"), grid={"utd": [1]}),
                base={"task": "mountaincar", "max_env_steps": 100})
     with pytest.raises(sweep.SpecError, match="no intercept for task 'mountaincar'"):
