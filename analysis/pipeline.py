@@ -47,7 +47,7 @@ def hparam_rules(curves, sweep_threshold, n_boot, rng, no_crossing="first"):
                                  f"{max(float(np.nanmax(c['norm'].mean(1))) for c in curves):.0f} / 1000)")
     best = fit.best_hparams(meta, pt[:, 0], bt[:, :, 0], no_crossing=no_crossing)
     out, notes = {}, []
-    for name, col in (("batch_size", "bs_boot"), ("learning_rate", "lr_boot")):
+    for name, col, key in (("batch_size", "bs_boot", "batch_size"), ("learning_rate", "lr_boot", "lr")):
         r = fit.shared_slope(best["task"], best["sigma"], best[col])
         # bootstrap interval of the slope: refit on each resample's best values
         res = np.stack(best[col + "_resamples"].to_list()) if n_boot else None
@@ -62,8 +62,7 @@ def hparam_rules(curves, sweep_threshold, n_boot, rng, no_crossing="first"):
         r["source"] = f"sweep: bootstrap-corrected best at J={sweep_threshold}"
         # the values the sweep tried: a rule is measured only inside them, and users of the rule (sweep rules=,
         # recommend) clip to this range rather than extrapolate a two-point slope to a value nobody ran
-        swept = meta["batch_size" if name == "batch_size" else "lr"].to_numpy(float)
-        r["swept"] = [float(np.nanmin(swept)), float(np.nanmax(swept))]
+        r["swept"] = [float(meta[key].min()), float(meta[key].max())]
         out[name] = r
     nob = int(best["bs_nobest"].sum() + best["lr_nobest"].sum())
     if nob:

@@ -18,6 +18,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import save  # noqa: E402
 
+ANALYSIS_FILES = ("fits.json", "report.md", "hparams.png", "data_efficiency.png", "pareto.png", "budget.png",
+                  "learning_curves.png")
+
+
+def copy_outputs(out, dest):
+    """The study's report, grade, prediction, and each analysis's fits, report and plots, beside the JSON."""
+    for sub, names in (("", ("report.md", "grade.png", "prediction.json", "grade.json")),
+                       ("grid_analysis", ANALYSIS_FILES), ("fitted_analysis", ANALYSIS_FILES)):
+        for f in names:
+            src = os.path.join(out, sub, f)
+            if os.path.exists(src):
+                os.makedirs(os.path.join(dest, sub), exist_ok=True)
+                shutil.copy(src, os.path.join(dest, sub, f))
+
 
 def main():
     p = argparse.ArgumentParser()
@@ -58,19 +72,8 @@ def main():
                "wall_clock_optimum": wall_clock.get("optimum")}
     save(a.result, payload)
     dest = os.path.splitext(a.result)[0]
-    if os.path.abspath(dest) == os.path.abspath(a.out):  # the study's own folder: its files are there already
-        dest = None
-    os.makedirs(dest or a.out, exist_ok=True)
-    for f in ("report.md", "grade.png", "prediction.json", "grade.json") if dest else ():
-        if os.path.exists(os.path.join(a.out, f)):
-            shutil.copy(os.path.join(a.out, f), dest)
-    for sub in ("grid_analysis", "fitted_analysis") if dest else ():
-        for f in ("fits.json", "report.md", "hparams.png", "data_efficiency.png", "pareto.png", "budget.png",
-                  "learning_curves.png"):
-            src = os.path.join(a.out, sub, f)
-            if os.path.exists(src):
-                os.makedirs(os.path.join(dest, sub), exist_ok=True)
-                shutil.copy(src, os.path.join(dest, sub, f))
+    if os.path.abspath(dest) != os.path.abspath(a.out):  # else the study's own folder: its files are there
+        copy_outputs(a.out, dest)
     print(json.dumps({k: payload[k] for k in ("exit_code", "wall_s_end_to_end", "grade_summary", "wall_clock_check")}, indent=1))
     return code
 

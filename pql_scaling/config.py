@@ -8,6 +8,7 @@ an error message that names the key and the closest valid keys, before anything 
 """
 import difflib
 import functools
+import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import List, Optional
 
@@ -206,6 +207,47 @@ def parse_overrides(args):
             key = "algo.name"
         out.append((key, value))
     return out
+
+
+def spec_keys(cls, prefix=""):
+    """Every dotted key of a spec dataclass, nested dataclasses included (for unknown-key suggestions)."""
+    out = []
+    for f in fields(cls):
+        default = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
+        out.append(prefix + f.name)
+        if is_dataclass(default):
+            out += spec_keys(type(default), prefix + f.name + ".")
+    return out
+
+
+def read_spec(path_or_dict, what, error, fields_hint):
+    """A spec's raw mapping from a YAML path or a dict (copied), each failure an `error` naming the file:
+    missing, not YAML, not a mapping. Returns (where, raw)."""
+    if isinstance(path_or_dict, (str, os.PathLike)):
+        where = str(path_or_dict)
+        if not os.path.exists(where):
+            raise error("%s spec %s does not exist" % (what, where))
+        with open(where) as f:
+            try:
+                raw = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise error("%s spec %s is not valid YAML: %s" % (what, where, e))
+    else:
+        where, raw = "the spec dict", OmegaConf.to_container(OmegaConf.create(dict(path_or_dict)))
+    if not isinstance(raw, dict):
+        raise error("%s spec %s must be a mapping (%s)" % (what, where, fields_hint))
+    return where, dict(raw)
+
+
+def set_dotted(raw, key, value, arg, error):
+    """raw[a][b][c] = value for key "a.b.c" (the override `arg`), creating mappings on the way."""
+    node = raw
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise error("override %s: %s is not a mapping" % (arg, p))
+    node[parts[-1]] = value
 
 
 def _flatten(d, prefix=""):

@@ -13,7 +13,6 @@ recomputed from the run directories. Analysis is called only through its public 
 this module.
 """
 import datetime
-import json
 import math
 import os
 import subprocess
@@ -116,37 +115,15 @@ class StudyError(config_lib.ConfigError):
     pass
 
 
-def _set_dotted(raw, key, value, arg):
-    node = raw
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise StudyError("override %s: %s is not a mapping" % (arg, p))
-    node[parts[-1]] = value
-
-
 def load_spec(path_or_dict, overrides=()):
     """A validated StudySpec from YAML or a dict plus `key=value` overrides; unknown keys and bad values fail
     here naming the key, before anything runs; every stage's sweep is expanded (so every run config checked)."""
-    if isinstance(path_or_dict, (str, os.PathLike)):
-        where = str(path_or_dict)
-        if not os.path.exists(where):
-            raise StudyError("study spec %s does not exist" % where)
-        with open(where) as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise StudyError("study spec %s is not valid YAML: %s" % (where, e))
-    else:
-        where, raw = "the spec dict", json.loads(json.dumps(dict(path_or_dict)))
-    if not isinstance(raw, dict):
-        raise StudyError("study spec %s must be a mapping (name, task, grid, fitted, validate, ...)" % where)
+    where, raw = config_lib.read_spec(path_or_dict, "study", StudyError, "name, task, grid, fitted, validate, ...")
     for arg in overrides:
         if "=" not in arg:
             raise StudyError("expected key=value, got %r (e.g. validate.seeds=3 launcher.local.runs_per_device=2)" % arg)
         k, v = arg.split("=", 1)
-        _set_dotted(raw, k, yaml.safe_load(v) if v != "" else None, arg)
+        config_lib.set_dotted(raw, k, yaml.safe_load(v) if v != "" else None, arg, StudyError)
     for section in ("base",):
         if isinstance(raw.get(section), dict):
             raw[section] = dict(config_lib._flatten(raw[section]))
@@ -154,7 +131,7 @@ def load_spec(path_or_dict, overrides=()):
         spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudySpec), raw))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
-        valid = sorted(_keys(StudySpec))
+        valid = sorted(config_lib.spec_keys(StudySpec))
         import difflib
 
         close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.5)
@@ -162,18 +139,6 @@ def load_spec(path_or_dict, overrides=()):
                                                          ("; did you mean: " + ", ".join(close)) if close else ""))
     _validate(spec, where)
     return spec
-
-
-def _keys(cls, prefix=""):
-    from dataclasses import fields, is_dataclass
-
-    out = []
-    for f in fields(cls):
-        default = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
-        out.append(prefix + f.name)
-        if is_dataclass(default):
-            out += _keys(type(default), prefix + f.name + ".")
-    return out
 
 
 def _validate(spec, where):
@@ -318,7 +283,7 @@ def run(spec, stop_after=None):
 
     os.makedirs(spec.out, exist_ok=True)
     state_path = _dir(spec, "study.json")
-    state = _read(state_path) or {"started": _now(), "timings_s": {}}
+    state = sweep._read_json(state_path) or {"started": _now(), "timings_s": {}}
     timings = state["timings_s"]
     t_start = time.monotonic()
 
@@ -345,7 +310,7 @@ def run(spec, stop_after=None):
         return None
 
     pred_path = _dir(spec, "prediction.json")
-    prediction = _read(pred_path)
+    prediction = sweep._read_json(pred_path)
     if prediction is None:  # written once, before any validation run starts
         if os.path.isdir(_dir(spec, "validate")) and os.listdir(_dir(spec, "validate")):
             raise StudyError("%s has validation runs but no prediction.json: the prediction cannot be made after its "
@@ -367,7 +332,7 @@ def run(spec, stop_after=None):
         prediction = {"study": spec.name, "task": spec.task, "code_version": code_version(), "time": _now(),
                       "fits": os.path.join(fit_out, "fits.json"), "rules": rules, **p}
         write_json_atomic(pred_path, _clean(prediction))
-        prediction = _read(pred_path)
+        prediction = sweep._read_json(pred_path)
     save("predicted")
     if stop_after == "predict":
         return None
@@ -408,7 +373,7 @@ def run(spec, stop_after=None):
 def _recommend(spec, fit_out, prediction):
     from analysis import cli as acli
 
-    fits = _read(os.path.join(fit_out, "fits.json"))
+    fits = sweep._read_json(os.path.join(fit_out, "fits.json"))
     # the held-out budget, run or not (a sigma* far outside the fitted range is recorded but not run)
     budget = spec.recommend.budget or (prediction.get("budget") or prediction.get("budget_not_run") or {}).get("F")
     if not budget or not (fits or {}).get("budget", {}).get("sigma_star"):
@@ -426,14 +391,6 @@ def _recommend(spec, fit_out, prediction):
 # --------------------------------------------------------------------------------------------------- outputs
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
 
 
 def _clean(o):

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import yaml
@@ -107,23 +107,13 @@ class SpecError(config_lib.ConfigError):
     pass
 
 
-def _spec_keys(cls=Spec, prefix=""):
-    out = []
-    for f in fields(cls):
-        default = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
-        out.append(prefix + f.name)
-        if is_dataclass(default):
-            out += _spec_keys(type(default), prefix + f.name + ".")
-    return out
-
-
 def _closest(key, valid):
     return difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
 
 
 def _check_keys(d, where, prefix=""):
     """Unknown spec keys fail naming the closest valid ones (the training config's style)."""
-    valid = _spec_keys()
+    valid = config_lib.spec_keys(Spec)
     for k, v in d.items():
         full = prefix + str(k)
         if full not in valid:
@@ -165,20 +155,7 @@ def load_spec(path_or_dict, overrides=()):
     grid.utd=[0.25,0.5]). Unknown keys, wrong types, empty grids fail here, before anything runs."""
     if isinstance(path_or_dict, Spec):  # already loaded: re-validate a copy with the overrides
         path_or_dict = OmegaConf.to_container(OmegaConf.structured(path_or_dict))
-    if isinstance(path_or_dict, (str, os.PathLike)):
-        where = str(path_or_dict)
-        if not os.path.exists(where):
-            raise SpecError("sweep spec %s does not exist" % where)
-        with open(where) as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise SpecError("sweep spec %s is not valid YAML: %s" % (where, e))
-    else:
-        where, raw = "the spec dict", OmegaConf.to_container(OmegaConf.create(dict(path_or_dict)))
-    if not isinstance(raw, dict):
-        raise SpecError("sweep spec %s must be a mapping (name, out, base, grid, ...)" % where)
-    raw = dict(raw)
+    where, raw = config_lib.read_spec(path_or_dict, "sweep", SpecError, "name, out, base, grid, ...")
     for section in ("base", "grid", "zip"):  # keep training keys as written (dotted or nested)
         if isinstance(raw.get(section), dict):
             raw[section] = _flat_axes(raw[section], section) if section != "base" else _flat(raw[section])
@@ -191,13 +168,7 @@ def load_spec(path_or_dict, overrides=()):
         if section in ("base", "grid", "zip") and rest:
             raw.setdefault(section, {})[rest] = value
         else:
-            node = raw
-            parts = key.split(".")
-            for p in parts[:-1]:
-                node = node.setdefault(p, {})
-                if not isinstance(node, dict):
-                    raise SpecError("override %s: %s is not a mapping" % (arg, p))
-            node[parts[-1]] = value
+            config_lib.set_dotted(raw, key, value, arg, SpecError)
     _check_keys(raw, where)
     try:
         spec = OmegaConf.merge(OmegaConf.structured(Spec), raw)
