@@ -407,6 +407,10 @@ def budget_fit(F, sigma_star, holdout_top_k=2):
         raise AnalysisInputError(f"budget fit needs >= 2 budgets left after holding out {k}; have {len(F)}")
     train = slice(0, len(F) - k)
     s, c = np.polyfit(np.log10(F[train]), np.log10(ss[train]), 1)
+    if not (np.isfinite(s) and np.isfinite(c) and abs(c) < 300):  # 10**c would overflow a float
+        raise AnalysisInputError(f"budget fit is degenerate (slope {s:.3g}, log10 coefficient {c:.3g}): the budget optima "
+                                 f"span F = {F[train].min():.4g} ... {F[train].max():.4g}, too narrow to fit a power law; "
+                                 "add thresholds or UTDs whose optima differ in budget")
     pred = 10 ** (s * np.log10(F) + c)
     held = np.abs(pred[len(F) - k:] - ss[len(F) - k:]) / ss[len(F) - k:] if k else np.array([])
     return {"exponent": float(s), "coef": float(10 ** c), "log10_coef": float(c),

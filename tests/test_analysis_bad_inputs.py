@@ -85,6 +85,8 @@ FITS = {"budget": {"sigma_star": {"coef": 1e-3, "exponent": 0.1}, "points": []},
     (FITS, ["--task", "Hopper"], "task 'Hopper' not in the fitted batch_size rule"),
     ({"budget": {"error": "needs >= 4 distinct UTD values"}}, [], "no budget.sigma_star"),
     ({"budget": {"sigma_star": {"coef": 1.0}}}, [], "no budget.sigma_star"),
+    # a degenerate sigma*(F) fit written with a null coefficient (10**c overflowed): an error, not a TypeError
+    ({"budget": {"sigma_star": {"coef": None, "exponent": 1e3}}}, [], "no budget.sigma_star"),
     ([1, 2], [], "fits file holds a list"),
 ])
 def test_recommend_bad_fits_or_task(tmp_path, capsys, fits, args, message):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from analysis import fit, pipeline
+from analysis.load import AnalysisInputError
 
 SIGMAS = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
 
@@ -150,6 +151,9 @@ def test_budget_optimum_and_extrapolation():
     r = fit.budget_fit(Fs, 3e-9 * Fs ** 0.6, holdout_top_k=2)
     assert r["exponent"] == pytest.approx(0.6, abs=1e-9) and r["holdout_rel_error"] < 1e-9
     assert fit.pareto_mask([1, 2, 3, 2.5], [3, 2, 1, 2.5]).tolist() == [True, True, True, False]
+    # optima at (almost) one budget: the slope is meaningless and 10**coef overflows; say so instead
+    with pytest.raises(AnalysisInputError, match="budget fit is degenerate"):
+        fit.budget_fit([1e10, 1e10 * (1 + 1e-12), 2e10], [0.5, 0.01, 0.3], holdout_top_k=1)
 
 
 def test_r5_surface_recovers_parameters():
