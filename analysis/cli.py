@@ -2,13 +2,12 @@
 `python -m analysis analyze|recommend ...`)."""
 import argparse
 import json
-import math
 import sys
 
 import numpy as np
 
 from . import fit
-from .load import AnalysisInputError
+from .load import AnalysisInputError, _number
 
 
 def analyze_main(argv):
@@ -99,17 +98,13 @@ def _surface_pick(fits, budget, task):
     return key, surf[key]
 
 
-def _finite(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def recommend(fits, budget, task=None, num_envs=4096):
     """Compute-optimal sigma (and B, lr, model size N and the width that gives it, when fitted) for a
     budget F from a fits.json dict."""
     if not isinstance(fits, dict):
         raise AnalysisInputError(f"fits file holds a {type(fits).__name__}, not the JSON object `pql-scale analyze` writes")
     b = (fits.get("budget") or {}).get("sigma_star")
-    if b is not None and (not isinstance(b, dict) or not all(_finite(b.get(k)) for k in ("coef", "exponent"))):
+    if b is not None and (not isinstance(b, dict) or not all(_number(b.get(k)) for k in ("coef", "exponent"))):
         b = None  # absent, or a degenerate fit that fits.json wrote with a null coefficient
     skey, surf = _surface_pick(fits, budget, task)
     if not b and surf is None:
