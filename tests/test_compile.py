@@ -99,17 +99,27 @@ def test_compiled_update_matches_eager_and_checkpoints():
 
 
 def test_bf16_update_is_close_and_keeps_fp32_state():
-    """perf.amp=bf16 (eager): the weights and AdamW state stay float32, and one update lands near the fp32 one."""
-    _, v0, _, replay = make("pql")
+    """perf.amp=bf16 (eager): the weights and AdamW state stay float32, and one update takes nearly the fp32 step.
+
+    Adam's first step moves each weight by ~lr * sign(grad), so where bf16 rounding flips the sign of a near-zero
+    gradient that weight's step differs by up to 2 * lr: bound every difference by that, and require the steps to
+    agree everywhere else (a handful of flips at most, and the same direction overall)."""
+    cfg, v0, _, replay = make("pql")
     _, v1, _, _ = make("pql", "perf.amp=bf16")
+    w0 = [p.detach().clone() for p in v0.critic.parameters()]
     torch.manual_seed(3)
     v0.learn(replay)
     torch.manual_seed(3)
     v1.learn(replay)
     assert all(p.dtype == torch.float32 for p in v1.critic.parameters())
     assert all(t.dtype == torch.float32 for st in v1.opt.state.values() for t in st.values())
-    for a, b in zip(v0.critic.parameters(), v1.critic.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=5e-3)  # an Adam step moves each weight by ~lr=3e-3
+    lr = cfg.algo.critic_lr
+    d32 = torch.cat([(p - w).flatten() for p, w in zip(v0.critic.parameters(), w0)])
+    d16 = torch.cat([(p - w).flatten() for p, w in zip(v1.critic.parameters(), w0)])
+    gap = (d32 - d16).abs()
+    assert gap.max() <= 2.05 * lr, gap.max()
+    assert (gap > 0.1 * lr).float().mean() < 0.02, (gap > 0.1 * lr).sum()
+    assert torch.nn.functional.cosine_similarity(d32, d16, dim=0) > 0.95
 
 
 def test_perf_keys_are_checked():
