@@ -21,10 +21,12 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
+# PQL's network is [512,256,128] ELU (docs/science.md); Pendulum's CPU default is [64,64] ReLU (tasks/pendulum.yaml)
+PQL_NET = ["net.activation=elu"]
 CONFIGS = {  # name -> (obs_dim, act_dim, overrides); Pendulum's dims, Ant-sized dims for PQL's network
     "pendulum_default": (3, 1, ["task=pendulum"]),
     "pql_default": (60, 8, ["task=pendulum", "net.actor_hidden=[512,256,128]", "net.critic_hidden=[512,256,128]",
-                            "algo.batch_size=8192"]),
+                            "algo.batch_size=8192"] + PQL_NET),
 }
 MODES = {"eager": [], "compiled": ["perf.compile=default"], "graphed": ["perf.compile=reduce-overhead"],
          "bf16": ["perf.amp=bf16"], "compiled_bf16": ["perf.compile=default", "perf.amp=bf16"],
@@ -163,7 +165,7 @@ def main(argv=None):
         for width in args.widths:
             for batch in args.batches:
                 ov = ["task=pendulum", "net.critic_hidden=[%d,%d,%d]" % (width, width, width),
-                      "net.actor_hidden=[%d,%d,%d]" % (width, width, width), "algo.batch_size=%d" % batch] + extra
+                      "net.actor_hidden=[%d,%d,%d]" % (width, width, width), "algo.batch_size=%d" % batch] + PQL_NET + extra
                 sweep.append(measure("w%d_b%d" % (width, batch), 60, 8, ov, modes, device, args.seconds, 1, args.roles))
                 save()
 
