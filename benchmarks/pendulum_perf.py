@@ -24,7 +24,9 @@ THRESHOLD = -250.0
 SETTINGS = {"default": [], "compiled": ["perf.compile=default"], "sync": ["mode=sync"],
             "sync_compiled": ["mode=sync", "perf.compile=default"],
             # the default before ReLU (tasks/pendulum.yaml says why it changed), and a smaller batch
-            "elu": ["net.activation=elu"], "b256": ["algo.batch_size=256"]}
+            "elu": ["net.activation=elu"], "b256": ["algo.batch_size=256"],
+            # twice the envs at the same updates per actor step (half the UTD), and 1.5x the updates per step
+            "e32": ["num_envs=32"], "u3": ["algo.critic_updates_per_step=3"]}
 
 
 def run(overrides, seed, budget_s):
