@@ -28,7 +28,8 @@ def main():
             d = os.path.join(a.out, mode, "cups%d" % cups)
             if os.path.exists(os.path.join(d, "status.json")):
                 continue
-            subprocess.check_call([sys.executable, "-m", "pql_scaling.cli", "train", "task=pendulum", "num_envs=16", "net.activation=elu", "mode=%s" % mode,
+            subprocess.check_call([sys.executable, "-m", "pql_scaling.cli", "train", "task=pendulum", "mode=%s" % mode,
+                                   "num_envs=16", "net.activation=elu",  # what wallclock_model_cpu.json measured
                                    "algo.critic_updates_per_step=%d" % cups, "max_env_steps=%d" % a.steps, "max_time_s=0",
                                    "eval.every_steps=500", "eval.episodes=8", "log.live=off", "run_dir=%s" % d])
             loads.append(os.getloadavg())

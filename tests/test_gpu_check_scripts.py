@@ -23,8 +23,8 @@ def test_learner_speed_writes_every_field_the_gpu_check_reads(tmp_path):
     batch 8192 takes minutes on a CPU, so only its settings are checked)."""
     out = tmp_path / "ls.json"
     subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "learner_speed.py"), "--seconds", "0.02",
-                    "--rounds", "1", "--configs", "pendulum_default", "--modes", "eager", "bf16", "--sweep", "--roles", "critic", "--batches", "64",
-                    "--widths", "16", "32", "--out", str(out)], check=True, cwd=ROOT, capture_output=True)
+                    "--rounds", "1", "--configs", "pendulum_default", "--modes", "eager", "bf16", "--sweep",
+                    "--roles", "critic", "--batches", "64", "--widths", "16", "32", "--out", str(out)], check=True, cwd=ROOT, capture_output=True)
     d = json.loads(out.read_text())
     assert [r["config"] for r in d["configs"]] == ["pendulum_default"]
     assert [r["config"] for r in d["sweep"]] == ["w16_b64", "w32_b64"]

@@ -13,7 +13,8 @@ MINI = {
     # pendulum's earlier CPU defaults (16 envs, 64x64 nets, ELU; tasks/pendulum.yaml now has 32 and ReLU) at lr
     # 4e-3, which learn in a few thousand env steps at UTD >= 1/8 (measured on the studies/pendulum_cpu.yaml grid,
     # which pins the same)
-    "base": {"mode": "sync", "threads": 1, "net.activation": "elu", "num_envs": 16, "log.every_steps": 25, "max_env_steps": 3200, "max_time_s": 0,
+    "base": {"mode": "sync", "threads": 1, "net.activation": "elu", "num_envs": 16,
+             "log.every_steps": 25, "max_env_steps": 3200, "max_time_s": 0,
              "eval.every_steps": 400, "eval.episodes": 8, "wandb.mode": "disabled"},
     "returns": {"min": -1500.0, "max": -100.0},
     "grid": {"utd": [0.25, 1.0], "batch_size": [64, 128], "lr": [0.004], "seeds": 1},
