@@ -83,18 +83,25 @@ def mm_ceiling(sizes, batch, device, dtype, seconds=1.0):
 
 
 def measure(name, obs_dim, act_dim, overrides, modes, device, seconds, rounds, roles=("critic", "policy")):
-    built, row = {}, {"config": name, "overrides": overrides, "modes": {}}
+    built, row = {}, {"config": name, "overrides": overrides, "modes": {}, "errors": {}}
     for mode in modes:
-        cfg, v, p, replay, flops = build(obs_dim, act_dim, overrides + MODES[mode], device)
-        t0 = time.perf_counter()
-        for learner in [x for r, x in (("critic", v), ("policy", p)) if r in roles]:
-            for _ in range(3):  # compile (and, for graphs, record) before timing
-                learner.learn(replay)
-        sync(device)
+        try:  # one mode that fails to compile (or runs out of memory) must not lose the others
+            cfg, v, p, replay, flops = build(obs_dim, act_dim, overrides + MODES[mode], device)
+            t0 = time.perf_counter()
+            for learner in [x for r, x in (("critic", v), ("policy", p)) if r in roles]:
+                for _ in range(3):  # compile (and, for graphs, record) before timing
+                    learner.learn(replay)
+            sync(device)
+        except Exception as e:  # noqa: BLE001 - recorded in the JSON, with the mode
+            row["errors"][mode] = "%s: %s" % (type(e).__name__, str(e)[:500])
+            print("%-17s %-14s FAILED %s" % (name, mode, row["errors"][mode]), flush=True)
+            continue
         built[mode] = (v, p, replay)
         row["modes"][mode] = {"compile_and_warmup_s": time.perf_counter() - t0, "critic": [], "policy": []}
         row.update(batch_size=cfg.algo.batch_size, critic_hidden=list(cfg.net.critic_hidden),
                    critic_gflop_per_update=flops[0] / 1e9, policy_gflop_per_update=flops[1] / 1e9)
+    if not built:
+        return row
     for _ in range(rounds):  # interleaved: every mode sees the same drift in load
         for mode, (v, p, replay) in built.items():
             for role, learner in (("critic", v), ("policy", p)):

@@ -42,6 +42,7 @@ def c51_project(next_probs, reward, discount, support):
     (Bellemare et al. 2017, Algorithm 1). Where the shifted atom lands exactly on a grid point,
     all of its mass goes there.
     """
+    next_probs = next_probs.float()  # under bf16 autocast the probs arrive in bf16; the projection is float32
     v_min, v_max, atoms = support[0], support[-1], support.numel()
     dz = (v_max - v_min) / (atoms - 1)
     tz = (reward[:, None] + discount[:, None] * support[None, :]).clamp(v_min, v_max)

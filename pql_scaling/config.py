@@ -350,7 +350,32 @@ def load(overrides=(), base=None):
     for key, value in pairs:
         _set(cfg, key, value, "command line")
     validate(cfg)
+    normalise_devices(cfg)
     return cfg
+
+
+DEVICE_KEYS = ("device", "actor_device", "v_learner_device", "p_learner_device")
+
+
+def normalise_device(value):
+    """`cuda` -> `cuda:<current device>`, once, where the config is resolved: torch.cuda.set_device needs an
+    index, and `cuda` and `cuda:0` naming one GPU twice would double every event and synchronisation. Left as
+    given where torch sees no GPU (resources.check_devices then says what is missing) and for anything else."""
+    if value is None or str(value).strip() != "cuda":
+        return value
+    import torch  # only here: the sweep and study drivers load configs without needing torch otherwise
+
+    if not torch.cuda.is_available():
+        return value
+    return "cuda:%d" % torch.cuda.current_device()
+
+
+def normalise_devices(cfg):
+    for key in DEVICE_KEYS:
+        value = OmegaConf.select(cfg, key)
+        new = normalise_device(value)
+        if new != value:
+            OmegaConf.update(cfg, key, new)
 
 
 def to_dict(cfg):

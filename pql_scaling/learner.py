@@ -56,10 +56,20 @@ def check_compiler(device):
 
 
 def set_precision(perf, device):
-    """perf.tf32 for CUDA matmuls and convolutions (a process-wide setting, so set by each learner's process)."""
+    """perf.tf32 for CUDA matmuls and convolutions (a process-wide setting, so set by each learner's process).
+
+    torch >= 2.9 has `fp32_precision` and deprecates `allow_tf32`; inductor refuses a mix of the two APIs, so
+    use the new one wherever it exists and only it."""
     if torch.device(device).type == "cuda" and perf.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+        set_tf32(True)
+
+
+def set_tf32(on):
+    matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        matmul.fp32_precision = conv.fp32_precision = "tf32" if on else "ieee"
+    else:
+        matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(on)
 
 
 def init_adamw_state(opt):
@@ -181,6 +191,8 @@ class Fast:
         L.after_step()
         L.stats += torch.stack([loss.detach(), aux.detach(), torch.ones_like(aux)])
 
+    @torch.no_grad()  # torch.func takes its gradients regardless; no autograd graph around the compiled call, so
+    # AOTAutograd builds an inference graph that CUDA graphs can capture whole (the in-place parameter updates included)
     def __call__(self, replay, size, start):
         """One update from `size` rows of `replay` from row `start` on (host ints; copied in, never read back)."""
         if replay.data["obs"].device == self.device:

@@ -98,7 +98,7 @@ class NStepFolder:
         reward = (alive * self.gammas[:, None] * self.reward[order]).sum(0)
         discount = (end * (self.gammas[:, None] * self.gamma) * (1.0 - term)).sum(0)
         next_obs = (end[..., None] * self.next_obs[order]).sum(0)
-        first = order[0]
+        first = self.t % self.n  # order[0] as a host int: indexing with a 0-dim device tensor would sync (.item())
         return self.obs[first], self.action[first], reward, next_obs, discount, self.valid[first]
 
 

@@ -9,9 +9,8 @@ import os
 
 import torch
 
-from pql_scaling.config import ConfigError
+from pql_scaling.config import DEVICE_KEYS, ConfigError
 
-DEVICE_KEYS = ("device", "actor_device", "v_learner_device", "p_learner_device")
 FRACTION = 0.8
 
 

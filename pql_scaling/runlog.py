@@ -118,6 +118,17 @@ def pack(obj):
     return payload + TRAILER + hashlib.sha256(payload).hexdigest().encode()
 
 
+def to_host(tree):
+    """A copy of a nested state with every tensor on the CPU (a background writer must not see later updates)."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: to_host(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_host(v) for v in tree)
+    return tree
+
+
 def read_checkpoint(path, map_location="cpu", stamped=True):
     """Load a checkpoint, verifying its SHA-256 trailer and format stamp; BadCheckpoint names the path."""
     try:
@@ -262,10 +273,15 @@ class RunDir:
     def prev_checkpoint_path(self):
         return os.path.join(self.ckpt_dir, "prev.pt")
 
-    def save_checkpoint(self, state):
-        """last.pt -> prev.pt, the new one -> last.pt; each step atomic, so some good checkpoint always exists."""
-        data = pack(dict(state, format_version=CKPT_FORMAT, metrics_rows=self.metrics_rows,
-                         last_log_env_steps=self.last_env_steps))
+    def position(self):
+        """Where metrics.jsonl stands: (rows written, env_steps of the last row), as a checkpoint records it."""
+        return self.metrics_rows, self.last_env_steps
+
+    def save_checkpoint(self, state, position=None):
+        """last.pt -> prev.pt, the new one -> last.pt; each step atomic, so some good checkpoint always exists.
+        A background writer passes the position() the state was taken at (rows logged since are not in it)."""
+        rows, last = self.position() if position is None else position
+        data = pack(dict(state, format_version=CKPT_FORMAT, metrics_rows=rows, last_log_env_steps=last))
         tmp = self.checkpoint_path + ".tmp"
         try:
             with open(tmp, "wb") as f:

@@ -8,6 +8,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 import time
 import traceback
 import uuid
@@ -22,7 +23,7 @@ from pql_scaling.actor import ActorRole
 from pql_scaling.learner import PLearner, VLearner
 from pql_scaling.replay import Normalizer, Replay
 from pql_scaling.replay_store import ReplayStore
-from pql_scaling.runlog import DiskFull, Display, RunDir, WandbMirror, log
+from pql_scaling.runlog import DiskFull, Display, RunDir, WandbMirror, log, to_host
 
 GRACEFUL_SIGNALS = (signal.SIGTERM,)
 
@@ -97,6 +98,7 @@ class Session:
         self.logged = False
         self.wandb = None
         self.display = None
+        self.writer = BackgroundWriter()
         self.before_checkpoint = None  # a runtime's hook: bring the state of roles in other processes here
         self.extra_metrics = None  # a runtime's hook: () -> dict of its own per-log-point metrics
 
@@ -157,6 +159,8 @@ class Session:
         row.update(p_stats)
         if self.extra_metrics is not None:
             row.update(self.extra_metrics())
+        if "checkpoint_time_s" in self.counters:
+            row["checkpoint_time_s"] = round(self.counters["checkpoint_time_s"], 4)  # the actor's share: blocked
         self.last = {"t": now, "env_steps": self.env_steps, "critic": cu, "policy": pu}
         if self.evaluator is not None and self.evaluator.due(self.env_steps):
             ev = self.evaluator.run(self.p_learner.actor, self.norm, self.env_steps)
@@ -173,20 +177,38 @@ class Session:
         if self.display is not None:
             self.display.update(row)
         if now - self.last_ckpt >= self.cfg.log.checkpoint_every_s:
-            self.checkpoint(now)
+            # a GPU replay (gigabytes) is copied off the device at once and written on a thread, not by the actor
+            self.checkpoint(now, background=self.replay.device.type == "cuda")
         return row
 
-    def checkpoint(self, now=None):
+    def checkpoint(self, now=None, background=False):
+        """Save the state; `background`: copy it to host memory now and write the files on a thread (the next
+        checkpoint, and the end of the run, wait for that write first). The time the caller is blocked goes to
+        the metrics as checkpoint_time_s (cumulative)."""
+        t0 = time.perf_counter()
+        self.writer.wait()  # the last background write first: segment, checkpoint, prune stay in that order
         if self.before_checkpoint is not None:
             self.before_checkpoint()
         self.counters["wall_time_s"] = self.wall_time(now)
         store = self.replay_store
         prev_rows = store.saved if store is not None else 0
-        if store is not None:
-            store.save(self.replay)  # the rows new since the last checkpoint, before the checkpoint that names them
-        self.run.save_checkpoint(self.state_dict())
-        if store is not None:
-            store.prune(prev_rows)  # prev.pt is now the checkpoint at prev_rows
+        segment = store.take(self.replay) if store is not None else None  # the rows new since the last checkpoint
+        state, position = self.state_dict(), self.run.position()
+        if background:
+            state = to_host(state)
+
+        def write():
+            if store is not None:
+                store.write(segment)  # before the checkpoint that names its rows
+            self.run.save_checkpoint(state, position)
+            if store is not None:
+                store.prune(prev_rows)  # prev.pt is now the checkpoint at prev_rows
+
+        if background:
+            self.writer.submit(write)
+        else:
+            write()
+        self.counters["checkpoint_time_s"] = self.counters.get("checkpoint_time_s", 0.0) + time.perf_counter() - t0
         self.last_ckpt = now or time.monotonic()
 
     def state_dict(self):
@@ -224,6 +246,33 @@ class Session:
             self.replay_store.load(self.replay, s["replay_rows"])
         else:
             log.info("checkpoint holds no replay (save_replay=false): the replay refills before learning resumes")
+
+
+class BackgroundWriter:
+    """One write job at a time on a thread; wait() joins it and re-raises what it raised (DiskFull names the path)."""
+
+    def __init__(self):
+        self.thread, self.error = None, None
+
+    def submit(self, job):
+        self.wait()
+
+        def run():
+            try:
+                job()
+            except BaseException as e:  # noqa: BLE001 - handed to the main thread by wait()
+                self.error = e
+
+        self.thread = threading.Thread(target=run, name="checkpoint-writer", daemon=True)
+        self.thread.start()
+
+    def wait(self):
+        if self.thread is not None:
+            self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
 
 
 def resolve(overrides):
@@ -278,7 +327,8 @@ def train(overrides=(), quiet=False, started=None):
     run = RunDir(run_path)
     rewind_to = None
     try:
-        state = run.load_checkpoint(map_location=cfg.device) if resuming else None
+        # to the CPU: each role moves what it owns to its device (RNG states must stay CPU ByteTensors)
+        state = run.load_checkpoint(map_location="cpu") if resuming else None
         if state is not None:  # one timeline: log points the checkpoint never saw are superseded
             moved, last = run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * env.num_envs)
             if moved:
@@ -327,6 +377,10 @@ def train(overrides=(), quiet=False, started=None):
         log.error("training failed:\n%s", traceback.format_exc())
         raise
     finally:
+        try:
+            s.writer.wait()  # a background checkpoint still being written lands before the status says so
+        except Exception as e:  # noqa: BLE001 - the failure is logged; the status below still gets written
+            log.error("the last background checkpoint failed: %s", e)
         try:
             run.set_status(status, reason, env_steps=s.env_steps)
         except DiskFull as e:  # the disk is full: say so where it can still be said

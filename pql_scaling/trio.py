@@ -51,10 +51,11 @@ from fractions import Fraction
 import torch
 import torch.multiprocessing as mp
 
+from pql_scaling import config as config_lib
 from pql_scaling import nets
 from pql_scaling.learner import PLearner, VLearner
 from pql_scaling.replay import Normalizer, Replay
-from pql_scaling.runlog import write_atomic, write_json_atomic
+from pql_scaling.runlog import to_host, write_atomic, write_json_atomic
 
 LAG = 2  # actor steps the actor may run ahead of what both learners have consumed
 ROLES = ("actor", "v_learner", "p_learner")
@@ -88,11 +89,16 @@ class Schedule:
         return Fraction(self.c0 + self.c1 * (x - self.origin), self.den) - (done - self.base)
 
 
-def cuda_sync(*devices):
-    """Wait for the work queued on these devices (CPU ones need nothing: a CPU copy_ is done when it returns)."""
+def wait_queued(*devices):
+    """Wait (on the host) for the work queued so far on these devices' current streams: an event each, never a
+    device-wide synchronize, so work on a side stream (a snapshot read) or still queued elsewhere is not waited
+    for. CPU devices need nothing: a CPU copy_ is done when it returns."""
     for d in {torch.device(d) for d in devices}:
         if d.type == "cuda":
-            torch.cuda.synchronize(d)
+            with torch.cuda.device(d):
+                ev = torch.cuda.Event()
+                ev.record()
+            ev.synchronize()
 
 
 class Snapshot:
@@ -100,7 +106,13 @@ class Snapshot:
 
     Each slot carries the version it holds, and a reader returns that stamp: between reading the
     publish counter and validating its slot, the writer may have finished two more publishes into the
-    same slot, so the counter alone could name an older version than the bytes copied."""
+    same slot, so the counter alone could name an older version than the bytes copied.
+
+    On a GPU nothing here waits for the whole device. A writer waits (an event) for its own copy before it
+    announces it, or with offer() does not wait at all and announces the copy on a later call once it is done.
+    A reader copies the slot into a staging buffer on a side stream, waits for that copy alone (not for the
+    update its compute stream may still be running), validates, and then queues staging -> tensors on its
+    compute stream, where stream order puts it after the work already queued and before the next."""
 
     def __init__(self, tensors, device):
         sizes = [t.numel() for t in tensors]
@@ -112,14 +124,37 @@ class Snapshot:
             self.slots.share_memory_()
         self.seq.share_memory_()
         self.sizes = sizes
+        self.pending = None  # offer(): the event of a queued copy not yet announced
+        self.reader = None  # CUDA readers: (side stream, 2 staging buffers, 2 "consumed" events), per process
+
+    def __getstate__(self):  # what the learner processes receive: no events, streams or buffers of ours
+        state = dict(self.__dict__)
+        state["pending"] = state["reader"] = None
+        return state
 
     def _views(self, i, tensors):
         return zip(tensors, self.slots[i].split(self.sizes))
 
     def publish(self, tensors):
         self.begin(tensors)
-        cuda_sync(self.device, tensors[0].device)  # the bytes must be there before we say so
+        wait_queued(self.device, tensors[0].device)  # the bytes must be there before we say so
         self.end()
+
+    def offer(self, tensors):
+        """publish() without waiting on a GPU: announce the copy queued by the last offer if it is done, then queue
+        a new one (none while the last is still copying). On the CPU the same as publish()."""
+        if self.pending is not None:
+            if not self.pending.query():
+                return
+            self.pending = None
+            self.end()
+        self.begin(tensors)
+        if self.device.type == "cuda" and tensors[0].device == self.device:
+            self.pending = torch.cuda.Event()
+            self.pending.record()
+        else:
+            wait_queued(self.device, tensors[0].device)
+            self.end()
 
     def begin(self, tensors):
         """Mark the older slot odd and queue the copy into it; end() (once the copy is done) makes it current."""
@@ -139,6 +174,7 @@ class Snapshot:
 
     def load(self, tensors, seen=-1):
         """Copy the newest whole snapshot into `tensors`; returns its version (no copy if it is `seen`)."""
+        cuda = tensors[0].device.type == "cuda" or self.device.type == "cuda"
         while True:
             p = int(self.seq[0])
             if p == seen:
@@ -147,13 +183,43 @@ class Snapshot:
             s = int(self.seq[1 + i])
             if s % 2:
                 continue  # the writer has already moved on to rewrite this slot: take the newer one
-            with torch.no_grad():
-                for t, view in self._views(i, tensors):
-                    t.copy_(view.view_as(t))
-            cuda_sync(self.device, tensors[0].device)  # the copy must be finished before we validate it
+            if cuda:
+                staged = self._stage(i, tensors[0].device)
+            else:
+                with torch.no_grad():
+                    for t, view in self._views(i, tensors):
+                        t.copy_(view.view_as(t))
             version = int(self.seq[3 + i])
             if int(self.seq[1 + i]) == s:
+                if cuda:
+                    self._unstage(staged, tensors)
                 return version
+
+    def _stage(self, i, device):
+        """Copy slot i into a staging buffer on a side stream and wait for that copy only; returns the buffer's index."""
+        if self.reader is None:
+            with torch.cuda.device(device):
+                side = torch.cuda.Stream()
+            staging = [torch.empty(self.slots.shape[1], dtype=self.slots.dtype, device=device) for _ in range(2)]
+            self.reader = [side, staging, [None, None], 0]
+        side, staging, consumed, j = self.reader
+        with torch.cuda.stream(side), torch.no_grad():
+            if consumed[j] is not None:
+                side.wait_event(consumed[j])  # a device-side wait: the last unstage from this buffer was queued
+            staging[j].copy_(self.slots[i])
+            done = torch.cuda.Event()
+            done.record(side)
+        done.synchronize()  # the copy must be finished before we validate it
+        return j
+
+    def _unstage(self, j, tensors):
+        side, staging, consumed, _ = self.reader
+        with torch.no_grad():
+            for t, view in zip(tensors, staging[j].split(self.sizes)):
+                t.copy_(view.view_as(t))
+        consumed[j] = torch.cuda.Event()
+        consumed[j].record()  # on the compute stream, after the copies just queued
+        self.reader[3] = 1 - j
 
 
 def net_tensors(module):
@@ -418,7 +484,7 @@ class GatedReplay:
         self.trio.actor_wait += sh.wait(
             "actor", lambda: int(sh.ctr[CRITIC]) >= owed_c and int(sh.ctr[POLICY]) >= owed_p, self.trio.check)
         r.add(*row)
-        cuda_sync(r.device, row[0].device)  # rows are committed only once their bytes are in the replay
+        wait_queued(r.device, row[0].device)  # rows are committed only once their bytes are in the replay
         sh.ctr[ROWS] = r.rows  # rows before learn: a learner reads learn first, then rows
         sh.ctr[LEARN] = self.learn = learn
         sh.wake("v_learner")
@@ -427,8 +493,7 @@ class GatedReplay:
 class Trio:
     def __init__(self, s, loop_cls=None):  # loop_cls: a LearnerLoop subclass, for tests
         self.s, cfg = s, s.cfg
-        self.devices = {"actor": cfg.actor_device or cfg.device, "v_learner": cfg.v_learner_device or cfg.device,
-                        "p_learner": cfg.p_learner_device or cfg.device}
+        self.devices = {role: config_lib.normalise_device(getattr(cfg, role + "_device") or cfg.device) for role in ROLES}
         guard = LAG * s.env.num_envs
         if s.replay.capacity < guard + s.learning_starts:
             raise ValueError("algo.buffer_size=%d is too small for mode=trio with num_envs=%d: it needs at least "
@@ -448,7 +513,8 @@ class Trio:
         self.fault = fault_at("actor")
         self.signal = None
         log_path = os.path.join(s.run.path, "train.log")
-        init = {"v_learner": s.v_learner.state_dict(), "p_learner": s.p_learner.state_dict()}
+        # on the CPU: a child's optimiser state must be its own copy, not an IPC alias of the parent's mirror
+        init = {"v_learner": to_host(s.v_learner.state_dict()), "p_learner": to_host(s.p_learner.state_dict())}
         self.procs = {}
         try:
             for role in ROLES[1:]:
@@ -568,7 +634,7 @@ def run(s, loop_cls=None):
             if trio.fault is not None and actor.steps + 1 >= trio.fault:
                 raise RuntimeError("injected fault in actor at step %d" % (actor.steps + 1))
             actor.step(policy)
-            sh.norm.publish(norm_tensors(s.norm))
+            sh.norm.offer(norm_tensors(s.norm))  # on a GPU: announced a step later, once copied, never waited for
             if actor.steps % cfg.log.every_steps == 0:
                 trio.request(STATS)
                 s.log_point(time.monotonic())

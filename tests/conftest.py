@@ -11,6 +11,7 @@ import torch
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped without one (run by benchmarks/gpu_check.sh)")
+    config.addinivalue_line("markers", "compiled: compiles through inductor (gpu_check.sh runs these after the eager ones)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,7 +4,8 @@ import os
 
 
 # metrics that measure the machine, not the learning: left out when two runs' curves are compared
-TIME_KEYS = frozenset({"wall_time_s", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s", "startup_s"})
+TIME_KEYS = frozenset({"wall_time_s", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s", "startup_s",
+                       "checkpoint_time_s"})
 
 
 def same_curve(rows):

@@ -41,10 +41,12 @@ def state(v, p):
             + list(p.actor.parameters())] + [v.stats.clone(), p.stats.clone()]
 
 
+@pytest.mark.parametrize("amp", ["off", "bf16"])
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_update_is_one_graph(kind):
-    """No graph breaks anywhere in either learner's whole update (dynamo's trace; no inductor needed)."""
-    _, v, p, replay = make(kind, "perf.compile=default")
+def test_update_is_one_graph(kind, amp):
+    """No graph breaks anywhere in either learner's whole update (dynamo's trace; no inductor needed), with and
+    without bf16 autocast inside torch.func's gradient (the compiled_bf16 / graphed_bf16 modes)."""
+    _, v, p, replay = make(kind, "perf.compile=default", "perf.amp=%s" % amp)
     for learner in (v, p):
         f = learner.fast
         f.size.fill_(replay.size)
@@ -106,14 +108,21 @@ def test_bf16_update_is_close_and_keeps_fp32_state():
     agree everywhere else (a handful of flips at most, and the same direction overall)."""
     cfg, v0, _, replay = make("pql")
     _, v1, _, _ = make("pql", "perf.amp=bf16")
+    assert_bf16_step_close(v0, v1, replay, cfg.algo.critic_lr)
+
+
+def assert_bf16_step_close(v0, v1, replay, lr, before_v1=None):
+    """One update of the fp32 learner v0 and the bf16 learner v1 from the same weights and random stream: the
+    weights and AdamW state of v1 stay float32, and its step is the fp32 step but for a few sign flips."""
     w0 = [p.detach().clone() for p in v0.critic.parameters()]
     torch.manual_seed(3)
     v0.learn(replay)
+    if before_v1 is not None:
+        before_v1()
     torch.manual_seed(3)
     v1.learn(replay)
     assert all(p.dtype == torch.float32 for p in v1.critic.parameters())
     assert all(t.dtype == torch.float32 for st in v1.opt.state.values() for t in st.values())
-    lr = cfg.algo.critic_lr
     d32 = torch.cat([(p - w).flatten() for p, w in zip(v0.critic.parameters(), w0)])
     d16 = torch.cat([(p - w).flatten() for p, w in zip(v1.critic.parameters(), w0)])
     gap = (d32 - d16).abs()

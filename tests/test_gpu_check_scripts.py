@@ -2,6 +2,7 @@
 few minutes on an argparse slip or a missing JSON field. What only CUDA can show lives in tests/test_gpu.py."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,7 +16,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_gpu_check_script_parses_and_refuses_without_cuda():
     subprocess.run(["bash", "-n", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], check=True)
     r = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh")], capture_output=True, text=True)
-    assert r.returncode == 2 and "no CUDA device" in r.stderr
+    assert r.returncode == 2 and "no CUDA device" in r.stderr and "--dry-run" in r.stderr
+
+
+def test_gpu_check_dry_run_runs_every_stage_and_leaves_what_comes_back(tmp_path):
+    """The whole check's plumbing on the CPU (CUDA-only stages say so): exit 0, at most 8 files under $OUT with
+    names the lease can bring back, every stage in summary.json, and the table in the last lines of the output."""
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", os.path.join(ROOT, "benchmarks", "gpu_check.sh"), "--dry-run"], capture_output=True,
+                       text=True, env=dict(os.environ, OUT=str(out)), timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    files = sorted(os.listdir(out))
+    assert len(files) <= 8 and all(re.fullmatch(r"[A-Za-z0-9._-]+", f) for f in files), files
+    assert {"summary.json", "check.log", "junit_eager.xml", "junit_compiled.xml", "syncs.json", "compile.json",
+            "perf.json", "diag.tgz"} == set(files)
+    summary = json.loads((out / "summary.json").read_text())
+    stages = {s["stage"]: s for s in summary["stages"]}
+    assert list(stages) == ["preflight", "eager_tests", "syncs", "compile", "perf", "compiled_tests", "mjwarp"]
+    assert summary["finished"] and summary["dry_run"]
+    assert all(s["status"] == "ok" for n, s in stages.items() if n != "mjwarp"), stages
+    assert stages["mjwarp"]["status"] == "skipped" and "no CUDA" in stages["mjwarp"]["reason"]
+    assert stages["syncs"]["key"]["actor_step"] == 0 and stages["syncs"]["key"]["critic_update"] == 0
+    assert stages["preflight"]["key"]["ipc_smoke"]["ok"]
+    perf = json.loads((out / "perf.json").read_text())
+    assert perf["targets"]["trio_actor_env_steps_s"] > 0 and perf["targets"]["sync_env_steps_s"] > 0
+    tail = "\n".join(r.stdout.splitlines()[-12:])
+    assert "stage" in tail and "every stage ok or skipped" in tail
 
 
 def test_learner_speed_writes_every_field_the_gpu_check_reads(tmp_path):
