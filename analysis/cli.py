@@ -4,16 +4,16 @@ import argparse
 import json
 import sys
 
-import numpy as np
-
-from . import fit
-from .load import AnalysisInputError, _number
+from .config import DEFAULTS
+from .errors import AnalysisInputError
+from .recommend import recommend, recommend_line
 
 
 def analyze_main(argv):
-    p = argparse.ArgumentParser(prog="pql-scale analyze", description="logs -> scaling fits, tables, plots, report")
-    p.add_argument("--config", help="YAML with inputs, format, max_returns, thresholds, sweep_threshold, model_size, "
-                                    "delta, holdout_top_k, bootstrap, hparam_fits, out")
+    p = argparse.ArgumentParser(prog="pql-scale analyze",
+                                description="logs -> scaling fits, tables, plots, report")
+    p.add_argument("--config", help="YAML with inputs, format, max_returns, thresholds, sweep_threshold, "
+                                    "model_size, delta, holdout_top_k, bootstrap, hparam_fits, out")
     p.add_argument("inputs", nargs="*", help="run directories, qscaled folders or wandb://entity/project")
     p.add_argument("--format", choices=["auto", "runs", "qscaled", "wandb", "model_scaling", "bro_ablations"])
     p.add_argument("--out")
@@ -54,7 +54,8 @@ def analyze_main(argv):
         cfg["inputs"] = [cfg["inputs"]]
     mr = cfg.get("max_returns") or {}
     if not isinstance(mr, dict):
-        print(f"pql-scale analyze: max_returns must map task -> R_max (e.g. {{Ant: 6000}}), got {mr!r}", file=sys.stderr)
+        print(f"pql-scale analyze: max_returns must map task -> R_max (e.g. {{Ant: 6000}}), got {mr!r}",
+              file=sys.stderr)
         return 2
     mr = dict(mr)
     for kv in a.max_return:
@@ -62,79 +63,23 @@ def analyze_main(argv):
         try:
             mr[k] = float(v)
         except ValueError:
-            print(f"pql-scale analyze: --max-return {kv!r}: expected TASK=R_MAX with a number", file=sys.stderr)
+            print(f"pql-scale analyze: --max-return {kv!r}: expected TASK=R_MAX with a number",
+                  file=sys.stderr)
             return 2
     cfg["max_returns"] = mr
     from . import pipeline, report
     try:
-        res = pipeline.run_analysis(cfg)
+        result = pipeline.run_analysis(cfg)
     except AnalysisInputError as e:
         print(f"pql-scale analyze: {e}", file=sys.stderr)
         return 2
-    out = cfg.get("out") or pipeline.DEFAULTS["out"]
-    report.write_outputs(res, out, plots=not a.no_plots and cfg.get("plots", True))
-    report.summary(res)
-    for s in res["skipped"]:
+    out = cfg.get("out") or DEFAULTS["out"]
+    report.write_outputs(result, out, plots=not a.no_plots and cfg.get("plots", True))
+    report.summary(result)
+    for s in result.fits["skipped"]:
         print(f"skipped {s['path']}: {s['reason']}", file=sys.stderr)
     print(f"wrote {out}/fits.json and {out}/report.md")
     return 0
-
-
-def _surface_pick(fits, budget, task):
-    """The R5 surface to recommend from: the task's (or the only / pooled one); with several thresholds,
-    the highest J whose compute-optimal budget F* fits in `budget` (else the cheapest)."""
-    surf = {k: v for k, v in (fits.get("surface") or {}).items() if "optimum" in v}
-    if not surf:
-        return None, None
-    if task is not None:
-        surf = {k: v for k, v in surf.items() if k.split("@J=")[0] == task}
-        if not surf:
-            raise AnalysisInputError(f"task {task!r} has no fitted surface (surfaces: {sorted(fits.get('surface') or {})})")
-    elif len({k.split("@J=")[0] for k in surf}) > 1:
-        surf = {k: v for k, v in surf.items() if k.split("@J=")[0] == sorted({k.split("@J=")[0] for k in surf})[0]}
-    fit_ok = {k: v for k, v in surf.items() if v["optimum"]["F"] <= budget}
-    pool = fit_ok or surf
-    key = max(pool, key=lambda k: (pool[k].get("J") or 0)) if fit_ok else min(pool, key=lambda k: pool[k]["optimum"]["F"])
-    return key, surf[key]
-
-
-def recommend(fits, budget, task=None, num_envs=4096):
-    """Compute-optimal sigma (and B, lr, model size N and the width that gives it, when fitted) for a
-    budget F from a fits.json dict."""
-    if not isinstance(fits, dict):
-        raise AnalysisInputError(f"fits file holds a {type(fits).__name__}, not the JSON object `pql-scale analyze` writes")
-    b = (fits.get("budget") or {}).get("sigma_star")
-    if b is not None and (not isinstance(b, dict) or not all(_number(b.get(k)) for k in ("coef", "exponent"))):
-        b = None  # absent, or a degenerate fit that fits.json wrote with a null coefficient
-    skey, surf = _surface_pick(fits, budget, task)
-    if not b and surf is None:
-        raise AnalysisInputError("fits file has no budget.sigma_star and no R5 surface: run `pql-scale analyze` on runs at "
-                                 ">= 4 UTD values (or several model sizes) first")
-    out = {"num_envs": num_envs}
-    if surf is not None:
-        o = surf["optimum"]
-        out["surface"] = {"name": skey, "J": surf.get("J"), "sigma": o["sigma"], "model_size": o["model_size"],
-                          "F_needed": o["F"], "D": o["D"], "fits_budget": o["F"] <= budget}
-    sigma = b["coef"] * budget ** b["exponent"] if b else surf["optimum"]["sigma"]
-    out.update(sigma=sigma, critic_updates_per_step=sigma * num_envs)
-    for key, name in (("batch_size", "batch_size"), ("learning_rate", "lr")):
-        r = fits.get("hparams", {}).get(key)
-        if not r:
-            continue
-        if task is not None and task not in r["intercepts"]:
-            raise AnalysisInputError(f"task {task!r} not in the fitted {key} rule (tasks: {sorted(r['intercepts'])})")
-        out[name] = float(fit.rule_value(r, sigma, task or None))
-    ms = fits.get("model_size_fits", {})
-    n_opt = ms.get("n_opt")
-    if n_opt:
-        out["model_size"] = n_opt["coef"] * budget ** n_opt["exponent"]
-    elif surf is not None:
-        out["model_size"] = surf["optimum"]["model_size"]
-    wf = fits.get("width_fit") or ms.get("width_fit")
-    if wf and "model_size" in out:
-        from .pipeline import width_for
-        out["width"] = width_for(wf, out["model_size"])
-    return out
 
 
 def recommend_main(argv):
@@ -161,19 +106,13 @@ def recommend_main(argv):
         print(f"  learning rate lr*(sigma*) = {r['lr']:.3g}")
     if "surface" in r:
         sf = r["surface"]
-        print(f"  R5 surface {sf['name']}: compute-optimal (sigma, N) = ({sf['sigma']:.4g}, {sf['model_size']:.4g}) "
+        print(f"  R5 surface {sf['name']}: compute-optimal (sigma, N) = "
+              f"({sf['sigma']:.4g}, {sf['model_size']:.4g}) "
               f"reaches J={sf['J']} in D = {sf['D']:.4g} env steps for F* = {sf['F_needed']:.4g}"
               + ("" if sf["fits_budget"] else "  (more than this budget: no fitted threshold is reachable)"))
     if "model_size" in r:
         print(f"  critic size N_opt = {r['model_size']:.3g} parameters")
     if "width" in r:
         print(f"  width giving N_opt: {r['width']:.1f} (round to a multiple of net.tokens for softmoe)")
-    line = [f"num_envs={a.num_envs}", f"algo.critic_updates_per_step={r['critic_updates_per_step']:.6g}"]
-    if "batch_size" in r:
-        line.append(f"algo.batch_size={int(round(r['batch_size']))}")
-    if "lr" in r:
-        line += [f"algo.critic_lr={r['lr']:.4g}", f"algo.actor_lr={r['lr']:.4g}"]
-    if "width" in r:
-        line.append(f"net.critic_width={max(1, int(round(r['width'])))}")
-    print(" ".join(line))
+    print(recommend_line(r, a.num_envs))
     return 0

@@ -1,4 +1,5 @@
-"""Figures (matplotlib, Agg). Each function takes the results of pipeline.run_analysis and a path."""
+"""Figures (matplotlib, Agg). Each analysis figure takes an AnalysisResult's fits (the fits.json dict) and
+state (analysis/result.py) and a path; `grade` takes a grade dict (predict.grade)."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -48,12 +49,12 @@ def _save(fig, path):
     plt.close(fig)
 
 
-def learning_curves(res, path):
+def learning_curves(res, state, path):
     """Seed-mean normalised return, its isotonic fit and the threshold crossings, one panel per task."""
-    chosen, tasks, J, fitJ = res["_chosen"], res["_tasks"], np.asarray(res["thresholds"]), res["_fitJ"]
+    chosen, tasks, J, fitJ = state.chosen, state.tasks, np.asarray(res["thresholds"]), state.fit_j
     fig, axes = _grid(len(tasks), 3.6, 2.8)
     cmap = plt.get_cmap("viridis")
-    utds = res["_utds"]
+    utds = state.utds
     std = {(r["task"], r["sigma"], r["J"]): r["D_J_std"] for r in res["crossings"]}
     for ax, t in zip(axes, tasks):
         for c in chosen:
@@ -63,11 +64,13 @@ def learning_curves(res, path):
             y = c["norm"].mean(1)
             step = max(1, len(y) // 300)  # thin long curves for drawing only
             ax.plot(c["steps"][::step], y[::step], color=col, alpha=0.25, lw=0.8)
-            ax.plot(c["steps"][::step], fit.isotonic(y)[::step], color=col, lw=1.3, label=f"σ={c['sigma']:g}")
+            ax.plot(c["steps"][::step], fit.isotonic(y)[::step], color=col, lw=1.3,
+                    label=f"σ={c['sigma']:g}")
             idx = fit.crossing_index(y, J[fitJ])
             ok = idx >= 0
             err = [std.get((t, c["sigma"], float(j))) or 0.0 for j in J[fitJ][ok]]  # bootstrap std of D_J
-            ax.errorbar(c["steps"][idx[ok]], J[fitJ][ok], xerr=err, fmt="o", color=col, ms=3, lw=0.8, capsize=1.5)
+            ax.errorbar(c["steps"][idx[ok]], J[fitJ][ok], xerr=err, fmt="o", color=col, ms=3, lw=0.8,
+                        capsize=1.5)
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("env steps")
         ax.set_ylabel("return (0-1000)")
@@ -75,20 +78,21 @@ def learning_curves(res, path):
     _save(fig, path)
 
 
-def data_efficiency(res, path):
+def data_efficiency(res, state, path):
     """Pooled D_J vs sigma (points: task-mean of median-normalised times x m) with the fitted laws."""
-    utds, times, J, fitJ = res["_utds"], res["_times"], np.asarray(res["thresholds"]), res["_fitJ"]
+    utds, times, J, fitJ = state.utds, state.times, np.asarray(res["thresholds"]), state.fit_j
     norm, m = fit.pooled_times(times)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     cmap = plt.get_cmap("viridis")
     xs = np.logspace(np.log10(utds.min()), np.log10(utds.max()), 100)
-    for n, (k, row) in enumerate(zip(fitJ, res["_de_fit"])):
+    for n, (k, row) in enumerate(zip(fitJ, state.de_fit)):
         col = cmap(n / max(len(fitJ) - 1, 1))
         ax.plot(utds, norm[:, k] * m, "o", color=col, ms=4)
         if row.get("converged"):
             ax.plot(xs, fit.d_of_sigma(row, xs), "-", color=col, lw=1.2, label=f"J={J[k]:.0f}")
         elif row.get("a") is not None:
-            ax.plot(xs, fit.d_of_sigma(row, xs), ":", color=col, lw=1.2, label=f"J={J[k]:.0f} (not converged)")
+            ax.plot(xs, fit.d_of_sigma(row, xs), ":", color=col, lw=1.2,
+                    label=f"J={J[k]:.0f} (not converged)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("σ (UTD)")
@@ -97,20 +101,21 @@ def data_efficiency(res, path):
     _save(fig, path)
 
 
-def pareto(res, path):
+def pareto(res, state, path):
     """Compute-data plane: empirical points, fitted frontier per J, the budget optimum per J."""
-    J, fitJ, utds = np.asarray(res["thresholds"]), res["_fitJ"], res["_utds"]
+    J, fitJ, utds = np.asarray(res["thresholds"]), state.fit_j, state.utds
     xs = np.logspace(np.log10(utds.min()), np.log10(utds.max()), 100)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     cmap = plt.get_cmap("viridis")
     pts = res["pareto"]
-    for n, (k, row) in enumerate(zip(fitJ, res["_de_fit"])):
+    for n, (k, row) in enumerate(zip(fitJ, state.de_fit)):
         col = cmap(n / max(len(fitJ) - 1, 1))
         p = [q for q in pts if q["J"] == float(J[k])]
-        ax.scatter([q["C"] for q in p], [q["D"] for q in p], color=col, s=[18 if q["frontier"] else 6 for q in p])
+        ax.scatter([q["C"] for q in p], [q["D"] for q in p], color=col,
+                   s=[18 if q["frontier"] else 6 for q in p])
         if row.get("converged"):
             d = fit.d_of_sigma(row, xs)
-            ax.plot(res["_cfun"](xs, d), d, color=col, lw=1)
+            ax.plot(state.compute_fn(xs, d), d, color=col, lw=1)
     for o in res.get("budget", {}).get("points", []):
         ax.plot(o["C"], o["D"], "o", mfc="none", mec="k", ms=7)
     ax.set_xscale("log")
@@ -121,7 +126,8 @@ def pareto(res, path):
     _save(fig, path)
 
 
-def budget(res, path):
+def budget(res, state, path):
+    """The budget-optimal sigma* per threshold against its budget F, with the fitted power law."""
     b = res.get("budget", {})
     fig, ax = plt.subplots(figsize=(5, 3.6))
     if "points" in b:
@@ -146,7 +152,8 @@ def budget(res, path):
     _save(fig, path)
 
 
-def hparams(res, path):
+def hparams(res, state, path):
+    """B* and lr* against sigma: the rules (one line per task) and the sweep's best values."""
     rules = res["hparams"]
     best = res.get("best_hparams")
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
@@ -157,12 +164,13 @@ def hparams(res, path):
             continue
         tasks = sorted(r["intercepts"])
         cmap = plt.get_cmap("tab10")
-        sig = np.array(res["_utds"] if best is None else sorted({b["sigma"] for b in best}))
+        sig = np.array(state.utds if best is None else sorted({b["sigma"] for b in best}))
         xs = np.logspace(np.log10(sig.min()), np.log10(sig.max()), 20)
         for i, t in enumerate(tasks):
             if best is not None:
                 pts = [b for b in best if b["task"] == t]
-                ax.errorbar([b["sigma"] for b in pts], [b[col] for b in pts], yerr=[b[col + "_std"] for b in pts],
+                ax.errorbar([b["sigma"] for b in pts], [b[col] for b in pts],
+                            yerr=[b[col + "_std"] for b in pts],
                             fmt="o", color=cmap(i), ms=4, capsize=2)
             ax.plot(xs, fit.rule_value(r, xs, t), color=cmap(i), label=t)
         ax.set_xscale("log")
@@ -173,14 +181,15 @@ def hparams(res, path):
     _save(fig, path)
 
 
-def intrinsic(res, path):
+def intrinsic(res, state, path):
+    """R5's surface D_J(sigma) per task and model size; R2's N_opt exponent in the title."""
     ms = res.get("model_size_fits", {})
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for t, f in ms.get("surface", {}).items():
         if "error" in f:
             continue
-        s = np.array(sorted({c["sigma"] for c in res["_curves"] if c["task"] == t}))
-        for n in sorted({c["model_size"] for c in res["_curves"] if c["task"] == t}):
+        s = np.array(sorted({c["sigma"] for c in state.curves if c["task"] == t}))
+        for n in sorted({c["model_size"] for c in state.curves if c["task"] == t}):
             ax.plot(s, fit.surface_value(f, s, n), "-", label=f"{t} N={n:.2g}")
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -192,7 +201,7 @@ def intrinsic(res, path):
     _save(fig, path)
 
 
-def surface(res, path):
+def surface(res, state, path):
     """R5 surface lines against the measured cells (with their std), one panel per task (or pooled)."""
     import pandas as pd
 
@@ -211,7 +220,8 @@ def surface(res, path):
         for i, n in enumerate(Ns):
             col = cmap(i / max(len(Ns) - 1, 1))
             h = g[g.N == n].sort_values("sigma")
-            ax.errorbar(h.sigma, h.time_to_threshold, yerr=h.time_to_threshold_std.fillna(0), fmt="o", color=col, ms=3, capsize=2)
+            ax.errorbar(h.sigma, h.time_to_threshold, yerr=h.time_to_threshold_std.fillna(0), fmt="o",
+                        color=col, ms=3, capsize=2)
             ax.plot(s, fit.surface_value(f, s, n), "-", color=col, lw=1, label=f"N={n:.3g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -223,7 +233,8 @@ def surface(res, path):
 
 
 def grade(g, path):
-    """Predicted vs measured data to each threshold for the held-out configurations (95% intervals as bars)."""
+    """Predicted vs measured data to each threshold for the held-out configurations (95% intervals as
+    bars)."""
     fig, ax = plt.subplots(figsize=(5, 4.2))
     rows = [r for r in g["rows"] if r["D_meas"] is not None and r["D_pred"] is not None]
     cmap = plt.get_cmap("viridis")
@@ -231,8 +242,10 @@ def grade(g, path):
     for r in rows:
         col = cmap(Js.index(r["J"]) / max(len(Js) - 1, 1))
         lo, hi = r["D_pred_lo"], r["D_pred_hi"]
-        # a point estimate can lie outside its bootstrap interval (crossings are skewed): bars never go negative
-        bar = lambda c, lo, hi: [[max(c - lo, 0.0)], [max(hi - c, 0.0)]] if lo is not None and hi is not None else None
+        # a point estimate can lie outside its bootstrap interval (crossings are skewed): bars never go
+        # negative
+        bar = lambda c, lo, hi: ([[max(c - lo, 0.0)], [max(hi - c, 0.0)]]
+                                 if lo is not None and hi is not None else None)
         yerr = bar(r["D_pred"], lo, hi)
         xerr = bar(r["D_meas"], *(r.get("D_meas_ci95") or [None, None]))
         ax.errorbar(r["D_meas"], r["D_pred"], yerr=yerr, xerr=xerr, fmt="o" if r["kind"] == "utd" else "s",
@@ -247,6 +260,7 @@ def grade(g, path):
         ax.set_yscale("log")
     ax.set_xlabel("measured D_J (env steps)")
     ax.set_ylabel("predicted D_J")
-    ax.set_title("held-out grade (o: UTD, s: budget optimum; band ±%.0f%%)" % (100 * g["summary"]["target_rel_error"]),
+    ax.set_title("held-out grade (o: UTD, s: budget optimum; band ±%.0f%%)"
+                 % (100 * g["summary"]["target_rel_error"]),
                  fontsize=8)
     _save(fig, path)

@@ -1,43 +1,46 @@
 """Predictions from fitted laws for configurations held out of every fit, and their grading against runs.
 
-`predict(res, sigmas, budget)` takes `pipeline.run_analysis`'s result for the fitted stage and gives, for each
-held-out UTD, the predicted data D_J and compute C_J to each threshold with a bootstrap interval (the fits of
-the seed-bootstrap resamples, science.md 2.4: the interval covers the fit's uncertainty from seed noise in the
-fitted runs, not the noise of the validation runs themselves); for a budget F above every fitted one the
-budget-optimal sigma*(F) (from each resample's sigma*(F) fit) and the return its run reaches with F.
+`predict(result, sigmas, budget)` takes `pipeline.run_analysis`'s AnalysisResult for the fitted stage (its
+fits and its state: the D_J(sigma) fits of every bootstrap resample, the compute and budget functions) and
+gives, for each held-out UTD, the predicted data D_J and compute C_J to each threshold with a bootstrap
+interval (the fits of the seed-bootstrap resamples, science.md 2.4: the interval covers the fit's uncertainty
+from seed noise in the fitted runs, not the noise of the validation runs themselves); for a budget F above
+every fitted one the budget-optimal sigma*(F) (from each resample's sigma*(F) fit) and the return its run
+reaches with F.
 `measure` and `grade` compare with the runs. Pure functions: the caller reads and writes files.
 """
 import numpy as np
 
 from . import fit
-from .load import AnalysisInputError
+from .errors import AnalysisInputError
 
 Q = (2.5, 97.5)
 
 
-def _ci(v):
-    v = np.asarray(v, float)
-    v = v[np.isfinite(v)]
-    return [float(np.percentile(v, Q[0])), float(np.percentile(v, Q[1]))] if len(v) >= 5 else [None, None]
+def ci95(v):
+    """95% percentile interval of the finite values; [None, None] with fewer than 5."""
+    return fit.percentile_interval(v, Q, min_n=5)
 
 
-def _fits(res):
-    fitJ, J = res["_fitJ"], np.asarray(res["thresholds"])
-    point, boot = res["_point_fits"], res["_boot_fits"]
-    return [(float(J[k]), point[n], [b[n] for b in boot if b[n].get("converged")]) for n, k in enumerate(fitJ)
-            if point[n].get("converged")]
+def _fits(result):
+    """(J, point fit, converged bootstrap fits) of every threshold whose D_J(sigma) fit converged."""
+    st = result.state
+    J = np.asarray(result.fits["thresholds"])
+    return [(float(J[k]), st.point_fits[n], [b[n] for b in st.boot_fits if b[n].get("converged")])
+            for n, k in enumerate(st.fit_j) if st.point_fits[n].get("converged")]
 
 
-def data_to(res, sigma):
+def data_to(result, sigma):
     """Predicted D_J and C_J at UTD sigma for every converged threshold fit, with bootstrap intervals."""
     out = []
-    for j, f, boot in _fits(res):
+    for j, f, boot in _fits(result):
         d = float(fit.d_of_sigma(f, sigma))
         bd = np.array([fit.d_of_sigma(b, sigma) for b in boot], float)
-        row = {"J": j, "D": d, "D_ci95": _ci(bd)}
-        if res["compute"].get("formula"):
-            c = res["_cfun"]
-            row.update(C=float(c(np.float64(sigma), d)), C_ci95=_ci(c(np.float64(sigma), bd)) if len(bd) else [None, None])
+        row = {"J": j, "D": d, "D_ci95": ci95(bd)}
+        if result.fits["compute"].get("formula"):
+            c = result.state.compute_fn
+            row.update(C=float(c(np.float64(sigma), d)),
+                       C_ci95=ci95(c(np.float64(sigma), bd)) if len(bd) else [None, None])
         out.append(row)
     return out
 
@@ -48,7 +51,8 @@ def _sigma_star_fit(points, k):
 
 def _return_at(js, ds, d):
     """J reached after d transitions along predicted (J, D_J) points: 1000 - J = A exp(-D / tau) fitted in
-    log(1000 - J) vs D (a learning curve's exponential approach), so it extrapolates above the top threshold."""
+    log(1000 - J) vs D (a learning curve's exponential approach), so it extrapolates above the top
+    threshold."""
     js, ds = np.asarray(js, float), np.asarray(ds, float)
     ok = np.isfinite(ds) & (ds > 0) & (js < 1000)
     if ok.sum() < 2:
@@ -57,52 +61,63 @@ def _return_at(js, ds, d):
     return float(1000 - np.exp(np.polyval(p, d)))
 
 
-def _power(coef, F, exponent):
-    """coef * F^exponent in float64 (a wild bootstrap resample's exponent overflows to inf, not OverflowError)."""
+def safe_power(coef, F, exponent):
+    """coef * F^exponent in float64 (a wild bootstrap resample's exponent overflows to inf, not
+    OverflowError)."""
     with np.errstate(over="ignore", invalid="ignore"):
         return float(np.float64(coef) * np.float64(F) ** np.float64(exponent))
 
 
-def predict(res, sigmas, budget=None, budget_factor=4.0):
+def predict(result, sigmas, budget=None, budget_factor=4.0):
     """Predictions for held-out UTDs `sigmas`, and for a budget (default: budget_factor x the largest fitted
     budget optimum) the budget-optimal UTD, its D_J / C_J and the return reached. Returns a JSON-able dict."""
-    if not _fits(res):
-        raise AnalysisInputError("no converged D_J(sigma) fit to predict from: the fitted stage needs >= 4 UTDs "
-                                 "that reach the thresholds")
-    lo, hi = float(res["_utds"].min()), float(res["_utds"].max())
-    out = {"fitted_utd_range": [lo, hi], "thresholds": [j for j, _, _ in _fits(res)], "held_out": [],
+    if not _fits(result):
+        raise AnalysisInputError("no converged D_J(sigma) fit to predict from: the fitted stage needs >= 4 "
+                                 "UTDs that reach the thresholds")
+    utds = result.state.utds
+    lo, hi = float(utds.min()), float(utds.max())
+    out = {"fitted_utd_range": [lo, hi], "thresholds": [j for j, _, _ in _fits(result)], "held_out": [],
            "interval": "95% percentile interval over the seed-bootstrap resamples' fits"}
     for s in sigmas:
         out["held_out"].append({"kind": "utd", "sigma": float(s), "outside_fitted_range": not lo <= s <= hi,
-                                "thresholds": data_to(res, float(s))})
-    b = res.get("budget", {})
+                                "thresholds": data_to(result, float(s))})
+    b = result.fits.get("budget", {})
     if "points" in b and "sigma_star" in b:
-        Fmax = max(o["F"] for o in b["points"])
-        F = float(budget) if budget is not None else budget_factor * Fmax
-        if F <= Fmax:
-            raise AnalysisInputError(f"budget {F:.3g} is not above every fitted budget optimum (max {Fmax:.3g})")
-        ss = _power(b["sigma_star"]["coef"], F, b["sigma_star"]["exponent"])
-        boot_s = []
-        k = int(b["holdout_top_k"])
-        for r in res["_boot_fits"]:
-            pts = [res["_bfun"](r[n]) for n in range(len(r)) if r[n].get("converged")]
-            try:
-                g = _sigma_star_fit(pts, k)
-                boot_s.append(_power(g["coef"], F, g["exponent"]))  # inf for a wild resample: _ci drops it
-            except AnalysisInputError:
-                pass
-        rows = data_to(res, ss)
-        delta = float(res["compute"]["delta"])
-        per_d = float(res["_cfun"](np.float64(ss), 1.0)) + delta  # F grows linearly with D at fixed sigma
-        d_budget = F / per_d
-        ret = _return_at([r["J"] for r in rows], [r["D"] for r in rows], d_budget)
-        conv = [n for n, f in enumerate(res["_point_fits"]) if f.get("converged")]  # the rows' fits, in order
-        bret = [_return_at([r["J"] for r in rows], [fit.d_of_sigma(r2[n], ss) if r2[n].get("converged") else np.nan
-                                                      for n in conv], d_budget) for r2 in res["_boot_fits"]]
-        out["budget"] = {"kind": "budget", "F": F, "largest_fitted_F": Fmax, "sigma": float(ss), "sigma_ci95": _ci(boot_s),
-                         "outside_fitted_range": not lo <= ss <= hi, "env_steps_for_F": d_budget,
-                         "return_at_F": ret, "return_at_F_ci95": _ci(bret), "thresholds": rows}
+        out["budget"] = _budget_prediction(result, b, budget, budget_factor, lo, hi)
     return out
+
+
+def _budget_prediction(result, b, budget, budget_factor, lo, hi):
+    """The budget-optimal UTD for budget F (above every fitted one), its D_J / C_J and the return reached."""
+    st = result.state
+    Fmax = max(o["F"] for o in b["points"])
+    F = float(budget) if budget is not None else budget_factor * Fmax
+    if F <= Fmax:
+        raise AnalysisInputError(f"budget {F:.3g} is not above every fitted budget optimum (max {Fmax:.3g})")
+    ss = safe_power(b["sigma_star"]["coef"], F, b["sigma_star"]["exponent"])
+    boot_s = []
+    k = int(b["holdout_top_k"])
+    for r in st.boot_fits:
+        pts = [st.budget_optimum_fn(r[n]) for n in range(len(r)) if r[n].get("converged")]
+        try:
+            g = _sigma_star_fit(pts, k)
+            boot_s.append(safe_power(g["coef"], F, g["exponent"]))  # inf for a wild resample: ci95 drops it
+        except AnalysisInputError:
+            pass
+    rows = data_to(result, ss)
+    delta = float(result.fits["compute"]["delta"])
+    per_d = float(st.compute_fn(np.float64(ss), 1.0)) + delta  # F grows linearly with D at fixed sigma
+    d_budget = F / per_d
+    ret = _return_at([r["J"] for r in rows], [r["D"] for r in rows], d_budget)
+    conv = [n for n, f in enumerate(st.point_fits) if f.get("converged")]  # the rows' fits, in order
+    bret = [_return_at([r["J"] for r in rows],
+                       [fit.d_of_sigma(r2[n], ss) if r2[n].get("converged") else np.nan for n in conv],
+                       d_budget)
+            for r2 in st.boot_fits]
+    return {"kind": "budget", "F": F, "largest_fitted_F": Fmax, "sigma": float(ss),
+            "sigma_ci95": ci95(boot_s),
+            "outside_fitted_range": not lo <= ss <= hi, "env_steps_for_F": d_budget,
+            "return_at_F": ret, "return_at_F_ci95": ci95(bret), "thresholds": rows}
 
 
 def measure(curves, thresholds, n_boot=100, rng=0, at_steps=None):
@@ -112,8 +127,8 @@ def measure(curves, thresholds, n_boot=100, rng=0, at_steps=None):
     out = []
     for c, p, b in zip(curves, pt, bt):
         row = {"task": c["task"], "sigma": float(c["sigma"]), "n_seeds": int(c["n_seeds"]),
-               "thresholds": [{"J": float(j), "D": None if np.isnan(p[k]) else float(p[k]), "D_ci95": _ci(b[:, k])}
-                              for k, j in enumerate(thresholds)]}
+               "thresholds": [{"J": float(j), "D": None if np.isnan(p[k]) else float(p[k]),
+                               "D_ci95": ci95(b[:, k])} for k, j in enumerate(thresholds)]}
         hit = [k for k in (at_steps or {}) if abs(k - c["sigma"]) <= 1e-9 * abs(k)]
         if hit:
             iso = fit.isotonic(c["norm"].mean(1))
@@ -138,8 +153,9 @@ def grade(prediction, measured, top_k=2, target=0.15):
             mt = meas.get(t["J"], {})
             d = mt.get("D")
             lo, hi = t["D_ci95"]
-            rows.append({"kind": cfg["kind"], "sigma": cfg["sigma"], "J": t["J"], "D_pred": t["D"], "D_pred_lo": lo,
-                         "D_pred_hi": hi, "D_meas": d, "D_meas_ci95": mt.get("D_ci95", [None, None]),
+            rows.append({"kind": cfg["kind"], "sigma": cfg["sigma"], "J": t["J"], "D_pred": t["D"],
+                         "D_pred_lo": lo, "D_pred_hi": hi, "D_meas": d,
+                         "D_meas_ci95": mt.get("D_ci95", [None, None]),
                          "rel_error": None if d is None else (t["D"] - d) / d,
                          "inside": None if d is None or lo is None else bool(lo <= d <= hi)})
     Js = sorted({r["J"] for r in rows})[-top_k:]
@@ -158,18 +174,19 @@ def grade(prediction, measured, top_k=2, target=0.15):
         m = by.get(round(b["sigma"], 12))
         got = (m or {}).get("return_at_steps")
         lo, hi = b["return_at_F_ci95"]
-        out["budget_return"] = {"F": b["F"], "sigma": b["sigma"], "predicted": b["return_at_F"], "ci95": [lo, hi],
-                                "measured": got and got["return"], "reached_budget": got and got["reached"],
+        out["budget_return"] = {"F": b["F"], "sigma": b["sigma"], "predicted": b["return_at_F"],
+                                "ci95": [lo, hi], "measured": got and got["return"],
+                                "reached_budget": got and got["reached"],
                                 "inside": None if not got or lo is None else bool(lo <= got["return"] <= hi)}
     return out
 
 
-def measure_inputs(inputs, thresholds, max_returns, min_returns=None, returns="auto", n_boot=100, at_steps=None,
-                   seed=0):
+def measure_inputs(inputs, thresholds, max_returns, min_returns=None, returns="auto", n_boot=100,
+                   at_steps=None, seed=0):
     """`measure` on run directories (the validation runs): load, pick the returns, normalise, cross."""
     from . import load, pipeline
 
     table, skipped = load.load(inputs)
-    table, note = pipeline._pick_returns(table, returns)
+    table, note = pipeline.pick_returns(table, returns)
     curves = fit.normalise(load.curves(table), max_returns, min_returns)
     return measure(curves, thresholds, n_boot, seed, at_steps), note, skipped

@@ -10,12 +10,14 @@ interval's seconds on its (transitions, FLOPs); for trio runs each side's busy t
 per transition and per FLOP. delta = a * R is then the FLOPs-equivalent cost of one transition. A run also
 pays a fixed start-up time t0 before its first log point (imports, spawning the trio's learners): the median
 over runs of the first log point's wall_time_s minus the model's time for it, added to T.
+`budget_outputs` is the analysis's `budget: wall_clock` section built from these.
 Pure functions over arrays and tables: nothing here reads files.
 """
 import numpy as np
 from scipy import optimize
 
-from .load import AnalysisInputError
+from . import fit
+from .errors import AnalysisInputError
 
 
 def _diffs(g):
@@ -28,12 +30,13 @@ def _diffs(g):
 
 
 def rates(table):
-    """Per (task, mode): a (s per transition), R (update FLOPs per s), delta = a R, and how many log intervals
-    they rest on. `table`: the tidy run table with env_steps, flops, wall_time_s, run, task, mode and, for trio
-    runs, actor_busy / learner_busy (1 - wait fractions)."""
+    """Per (task, mode): a (s per transition), R (update FLOPs per s), delta = a R, and how many log
+    intervals they rest on. `table`: the tidy run table with env_steps, flops, wall_time_s, run, task, mode
+    and, for trio runs, actor_busy / learner_busy (1 - wait fractions)."""
     if "mode" not in table or table["mode"].isna().all():
-        raise AnalysisInputError("budget: wall_clock needs runs that log their mode (run.json) and throughput; "
-                                 "these inputs carry none (qscaled / W&B data): use budget: flops")
+        raise AnalysisInputError("budget: wall_clock needs runs that log their mode (run.json) and "
+                                 "throughput; these inputs carry none (qscaled / W&B data): use budget: "
+                                 "flops")
     out = {}
     for (task, mode), g in table.dropna(subset=["mode"]).groupby(["task", "mode"]):
         parts = [_diffs(h) for _, h in g.groupby("run")]
@@ -57,16 +60,20 @@ def rates(table):
         rel = np.abs(pred - d["wall_time_s"]) / d["wall_time_s"]
         R = 1.0 / inv_r if inv_r > 0 else np.inf
         first = [h.sort_values("env_steps").iloc[0] for _, h in g.groupby("run")]
-        t0 = float(np.median([max(f["wall_time_s"] - time_to(f["env_steps"], f["flops"] if np.isfinite(f["flops"]) else 0.0,
+        t0 = float(np.median([max(f["wall_time_s"] - time_to(f["env_steps"],
+                                                              f["flops"] if np.isfinite(f["flops"]) else 0.0,
                                                               a, R, mode), 0.0) for f in first]))
-        out[(task, mode)] = {"task": task, "mode": mode, "a_s_per_transition": float(a), "learner_flops_per_s": float(R),
-                             "delta": float(a * R) if np.isfinite(R) else None, "t0_s": t0, "intervals": int(len(rel)),
+        out[(task, mode)] = {"task": task, "mode": mode, "a_s_per_transition": float(a),
+                             "learner_flops_per_s": float(R),
+                             "delta": float(a * R) if np.isfinite(R) else None,
+                             "t0_s": t0, "intervals": int(len(rel)),
                              "interval_median_rel_error": float(np.median(rel))}
     return out
 
 
 def time_to(D, C, a, R, mode, t0=0.0):
-    """Model wall-clock seconds for D transitions and C update FLOPs (arrays broadcast), after t0 of start-up."""
+    """Model wall-clock seconds for D transitions and C update FLOPs (arrays broadcast), after t0 of
+    start-up."""
     env, learn = a * np.asarray(D, float), np.asarray(C, float) / R
     return t0 + (env + learn if mode == "sync" else np.maximum(env, learn))
 
@@ -88,3 +95,69 @@ def check(D, C, measured_T, a, R, mode, t0=0.0):
     rel = (pred[ok] - m[ok]) / m[ok]
     return {"n": int(ok.sum()), "median_abs_rel_error": float(np.median(np.abs(rel))) if len(rel) else None,
             "max_abs_rel_error": float(np.max(np.abs(rel))) if len(rel) else None, "rel_errors": rel.tolist()}
+
+
+def budget_outputs(table, chosen, pt, J, fit_j, point, utds, batch_fn, notes):
+    """budget: wall_clock: rates per (task, mode), the model checked against the runs' measured wall_time_s at
+    each crossing, and the wall-clock-optimal UTD per threshold. `pt` [n_chosen, K]: D_J of each chosen
+    configuration; `point`: the D_J(sigma) fit per threshold index in `fit_j`."""
+    rts = rates(table)
+    out = {"rates": list(rts.values()), "check": {}, "optimum": {}}
+    per_mode = _crossing_costs(table, chosen, pt, J, fit_j, rts)
+    for mode, pm in per_mode.items():
+        a, R, t0 = np.array(pm["a"]), np.array(pm["R"]), np.array(pm["t0"])
+        pred = time_to(pm["D"], pm["C"], a, R, mode, t0)
+        chk = check(pm["D"], pm["C"], pm["T"], a, R, mode, t0)
+        chk["points"] = [{"sigma": s, "J": j, "D": d, "T_measured": t, "T_model": float(p)}
+                         for s, j, d, t, p in zip(pm["sigma"], pm["J"], pm["D"], pm["T"], pred)]
+        out["check"][mode] = chk
+        ratios = [c["flops"] / (c["grad_steps"] * c["batch_size"]) for c in chosen]
+        ratios = np.concatenate([q[np.isfinite(q) & (q > 0)] for q in ratios])
+        fps = float(np.median(ratios)) if len(ratios) else np.nan
+        am, Rm = float(np.median(a)), float(np.median(R))
+        opts = []
+        for n, k in enumerate(fit_j):
+            f = point[n]
+            if not f.get("converged") or not np.isfinite(fps):
+                continue
+            o = optimum(lambda s: fit.d_of_sigma(f, s), lambda s, d: fps * batch_fn(s) * s * d,
+                        (utds.min(), utds.max()), am, Rm, mode)
+            opts.append(dict(o, J=float(J[k])))
+        entry = {"points": opts, "a_s_per_transition": am, "learner_flops_per_s": Rm}
+        try:
+            bf = fit.budget_fit([o["T"] for o in opts], [o["sigma"] for o in opts],
+                                min(2, max(len(opts) - 2, 0)))
+            entry["sigma_star_of_T"] = {"coef": bf["coef"], "exponent": bf["exponent"],
+                                        "holdout_rel_error": bf["holdout_rel_error"]}
+        except AnalysisInputError as e:
+            entry["error"] = str(e)
+        out["optimum"][mode] = entry
+    if not per_mode:
+        notes.append("budget: wall_clock: no run has both rates measured; wall-clock outputs skipped")
+    return out
+
+
+def _crossing_costs(table, chosen, pt, J, fit_j, rts):
+    """Per mode, at every crossing of a chosen configuration whose (task, mode) has both rates: D, the
+    measured FLOPs C and wall_time_s T up to it, the rates a, R, t0, and its sigma and J."""
+    modes = table.dropna(subset=["mode"]).groupby(["task", "sigma", "batch_size", "lr"])["mode"].first()
+    modes = modes.to_dict()
+    per_mode = {}
+    for i, c in enumerate(chosen):
+        mode = modes.get((c["task"], c["sigma"], c["batch_size"], c["lr"]))
+        r = rts.get((c["task"], mode), {})
+        if "a_s_per_transition" not in r:
+            continue
+        ok = np.isfinite(c["flops"]) & np.isfinite(c["wall_time_s"])
+        for k in fit_j:
+            d = pt[i, k]
+            if not np.isfinite(d) or ok.sum() < 2:
+                continue
+            C = np.interp(d, c["steps"][ok], c["flops"][ok])
+            T = np.interp(d, c["steps"][ok], c["wall_time_s"][ok])
+            pm = per_mode.setdefault(mode, {k: [] for k in ("D", "C", "T", "a", "R", "t0", "sigma", "J")})
+            for key, v in (("D", d), ("C", C), ("T", T), ("a", r["a_s_per_transition"]),
+                           ("R", r["learner_flops_per_s"]), ("t0", r["t0_s"]), ("sigma", c["sigma"]),
+                           ("J", float(J[k]))):
+                pm[key].append(float(v))
+    return per_mode

@@ -34,9 +34,10 @@ def main():
     steps, results = {}, {}
     for name, cfg in zip(("gym_sweep", "gym_ours", "gym_baseline_utd2"), gym.configs(a.data, out, a.bootstrap)):
         t = time.perf_counter()
-        res = pipeline.run_analysis(cfg)
+        result = pipeline.run_analysis(cfg)
         t_fit = time.perf_counter() - t
-        report.write_outputs(res, cfg["out"], plots=True)
+        report.write_outputs(result, cfg["out"], plots=True)
+        res = result.fits
         steps[name] = {"fit_s": round(t_fit, 3), "write_and_plot_s": round(time.perf_counter() - t - t_fit, 3)}
         b = res.get("budget", {}).get("sigma_star", {})
         de = res["data_efficiency"][-1]

@@ -18,11 +18,11 @@ out = tempfile.mkdtemp()
 rows = []
 for seed in range(int(sys.argv[1]) if len(sys.argv) > 1 else 10):
     sweep, ours, _ = gym.configs(data, out, plots=False)
-    rs = pipeline.run_analysis({**sweep, "seed": seed})
+    rs = pipeline.run_analysis({**sweep, "seed": seed}).fits
     os.makedirs(sweep["out"], exist_ok=True)
     with open(os.path.join(sweep["out"], "fits.json"), "w") as fh:
         json.dump({"hparams": rs["hparams"]}, fh)
-    ro = pipeline.run_analysis({**ours, "seed": seed, "bootstrap": 0})
+    ro = pipeline.run_analysis({**ours, "seed": seed, "bootstrap": 0}).fits
     s = ro["budget"]["sigma_star"]
     rows.append({"seed": seed,
                  **{f"{k}_slope": rs["hparams"][k]["slope"] for k in ("batch_size", "learning_rate")},

@@ -39,7 +39,7 @@ def main():
     for mode in ("sync", "trio"):
         res = pipeline.run_analysis({"inputs": [os.path.join(a.out, mode)], "max_returns": {"pendulum": -100.0},
                                      "min_returns": {"pendulum": -1500.0}, "thresholds": [300.0, 400.0, 500.0, 600.0],
-                                     "budget": "wall_clock", "bootstrap": 0, "returns": "eval", "plots": False})
+                                     "budget": "wall_clock", "bootstrap": 0, "returns": "eval", "plots": False}).fits
         w = res["wall_clock"]
         out["modes"][mode] = {"rates": w["rates"], "check": w["check"].get(mode), "returns": res["returns"]}
         c = w["check"].get(mode) or {}

@@ -280,6 +280,8 @@ def _steps(spec, d):
 def run(spec, stop_after=None):
     """Run (or continue) the study; returns the grade dict (None if stopped early with stop_after)."""
     from analysis import predict as P
+    from analysis import report
+    from analysis.report import to_json
 
     os.makedirs(spec.out, exist_ok=True)
     state_path = _dir(spec, "study.json")
@@ -331,7 +333,7 @@ def run(spec, stop_after=None):
             c["max_env_steps"] = _steps(spec, spec.validate.steps_margin * need)
         prediction = {"study": spec.name, "task": spec.task, "code_version": code_version(), "time": _now(),
                       "fits": os.path.join(fit_out, "fits.json"), "rules": rules, **p}
-        write_json_atomic(pred_path, _clean(prediction))
+        write_json_atomic(pred_path, to_json(prediction))
         prediction = sweep._read_json(pred_path)
     save("predicted")
     if stop_after == "predict":
@@ -356,22 +358,23 @@ def run(spec, stop_after=None):
     g = P.grade(prediction, measured, spec.analysis.grade_top_k, spec.analysis.target_rel_error)
     g.update(study=spec.name, code_version=code_version(), time=_now(), returns=returns_note,
              prediction_code_version=prediction["code_version"], prediction_time=prediction["time"])
-    write_json_atomic(_dir(spec, "grade.json"), _clean(g))
+    write_json_atomic(_dir(spec, "grade.json"), to_json(g))
     from analysis import plots
 
     plots.grade(g, _dir(spec, "grade.png"))
     timings["grade"] = timings.get("grade", 0.0) + time.monotonic() - t0
     state["wall_s_this_invocation"] = time.monotonic() - t_start
     rec = _recommend(spec, fit_out, prediction)
-    _report(spec, grid_res, fit_res, prediction, g, rec, timings)
+    report.study_report(_dir(spec, "report.md"), spec.name, spec.task, spec.returns.min, spec.returns.max,
+                        grid_res.fits, fit_res.fits, prediction, g, rec, timings)
     save("graded")
     if spec.wandb.mode != "disabled":
-        _wandb(spec, fit_res, g, prediction)
+        _wandb(spec, fit_res.fits, g, prediction)
     return g
 
 
 def _recommend(spec, fit_out, prediction):
-    from analysis import cli as acli
+    from analysis.recommend import recommend, recommend_line
 
     fits = sweep._read_json(os.path.join(fit_out, "fits.json"))
     # the held-out budget, run or not (a sigma* far outside the fitted range is recorded but not run)
@@ -379,100 +382,14 @@ def _recommend(spec, fit_out, prediction):
     if not budget or not (fits or {}).get("budget", {}).get("sigma_star"):
         return None
     n = spec.recommend.num_envs or _steps(spec, 1)
-    r = acli.recommend(fits, budget, spec.task, n)
-    line = ["task=%s" % spec.task, "num_envs=%d" % n, "algo.critic_updates_per_step=%.6g" % r["critic_updates_per_step"]]
-    if "batch_size" in r:
-        line.append("algo.batch_size=%d" % int(round(r["batch_size"])))
-    if "lr" in r:
-        line += ["algo.critic_lr=%.4g" % r["lr"], "algo.actor_lr=%.4g" % r["lr"]]
-    return {"budget": budget, "sigma": r["sigma"], "line": "pql-scale train " + " ".join(line)}
+    r = recommend(fits, budget, spec.task, n)
+    line = recommend_line(r, n, task=spec.task, width=False)  # the study's runs are at one width
+    return {"budget": budget, "sigma": r["sigma"], "line": "pql-scale train " + line}
 
 
 # --------------------------------------------------------------------------------------------------- outputs
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _clean(o):
-    from analysis.report import _clean as clean
-
-    return clean(o)
-
-
-def _fmt(v, f="%.3g"):
-    return "n/a" if v is None else f % v
-
-
-def _ci(v):
-    return "n/a" if not v or v[0] is None else "[%.3g, %.3g]" % tuple(v)
-
-
-def _report(spec, grid_res, fit_res, pred, g, rec, timings):
-    L = ["# Study %s: %s" % (spec.name, spec.task), "",
-         "R1's protocol (docs/science.md 2): grid -> rules -> fitted -> laws -> prediction -> validation -> grade.  ",
-         "Returns normalised to 0-1000 with R_min = %g, R_max = %g; laws fitted on: %s.  " % (
-             spec.returns.min, spec.returns.max, fit_res.get("returns")),
-         "Prediction written %s by code %s; graded %s by code %s." % (pred["time"], pred["code_version"], g["time"],
-                                                                     g["code_version"]), ""]
-    L += ["## 1. Hyperparameter rules (grid stage)", "", "![](grid_analysis/hparams.png)", ""]
-    for name, r in grid_res["hparams"].items():
-        L.append("- %s*(σ) ∝ σ^%.3f (95%% CI of the slope %s), %s" % (name, r["slope"], _ci(r.get("slope_ci95")),
-                                                                      r.get("source", "")))
-    L += ["", "## 2. Data efficiency D_J(σ) = D_min + (β/σ)^α (fitted stage)", "", "![](fitted_analysis/data_efficiency.png)", "",
-          "| J | D_min | 95% CI | α | 95% CI | β | 95% CI | converged |", "|---|---|---|---|---|---|---|---|"]
-    for r in fit_res["data_efficiency"]:
-        L.append("| %.0f | %s | %s | %s | %s | %s | %s | %s |" % (r["J"], _fmt(r.get("D_min")), _ci(r.get("D_min_ci95")),
-                                                                 _fmt(r.get("alpha")), _ci(r.get("alpha_ci95")),
-                                                                 _fmt(r.get("beta")), _ci(r.get("beta_ci95")), r.get("converged")))
-    L += ["", "## 3. Compute, frontier and budget", "", "Compute: %s." % fit_res["compute"]["formula"], "",
-          "![](fitted_analysis/pareto.png)", "", "![](fitted_analysis/budget.png)", ""]
-    b = fit_res.get("budget", {})
-    if "sigma_star" in b:
-        L.append("σ*(F) = %.3g · F^%.3f (exponent 95%% CI %s); held-out error of the fit's top-%d budgets: %s" % (
-            b["sigma_star"]["coef"], b["sigma_star"]["exponent"], _ci(b["sigma_star"].get("exponent_ci95")),
-            b["holdout_top_k"], "n/a" if b.get("holdout_rel_error") is None else "%.1f%%" % (100 * b["holdout_rel_error"])))
-    else:
-        L.append("σ*(F): not fitted (%s)" % b.get("error"))
-    from analysis.report import _wall_clock_section
-
-    L += [""] + _wall_clock_section(fit_res.get("wall_clock"))
-    L += ["## 4. Prediction (held out of every fit)", "",
-          "Fitted UTD range %s. Interval: %s." % (pred["fitted_utd_range"], pred["interval"]), ""]
-    if pred.get("budget"):
-        pb = pred["budget"]
-        L.append("Budget F = %.3g (%.1fx the largest fitted optimum %.3g): σ* = %.4g %s, %d env steps, predicted "
-                 "return %s %s." % (pb["F"], pb["F"] / pb["largest_fitted_F"], pb["largest_fitted_F"], pb["sigma"],
-                                    _ci(pb.get("sigma_ci95")), pb["env_steps_for_F"], _fmt(pb["return_at_F"], "%.0f"),
-                                    _ci(pb.get("return_at_F_ci95"))))
-    elif pred.get("budget_not_run"):
-        pb = pred["budget_not_run"]
-        L.append("Budget F = %.3g (%.1fx the largest fitted optimum): σ* = %.4g %s, **not run**: %s." % (
-            pb["F"], pb["F"] / pb["largest_fitted_F"], pb["sigma"], _ci(pb.get("sigma_ci95")), pb["reason"]))
-    L += ["", "## 5. Grade: predicted vs measured data to threshold", "", "![](grade.png)", "",
-          "| config | σ | J | D predicted | 95% interval | D measured | rel. error | inside |", "|---|---|---|---|---|---|---|---|"]
-    for r in g["rows"]:
-        L.append("| %s | %.4g | %.0f | %s | %s | %s | %s | %s |" % (
-            r["kind"], r["sigma"], r["J"], _fmt(r["D_pred"], "%.0f"), _ci([r["D_pred_lo"], r["D_pred_hi"]]),
-            _fmt(r["D_meas"], "%.0f"), "n/a" if r["rel_error"] is None else "%+.1f%%" % (100 * r["rel_error"]),
-            r["inside"]))
-    s = g["summary"]
-    L += ["", "Top thresholds %s: median |error| %s (target %.0f%%), %d of %d within target, %d of %d inside the "
-          "interval%s." % (s["top_thresholds"], "n/a" if s["median_abs_rel_error"] is None else "%.1f%%" % (100 * s["median_abs_rel_error"]),
-                           100 * s["target_rel_error"], s["within_target"], s["n_measured"], s["inside_interval"],
-                           s["n_measured"], ("; not reached: " + ", ".join(s["not_reached"])) if s["not_reached"] else "")]
-    br = g.get("budget_return")
-    if br:
-        L.append("Return at the budget: predicted %s %s, measured %s (budget reached: %s)." % (
-            _fmt(br["predicted"], "%.0f"), _ci(br["ci95"]), _fmt(br["measured"], "%.0f"), br["reached_budget"]))
-    if rec:
-        lo, hi = pred["fitted_utd_range"]
-        L += ["", "## 6. Recommendation", "", "For budget F = %.3g: σ* = %.4g%s" % (
-            rec["budget"], rec["sigma"], "" if lo <= rec["sigma"] <= hi else
-            " (**extrapolated**: outside the fitted UTD range [%g, %g]; the rules' B and lr are clipped to the grid's "
-            "values)" % (lo, hi)), "", "```", rec["line"], "```"]
-    L += ["", "## Time", ""] + ["- %s: %.0f s" % kv for kv in timings.items()] + [""]
-    with open(_dir(spec, "report.md"), "w") as f:
-        f.write("\n".join(L))
 
 
 def _wandb(spec, fit_res, g, pred):

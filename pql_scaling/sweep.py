@@ -18,7 +18,6 @@ import difflib
 import fcntl
 import itertools
 import json
-import math
 import os
 import queue
 import re
@@ -259,9 +258,10 @@ def _short(key):
 
 
 def _load_rules(path):
+    from analysis import rules as analysis_rules
+
     try:
-        with open(path) as f:
-            hp = json.load(f).get("hparams") or {}
+        hp = analysis_rules.read_rules(path)
     except (OSError, ValueError) as e:
         raise SpecError("rules=%s: cannot read it (%s); give a fits.json written by `pql-scale analyze`" % (path, e))
     missing = [k for k in ("batch_size", "learning_rate") if k not in hp]
@@ -275,16 +275,13 @@ def rule_hparams(rules, task, sigma):
     Each value is clipped to the range its sweep tried (the rule's `swept`, when fits.json records it): a
     slope fitted on a few UTDs says nothing about values outside the grid, and extrapolating it (batch 64 at
     UTD 1/32 from a 128..512 grid) gave runs that never learned."""
-    out = []
-    for name in ("batch_size", "learning_rate"):
+    from analysis import rules as analysis_rules
+
+    for name in analysis_rules.RULES:
         r = rules[name]
         if task not in r["intercepts"]:
             raise SpecError("the %s rule has no intercept for task %r (tasks: %s)" % (name, task, sorted(r["intercepts"])))
-        v = 10 ** (r["slope"] * math.log10(sigma) + r["intercepts"][task])
-        if r.get("swept"):
-            v = min(max(v, r["swept"][0]), r["swept"][1])
-        out.append(v)
-    return max(16, int(math.floor(out[0] / 16.0 + 0.5)) * 16), float("%.4g" % out[1])  # halves round up
+    return analysis_rules.train_hparams(rules, task, sigma)
 
 
 def expand(spec):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis import cli, load, pipeline
+from analysis import cli, config, load, pipeline
 from analysis.load import AnalysisInputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,8 +31,8 @@ def _write_run(d, task, sigma, seed, rng, num_envs=16, batch=256, lr=3e-4, n_par
         yaml.safe_dump(cfg, fh)
     info = {"task": task, "algo": algo, "seed": seed, "num_envs": num_envs, "utd": sigma, "batch_size": batch,
             "critic_lr": lr, "actor_lr": lr, "critic_params": n_params, "actor_params": n_params // 2,
-            "experts": experts, "flops_per_critic_update": 6 * n_params * batch, "flops_per_policy_update": 1.0,
-            "r_max": r_max}
+            "experts": experts, "flops_per_critic_update": 6 * n_params * batch,
+            "flops_per_policy_update": 1.0, "r_max": r_max}
     with open(os.path.join(d, "run.json"), "w") as fh:
         json.dump(info, fh)
     tau = _tau(sigma) * np.exp(rng.normal(0, 0.03))
@@ -41,9 +41,9 @@ def _write_run(d, task, sigma, seed, rng, num_envs=16, batch=256, lr=3e-4, n_par
     for i, t in enumerate(steps):
         ret = None if i == 0 else float(R_MAX * (1 - np.exp(-t / tau)) + rng.normal(0, 50))
         cu = sigma * t
-        lines.append(json.dumps({"env_steps": float(t), "critic_updates": cu, "policy_updates": cu / 2, "utd": sigma,
-                                 "flops": 6 * n_params * batch * cu, "wall_time_s": t / 1e4, "return_mean": ret,
-                                 "return_std": 1.0, "episodes": i, "env_steps_per_s": 1e4,
+        lines.append(json.dumps({"env_steps": float(t), "critic_updates": cu, "policy_updates": cu / 2,
+                                 "utd": sigma, "flops": 6 * n_params * batch * cu, "wall_time_s": t / 1e4,
+                                 "return_mean": ret, "return_std": 1.0, "episodes": i, "env_steps_per_s": 1e4,
                                  "critic_updates_per_s": 1e4 * sigma, "critic_loss": 0.1}))
     text = "\n".join(lines) + "\n"
     if truncate:
@@ -97,8 +97,9 @@ def test_curves_align_seeds_logged_on_different_steps(tmp_path):
 def test_cli_analyze_and_recommend_on_run_directories(runs, tmp_path, capsys):
     out = tmp_path / "out"
     cfgf = tmp_path / "a.yaml"
-    cfgf.write_text(yaml.safe_dump({"inputs": [str(runs / "sweep")], "thresholds": [500.0, 600.0, 700.0, 800.0],
-                                    "bootstrap": 20, "delta": 1e9, "holdout_top_k": 1, "out": str(out)}))
+    cfgf.write_text(yaml.safe_dump({"inputs": [str(runs / "sweep")],
+                                    "thresholds": [500.0, 600.0, 700.0, 800.0], "bootstrap": 20, "delta": 1e9,
+                                    "holdout_top_k": 1, "out": str(out)}))
     assert cli.analyze_main(["--config", str(cfgf), "--compute", "measured"]) == 0
     f = json.load(open(out / "fits.json"))
     for k in ("batch_size", "learning_rate"):
@@ -106,15 +107,18 @@ def test_cli_analyze_and_recommend_on_run_directories(runs, tmp_path, capsys):
     de = f["data_efficiency"]
     assert [r["J"] for r in de] == [500.0, 600.0, 700.0, 800.0]
     for r in de:
-        assert {"J", "D_min", "beta", "alpha", "D_min_ci95", "alpha_ci95", "beta_ci95"} <= set(r) and r["converged"]
+        assert ({"J", "D_min", "beta", "alpha", "D_min_ci95", "alpha_ci95", "beta_ci95"} <= set(r)
+                and r["converged"])
     r = de[-1]  # truth: D_min = ln5 * 2e4, alpha = 0.8
-    assert r["D_min"] == pytest.approx(np.log(5) * 2e4, rel=0.15) and r["alpha"] == pytest.approx(0.8, rel=0.15)
+    assert (r["D_min"] == pytest.approx(np.log(5) * 2e4, rel=0.15)
+            and r["alpha"] == pytest.approx(0.8, rel=0.15))
     assert "coef" in f["budget"]["sigma_star"] and "exponent" in f["budget"]["sigma_star"]
     assert f["budget"]["holdout_rel_error"] is not None and "measured" in f["compute"]["formula"]
     x = next(c for c in f["crossings"] if c["D_J"] is not None)  # flops logged = 6 N B sigma * env steps
     assert x["C_J_measured"] == pytest.approx(6 * 1e5 * 256 * x["sigma"] * x["D_J"], rel=1e-6)
-    for fn in ("report.md", "learning_curves.png", "data_efficiency.png", "pareto.png", "budget.png", "hparams.png",
-               "data_efficiency.csv", "data_efficiency.md", "hparam_rules.csv", "crossings.csv"):
+    for fn in ("report.md", "learning_curves.png", "data_efficiency.png", "pareto.png", "budget.png",
+               "hparams.png", "data_efficiency.csv", "data_efficiency.md", "hparam_rules.csv",
+               "crossings.csv"):
         assert (out / fn).exists(), fn
     rep = (out / "report.md").read_text()
     assert rep.index("learning_curves.png") < rep.index("data_efficiency.png") < rep.index("budget.png")
@@ -123,9 +127,11 @@ def test_cli_analyze_and_recommend_on_run_directories(runs, tmp_path, capsys):
     assert cli.recommend_main(["--fits", str(out / "fits.json"), "--budget", "1e14", "--task", "ta"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     kv = dict(x.split("=") for x in line.split())
-    assert set(kv) == {"num_envs", "algo.critic_updates_per_step", "algo.batch_size", "algo.critic_lr", "algo.actor_lr"}
+    assert set(kv) == {"num_envs", "algo.critic_updates_per_step", "algo.batch_size", "algo.critic_lr",
+                       "algo.actor_lr"}
     s = f["budget"]["sigma_star"]
-    assert float(kv["algo.critic_updates_per_step"]) == pytest.approx(4096 * s["coef"] * 1e14 ** s["exponent"], rel=1e-3)
+    assert float(kv["algo.critic_updates_per_step"]) == pytest.approx(
+        4096 * s["coef"] * 1e14 ** s["exponent"], rel=1e-3)
     assert int(kv["algo.batch_size"]) == 256  # every run used 256: the rule is flat
 
 
@@ -156,7 +162,8 @@ class _Api:
         self._runs = runs
         self.paths = []
 
-    def runs(self, path=None, filters=None, order="+created_at", per_page=50, include_sweeps=False, lazy=True):
+    def runs(self, path=None, filters=None, order="+created_at", per_page=50, include_sweeps=False,
+             lazy=True):
         self.paths.append(path)
         return iter(self._runs)
 
@@ -165,8 +172,9 @@ def test_wandb_loader_with_api_stand_in():
     rng = np.random.default_rng(2)
     runs = []
     for i, s in enumerate([1.0, 2.0]):
-        cfg = {"task": "ta", "seed": i, "num_envs": 8, "algo": {"name": "pql", "batch_size": 128, "critic_lr": 1e-3,
-                                                                   "critic_updates_per_step": 8 * s},
+        cfg = {"task": "ta", "seed": i, "num_envs": 8,
+               "algo": {"name": "pql", "batch_size": 128, "critic_lr": 1e-3,
+                        "critic_updates_per_step": 8 * s},
                "critic_params": 5e4, "r_max": 100.0}
         rows = [{"_step": k, "env_steps": 1000.0 * k, "critic_updates": 1000.0 * k * s, "flops": 1.0 * k,
                  "wall_time_s": 0.1 * k, "return_mean": float(rng.uniform(0, 100))} for k in range(1, 6)]
@@ -188,7 +196,8 @@ def test_qscaled_loader_layout(tmp_path):
     d.mkdir(parents=True)
     np.save(d / "bs_256_lr_0.0003.npy", np.column_stack([np.arange(1, 11) * 1000.0, np.ones((10, 3))]))
     t = load.load_qscaled(str(tmp_path / "exp"))
-    assert len(t) == 30 and t.sigma.eq(0.5).all() and t.lr.eq(3e-4).all() and (t.grad_steps == 0.5 * t.env_steps).all()
+    assert (len(t) == 30 and t.sigma.eq(0.5).all() and t.lr.eq(3e-4).all()
+            and (t.grad_steps == 0.5 * t.env_steps).all())
     t2, _ = load.load([str(tmp_path / "exp")])  # auto-detected
     assert len(t2) == 30
 
@@ -213,7 +222,7 @@ def test_bad_input_messages(tmp_path, cfg, match):
            "inputs": [sub.get(x, x) for x in cfg["inputs"]]}
     if few:
         # 2 UTDs: the D_J fits cannot run; every threshold reports why, and the budget step says so
-        res = pipeline.run_analysis({**cfg, "thresholds": [500.0]})
+        res = pipeline.run_analysis({**cfg, "thresholds": [500.0]}).fits
         assert not res["data_efficiency"][0]["converged"]
         assert "needs >= 4 distinct UTD values" in res["data_efficiency"][0]["error"]
         assert "error" in res["budget"]
@@ -228,7 +237,8 @@ def test_cli_reports_bad_input_with_exit_code(tmp_path, capsys):
 
 
 def test_runs_spanning_model_sizes_fit_r5_surface_and_r2_intrinsic(tmp_path, capsys):
-    """tau(sigma, N) = 2e4 (1 + (2/sigma)^0.8 + (2e5/N)^0.6): D_J follows R5's surface with alpha 0.8, beta 0.6."""
+    """tau(sigma, N) = 2e4 (1 + (2/sigma)^0.8 + (2e5/N)^0.6): D_J follows R5's surface with alpha 0.8,
+    beta 0.6."""
     rng = np.random.default_rng(7)
     for n in (1e5, 4e5, 1.6e6):
         for s in (0.5, 1.0, 2.0, 4.0, 8.0):
@@ -240,13 +250,15 @@ def test_runs_spanning_model_sizes_fit_r5_surface_and_r2_intrinsic(tmp_path, cap
                 rows = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
                 for r in rows[1:]:
                     r["return_mean"] = float(R_MAX * (1 - np.exp(-r["env_steps"] / tau)) + rng.normal(0, 30))
-                open(os.path.join(d, "metrics.jsonl"), "w").write("\n".join(json.dumps(r) for r in rows) + "\n")
+                open(os.path.join(d, "metrics.jsonl"), "w").write(
+                    "\n".join(json.dumps(r) for r in rows) + "\n")
     out = tmp_path / "out"
-    assert cli.analyze_main([str(tmp_path / "runs"), "--out", str(out), "--bootstrap", "10", "--thresholds", "600,700,800",
-                             "--holdout-top-k", "1"]) == 0
+    assert cli.analyze_main([str(tmp_path / "runs"), "--out", str(out), "--bootstrap", "10",
+                             "--thresholds", "600,700,800", "--holdout-top-k", "1"]) == 0
     f = json.load(open(out / "fits.json"))
     surf = f["model_size_fits"]["surface"]["ta"]
-    assert surf["converged"] and surf["alpha"] == pytest.approx(0.8, rel=0.2) and surf["beta"] == pytest.approx(0.6, rel=0.2)
+    assert (surf["converged"] and surf["alpha"] == pytest.approx(0.8, rel=0.2)
+            and surf["beta"] == pytest.approx(0.6, rel=0.2))
     assert 1e5 <= surf["optimum"]["model_size"] <= 1.6e6
     assert f["model_size_fits"]["intrinsic"]["ta"]["converged"]
     assert "n_opt" in f["model_size_fits"] and (out / "intrinsic.png").exists()
@@ -257,10 +269,11 @@ def test_runs_spanning_model_sizes_fit_r5_surface_and_r2_intrinsic(tmp_path, cap
 
 def test_analysis_never_imports_the_training_side():
     import re
-    for fn in os.listdir(os.path.join(ROOT, "analysis")):
-        if fn.endswith(".py"):
-            src = open(os.path.join(ROOT, "analysis", fn)).read()
-            assert not re.search(r"^\s*(from|import)\s+(pql_scaling|envs|tasks)\b", src, re.M), fn
+    for dp, _, files in os.walk(os.path.join(ROOT, "analysis")):  # the package and its subpackages
+        for fn in files:
+            if fn.endswith(".py"):
+                src = open(os.path.join(dp, fn)).read()
+                assert not re.search(r"^\s*(from|import)\s+(pql_scaling|envs|tasks)\b", src, re.M), fn
 
 
 def test_config_numbers_from_yaml_and_unknown_keys(tmp_path):
@@ -270,7 +283,7 @@ def test_config_numbers_from_yaml_and_unknown_keys(tmp_path):
         pipeline.run_analysis({"inputs": ["x"], "delta": "lots"})
     cfg = yaml.safe_load("model_size: 1.5e5\ndelta: 4e9\n")  # YAML 1.1 reads these as strings
     assert isinstance(cfg["model_size"], str)
-    assert pipeline._num(cfg, "model_size") == 1.5e5 and pipeline._num(cfg, "delta") == 4e9
+    assert config.number(cfg, "model_size") == 1.5e5 and config.number(cfg, "delta") == 4e9
 
 
 def test_mixed_algorithms_are_refused(tmp_path):

@@ -37,7 +37,8 @@ def test_power_law_fit_recovers_parameters_and_batch_matches_scipy():
     y = fit.power_law(SIGMAS, a, b, c) * np.exp(rng.normal(0, 0.01, len(SIGMAS)))
     f = fit.fit_power_law(SIGMAS, y)
     assert f["converged"]
-    assert f["a"] == pytest.approx(a, rel=0.1) and f["b"] == pytest.approx(b, rel=0.15) and f["c"] == pytest.approx(c, rel=0.1)
+    assert (f["a"] == pytest.approx(a, rel=0.1) and f["b"] == pytest.approx(b, rel=0.15)
+            and f["c"] == pytest.approx(c, rel=0.1))
     Y = fit.power_law(SIGMAS, a, b, c)[None] * np.exp(rng.normal(0, 0.03, (50, len(SIGMAS))))
     bt = fit.fit_power_law_batch(SIGMAS, Y)
     ref = np.array([fit.fit_power_law(SIGMAS, yy)["loss"] for yy in Y])
@@ -49,7 +50,7 @@ def test_batched_fit_survives_a_singular_system_in_the_batch(monkeypatch):
     # one problem whose damped normal equations are exactly singular (seen on a Pendulum study's bootstrap
     # resamples) must not fail the batch: that problem gets no step, the others converge as before
     H = np.stack([np.eye(3), np.zeros((3, 3)), 2 * np.eye(3)])
-    x = fit._solve_each(H, np.ones((3, 3)))
+    x = fit.solve_each(H, np.ones((3, 3)))
     assert np.allclose(x[0], 1) and np.isnan(x[1]).all() and np.allclose(x[2], 0.5)
     rng = np.random.default_rng(2)
     Y = fit.power_law(SIGMAS, 0.7, 2.3, 1.0)[None] * np.exp(rng.normal(0, 0.03, (4, len(SIGMAS))))
@@ -143,7 +144,8 @@ def test_budget_optimum_and_extrapolation():
     from scipy.optimize import minimize_scalar
 
     N, delta, B = 1.5e5, 4e9, 256.0
-    F = lambda ls: fit.compute_r1(10 ** ls, fit.d_of_sigma(f, 10 ** ls), B, N) + delta * fit.d_of_sigma(f, 10 ** ls)
+    F = lambda ls: (fit.compute_r1(10 ** ls, fit.d_of_sigma(f, 10 ** ls), B, N)
+                    + delta * fit.d_of_sigma(f, 10 ** ls))
     ref = 10 ** minimize_scalar(F, bounds=(np.log10(0.25), np.log10(16)), method="bounded").x
     o = fit.budget_optimum(f, (0.25, 16), lambda s: np.full_like(s, B), N, delta)
     assert o["sigma"] == pytest.approx(ref, rel=0.05)  # 100-point grid over a 64x range: 4 % spacing
@@ -159,7 +161,8 @@ def test_budget_optimum_and_extrapolation():
 def test_r5_surface_recovers_parameters():
     rng = np.random.default_rng(4)
     s, n = np.meshgrid([0.5, 1, 2, 4, 8, 16], [1e5, 3e5, 1e6, 3e6], indexing="ij")
-    true = {"C": 1e5, "A": 2.0, "alpha": 0.8, "B": 5e5, "beta": 0.6}  # R5: C (1 + (A/sigma)^alpha + (B/N)^beta)
+    # R5: C (1 + (A/sigma)^alpha + (B/N)^beta)
+    true = {"C": 1e5, "A": 2.0, "alpha": 0.8, "B": 5e5, "beta": 0.6}
     d = fit.surface_value(true, s.ravel(), n.ravel()) * np.exp(rng.normal(0, 0.01, s.size))
     f = fit.fit_surface(s.ravel(), n.ravel(), d)
     assert f["converged"]
@@ -168,17 +171,22 @@ def test_r5_surface_recovers_parameters():
     exact = fit.fit_surface(s.ravel(), n.ravel(), fit.surface_value(true, s.ravel(), n.ravel()))
     for k in true:  # noise-free data: R5's log-space fit and the map back to original units are exact
         assert exact[k] == pytest.approx(true[k], rel=1e-4), k
-    # the budget optimum: on the true surface the 60-point grid search finds the continuous optimum (an interior
-    # point here) to one grid step (6 %); the fitted surface's choice costs, on the true surface, < 2 % more
+    # the budget optimum: on the true surface the 60-point grid search finds the continuous optimum (an
+    # interior point here) to one grid step (6 %); the fitted surface's choice costs, on the true surface,
+    # < 2 % more
     from scipy.optimize import minimize
 
     cost = lambda ss, nn, dd: 10 * nn * 256 * ss * dd + 4e9 * dd
-    true_cost = lambda x: np.log(cost(10 ** x[0], 10 ** x[1], fit.surface_value(true, 10 ** x[0], 10 ** x[1])))
-    ref = minimize(true_cost, [0.5, 5.7], bounds=[(np.log10(0.5), np.log10(16)), (5.0, np.log10(3e6))], method="L-BFGS-B")
+    true_cost = lambda x: np.log(cost(10 ** x[0], 10 ** x[1],
+                                      fit.surface_value(true, 10 ** x[0], 10 ** x[1])))
+    ref = minimize(true_cost, [0.5, 5.7], bounds=[(np.log10(0.5), np.log10(16)), (5.0, np.log10(3e6))],
+                   method="L-BFGS-B")
     s_ref, n_ref = 10 ** ref.x
-    assert 0.6 < s_ref < 14 and 1.2e5 < n_ref < 2.5e6  # interior, so the check below is not about the grid's edge
+    # interior, so the check below is not about the grid's edge
+    assert 0.6 < s_ref < 14 and 1.2e5 < n_ref < 2.5e6
     opt = fit.surface_optimum(true, cost, (0.5, 16), (1e5, 3e6))
-    assert opt["sigma"] == pytest.approx(s_ref, rel=0.07) and opt["model_size"] == pytest.approx(n_ref, rel=0.07)
+    assert (opt["sigma"] == pytest.approx(s_ref, rel=0.07)
+            and opt["model_size"] == pytest.approx(n_ref, rel=0.07))
     got = fit.surface_optimum(f, cost, (0.5, 16), (1e5, 3e6))
     assert np.exp(true_cost(np.log10([got["sigma"], got["model_size"]]))) <= 1.02 * np.exp(ref.fun)
 
@@ -193,7 +201,8 @@ def test_r2_intrinsic_performance_and_fit():
     beta = aN * aE / (aN + aE)
     N, E = np.meshgrid([1e5, 3e5, 1e6, 3e6], np.logspace(5, 7, 8), indexing="ij")
     Iv = ((Nc / N) ** aN + (Ec / E) ** aE) ** (-1 / beta)
-    g = fit.fit_intrinsic(N.ravel(), E.ravel(), Iv.ravel() * np.exp(np.random.default_rng(5).normal(0, 0.01, N.size)))
+    g = fit.fit_intrinsic(N.ravel(), E.ravel(),
+                          Iv.ravel() * np.exp(np.random.default_rng(5).normal(0, 0.01, N.size)))
     assert g["alpha_N"] == pytest.approx(aN, rel=0.15) and g["alpha_E"] == pytest.approx(aE, rel=0.15)
     assert g["n_opt_exponent"] == pytest.approx(aE / (aN + aE), rel=0.15)
 

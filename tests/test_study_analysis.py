@@ -26,7 +26,8 @@ def write_run(path, sigma, seed, mode="sync", batch=256, lr=1e-3, rng=None, t_ma
     t_max = t_max or int(6 * tau(sigma))
     tau_s = tau(sigma) * np.exp(rng.normal(0, 0.03))
     cfg = {"task": "synth", "mode": mode, "seed": seed, "num_envs": 16,
-           "algo": {"name": "pql", "batch_size": batch, "critic_lr": lr, "critic_updates_per_step": sigma * 16}}
+           "algo": {"name": "pql", "batch_size": batch, "critic_lr": lr,
+                    "critic_updates_per_step": sigma * 16}}
     info = {"task": "synth", "algo": "pql", "seed": seed, "num_envs": 16, "utd": sigma, "batch_size": batch,
             "critic_lr": lr, "mode": mode, "r_max": None}
     if params:
@@ -66,7 +67,7 @@ def _cfg(inputs, **kw):
 
 
 def test_wall_clock_rates_and_model_recover_the_generating_costs(fitted, tmp_path):
-    res = pipeline.run_analysis(_cfg(fitted, budget="wall_clock", delta="measured"))
+    res = pipeline.run_analysis(_cfg(fitted, budget="wall_clock", delta="measured")).fits
     r = res["wall_clock"]["rates"][0]
     assert r["mode"] == "sync"
     assert r["a_s_per_transition"] == pytest.approx(A_S, rel=1e-6)
@@ -81,17 +82,18 @@ def test_wall_clock_rates_and_model_recover_the_generating_costs(fitted, tmp_pat
     trio = tmp_path / "trio"
     for s in (0.25, 1.0):
         write_run(str(trio / ("u%g" % s)), s, 0, mode="trio")
-    t = pipeline.run_analysis(_cfg(str(trio), budget="wall_clock", thresholds=[500.0]))
+    t = pipeline.run_analysis(_cfg(str(trio), budget="wall_clock", thresholds=[500.0])).fits
     rt = t["wall_clock"]["rates"][0]
     assert rt["a_s_per_transition"] == pytest.approx(A_S, rel=1e-6)
     assert rt["learner_flops_per_s"] == pytest.approx(R_FLOPS, rel=1e-6)
     assert t["wall_clock"]["check"]["trio"]["median_abs_rel_error"] < 1e-6
-    assert wallclock.time_to(10.0, 5.0, 1.0, 1.0, "trio") == 10.0 and wallclock.time_to(10.0, 5.0, 1.0, 1.0, "sync") == 15.0
+    assert (wallclock.time_to(10.0, 5.0, 1.0, 1.0, "trio") == 10.0
+            and wallclock.time_to(10.0, 5.0, 1.0, 1.0, "sync") == 15.0)
 
 
 def test_returns_choice_and_min_normalisation(fitted):
-    ev = pipeline.run_analysis(_cfg(fitted))
-    tr = pipeline.run_analysis(_cfg(fitted, returns="train"))
+    ev = pipeline.run_analysis(_cfg(fitted)).fits
+    tr = pipeline.run_analysis(_cfg(fitted, returns="train")).fits
     assert "eval" in ev["returns"] and "training" in tr["returns"]
     d = lambda res: {(c["sigma"], c["J"]): c["D_J"] for c in res["crossings"]}
     # the training return is 300 below the eval return: it reaches the thresholds later
@@ -105,8 +107,8 @@ def test_sweep_without_model_size_fits_rules_and_skips_compute(tmp_path):
         for b, lr in ((128, 1e-3), (256, 1e-3), (256, 3e-3)):
             write_run(str(tmp_path / ("u%g_b%d_lr%g" % (s, b, lr))), s, 0, batch=b, lr=lr)
     res = pipeline.run_analysis(_cfg(str(tmp_path), sweep_threshold=700.0, bootstrap=5))
-    assert {"batch_size", "learning_rate"} <= set(res["hparams"])
-    assert res["compute"]["formula"] is None and any("no critic size N" in n for n in res["notes"])
+    assert {"batch_size", "learning_rate"} <= set(res.fits["hparams"])
+    assert res.fits["compute"]["formula"] is None and any("no critic size N" in n for n in res.fits["notes"])
     from analysis import report
 
     report.write_outputs(res, str(tmp_path / "out"), plots=True)
@@ -117,7 +119,8 @@ def test_prediction_for_held_out_utds_is_graded_against_runs_of_the_law(fitted, 
     res = pipeline.run_analysis(_cfg(fitted, model_size=1e4, delta=1e6, holdout_top_k=0, bootstrap=50))
     from analysis import report
 
-    report.write_outputs(res, str(tmp_path / "fitted_out"), plots=True)  # no budget held out: plots and report say so
+    # no budget held out: plots and report say so
+    report.write_outputs(res, str(tmp_path / "fitted_out"), plots=True)
     assert "no budget held out" in open(tmp_path / "fitted_out" / "report.md").read()
     p = predict.predict(res, [4.0, 0.0625], budget_factor=3.0)
     assert [h["outside_fitted_range"] for h in p["held_out"]] == [True, True]
@@ -131,10 +134,11 @@ def test_prediction_for_held_out_utds_is_graded_against_runs_of_the_law(fitted, 
     for s in (4.0, 0.0625):
         for seed in range(3):
             write_run(str(val / ("u%g_s%d" % (s, seed))), s, 10 + seed)
-    m_res = pipeline.run_analysis(_cfg(str(val), thresholds=[500.0, 700.0, 800.0], bootstrap=0, holdout_top_k=0))
+    m_res = pipeline.run_analysis(_cfg(str(val), thresholds=[500.0, 700.0, 800.0], bootstrap=0,
+                                       holdout_top_k=0))
     from analysis import fit
 
-    measured = predict.measure(m_res["_curves"], p["thresholds"], n_boot=20)
+    measured = predict.measure(m_res.state.curves, p["thresholds"], n_boot=20)
     g = predict.grade(p, measured)
     assert g["summary"]["n_measured"] == 4 and g["summary"]["median_abs_rel_error"] < 0.1
     assert p["budget"]["F"] > p["budget"]["largest_fitted_F"] and p["budget"]["sigma"] > 0
@@ -144,6 +148,6 @@ def test_prediction_for_held_out_utds_is_graded_against_runs_of_the_law(fitted, 
 def test_a_wild_bootstrap_exponent_overflows_to_inf_not_an_error():
     # a Pendulum study's resample fitted sigma*(F) with exponent ~ -300 over budgets ~ 1e10: Python float
     # powers raise OverflowError there, and the whole prediction died; the interval just drops that resample
-    assert predict._power(2.0, 1e10, 40.0) == np.inf
-    assert predict._power(2.0, 1e10, 0.5) == pytest.approx(2e5)
-    assert predict._ci([1.0, 2.0, 3.0, 4.0, 5.0, np.inf]) == predict._ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert predict.safe_power(2.0, 1e10, 40.0) == np.inf
+    assert predict.safe_power(2.0, 1e10, 0.5) == pytest.approx(2e5)
+    assert predict.ci95([1.0, 2.0, 3.0, 4.0, 5.0, np.inf]) == predict.ci95([1.0, 2.0, 3.0, 4.0, 5.0])
