@@ -44,8 +44,13 @@ setup(
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.8",
-    packages=find_packages(include=["pql_scaling*", "envs*", "tasks*", "analysis*"]),
-    package_data={"tasks": ["*.yaml", "isaacgym/*.yaml", "mjwarp/*.yaml"]},
+    # one import namespace: the folders envs/, tasks/ and analysis/ install as pql_scaling.envs / .tasks / .analysis
+    # (a user's own `analysis/` or `tasks/` folder can never shadow them; pql_scaling/__init__.py finds them beside
+    # the package in a source checkout)
+    packages=find_packages(include=["pql_scaling", "pql_scaling.*"])
+    + ["pql_scaling." + p for p in find_packages(include=["envs*", "tasks*", "analysis*"])],
+    package_dir={"pql_scaling.envs": "envs", "pql_scaling.tasks": "tasks", "pql_scaling.analysis": "analysis"},
+    package_data={"pql_scaling.tasks": ["*.yaml", "gpu/*.yaml", "isaacgym/*.yaml", "mjwarp/*.yaml"]},
     # The training path must install on Python 3.8 (Isaac Gym): the analysis stack (scipy >= 1.12 needs
     # Python 3.9) is an extra there, and installed by default from Python 3.9 on.
     install_requires=[

@@ -20,7 +20,7 @@ import tempfile  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from analysis import gym, pipeline, report  # noqa: E402
+from pql_scaling.analysis import gym, pipeline, report  # noqa: E402
 
 
 def main():

@@ -138,7 +138,8 @@ def drill(kind, d, rng, leg_env_steps=3200):
     ckpt_rows = None
     try:
         sys.path.insert(0, ROOT)
-        from pql_scaling.runlog import RunDir, read_checkpoint  # noqa: F401
+        from pql_scaling.rundir.disk import read_checkpoint
+        from pql_scaling.rundir.rundir import RunDir  # noqa: F401
 
         for name in ("last.pt", "prev.pt"):
             try:

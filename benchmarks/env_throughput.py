@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import envs  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from tasks import NATIVE_TASKS  # noqa: E402
+from pql_scaling.tasks import NATIVE_TASKS  # noqa: E402
 
 
 def _sync(device):
@@ -63,9 +63,10 @@ def env_throughput(task, num_envs, device="cpu", seconds=2.0, warmup_steps=20, s
 
 def update_throughput(overrides, device="cpu", seconds=2.0):
     """Critic and policy updates/s of the learner for a config (net widths, batch size), on a full replay."""
-    from pql_scaling import config, nets
-    from pql_scaling.learner import PLearner, VLearner
-    from pql_scaling.replay import Normalizer, Replay
+    from pql_scaling import config
+    from pql_scaling.core import nets
+    from pql_scaling.runtime.learner import PLearner, VLearner
+    from pql_scaling.core.replay import Normalizer, Replay
 
     cfg = config.load(["device=%s" % device] + list(overrides))
     env = envs.make(cfg.task, cfg.num_envs, device=device)

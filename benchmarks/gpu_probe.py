@@ -80,10 +80,10 @@ def preflight(args):
 
 
 def _session(num_envs, extra=()):
-    import envs
+    from pql_scaling import envs
     from pql_scaling import config as config_lib
-    from pql_scaling.runlog import RunDir
-    from pql_scaling.train import Session
+    from pql_scaling.rundir.rundir import RunDir
+    from pql_scaling.runtime.train import Session
 
     cfg = config_lib.load(["task=pendulum", "device=%s" % DEVICE, "mode=sync", "num_envs=%d" % num_envs,
                            "max_env_steps=100000000", "algo.warmup_steps=2"] + list(extra))
@@ -93,7 +93,7 @@ def _session(num_envs, extra=()):
 
 def _count(fn, n):
     """Host syncs over n calls: the dispatcher's count, and CUDA's own sync debug warnings where there is CUDA."""
-    from pql_scaling.syncaudit import HostSyncs
+    from pql_scaling.runtime.syncaudit import HostSyncs
 
     caught = []
     if CUDA:

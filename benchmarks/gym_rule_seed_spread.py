@@ -11,7 +11,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
-from analysis import gym, pipeline  # noqa: E402
+from pql_scaling.analysis import gym, pipeline  # noqa: E402
 
 data = os.path.join(os.path.dirname(HERE), "tests", "data", "qscaled_gym")
 out = tempfile.mkdtemp()

@@ -39,9 +39,10 @@ def sync(device):
 
 
 def build(obs_dim, act_dim, overrides, device):
-    from pql_scaling import config, nets
-    from pql_scaling.learner import PLearner, VLearner
-    from pql_scaling.replay import Normalizer, Replay
+    from pql_scaling import config
+    from pql_scaling.core import nets
+    from pql_scaling.runtime.learner import PLearner, VLearner
+    from pql_scaling.core.replay import Normalizer, Replay
 
     cfg = config.load(["device=%s" % device, "task=pendulum"] + list(overrides))
     torch.manual_seed(0)

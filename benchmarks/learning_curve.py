@@ -19,7 +19,7 @@ from common import save  # noqa: E402
 def random_return(overrides, episodes):
     import torch
 
-    import envs
+    from pql_scaling import envs
     from pql_scaling import config
 
     cfg = config.load(overrides)
@@ -42,7 +42,7 @@ def main():
     p.add_argument("--random-episodes", type=int, default=16)
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
-    from pql_scaling.train import train
+    from pql_scaling.runtime.train import train
 
     run_dir = os.path.join(tempfile.mkdtemp(), "run")
     train(args.overrides + ["log.live=plain", "run_dir=" + run_dir])

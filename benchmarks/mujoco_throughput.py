@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import envs  # noqa: E402
-from envs.mujoco_backend import TASKS  # noqa: E402
+from pql_scaling.envs.mujoco_backend import TASKS  # noqa: E402
 
 
 def measure(task, num_envs, nthread, seconds, min_steps=3):

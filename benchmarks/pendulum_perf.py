@@ -30,7 +30,7 @@ SETTINGS = {"default": [], "compiled": ["perf.compile=default"], "sync": ["mode=
 
 
 def run(overrides, seed, budget_s):
-    from pql_scaling.train import train
+    from pql_scaling.runtime.train import train
 
     d = os.path.join(tempfile.mkdtemp(), "run")
     t0 = time.perf_counter()
@@ -61,7 +61,7 @@ def main():
     if not args.cold and not args.no_warm:  # fill inductor's cache once (untimed), so every timed seed sees the same warm cache
         for name in args.settings:
             if "perf.compile=default" in SETTINGS[name]:
-                from pql_scaling.train import train
+                from pql_scaling.runtime.train import train
 
                 d = os.path.join(tempfile.mkdtemp(), "warm")
                 train(["task=pendulum", "max_env_steps=%d" % (16 * 40), "max_time_s=0", "log.live=off", "run_dir=" + d]

@@ -60,7 +60,7 @@ def run_sb3(seed, budget_s, steps, threads):
 
 
 def run_ours(seed, budget_s):
-    from pql_scaling.train import train
+    from pql_scaling.runtime.train import train
 
     d = os.path.join(tempfile.mkdtemp(), "run")
     train(["task=pendulum", "seed=%d" % seed, "max_time_s=%g" % budget_s, "target_return=%g" % THRESHOLD, "log.live=off", "run_dir=" + d], quiet=True)

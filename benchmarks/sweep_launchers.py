@@ -23,7 +23,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import save  # noqa: E402
-from pql_scaling import sweep  # noqa: E402
+from pql_scaling.experiments import sweep  # noqa: E402
 
 BASE = {"task": "pendulum", "mode": "sync", "num_envs": 16, "max_env_steps": 1600, "algo.batch_size": 64,
         "net": {"actor_hidden": [64, 64], "critic_hidden": [64, 64]}, "log.every_steps": 20}

@@ -64,7 +64,7 @@ def main():
     load0 = os.getloadavg()[0]
     sim = standalone(args.task, args.backend, args.num_envs, args.device, args.sim_seconds)
     print("stand-alone %s/%s x%d on %s: %.3e env-steps/s" % (args.task, args.backend, args.num_envs, args.device, sim), flush=True)
-    from pql_scaling.train import train
+    from pql_scaling.runtime.train import train
 
     d = os.path.join(tempfile.mkdtemp(), "run")
     overrides = ["task=%s" % args.task, "backend=%s" % args.backend, "device=%s" % args.device, "num_envs=%d" % args.num_envs,

@@ -33,7 +33,7 @@ def main():
                                    "algo.critic_updates_per_step=%d" % cups, "max_env_steps=%d" % a.steps, "max_time_s=0",
                                    "eval.every_steps=500", "eval.episodes=8", "log.live=off", "run_dir=%s" % d])
             loads.append(os.getloadavg())
-    from analysis import pipeline
+    from pql_scaling.analysis import pipeline
 
     out = {"steps": a.steps, "loadavg_per_run": loads, "modes": {}}
     for mode in ("sync", "trio"):

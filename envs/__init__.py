@@ -18,14 +18,14 @@ Gym also passes `info["states"]` (privileged observations) when its task has the
 """
 import importlib
 
-from tasks import NATIVE_TASKS
+from pql_scaling.tasks import NATIVE_TASKS
 
 # backend name -> module with `TASKS` (names it serves) and `make_env(task, num_envs, device, seed, **kw)`.
 BACKENDS = {
-    "native": "envs.native",
-    "mujoco": "envs.mujoco_backend",
-    "mjwarp": "envs.mjwarp_backend",
-    "isaacgym": "envs.isaacgym_backend",
+    "native": "pql_scaling.envs.native",
+    "mujoco": "pql_scaling.envs.mujoco_backend",
+    "mjwarp": "pql_scaling.envs.mjwarp_backend",
+    "isaacgym": "pql_scaling.envs.isaacgym_backend",
 }
 
 
@@ -59,7 +59,7 @@ def make(task, num_envs, device="cpu", seed=0, backend=None, **overrides):
     if backend == "native":
         if task not in NATIVE_TASKS:
             raise ValueError("unknown task %r for backend 'native'; valid tasks: %s" % (task, ", ".join(sorted(NATIVE_TASKS))))
-        from envs.native import NativeVecEnv
+        from pql_scaling.envs.native import NativeVecEnv
 
         return NativeVecEnv(task, num_envs, device=device, seed=seed, **overrides)
     module = importlib.import_module(BACKENDS[backend])  # raises with install advice if the simulator is missing

@@ -35,7 +35,7 @@ isaacgym_api notes and tests/fakes/README.md):
 """
 import random
 
-from envs.isaacgym_preimport import INSTALL_HINT, preimport_isaacgym
+from pql_scaling.envs.isaacgym_preimport import INSTALL_HINT, preimport_isaacgym
 
 preimport_isaacgym()  # raises with instructions when missing, or when torch was imported first
 

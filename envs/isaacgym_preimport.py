@@ -4,7 +4,7 @@ Isaac Gym Preview 4 refuses to load once torch is imported ("PyTorch was importe
 modules"). When a run uses backend=isaacgym, the program's entry point (the `pql-scale` CLI's `main`,
 before it imports anything that imports torch -- config, trainer, envs backends) must call
 
-    from envs.isaacgym_preimport import maybe_preimport_isaacgym
+    from pql_scaling.envs.isaacgym_preimport import maybe_preimport_isaacgym
     maybe_preimport_isaacgym(sys.argv[1:])      # no-op unless the run's backend is isaacgym
                                                 # (`backend=isaacgym`, or `resume=` of such a run)
 
@@ -30,7 +30,7 @@ def preimport_isaacgym():
     if "torch" in sys.modules:
         raise ImportError(
             "torch is already imported, and Isaac Gym must be imported before torch: call "
-            "envs.isaacgym_preimport.preimport_isaacgym() at the very start of the program, before any import "
+            "pql_scaling.envs.isaacgym_preimport.preimport_isaacgym() at the very start of the program, before any import "
             "that pulls in torch."
         )
     try:

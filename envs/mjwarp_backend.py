@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the docker/Dockerfile image has it all"
     ) from exc
 
-from tasks.mjcf import MJCF_TASKS, load_model_and_task
+from pql_scaling.tasks.mjcf import MJCF_TASKS, load_model_and_task
 
 TASKS = sorted(MJCF_TASKS)
 

@@ -37,7 +37,7 @@ except (ImportError, AttributeError) as exc:  # pragma: no cover - exercised onl
         "pip install 'mujoco>=3.3' 'gymnasium[mujoco]>=1.0'   (or: pip install -e '.[mujoco]')"
     ) from exc
 
-from tasks.mjcf import MJCF_TASKS, load_model_and_task
+from pql_scaling.tasks.mjcf import MJCF_TASKS, load_model_and_task
 
 TASKS = sorted(MJCF_TASKS)
 FULLPHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS

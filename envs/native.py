@@ -7,7 +7,7 @@ shapes and no host sync.
 """
 import torch
 
-from tasks import load_native
+from pql_scaling.tasks import load_native
 
 
 class NativeVecEnv:

@@ -32,7 +32,7 @@ learner processes) is reported apart as startup_s in run.json and the first metr
 
 
 def _rel(path):
-    import tasks
+    from pql_scaling import tasks
 
     return tasks.display_path(path)
 
@@ -50,8 +50,8 @@ def _keys():
 
 def _train(argv):
     from pql_scaling import config
-    from pql_scaling.runlog import DiskFull
-    from pql_scaling.train import Diverged, train
+    from pql_scaling.rundir.disk import DiskFull
+    from pql_scaling.runtime.train import Diverged, train
 
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE + DEFAULTS_HELP)
@@ -85,7 +85,8 @@ def _train(argv):
 def _sweep(argv):
     import argparse
 
-    from pql_scaling import config, sweep
+    from pql_scaling import config
+    from pql_scaling.experiments import sweep
 
     p = argparse.ArgumentParser(prog="pql-scale sweep", description="run every run of a sweep spec (idempotent)")
     p.add_argument("spec", help="sweep spec YAML (or `status SPEC`)")
@@ -132,7 +133,8 @@ def _sweep(argv):
 
 
 def _study(argv):
-    from pql_scaling import config, study
+    from pql_scaling import config
+    from pql_scaling.experiments import study
 
     if not argv or argv[0] in ("-h", "--help"):
         print("usage: pql-scale study SPEC [key=value ...]   (see studies/*.yaml and pql_scaling/study.py)")
@@ -160,7 +162,7 @@ def _study(argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     # Isaac Gym refuses to load after torch: import it first when asked for (a no-op otherwise).
-    from envs.isaacgym_preimport import maybe_preimport_isaacgym
+    from pql_scaling.envs.isaacgym_preimport import maybe_preimport_isaacgym
 
     try:
         maybe_preimport_isaacgym(argv)
@@ -181,7 +183,7 @@ def main(argv=None):
     if cmd == "study":
         return _study(rest)
     if cmd in ("analyze", "recommend"):
-        from analysis import cli as analysis_cli
+        from pql_scaling.analysis import cli as analysis_cli
 
         return getattr(analysis_cli, cmd + "_main")(rest)
     print("unknown command %r\n%s" % (cmd, USAGE), file=sys.stderr)

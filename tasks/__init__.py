@@ -6,11 +6,11 @@ import os
 
 # name -> "module:Class" for the embedded torch-native backend.
 NATIVE_TASKS = {
-    "pendulum": "tasks.pendulum:Pendulum",
-    "mountaincar": "tasks.mountaincar:MountainCar",
-    "cartpole_swingup": "tasks.cartpole_swingup:CartpoleSwingup",
-    "acrobot_swingup": "tasks.acrobot_swingup:AcrobotSwingup",
-    "double_cartpole_swingup": "tasks.double_cartpole_swingup:DoubleCartpoleSwingup",
+    "pendulum": "pql_scaling.tasks.pendulum:Pendulum",
+    "mountaincar": "pql_scaling.tasks.mountaincar:MountainCar",
+    "cartpole_swingup": "pql_scaling.tasks.cartpole_swingup:CartpoleSwingup",
+    "acrobot_swingup": "pql_scaling.tasks.acrobot_swingup:AcrobotSwingup",
+    "double_cartpole_swingup": "pql_scaling.tasks.double_cartpole_swingup:DoubleCartpoleSwingup",
 }
 
 TASK_DIR = os.path.dirname(os.path.abspath(__file__))

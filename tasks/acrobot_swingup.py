@@ -17,7 +17,7 @@ import math
 
 import torch
 
-from tasks.base import Task, angle_normalize
+from pql_scaling.tasks.base import Task, angle_normalize
 
 
 class AcrobotSwingup(Task):

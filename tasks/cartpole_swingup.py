@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from tasks.base import Task, angle_normalize
+from pql_scaling.tasks.base import Task, angle_normalize
 
 _TOL_SCALE = math.sqrt(-2 * math.log(0.1))  # dm_control gaussian tolerance: value 0.1 at the margin
 

@@ -33,8 +33,8 @@ import math
 
 import torch
 
-from tasks.base import Task, angle_normalize
-from tasks.cartpole_swingup import quadratic_tolerance, tolerance
+from pql_scaling.tasks.base import Task, angle_normalize
+from pql_scaling.tasks.cartpole_swingup import quadratic_tolerance, tolerance
 
 
 class DoubleCartpoleSwingup(Task):

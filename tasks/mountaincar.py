@@ -10,7 +10,7 @@ Start: position ~ U(-0.6, -0.4), velocity 0.
 """
 import torch
 
-from tasks.base import Task
+from pql_scaling.tasks.base import Task
 
 
 class MountainCar(Task):

@@ -6,7 +6,7 @@ semi-implicit Euler, speed clipped to +-8); the episode never terminates, it is 
 """
 import torch
 
-from tasks.base import Task, angle_normalize
+from pql_scaling.tasks.base import Task, angle_normalize
 
 
 class Pendulum(Task):

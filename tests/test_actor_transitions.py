@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pql_scaling import config as config_lib
-from pql_scaling.actor import ActorRole
-from pql_scaling.replay import Normalizer, Replay
+from pql_scaling.runtime.actor import ActorRole
+from pql_scaling.core.replay import Normalizer, Replay
 
 GAMMA = 0.9
 # per env: (step in episode at which it ends, terminated?) -- envs end at different steps, both ways

@@ -1,7 +1,8 @@
 import torch
 
-from pql_scaling import algo, nets
-from pql_scaling.replay import NStepFolder, Normalizer, Replay
+from pql_scaling.core import losses as algo
+from pql_scaling.core import nets
+from pql_scaling.core.replay import NStepFolder, Normalizer, Replay
 
 
 def test_c51_projection_hand_computed():
@@ -126,8 +127,10 @@ def test_hot_paths_have_no_host_sync():
     import textwrap
     import tokenize
 
-    from pql_scaling import actor, learner, replay
-    from envs import native
+    from pql_scaling.runtime import actor
+    from pql_scaling.runtime import learner
+    from pql_scaling.core import replay
+    from pql_scaling.envs import native
 
     hot = [algo, learner.VLearner.update, learner.PLearner.update, learner.VLearner.learn, learner.PLearner.learn,
            learner.Fast.step, learner.Fast.__call__, learner.Fast.grads, learner.adamw_step, learner.uniform_index,

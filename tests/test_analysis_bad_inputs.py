@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis import cli
+from pql_scaling.analysis import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +49,7 @@ def test_malformed_run_directory_is_named_with_exit_code_2(tmp_path, capsys, cas
 
 
 def test_a_malformed_run_is_skipped_and_listed_next_to_good_ones(tmp_path):
-    from analysis import load
+    from pql_scaling.analysis import load
 
     write_run(str(tmp_path / "runs" / "good"))
     write_run(str(tmp_path / "runs" / "bad"), config=["x"])
@@ -108,6 +108,6 @@ def test_recommend_good_fits_still_print_a_train_line(tmp_path, capsys):
 
 def test_entry_point_exit_code_without_traceback(tmp_path):
     write_run(str(tmp_path / "runs" / "bad"), status=[1])
-    r = subprocess.run([sys.executable, "-m", "analysis", "analyze", str(tmp_path / "runs"), "--no-plots",
+    r = subprocess.run([sys.executable, "-m", "pql_scaling.analysis", "analyze", str(tmp_path / "runs"), "--no-plots",
                         "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "status.json holds a list" in r.stderr, r.stderr

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 
-from analysis import fit, gym, load, pipeline
+from pql_scaling.analysis import fit, gym, load, pipeline
 
 DATA = os.path.join(os.path.dirname(__file__), "data", "qscaled_gym")
 UTDS = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]

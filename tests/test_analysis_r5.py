@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from sklearn.isotonic import IsotonicRegression
 
-from analysis import cli, fit, load, modelsize, pipeline, recommend
-from analysis.load import AnalysisInputError
+from pql_scaling.analysis import cli, fit, load, modelsize, pipeline, recommend
+from pql_scaling.analysis.load import AnalysisInputError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTH = os.path.join(ROOT, "tests", "data", "r5_synth")
@@ -55,7 +55,7 @@ def test_r5_simbav2_table_is_reproduced(tmp_path):
     assert rel_surf.max() < 0.01              # measured: < 1e-6
     assert (m.width == m.critic_width).all()
     # the whole command writes surface.csv with the columns and the fits under fits.json["surface"]
-    from analysis import report
+    from pql_scaling.analysis import report
     report.write_outputs(res, cfg["out"], plots=True)
     csv = pd.read_csv(tmp_path / "out" / "surface.csv")
     assert list(csv.columns[:6]) == ["task", "sigma", "N", "time_to_threshold", "time_to_threshold_std",
@@ -200,7 +200,7 @@ def test_recommend_gives_sigma_n_and_width(tmp_path, capsys):
     folder = os.path.join(SYNTH, "model_scaling")
     res = pipeline.run_analysis({"inputs": [folder], "thresholds": {"t-a": [500.0, 700.0]}, "tasks": ["t-a"],
                                  "bootstrap": 0, "out": str(tmp_path)})
-    from analysis import report
+    from pql_scaling.analysis import report
     report.write_outputs(res, str(tmp_path), plots=False)
     fits = json.load(open(tmp_path / "fits.json"))
     wf = fits["width_fit"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import fit, pipeline
-from analysis.load import AnalysisInputError
+from pql_scaling.analysis import fit, pipeline
+from pql_scaling.analysis.load import AnalysisInputError
 
 SIGMAS = np.array([0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0])
 

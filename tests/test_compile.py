@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from pql_scaling import config as config_lib
-from pql_scaling import nets
-from pql_scaling.learner import PLearner, VLearner
-from pql_scaling.replay import Normalizer, Replay
+from pql_scaling.core import nets
+from pql_scaling.runtime.learner import PLearner, VLearner
+from pql_scaling.core.replay import Normalizer, Replay
 
 OBS, ACT, ENVS = 3, 2, 8
 KINDS = {"pql": [], "sac": ["algo=sac"], "c51": ["algo.distributional=true", "algo.v_min=-5", "algo.v_max=5",
@@ -142,7 +142,7 @@ def test_perf_keys_are_checked():
 def test_trio_and_sync_train_with_compiled_updates(tmp_path):
     """perf.compile in both runtimes: each trio learner process compiles its own update; counts stay exact,
     publish_every=2 shows in the logged staleness, and sync mode runs the same compiled learners."""
-    from pql_scaling.train import train
+    from pql_scaling.runtime.train import train
     from tests.runs import rows, status
     from tests.test_trio import SMALL, expected_counts
 

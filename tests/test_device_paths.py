@@ -7,14 +7,15 @@ import threading
 import pytest
 import torch
 
-import envs
+from pql_scaling import envs
 from pql_scaling import config as config_lib
-from pql_scaling import runlog, trio
-from pql_scaling.replay import Replay
-from pql_scaling.replay_store import ReplayStore
-from pql_scaling.runlog import RunDir
-from pql_scaling.syncaudit import HostSyncs
-from pql_scaling.train import Session, train
+from pql_scaling.rundir import disk as runlog
+from pql_scaling.runtime import trio
+from pql_scaling.core.replay import Replay
+from pql_scaling.rundir.replay_store import ReplayStore
+from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime.syncaudit import HostSyncs
+from pql_scaling.runtime.train import Session, train
 from tests.runs import rows, status
 from tests.test_trio import SMALL
 

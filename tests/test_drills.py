@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from pql_scaling import runlog
-from pql_scaling.train import train
+from pql_scaling.rundir import disk as runlog
+from pql_scaling.runtime.train import train
 from tests.runs import rows, same_curve, status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -89,7 +89,7 @@ def test_sigkill_between_checkpoints_resumes_on_one_timeline(tmp_path):
     assert wb and wb[-1][1] == before[kept - 1]["env_steps"] + 1, wb
     assert wb[-1][0] == steps[kept:]
     # the analysis loader reads it as one curve
-    from analysis.load import load_runs
+    from pql_scaling.analysis.load import load_runs
 
     table, skipped = load_runs(d)
     assert table["env_steps"].tolist() == steps and not [s for s in skipped if "monoton" in s[1]]
@@ -126,7 +126,7 @@ def test_corrupted_checkpoint_is_reported_and_resume_falls_back(tmp_path):
 
 
 def test_analysis_loader_repairs_a_log_that_goes_backwards(tmp_path):
-    from analysis.load import load_runs
+    from pql_scaling.analysis.load import load_runs
 
     d = tmp_path / "old"
     d.mkdir()
@@ -188,7 +188,7 @@ def test_every_device_key_is_checked_before_anything_starts(tmp_path, key):
 
 
 def test_oversized_replay_fails_before_anything_starts_and_says_what_fits(tmp_path):
-    from pql_scaling import resources
+    from pql_scaling.runtime import resources
 
     d = str(tmp_path / "big")
     for mode in ("sync", "trio"):
@@ -207,9 +207,10 @@ def test_cpu_task_defaults_fit_a_16gb_laptop():
     """Every CPU task's default replay (tasks/*.yaml) takes at most half of 16 GB."""
     import glob
 
-    import envs
-    import tasks
-    from pql_scaling import config, resources
+    from pql_scaling import envs
+    from pql_scaling import tasks
+    from pql_scaling import config
+    from pql_scaling.runtime import resources
 
     for path in sorted(glob.glob(os.path.join(tasks.TASK_DIR, "*.yaml"))):
         name = os.path.basename(path)[:-5]

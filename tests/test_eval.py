@@ -3,7 +3,7 @@ on its own env batch, without touching what training learns from."""
 import pytest
 
 from pql_scaling import config
-from pql_scaling.train import train
+from pql_scaling.runtime.train import train
 from tests.runs import rows, TIME_KEYS
 
 SMALL = ["task=pendulum", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]", "net.critic_hidden=[32]",

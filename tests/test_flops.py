@@ -14,11 +14,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pql_scaling import config as config_lib
-from pql_scaling.algo import Batch
-from pql_scaling.learner import PLearner, VLearner
-from pql_scaling.replay import Normalizer
-from pql_scaling import nets
-from pql_scaling.train import train
+from pql_scaling.core.losses import Batch
+from pql_scaling.runtime.learner import PLearner, VLearner
+from pql_scaling.core.replay import Normalizer
+from pql_scaling.core import nets
+from pql_scaling.runtime.train import train
 
 
 def measured(fn):

@@ -13,7 +13,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pql_scaling import config, resources  # noqa: E402
+from pql_scaling import config
+from pql_scaling.runtime import resources  # noqa: E402
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -70,7 +71,7 @@ ANALYSIS_KEYS = st.sampled_from(["inputs", "format", "max_returns", "thresholds"
 
 
 def check_analysis_config(text, tmp, inputs):
-    from analysis import cli as acli
+    from pql_scaling.analysis import cli as acli
 
     tried("analysis configs")
     path = os.path.join(tmp, "a.yaml")
@@ -110,7 +111,7 @@ RUN = st.tuples(st.lists(st.tuples(ROW, st.sampled_from([1.0, 1.0, 1.0, 0.5])), 
 
 
 def check_loader(runs, tmp):
-    from analysis import load
+    from pql_scaling.analysis import load
 
     tried("loaders over malformed files")
     for i, (lines, cfg_text, run_json, seed) in enumerate(runs):
@@ -144,7 +145,7 @@ def test_fuzz_loaders_over_malformed_run_directories(tmp_path_factory, runs):
 def check_qscaled(arrays, tmp):
     import numpy as np
 
-    from analysis import load
+    from pql_scaling.analysis import load
 
     tried("loaders over malformed files")
     for i, arr in enumerate(arrays):

@@ -12,15 +12,15 @@ import time
 import pytest
 import torch
 
-import envs
-from pql_scaling import trio
+from pql_scaling import envs
+from pql_scaling.runtime import trio
 from pql_scaling import config as config_lib
-from pql_scaling.runlog import RunDir
-from pql_scaling.train import Session, train
+from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime.train import Session, train
 from tests import test_compile
 from tests.runs import rows, status
-from pql_scaling.learner import set_tf32
-from pql_scaling.syncaudit import HostSyncs
+from pql_scaling.runtime.learner import set_tf32
+from pql_scaling.runtime.syncaudit import HostSyncs
 from tests.test_trio import SMALL, CheckingLoop, RowIdActor, assert_gone, expected_counts, learner_pids, snapshot_stress
 
 pytestmark = pytest.mark.gpu

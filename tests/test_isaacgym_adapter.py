@@ -25,10 +25,10 @@ def run(code, fakes=True, prelude=False):
 
 
 PRELUDE = """
-from envs.isaacgym_preimport import maybe_preimport_isaacgym
+from pql_scaling.envs.isaacgym_preimport import maybe_preimport_isaacgym
 assert maybe_preimport_isaacgym(["task=Ant", "backend=isaacgym"])
 import torch
-import envs
+from pql_scaling import envs
 """
 
 
@@ -41,7 +41,7 @@ def test_fake_isaacgym_refuses_torch_first_and_adapter_explains():
         assert "PyTorch was imported before isaacgym modules" in str(e)
     else:
         raise AssertionError("the stand-in must refuse torch-first")
-    import envs
+    from pql_scaling import envs
     try:
         envs.make("Ant", 4, backend="isaacgym")
     except ImportError as e:
@@ -54,7 +54,7 @@ def test_fake_isaacgym_refuses_torch_first_and_adapter_explains():
 def test_preimport_does_not_import_torch_and_is_argv_driven():
     run("""
     import sys
-    from envs.isaacgym_preimport import maybe_preimport_isaacgym, wants_isaacgym
+    from pql_scaling.envs.isaacgym_preimport import maybe_preimport_isaacgym, wants_isaacgym
     assert "torch" not in sys.modules
     assert not maybe_preimport_isaacgym(["task=HalfCheetah"]) and "isaacgym" not in sys.modules
     assert wants_isaacgym(["--backend", "isaacgym"]) and wants_isaacgym(["backend=isaacgym"])
@@ -65,7 +65,7 @@ def test_preimport_does_not_import_torch_and_is_argv_driven():
 
 def test_missing_isaacgym_says_how_to_install():
     run("""
-    import envs
+    from pql_scaling import envs
     try:
         envs.make("Ant", 4, backend="isaacgym")
     except ImportError as e:
@@ -134,8 +134,8 @@ def test_actor_never_learns_the_spanning_step_and_logs_rl_games_episode_returns(
     the adapter's forced clean-start step, which rl_games would take as its first step."""
     run(prelude=True, code="""
     from pql_scaling import config as config_lib
-    from pql_scaling.actor import ActorRole
-    from pql_scaling.replay import Normalizer, Replay
+    from pql_scaling.runtime.actor import ActorRole
+    from pql_scaling.core.replay import Normalizer, Replay
 
     n, steps = 32, 80
     env = envs.make(%r, n, seed=3, backend="isaacgym", cfg={"task": {"env": {"episodeLength": 12}}})
@@ -292,7 +292,7 @@ def test_preimport_reads_the_backend_of_a_resumed_run(tmp_path):
         (d / "config.yaml").write_text("task: Ant\nbackend: %s\n" % backend)
     run("""
     import sys
-    from envs.isaacgym_preimport import wants_isaacgym
+    from pql_scaling.envs.isaacgym_preimport import wants_isaacgym
     assert wants_isaacgym(["train", "resume=%s"]) and not wants_isaacgym(["train", "resume=%s"])
     assert not wants_isaacgym(["train", "resume=%s", "backend=mujoco"])   # the command line wins
     assert not wants_isaacgym(["train", "resume=/no/such/run"])            # train itself reports it

@@ -8,7 +8,7 @@ PQL+C51 4800 / 4800 / 3200 (at most ~2000 critic updates). The cap, 16000, is tw
 """
 import pytest
 
-from pql_scaling.train import train
+from pql_scaling.runtime.train import train
 from tests.runs import rows, status
 
 FAST = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=128", "algo.critic_updates_per_step=2",

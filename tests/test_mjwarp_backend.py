@@ -9,7 +9,7 @@ integrator), a simulator difference the adapter cannot remove.
 import pytest
 import torch
 
-import envs
+from pql_scaling import envs
 
 pytest.importorskip("mujoco")
 

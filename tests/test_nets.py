@@ -4,9 +4,11 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pql_scaling import algo, config, nets
-from pql_scaling.learner import PLearner, VLearner
-from pql_scaling.replay import Normalizer
+from pql_scaling import config
+from pql_scaling.core import losses as algo
+from pql_scaling.core import nets
+from pql_scaling.runtime.learner import PLearner, VLearner
+from pql_scaling.core.replay import Normalizer
 
 OBS, ACT, B = 11, 3, 7
 MOE = {"tokens": 4, "experts": 3, "slots": 2, "hidden": 10, "normalize": True}
@@ -130,7 +132,7 @@ def test_training_with_a_scalable_critic_writes_its_facts(arch, tmp_path):
     import json
     import os
 
-    from pql_scaling.train import train
+    from pql_scaling.runtime.train import train
     from tests.runs import rows
 
     d = train(["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=32", "log.every_steps=20", "threads=1",

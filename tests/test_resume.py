@@ -9,10 +9,10 @@ import os
 import pytest
 import torch
 
-import envs
+from pql_scaling import envs
 from pql_scaling import config as config_lib
-from pql_scaling.runlog import RunDir
-from pql_scaling.train import Session, train
+from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime.train import Session, train
 from tests.runs import rows, same_curve, status
 
 TINY = ["mode=sync", "num_envs=4", "algo.batch_size=32", "net.actor_hidden=[16]", "net.critic_hidden=[16]",

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pql_scaling import study
+from pql_scaling.experiments import study
 
 MINI = {
     "name": "mini", "task": "pendulum",

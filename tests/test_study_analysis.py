@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from analysis import pipeline, predict, wallclock
+from pql_scaling.analysis import pipeline, predict, wallclock
 
 A_S, R_FLOPS, FPS = 2e-4, 5e9, 3e4  # s per transition, update FLOPs per s, FLOPs per sample of an update
 LAW = dict(a=0.8, b=0.5, c=1.0, tau0=3e3)  # tau(sigma) = tau0 (c + (b / sigma)^a)
@@ -109,7 +109,7 @@ def test_sweep_without_model_size_fits_rules_and_skips_compute(tmp_path):
     res = pipeline.run_analysis(_cfg(str(tmp_path), sweep_threshold=700.0, bootstrap=5))
     assert {"batch_size", "learning_rate"} <= set(res.fits["hparams"])
     assert res.fits["compute"]["formula"] is None and any("no critic size N" in n for n in res.fits["notes"])
-    from analysis import report
+    from pql_scaling.analysis import report
 
     report.write_outputs(res, str(tmp_path / "out"), plots=True)
     assert "skipped (no model_size)" in open(tmp_path / "out" / "report.md").read()
@@ -117,7 +117,7 @@ def test_sweep_without_model_size_fits_rules_and_skips_compute(tmp_path):
 
 def test_prediction_for_held_out_utds_is_graded_against_runs_of_the_law(fitted, tmp_path):
     res = pipeline.run_analysis(_cfg(fitted, model_size=1e4, delta=1e6, holdout_top_k=0, bootstrap=50))
-    from analysis import report
+    from pql_scaling.analysis import report
 
     # no budget held out: plots and report say so
     report.write_outputs(res, str(tmp_path / "fitted_out"), plots=True)
@@ -136,7 +136,7 @@ def test_prediction_for_held_out_utds_is_graded_against_runs_of_the_law(fitted, 
             write_run(str(val / ("u%g_s%d" % (s, seed))), s, 10 + seed)
     m_res = pipeline.run_analysis(_cfg(str(val), thresholds=[500.0, 700.0, 800.0], bootstrap=0,
                                        holdout_top_k=0))
-    from analysis import fit
+    from pql_scaling.analysis import fit
 
     measured = predict.measure(m_res.state.curves, p["thresholds"], n_boot=20)
     g = predict.grade(p, measured)

@@ -11,7 +11,8 @@ import time
 import pytest
 import yaml
 
-from pql_scaling import config, sweep
+from pql_scaling import config
+from pql_scaling.experiments import sweep
 from tests.runs import rows, status
 
 TINY = {"task": "pendulum", "mode": "sync", "num_envs": 8, "max_env_steps": 480, "algo.batch_size": 32,
@@ -153,7 +154,7 @@ def test_local_sweep_runs_all_then_rerun_skips_and_status_reports(tmp_path, caps
     assert p.returncode == 0 and "completed pendulum/utd_0.25/s0" in p.stdout and "completed 2" in p.stdout
     # the analysis reads the sweep directory as it is
     pytest.importorskip("scipy")
-    from analysis import load
+    from pql_scaling.analysis import load
 
     table, skipped = load.load_runs(spec.out)
     assert sorted(set(table["sigma"])) == [0.25, 0.5] and not skipped

@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from pql_scaling import algo
+from pql_scaling.core import losses as algo
 
 B, OBS, ACT = 64, 3, 1
 

@@ -8,10 +8,10 @@ import os
 import pytest
 import yaml
 
-import tasks
+from pql_scaling import tasks
 from pql_scaling import config
-from pql_scaling.train import train
-from tasks.mjcf import MJCF_TASKS
+from pql_scaling.runtime.train import train
+from pql_scaling.tasks.mjcf import MJCF_TASKS
 from tests.runs import rows, status
 
 FILES = sorted(glob.glob(os.path.join(tasks.TASK_DIR, "*.yaml")) + glob.glob(os.path.join(tasks.TASK_DIR, "*", "*.yaml")))
@@ -107,9 +107,9 @@ def test_correlated_exploration_noise_is_ar1_with_the_configured_std():
     on mountaincar (a zero policy) it reaches the goal where white noise of the same std almost never does."""
     import torch
 
-    import envs
-    from pql_scaling.actor import ActorRole
-    from pql_scaling.replay import Normalizer
+    from pql_scaling import envs
+    from pql_scaling.runtime.actor import ActorRole
+    from pql_scaling.core.replay import Normalizer
 
     def goal_rate(rho, steps=400, n=128):
         cfg = config.load(["task=mountaincar", "num_envs=%d" % n, "algo.warmup_steps=0", "algo.noise_std_min=1.0",

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-import envs
-from tasks import NATIVE_TASKS, load_native
+from pql_scaling import envs
+from pql_scaling.tasks import NATIVE_TASKS, load_native
 
 gym = pytest.importorskip("gymnasium")
 

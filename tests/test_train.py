@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from pql_scaling.train import Diverged, train
+from pql_scaling.runtime.train import Diverged, train
 from tests.runs import rows, same_curve, status
 
 SMALL = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]",
@@ -105,7 +105,7 @@ def test_wandb_offline_mirrors_metrics_and_failures_never_stop_training(tmp_path
     pytest.importorskip("wandb")
     import numpy as np
 
-    from analysis import load as analysis_load
+    from pql_scaling.analysis import load as analysis_load
     from tests.helpers import wandb_offline_run
 
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -191,7 +191,7 @@ def test_a_final_log_point_at_the_same_env_steps_keeps_the_return_it_follows(tmp
     """The trio's final log point (learners paid owed updates, no actor step since) lands on the stop row's
     env_steps: it must update the counters without erasing that row's return (seen: a cartpole run stopped by
     target_return whose metrics.jsonl then showed no return reaching it)."""
-    from pql_scaling.runlog import RunDir
+    from pql_scaling.rundir.rundir import RunDir
 
     run = RunDir(str(tmp_path / "r"))
     try:

@@ -3,8 +3,8 @@ into the analysis table with the same numbers, and a run killed mid-write must b
 import json
 import os
 
-from analysis import load
-from pql_scaling.train import train
+from pql_scaling.analysis import load
+from pql_scaling.runtime.train import train
 
 ARGS = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]",
         "net.critic_hidden=[32]", "log.every_steps=50", "threads=1", "log.live=off", "max_env_steps=2400",
@@ -39,7 +39,7 @@ def test_recommend_prints_a_line_that_train_accepts(tmp_path, capsys):
     """analyze -> fits.json -> recommend -> `key=value` line -> the training config parses it."""
     import yaml
 
-    from analysis import cli
+    from pql_scaling.analysis import cli
     from pql_scaling import config
 
     data = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "qscaled_gym", "gym_sweep")

@@ -15,11 +15,11 @@ import time
 import pytest
 import torch
 
-import envs
+from pql_scaling import envs
 from pql_scaling import config as config_lib
-from pql_scaling import trio
-from pql_scaling.runlog import RunDir
-from pql_scaling.train import Session, train
+from pql_scaling.runtime import trio
+from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime.train import Session, train
 from tests.runs import rows, status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

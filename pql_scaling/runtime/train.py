@@ -15,15 +15,19 @@ import uuid
 
 import torch
 
-import envs
-import tasks
+from pql_scaling import envs
+from pql_scaling import tasks
 from pql_scaling import config as config_lib
-from pql_scaling import nets, resources
-from pql_scaling.actor import ActorRole
-from pql_scaling.learner import PLearner, VLearner
-from pql_scaling.replay import Normalizer, Replay
-from pql_scaling.replay_store import ReplayStore
-from pql_scaling.runlog import DiskFull, Display, RunDir, WandbMirror, log, to_host
+from pql_scaling.core import nets
+from pql_scaling.runtime import resources
+from pql_scaling.runtime.actor import ActorRole
+from pql_scaling.runtime.learner import PLearner, VLearner
+from pql_scaling.core.replay import Normalizer, Replay
+from pql_scaling.rundir.replay_store import ReplayStore
+from pql_scaling.rundir.disk import DiskFull, log, to_host
+from pql_scaling.rundir.display import Display
+from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.rundir.wandb_mirror import WandbMirror
 
 GRACEFUL_SIGNALS = (signal.SIGTERM,)
 
@@ -88,7 +92,7 @@ class Session:
         self.paused = 0.0  # seconds spent evaluating since start: not training time
         self.evaluator = None
         if cfg.eval.every_steps:
-            from pql_scaling.evaluate import Evaluator
+            from pql_scaling.runtime.evaluate import Evaluator
 
             self.evaluator = Evaluator(cfg, actor_device, self.env_steps)
         self.last = {"t": self.process_start, "env_steps": self.env_steps, "critic": self.v_learner.updates,
@@ -292,7 +296,7 @@ def resolve(overrides):
         cfg = config_lib.load(overrides, base=base)
         return cfg, resume
     cfg = config_lib.load(overrides)
-    from pql_scaling.runlog import default_run_dir
+    from pql_scaling.rundir.rundir import default_run_dir
 
     return cfg, cfg.run_dir or default_run_dir(cfg)
 
@@ -355,7 +359,7 @@ def train(overrides=(), quiet=False, started=None):
     old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in GRACEFUL_SIGNALS}
     status, reason, exit_code = "failed", None, 1
     try:
-        runtime = __import__("pql_scaling." + cfg.mode, fromlist=["run"])
+        runtime = __import__("pql_scaling.runtime." + cfg.mode, fromlist=["run"])
         runtime.run(s)
         progressed = (s.env_steps, s.v_learner.updates, s.p_learner.updates) != (
             s.last["env_steps"], s.last["critic"], s.last["policy"])

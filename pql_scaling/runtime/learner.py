@@ -17,8 +17,8 @@ import copy
 import torch
 from torch.optim.adamw import adamw
 
-from pql_scaling import algo
-from pql_scaling.replay import FIELDS
+from pql_scaling.core import losses as algo
+from pql_scaling.core.replay import FIELDS
 
 COMPILE_MODES = {"default": None, "max-autotune": "max-autotune", "reduce-overhead": "reduce-overhead"}
 

@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from pql_scaling.runlog import BadCheckpoint, log, pack, read_checkpoint, write_atomic
+from pql_scaling.rundir.disk import BadCheckpoint, log, pack, read_checkpoint, write_atomic
 
 NAME = re.compile(r"^seg-(\d+)-(\d+)\.pt$")
 

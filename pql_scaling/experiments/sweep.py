@@ -34,7 +34,7 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pql_scaling import config as config_lib
-from pql_scaling.runlog import write_json_atomic
+from pql_scaling.rundir.disk import write_json_atomic
 
 LOCK_NAME = ".sweep.lock"
 LOG_NAME = "launcher.log"  # the train process's stdout and stderr
@@ -258,7 +258,7 @@ def _short(key):
 
 
 def _load_rules(path):
-    from analysis import rules as analysis_rules
+    from pql_scaling.analysis import rules as analysis_rules
 
     try:
         hp = analysis_rules.read_rules(path)
@@ -275,7 +275,7 @@ def rule_hparams(rules, task, sigma):
     Each value is clipped to the range its sweep tried (the rule's `swept`, when fits.json records it): a
     slope fitted on a few UTDs says nothing about values outside the grid, and extrapolating it (batch 64 at
     UTD 1/32 from a 128..512 grid) gave runs that never learned."""
-    from analysis import rules as analysis_rules
+    from pql_scaling.analysis import rules as analysis_rules
 
     for name in analysis_rules.RULES:
         r = rules[name]

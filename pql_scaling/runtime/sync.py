@@ -7,7 +7,7 @@ kept as exact fractions, so a ratio such as 1/3 never drifts.
 import time
 from fractions import Fraction
 
-from pql_scaling.train import Session
+from pql_scaling.runtime.train import Session
 
 
 def run(s: Session):

@@ -25,8 +25,8 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pql_scaling import config as config_lib
-from pql_scaling import sweep
-from pql_scaling.runlog import log, write_json_atomic
+from pql_scaling.experiments import sweep
+from pql_scaling.rundir.disk import log, write_json_atomic
 
 
 # --------------------------------------------------------------------------------------------------- the spec
@@ -262,7 +262,7 @@ def _launch(spec, d, timings, stage):
 
 
 def _analyze(cfg, timings, stage):
-    from analysis import pipeline, report
+    from pql_scaling.analysis import pipeline, report
 
     t0 = time.monotonic()
     res = pipeline.run_analysis(cfg)
@@ -279,9 +279,9 @@ def _steps(spec, d):
 
 def run(spec, stop_after=None):
     """Run (or continue) the study; returns the grade dict (None if stopped early with stop_after)."""
-    from analysis import predict as P
-    from analysis import report
-    from analysis.report import to_json
+    from pql_scaling.analysis import predict as P
+    from pql_scaling.analysis import report
+    from pql_scaling.analysis.report import to_json
 
     os.makedirs(spec.out, exist_ok=True)
     state_path = _dir(spec, "study.json")
@@ -359,7 +359,7 @@ def run(spec, stop_after=None):
     g.update(study=spec.name, code_version=code_version(), time=_now(), returns=returns_note,
              prediction_code_version=prediction["code_version"], prediction_time=prediction["time"])
     write_json_atomic(_dir(spec, "grade.json"), to_json(g))
-    from analysis import plots
+    from pql_scaling.analysis import plots
 
     plots.grade(g, _dir(spec, "grade.png"))
     timings["grade"] = timings.get("grade", 0.0) + time.monotonic() - t0
@@ -374,7 +374,7 @@ def run(spec, stop_after=None):
 
 
 def _recommend(spec, fit_out, prediction):
-    from analysis.recommend import recommend, recommend_line
+    from pql_scaling.analysis.recommend import recommend, recommend_line
 
     fits = sweep._read_json(os.path.join(fit_out, "fits.json"))
     # the held-out budget, run or not (a sigma* far outside the fitted range is recorded but not run)

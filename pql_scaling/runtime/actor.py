@@ -11,7 +11,7 @@ and read only at log points.
 """
 import torch
 
-from pql_scaling.replay import NStepFolder
+from pql_scaling.core.replay import NStepFolder
 
 
 class ActorRole:

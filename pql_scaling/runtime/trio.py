@@ -52,10 +52,10 @@ import torch
 import torch.multiprocessing as mp
 
 from pql_scaling import config as config_lib
-from pql_scaling import nets
-from pql_scaling.learner import PLearner, VLearner
-from pql_scaling.replay import Normalizer, Replay
-from pql_scaling.runlog import to_host, write_atomic, write_json_atomic
+from pql_scaling.core import nets
+from pql_scaling.runtime.learner import PLearner, VLearner
+from pql_scaling.core.replay import Normalizer, Replay
+from pql_scaling.rundir.disk import to_host, write_atomic, write_json_atomic
 
 LAG = 2  # actor steps the actor may run ahead of what both learners have consumed
 ROLES = ("actor", "v_learner", "p_learner")

@@ -6,7 +6,7 @@ and can be put in shared memory (CPU) or handed to another process over CUDA IPC
 """
 import torch
 
-from pql_scaling.algo import Batch
+from pql_scaling.core.losses import Batch
 
 FIELDS = ("obs", "action", "reward", "next_obs", "discount", "weight")
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-import envs
+from pql_scaling import envs
 from pql_scaling.config import ConfigError
 
 EVAL_SEED_OFFSET = 1_000_003  # eval envs draw initial states from their own stream

@@ -1,0 +1,50 @@
+"""The batched-environment contract every backend honours, as a typed Protocol (the prose is envs/__init__.py's).
+
+Checked for every installed backend by tests/test_envs_contract.py; pql_scaling uses envs through this contract
+only. Python 3.8 has typing.Protocol, so the training path may annotate with it.
+"""
+from typing import Any, Dict, Tuple
+
+try:
+    from typing import Protocol, runtime_checkable
+except ImportError:  # pragma: no cover - Python < 3.8 is not supported; kept importable for tools
+    Protocol, runtime_checkable = object, (lambda cls: cls)
+
+import torch
+
+StepResult = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Dict[str, Any]]
+
+
+@runtime_checkable
+class VecEnv(Protocol):
+    """`num_envs` environments stepped as one batch, tensors on `device`, auto-reset inside step().
+
+    step(action) with action in [-1, 1]^(num_envs, act_dim) returns (next_obs, reward, terminated, truncated,
+    info): float32 (num_envs, obs_dim) observations (an ended env's next_obs is already its next episode's first),
+    float32 rewards in the task's own units, bool terminated (bootstrap with 0) and truncated (the time limit:
+    bootstrap through it), info["final_obs"] the true last observation of every env (equal to next_obs where
+    nothing ended), optional info["valid"] (bool: False on a transition that spans two episodes, never learned
+    from), optional info["episode_return"] / ["episode_length"] (a simulator's own accounting)."""
+
+    num_envs: int
+    obs_dim: int
+    act_dim: int
+    device: Any
+    max_episode_steps: int
+
+    def reset(self) -> torch.Tensor:
+        ...
+
+    def step(self, action: torch.Tensor) -> StepResult:
+        ...
+
+
+@runtime_checkable
+class Resumable(Protocol):
+    """A backend that can save and restore its simulator state (resume continues the same episodes)."""
+
+    def state_dict(self) -> Dict[str, Any]:
+        ...
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        ...
