@@ -19,36 +19,57 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from pql_scaling import tasks
 
 
+def _field(default, **meta):
+    return field(default=default, metadata=meta)
+
+
+def choice(default, *options):
+    """A field whose value must be one of `options` (checked by validate())."""
+    return _field(default, choices=tuple(options))
+
+
+def positive(default):
+    return _field(default, check="positive")  # > 0 (None allowed where the type is Optional)
+
+
+def non_negative(default):
+    return _field(default, check="non_negative")
+
+
+def unit_interval(default):
+    return _field(default, check="unit_interval")  # in (0, 1]
+
+
 @dataclass
 class AlgoConfig:
-    name: str = "pql"  # pql (deterministic actor, twin critics, as R4) or sac (as R1's studies)
-    critic_updates_per_step: float = 8.0  # PQL's beta_a:v; UTD sigma = this / num_envs
-    policy_updates_per_critic_update: float = 0.5  # PQL's beta_p:v
-    batch_size: int = 8192
-    critic_lr: float = 5e-4
-    actor_lr: float = 5e-4
-    weight_decay: float = 0.0  # AdamW decoupled weight decay
-    grad_clip: float = 0.5  # max grad norm, 0 = off
-    gamma: float = 0.99
-    tau: float = 0.05  # soft target update rate
-    nstep: int = 3
-    buffer_size: int = 5_000_000  # transitions
-    warmup_steps: int = 32  # actor steps with uniform random actions
-    learning_starts: int = 0  # transitions in replay before updates (at least batch_size)
-    noise_std_min: float = 0.05  # mixed exploration: env i gets std linspace(min, max)[i]
-    noise_std_max: float = 0.8
+    name: str = choice("pql", "pql", "sac")  # pql: deterministic actor, twin critics (R4); sac (R1's studies)
+    critic_updates_per_step: float = positive(8.0)  # PQL's beta_a:v; UTD sigma = this / num_envs
+    policy_updates_per_critic_update: float = non_negative(0.5)  # PQL's beta_p:v
+    batch_size: int = positive(8192)
+    critic_lr: float = positive(5e-4)
+    actor_lr: float = positive(5e-4)
+    weight_decay: float = non_negative(0.0)  # AdamW decoupled weight decay
+    grad_clip: float = non_negative(0.5)  # max grad norm, 0 = off
+    gamma: float = unit_interval(0.99)
+    tau: float = unit_interval(0.05)  # soft target update rate
+    nstep: int = positive(3)
+    buffer_size: int = positive(5_000_000)  # transitions
+    warmup_steps: int = non_negative(32)  # actor steps with uniform random actions
+    learning_starts: int = non_negative(0)  # transitions in replay before updates (at least batch_size)
+    noise_std_min: float = non_negative(0.05)  # mixed exploration: env i gets std linspace(min, max)[i]
+    noise_std_max: float = non_negative(0.8)
     noise_corr: float = 0.0  # AR(1) coefficient of the exploration noise in time: 0 = PQL's white noise
-    target_noise: float = 0.8  # target-policy smoothing std (R4's tgt_pol_std)
-    target_noise_clip: float = 0.2  # ... clipped to this bound (R4's tgt_pol_noise_bound)
-    reward_scale: float = 1.0
+    target_noise: float = non_negative(0.8)  # target-policy smoothing std (R4's tgt_pol_std)
+    target_noise_clip: float = non_negative(0.2)  # ... clipped to this bound (R4's tgt_pol_noise_bound)
+    reward_scale: float = positive(1.0)
     obs_norm: bool = True
     obs_clip: float = 5.0
     distributional: bool = False  # C51 critic
-    num_atoms: int = 51
+    num_atoms: int = positive(51)
     v_min: float = -10.0
     v_max: float = 10.0
-    init_alpha: float = 1.0  # sac: initial entropy temperature
-    alpha_lr: float = 3e-4  # sac
+    init_alpha: float = non_negative(1.0)  # sac: initial entropy temperature
+    alpha_lr: float = non_negative(3e-4)  # sac
     target_entropy: Optional[float] = None  # sac: default -act_dim
 
 
@@ -56,69 +77,72 @@ class AlgoConfig:
 class NetConfig:
     actor_hidden: List[int] = field(default_factory=lambda: [512, 256, 128])
     critic_hidden: List[int] = field(default_factory=lambda: [512, 256, 128])
-    activation: str = "elu"
+    activation: str = choice("elu", "elu", "relu", "silu", "tanh", "gelu")
     layer_norm: bool = False
-    critic_arch: str = "mlp"  # mlp | bro (BroNet residual blocks) | softmoe (Soft MoE penultimate layer)
-    actor_arch: str = "mlp"  # mlp | bro
-    critic_width: Optional[int] = None  # set: hidden = [width] * depth replaces critic_hidden (scales N by one key)
-    critic_depth: Optional[int] = None  # mlp/softmoe: dense layers (default 2); bro: residual blocks + 1
-    actor_width: Optional[int] = None
-    actor_depth: Optional[int] = None
-    experts: int = 4  # softmoe
-    slots_per_expert: int = 2  # softmoe
-    tokens: int = 8  # softmoe: the width is cut into this many tokens of width / tokens
-    expert_hidden: Optional[int] = None  # softmoe: each expert's hidden width; default width / tokens
+    # bro: BroNet residual blocks; softmoe: a Soft MoE penultimate layer
+    critic_arch: str = choice("mlp", "mlp", "bro", "softmoe")
+    actor_arch: str = choice("mlp", "mlp", "bro")
+    critic_width: Optional[int] = positive(None)  # set: hidden = [width] * depth replaces critic_hidden (scales N by one key)
+    critic_depth: Optional[int] = positive(None)  # mlp/softmoe: dense layers (default 2); bro: residual blocks + 1
+    actor_width: Optional[int] = positive(None)
+    actor_depth: Optional[int] = positive(None)
+    experts: int = positive(4)  # softmoe
+    slots_per_expert: int = positive(2)  # softmoe
+    tokens: int = positive(8)  # softmoe: the width is cut into this many tokens of width / tokens
+    expert_hidden: Optional[int] = positive(None)  # softmoe: each expert's hidden width; default width / tokens
     moe_norm: bool = True  # softmoe: L2-normalise tokens and Phi, learned logit scale
 
 
 @dataclass
 class LogConfig:
-    every_steps: int = 100  # actor steps between log points (a host sync happens only here)
-    checkpoint_every_s: float = 120.0  # a preempted run loses at most this much work (plus prev.pt kept)
-    live: str = "auto"  # auto | rich | plain | off
+    every_steps: int = positive(100)  # actor steps between log points (a host sync happens only here)
+    checkpoint_every_s: float = non_negative(120.0)  # a preempted run loses at most this much work (plus prev.pt kept)
+    live: str = choice("auto", "auto", "rich", "plain", "off")
 
 
 @dataclass
 class EvalConfig:
-    every_steps: int = 0  # env steps between evaluations of the deterministic policy, 0 = off (pql_scaling/evaluate.py)
-    episodes: int = 16  # noise-free episodes per evaluation, one per eval env
-    max_steps: int = 1000  # step cap of one evaluation when the env declares no max_episode_steps
+    every_steps: int = non_negative(0)  # env steps between evaluations of the deterministic policy, 0 = off (pql_scaling/evaluate.py)
+    episodes: int = positive(16)  # noise-free episodes per evaluation, one per eval env
+    max_steps: int = positive(1000)  # step cap of one evaluation when the env declares no max_episode_steps
 
 
 @dataclass
 class WandbConfig:
-    mode: str = "disabled"  # online | offline | disabled
+    mode: str = choice("disabled", "online", "offline", "disabled")
     project: str = "pql-scaling"
     entity: Optional[str] = None
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     name: Optional[str] = None
-    init_timeout_s: float = 60.0  # W&B gets this long to come up (in the background); then it is off for the run
+    init_timeout_s: float = non_negative(60.0)  # W&B gets this long to come up (in the background); then it is off for the run
 
 
 @dataclass
 class PerfConfig:
-    compile: str = "off"  # off (today's eager update) | default | max-autotune | reduce-overhead (CUDA graphs)
-    amp: str = "off"  # off | bf16: autocast the networks' forward and backward; fp32 weights and AdamW state
+    # off: the eager update (the deterministic reference); reduce-overhead: CUDA graphs
+    compile: str = choice("off", "off", "default", "max-autotune", "reduce-overhead")
+    amp: str = choice("off", "off", "bf16")  # bf16: autocast forward and backward; fp32 weights, AdamW state
     tf32: bool = False  # CUDA: TF32 matmuls (fp32 storage, 10-bit mantissa products)
-    publish_every: int = 1  # trio: a learner publishes its weights every k updates (the readers' staleness)
+    publish_every: int = positive(1)  # trio: a learner publishes its weights every k updates (the readers' staleness)
 
 
 @dataclass
 class Config:
     task: str = "pendulum"
     backend: Optional[str] = None  # None = the task's own backend
-    mode: str = "trio"  # trio: actor + V-learner + P-learner processes (R4) | sync: one process, deterministic
+    # trio: actor + V-learner + P-learner processes (R4); sync: one process, deterministic for a seed
+    mode: str = choice("trio", "sync", "trio")
     seed: int = 0
     device: str = "cpu"
     actor_device: Optional[str] = None  # trio placement; None = device
     v_learner_device: Optional[str] = None
     p_learner_device: Optional[str] = None
-    num_envs: int = 64
-    max_env_steps: Optional[int] = 1_000_000  # None = no step cap (a time budget governs, as in PQL)
-    max_time_s: float = 0.0  # wall-clock budget, 0 = none
+    num_envs: int = positive(64)
+    max_env_steps: Optional[int] = positive(1_000_000)  # None = no step cap (a time budget governs, as in PQL)
+    max_time_s: float = non_negative(0.0)  # wall-clock budget, 0 = none
     target_return: Optional[float] = None  # stop at the first log point whose return_mean reaches this
-    threads: int = 0  # torch intra-op threads, 0 = torch's default
+    threads: int = non_negative(0)  # torch intra-op threads, 0 = torch's default
     run_dir: Optional[str] = None  # default: runs/<task>-<algo>-s<seed>-<time>
     resume: Optional[str] = None  # a run directory to continue
     r_max: Optional[float] = None  # the task's max return, for analysis normalisation
@@ -131,27 +155,22 @@ class Config:
     perf: PerfConfig = field(default_factory=PerfConfig)
 
 
-CHOICES = {
-    "mode": ("sync", "trio"),
-    "algo.name": ("pql", "sac"),
-    "net.activation": ("elu", "relu", "silu", "tanh", "gelu"),
-    "net.critic_arch": ("mlp", "bro", "softmoe"),
-    "net.actor_arch": ("mlp", "bro"),
-    "log.live": ("auto", "rich", "plain", "off"),
-    "wandb.mode": ("online", "offline", "disabled"),
-    "perf.compile": ("off", "default", "max-autotune", "reduce-overhead"),
-    "perf.amp": ("off", "bf16"),
-}
-POSITIVE = ("num_envs", "max_env_steps", "algo.batch_size", "algo.critic_lr", "algo.actor_lr", "algo.buffer_size",
-            "algo.nstep", "algo.critic_updates_per_step", "algo.num_atoms", "log.every_steps", "algo.reward_scale",
-            "net.critic_width", "net.critic_depth", "net.actor_width", "net.actor_depth", "net.experts",
-            "net.slots_per_expert", "net.tokens", "net.expert_hidden",
-            "perf.publish_every", "eval.episodes", "eval.max_steps")
-NON_NEGATIVE = ("max_time_s", "eval.every_steps", "threads", "algo.weight_decay", "algo.grad_clip", "algo.warmup_steps",
-                "algo.learning_starts", "algo.noise_std_min", "algo.noise_std_max", "algo.target_noise",
-                "algo.target_noise_clip", "algo.policy_updates_per_critic_update", "algo.alpha_lr", "algo.init_alpha",
-                "log.checkpoint_every_s", "wandb.init_timeout_s")
-UNIT_INTERVAL = ("algo.gamma", "algo.tau")
+def _constraints(cls=None, prefix=""):
+    """{dotted key: field metadata} for every constrained leaf: the checks live next to the fields they check."""
+    out = {}
+    for f in fields(cls or Config):
+        default = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
+        if is_dataclass(default):
+            out.update(_constraints(type(default), prefix + f.name + "."))
+        elif f.metadata:
+            out[prefix + f.name] = dict(f.metadata)
+    return out
+
+
+CHOICES = {k: m["choices"] for k, m in _constraints().items() if "choices" in m}
+POSITIVE = tuple(k for k, m in _constraints().items() if m.get("check") == "positive")
+NON_NEGATIVE = tuple(k for k, m in _constraints().items() if m.get("check") == "non_negative")
+UNIT_INTERVAL = tuple(k for k, m in _constraints().items() if m.get("check") == "unit_interval")
 
 
 class ConfigError(ValueError):
