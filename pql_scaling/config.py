@@ -6,9 +6,7 @@ and tasks/gpu/<task>.yaml with device=cuda.
 OmegaConf's structured configs give type checking and reject unknown keys; we add range checks and
 an error message that names the key and the closest valid keys, before anything runs.
 """
-import difflib
 import functools
-import os
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import List, Optional
 
@@ -16,28 +14,9 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from pql_scaling import tasks
-
-
-def _field(default, **meta):
-    return field(default=default, metadata=meta)
-
-
-def choice(default, *options):
-    """A field whose value must be one of `options` (checked by validate())."""
-    return _field(default, choices=tuple(options))
-
-
-def positive(default):
-    return _field(default, check="positive")  # > 0 (None allowed where the type is Optional)
-
-
-def non_negative(default):
-    return _field(default, check="non_negative")
-
-
-def unit_interval(default):
-    return _field(default, check="unit_interval")  # in (0, 1]
+from pql_scaling import specs, tasks
+from pql_scaling.specs import choice, flatten, non_negative, positive, read_spec, set_dotted, spec_keys  # noqa: F401
+from pql_scaling.specs import unit_interval
 
 
 @dataclass
@@ -155,22 +134,11 @@ class Config:
     perf: PerfConfig = field(default_factory=PerfConfig)
 
 
-def _constraints(cls=None, prefix=""):
-    """{dotted key: field metadata} for every constrained leaf: the checks live next to the fields they check."""
-    out = {}
-    for f in fields(cls or Config):
-        default = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
-        if is_dataclass(default):
-            out.update(_constraints(type(default), prefix + f.name + "."))
-        elif f.metadata:
-            out[prefix + f.name] = dict(f.metadata)
-    return out
-
-
-CHOICES = {k: m["choices"] for k, m in _constraints().items() if "choices" in m}
-POSITIVE = tuple(k for k, m in _constraints().items() if m.get("check") == "positive")
-NON_NEGATIVE = tuple(k for k, m in _constraints().items() if m.get("check") == "non_negative")
-UNIT_INTERVAL = tuple(k for k, m in _constraints().items() if m.get("check") == "unit_interval")
+_CONSTRAINTS = specs.constraints(Config)
+CHOICES = {k: m["choices"] for k, m in _CONSTRAINTS.items() if "choices" in m}
+POSITIVE = tuple(k for k, m in _CONSTRAINTS.items() if m.get("check") == "positive")
+NON_NEGATIVE = tuple(k for k, m in _CONSTRAINTS.items() if m.get("check") == "non_negative")
+UNIT_INTERVAL = tuple(k for k, m in _CONSTRAINTS.items() if m.get("check") == "unit_interval")
 
 
 class ConfigError(ValueError):
@@ -194,16 +162,16 @@ def all_keys():
     return list(_field_types())
 
 
-def _closest(key):
-    valid = all_keys()
-    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-    leaf = key.rsplit(".", 1)[-1]
-    close += [k for k in valid if k.rsplit(".", 1)[-1] == leaf and k not in close]
-    return close
+def closest(key, valid=None):
+    """The training config's "did you mean" (specs.closest over every key of the schema)."""
+    return specs.closest(key, all_keys() if valid is None else valid)
+
+
+_closest, _flatten = closest, flatten  # the sweep's and study's names, until their spec modules call specs
 
 
 def _unknown_key_error(key, source):
-    close = _closest(key)
+    close = closest(key)
     hint = ("; did you mean: " + ", ".join(close)) if close else ""
     return ConfigError("unknown config key %r (from %s)%s. `pql-scale train --help-keys` lists every key." % (key, source, hint))
 
@@ -226,55 +194,6 @@ def parse_overrides(args):
             key = "algo.name"
         out.append((key, value))
     return out
-
-
-def spec_keys(cls, prefix=""):
-    """Every dotted key of a spec dataclass, nested dataclasses included (for unknown-key suggestions)."""
-    out = []
-    for f in fields(cls):
-        default = f.default_factory() if callable(getattr(f, "default_factory", None)) else f.default
-        out.append(prefix + f.name)
-        if is_dataclass(default):
-            out += spec_keys(type(default), prefix + f.name + ".")
-    return out
-
-
-def read_spec(path_or_dict, what, error, fields_hint):
-    """A spec's raw mapping from a YAML path or a dict (copied), each failure an `error` naming the file:
-    missing, not YAML, not a mapping. Returns (where, raw)."""
-    if isinstance(path_or_dict, (str, os.PathLike)):
-        where = str(path_or_dict)
-        if not os.path.exists(where):
-            raise error("%s spec %s does not exist" % (what, where))
-        with open(where) as f:
-            try:
-                raw = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise error("%s spec %s is not valid YAML: %s" % (what, where, e))
-    else:
-        where, raw = "the spec dict", OmegaConf.to_container(OmegaConf.create(dict(path_or_dict)))
-    if not isinstance(raw, dict):
-        raise error("%s spec %s must be a mapping (%s)" % (what, where, fields_hint))
-    return where, dict(raw)
-
-
-def set_dotted(raw, key, value, arg, error):
-    """raw[a][b][c] = value for key "a.b.c" (the override `arg`), creating mappings on the way."""
-    node = raw
-    parts = key.split(".")
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise error("override %s: %s is not a mapping" % (arg, p))
-    node[parts[-1]] = value
-
-
-def _flatten(d, prefix=""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _flatten(v, prefix + str(k) + ".")
-        else:
-            yield prefix + str(k), v
 
 
 def _set(cfg, key, value, source):
@@ -359,12 +278,12 @@ def load(overrides=(), base=None):
     pairs = parse_overrides(list(overrides))
     cfg = OmegaConf.structured(Config)
     if base is not None:
-        for key, value in _flatten(base):
+        for key, value in flatten(base):
             _set(cfg, key, value, "resumed config")
     path = defaults_for(pairs, cfg)
     if path is not None and base is None:
         with open(path) as f:
-            for key, value in _flatten(yaml.safe_load(f) or {}):
+            for key, value in flatten(yaml.safe_load(f) or {}):
                 _set(cfg, key, value, path)
     for key, value in pairs:
         _set(cfg, key, value, "command line")
