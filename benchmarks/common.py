@@ -4,16 +4,19 @@ import os
 import platform
 import time
 
+from pql_scaling.rundir import schema
+
 
 def machine():
     import torch
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-            "device": "cpu"}
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "date": time.strftime("%Y-%m-%d"), "device": "cpu"}
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None)
+            info["cpu_model"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
+                                 None)
     except OSError:
         pass
     if hasattr(os, "getloadavg"):
@@ -32,9 +35,9 @@ def save(path, payload):
 
 def first_crossing(run_dir, threshold):
     """(wall_time_s, env_steps) of the first log point whose return_mean >= threshold, or (None, None)."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            row = json.loads(line)
-            if row["return_mean"] is not None and row["return_mean"] >= threshold:
-                return row["wall_time_s"], row["env_steps"]
+    rows, _ = schema.read_metrics(os.path.join(run_dir, schema.METRICS))
+    for row in rows:
+        ret = row[schema.RETURN_MEAN]
+        if ret is not None and ret >= threshold:
+            return row[schema.WALL_TIME_S], row[schema.ENV_STEPS]
     return None, None

@@ -22,10 +22,14 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # run from a checkout
+from pql_scaling.rundir import schema  # noqa: E402
+
 KINDS = ("sigkill_actor", "sigkill_v_learner", "sigkill_p_learner", "sigterm_actor")
 ARGS = ["task=pendulum", "mode=trio", "num_envs=16", "algo.batch_size=32", "net.actor_hidden=[32,32]",
-        "net.critic_hidden=[32,32]", "algo.critic_updates_per_step=2", "algo.policy_updates_per_critic_update=0.5",
-        "log.every_steps=20", "threads=1", "log.live=off", "log.checkpoint_every_s=2", "max_time_s=0"]
+        "net.critic_hidden=[32,32]", "algo.critic_updates_per_step=2",
+        "algo.policy_updates_per_critic_update=0.5", "log.every_steps=20", "threads=1", "log.live=off",
+        "log.checkpoint_every_s=2", "max_time_s=0"]
 CONFIGURED_UTD = 2 / 16
 
 
@@ -44,17 +48,19 @@ def read_json(path):
 
 
 def rows(d):
-    out = []
+    """metrics.jsonl's log points (lines that are not JSON objects skipped); [] before it exists."""
     try:
-        with open(os.path.join(d, "metrics.jsonl")) as f:
-            for line in f:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
+        return schema.read_metrics(os.path.join(d, schema.METRICS))[0]
     except OSError:
-        pass
-    return out
+        return []
+
+
+def status(d):
+    """status.json; {} while it is missing or being rewritten."""
+    try:
+        return schema.read_status(os.path.join(d, schema.STATUS))
+    except (OSError, ValueError):
+        return {}
 
 
 def descendants(pid):
@@ -92,8 +98,9 @@ def wait_for(cond, timeout):
 
 
 def shm_mapped(pids):
-    """The /dev/shm files (named semaphores, shared tensors) these processes map that still have a name: exactly
-    what would leak if nobody unlinked them (other users' files on a shared machine are not counted)."""
+    """The /dev/shm files (named semaphores, shared tensors) these processes map that still have a name:
+    exactly what would leak if nobody unlinked them (other users' files on a shared machine are not
+    counted)."""
     out = set()
     for q in pids:
         try:
@@ -117,7 +124,7 @@ def drill(kind, d, rng, leg_env_steps=3200):
         p.kill()
         return dict(res, ok=False, error="no log points in 180 s: " + (p.communicate()[0] or "")[-2000:])
     time.sleep(rng.uniform(0.0, 4.0))  # the seeded random moment
-    log = open(os.path.join(d, "train.log")).read()
+    log = open(os.path.join(d, schema.TRAIN_LOG)).read()
     pids = dict((r, int(x)) for r, x in re.findall(r"trio: (\w+) is pid (\d+)", log))
     family = descendants(p.pid) | {p.pid}
     named = shm_mapped(family)
@@ -126,14 +133,15 @@ def drill(kind, d, rng, leg_env_steps=3200):
     before = rows(d)
     t0 = time.monotonic()
     os.kill(target, signal.SIGTERM if kind.startswith("sigterm") else signal.SIGKILL)
-    res["t_status_s"] = wait_for(lambda: read_json(os.path.join(d, "status.json")).get("status") != "running", 60)
+    res["t_status_s"] = wait_for(lambda: status(d).get("status") != schema.RUNNING, 60)
     out = p.communicate(timeout=120)[0]
     res["t_clean_s"] = wait_for(lambda: not any(alive(q) for q in family), 60)
     res["t_fault_to_exit_s"] = time.monotonic() - t0
     res["orphans"] = sorted(q for q in family if alive(q))
-    wait_for(lambda: not any(os.path.exists(f) for f in named), 5)  # the resource tracker unlinks on its way out
+    # the resource tracker unlinks on its way out
+    wait_for(lambda: not any(os.path.exists(f) for f in named), 5)
     res["shm_left"] = sorted(f for f in named if os.path.exists(f))
-    st = read_json(os.path.join(d, "status.json"))
+    st = status(d)
     res["status"], res["reason"] = st.get("status"), (st.get("reason") or "")[:300]
     ckpt_rows = None
     try:
@@ -141,10 +149,11 @@ def drill(kind, d, rng, leg_env_steps=3200):
         from pql_scaling.rundir.disk import read_checkpoint
         from pql_scaling.rundir.rundir import RunDir  # noqa: F401
 
-        for name in ("last.pt", "prev.pt"):
+        for name in (schema.LAST_CKPT, schema.PREV_CKPT):
             try:
-                ck = read_checkpoint(os.path.join(d, "checkpoints", name))
-                ckpt_rows, ckpt_steps, ckpt_updates = ck["metrics_rows"], ck["actor"]["steps"] * 16, ck["v_learner"]["updates"]
+                ck = read_checkpoint(os.path.join(d, schema.CHECKPOINTS, name))
+                ckpt_rows, ckpt_steps = ck["metrics_rows"], ck["actor"]["steps"] * 16
+                ckpt_updates = ck["v_learner"]["updates"]
                 break
             except Exception:  # noqa: BLE001
                 continue
@@ -152,35 +161,37 @@ def drill(kind, d, rng, leg_env_steps=3200):
         pass
     logged = rows(d)
     res["rows_at_fault"], res["rows_in_checkpoint"] = len(logged), ckpt_rows
-    res["env_steps_at_fault"] = logged[-1]["env_steps"] if logged else 0
+    res["env_steps_at_fault"] = logged[-1][schema.ENV_STEPS] if logged else 0
     res["env_steps_in_checkpoint"] = ckpt_steps
-    q = cli(["resume=" + d, "max_env_steps=%d" % (max(ckpt_steps, res["env_steps_at_fault"]) + leg_env_steps)])
+    q = cli(["resume=" + d,
+             "max_env_steps=%d" % (max(ckpt_steps, res["env_steps_at_fault"]) + leg_env_steps)])
     t_resume = time.monotonic()
     out2 = q.communicate(timeout=600)[0]
     res["t_resume_leg_s"], res["t_drill_s"] = time.monotonic() - t_resume, time.monotonic() - t_start
     final = rows(d)
-    steps = [r["env_steps"] for r in final]
-    sup = os.path.join(d, "metrics.superseded.jsonl")
+    steps = [r[schema.ENV_STEPS] for r in final]
+    sup = os.path.join(d, schema.SUPERSEDED)
     res["superseded_rows"] = sum(1 for _ in open(sup)) if os.path.exists(sup) else 0
     res["lost_env_steps"] = res["env_steps_at_fault"] - ckpt_steps if res["superseded_rows"] else 0
-    new = [r for r in final if r["env_steps"] > ckpt_steps]
-    res["counters_continue"] = bool(new) and new[0]["critic_updates"] >= ckpt_updates and \
+    new = [r for r in final if r[schema.ENV_STEPS] > ckpt_steps]
+    res["counters_continue"] = bool(new) and new[0][schema.CRITIC_UPDATES] >= ckpt_updates and \
         final[:ckpt_rows] == logged[:ckpt_rows]
     res["one_point_per_step"] = steps == sorted(set(steps))
-    res["utd"] = final[-1]["critic_updates"] / final[-1]["env_steps"] if final else None
+    res["utd"] = final[-1][schema.CRITIC_UPDATES] / final[-1][schema.ENV_STEPS] if final else None
     res["utd_rel_err"] = abs(res["utd"] / CONFIGURED_UTD - 1) if final else None
     if final:  # against sync mode's exact count (updates owed from the first step with a batch in replay)
         first = 32 // 16 + 2  # rows start after nstep - 1 = 2 steps
-        exact = 2 * (final[-1]["actor_steps"] - first + 1)
-        res["critic_updates"], res["critic_updates_exact"] = final[-1]["critic_updates"], exact
-    res["resume_status"] = read_json(os.path.join(d, "status.json")).get("status")
+        exact = 2 * (final[-1][schema.ACTOR_STEPS] - first + 1)
+        res["critic_updates"], res["critic_updates_exact"] = final[-1][schema.CRITIC_UPDATES], exact
+    res["resume_status"] = status(d).get("status")
     cause_named = {"sigkill_actor": "actor (main process", "sigkill_v_learner": "v_learner process",
                    "sigkill_p_learner": "p_learner process", "sigterm_actor": "interrupted (signal 15)"}[kind]
     res["cause_named"] = cause_named in (st.get("reason") or "")
     res["ok"] = bool(res["t_status_s"] is not None and res["t_clean_s"] is not None and not res["orphans"]
                      and not res["shm_left"] and res["cause_named"] and res["counters_continue"]
-                     and res["one_point_per_step"] and res["utd_rel_err"] is not None and res["utd_rel_err"] <= 0.02
-                     and res["resume_status"] == "completed" and q.returncode == 0)
+                     and res["one_point_per_step"] and res["utd_rel_err"] is not None
+                     and res["utd_rel_err"] <= 0.02 and res["resume_status"] == schema.COMPLETED
+                     and q.returncode == 0)
     if not res["ok"]:
         res["output"] = (out or "")[-1500:] + "\n--- resume ---\n" + (out2 or "")[-1500:]
     return res
@@ -204,7 +215,8 @@ def summary(results):
         mx = lambda k: max((r[k] for r in rs if r.get(k) is not None), default=None)
         table.append({"drill": kind, "runs": len(rs), "intact": sum(r["ok"] for r in rs),
                       "max_t_status_s": mx("t_status_s"), "max_t_clean_s": mx("t_clean_s"),
-                      "max_lost_env_steps": mx("lost_env_steps"), "superseded_rows": sum(r["superseded_rows"] for r in rs),
+                      "max_lost_env_steps": mx("lost_env_steps"),
+                      "superseded_rows": sum(r["superseded_rows"] for r in rs),
                       "max_utd_rel_err": mx("utd_rel_err"), "orphans": sum(len(r["orphans"]) for r in rs),
                       "shm_left": sum(len(r["shm_left"]) for r in rs)})
     return table
@@ -241,14 +253,16 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "drills.json"))
-    ap.add_argument("--fuzz", type=int, default=0, help="instead of the drills: fuzz each family with this many examples")
+    ap.add_argument("--fuzz", type=int, default=0,
+                    help="instead of the drills: fuzz each family with this many examples")
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from common import save
 
     if args.fuzz:
         payload = dict(read_json(args.out), fuzz=fuzz_counts(args.fuzz),
-                       fuzz_command="python benchmarks/drills.py --fuzz %d" % args.fuzz, fuzz_loadavg_after=os.getloadavg())
+                       fuzz_command="python benchmarks/drills.py --fuzz %d" % args.fuzz,
+                       fuzz_loadavg_after=os.getloadavg())
         payload.pop("machine", None)
         save(args.out, payload)
         return
@@ -260,11 +274,13 @@ def main():
     for row in table:
         print(row)
     prev = read_json(args.out)
-    payload = dict(prev, drills=table, drill_runs=[{k: v for k, v in r.items() if k != "run_dir"} for r in results],
+    payload = dict(prev, drills=table,
+                   drill_runs=[{k: v for k, v in r.items() if k != "run_dir"} for r in results],
                    drill_command="python benchmarks/drills.py --n %d --seed %d" % (args.n, args.seed),
                    loadavg_before=load0, loadavg_after=os.getloadavg(),
-                   sweep_launcher_kill=("tests/test_sweep.py::test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns: SIGKILL "
-                                        "of the launcher mid-sweep, then two reruns at once (not repeated here)"))
+                   sweep_launcher_kill=(
+                       "tests/test_sweep.py::test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns: "
+                       "SIGKILL of the launcher mid-sweep, then two reruns at once (not repeated here)"))
     payload.pop("machine", None)
     save(args.out, payload)
 

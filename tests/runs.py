@@ -1,11 +1,11 @@
-"""Readers of a run directory's files, shared by the training tests."""
-import json
+"""Readers of a run directory's files, shared by the training tests (through pql_scaling.rundir.schema)."""
 import os
 
+from pql_scaling.rundir import schema
 
 # metrics that measure the machine, not the learning: left out when two runs' curves are compared
-TIME_KEYS = frozenset({"wall_time_s", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s", "startup_s",
-                       "checkpoint_time_s"})
+# (wall_time_s, env_steps_per_s, critic_updates_per_s, policy_updates_per_s, startup_s, checkpoint_time_s)
+TIME_KEYS = schema.TIMING_FIELDS
 
 
 def same_curve(rows):
@@ -14,12 +14,14 @@ def same_curve(rows):
 
 
 def rows(run_dir):
-    """metrics.jsonl's complete lines: a run may be appending the last one right now."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        lines = f.read().split("\n")
-    return [json.loads(line) for line in lines[:-1] if line]  # the text after the last newline is partial
+    """metrics.jsonl's complete lines: a run may be appending the last one right now (a truncated last line
+    is skipped); any other line that is not a JSON object fails."""
+    found, notes = schema.read_metrics(os.path.join(run_dir, schema.METRICS))
+    bad = [n for n in notes if not n.endswith(schema.TRUNCATED)]
+    if bad:
+        raise ValueError("%s: %s" % (os.path.join(run_dir, schema.METRICS), "; ".join(bad)))
+    return found
 
 
 def status(run_dir):
-    with open(os.path.join(run_dir, "status.json")) as f:
-        return json.load(f)
+    return schema.read_status(os.path.join(run_dir, schema.STATUS))

@@ -1,33 +1,17 @@
 """Run directories (config.yaml + metrics.jsonl, with run.json and status.json when present) -> the tidy
-table. The run directory is the contract between training and analysis: these are its only readers here."""
+table. The run directory is the contract between training and analysis: its file names, fields and readers
+are pql_scaling.rundir.schema's (standard library only: no training stack comes with it)."""
 import json
 import os
 
 import numpy as np
 import pandas as pd
 
+import pql_scaling.rundir.schema as schema
+from pql_scaling.rundir.schema import CONFIG, FACTS, METRICS, STATUS
+
 from ..errors import AnalysisInputError
 from .table import COLUMNS, RUN_EXTRAS, dotted_get, frame, is_number
-
-def _read_metrics(path):
-    """Parse metrics.jsonl; a truncated last line (run killed mid-write) is skipped and reported."""
-    rows, notes = [], []
-    with open(path) as fh:
-        lines = fh.read().split("\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if not isinstance(row, dict):
-                notes.append(f"line {i + 1} is {type(row).__name__}, not a JSON object (skipped)")
-                continue
-            rows.append(row)
-        except json.JSONDecodeError:
-            last = all(not x.strip() for x in lines[i + 1:])
-            what = "truncated (last line, skipped)" if last else "not JSON (skipped)"
-            notes.append(f"line {i + 1} is {what}")
-    return rows, notes
 
 
 def _fnum(x):
@@ -44,11 +28,11 @@ def _one_timeline(rows, path):
     """A log whose env_steps go backwards (a run resumed from a checkpoint before a crash's last log points,
     by a version that did not supersede them) holds two timelines over the same steps: keep the later one, the
     one the run continued, and say how many points were dropped. Returns (rows, notes)."""
-    kept, dropped, first = [], 0, None
+    kept, dropped, first, steps = [], 0, None, schema.ENV_STEPS
     for r in rows:
-        while kept and kept[-1]["env_steps"] >= r["env_steps"]:
+        while kept and kept[-1][steps] >= r[steps]:
             if first is None:
-                first = (kept[-1]["env_steps"], r["env_steps"])
+                first = (kept[-1][steps], r[steps])
             kept.pop()
             dropped += 1
         kept.append(r)
@@ -72,10 +56,10 @@ def load_runs(root, include_running=True):
     parts, skipped = [], []
     for dirpath, dirs, files in sorted(os.walk(root)):
         dirs.sort()
-        if "config.yaml" not in files and "metrics.jsonl" not in files:
+        if CONFIG not in files and METRICS not in files:
             continue
-        if "config.yaml" not in files or "metrics.jsonl" not in files:
-            missing = "config.yaml" if "config.yaml" not in files else "metrics.jsonl"
+        if CONFIG not in files or METRICS not in files:
+            missing = CONFIG if CONFIG not in files else METRICS
             skipped.append((dirpath, f"no {missing}: not a complete run directory"))
             continue
         meta = _run_meta(dirpath, files, include_running, skipped)
@@ -87,7 +71,7 @@ def load_runs(root, include_running=True):
         if part is None:
             continue
         parts.append(part)
-        if st == "running":
+        if st == schema.RUNNING:
             skipped.append((dirpath, f"note: run still running, using its {len(rows)} log points so far"))
     if not parts:
         raise AnalysisInputError(f"no run directories (config.yaml + metrics.jsonl) under {root!r}"
@@ -102,7 +86,7 @@ def _run_meta(dirpath, files, include_running, skipped):
     import yaml
 
     try:
-        with open(os.path.join(dirpath, "config.yaml")) as fh:
+        with open(os.path.join(dirpath, CONFIG)) as fh:
             cfg = yaml.safe_load(fh) or {}
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         skipped.append((dirpath, f"config.yaml unreadable: {e}"))
@@ -111,10 +95,9 @@ def _run_meta(dirpath, files, include_running, skipped):
         skipped.append((dirpath, f"config.yaml holds a {type(cfg).__name__}, not a mapping of config keys"))
         return None
     info = {}
-    if "run.json" in files:
+    if FACTS in files:
         try:
-            with open(os.path.join(dirpath, "run.json")) as fh:
-                info = json.load(fh)
+            info = schema.read_facts(os.path.join(dirpath, FACTS))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             skipped.append((dirpath, f"run.json unreadable ({e}); using config.yaml only"))
         if not isinstance(info, dict):
@@ -122,20 +105,19 @@ def _run_meta(dirpath, files, include_running, skipped):
                                      "using config.yaml only"))
             info = {}
     status = {}
-    if "status.json" in files:
+    if STATUS in files:
         try:
-            with open(os.path.join(dirpath, "status.json")) as fh:
-                status = json.load(fh)
+            status = schema.read_status(os.path.join(dirpath, STATUS))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            status = {"status": "running"}  # being rewritten right now
+            status = {"status": schema.RUNNING}  # being rewritten right now
     if not isinstance(status, dict):
         skipped.append((dirpath, f"status.json holds a {type(status).__name__}, not a JSON object"))
         return None
     st = status.get("status", "unknown")
-    if st == "failed":
+    if st == schema.FAILED:
         skipped.append((dirpath, f"status failed: {status.get('reason')}"))
         return None
-    if st == "running" and not include_running:
+    if st == schema.RUNNING and not include_running:
         skipped.append((dirpath, "still running (include_running=False)"))
         return None
     return cfg, info, st
@@ -144,14 +126,14 @@ def _run_meta(dirpath, files, include_running, skipped):
 def _log_rows(dirpath, skipped):
     """metrics.jsonl's log points with a numeric env_steps, on one timeline; [] (said in `skipped`) if
     none."""
-    rows, notes = _read_metrics(os.path.join(dirpath, "metrics.jsonl"))
+    rows, notes = schema.read_metrics(os.path.join(dirpath, METRICS))
     skipped += [(dirpath, n) for n in notes]
-    good = [r for r in rows if isinstance(r, dict) and is_number(r.get("env_steps"))]
+    good = [r for r in rows if isinstance(r, dict) and is_number(r.get(schema.ENV_STEPS))]
     if len(good) < len(rows):
         skipped.append((dirpath, f"{len(rows) - len(good)} log point(s) without a finite numeric env_steps "
                                  "skipped"))
     rows = good
-    rows, notes = _one_timeline(rows, os.path.join(dirpath, "metrics.jsonl"))
+    rows, notes = _one_timeline(rows, os.path.join(dirpath, METRICS))
     skipped += [(dirpath, n) for n in notes]
     if not rows:
         skipped.append((dirpath, "metrics.jsonl has no log point with env_steps"))
@@ -189,20 +171,20 @@ def _run_frame(dirpath, cfg, info, rows, skipped):
         "model_size": _fnum(info.get("critic_params", np.nan)),
         "experts": int(experts if np.isfinite(experts) else 0),
         "num_envs": num_envs, "seed": int(seed) if np.isfinite(seed) else 0, "run": dirpath,
-        "env_steps": get("env_steps"), "grad_steps": get("critic_updates"), "flops": get("flops"),
-        "wall_time_s": get("wall_time_s"), "return": get("return_mean"), "r_max": _fnum(r_max),
-        "mode": info.get("mode", cfg.get("mode")), "eval_return": get("eval_return_mean"),
-        "actor_busy": 1.0 - get("actor_wait_frac"), "learner_busy": 1.0 - get("v_wait_frac")})
+        "env_steps": get(schema.ENV_STEPS), "grad_steps": get(schema.CRITIC_UPDATES),
+        "flops": get(schema.FLOPS),
+        "wall_time_s": get(schema.WALL_TIME_S), "return": get(schema.RETURN_MEAN), "r_max": _fnum(r_max),
+        "mode": info.get("mode", cfg.get("mode")), "eval_return": get(schema.EVAL_RETURN_MEAN),
+        "actor_busy": 1.0 - get(schema.ACTOR_WAIT_FRAC), "learner_busy": 1.0 - get(schema.V_WAIT_FRAC)})
 
 
 def run_widths(root):
     """{critic_params: critic_width} from the run.json files under `root` (for `recommend`'s width)."""
     out = {}
     for dirpath, _, files in os.walk(root):
-        if "run.json" in files:
+        if FACTS in files:
             try:
-                with open(os.path.join(dirpath, "run.json")) as fh:
-                    info = json.load(fh)
+                info = schema.read_facts(os.path.join(dirpath, FACTS))
             except (OSError, json.JSONDecodeError):
                 continue
             if info.get("critic_params") is not None and info.get("critic_width") is not None:

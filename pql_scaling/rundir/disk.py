@@ -15,13 +15,15 @@ import logging
 import operator
 import os
 import shutil
+import threading
 
 import torch
 
 log = logging.getLogger("pql_scaling")
 CKPT_FORMAT = 2  # bump when a checkpoint's layout changes incompatibly
 TRAILER = b"\nPQL-SHA256:"  # + 64 hex digits
-APPEND = functools.reduce(operator.or_, (os.O_WRONLY, os.O_APPEND, os.O_CREAT))  # (vermin reads `a | b` as a 3.10 type union)
+# (vermin reads `a | b` as a 3.10 type union)
+APPEND = functools.reduce(operator.or_, (os.O_WRONLY, os.O_APPEND, os.O_CREAT))
 
 
 class DiskFull(RuntimeError):
@@ -42,8 +44,8 @@ def disk_error(path, e):
     except OSError:
         free = -1
     return DiskFull("disk full writing %s (the file system holding %s has %.1f MB free): free space there or "
-                    "move the run directory, then continue with resume=RUN_DIR; the previous checkpoint is intact"
-                    % (path, d, free / 1e6))
+                    "move the run directory, then continue with resume=RUN_DIR; the previous checkpoint is "
+                    "intact" % (path, d, free / 1e6))
 
 
 def fsync_dir(path):
@@ -54,14 +56,20 @@ def fsync_dir(path):
         os.close(fd)
 
 
-def write_atomic(path, data):
-    """Write bytes to `path` so a reader sees the old file or the whole new one (fsynced), never a part."""
-    tmp = path + ".tmp"
+def write_atomic(path, data, keep_prev=None, unique_tmp=False):
+    """Write bytes to `path` so a reader sees the old file or the whole new one (fsynced), never a part.
+    `keep_prev`: the old file is first renamed there (last.pt -> prev.pt), so some good copy always exists.
+    `unique_tmp`: a temporary name per process and thread, for a file several writers may replace at once
+    (a sweep's manifest.json). A failure removes the temporary file; a full disk raises DiskFull naming
+    `path`."""
+    tmp = "%s.%d.%d.tmp" % (path, os.getpid(), threading.get_ident()) if unique_tmp else path + ".tmp"
     try:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if keep_prev is not None and os.path.exists(path):
+            os.replace(path, keep_prev)
         os.replace(tmp, path)
         fsync_dir(os.path.dirname(os.path.abspath(path)))
     except OSError as e:
@@ -91,7 +99,8 @@ def read_jsonl_lines(path):
 
 
 def pack(obj):
-    """torch.save bytes followed by their SHA-256 (torch.load on the file still works: it ignores the trailer)."""
+    """torch.save bytes followed by their SHA-256 (torch.load on the file still works: it ignores the
+    trailer)."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     payload = buf.getvalue()
@@ -99,7 +108,8 @@ def pack(obj):
 
 
 def to_host(tree):
-    """A copy of a nested state with every tensor on the CPU (a background writer must not see later updates)."""
+    """A copy of a nested state with every tensor on the CPU (a background writer must not see later
+    updates)."""
     if isinstance(tree, torch.Tensor):
         return tree.detach().to("cpu", copy=True)
     if isinstance(tree, dict):
@@ -126,9 +136,11 @@ def read_checkpoint(path, map_location="cpu", stamped=True):
             raise BadCheckpoint("checkpoint %s is corrupted (SHA-256 mismatch)" % path)
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - an unpicklable checkpoint is a bad checkpoint, whatever torch raises
-        what = "is truncated or corrupted (no SHA-256 trailer, and" if legacy else "passed its SHA-256 check but"
-        raise BadCheckpoint("checkpoint %s %s does not load: %s: %s)" % (path, what, type(e).__name__, str(e)[:200]))
+    except Exception as e:  # noqa: BLE001 - an unpicklable checkpoint is bad, whatever torch raises
+        what = ("is truncated or corrupted (no SHA-256 trailer, and" if legacy
+                else "passed its SHA-256 check but")
+        raise BadCheckpoint("checkpoint %s %s does not load: %s: %s)"
+                            % (path, what, type(e).__name__, str(e)[:200]))
     if not stamped:
         return state
     version = state.get("format_version") if isinstance(state, dict) else None
@@ -136,6 +148,7 @@ def read_checkpoint(path, map_location="cpu", stamped=True):
         log.warning("checkpoint %s predates integrity digests (format 1): loaded unverified", path)
         return state
     if version != CKPT_FORMAT:
-        raise BadCheckpoint("checkpoint %s has format version %r, this code reads %d (written by another version "
-                            "of pql-scaling: resume it with that version)" % (path, version, CKPT_FORMAT))
+        raise BadCheckpoint("checkpoint %s has format version %r, this code reads %d (written by another "
+                            "version of pql-scaling: resume it with that version)"
+                            % (path, version, CKPT_FORMAT))
     return state

@@ -1,0 +1,220 @@
+"""The study spec: its schema (StudySpec and its stages), `load_spec` with the validation that fails before
+anything runs (every stage's sweep is expanded, so every run's config is checked), and `_sweep_dict`, the
+sweep spec of one stage."""
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import yaml
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pql_scaling import config as config_lib
+from pql_scaling.experiments import sweep
+
+
+@dataclass
+class ReturnsSpec:
+    max: float = MISSING  # the task's return counted as 1000 (R1's normalisation)
+    min: float = 0.0  # counted as 0: a task with negative returns (Pendulum) needs it
+
+
+@dataclass
+class GridStage:
+    utd: List[float] = MISSING
+    batch_size: List[int] = MISSING
+    lr: List[float] = MISSING  # critic and actor learning rate together
+    max_env_steps: Optional[List[int]] = None  # per UTD (zipped with utd): low UTDs need more data to cross J
+    seeds: Any = 1
+    base: Dict[str, Any] = field(default_factory=dict)  # this stage's training overrides (e.g. max_env_steps)
+
+
+@dataclass
+class FittedStage:
+    utd: List[float] = MISSING  # >= 4 values: D_J(sigma) has 3 parameters
+    max_env_steps: Optional[List[int]] = None  # per UTD (zipped with utd): low UTDs need more data
+    seeds: Any = 2
+    base: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ValidateStage:
+    utd: List[float] = MISSING  # held-out UTDs; at least one outside the fitted range
+    budget_factor: float = 4.0  # the larger budget = this x the largest fitted budget optimum F*
+    seeds: Any = 2
+    # max_env_steps = margin x the larger of the predicted upper bound and F's steps
+    steps_margin: float = 1.5
+    # ... but the upper bound counts at most this x the point prediction (a noisy fit's interval can reach
+    # 1e13 env steps; a run that needs more than 4x the prediction is a miss)
+    max_steps_over_prediction: float = 4.0
+    # the budget run is skipped (noted) when sigma*(F) lies this factor outside the fitted range
+    max_extrapolation: float = 4.0
+    base: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AnalysisSpec:
+    thresholds: Optional[List[float]] = None  # default R1's 300 ... 800
+    sweep_threshold: float = 800.0
+    bootstrap: int = 100
+    returns: str = "auto"  # auto | eval | train: which logged return the laws are fitted on
+    budget: str = "flops"  # flops (F = C + delta D) | wall_clock (also: the time model from the logged rates)
+    delta: Any = 4e9  # FLOPs-equivalent per transition, or "measured" (from the rates)
+    compute: str = "measured"  # measured (our FLOP counts) | r1 (10 N B sigma D)
+    model_size: Optional[float] = None  # default: run.json's critic_params
+    holdout_top_k: int = 2
+    grade_top_k: int = 2  # the summary grades the top-k thresholds
+    target_rel_error: float = 0.15
+
+
+@dataclass
+class WandbSpec:
+    mode: str = "disabled"  # online | offline | disabled; runs and the analysis run share the group `name`
+    project: str = "pql-scaling"
+    entity: Optional[str] = None
+
+
+@dataclass
+class RecommendSpec:
+    budget: Optional[float] = None  # default: the validation budget
+    num_envs: Optional[int] = None  # default: base num_envs (or the task's)
+
+
+@dataclass
+class StudySpec:
+    name: str = MISSING
+    task: str = MISSING
+    out: Optional[str] = None  # default runs/<name>
+    base: Dict[str, Any] = field(default_factory=dict)  # training overrides shared by every run
+    returns: ReturnsSpec = field(default_factory=ReturnsSpec)
+    grid: GridStage = field(default_factory=GridStage)
+    fitted: FittedStage = field(default_factory=FittedStage)
+    validate: ValidateStage = field(default_factory=ValidateStage)
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
+    launcher: sweep.LauncherSpec = field(default_factory=sweep.LauncherSpec)
+    retry: int = 2
+    wandb: WandbSpec = field(default_factory=WandbSpec)
+    recommend: RecommendSpec = field(default_factory=RecommendSpec)
+
+
+class StudyError(config_lib.ConfigError):
+    pass
+
+
+# base keys the study sets itself (task, the grid, the rules)
+STUDY_SETS = ("task", "algo.batch_size", "algo.critic_lr", "algo.actor_lr", "algo.critic_updates_per_step")
+
+
+def load_spec(path_or_dict, overrides=()):
+    """A validated StudySpec from YAML or a dict plus `key=value` overrides; unknown keys and bad values fail
+    here naming the key, before anything runs; every stage's sweep is expanded (so every run config
+    checked)."""
+    where, raw = config_lib.read_spec(path_or_dict, "study", StudyError,
+                                      "name, task, grid, fitted, validate, ...")
+    for arg in overrides:
+        if "=" not in arg:
+            raise StudyError("expected key=value, got %r (e.g. validate.seeds=3 "
+                             "launcher.local.runs_per_device=2)" % arg)
+        k, v = arg.split("=", 1)
+        config_lib.set_dotted(raw, k, yaml.safe_load(v) if v != "" else None, arg, StudyError)
+    for section in ("base",):
+        if isinstance(raw.get(section), dict):
+            raw[section] = dict(config_lib._flatten(raw[section]))
+    try:
+        spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudySpec), raw))
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or "?"
+        valid = sorted(config_lib.spec_keys(StudySpec))
+        close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.5)
+        hint = ("; did you mean: " + ", ".join(close)) if close else ""
+        raise StudyError("study spec %s: %s at %s%s" % (where, str(e).splitlines()[0], key, hint))
+    _validate(spec, where)
+    return spec
+
+
+def _validate(spec, where):
+    if not spec.name:
+        raise StudyError("name is empty (in %s)" % where)
+    spec.out = os.path.abspath(spec.out or os.path.join("runs", spec.name))
+    if not spec.returns.max > spec.returns.min:
+        raise StudyError("returns.max=%g must be above returns.min=%g (the returns counted as 1000 and 0)"
+                         % (spec.returns.max, spec.returns.min))
+    a = spec.analysis
+    for key, value, options in (("analysis.returns", a.returns, ("auto", "eval", "train")),
+                                ("analysis.budget", a.budget, ("flops", "wall_clock")),
+                                ("analysis.compute", a.compute, ("measured", "r1")),
+                                ("wandb.mode", spec.wandb.mode, ("online", "offline", "disabled"))):
+        if value not in options:
+            raise StudyError("%s=%r is not one of %s" % (key, value, ", ".join(options)))
+    if not (a.delta == "measured" or isinstance(a.delta, (int, float)) and a.delta >= 0):
+        raise StudyError("analysis.delta=%r: give FLOPs per transition (>= 0) or \"measured\"" % (a.delta,))
+    if len(set(spec.fitted.utd)) < 4:
+        raise StudyError("fitted.utd=%s: D_J(sigma) = D_min + (beta/sigma)^alpha needs >= 4 distinct UTDs"
+                         % list(spec.fitted.utd))
+    for stage in ("grid", "fitted"):
+        st = getattr(spec, stage)
+        if st.max_env_steps and len(st.max_env_steps) != len(st.utd):
+            raise StudyError("%s.max_env_steps has %d values for %d UTDs: give one per UTD (or none)"
+                             % (stage, len(st.max_env_steps), len(st.utd)))
+    if len(set(spec.grid.utd)) < 2:
+        raise StudyError("grid.utd=%s: the hyperparameter rules need >= 2 UTDs" % list(spec.grid.utd))
+    lo, hi = min(spec.fitted.utd), max(spec.fitted.utd)
+    if not any(not lo <= s <= hi for s in spec.validate.utd):
+        raise StudyError("validate.utd=%s: at least one held-out UTD must lie outside the fitted range "
+                         "[%g, %g]" % (list(spec.validate.utd), lo, hi))
+    if spec.validate.max_steps_over_prediction < 1 or spec.validate.steps_margin < 1:
+        raise StudyError("validate.steps_margin=%g and validate.max_steps_over_prediction=%g must be >= 1 "
+                         "(a run shorter than its prediction cannot cross the threshold)"
+                         % (spec.validate.steps_margin, spec.validate.max_steps_over_prediction))
+    if spec.validate.budget_factor <= 1:
+        raise StudyError("validate.budget_factor=%g must be > 1 (a budget above every fitted one)"
+                         % spec.validate.budget_factor)
+    for k in spec.base:
+        if k in STUDY_SETS:
+            raise StudyError("base.%s: the study sets %s itself (task / grid / rules)" % (k, k))
+    for stage in ("grid", "fitted", "validate"):  # every run of every stage is a valid training config
+        try:
+            # steps: predicted later
+            z = {"utd": list(spec.validate.utd), "max_env_steps": [1] * len(spec.validate.utd)}
+            rules = None if stage == "grid" else "__skip__"
+            sweep.expand(sweep.load_spec(_sweep_dict(spec, stage, rules=rules, zip_=z)))
+        except config_lib.ConfigError as e:
+            raise StudyError("stage %s of study %s: %s" % (stage, where, e))
+
+
+# ---------------------------------------------------------------------------------------------- stage sweeps
+def _dir(spec, *parts):
+    return os.path.join(spec.out, *parts)
+
+
+def _sweep_dict(spec, stage, rules=None, zip_=None):
+    """The sweep spec of one stage. rules="__skip__" (validation only): expand without rules, nothing runs."""
+    st = getattr(spec, stage)
+    base = dict(spec.base, task=spec.task)
+    base.update(st.base)
+    base.setdefault("wandb.group", spec.name)  # the analysis run joins this group; base's own values win
+    base.setdefault("wandb.mode", spec.wandb.mode)
+    base.setdefault("wandb.project", spec.wandb.project)
+    if spec.wandb.entity:
+        base.setdefault("wandb.entity", spec.wandb.entity)
+    d = {"name": "%s-%s" % (spec.name, stage), "out": _dir(spec, stage), "seeds": st.seeds,
+         "retry": spec.retry, "launcher": OmegaConf.to_container(OmegaConf.structured(spec.launcher))}
+    if stage in ("grid", "fitted"):
+        d["grid"] = {}
+        if st.max_env_steps:  # each UTD with its own data budget
+            d["zip"] = {"utd": list(st.utd), "max_env_steps": list(st.max_env_steps)}
+            base.pop("max_env_steps", None)
+        else:
+            d["grid"]["utd"] = list(st.utd)
+        if stage == "grid":
+            d["grid"].update({"algo.batch_size": list(st.batch_size), "lr": list(st.lr)})
+    else:
+        z = zip_ or {"utd": list(st.utd)}
+        if "max_env_steps" in z:
+            base.pop("max_env_steps", None)
+        d["zip"] = z
+    if rules and rules != "__skip__":
+        d["rules"] = rules
+    d["base"] = base
+    return d

@@ -1,0 +1,235 @@
+"""The three launchers (a local pool, a Ray cluster, SLURM job arrays through submitit) and the entry points
+`launch` and `status`. Every launcher runs `run_one` (state.py) per run; Ray and submitit pickle the task
+functions below by their module path, so they stay top-level functions of this module."""
+import concurrent.futures
+import os
+import queue
+import signal
+import time
+
+from pql_scaling.experiments.sweep.board import Board
+from pql_scaling.experiments.sweep.expand import expand
+from pql_scaling.experiments.sweep.spec import LAUNCHERS, SpecError
+from pql_scaling.experiments.sweep.state import _acquire, _row, run_one, run_state
+
+
+def _env(threads, cuda=None):
+    env = dict(os.environ)
+    if threads:
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[k] = str(threads)
+    if cuda is not None:
+        env["CUDA_VISIBLE_DEVICES"] = cuda
+    return env
+
+
+def _local(spec, runs, retry, board):
+    lo = spec.launcher.local
+    devices = list(lo.devices)
+    if devices == ["auto"]:
+        import torch
+
+        devices = [str(i) for i in range(torch.cuda.device_count())] or ["cpu"]
+    slots = queue.Queue()
+    for _ in range(lo.runs_per_device):
+        for d in devices:
+            slots.put(d)
+    n = slots.qsize()
+
+    def job(run, wait):
+        dev = slots.get()
+        try:
+            gpu = dev != "cpu"
+            extra = (["threads=%d" % lo.threads_per_run] if lo.threads_per_run else []) + \
+                (["device=cuda"] if gpu else [])
+            board.update(run, "running")
+            return run_one(run, retry, extra, _env(lo.threads_per_run, dev if gpu else None), wait)
+        finally:
+            slots.put(dev)
+
+    return _pool(lambda submit_runs, wait: _futures(job, submit_runs, wait, n, board), runs, board)
+
+
+def _futures(job, runs, wait, n, board):
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        futs = [pool.submit(job, r, wait) for r in runs]
+        pending = set(futs)
+        try:
+            while pending:
+                done, pending = concurrent.futures.wait(pending, 2.0, concurrent.futures.FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+                board.refresh()
+        finally:  # Ctrl-C: start nothing new (the running children got the SIGINT too and checkpoint)
+            for f in futs:
+                f.cancel()
+
+
+def _pool(launch_round, runs, board):
+    """Run everything once; then wait for the runs another process held and decide them again."""
+    busy = []
+    for row in launch_round(runs, False):
+        board.done(row)
+        if row["state"] == "busy":
+            busy.append(next(r for r in runs if r.path == row["path"]))
+    if busy:
+        board.note("%d run(s) held by another process: waiting for them" % len(busy))
+        for row in launch_round(busy, True):
+            board.done(row)
+    return board.rows()
+
+
+def _ray(spec, runs, retry, board):
+    try:
+        import ray
+    except ImportError:
+        raise SpecError("launcher.kind=ray needs Ray: pip install -e \".[ray]\"")
+    o = spec.launcher.ray
+    env_vars = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
+    started = not ray.is_initialized()
+    sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own handler in this (driver) process
+    if started:
+        kw = dict(address=o.address) if o.address else dict(include_dashboard=False)
+        try:
+            ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False, **kw)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise SpecError("launcher.ray.address=%r: cannot connect to Ray (%s: %s); start one with `ray "
+                            "start --head`, or leave address null for a local cluster"
+                            % (o.address, type(e).__name__, e))
+    threads = max(1, int(o.num_cpus))
+    extra = ["threads=%d" % threads] + (["device=cuda"] if o.num_gpus > 0 else [])
+    remote = ray.remote(num_cpus=o.num_cpus, num_gpus=o.num_gpus, max_retries=0)(_ray_task)
+
+    def launch_round(rs, wait):
+        refs = {}
+        for r in rs:
+            refs[remote.remote(r, retry, extra, threads, wait)] = r
+            board.update(r, "queued")
+        while refs:
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=2.0)
+            board.refresh()
+            for ref in ready:
+                refs.pop(ref)
+                yield ray.get(ref)
+
+    try:
+        return _pool(launch_round, runs, board)
+    finally:
+        if started:
+            ray.shutdown()
+            signal.signal(signal.SIGTERM, sigterm)
+
+
+def _ray_task(run, retry, extra, threads, wait):
+    # Ray sets CUDA_VISIBLE_DEVICES for the task's GPUs; the train child inherits it
+    return run_one(run, retry, extra, _env(threads), wait)
+
+
+def slurm_parameters(spec):
+    """The SlurmExecutor parameters a spec submits with (tested for a GPU cluster spec)."""
+    o = spec.launcher.slurm
+    p = {"job_name": spec.name, "time": o.time_min, "cpus_per_task": o.cpus_per_task, "ntasks_per_node": 1,
+         "array_parallelism": o.array_parallelism, "setup": list(o.setup), "signal_delay_s": 60}
+    if o.partition:
+        p["partition"] = o.partition
+    if o.gpus_per_task:
+        p["gpus_per_task"] = o.gpus_per_task
+    if o.mem_gb:
+        p["mem"] = "%dGB" % int(o.mem_gb) if float(o.mem_gb).is_integer() else "%dMB" % int(o.mem_gb * 1024)
+    if o.account:
+        p["account"] = o.account
+    if o.extra:
+        p["additional_parameters"] = dict(o.extra)
+    return p
+
+
+def _slurm_task(run, retry, extra, threads):
+    # on the node: SLURM pins the job's GPUs (CUDA_VISIBLE_DEVICES); a run held elsewhere returns 'busy'
+    return run_one(run, retry, extra, _env(threads), False)
+
+
+def _slurm_results(pending, board):
+    """Rows of submitted jobs as they finish: result files say most; ask SLURM (submitit's watcher) now and
+    then for jobs that died without one."""
+    last_check = time.monotonic()
+    while pending:
+        time.sleep(1.0)
+        board.refresh()
+        check = time.monotonic() - last_check > 30
+        last_check = time.monotonic() if check else last_check
+        finished = [j for j in pending
+                    if j.paths.result_pickle.exists() or (check and j.done(force_check=True))]
+        for job in finished:
+            r = pending.pop(job)
+            try:
+                yield job.result()
+            except Exception as e:  # noqa: BLE001 - the job died (time limit, node failure): run dir tells
+                yield _row(r, reason="SLURM job %s: %s" % (job.job_id, str(e).splitlines()[-1][:300]))
+
+
+def _slurm(spec, runs, retry, board):
+    try:
+        import submitit
+    except ImportError:
+        raise SpecError("launcher.kind=slurm needs submitit: pip install -e \".[slurm]\"")
+    import logging
+
+    logging.getLogger("submitit").setLevel(logging.ERROR)  # without slurmdbd every sacct call warns
+    o = spec.launcher.slurm
+    folder = o.folder or os.path.join(spec.out, ".submitit", "%j")
+    ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
+    ex.update_parameters(**slurm_parameters(spec))
+    extra = ["threads=%d" % o.cpus_per_task] + (["device=cuda"] if o.gpus_per_task else [])
+
+    def launch_round(rs, wait):
+        if wait:  # wait here, on the shared file system, for the other holders; then submit what is left
+            for r in rs:
+                os.close(_acquire(r.path, True))
+            for r in [r for r in rs if run_state(r.path)[0] == "completed"]:
+                yield _row(r)
+            rs = [r for r in rs if run_state(r.path)[0] != "completed"]
+        if not rs:
+            return
+        n = len(rs)
+        try:
+            jobs = ex.map_array(_slurm_task, rs, [retry] * n, [extra] * n, [o.cpus_per_task] * n)
+        except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: say so, nothing was started
+            raise SpecError("SLURM submission failed (%s: %s); check `sinfo` and the launcher.slurm options"
+                            % (type(e).__name__, str(e).strip().splitlines()[-1] if str(e).strip() else ""))
+        board.note("submitted SLURM array %s (%d runs)" % (jobs[0].job_id.split("_")[0], len(jobs)))
+        for r in rs:
+            board.update(r, "queued")
+        yield from _slurm_results(dict(zip(jobs, rs)), board)
+
+    return _pool(launch_round, runs, board)
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+def status(spec):
+    """Rows for every run of the spec, read from the run directories (the source of truth)."""
+    return [_row(r) for r in expand(spec)]
+
+
+def launch(spec, launcher=None, retry=None, dry_run=False, live="off"):
+    """Run the spec's missing / unfinished runs; return the manifest rows. Idempotent: a launcher killed at
+    any moment loses nothing (see the package's doc)."""
+    kind = launcher or spec.launcher.kind
+    if kind not in LAUNCHERS:
+        raise SpecError("launcher %r is not one of %s" % (kind, ", ".join(LAUNCHERS)))
+    retry = spec.retry if retry is None else retry
+    runs = expand(spec)
+    if dry_run:
+        return [_row(r) for r in runs]
+    os.makedirs(spec.out, exist_ok=True)
+    todo = [r for r in runs if run_state(r.path, probe=False)[0] != "completed"]
+    board = Board(spec, runs, live)
+    try:
+        board.write()
+        board.note("sweep %s: %d runs, %d to do, launcher %s, out %s"
+                   % (spec.name, len(runs), len(todo), kind, spec.out))
+        if todo:
+            {"local": _local, "ray": _ray, "slurm": _slurm}[kind](spec, todo, retry, board)
+        board.write(final=True)
+        return board.rows()
+    finally:
+        board.close()
