@@ -15,8 +15,16 @@ from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from pql_scaling import specs, tasks
-from pql_scaling.specs import choice, flatten, non_negative, positive, read_spec, set_dotted, spec_keys  # noqa: F401
-from pql_scaling.specs import unit_interval
+from pql_scaling.specs import (  # noqa: F401
+    choice,
+    flatten,
+    non_negative,
+    positive,
+    read_spec,
+    set_dotted,
+    spec_keys,
+    unit_interval,
+)
 
 
 @dataclass
@@ -167,7 +175,6 @@ def closest(key, valid=None):
     return specs.closest(key, all_keys() if valid is None else valid)
 
 
-_closest, _flatten = closest, flatten  # the sweep's and study's names, until their spec modules call specs
 
 
 def _unknown_key_error(key, source):
@@ -180,16 +187,9 @@ def parse_overrides(args):
     """['a.b=1', 'task=ant'] -> list of (key, python value). Values are parsed as YAML scalars/lists."""
     out = []
     for arg in args:
-        if "=" not in arg:
-            raise ConfigError("expected key=value, got %r (e.g. task=pendulum num_envs=256 algo.batch_size=4096)" % arg)
-        key, raw = arg.split("=", 1)
-        key = key.strip()
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
-        if _field_types().get(key) in (str, Optional[str]) and value is not None:
-            value = raw  # YAML would turn `log.live=off` into False and `run_dir=2024` into an int
+        key, value = specs.parse_assignment(
+            arg, ConfigError, "task=pendulum num_envs=256 algo.batch_size=4096",
+            keep_raw=lambda k: _field_types().get(k) in (str, Optional[str]))  # `log.live=off`, `run_dir=2024`
         if key == "algo" and isinstance(value, str):  # `algo=sac` picks the algorithm
             key = "algo.name"
         out.append((key, value))

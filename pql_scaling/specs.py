@@ -45,6 +45,28 @@ def constraints(cls, prefix=""):
     return out
 
 
+def parse_assignment(arg, error, example, keep_raw=None):
+    """One `key=value` argument -> (key, value), the value read as YAML (a number, a list, null; text that is not
+    YAML stays text), or kept as typed where `keep_raw(key)` (a string field: YAML reads `off` as False and
+    `2024` as an int). The one parser of training overrides, sweep and study overrides."""
+    if "=" not in arg:
+        raise error("expected key=value, got %r (e.g. %s)" % (arg, example))
+    key, raw = arg.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError:
+        value = raw
+    if value is not None and keep_raw is not None and keep_raw(key):
+        value = raw
+    return key, value
+
+
+def did_you_mean(key, valid):
+    close = closest(key, valid)
+    return ("; did you mean: " + ", ".join(close)) if close else ""
+
+
 def closest(key, valid):
     """The valid keys a mistyped `key` most likely meant: close spellings, then keys with the same last part
     (`batch_size` -> `algo.batch_size`)."""

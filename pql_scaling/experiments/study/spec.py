@@ -1,16 +1,15 @@
 """The study spec: its schema (StudySpec and its stages), `load_spec` with the validation that fails before
 anything runs (every stage's sweep is expanded, so every run's config is checked), and `_sweep_dict`, the
 sweep spec of one stage."""
-import difflib
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pql_scaling import config as config_lib
+from pql_scaling import specs
 from pql_scaling.experiments import sweep
 
 
@@ -110,24 +109,19 @@ def load_spec(path_or_dict, overrides=()):
     """A validated StudySpec from YAML or a dict plus `key=value` overrides; unknown keys and bad values fail
     here naming the key, before anything runs; every stage's sweep is expanded (so every run config
     checked)."""
-    where, raw = config_lib.read_spec(path_or_dict, "study", StudyError,
+    where, raw = specs.read_spec(path_or_dict, "study", StudyError,
                                       "name, task, grid, fitted, validate, ...")
     for arg in overrides:
-        if "=" not in arg:
-            raise StudyError("expected key=value, got %r (e.g. validate.seeds=3 "
-                             "launcher.local.runs_per_device=2)" % arg)
-        k, v = arg.split("=", 1)
-        config_lib.set_dotted(raw, k, yaml.safe_load(v) if v != "" else None, arg, StudyError)
+        k, v = specs.parse_assignment(arg, StudyError, "validate.seeds=3 launcher.local.runs_per_device=2")
+        specs.set_dotted(raw, k, v, arg, StudyError)
     for section in ("base",):
         if isinstance(raw.get(section), dict):
-            raw[section] = dict(config_lib._flatten(raw[section]))
+            raw[section] = dict(specs.flatten(raw[section]))
     try:
         spec = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudySpec), raw))
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or "?"
-        valid = sorted(config_lib.spec_keys(StudySpec))
-        close = difflib.get_close_matches(str(key), valid, n=3, cutoff=0.5)
-        hint = ("; did you mean: " + ", ".join(close)) if close else ""
+        hint = specs.did_you_mean(key, sorted(specs.spec_keys(StudySpec)))
         raise StudyError("study spec %s: %s at %s%s" % (where, str(e).splitlines()[0], key, hint))
     _validate(spec, where)
     return spec

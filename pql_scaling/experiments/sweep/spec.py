@@ -1,16 +1,15 @@
 """The sweep spec: its schema (Spec and the launcher options), `load_spec` (YAML or dict plus `key=value`
 overrides) and the validation that fails before anything runs, naming the key."""
-import difflib
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pql_scaling import config as config_lib
+from pql_scaling import specs
 
 
 @dataclass
@@ -76,19 +75,13 @@ class SpecError(config_lib.ConfigError):
     pass
 
 
-def _closest(key, valid):
-    return difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
-
-
 def _check_keys(d, where, prefix=""):
     """Unknown spec keys fail naming the closest valid ones (the training config's style)."""
-    valid = config_lib.spec_keys(Spec)
+    valid = specs.spec_keys(Spec)
     for k, v in d.items():
         full = prefix + str(k)
         if full not in valid:
-            close = _closest(full, valid)
-            raise SpecError("unknown sweep key %r (in %s)%s"
-                            % (full, where, ("; did you mean: " + ", ".join(close)) if close else ""))
+            raise SpecError("unknown sweep key %r (in %s)%s" % (full, where, specs.did_you_mean(full, valid)))
         if isinstance(v, dict) and full not in ("base", "grid", "zip", "launcher.slurm.extra"):
             _check_keys(v, where, full + ".")
 
@@ -99,13 +92,12 @@ def _check_train_key(key, section):
     if key in SWEEP_KEYS and section != "base":
         return
     if key not in config_lib.all_keys():
-        close = config_lib._closest(key) + difflib.get_close_matches(key, list(SWEEP_KEYS))
-        raise SpecError("unknown training key %r in %s%s. `pql-scale keys` lists every key" % (
-            key, section, ("; did you mean: " + ", ".join(close)) if close else ""))
+        hint = specs.did_you_mean(key, config_lib.all_keys() + list(SWEEP_KEYS))
+        raise SpecError("unknown training key %r in %s%s. `pql-scale keys` lists every key" % (key, section, hint))
 
 
 def _flat(d):
-    return dict(config_lib._flatten(d)) if d else {}
+    return dict(specs.flatten(d)) if d else {}
 
 
 def _flat_axes(d, section):
@@ -122,15 +114,12 @@ def _flat_axes(d, section):
 
 def _apply_overrides(raw, overrides):
     for arg in overrides:
-        if "=" not in arg:
-            raise SpecError("expected key=value, got %r (e.g. launcher.kind=ray seeds=3)" % arg)
-        key, value = arg.split("=", 1)
-        value = yaml.safe_load(value) if value != "" else None
+        key, value = specs.parse_assignment(arg, SpecError, "launcher.kind=ray seeds=3")
         section, _, rest = key.partition(".")
         if section in ("base", "grid", "zip") and rest:
             raw.setdefault(section, {})[rest] = value
         else:
-            config_lib.set_dotted(raw, key, value, arg, SpecError)
+            specs.set_dotted(raw, key, value, arg, SpecError)
 
 
 def load_spec(path_or_dict, overrides=()):
@@ -138,7 +127,7 @@ def load_spec(path_or_dict, overrides=()):
     seeds=3, grid.utd=[0.25,0.5]). Unknown keys, wrong types, empty grids fail here, before anything runs."""
     if isinstance(path_or_dict, Spec):  # already loaded: re-validate a copy with the overrides
         path_or_dict = OmegaConf.to_container(OmegaConf.structured(path_or_dict))
-    where, raw = config_lib.read_spec(path_or_dict, "sweep", SpecError, "name, out, base, grid, ...")
+    where, raw = specs.read_spec(path_or_dict, "sweep", SpecError, "name, out, base, grid, ...")
     for section in ("base", "grid", "zip"):  # keep training keys as written (dotted or nested)
         if isinstance(raw.get(section), dict):
             raw[section] = _flat_axes(raw[section], section) if section != "base" else _flat(raw[section])
