@@ -144,7 +144,7 @@ class CheckingLoop(trio.LearnerLoop):
         for field, x in zip(batch._fields, batch):
             if not bool((x.reshape(len(ids), -1) == ids[:, None]).all()):
                 raise AssertionError("torn row in %s: field %s, ids %s, values %s" % (self.role, field, ids.tolist(), x.tolist()))
-        if not bool((ids < int(self.sh.ctr[trio.ROWS])).all()):
+        if not bool((ids < self.sh.ctr.rows).all()):
             raise AssertionError("sampled an uncommitted row")
         self.learner.stats += torch.tensor([float(len(ids)), 0.0, 1.0])
         self.learner.updates += 1

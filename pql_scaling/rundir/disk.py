@@ -127,26 +127,19 @@ def read_checkpoint(path, map_location="cpu", stamped=True):
     except OSError as e:
         raise BadCheckpoint("checkpoint %s cannot be read: %s" % (path, e))
     cut = data.rfind(TRAILER)
-    legacy = cut < 0 or len(data) - cut - len(TRAILER) != 64
-    if legacy:  # written before checkpoints carried a digest (format 1): nothing to verify it against
-        payload = data
-    else:
-        payload, digest = data[:cut], data[cut + len(TRAILER):].decode("ascii", "replace")
-        if hashlib.sha256(payload).hexdigest() != digest:
-            raise BadCheckpoint("checkpoint %s is corrupted (SHA-256 mismatch)" % path)
+    if cut < 0 or len(data) - cut - len(TRAILER) != 64:
+        raise BadCheckpoint("checkpoint %s is truncated or corrupted (no SHA-256 trailer)" % path)
+    payload, digest = data[:cut], data[cut + len(TRAILER):].decode("ascii", "replace")
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise BadCheckpoint("checkpoint %s is corrupted (SHA-256 mismatch)" % path)
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - an unpicklable checkpoint is bad, whatever torch raises
-        what = ("is truncated or corrupted (no SHA-256 trailer, and" if legacy
-                else "passed its SHA-256 check but")
-        raise BadCheckpoint("checkpoint %s %s does not load: %s: %s)"
-                            % (path, what, type(e).__name__, str(e)[:200]))
+        raise BadCheckpoint("checkpoint %s passed its SHA-256 check but does not load: %s: %s)"
+                            % (path, type(e).__name__, str(e)[:200]))
     if not stamped:
         return state
     version = state.get("format_version") if isinstance(state, dict) else None
-    if legacy and version is None and isinstance(state, dict) and "v_learner" in state:
-        log.warning("checkpoint %s predates integrity digests (format 1): loaded unverified", path)
-        return state
     if version != CKPT_FORMAT:
         raise BadCheckpoint("checkpoint %s has format version %r, this code reads %d (written by another "
                             "version of pql-scaling: resume it with that version)"

@@ -9,6 +9,9 @@ sees the goal) is almost never solved by it, and correlated noise finds the goal
 SAC samples from its own stochastic policy instead. Episode statistics are accumulated on the device
 and read only at log points.
 """
+
+from typing import Any
+
 import torch
 
 from pql_scaling.core.replay import NStepFolder
@@ -16,7 +19,8 @@ from pql_scaling.core.replay import NStepFolder
 
 class ActorRole:
     def __init__(self, cfg, env, replay, normalizer, device):
-        self.cfg, self.env, self.replay, self.norm = cfg, env, replay, normalizer
+        self.cfg, self.env, self.norm = cfg, env, normalizer
+        self._replay = replay
         self.device = torch.device(device)
         a, n = cfg.algo, env.num_envs
         self.num_envs, self.act_dim = n, env.act_dim
@@ -32,6 +36,17 @@ class ActorRole:
         self.stats = torch.zeros(4, device=self.device)  # sum, sum of squares, count, sum of lengths
         self.obs = env.reset().to(self.device)
         self.norm.update(self.obs)
+
+    @property
+    def replay(self) -> Any:
+        """Where this role's rows go (anything with `add(*row)`): the replay it was built with, or a runtime's
+        gate in front of that replay (the trio's GatedReplay waits for the learners, then writes into it),
+        set before the first step."""
+        return self._replay
+
+    @replay.setter
+    def replay(self, sink: Any) -> None:
+        self._replay = sink
 
     @torch.no_grad()
     def act(self, policy, obs):
@@ -86,13 +101,20 @@ class ActorRole:
 
     def state_dict(self):
         f = self.folder
-        return {"steps": self.steps, "ep_return": self.ep_return, "ep_length": self.ep_length, "obs": self.obs,
-                "noise": self.noise,
-                "folder": {k: getattr(f, k) for k in ("t", "obs", "action", "next_obs", "reward", "terminated", "done", "valid")}}
+        window = ("t", "obs", "action", "next_obs", "reward", "terminated", "done", "valid")
+        return {
+            "steps": self.steps,
+            "ep_return": self.ep_return,
+            "ep_length": self.ep_length,
+            "obs": self.obs,
+            "noise": self.noise,
+            "folder": {k: getattr(f, k) for k in window},
+        }
 
     def load_state_dict(self, s, episodes=True):
         """episodes=False: the env could not restore its simulator state, so keep the fresh episodes it
-        started (this role's obs, counters and n-step window from `env.reset()`) and only continue the step count."""
+        started (this role's obs, counters and n-step window from `env.reset()`) and only continue the step
+        count."""
         self.steps = s["steps"]
         if not episodes:
             return

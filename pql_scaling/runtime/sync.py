@@ -3,18 +3,23 @@
 The ratios are exact: after every actor step the V-learner is owed `critic_updates_per_step`
 updates and, after each of those, the P-learner `policy_updates_per_critic_update`; the debts are
 kept as exact fractions, so a ratio such as 1/3 never drifts.
+
+Every role lives in this process, so sync mode needs none of the Session's runtime hooks (session.Runtime's
+no-ops stay attached).
 """
+
 import time
 from fractions import Fraction
 
-from pql_scaling.runtime.train import Session
+from pql_scaling.runtime.session import Session
 
 
-def run(s: Session):
+def run(s: Session) -> None:
     cfg = s.cfg
     critic_per_step = Fraction(str(cfg.algo.critic_updates_per_step))
     policy_per_critic = Fraction(str(cfg.algo.policy_updates_per_critic_update))
-    critic_owed, policy_owed = s.counters.get("critic_owed", Fraction(0)), s.counters.get("policy_owed", Fraction(0))
+    critic_owed = s.counters.get("critic_owed", Fraction(0))
+    policy_owed = s.counters.get("policy_owed", Fraction(0))
     actor, v, p, replay = s.actor, s.v_learner, s.p_learner, s.replay
     s.started()
     while not s.should_stop():
