@@ -1,4 +1,4 @@
-"""Scaling analysis: run logs -> learning curves -> crossings -> fits -> plots/report (science.md 1-5).
+"""Scaling analysis: run logs -> learning curves -> crossings -> fits -> plots/report (docs/science.md 1-5).
 
 Never imports pql_scaling, envs or tasks. Modules:
 - load (package): run directories, W&B, qscaled arrays, R5's released data -> tables and curve records;

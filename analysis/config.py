@@ -10,7 +10,7 @@ DEFAULTS = {
     "inputs": [], "format": "auto", "max_returns": {}, "thresholds": None, "sweep_threshold": 800.0,
     "model_size": None, "delta": 4e9, "holdout_top_k": 2, "bootstrap": 100, "hparam_fits": None,
     "out": "analysis_out", "seed": 0, "compute": "r1", "no_crossing": "first", "plots": True,
-    # R5 (science.md 3): per-task absolute thresholds ({task: J} or {task: [J, ...]}), R5's threshold rule
+    # R5 (docs/science.md 3): per-task absolute thresholds ({task: J} or {task: [J, ...]}), R5's threshold rule
     "threshold_rule": None, "threshold_base": {}, "tasks": None, "exclude": {},
     "reset_every_grad_steps": None, "pool": None, "r5_seed": 42,
     "min_returns": {}, "returns": "auto", "budget": "flops",
@@ -120,7 +120,7 @@ def r5_config(cfg):
                              for t, v in (cfg["threshold_base"] or {}).items()}
     if (cfg["threshold_rule"] == "r5" or cfg["pool"] == "r5") and not cfg["threshold_base"]:
         raise AnalysisInputError("threshold_rule: r5 (and pool: r5) need `threshold_base: {task: base}` "
-                                 "(R5's DMC bases: science.md 3)")
+                                 "(R5's DMC bases: docs/science.md 3)")
     for k in ("bootstrap", "r5_seed"):
         cfg[k] = number(cfg, k, int)
     cfg["delta"] = number(cfg, "delta")

@@ -1,4 +1,4 @@
-"""R1's constants for its OpenAI Gym (SAC) study (science.md section 2; values from R1's released analysis,
+"""R1's constants for its OpenAI Gym (SAC) study (docs/science.md section 2; values from R1's released analysis,
 github prestonfu/qscaled, MIT): what the Gym tests, the benchmark and the example configs use."""
 SWEEP_MAX_RETURNS = {"HalfCheetah-v4": 7300 * 1.25, "Walker2d-v4": 4000 * 1.25,
                      "Ant-v4": 5300 * 1.25, "Humanoid-v4": 5200 * 1.25}

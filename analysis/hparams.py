@@ -1,4 +1,4 @@
-"""R1's hyperparameter rules (science.md 2.8) fitted from the runs: from a (B, lr) sweep, the
+"""R1's hyperparameter rules (docs/science.md 2.8) fitted from the runs: from a (B, lr) sweep, the
 bootstrap-corrected best values per (task, sigma) and their shared-slope rules; without a sweep, the runs'
 configured values."""
 import numpy as np
@@ -9,7 +9,7 @@ from .load import config_frame
 
 
 def hparam_rules(curves, sweep_threshold, n_boot, rng, no_crossing="first"):
-    """Bootstrap-corrected best B and lr per (task, sigma) and the shared-slope rules (science.md 2.8).
+    """Bootstrap-corrected best B and lr per (task, sigma) and the shared-slope rules (docs/science.md 2.8).
     Returns (rules {"batch_size", "learning_rate"}, the best-values table, notes)."""
     meta = config_frame(curves)
     pt, bt = fit.crossings(curves, [float(sweep_threshold)], n_boot, rng)

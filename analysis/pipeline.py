@@ -1,4 +1,4 @@
-"""The analysis as named stages: inputs -> every fit of science.md -> an AnalysisResult (fits.json + state).
+"""The analysis as named stages: inputs -> every fit of docs/science.md -> an AnalysisResult (fits.json + state).
 
 `run_analysis(cfg)` only computes; `report.write_outputs` writes tables, plots and report.md. R1 mode runs
     load and choose the returns -> hyperparameter rules -> one configuration per (task, sigma, N) ->
@@ -19,7 +19,7 @@ from .result import AnalysisResult, AnalysisState
 
 
 def run_analysis(cfg, api=None):
-    """Every step of science.md 2-4 on the inputs of `cfg` (keys as DEFAULTS). Returns an AnalysisResult."""
+    """Every step of docs/science.md 2-4 on the inputs of `cfg` (keys as DEFAULTS). Returns an AnalysisResult."""
     # One BLAS thread: scipy's L-BFGS-B calls BLAS on 3-vectors thousands of times, and OpenBLAS's
     # thread start/stop made each call ~100x slower on the 2-core machine (measured: 280 ms vs 3 ms a fit).
     from threadpoolctl import threadpool_limits

@@ -3,7 +3,7 @@
 `predict(result, sigmas, budget)` takes `pipeline.run_analysis`'s AnalysisResult for the fitted stage (its
 fits and its state: the D_J(sigma) fits of every bootstrap resample, the compute and budget functions) and
 gives, for each held-out UTD, the predicted data D_J and compute C_J to each threshold with a bootstrap
-interval (the fits of the seed-bootstrap resamples, science.md 2.4: the interval covers the fit's uncertainty
+interval (the fits of the seed-bootstrap resamples, docs/science.md 2.4: the interval covers the fit's uncertainty
 from seed noise in the fitted runs, not the noise of the validation runs themselves); for a budget F above
 every fitted one the budget-optimal sigma*(F) (from each resample's sigma*(F) fit) and the return its run
 reaches with F.
@@ -121,7 +121,7 @@ def _budget_prediction(result, b, budget, budget_factor, lo, hi):
 
 
 def measure(curves, thresholds, n_boot=100, rng=0, at_steps=None):
-    """Measured D_J per configuration (seed-mean isotonic crossing, science.md 2.3) with a seed-bootstrap
+    """Measured D_J per configuration (seed-mean isotonic crossing, docs/science.md 2.3) with a seed-bootstrap
     interval, and the isotonic return reached at `at_steps` {sigma: env steps} (the budget runs)."""
     pt, bt = fit.crossings(curves, thresholds, n_boot, rng)
     out = []

@@ -1,4 +1,4 @@
-"""R5 mode (science.md 3): time to threshold per (task, sigma, N) with the best batch size, on R5's released
+"""R5 mode (docs/science.md 3): time to threshold per (task, sigma, N) with the best batch size, on R5's released
 arrays or our runs, and R5's sum-of-power-laws surface D(sigma, N) per task (or pooled over tasks)."""
 import os
 import warnings
@@ -13,7 +13,7 @@ from .result import AnalysisResult, AnalysisState
 
 
 def r5_analysis(cfg, api=None):
-    """R5's time to threshold per (task, sigma, N) and its sum-of-power-laws surface (science.md 3).
+    """R5's time to threshold per (task, sigma, N) and its sum-of-power-laws surface (docs/science.md 3).
     `cfg`: keys as config.DEFAULTS (config.with_defaults)."""
     cfg = config.r5_config(cfg)
     curves, skipped = _r5_inputs(cfg, api)

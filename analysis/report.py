@@ -180,7 +180,7 @@ def _report_r5(res, out, mds, figs):
     L = ["# R5 model-size analysis", "", f"Inputs: {', '.join(res['config']['inputs'])}  ",
          f"{c['configs']} configurations, {c['tasks']} tasks, UTDs {c['utds']}, >= {c['seeds_min']} runs "
          f"each; time to threshold with the best batch size per cell, std over {res['config']['bootstrap']} "
-         "bootstrap resamples (pooled: across tasks); surface fitted in log space as R5 (science.md 3).", ""]
+         "bootstrap resamples (pooled: across tasks); surface fitted in log space as R5 (docs/science.md 3).", ""]
     if res["notes"]:
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     for fn, title in figs:

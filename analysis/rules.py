@@ -1,4 +1,4 @@
-"""R1's hyperparameter rules (science.md 2.8) as analysis writes them to fits.json["hparams"], evaluated.
+"""R1's hyperparameter rules (docs/science.md 2.8) as analysis writes them to fits.json["hparams"], evaluated.
 
 A rule is {"slope", "intercepts": {task: log10 value at sigma = 1}, "swept": [lo, hi] (optional), ...}:
 value(sigma) = 10^(slope log10 sigma + intercept), clipped to the range the sweep tried. numpy and the

@@ -1,4 +1,4 @@
-"""Wall-clock budgets from the throughput our runs log (science.md 1: F = C + delta D assumes the simulator
+"""Wall-clock budgets from the throughput our runs log (docs/science.md 1: F = C + delta D assumes the simulator
 and the learner take turns; PQL's trio runs them in parallel).
 
 A run spends `a` seconds of simulator (+ actor) time per env transition and `1 / R` seconds per FLOP of

@@ -124,7 +124,7 @@ RESET = 2.5e5  # make.py
 
 
 def _pooled_by_hand(folder, bases, reset, leave_out=("xs",)):
-    """R5's pooled variant written out directly from science.md 3, independent of analysis.fit."""
+    """R5's pooled variant written out directly from docs/science.md 3, independent of analysis.fit."""
     per_task = {}
     for rr in sorted(os.listdir(os.path.join(folder, "ablations_rr"))):
         sigma, size = rr[2:].split("_")

@@ -82,7 +82,7 @@ def test_whole_updates_cost_what_run_json_says(arch, width, depth, distributiona
 
 
 def _softmoe_reference(layer, x):
-    """Soft MoE of science.md 5 for one member and one sample, written out with explicit loops."""
+    """Soft MoE of docs/science.md 5 for one member and one sample, written out with explicit loops."""
     m, d, n, p = layer.m, layer.d, layer.n, layer.p
     X = x.reshape(m, d)
     phi = layer.phi[0]

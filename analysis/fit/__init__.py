@@ -1,4 +1,4 @@
-"""Pure fitting functions (numpy arrays in, numbers out): science.md sections 1-4, one module per paper.
+"""Pure fitting functions (numpy arrays in, numbers out): docs/science.md sections 1-4, one module per paper.
 
 R1 = Rybkin et al. 2025 (arXiv 2502.04327), reference analysis github prestonfu/qscaled (MIT);
 R2 = Hilton et al. 2023; R5 = Fu, Rybkin et al. 2025. Nothing here reads files or draws.

@@ -1,4 +1,4 @@
-"""Thresholds, isotonic learning curves and their crossings (science.md 2.3), shared by every fit."""
+"""Thresholds, isotonic learning curves and their crossings (docs/science.md 2.3), shared by every fit."""
 import numpy as np
 
 from ..errors import AnalysisInputError

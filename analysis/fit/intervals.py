@@ -1,4 +1,4 @@
-"""Percentile intervals of bootstrap values (the fits of seed-bootstrap resamples, science.md 2.4)."""
+"""Percentile intervals of bootstrap values (the fits of seed-bootstrap resamples, docs/science.md 2.4)."""
 import numpy as np
 
 

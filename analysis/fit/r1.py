@@ -1,6 +1,6 @@
 """R1 (Rybkin et al. 2025, reference analysis github prestonfu/qscaled, MIT): the bootstrap-corrected best
 hyperparameters and their shared-slope rules, pooled D_J(sigma), compute, the Pareto frontier and the
-budget-optimal sigma*(F) (science.md 2)."""
+budget-optimal sigma*(F) (docs/science.md 2)."""
 import warnings
 
 import numpy as np
@@ -9,7 +9,7 @@ from ..errors import AnalysisInputError
 from .powerlaw import fit_power_law, fit_power_law_batch, power_law
 
 def best_hparams(table, point, boot, no_crossing="first"):
-    """R1's bootstrap-corrected best batch size and learning rate (science.md 2.8).
+    """R1's bootstrap-corrected best batch size and learning rate (docs/science.md 2.8).
 
     table: DataFrame with task, sigma, batch_size, lr (one row per configuration), point [n] and
     boot [n, R] = D_J at the sweep threshold. For each (task, B, sigma) the best lr, for each
@@ -59,7 +59,7 @@ def best_hparams(table, point, boot, no_crossing="first"):
 
 def shared_slope(tasks, sigma, value):
     """OLS of log10(value) on log10(sigma) with one slope shared by all tasks and one intercept per task
-    (science.md 2.8). Returns {"slope", "intercepts": {task: log10 value at sigma=1}, "r2", "n"}."""
+    (docs/science.md 2.8). Returns {"slope", "intercepts": {task: log10 value at sigma=1}, "r2", "n"}."""
     tasks = np.asarray(tasks)
     x, y = np.log10(np.asarray(sigma, float)), np.log10(np.asarray(value, float))
     ok = np.isfinite(x) & np.isfinite(y)

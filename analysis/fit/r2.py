@@ -1,4 +1,4 @@
-"""R2 (Hilton et al. 2023): intrinsic performance and its fit in model size and env steps (science.md 4)."""
+"""R2 (Hilton et al. 2023): intrinsic performance and its fit in model size and env steps (docs/science.md 4)."""
 import numpy as np
 from scipy import optimize
 from threadpoolctl import threadpool_limits

@@ -1,5 +1,5 @@
 """R5 (Fu, Rybkin et al. 2025): time to threshold per (task, sigma, N) with the best batch size, its pooled
-multi-task variant with BRO's reset filter, and the (sigma, N) surface (science.md 3)."""
+multi-task variant with BRO's reset filter, and the (sigma, N) surface (docs/science.md 3)."""
 import warnings
 
 import numpy as np
@@ -26,7 +26,7 @@ def fit_surface(sigma, n_params, data):
 
 
 def _fit_surface(sigma, n_params, data):
-    """R5's surface D(sigma, N) = C (1 + (A / sigma)^alpha + (B / N)^beta), fitted as R5 does (science.md 3):
+    """R5's surface D(sigma, N) = C (1 + (A / sigma)^alpha + (B / N)^beta), fitted as R5 does (docs/science.md 3):
     sigma and N mapped log-affinely onto [0.5, 2], times divided by their mean, the five parameters
     softplus of free ones starting at 0, loss mean((ln pred - ln y)^2), L-BFGS-B (ftol = gtol = 1e-12) from
     that single start; then mapped back to original units: A = A'^s e^m, alpha = alpha' / s (same for B)."""
@@ -81,7 +81,7 @@ def surface_optimum(f, budget_fn, sigma_range, n_range, n=60):
 
 
 def r5_cells(curves, thresholds, n_boot=100, seed=42, key="returns", keep=None):
-    """R5's time to threshold per (task, sigma, N) with the empirically best batch size (science.md 3).
+    """R5's time to threshold per (task, sigma, N) with the empirically best batch size (docs/science.md 3).
 
     curves: records with task, sigma, model_size, batch_size, steps [T], `key` [T, R] (NaN allowed), in
     the order R5 consumed them (the zip's member order). thresholds: {task: J}. Per configuration: nan-mean
@@ -130,7 +130,7 @@ def r5_cells(curves, thresholds, n_boot=100, seed=42, key="returns", keep=None):
 def drop_after_resets(steps, y, reset_every_env_steps):
     """BRO resets its networks every `reset_every_env_steps` env steps (2.5e6 / sigma): after each reset,
     set the evaluations to NaN until the seed-mean return is back at its level at the last evaluation
-    before the reset. y [T, R] -> a copy with those rows NaN (science.md 3, pooled variant)."""
+    before the reset. y [T, R] -> a copy with those rows NaN (docs/science.md 3, pooled variant)."""
     y = np.array(y, float)
     steps = np.asarray(steps, float)
     mean = np.nanmean(y, 1)
@@ -150,7 +150,7 @@ def drop_after_resets(steps, y, reset_every_env_steps):
 
 
 def r5_pooled(curves, bases, reset_every_grad_steps=None, n_thresholds=20, key="returns"):
-    """R5's pooled multi-task variant (BRO ablations; science.md 3). curves: records of the selected
+    """R5's pooled multi-task variant (BRO ablations; docs/science.md 3). curves: records of the selected
     settings; bases: {task: lowest threshold}. Per task: optional reset filter, isotonic fit of the seed
     mean; 20 thresholds linspace(base, top), top = floor(0.95 * q20 / 10) * 10 with q20 = 20th percentile
     of the final isotonic returns; task normaliser = nan-median of all 20 crossings of all its settings.

@@ -1,4 +1,4 @@
-"""R5's released data (science.md 3): SimbaV2's model-scaling arrays and BRO's replay-ratio x size ablations,
+"""R5's released data (docs/science.md 3): SimbaV2's model-scaling arrays and BRO's replay-ratio x size ablations,
 from the zip or its unpacked folder -> curve records (as `curves()` gives them), in the order R5 read them."""
 import io
 import os

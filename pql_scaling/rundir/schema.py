@@ -31,7 +31,7 @@ RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed
 
 # ----------------------------------------------------------------------------------------------- metrics rows
 class MetricsRow(TypedDict, total=False):
-    """One line of metrics.jsonl (runtime/train.py log_point; the learners', evaluator's and trio's parts)."""
+    """One line of metrics.jsonl (runtime/metrics.py log_point; the learners', evaluator's and trio's parts)."""
     # counters at the log point
     env_steps: int
     actor_steps: int

@@ -121,7 +121,6 @@ class ActorRole:
         self.ep_return.copy_(s["ep_return"])
         self.ep_length.copy_(s["ep_length"])
         self.obs = s["obs"].to(self.device)
-        if "noise" in s:  # checkpoints from before noise_corr have none
-            self.noise.copy_(s["noise"])
+        self.noise.copy_(s["noise"])
         for k, v in s["folder"].items():
             setattr(self.folder, k, v if k == "t" else v.to(self.device))

@@ -136,9 +136,7 @@ class Checkpointer:
         torch.set_rng_state(s["rng"]["torch"])
         if s["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(s["rng"]["cuda"])
-        if "replay" in s:  # format 1: the whole replay inside the checkpoint
-            r.replay.load_state_dict(s["replay"])
-        elif s.get("replay_saved") and r.replay_store is not None:
+        if s.get("replay_saved") and r.replay_store is not None:
             r.replay_store.load(r.replay, s["replay_rows"])
         else:
             log.info(

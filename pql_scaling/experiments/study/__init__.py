@@ -1,4 +1,4 @@
-"""`pql-scale study SPEC`: R1's protocol as one resumable command (science.md 2), graded on runs it never
+"""`pql-scale study SPEC`: R1's protocol as one resumable command (docs/science.md 2), graded on runs it never
 fitted.
 
     grid      sweep UTD x batch size x lr (x seeds), short budget -> analyze -> B*(sigma), lr*(sigma) rules
