@@ -142,6 +142,7 @@ def compile_probe(args):
     trace of each family at toy sizes (no code generation), to check the plumbing."""
     from torch._dynamo.utils import counters
 
+    from pql_scaling.runtime.learner import Window
     from tests import test_compile
 
     out = {"device": DEVICE, "families": {}}
@@ -156,10 +157,9 @@ def compile_probe(args):
                     _, v, _, replay = test_compile.make("pql", *extra)
                 finally:
                     torch.compile = real
-                f = v.fast
-                f.size.fill_(replay.size)
+                v.size.fill_(replay.size)
                 t0 = time.perf_counter()
-                ex = torch._dynamo.explain(f.step)(replay.data, f.size, f.start, True)
+                ex = torch._dynamo.explain(v.step)(Window(replay.data, v.size, v.start))
                 row.update(status="traced only: no CUDA", trace_s=round(time.perf_counter() - t0, 2),
                            graphs=ex.graph_count, graph_breaks=ex.graph_break_count)
                 continue

@@ -151,7 +151,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     modes = args.modes or (["eager", "compiled"] if device.type == "cpu" else list(MODES))
     extra = ["perf.tf32=true"] if args.tf32 else []
-    # every mode compiles the same function (Fast.step) for its own learners: allow that many variants
+    # every mode compiles the same function (Learner.step) for its own learners: allow that many variants
     for key in ("recompile_limit", "cache_size_limit"):
         if hasattr(torch._dynamo.config, key):
             setattr(torch._dynamo.config, key, 64)

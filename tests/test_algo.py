@@ -2,7 +2,7 @@ import torch
 
 from pql_scaling.core import losses as algo
 from pql_scaling.core import nets
-from pql_scaling.core.replay import NStepFolder, Normalizer, Replay
+from pql_scaling.core.replay import Normalizer, NStepFolder, Replay
 
 
 def test_c51_projection_hand_computed():
@@ -77,9 +77,25 @@ def test_normalizer_matches_batch_statistics():
 
 
 def test_flop_and_parameter_counts_are_exact():
-    critic = nets.Critic(3, 1, [64, 64])
+    """Through what run.json reports (nets.facts, nets.update_flops): counts written out by hand."""
+    from pql_scaling import config
+
+    cfg = config.load(["task=pendulum", "net.critic_hidden=[64,64]", "net.actor_hidden=[32]"])
+    actor, critic = nets.build(cfg, 3, 1)
     assert nets.count_params(critic) == 2 * ((4 * 64 + 64) + (64 * 64 + 64) + (64 + 1))
-    assert critic.flops_per_sample() == 2 * ((2 * 4 * 64 + 64) + (2 * 64 * 64 + 64) + (2 * 64 + 1))
+    facts = nets.facts(cfg, actor, critic)
+    critic_mm = 2 * (2 * 4 * 64 + 2 * 64 * 64 + 2 * 64)  # twin critic: every matmul twice
+    actor_mm = 2 * 3 * 32 + 2 * 32
+    assert facts["critic_flops_per_sample"] == {
+        "forward": critic_mm + 2 * (64 + 64 + 1), "forward_matmul": critic_mm,
+        "backward": 2 * (2 * 4 * 64 + 2 * (2 * 64 * 64) + 2 * (2 * 64)),  # the input layer: weight grads only
+        "backward_input_only": critic_mm}
+    assert facts["actor_flops_per_sample"]["forward"] == actor_mm + 32 + 1
+    B, actor_fwd, critic_fwd = 10, actor_mm + 33, critic_mm + 2 * 129
+    actor_bwd, critic_bwd = 2 * 3 * 32 + 2 * (2 * 32), facts["critic_flops_per_sample"]["backward"]
+    critic_update, policy_update = nets.update_flops(actor, critic, B)
+    assert critic_update == B * (actor_fwd + 2 * critic_fwd + critic_bwd)  # next action, target + online, bwd
+    assert policy_update == B * (actor_fwd + actor_bwd + critic_fwd + critic_mm)  # critic: input grads only
 
 
 def test_critic_loss_is_zero_at_the_fixed_point_for_terminal_transitions():
@@ -127,14 +143,13 @@ def test_hot_paths_have_no_host_sync():
     import textwrap
     import tokenize
 
-    from pql_scaling.runtime import actor
-    from pql_scaling.runtime import learner
     from pql_scaling.core import replay
     from pql_scaling.envs import native
+    from pql_scaling.runtime import actor, learner
 
-    hot = [algo, learner.VLearner.update, learner.PLearner.update, learner.VLearner.learn, learner.PLearner.learn,
-           learner.Fast.step, learner.Fast.__call__, learner.Fast.grads, learner.adamw_step, learner.uniform_index,
-           learner.sample_to, actor.ActorRole.step, actor.ActorRole.act,
+    hot = [algo, learner.Learner.learn, learner.Learner.update, learner.Learner.step, learner.value_and_grads,
+           learner.adamw_step, learner.sample, learner.normalised, learner.Objective.forward,
+           learner.VLearner.loss, learner.PLearner.loss, actor.ActorRole.step, actor.ActorRole.act,
            actor.ActorRole._track, replay.Replay.add, replay.Replay.sample, replay.NStepFolder.push,
            replay.Normalizer.update, replay.Normalizer.forward, native.NativeVecEnv.step,
            nets.MLP.forward, nets.BroNet.forward, nets.SoftMoE.forward, nets.MoENet.forward, nets.Critic.forward]

@@ -1,4 +1,5 @@
-"""perf.compile / perf.amp: the compiled update is one graph and computes what the eager update does.
+"""perf.compile / perf.amp: each learner's one update function (`Learner.step`) is one graph, computes what
+loss.backward() and opt.step() compute, and compiled computes what it does eagerly.
 
 Compiling costs CPU time, so the shapes are tiny and only one configuration goes through inductor;
 the graph-break checks trace with dynamo only (no code generation).
@@ -9,9 +10,10 @@ import pytest
 import torch
 
 from pql_scaling import config as config_lib
+from pql_scaling.core import losses as algo
 from pql_scaling.core import nets
-from pql_scaling.runtime.learner import PLearner, VLearner
 from pql_scaling.core.replay import Normalizer, Replay
+from pql_scaling.runtime.learner import PLearner, VLearner, Window, normalised, value_and_grads
 
 OBS, ACT, ENVS = 3, 2, 8
 KINDS = {"pql": [], "sac": ["algo=sac"], "c51": ["algo.distributional=true", "algo.v_min=-5", "algo.v_max=5",
@@ -41,37 +43,79 @@ def state(v, p):
             + list(p.actor.parameters())] + [v.stats.clone(), p.stats.clone()]
 
 
+def window(replay, size, start):
+    return Window(replay.data, torch.tensor(size), torch.tensor(start))
+
+
 @pytest.mark.parametrize("amp", ["off", "bf16"])
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_update_is_one_graph(kind, amp):
-    """No graph breaks anywhere in either learner's whole update (dynamo's trace; no inductor needed), with and
-    without bf16 autocast inside torch.func's gradient (the compiled_bf16 / graphed_bf16 modes)."""
+    """No graph breaks anywhere in either learner's whole update, the replay gather included (dynamo's
+    trace; no inductor needed), with and without bf16 autocast inside torch.func's gradient (the
+    compiled_bf16 / graphed_bf16 modes)."""
     _, v, p, replay = make(kind, "perf.compile=default", "perf.amp=%s" % amp)
     for learner in (v, p):
-        f = learner.fast
-        f.size.fill_(replay.size)
-        out = torch._dynamo.explain(f.step)(replay.data, f.size, f.start, True)
+        out = torch._dynamo.explain(learner.step)(window(replay, replay.size, 0))
         assert out.graph_break_count == 0 and out.graph_count == 1, (kind, [b.reason for b in out.break_reasons])
     torch._dynamo.reset()
 
 
+def autograd_update(learner, replay, size, start):
+    """The update as loss.backward() and opt.step() on the module's own parameters, the reference."""
+    batch = normalised(replay.sample(learner.batch_size, size=size, start=start), learner.norm)
+    loss, aux = learner.objective(batch)
+    learner.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(learner.opt.param_groups[0]["params"], learner.grad_clip, foreach=True)
+    learner.opt.step()
+    if learner.target is not None:
+        algo.soft_update(learner.target, learner.net, learner.tau)
+    learner.stats += torch.stack([loss.detach(), aux.detach(), torch.ones_like(aux)])
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
-def test_functional_update_equals_eager(kind):
-    """The functional update (torch.func grads, functional AdamW, no compile) against today's eager update, 3
-    updates from the same state and the same random stream: equal to float32 rounding."""
+def test_the_update_is_autograd_and_opt_step_bit_for_bit(kind):
+    """The one update run eagerly (autograd.grad, clip_grads_, torch.optim's functional AdamW with the
+    optimiser's flags) against loss.backward() + clip_grad_norm_ + opt.step(), 3 updates from the same
+    state and random stream, one of them over a window that wraps the ring: equal bit for bit, the
+    optimiser state too. So is the compiled path's gather (a Window: the bounds as tensors) run eagerly."""
     _, v0, p0, replay = make(kind)
-    _, v1, p1, _ = make(kind, "perf.compile=default")
-    for step in range(3):
-        torch.manual_seed(10 + step)
-        v0.learn(replay)
-        p0.learn(replay)
-        torch.manual_seed(10 + step)
-        for learner in (v1, p1):
-            f = learner.fast
-            f.size.fill_(replay.size)
-            f.step(replay.data, f.size, f.start, True)  # the function torch.compile compiles, run eagerly
-    for a, b in zip(state(v0, p0), state(v1, p1)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    _, v1, p1, _ = make(kind)
+    _, v2, p2, _ = make(kind, "perf.compile=default")
+    for step, (size, start) in enumerate([(48, 0), (40, 30), (48, 0)]):
+        for a, b, c in ((v0, v1, v2), (p0, p1, p2)):
+            torch.manual_seed(10 + step)
+            autograd_update(a, replay, size, start)
+            torch.manual_seed(10 + step)
+            b.learn(replay, size, start)
+            torch.manual_seed(10 + step)
+            c.step(window(replay, size, start))  # the function torch.compile compiles, run eagerly
+    assert (v1.updates, p1.updates) == (3, 3)
+    for a, b, c in zip(state(v0, p0), state(v1, p1), state(v2, p2)):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    for a, b in ((v0, v1), (p0, p1)):
+        s0, s1 = a.opt.state_dict(), b.opt.state_dict()
+        assert s0["param_groups"] == s1["param_groups"] and s0["state"].keys() == s1["state"].keys()
+        for i, st in s0["state"].items():
+            other = s1["state"][i]
+            assert st.keys() == other.keys()
+            assert all(t.dtype == other[k].dtype and torch.equal(t, other[k]) for k, t in st.items())
+
+
+@pytest.mark.parametrize("amp", [False, True])
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_torch_func_gradients_are_autograd_gradients(kind, amp):
+    """Traced, the step takes its gradients with torch.func; eagerly with autograd.grad: run both eagerly
+    from the same random stream, they are the same numbers bit for bit (with bf16 autocast too)."""
+    _, v, p, replay = make(kind)
+    for learner in (v, p):
+        batch = normalised(replay.sample(learner.batch_size), learner.norm)
+        out = []
+        for functional in (False, True):
+            torch.manual_seed(5)
+            grads, (loss, aux) = value_and_grads(learner.objective, learner.named, batch, amp, functional)
+            out.append(grads + [loss, aux])
+        assert all(a.dtype == torch.float32 and torch.equal(a, b) for a, b in zip(*out)), kind
 
 
 def test_compiled_update_matches_eager_and_checkpoints():

@@ -269,3 +269,22 @@ def test_soft_update_limits(tau):
     algo.soft_update(target, source, tau)
     want = before if tau == 0.0 else [p.detach() for p in source.parameters()]
     assert all(torch.equal(p, w) for p, w in zip(target.parameters(), want))
+
+
+# ---------------------------------------------------------------- gradient clip
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 100.0])
+def test_clip_grads_is_clip_grad_norm_bit_for_bit(max_norm):
+    """The learner clips its gradient list with clip_grads_; the autograd reference is clip_grad_norm_."""
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g)) for s in [(3, 4), (4,), (2, 5, 6)]]
+    grads = [torch.randn(p.shape, generator=g) for p in params]
+    for p, x in zip(params, grads):
+        p.grad = x.clone()
+    total = lambda xs: float(torch.stack([x.norm() for x in xs]).norm())
+    before = total(grads)
+    torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    algo.clip_grads_(grads, max_norm)
+    assert all(torch.equal(p.grad, x) for p, x in zip(params, grads))
+    assert total(grads) == pytest.approx(min(max_norm, before), rel=1e-4)  # clipped to max_norm, or untouched

@@ -1,8 +1,9 @@
 """The learner math of PQL (R4) and SAC, as short pure functions over tensors.
 
-Each update is loss -> backward -> clip -> step -> soft target update, with no `.item()`, no host
-sync and no data-dependent Python branching, so it can be captured in a CUDA graph. Losses come back
-as 0-dim tensors; the runtime reads them only at log points.
+Each update (runtime/learner.py) is loss -> gradients (torch.func) -> clip -> AdamW -> soft target
+update, with no `.item()`, no host sync and no data-dependent Python branching, so it can be compiled
+to one graph and captured in a CUDA graph. Losses come back as 0-dim tensors; the runtime reads them
+only at log points.
 
 Batches arrive with n-step returns already folded by the actor (replay.NStepFolder):
 `reward` = sum_k gamma^k r_{t+k} (reward-scaled), `discount` = gamma^n' * (1 - terminated) for the
@@ -104,16 +105,9 @@ def actor_loss(actor, critic, b, sac, target_entropy, support=None):
     return weighted_mean(-q_value(critic, b.obs, a, support), b.weight), a.abs().mean()
 
 
-def step(loss, opt, params, grad_clip):
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
-    opt.step()
-
-
 def clip_grads_(grads, max_norm):
-    """clip_grad_norm_'s math on a list of gradients (torch.func returns them apart from the parameters)."""
+    """clip_grad_norm_'s math (and kernels) on a list of gradients (torch.func returns them apart from the
+    parameters): scaled in place by min(1, max_norm / (total norm + 1e-6))."""
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
 

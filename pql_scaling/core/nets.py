@@ -19,7 +19,6 @@ are not counted. Each body lists its matmuls with a kind, from which the backwar
   "aa"  product of two activations (Soft MoE dispatch / combine): 2x either way.
 """
 import math
-from typing import List
 
 import torch
 import torch.nn as nn
@@ -50,11 +49,6 @@ class EnsembleLayerNorm(nn.Module):
 
     def forward(self, x):
         return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
-
-
-def dense_flops(sizes: List[int]) -> int:
-    """Forward FLOPs per sample of a stack of dense layers with these widths."""
-    return sum(2 * i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
 
 
 def dense_ops(k, sizes):
@@ -106,9 +100,6 @@ class MLP(nn.Module):
     def bias_flops(self):
         return self.k * sum(self.sizes[1:])
 
-    def flops_per_sample(self):
-        return self.k * dense_flops(self.sizes)
-
 
 class BroNet(nn.Module):
     """BroNet: Dense-LN-ReLU to `width`, `blocks` residual blocks x + LN(D(ReLU(LN(D(x))))), dense head."""
@@ -136,9 +127,6 @@ class BroNet(nn.Module):
 
     def bias_flops(self):
         return self.k * (self.width * (1 + 2 * self.blocks) + self.n_out)
-
-    def flops_per_sample(self):
-        return forward_flops(self)
 
 
 class SoftMoE(nn.Module):
@@ -214,9 +202,6 @@ class MoENet(nn.Module):
     def bias_flops(self):
         return self.trunk.bias_flops() + self.moe.bias_flops() + self.k * self.n_out
 
-    def flops_per_sample(self):
-        return forward_flops(self)
-
 
 def body(arch, n_in, n_out, hidden, activation="elu", layer_norm=False, k=1, moe=None):
     """The network body of an architecture; `hidden` = the dense widths (mlp), [width] * blocks + 1 (bro:
@@ -239,9 +224,6 @@ class Actor(nn.Module):
 
     def forward(self, obs):
         return torch.tanh(self.net(obs)[0])
-
-    def flops_per_sample(self):
-        return self.net.flops_per_sample()
 
 
 class GaussianActor(nn.Module):
@@ -271,9 +253,6 @@ class GaussianActor(nn.Module):
         log_prob = log_prob - (2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
         return action, log_prob
 
-    def flops_per_sample(self):
-        return self.net.flops_per_sample()
-
 
 class Critic(nn.Module):
     """Twin (k=2) Q networks on concat(obs, action); `atoms` > 1 makes each a C51 head of logits."""
@@ -287,9 +266,6 @@ class Critic(nn.Module):
     def forward(self, obs, action):  # -> (k, B) Q values, or (k, B, atoms) logits
         out = self.net(torch.cat([obs, action], dim=-1))
         return out.squeeze(-1) if self.atoms == 1 else out
-
-    def flops_per_sample(self):
-        return self.net.flops_per_sample()
 
 
 def hidden_of(n, role):

@@ -8,7 +8,7 @@ import torch
 
 from pql_scaling.core.losses import Batch
 
-FIELDS = ("obs", "action", "reward", "next_obs", "discount", "weight")
+FIELDS = Batch._fields  # ("obs", "action", "reward", "next_obs", "discount", "weight")
 
 
 def alloc_storage(capacity, obs_dim, act_dim, device):
@@ -50,14 +50,6 @@ class Replay:
             idx = (idx + start) % self.capacity
         return Batch(*(self.data[k][idx] for k in FIELDS))
 
-    def state_dict(self):
-        return {"rows": self.rows, "data": {k: v[: self.size].cpu() for k, v in self.data.items()}}
-
-    def load_state_dict(self, state):
-        n = min(state["rows"], self.capacity)
-        for k, v in state["data"].items():
-            self.data[k][:n].copy_(v[:n])
-        self.rows = state["rows"]
 
 
 class NStepFolder:
