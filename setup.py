@@ -3,6 +3,7 @@
 Install on a CPU machine without pulling CUDA wheels:
     pip install torch==2.13.0 && pip install -e ".[dev]"
 """
+
 from setuptools import find_packages, setup
 
 extras = {
@@ -27,6 +28,7 @@ extras["dev"] = sorted(
             "gymnasium[classic-control]>=1.0",
             "stable-baselines3>=2.0",
             "vermin>=1.6",
+            "ruff==0.17.6",  # tests/test_style.py; pinned: another version may format differently
             "scikit-learn>=1.0",
             "mujoco>=3.3",
             "gymnasium[mujoco]>=1.0",
@@ -49,17 +51,15 @@ setup(
     # the package in a source checkout)
     packages=find_packages(include=["pql_scaling", "pql_scaling.*"])
     + ["pql_scaling." + p for p in find_packages(include=["envs*", "tasks*", "analysis*"])],
-    package_dir={"pql_scaling.envs": "envs", "pql_scaling.tasks": "tasks", "pql_scaling.analysis": "analysis"},
+    package_dir={
+        "pql_scaling.envs": "envs",
+        "pql_scaling.tasks": "tasks",
+        "pql_scaling.analysis": "analysis",
+    },
     package_data={"pql_scaling.tasks": ["*.yaml", "gpu/*.yaml", "isaacgym/*.yaml", "mjwarp/*.yaml"]},
     # The training path must install on Python 3.8 (Isaac Gym): the analysis stack (scipy >= 1.12 needs
     # Python 3.9) is an extra there, and installed by default from Python 3.9 on.
-    install_requires=[
-        "torch>=2.0",
-        "numpy",
-        "pyyaml>=5.1",
-        "omegaconf>=2.3",
-        "rich>=12",
-    ]
+    install_requires=["torch>=2.0", "numpy", "pyyaml>=5.1", "omegaconf>=2.3", "rich>=12"]
     + [dep + '; python_version >= "3.9"' for dep in extras["analysis"]],
     extras_require=extras,
     entry_points={"console_scripts": ["pql-scale=pql_scaling.cli:main"]},

@@ -1,4 +1,5 @@
 """python -m analysis analyze|recommend ARGS... (same as pql-scale analyze|recommend)."""
+
 import sys
 
 from .cli import analyze_main, recommend_main

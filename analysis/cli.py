@@ -1,5 +1,6 @@
 """`pql-scale analyze` and `pql-scale recommend` (dispatched from pql_scaling/cli.py, or
 `python -m analysis analyze|recommend ...`)."""
+
 import argparse
 import json
 import sys
@@ -10,10 +11,14 @@ from .recommend import recommend, recommend_line
 
 
 def analyze_main(argv):
-    p = argparse.ArgumentParser(prog="pql-scale analyze",
-                                description="logs -> scaling fits, tables, plots, report")
-    p.add_argument("--config", help="YAML with inputs, format, max_returns, thresholds, sweep_threshold, "
-                                    "model_size, delta, holdout_top_k, bootstrap, hparam_fits, out")
+    p = argparse.ArgumentParser(
+        prog="pql-scale analyze", description="logs -> scaling fits, tables, plots, report"
+    )
+    p.add_argument(
+        "--config",
+        help="YAML with inputs, format, max_returns, thresholds, sweep_threshold, "
+        "model_size, delta, holdout_top_k, bootstrap, hparam_fits, out",
+    )
     p.add_argument("inputs", nargs="*", help="run directories, qscaled folders or wandb://entity/project")
     p.add_argument("--format", choices=["auto", "runs", "qscaled", "wandb", "model_scaling", "bro_ablations"])
     p.add_argument("--out")
@@ -32,20 +37,37 @@ def analyze_main(argv):
     cfg = {}
     if a.config:
         import yaml
+
         try:
             with open(a.config) as fh:
                 cfg = yaml.safe_load(fh) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             what = "is not valid YAML" if isinstance(e, yaml.YAMLError) else "could not be read"
-            print(f"pql-scale analyze: cannot read --config {a.config}: it {what} ({str(e).splitlines()[0]})",
-                  file=sys.stderr)
+            print(
+                f"pql-scale analyze: cannot read --config {a.config}: it {what} ({str(e).splitlines()[0]})",
+                file=sys.stderr,
+            )
             return 2
         if not isinstance(cfg, dict):
-            print(f"pql-scale analyze: config {a.config}: must be a mapping of keys (inputs, format, ...), "
-                  f"got a {type(cfg).__name__}", file=sys.stderr)
+            print(
+                f"pql-scale analyze: config {a.config}: must be a mapping of keys (inputs, format, ...), "
+                f"got a {type(cfg).__name__}",
+                file=sys.stderr,
+            )
             return 2
-    for k in ("format", "out", "bootstrap", "sweep_threshold", "thresholds", "model_size", "delta",
-              "holdout_top_k", "hparam_fits", "compute", "seed"):
+    for k in (
+        "format",
+        "out",
+        "bootstrap",
+        "sweep_threshold",
+        "thresholds",
+        "model_size",
+        "delta",
+        "holdout_top_k",
+        "hparam_fits",
+        "compute",
+        "seed",
+    ):
         if getattr(a, k) is not None:
             cfg[k] = getattr(a, k)
     if a.inputs:
@@ -54,8 +76,10 @@ def analyze_main(argv):
         cfg["inputs"] = [cfg["inputs"]]
     mr = cfg.get("max_returns") or {}
     if not isinstance(mr, dict):
-        print(f"pql-scale analyze: max_returns must map task -> R_max (e.g. {{Ant: 6000}}), got {mr!r}",
-              file=sys.stderr)
+        print(
+            f"pql-scale analyze: max_returns must map task -> R_max (e.g. {{Ant: 6000}}), got {mr!r}",
+            file=sys.stderr,
+        )
         return 2
     mr = dict(mr)
     for kv in a.max_return:
@@ -63,11 +87,13 @@ def analyze_main(argv):
         try:
             mr[k] = float(v)
         except ValueError:
-            print(f"pql-scale analyze: --max-return {kv!r}: expected TASK=R_MAX with a number",
-                  file=sys.stderr)
+            print(
+                f"pql-scale analyze: --max-return {kv!r}: expected TASK=R_MAX with a number", file=sys.stderr
+            )
             return 2
     cfg["max_returns"] = mr
     from . import pipeline, report
+
     try:
         result = pipeline.run_analysis(cfg)
     except AnalysisInputError as e:
@@ -106,10 +132,12 @@ def recommend_main(argv):
         print(f"  learning rate lr*(sigma*) = {r['lr']:.3g}")
     if "surface" in r:
         sf = r["surface"]
-        print(f"  R5 surface {sf['name']}: compute-optimal (sigma, N) = "
-              f"({sf['sigma']:.4g}, {sf['model_size']:.4g}) "
-              f"reaches J={sf['J']} in D = {sf['D']:.4g} env steps for F* = {sf['F_needed']:.4g}"
-              + ("" if sf["fits_budget"] else "  (more than this budget: no fitted threshold is reachable)"))
+        print(
+            f"  R5 surface {sf['name']}: compute-optimal (sigma, N) = "
+            f"({sf['sigma']:.4g}, {sf['model_size']:.4g}) "
+            f"reaches J={sf['J']} in D = {sf['D']:.4g} env steps for F* = {sf['F_needed']:.4g}"
+            + ("" if sf["fits_budget"] else "  (more than this budget: no fitted threshold is reachable)")
+        )
     if "model_size" in r:
         print(f"  critic size N_opt = {r['model_size']:.3g} parameters")
     if "width" in r:

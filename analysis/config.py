@@ -4,16 +4,36 @@ user's dict (YAML or CLI) into the one `run_analysis` works on; every wrong valu
 Two modes share the keys: R1's (run_analysis's default: rules, D_J(sigma), compute, budget) and R5's
 (per-task absolute thresholds, R5's released formats, or its threshold rule / pooled variant: `is_r5`).
 """
+
 from .errors import AnalysisInputError
 
 DEFAULTS = {
-    "inputs": [], "format": "auto", "max_returns": {}, "thresholds": None, "sweep_threshold": 800.0,
-    "model_size": None, "delta": 4e9, "holdout_top_k": 2, "bootstrap": 100, "hparam_fits": None,
-    "out": "analysis_out", "seed": 0, "compute": "r1", "no_crossing": "first", "plots": True,
+    "inputs": [],
+    "format": "auto",
+    "max_returns": {},
+    "thresholds": None,
+    "sweep_threshold": 800.0,
+    "model_size": None,
+    "delta": 4e9,
+    "holdout_top_k": 2,
+    "bootstrap": 100,
+    "hparam_fits": None,
+    "out": "analysis_out",
+    "seed": 0,
+    "compute": "r1",
+    "no_crossing": "first",
+    "plots": True,
     # R5 (docs/science.md 3): per-task absolute thresholds ({task: J} or {task: [J, ...]}), R5's threshold rule
-    "threshold_rule": None, "threshold_base": {}, "tasks": None, "exclude": {},
-    "reset_every_grad_steps": None, "pool": None, "r5_seed": 42,
-    "min_returns": {}, "returns": "auto", "budget": "flops",
+    "threshold_rule": None,
+    "threshold_base": {},
+    "tasks": None,
+    "exclude": {},
+    "reset_every_grad_steps": None,
+    "pool": None,
+    "r5_seed": 42,
+    "min_returns": {},
+    "returns": "auto",
+    "budget": "flops",
 }
 FORMATS = ("auto", "runs", "qscaled", "wandb", "model_scaling", "bro_ablations")
 R5_FORMATS = ("model_scaling", "bro_ablations")
@@ -45,29 +65,40 @@ def check_types(cfg):
     if isinstance(cfg["inputs"], str):
         cfg["inputs"] = [cfg["inputs"]]
     if not isinstance(cfg["inputs"], (list, tuple)) or not all(isinstance(x, str) for x in cfg["inputs"]):
-        raise AnalysisInputError("config key `inputs` must be a list of paths or wandb://entity/project, "
-                                 f"got {cfg['inputs']!r}")
-    for key, options in (("format", FORMATS), ("compute", ("r1", "measured")),
-                         ("no_crossing", ("first", "skip"))):
+        raise AnalysisInputError(
+            f"config key `inputs` must be a list of paths or wandb://entity/project, got {cfg['inputs']!r}"
+        )
+    for key, options in (
+        ("format", FORMATS),
+        ("compute", ("r1", "measured")),
+        ("no_crossing", ("first", "skip")),
+    ):
         if cfg[key] not in options:
             raise AnalysisInputError(f"config key `{key}` must be one of {list(options)}, got {cfg[key]!r}")
     for key in ("out", "hparam_fits"):
         if cfg[key] is not None and not isinstance(cfg[key], str):
             raise AnalysisInputError(f"config key `{key}` must be a path, got {cfg[key]!r}")
     if not isinstance(cfg["max_returns"], dict):
-        raise AnalysisInputError(f"config key `max_returns` must map task -> R_max, "
-                                 f"got {cfg['max_returns']!r}")
+        raise AnalysisInputError(
+            f"config key `max_returns` must map task -> R_max, got {cfg['max_returns']!r}"
+        )
     if cfg["thresholds"] is not None and not isinstance(cfg["thresholds"], (list, tuple, dict)):
-        raise AnalysisInputError("config key `thresholds` must be a list of numbers or map task -> J "
-                                 f"(or [J, ...]), got {cfg['thresholds']!r}")
+        raise AnalysisInputError(
+            "config key `thresholds` must be a list of numbers or map task -> J "
+            f"(or [J, ...]), got {cfg['thresholds']!r}"
+        )
     if not isinstance(cfg["plots"], bool):
         raise AnalysisInputError(f"config key `plots` must be true or false, got {cfg['plots']!r}")
 
 
 def is_r5(cfg):
     """R5's mode: one of its released formats, per-task thresholds, or its threshold rule / pooled variant."""
-    return (cfg.get("format") in R5_FORMATS or isinstance(cfg.get("thresholds"), dict)
-            or cfg.get("pool") is not None or cfg.get("threshold_rule") is not None)
+    return (
+        cfg.get("format") in R5_FORMATS
+        or isinstance(cfg.get("thresholds"), dict)
+        or cfg.get("pool") is not None
+        or cfg.get("threshold_rule") is not None
+    )
 
 
 def r1_config(cfg):
@@ -97,30 +128,42 @@ def r5_config(cfg):
     if cfg["pool"] not in (None, "r5"):
         raise AnalysisInputError(f"pool={cfg['pool']!r}: the only pooled variant is `pool: r5`")
     if cfg["threshold_rule"] not in (None, "r5"):
-        raise AnalysisInputError(f"threshold_rule={cfg['threshold_rule']!r}: the only rule is "
-                                 "`threshold_rule: r5`")
+        raise AnalysisInputError(
+            f"threshold_rule={cfg['threshold_rule']!r}: the only rule is `threshold_rule: r5`"
+        )
     ex = dict(cfg["exclude"] or {})
     bad = sorted(set(ex) - set(EXCLUDE_AXES))
     if bad:
-        raise AnalysisInputError(f"exclude: unknown axis {bad}; axes: {list(EXCLUDE_AXES)} "
-                                 "(e.g. {width: [2048]})")
+        raise AnalysisInputError(
+            f"exclude: unknown axis {bad}; axes: {list(EXCLUDE_AXES)} (e.g. {{width: [2048]}})"
+        )
     cfg["exclude"] = {k: [v] if not isinstance(v, (list, tuple)) else list(v) for k, v in ex.items()}
     th = cfg["thresholds"]
     if th is not None and not isinstance(th, dict):
-        raise AnalysisInputError("R5's analysis takes per-task absolute thresholds: `thresholds: {task: J}` "
-                                 "(or {task: [J, ...]}), or `threshold_rule: r5` with "
-                                 "`threshold_base: {task: base}`")
+        raise AnalysisInputError(
+            "R5's analysis takes per-task absolute thresholds: `thresholds: {task: J}` "
+            "(or {task: [J, ...]}), or `threshold_rule: r5` with "
+            "`threshold_base: {task: base}`"
+        )
     if th is None and (cfg["threshold_rule"] != "r5" and cfg["pool"] != "r5"):
-        raise AnalysisInputError("R5 mode needs thresholds: `thresholds: {task: J}` or `threshold_rule: r5` "
-                                 "with `threshold_base: {task: base}`")
+        raise AnalysisInputError(
+            "R5 mode needs thresholds: `thresholds: {task: J}` or `threshold_rule: r5` "
+            "with `threshold_base: {task: base}`"
+        )
     listed = lambda v: v if isinstance(v, (list, tuple)) else [v]
-    cfg["thresholds"] = {t: [number({f"thresholds.{t}": x}, f"thresholds.{t}") for x in listed(v)]
-                         for t, v in (th or {}).items()}
-    cfg["threshold_base"] = {t: number({f"threshold_base.{t}": v}, f"threshold_base.{t}")
-                             for t, v in (cfg["threshold_base"] or {}).items()}
+    cfg["thresholds"] = {
+        t: [number({f"thresholds.{t}": x}, f"thresholds.{t}") for x in listed(v)]
+        for t, v in (th or {}).items()
+    }
+    cfg["threshold_base"] = {
+        t: number({f"threshold_base.{t}": v}, f"threshold_base.{t}")
+        for t, v in (cfg["threshold_base"] or {}).items()
+    }
     if (cfg["threshold_rule"] == "r5" or cfg["pool"] == "r5") and not cfg["threshold_base"]:
-        raise AnalysisInputError("threshold_rule: r5 (and pool: r5) need `threshold_base: {task: base}` "
-                                 "(R5's DMC bases: docs/science.md 3)")
+        raise AnalysisInputError(
+            "threshold_rule: r5 (and pool: r5) need `threshold_base: {task: base}` "
+            "(R5's DMC bases: docs/science.md 3)"
+        )
     for k in ("bootstrap", "r5_seed"):
         cfg[k] = number(cfg, k, int)
     cfg["delta"] = number(cfg, "delta")

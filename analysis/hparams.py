@@ -1,6 +1,7 @@
 """R1's hyperparameter rules (docs/science.md 2.8) fitted from the runs: from a (B, lr) sweep, the
 bootstrap-corrected best values per (task, sigma) and their shared-slope rules; without a sweep, the runs'
 configured values."""
+
 import numpy as np
 
 from . import fit
@@ -15,8 +16,10 @@ def hparam_rules(curves, sweep_threshold, n_boot, rng, no_crossing="first"):
     pt, bt = fit.crossings(curves, [float(sweep_threshold)], n_boot, rng)
     if not np.isfinite(pt).any():
         best_ret = max(float(np.nanmax(c["norm"].mean(1))) for c in curves)
-        raise AnalysisInputError(f"no configuration reaches the sweep threshold J = {sweep_threshold}; "
-                                 f"lower `sweep_threshold` (best return reached: {best_ret:.0f} / 1000)")
+        raise AnalysisInputError(
+            f"no configuration reaches the sweep threshold J = {sweep_threshold}; "
+            f"lower `sweep_threshold` (best return reached: {best_ret:.0f} / 1000)"
+        )
     best = fit.best_hparams(meta, pt[:, 0], bt[:, :, 0], no_crossing=no_crossing)
     out, notes = {}, []
     for name, col, key in (("batch_size", "bs_boot", "batch_size"), ("learning_rate", "lr_boot", "lr")):
@@ -40,8 +43,10 @@ def hparam_rules(curves, sweep_threshold, n_boot, rng, no_crossing="first"):
     nob = int(best["bs_nobest"].sum() + best["lr_nobest"].sum())
     if nob:
         how = "smallest value taken, as R1" if no_crossing == "first" else "left out"
-        notes.append(f"{nob} (group, resample) pairs had no value reaching J={sweep_threshold}; "
-                     f"no_crossing={no_crossing!r} ({how})")
+        notes.append(
+            f"{nob} (group, resample) pairs had no value reaching J={sweep_threshold}; "
+            f"no_crossing={no_crossing!r} ({how})"
+        )
     best = best.drop(columns=[c for c in best.columns if c.endswith("_resamples")])
     return out, best, notes
 

@@ -1,5 +1,6 @@
 """Model size in R1 mode (runs at several critic sizes N): R5's (sigma, N) surface per task, R2's intrinsic
 performance and N_opt(F), and the width that gives a parameter count (for `recommend`)."""
+
 import os
 
 import numpy as np
@@ -25,15 +26,23 @@ def model_size_fits(chosen, tasks, J, cfg, rng, batch_fn, fps, fits):
         for i in idx:
             b = bt[i, :, 0]
             std = float(np.std(b[np.isfinite(b)])) if np.isfinite(b).any() else np.nan
-            rows.append({"task": t, "sigma": chosen[i]["sigma"], "N": chosen[i]["model_size"],
-                         "time_to_threshold": pt[i, 0], "J": float(J[k]), "time_to_threshold_std": std})
+            rows.append(
+                {
+                    "task": t,
+                    "sigma": chosen[i]["sigma"],
+                    "N": chosen[i]["model_size"],
+                    "time_to_threshold": pt[i, 0],
+                    "J": float(J[k]),
+                    "time_to_threshold_std": std,
+                }
+            )
         table += rows
         out["surface"][t] = _task_surface(chosen, idx, rows, pt, bud, J[k])
         out["intrinsic"][t] = _task_intrinsic(chosen, idx)
     fits["surface_table"] = [{**{"time_to_threshold_surface": np.nan}, **r} for r in table]
     fits["surface"] = out["surface"]
     widths = {}
-    for src in ([cfg["inputs"]] if isinstance(cfg["inputs"], str) else cfg["inputs"]):
+    for src in [cfg["inputs"]] if isinstance(cfg["inputs"], str) else cfg["inputs"]:
         if os.path.isdir(str(src)):
             widths.update(load.run_widths(src))
     ns = sorted({c["model_size"] for c in chosen})
@@ -48,9 +57,12 @@ def model_size_fits(chosen, tasks, J, cfg, rng, batch_fn, fps, fits):
         opt = [v["optimum"] for v in out["surface"].values() if "optimum" in v]
         if opt:
             coef = float(np.exp(np.mean([np.log(o["model_size"] / o["F"] ** e) for o in opt])))
-            out["n_opt"] = {"exponent": e, "coef": coef,
-                            "note": "N_opt = coef * F^exponent; exponent from R2's fit, anchored at the R5 "
-                                    "surface optimum"}
+            out["n_opt"] = {
+                "exponent": e,
+                "coef": coef,
+                "note": "N_opt = coef * F^exponent; exponent from R2's fit, anchored at the R5 "
+                "surface optimum",
+            }
     return out
 
 
@@ -102,9 +114,13 @@ def width_fit(widths, params):
     if len(w) >= 3:
         coef = np.polyfit(w, n, 2)
     else:
-        coef = np.append(np.linalg.lstsq(np.column_stack([w ** 2, w]), n, rcond=None)[0], 0.0)
-    return {"coef": [float(x) for x in coef], "widths": w.tolist(), "params": n.tolist(),
-            "note": "critic_params = coef[0] w^2 + coef[1] w + coef[2]"}
+        coef = np.append(np.linalg.lstsq(np.column_stack([w**2, w]), n, rcond=None)[0], 0.0)
+    return {
+        "coef": [float(x) for x in coef],
+        "widths": w.tolist(),
+        "params": n.tolist(),
+        "note": "critic_params = coef[0] w^2 + coef[1] w + coef[2]",
+    }
 
 
 def width_for(wf, n_params):

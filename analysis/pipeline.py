@@ -6,6 +6,7 @@
     model-size fits (modelsize.py),
 each stage adding its part of `fits` and of the typed state; R5 mode is r5mode.py.
 """
+
 import warnings
 from dataclasses import dataclass
 
@@ -55,8 +56,9 @@ def _r1_analysis(cfg, api):
     _pareto_stage(st, J, n_params, fps, fits)
     _budget_stage(cfg, st, J, n_params, fps, n_boot, fits)
     if multi_size:  # R5 surface and R2 intrinsic performance, when runs span model sizes
-        fits["model_size_fits"] = modelsize.model_size_fits(chosen, st.tasks, J, cfg, rng, st.batch_fn, fps,
-                                                            fits)
+        fits["model_size_fits"] = modelsize.model_size_fits(
+            chosen, st.tasks, J, cfg, rng, st.batch_fn, fps, fits
+        )
     fits["best_hparams"] = best
     return AnalysisResult(fits, st)
 
@@ -86,30 +88,47 @@ def _load_stage(cfg, api):
 def pick_returns(table, returns):
     """The return the laws are fitted on: `eval` = the deterministic-policy eval_return_mean, `train` = the
     training episodes' return_mean (under exploration noise), `auto` = eval when every run logged it."""
-    has = table.groupby("run")["eval_return"].apply(lambda v: int(np.isfinite(v.to_numpy(float)).sum())) \
-        if "eval_return" in table else pd.Series(dtype=float)
+    has = (
+        table.groupby("run")["eval_return"].apply(lambda v: int(np.isfinite(v.to_numpy(float)).sum()))
+        if "eval_return" in table
+        else pd.Series(dtype=float)
+    )
     use_eval = returns == "eval" or (returns == "auto" and len(has) and (has >= 2).all())
     if not use_eval:
-        why = "returns: train" if returns == "train" else \
-            "returns: auto, and not every run logged eval_return_mean"
+        why = (
+            "returns: train"
+            if returns == "train"
+            else "returns: auto, and not every run logged eval_return_mean"
+        )
         return table, f"training return_mean (episodes under exploration noise; {why})"
     if not len(has) or (has < 2).any():
-        raise AnalysisInputError("returns: eval, but some runs logged fewer than 2 eval_return_mean points: "
-                                 "train them with eval.every_steps > 0, or use returns: train")
+        raise AnalysisInputError(
+            "returns: eval, but some runs logged fewer than 2 eval_return_mean points: "
+            "train them with eval.every_steps > 0, or use returns: train"
+        )
     t = table.copy()
     t["return"] = t["eval_return"]
-    return t[np.isfinite(t["return"].to_numpy(float))].reset_index(drop=True), \
-        "eval_return_mean (deterministic policy on separate eval envs)"
+    return t[np.isfinite(t["return"].to_numpy(float))].reset_index(
+        drop=True
+    ), "eval_return_mean (deterministic policy on separate eval envs)"
 
 
 def _header(cfg, J, inp):
     meta = inp.meta
-    return {"config": config.config_record(cfg), "thresholds": J.tolist(),
-            "skipped": [{"path": str(p), "reason": r} for p, r in inp.skipped], "notes": [],
-            "returns": inp.returns_note,
-            "counts": {"configs": len(inp.curves), "tasks": int(meta.task.nunique()),
-                       "utds": sorted(meta.sigma.unique().tolist()), "seeds_min": int(meta.n_seeds.min()),
-                       "rows": int(len(inp.table))}}
+    return {
+        "config": config.config_record(cfg),
+        "thresholds": J.tolist(),
+        "skipped": [{"path": str(p), "reason": r} for p, r in inp.skipped],
+        "notes": [],
+        "returns": inp.returns_note,
+        "counts": {
+            "configs": len(inp.curves),
+            "tasks": int(meta.task.nunique()),
+            "utds": sorted(meta.sigma.unique().tolist()),
+            "seeds_min": int(meta.n_seeds.min()),
+            "rows": int(len(inp.table)),
+        },
+    }
 
 
 # ---------------------------------------------------------------------------------- hyperparameter rules
@@ -126,8 +145,10 @@ def _rules_stage(cfg, curves, meta, n_boot, rng, fits):
     algos = sorted(meta.algo.astype(str).unique())
     experts = sorted(meta.experts.unique().tolist())
     if len(algos) > 1 or len(experts) > 1:
-        raise AnalysisInputError(f"inputs mix algorithms {algos} / expert counts {experts}: analyse one "
-                                 "(algorithm, experts) at a time - give `inputs` that hold only those runs")
+        raise AnalysisInputError(
+            f"inputs mix algorithms {algos} / expert counts {experts}: analyse one "
+            "(algorithm, experts) at a time - give `inputs` that hold only those runs"
+        )
     size_key = meta.model_size.fillna(-1.0)
     swept = meta.assign(_n=size_key).groupby(["task", "sigma", "_n"]).size().max() > 1  # several (B, lr)
     best_table = None
@@ -137,8 +158,9 @@ def _rules_stage(cfg, curves, meta, n_boot, rng, fits):
             common = size_key.mode().iloc[0]
             rule_runs = [c for c, n in zip(curves, size_key) if n == common]
             fits["notes"].append(f"hyperparameter rules use the runs at model size {common:g}")
-        fitted, best_table, notes = hparams.hparam_rules(rule_runs, cfg["sweep_threshold"], n_boot, rng,
-                                                         cfg["no_crossing"])
+        fitted, best_table, notes = hparams.hparam_rules(
+            rule_runs, cfg["sweep_threshold"], n_boot, rng, cfg["no_crossing"]
+        )
         fits["notes"] += notes
     else:
         fitted = hparams.configured_rules(meta)
@@ -147,12 +169,16 @@ def _rules_stage(cfg, curves, meta, n_boot, rng, fits):
     if cfg["hparam_fits"]:
         sweep_rules = rules.read_rules(cfg["hparam_fits"])
         if not sweep_rules or "batch_size" not in sweep_rules:
-            raise AnalysisInputError(f"{cfg['hparam_fits']} has no hparams.batch_size rule: give the "
-                                     "fits.json of a hyperparameter-sweep analysis")
+            raise AnalysisInputError(
+                f"{cfg['hparam_fits']} has no hparams.batch_size rule: give the "
+                "fits.json of a hyperparameter-sweep analysis"
+            )
         if not swept:  # the sweep's rules are the ones these runs follow; keep them for `recommend`
             fits["hparams_configured"] = fitted
-            fits["hparams"] = {k: {**v, "source": f"{cfg['hparam_fits']}: " + v.get("source", "")}
-                               for k, v in sweep_rules.items()}
+            fits["hparams"] = {
+                k: {**v, "source": f"{cfg['hparam_fits']}: " + v.get("source", "")}
+                for k, v in sweep_rules.items()
+            }
     return _Rules(fitted, sweep_rules, best_table, swept, size_key)
 
 
@@ -168,8 +194,10 @@ def _choose_stage(cfg, curves, rl, fits):
             if k not in best or d < best[k][0]:
                 best[k] = (d, c)
         chosen = [v[1] for v in best.values()]
-        fits["notes"].append("several (B, lr) per task and UTD: data-efficiency fits use the best per task "
-                             f"and UTD at J={cfg['sweep_threshold']}")
+        fits["notes"].append(
+            "several (B, lr) per task and UTD: data-efficiency fits use the best per task "
+            f"and UTD at J={cfg['sweep_threshold']}"
+        )
     else:
         chosen = curves
     tasks = sorted({c["task"] for c in chosen})
@@ -178,8 +206,10 @@ def _choose_stage(cfg, curves, rl, fits):
     if multi_size:  # D_J(sigma) pools tasks at one model size: use the most common one; R5 uses all
         common = pd.Series([c["model_size"] for c in chosen]).mode().iloc[0]
         dchosen = [c for c in chosen if c["model_size"] == common]
-        fits["notes"].append(f"runs span model sizes {sizes}: D_J(sigma), Pareto and budget fits use N = "
-                             f"{common:g}; the R5 surface and R2 fits use all sizes")
+        fits["notes"].append(
+            f"runs span model sizes {sizes}: D_J(sigma), Pareto and budget fits use N = "
+            f"{common:g}; the R5 surface and R2 fits use all sizes"
+        )
     else:
         dchosen = chosen
     return chosen, multi_size, AnalysisState(curves=curves, chosen=dchosen, tasks=tasks)
@@ -206,27 +236,48 @@ def _crossings_stage(st, J, n_boot, rng, fits):
             cflops[i, j] = np.where(np.isfinite(p), np.interp(p, c["steps"][ok], c["flops"][ok]), np.nan)
     none_or = lambda v: None if np.isnan(v) else float(v)
     fits["crossings"] = [
-        {"task": t, "sigma": float(s), "J": float(J[k]), "D_J": none_or(times[i, j, k]),
-         "C_J_measured": none_or(cflops[i, j, k]),
-         "D_J_std": float(np.nanstd(btimes[:, i, j, k])) if n_boot and np.isfinite(btimes[:, i, j, k]).any()
-         else None}
-        for i, t in enumerate(tasks) for j, s in enumerate(utds) for k in range(len(J))]
+        {
+            "task": t,
+            "sigma": float(s),
+            "J": float(J[k]),
+            "D_J": none_or(times[i, j, k]),
+            "C_J_measured": none_or(cflops[i, j, k]),
+            "D_J_std": float(np.nanstd(btimes[:, i, j, k]))
+            if n_boot and np.isfinite(btimes[:, i, j, k]).any()
+            else None,
+        }
+        for i, t in enumerate(tasks)
+        for j, s in enumerate(utds)
+        for k in range(len(J))
+    ]
     never = [float(J[k]) for k in range(len(J)) if not np.isfinite(times[..., k]).any()]
-    partial = {float(J[k]): [f"{tasks[i]}@sigma={utds[j]:g}" for i in range(len(tasks))
-                             for j in range(len(utds)) if not np.isfinite(times[i, j, k])]
-               for k in range(len(J)) if float(J[k]) not in never}
+    partial = {
+        float(J[k]): [
+            f"{tasks[i]}@sigma={utds[j]:g}"
+            for i in range(len(tasks))
+            for j in range(len(utds))
+            if not np.isfinite(times[i, j, k])
+        ]
+        for k in range(len(J))
+        if float(J[k]) not in never
+    }
     partial = {k: v for k, v in partial.items() if v}
     if never:
-        fits["notes"].append(f"threshold(s) {never} reached by no run: no D_J fit for them "
-                             "(lower `thresholds`)")
+        fits["notes"].append(
+            f"threshold(s) {never} reached by no run: no D_J fit for them (lower `thresholds`)"
+        )
     if partial:
-        fits["notes"].append("not reached by every task and UTD (averaged over what was reached): "
-                             + "; ".join(f"J={k:.0f}: {', '.join(v)}" for k, v in partial.items()))
+        fits["notes"].append(
+            "not reached by every task and UTD (averaged over what was reached): "
+            + "; ".join(f"J={k:.0f}: {', '.join(v)}" for k, v in partial.items())
+        )
     st.fit_j = [k for k in range(len(J)) if float(J[k]) not in never]
     if not st.fit_j:
         best_ret = max(float(np.nanmax(c["norm"].mean(1))) for c in dchosen)
-        raise AnalysisInputError(f"no run reaches any threshold {J.round(0).tolist()} (best normalised "
-                                 f"return {best_ret:.0f} / 1000): lower `thresholds` or check `max_returns`")
+        raise AnalysisInputError(
+            f"no run reaches any threshold {J.round(0).tolist()} (best normalised "
+            f"return {best_ret:.0f} / 1000): lower `thresholds` or check `max_returns`"
+        )
     st.utds, st.times, st.btimes, st.cflops = utds, times, btimes, cflops
     return pt
 
@@ -237,15 +288,18 @@ def _dj_fits_stage(st, J, n_boot, fits):
     de = []
     point = fit.data_efficiency(utds, times[..., fitJ], top_k=4)
     bfits = fit.data_efficiency_boot(utds, st.btimes[..., fitJ]) if n_boot else [{} for _ in fitJ]
-    boot_fits = [[{q: (v[r] if isinstance(v, np.ndarray) else v) for q, v in bf.items()} for bf in bfits]
-                 for r in range(n_boot)]
+    boot_fits = [
+        [{q: (v[r] if isinstance(v, np.ndarray) else v) for q, v in bf.items()} for bf in bfits]
+        for r in range(n_boot)
+    ]
     keys = ("D_min", "alpha", "beta", "a", "b", "c", "m", "loss", "converged", "message", "error")
     for n, k in enumerate(fitJ):
         f = point[n]
         row = {"J": float(J[k]), **{q: f.get(q) for q in keys}}
         for q in ("D_min", "alpha", "beta"):
             row[q + "_ci95"] = fit.percentile_interval(
-                [bf[n].get(q, np.nan) for bf in boot_fits if bf[n].get("converged")], (2.5, 97.5))
+                [bf[n].get(q, np.nan) for bf in boot_fits if bf[n].get("converged")], (2.5, 97.5)
+            )
         row["boot_converged"] = int(sum(bool(bf[n].get("converged")) for bf in boot_fits))
         row["per_task"] = _per_task_fits(utds, times, st.tasks, J, k)
         if not f.get("converged", False):
@@ -256,10 +310,21 @@ def _dj_fits_stage(st, J, n_boot, fits):
     st.point_fits, st.boot_fits, st.de_fit = point, boot_fits, de
     # one entry per threshold; a threshold no run reached says so instead of holding numbers
     byJ = {r["J"]: r for r in de}
-    fits["data_efficiency"] = [byJ.get(float(j)) or {
-        "J": float(j), "converged": False, "D_min": None, "alpha": None, "beta": None,
-        "D_min_ci95": [None, None], "alpha_ci95": [None, None], "beta_ci95": [None, None],
-        "error": f"no run reaches J={j:.0f}"} for j in J]
+    fits["data_efficiency"] = [
+        byJ.get(float(j))
+        or {
+            "J": float(j),
+            "converged": False,
+            "D_min": None,
+            "alpha": None,
+            "beta": None,
+            "D_min_ci95": [None, None],
+            "alpha_ci95": [None, None],
+            "beta_ci95": [None, None],
+            "error": f"no run reaches J={j:.0f}",
+        }
+        for j in J
+    ]
 
 
 def _per_task_fits(utds, times, tasks, J, k):
@@ -284,31 +349,36 @@ def _compute_stage(cfg, st, rl, fits):
     formula (None: no N, compute outputs skipped), the batch size's source)."""
     dchosen = st.chosen
     dsizes = sorted({c["model_size"] for c in dchosen if np.isfinite(c["model_size"])})
-    n_params = cfg["model_size"] if cfg["model_size"] is not None else \
-        (dsizes[0] if len(dsizes) == 1 else None)
+    n_params = (
+        cfg["model_size"] if cfg["model_size"] is not None else (dsizes[0] if len(dsizes) == 1 else None)
+    )
     brule = (rl.sweep_rules or rl.rules).get("batch_size") if (rl.sweep_rules or cfg["hparam_fits"]) else None
     if brule is not None:
         st.batch_fn = lambda s: fit.rule_value(brule, s)
         bsrc = "hparam_fits batch-size rule, averaged over tasks (R1)"
     else:  # each run's own batch size, mean over tasks, interpolated in log-log between UTDs
         bs = load.config_frame(dchosen).groupby("sigma")["batch_size"].mean()
-        st.batch_fn = lambda s: 10 ** np.interp(np.log10(s), np.log10(bs.index.to_numpy()),
-                                                np.log10(bs.to_numpy()))
+        st.batch_fn = lambda s: (
+            10 ** np.interp(np.log10(s), np.log10(bs.index.to_numpy()), np.log10(bs.to_numpy()))
+        )
         bsrc = "runs' own batch sizes"
     fps = None
     if cfg["compute"] == "measured":
         ratios = [c["flops"] / (c["grad_steps"] * c["batch_size"]) for c in dchosen]
         ratios = np.concatenate([r[np.isfinite(r) & (r > 0)] for r in ratios])
         if not len(ratios):
-            raise AnalysisInputError("compute: measured needs runs that log `flops` and `critic_updates`; "
-                                     "use compute: r1")
+            raise AnalysisInputError(
+                "compute: measured needs runs that log `flops` and `critic_updates`; use compute: r1"
+            )
         fps = float(np.median(ratios))
         csrc = f"measured FLOPs: {fps:.3g} FLOPs per sample per update (median over runs)"
     elif n_params is None:  # a sweep (stage 1) needs no N: the rules and D_J fits stand, compute is skipped
         csrc = None
-        fits["notes"].append("no critic size N (`model_size`, or run.json's critic_params): compute C_J, the "
-                             "Pareto frontier and the budget fit are skipped (R1's hyperparameter rules need "
-                             "no N)")
+        fits["notes"].append(
+            "no critic size N (`model_size`, or run.json's critic_params): compute C_J, the "
+            "Pareto frontier and the budget fit are skipped (R1's hyperparameter rules need "
+            "no N)"
+        )
     else:
         csrc = f"R1: C = 10 * N * B * sigma * D with N = {n_params:g}"
     return n_params, fps, csrc, bsrc
@@ -316,16 +386,19 @@ def _compute_stage(cfg, st, rl, fits):
 
 def _wall_clock_stage(cfg, full_table, st, pt, J, delta_measured, fits):
     """budget: wall_clock (analysis/wallclock.py), and delta: measured = the median of the runs' a * R."""
-    wall = wallclock.budget_outputs(full_table, st.chosen, pt, J, st.fit_j, st.point_fits, st.utds,
-                                    st.batch_fn, fits["notes"])
+    wall = wallclock.budget_outputs(
+        full_table, st.chosen, pt, J, st.fit_j, st.point_fits, st.utds, st.batch_fn, fits["notes"]
+    )
     if delta_measured:
         ds = [r["delta"] for r in (wall or {}).get("rates", []) if r.get("delta")]
         if not ds:
-            raise AnalysisInputError("delta: measured needs runs whose logs give both rates (see the "
-                                     "wall_clock notes)")
+            raise AnalysisInputError(
+                "delta: measured needs runs whose logs give both rates (see the wall_clock notes)"
+            )
         cfg["delta"] = float(np.median(ds))
-        fits["notes"].append(f"delta = {cfg['delta']:.3g} FLOPs per transition, measured as a * R from the "
-                             "runs' rates")
+        fits["notes"].append(
+            f"delta = {cfg['delta']:.3g} FLOPs per transition, measured as a * R from the runs' rates"
+        )
     fits["wall_clock"] = wall
 
 
@@ -341,8 +414,11 @@ def _pareto_stage(st, J, n_params, fps, fits):
         d = norm[:, k] * m
         c = st.compute_fn(st.utds, d)
         mask = fit.pareto_mask(c, d)
-        pareto += [{"J": float(J[k]), "sigma": float(s), "C": float(cc), "D": float(dd), "frontier": bool(mm)}
-                   for s, cc, dd, mm in zip(st.utds, c, d, mask) if np.isfinite(dd)]
+        pareto += [
+            {"J": float(J[k]), "sigma": float(s), "C": float(cc), "D": float(dd), "frontier": bool(mm)}
+            for s, cc, dd, mm in zip(st.utds, c, d, mask)
+            if np.isfinite(dd)
+        ]
     fits["pareto"] = pareto
 
 
@@ -350,8 +426,9 @@ def _budget_stage(cfg, st, J, n_params, fps, n_boot, fits):
     """sigma*(F): the budget optimum of each threshold's D_J fit, a power law in F with a bootstrap interval
     of its exponent and the largest budgets held out."""
     point, boot_fits, utds, batch_fn = st.point_fits, st.boot_fits, st.utds, st.batch_fn
-    st.budget_optimum_fn = lambda f: fit.budget_optimum(f, (utds.min(), utds.max()), batch_fn, n_params or 0,
-                                                        cfg["delta"], fps)
+    st.budget_optimum_fn = lambda f: fit.budget_optimum(
+        f, (utds.min(), utds.max()), batch_fn, n_params or 0, cfg["delta"], fps
+    )
     bfun = st.budget_optimum_fn
     ok = [n for n in range(len(st.fit_j)) if point[n].get("converged")]
     opts = [dict(bfun(point[n]), J=float(J[st.fit_j[n]])) for n in ok]
@@ -366,11 +443,18 @@ def _budget_stage(cfg, st, J, n_params, fps, n_boot, fits):
             except AnalysisInputError:
                 pass
         bf["exponent_ci95"] = fit.percentile_interval(exps, (2.5, 97.5))
-        fits["budget"] = {"sigma_star": {"coef": bf["coef"], "exponent": bf["exponent"],
-                                         "exponent_ci95": bf["exponent_ci95"]},
-                          "holdout_rel_error": bf["holdout_rel_error"],
-                          "holdout_rel_errors": bf["holdout_rel_errors"],
-                          "holdout_top_k": k, "points": opts, "n_train": bf["n_train"]}
+        fits["budget"] = {
+            "sigma_star": {
+                "coef": bf["coef"],
+                "exponent": bf["exponent"],
+                "exponent_ci95": bf["exponent_ci95"],
+            },
+            "holdout_rel_error": bf["holdout_rel_error"],
+            "holdout_rel_errors": bf["holdout_rel_errors"],
+            "holdout_top_k": k,
+            "points": opts,
+            "n_train": bf["n_train"],
+        }
     except AnalysisInputError as e:
         fits["budget"] = {"error": str(e)}
         fits["notes"].append(f"budget fit skipped: {e}")

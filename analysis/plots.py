@@ -1,5 +1,6 @@
 """Figures (matplotlib, Agg). Each analysis figure takes an AnalysisResult's fits (the fits.json dict) and
 state (analysis/result.py) and a path; `grade` takes a grade dict (predict.grade)."""
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -43,8 +44,14 @@ def _save(fig, path):
     # fixed margins instead of tight_layout: tight_layout measured ~0.3 s a figure (text extents)
     w, h = fig.get_size_inches()
     rows = max(1, len({round(ax.get_position().y0, 3) for ax in fig.axes if ax.get_visible()}))
-    fig.subplots_adjust(left=1.0 / w, right=1 - 0.15 / w, bottom=0.6 / h, top=1 - 0.35 / h,
-                        wspace=0.5, hspace=0.9 * rows / max(h, 1))
+    fig.subplots_adjust(
+        left=1.0 / w,
+        right=1 - 0.15 / w,
+        bottom=0.6 / h,
+        top=1 - 0.35 / h,
+        wspace=0.5,
+        hspace=0.9 * rows / max(h, 1),
+    )
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
 
@@ -64,13 +71,13 @@ def learning_curves(res, state, path):
             y = c["norm"].mean(1)
             step = max(1, len(y) // 300)  # thin long curves for drawing only
             ax.plot(c["steps"][::step], y[::step], color=col, alpha=0.25, lw=0.8)
-            ax.plot(c["steps"][::step], fit.isotonic(y)[::step], color=col, lw=1.3,
-                    label=f"σ={c['sigma']:g}")
+            ax.plot(c["steps"][::step], fit.isotonic(y)[::step], color=col, lw=1.3, label=f"σ={c['sigma']:g}")
             idx = fit.crossing_index(y, J[fitJ])
             ok = idx >= 0
             err = [std.get((t, c["sigma"], float(j))) or 0.0 for j in J[fitJ][ok]]  # bootstrap std of D_J
-            ax.errorbar(c["steps"][idx[ok]], J[fitJ][ok], xerr=err, fmt="o", color=col, ms=3, lw=0.8,
-                        capsize=1.5)
+            ax.errorbar(
+                c["steps"][idx[ok]], J[fitJ][ok], xerr=err, fmt="o", color=col, ms=3, lw=0.8, capsize=1.5
+            )
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("env steps")
         ax.set_ylabel("return (0-1000)")
@@ -91,8 +98,9 @@ def data_efficiency(res, state, path):
         if row.get("converged"):
             ax.plot(xs, fit.d_of_sigma(row, xs), "-", color=col, lw=1.2, label=f"J={J[k]:.0f}")
         elif row.get("a") is not None:
-            ax.plot(xs, fit.d_of_sigma(row, xs), ":", color=col, lw=1.2,
-                    label=f"J={J[k]:.0f} (not converged)")
+            ax.plot(
+                xs, fit.d_of_sigma(row, xs), ":", color=col, lw=1.2, label=f"J={J[k]:.0f} (not converged)"
+            )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("σ (UTD)")
@@ -111,8 +119,9 @@ def pareto(res, state, path):
     for n, (k, row) in enumerate(zip(fitJ, state.de_fit)):
         col = cmap(n / max(len(fitJ) - 1, 1))
         p = [q for q in pts if q["J"] == float(J[k])]
-        ax.scatter([q["C"] for q in p], [q["D"] for q in p], color=col,
-                   s=[18 if q["frontier"] else 6 for q in p])
+        ax.scatter(
+            [q["C"] for q in p], [q["D"] for q in p], color=col, s=[18 if q["frontier"] else 6 for q in p]
+        )
         if row.get("converged"):
             d = fit.d_of_sigma(row, xs)
             ax.plot(state.compute_fn(xs, d), d, color=col, lw=1)
@@ -141,9 +150,13 @@ def budget(res, state, path):
         ax.plot(F[ntr:], s[ntr:], "x", ms=9, mew=2, label="σ* (held out)")
         xs = np.logspace(np.log10(F.min()) - 0.1, np.log10(F.max()) + 0.1, 50)
         ss = b["sigma_star"]
-        ax.plot(xs, ss["coef"] * xs ** ss["exponent"], "k--",
-                label=f"σ* = {ss['coef']:.2e} F^{ss['exponent']:.2f}" + (
-                    "" if b["holdout_rel_error"] is None else f"; held-out err {b['holdout_rel_error']:.0%}"))
+        ax.plot(
+            xs,
+            ss["coef"] * xs ** ss["exponent"],
+            "k--",
+            label=f"σ* = {ss['coef']:.2e} F^{ss['exponent']:.2f}"
+            + ("" if b["holdout_rel_error"] is None else f"; held-out err {b['holdout_rel_error']:.0%}"),
+        )
         ax.legend(fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
@@ -169,9 +182,15 @@ def hparams(res, state, path):
         for i, t in enumerate(tasks):
             if best is not None:
                 pts = [b for b in best if b["task"] == t]
-                ax.errorbar([b["sigma"] for b in pts], [b[col] for b in pts],
-                            yerr=[b[col + "_std"] for b in pts],
-                            fmt="o", color=cmap(i), ms=4, capsize=2)
+                ax.errorbar(
+                    [b["sigma"] for b in pts],
+                    [b[col] for b in pts],
+                    yerr=[b[col + "_std"] for b in pts],
+                    fmt="o",
+                    color=cmap(i),
+                    ms=4,
+                    capsize=2,
+                )
             ax.plot(xs, fit.rule_value(r, xs, t), color=cmap(i), label=t)
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -220,8 +239,15 @@ def surface(res, state, path):
         for i, n in enumerate(Ns):
             col = cmap(i / max(len(Ns) - 1, 1))
             h = g[g.N == n].sort_values("sigma")
-            ax.errorbar(h.sigma, h.time_to_threshold, yerr=h.time_to_threshold_std.fillna(0), fmt="o",
-                        color=col, ms=3, capsize=2)
+            ax.errorbar(
+                h.sigma,
+                h.time_to_threshold,
+                yerr=h.time_to_threshold_std.fillna(0),
+                fmt="o",
+                color=col,
+                ms=3,
+                capsize=2,
+            )
             ax.plot(s, fit.surface_value(f, s, n), "-", color=col, lw=1, label=f"N={n:.3g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -244,12 +270,22 @@ def grade(g, path):
         lo, hi = r["D_pred_lo"], r["D_pred_hi"]
         # a point estimate can lie outside its bootstrap interval (crossings are skewed): bars never go
         # negative
-        bar = lambda c, lo, hi: ([[max(c - lo, 0.0)], [max(hi - c, 0.0)]]
-                                 if lo is not None and hi is not None else None)
+        bar = lambda c, lo, hi: (
+            [[max(c - lo, 0.0)], [max(hi - c, 0.0)]] if lo is not None and hi is not None else None
+        )
         yerr = bar(r["D_pred"], lo, hi)
         xerr = bar(r["D_meas"], *(r.get("D_meas_ci95") or [None, None]))
-        ax.errorbar(r["D_meas"], r["D_pred"], yerr=yerr, xerr=xerr, fmt="o" if r["kind"] == "utd" else "s",
-                    color=col, ms=4, lw=0.8, capsize=2)
+        ax.errorbar(
+            r["D_meas"],
+            r["D_pred"],
+            yerr=yerr,
+            xerr=xerr,
+            fmt="o" if r["kind"] == "utd" else "s",
+            color=col,
+            ms=4,
+            lw=0.8,
+            capsize=2,
+        )
     if rows:
         v = [r["D_meas"] for r in rows] + [r["D_pred"] for r in rows]
         x = np.array([min(v) * 0.7, max(v) * 1.4])
@@ -260,7 +296,8 @@ def grade(g, path):
         ax.set_yscale("log")
     ax.set_xlabel("measured D_J (env steps)")
     ax.set_ylabel("predicted D_J")
-    ax.set_title("held-out grade (o: UTD, s: budget optimum; band ±%.0f%%)"
-                 % (100 * g["summary"]["target_rel_error"]),
-                 fontsize=8)
+    ax.set_title(
+        "held-out grade (o: UTD, s: budget optimum; band ±%.0f%%)" % (100 * g["summary"]["target_rel_error"]),
+        fontsize=8,
+    )
     _save(fig, path)

@@ -9,6 +9,7 @@ every fitted one the budget-optimal sigma*(F) (from each resample's sigma*(F) fi
 reaches with F.
 `measure` and `grade` compare with the runs. Pure functions: the caller reads and writes files.
 """
+
 import numpy as np
 
 from . import fit
@@ -26,8 +27,11 @@ def _fits(result):
     """(J, point fit, converged bootstrap fits) of every threshold whose D_J(sigma) fit converged."""
     st = result.state
     J = np.asarray(result.fits["thresholds"])
-    return [(float(J[k]), st.point_fits[n], [b[n] for b in st.boot_fits if b[n].get("converged")])
-            for n, k in enumerate(st.fit_j) if st.point_fits[n].get("converged")]
+    return [
+        (float(J[k]), st.point_fits[n], [b[n] for b in st.boot_fits if b[n].get("converged")])
+        for n, k in enumerate(st.fit_j)
+        if st.point_fits[n].get("converged")
+    ]
 
 
 def data_to(result, sigma):
@@ -39,8 +43,10 @@ def data_to(result, sigma):
         row = {"J": j, "D": d, "D_ci95": ci95(bd)}
         if result.fits["compute"].get("formula"):
             c = result.state.compute_fn
-            row.update(C=float(c(np.float64(sigma), d)),
-                       C_ci95=ci95(c(np.float64(sigma), bd)) if len(bd) else [None, None])
+            row.update(
+                C=float(c(np.float64(sigma), d)),
+                C_ci95=ci95(c(np.float64(sigma), bd)) if len(bd) else [None, None],
+            )
         out.append(row)
     return out
 
@@ -72,15 +78,27 @@ def predict(result, sigmas, budget=None, budget_factor=4.0):
     """Predictions for held-out UTDs `sigmas`, and for a budget (default: budget_factor x the largest fitted
     budget optimum) the budget-optimal UTD, its D_J / C_J and the return reached. Returns a JSON-able dict."""
     if not _fits(result):
-        raise AnalysisInputError("no converged D_J(sigma) fit to predict from: the fitted stage needs >= 4 "
-                                 "UTDs that reach the thresholds")
+        raise AnalysisInputError(
+            "no converged D_J(sigma) fit to predict from: the fitted stage needs >= 4 "
+            "UTDs that reach the thresholds"
+        )
     utds = result.state.utds
     lo, hi = float(utds.min()), float(utds.max())
-    out = {"fitted_utd_range": [lo, hi], "thresholds": [j for j, _, _ in _fits(result)], "held_out": [],
-           "interval": "95% percentile interval over the seed-bootstrap resamples' fits"}
+    out = {
+        "fitted_utd_range": [lo, hi],
+        "thresholds": [j for j, _, _ in _fits(result)],
+        "held_out": [],
+        "interval": "95% percentile interval over the seed-bootstrap resamples' fits",
+    }
     for s in sigmas:
-        out["held_out"].append({"kind": "utd", "sigma": float(s), "outside_fitted_range": not lo <= s <= hi,
-                                "thresholds": data_to(result, float(s))})
+        out["held_out"].append(
+            {
+                "kind": "utd",
+                "sigma": float(s),
+                "outside_fitted_range": not lo <= s <= hi,
+                "thresholds": data_to(result, float(s)),
+            }
+        )
     b = result.fits.get("budget", {})
     if "points" in b and "sigma_star" in b:
         out["budget"] = _budget_prediction(result, b, budget, budget_factor, lo, hi)
@@ -110,14 +128,26 @@ def _budget_prediction(result, b, budget, budget_factor, lo, hi):
     d_budget = F / per_d
     ret = _return_at([r["J"] for r in rows], [r["D"] for r in rows], d_budget)
     conv = [n for n, f in enumerate(st.point_fits) if f.get("converged")]  # the rows' fits, in order
-    bret = [_return_at([r["J"] for r in rows],
-                       [fit.d_of_sigma(r2[n], ss) if r2[n].get("converged") else np.nan for n in conv],
-                       d_budget)
-            for r2 in st.boot_fits]
-    return {"kind": "budget", "F": F, "largest_fitted_F": Fmax, "sigma": float(ss),
-            "sigma_ci95": ci95(boot_s),
-            "outside_fitted_range": not lo <= ss <= hi, "env_steps_for_F": d_budget,
-            "return_at_F": ret, "return_at_F_ci95": ci95(bret), "thresholds": rows}
+    bret = [
+        _return_at(
+            [r["J"] for r in rows],
+            [fit.d_of_sigma(r2[n], ss) if r2[n].get("converged") else np.nan for n in conv],
+            d_budget,
+        )
+        for r2 in st.boot_fits
+    ]
+    return {
+        "kind": "budget",
+        "F": F,
+        "largest_fitted_F": Fmax,
+        "sigma": float(ss),
+        "sigma_ci95": ci95(boot_s),
+        "outside_fitted_range": not lo <= ss <= hi,
+        "env_steps_for_F": d_budget,
+        "return_at_F": ret,
+        "return_at_F_ci95": ci95(bret),
+        "thresholds": rows,
+    }
 
 
 def measure(curves, thresholds, n_boot=100, rng=0, at_steps=None):
@@ -126,15 +156,24 @@ def measure(curves, thresholds, n_boot=100, rng=0, at_steps=None):
     pt, bt = fit.crossings(curves, thresholds, n_boot, rng)
     out = []
     for c, p, b in zip(curves, pt, bt):
-        row = {"task": c["task"], "sigma": float(c["sigma"]), "n_seeds": int(c["n_seeds"]),
-               "thresholds": [{"J": float(j), "D": None if np.isnan(p[k]) else float(p[k]),
-                               "D_ci95": ci95(b[:, k])} for k, j in enumerate(thresholds)]}
+        row = {
+            "task": c["task"],
+            "sigma": float(c["sigma"]),
+            "n_seeds": int(c["n_seeds"]),
+            "thresholds": [
+                {"J": float(j), "D": None if np.isnan(p[k]) else float(p[k]), "D_ci95": ci95(b[:, k])}
+                for k, j in enumerate(thresholds)
+            ],
+        }
         hit = [k for k in (at_steps or {}) if abs(k - c["sigma"]) <= 1e-9 * abs(k)]
         if hit:
             iso = fit.isotonic(c["norm"].mean(1))
             d = at_steps[hit[0]]
-            row["return_at_steps"] = {"env_steps": float(d), "reached": bool(c["steps"][-1] >= d),
-                                      "return": float(np.interp(d, c["steps"], iso))}
+            row["return_at_steps"] = {
+                "env_steps": float(d),
+                "reached": bool(c["steps"][-1] >= d),
+                "return": float(np.interp(d, c["steps"], iso)),
+            }
         out.append(row)
     return out
 
@@ -153,36 +192,57 @@ def grade(prediction, measured, top_k=2, target=0.15):
             mt = meas.get(t["J"], {})
             d = mt.get("D")
             lo, hi = t["D_ci95"]
-            rows.append({"kind": cfg["kind"], "sigma": cfg["sigma"], "J": t["J"], "D_pred": t["D"],
-                         "D_pred_lo": lo, "D_pred_hi": hi, "D_meas": d,
-                         "D_meas_ci95": mt.get("D_ci95", [None, None]),
-                         "rel_error": None if d is None else (t["D"] - d) / d,
-                         "inside": None if d is None or lo is None else bool(lo <= d <= hi)})
+            rows.append(
+                {
+                    "kind": cfg["kind"],
+                    "sigma": cfg["sigma"],
+                    "J": t["J"],
+                    "D_pred": t["D"],
+                    "D_pred_lo": lo,
+                    "D_pred_hi": hi,
+                    "D_meas": d,
+                    "D_meas_ci95": mt.get("D_ci95", [None, None]),
+                    "rel_error": None if d is None else (t["D"] - d) / d,
+                    "inside": None if d is None or lo is None else bool(lo <= d <= hi),
+                }
+            )
     Js = sorted({r["J"] for r in rows})[-top_k:]
     top = [r for r in rows if r["J"] in Js]
     errs = [abs(r["rel_error"]) for r in top if r["rel_error"] is not None]
     ins = [r["inside"] for r in top if r["inside"] is not None]
-    summary = {"top_thresholds": Js, "target_rel_error": target, "n": len(top), "n_measured": len(errs),
-               "median_abs_rel_error": float(np.median(errs)) if errs else None,
-               "max_abs_rel_error": float(np.max(errs)) if errs else None,
-               "within_target": int(sum(e <= target for e in errs)), "inside_interval": int(sum(ins)),
-               "coverage": float(np.mean(ins)) if ins else None,
-               "not_reached": [f"sigma={r['sigma']:.4g} J={r['J']:.0f}" for r in top if r["D_meas"] is None]}
+    summary = {
+        "top_thresholds": Js,
+        "target_rel_error": target,
+        "n": len(top),
+        "n_measured": len(errs),
+        "median_abs_rel_error": float(np.median(errs)) if errs else None,
+        "max_abs_rel_error": float(np.max(errs)) if errs else None,
+        "within_target": int(sum(e <= target for e in errs)),
+        "inside_interval": int(sum(ins)),
+        "coverage": float(np.mean(ins)) if ins else None,
+        "not_reached": [f"sigma={r['sigma']:.4g} J={r['J']:.0f}" for r in top if r["D_meas"] is None],
+    }
     out = {"rows": rows, "summary": summary}
     b = prediction.get("budget")
     if b:
         m = by.get(round(b["sigma"], 12))
         got = (m or {}).get("return_at_steps")
         lo, hi = b["return_at_F_ci95"]
-        out["budget_return"] = {"F": b["F"], "sigma": b["sigma"], "predicted": b["return_at_F"],
-                                "ci95": [lo, hi], "measured": got and got["return"],
-                                "reached_budget": got and got["reached"],
-                                "inside": None if not got or lo is None else bool(lo <= got["return"] <= hi)}
+        out["budget_return"] = {
+            "F": b["F"],
+            "sigma": b["sigma"],
+            "predicted": b["return_at_F"],
+            "ci95": [lo, hi],
+            "measured": got and got["return"],
+            "reached_budget": got and got["reached"],
+            "inside": None if not got or lo is None else bool(lo <= got["return"] <= hi),
+        }
     return out
 
 
-def measure_inputs(inputs, thresholds, max_returns, min_returns=None, returns="auto", n_boot=100,
-                   at_steps=None, seed=0):
+def measure_inputs(
+    inputs, thresholds, max_returns, min_returns=None, returns="auto", n_boot=100, at_steps=None, seed=0
+):
     """`measure` on run directories (the validation runs): load, pick the returns, normalise, cross."""
     from . import load, pipeline
 

@@ -1,5 +1,6 @@
 """R5 mode (docs/science.md 3): time to threshold per (task, sigma, N) with the best batch size, on R5's released
 arrays or our runs, and R5's sum-of-power-laws surface D(sigma, N) per task (or pooled over tasks)."""
+
 import os
 import warnings
 
@@ -19,12 +20,22 @@ def r5_analysis(cfg, api=None):
     curves, skipped = _r5_inputs(cfg, api)
     tasks, keep = _select(cfg, curves)
     kept = [c for c, k in zip(curves, keep) if k]
-    fits = {"config": config.config_record(cfg), "mode": "r5",
-            "skipped": [{"path": str(p), "reason": r} for p, r in skipped], "notes": [],
-            "counts": {"configs": int(sum(keep)), "tasks": len(tasks),
-                       "utds": sorted({c["sigma"] for c in kept}),
-                       "seeds_min": int(min([c["n_seeds"] for c in kept] or [0]))},
-            "hparams": {}, "data_efficiency": [], "crossings": [], "pareto": []}
+    fits = {
+        "config": config.config_record(cfg),
+        "mode": "r5",
+        "skipped": [{"path": str(p), "reason": r} for p, r in skipped],
+        "notes": [],
+        "counts": {
+            "configs": int(sum(keep)),
+            "tasks": len(tasks),
+            "utds": sorted({c["sigma"] for c in kept}),
+            "seeds_min": int(min([c["n_seeds"] for c in kept] or [0])),
+        },
+        "hparams": {},
+        "data_efficiency": [],
+        "crossings": [],
+        "pareto": [],
+    }
     if not any(keep):
         raise AnalysisInputError("no configuration left after `tasks` / `exclude`")
     df = pd.DataFrame(_cells(cfg, curves, tasks, keep, fits))
@@ -34,9 +45,11 @@ def r5_analysis(cfg, api=None):
     fits["surface"] = {}
     bs_best = [c["batch_size"] for c in kept if np.isfinite(c["batch_size"])]
     batch = float(np.exp(np.mean(np.log(bs_best)))) if bs_best else np.nan
-    fits["compute"] = {"formula": "R5: C = 10 * N * B * sigma * D",
-                       "batch_size": f"geometric mean of the inputs' batch sizes ({batch:.4g})",
-                       "delta": cfg["delta"]}
+    fits["compute"] = {
+        "formula": "R5: C = 10 * N * B * sigma * D",
+        "batch_size": f"geometric mean of the inputs' batch sizes ({batch:.4g})",
+        "delta": cfg["delta"],
+    }
     _surfaces(df, batch, cfg["delta"], fits)
     wf = width_fit(df["width"].astype(float), df["N"]) if df["width"].notna().any() else None
     if wf:
@@ -58,8 +71,10 @@ def _select(cfg, curves):
         tasks = sorted(want)
     algos = sorted({str(c["algo"]) for c in curves})
     if len(algos) > 1:
-        raise AnalysisInputError(f"inputs mix algorithms / critic architectures {algos}: a surface is one "
-                                 "family; give `inputs` that hold one of them")
+        raise AnalysisInputError(
+            f"inputs mix algorithms / critic architectures {algos}: a surface is one "
+            "family; give `inputs` that hold one of them"
+        )
     return tasks, [c["task"] in tasks and not _excluded(c, cfg["exclude"]) for c in curves]
 
 
@@ -80,11 +95,18 @@ def _cells(cfg, curves, tasks, keep, fits):
         if t in cfg["thresholds"]:
             thr[t] = cfg["thresholds"][t]
         elif t in cfg["threshold_base"]:
-            thr[t] = [float(r5_threshold_top([c for c, k in zip(curves, keep) if k and c["task"] == t],
-                                             cfg["threshold_base"][t])[-1])]
+            thr[t] = [
+                float(
+                    r5_threshold_top(
+                        [c for c, k in zip(curves, keep) if k and c["task"] == t], cfg["threshold_base"][t]
+                    )[-1]
+                )
+            ]
         else:
-            raise AnalysisInputError(f"no threshold for task {t!r}: add it under `thresholds` (absolute "
-                                     "return) or `threshold_base` with `threshold_rule: r5`")
+            raise AnalysisInputError(
+                f"no threshold for task {t!r}: add it under `thresholds` (absolute "
+                "return) or `threshold_base` with `threshold_rule: r5`"
+            )
     # every configuration consumes R5's one RNG stream in input order (also the excluded ones, as R5
     # computed all and left cells out of its table), so that the stds replay R5's numbers
     rows = []
@@ -109,14 +131,17 @@ def _surfaces(df, batch, delta, fits):
             fits["surface"][name] = {"error": str(e)}
             fits["notes"].append(f"surface {name}: {e}")
             continue
-        df.loc[g.index, "time_to_threshold_surface"] = fit.surface_value(f, g["sigma"].to_numpy(),
-                                                                         g["N"].to_numpy())
+        df.loc[g.index, "time_to_threshold_surface"] = fit.surface_value(
+            f, g["sigma"].to_numpy(), g["N"].to_numpy()
+        )
         if np.isfinite(batch):
             bud = lambda s, n, d: 10 * n * batch * s * d + delta * d
-            f["optimum"] = fit.surface_optimum(f, bud, (g["sigma"].min(), g["sigma"].max()),
-                                               (g["N"].min(), g["N"].max()))
-        f.update(J=None if not np.isfinite(J) else float(J),
-                 cells=int(np.isfinite(g["time_to_threshold"]).sum()))
+            f["optimum"] = fit.surface_optimum(
+                f, bud, (g["sigma"].min(), g["sigma"].max()), (g["N"].min(), g["N"].max())
+            )
+        f.update(
+            J=None if not np.isfinite(J) else float(J), cells=int(np.isfinite(g["time_to_threshold"]).sum())
+        )
         if not f["converged"]:
             fits["notes"].append(f"surface {name} did not converge: {f['message']}")
         fits["surface"][name] = f
@@ -127,8 +152,9 @@ def _r5_inputs(cfg, api=None):
     out, skipped = [], []
     inputs = [cfg["inputs"]] if isinstance(cfg["inputs"], str) else list(cfg["inputs"])
     if not inputs:
-        raise AnalysisInputError("no inputs given: pass the R5 zip / folder or run directories under "
-                                 "`inputs`")
+        raise AnalysisInputError(
+            "no inputs given: pass the R5 zip / folder or run directories under `inputs`"
+        )
     for src in inputs:
         fmt = cfg["format"]
         if fmt == "auto" and os.path.exists(src):
@@ -154,8 +180,10 @@ def _excluded(c, ex):
         v = c.get({"width": "width", "size": "size", "sigma": "sigma", "batch_size": "batch_size"}[axis])
         if v is None:
             continue
-        if any(str(v) == str(x) or (isinstance(v, (int, float)) and _isnum(x) and float(v) == float(x))
-               for x in vals):
+        if any(
+            str(v) == str(x) or (isinstance(v, (int, float)) and _isnum(x) and float(v) == float(x))
+            for x in vals
+        ):
             return True
     return False
 
@@ -173,7 +201,9 @@ def r5_threshold_top(curves, base, n=20):
     the 20th percentile of the final isotonic seed-mean returns of `curves`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        finals = [fit.isotonic(np.nanmean(c["returns"], 1)[np.isfinite(np.nanmean(c["returns"], 1))])[-1]
-                  for c in curves]
+        finals = [
+            fit.isotonic(np.nanmean(c["returns"], 1)[np.isfinite(np.nanmean(c["returns"], 1))])[-1]
+            for c in curves
+        ]
     top = np.floor(0.95 * np.percentile(finals, 20) / 10) * 10
     return np.linspace(float(base), top, n)

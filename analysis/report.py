@@ -1,5 +1,6 @@
 """Write the results of pipeline.run_analysis: fits.json, CSV + markdown tables, PNGs, report.md,
 and a short rich table for the terminal; and the study's report (`study_report`)."""
+
 import json
 import os
 
@@ -35,6 +36,7 @@ def _table(df, out, name):
 def _has_tabulate():
     try:
         import tabulate  # noqa: F401
+
         return True
     except ImportError:
         return False
@@ -54,21 +56,57 @@ def tables(res):
     rows = []
     for name, r in res["hparams"].items():
         for task, k in r["intercepts"].items():
-            rows.append({"rule": name, "task": task, "slope": r["slope"], "intercept_log10": k,
-                         "value_at_sigma1": 10 ** k, "r2": r.get("r2"), "source": r.get("source", "")})
+            rows.append(
+                {
+                    "rule": name,
+                    "task": task,
+                    "slope": r["slope"],
+                    "intercept_log10": k,
+                    "value_at_sigma1": 10**k,
+                    "r2": r.get("r2"),
+                    "source": r.get("source", ""),
+                }
+            )
     t["hparam_rules"] = pd.DataFrame(rows)
     if res.get("best_hparams"):
         t["best_hparams"] = pd.DataFrame(res["best_hparams"])[
-            ["task", "sigma", "best_bs", "best_lr", "best_D", "bs_boot", "bs_boot_std", "lr_boot",
-             "lr_boot_std"]]
-    t["data_efficiency"] = pd.DataFrame([{
-        "J": r["J"], "D_min": r.get("D_min"), "D_min_lo": r["D_min_ci95"][0], "D_min_hi": r["D_min_ci95"][1],
-        "beta": r.get("beta"), "beta_lo": r["beta_ci95"][0], "beta_hi": r["beta_ci95"][1],
-        "alpha": r.get("alpha"), "alpha_lo": r["alpha_ci95"][0], "alpha_hi": r["alpha_ci95"][1],
-        "converged": r.get("converged")} for r in res["data_efficiency"]])
-    t["data_efficiency_per_task"] = pd.DataFrame([{"J": r["J"], "task": task, **v}
-                                                   for r in res["data_efficiency"]
-                                                   for task, v in (r.get("per_task") or {}).items()])
+            [
+                "task",
+                "sigma",
+                "best_bs",
+                "best_lr",
+                "best_D",
+                "bs_boot",
+                "bs_boot_std",
+                "lr_boot",
+                "lr_boot_std",
+            ]
+        ]
+    t["data_efficiency"] = pd.DataFrame(
+        [
+            {
+                "J": r["J"],
+                "D_min": r.get("D_min"),
+                "D_min_lo": r["D_min_ci95"][0],
+                "D_min_hi": r["D_min_ci95"][1],
+                "beta": r.get("beta"),
+                "beta_lo": r["beta_ci95"][0],
+                "beta_hi": r["beta_ci95"][1],
+                "alpha": r.get("alpha"),
+                "alpha_lo": r["alpha_ci95"][0],
+                "alpha_hi": r["alpha_ci95"][1],
+                "converged": r.get("converged"),
+            }
+            for r in res["data_efficiency"]
+        ]
+    )
+    t["data_efficiency_per_task"] = pd.DataFrame(
+        [
+            {"J": r["J"], "task": task, **v}
+            for r in res["data_efficiency"]
+            for task, v in (r.get("per_task") or {}).items()
+        ]
+    )
     t["crossings"] = pd.DataFrame(res["crossings"])
     if "points" in res.get("budget", {}):
         t["budget"] = pd.DataFrame(res["budget"]["points"])
@@ -76,16 +114,28 @@ def tables(res):
     return t
 
 
-SURFACE_COLUMNS = ["task", "sigma", "N", "time_to_threshold", "time_to_threshold_std",
-                   "time_to_threshold_surface"]
+SURFACE_COLUMNS = [
+    "task",
+    "sigma",
+    "N",
+    "time_to_threshold",
+    "time_to_threshold_std",
+    "time_to_threshold_surface",
+]
 
 
 def _surface_tables(res):
     df = pd.DataFrame(res["surface_table"])
     t = {"surface": df}
-    rows = [{"task": k, **{q: v.get(q) for q in ("C", "A", "alpha", "B", "beta", "loss", "converged", "J")},
-             **{f"opt_{q}": (v.get("optimum") or {}).get(q) for q in ("sigma", "model_size", "F")}}
-            for k, v in res.get("surface", {}).items() if "error" not in v]
+    rows = [
+        {
+            "task": k,
+            **{q: v.get(q) for q in ("C", "A", "alpha", "B", "beta", "loss", "converged", "J")},
+            **{f"opt_{q}": (v.get("optimum") or {}).get(q) for q in ("sigma", "model_size", "F")},
+        }
+        for k, v in res.get("surface", {}).items()
+        if "error" not in v
+    ]
     if rows:
         t["surface_fits"] = pd.DataFrame(rows)
     return t
@@ -105,8 +155,9 @@ def write_outputs(result, out, plots=True):
         figs = []
         if plots:
             P.surface(res, state, os.path.join(out, "surface.png"))
-            figs.append(("surface.png",
-                         "R5 surface D(σ, N) = C (1 + (A/σ)^α + (B/N)^β) against the measured cells"))
+            figs.append(
+                ("surface.png", "R5 surface D(σ, N) = C (1 + (A/σ)^α + (B/N)^β) against the measured cells")
+            )
         _report_r5(res, out, mds, figs)
         return
     tabs = tables(res)
@@ -115,12 +166,17 @@ def write_outputs(result, out, plots=True):
     mds = {k: _table(v, out, k) for k, v in tabs.items()}
     figs = []
     if plots:
-        spec = [("learning_curves.png", P.learning_curves,
-                 "Learning curves (seed mean, isotonic fit, crossings)"),
-                ("data_efficiency.png", P.data_efficiency, "D_J vs σ with the pooled fits"),
-                ("pareto.png", P.pareto, "Data-compute Pareto frontier"),
-                ("budget.png", P.budget, "Budget-optimal σ* vs budget (held-out points as x)"),
-                ("hparams.png", P.hparams, "B* and lr* vs σ (shared slope, per-task intercepts)")]
+        spec = [
+            (
+                "learning_curves.png",
+                P.learning_curves,
+                "Learning curves (seed mean, isotonic fit, crossings)",
+            ),
+            ("data_efficiency.png", P.data_efficiency, "D_J vs σ with the pooled fits"),
+            ("pareto.png", P.pareto, "Data-compute Pareto frontier"),
+            ("budget.png", P.budget, "Budget-optimal σ* vs budget (held-out points as x)"),
+            ("hparams.png", P.hparams, "B* and lr* vs σ (shared slope, per-task intercepts)"),
+        ]
         if not res["compute"].get("formula"):  # a sweep without N: no compute outputs
             spec = [x for x in spec if x[0] not in ("pareto.png", "budget.png")]
         if res.get("model_size_fits"):
@@ -138,22 +194,32 @@ def _ci(v):
 
 
 def _report(res, out, mds, figs):
-    L = ["# Scaling analysis report", "",
-         f"Inputs: {', '.join(res['config']['inputs'])}  ",
-         f"{res['counts']['configs']} configurations, {res['counts']['tasks']} tasks, "
-         f"UTDs {res['counts']['utds']}, >= {res['counts']['seeds_min']} seeds; "
-         f"bootstrap {res['config']['bootstrap']} resamples.  ",
-         f"Compute: {res['compute']['formula'] or 'skipped (no model_size)'}; "
-         f"batch size: {res['compute']['batch_size']}.  ",
-         f"Returns fitted: {res.get('returns', 'return_mean')}.", ""]
+    L = [
+        "# Scaling analysis report",
+        "",
+        f"Inputs: {', '.join(res['config']['inputs'])}  ",
+        f"{res['counts']['configs']} configurations, {res['counts']['tasks']} tasks, "
+        f"UTDs {res['counts']['utds']}, >= {res['counts']['seeds_min']} seeds; "
+        f"bootstrap {res['config']['bootstrap']} resamples.  ",
+        f"Compute: {res['compute']['formula'] or 'skipped (no model_size)'}; "
+        f"batch size: {res['compute']['batch_size']}.  ",
+        f"Returns fitted: {res.get('returns', 'return_mean')}.",
+        "",
+    ]
     if res["notes"]:
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     if res["skipped"]:
         L += ["## Skipped input", ""] + [f"- `{s['path']}`: {s['reason']}" for s in res["skipped"]] + [""]
     figs = dict(figs)
-    order = [("learning_curves.png", None), ("hparams.png", "hparam_rules"),
-             ("data_efficiency.png", "data_efficiency"), ("pareto.png", None), ("budget.png", "budget"),
-             ("intrinsic.png", None), ("surface.png", "surface_fits")]
+    order = [
+        ("learning_curves.png", None),
+        ("hparams.png", "hparam_rules"),
+        ("data_efficiency.png", "data_efficiency"),
+        ("pareto.png", None),
+        ("budget.png", "budget"),
+        ("intrinsic.png", None),
+        ("surface.png", "surface_fits"),
+    ]
     for fn, tab in order:
         if fn in figs:
             L += [f"## {figs[fn]}", "", f"![{fn}]({fn})", ""]
@@ -162,11 +228,16 @@ def _report(res, out, mds, figs):
         if fn == "budget.png" and "sigma_star" in res.get("budget", {}):
             b = res["budget"]
             ss = b["sigma_star"]
-            held = (f"held-out relative error on the {b['holdout_top_k']} largest: "
-                    f"{b['holdout_rel_error']:.1%}"
-                    if b["holdout_rel_error"] is not None else "no budget held out (holdout_top_k: 0)")
-            L += [f"σ* = {ss['coef']:.3g} · F^{ss['exponent']:.3f} (95% bootstrap CI of the exponent "
-                  f"{_ci(ss['exponent_ci95'])}); fitted on {b['n_train']} budgets, " + held, ""]
+            held = (
+                f"held-out relative error on the {b['holdout_top_k']} largest: {b['holdout_rel_error']:.1%}"
+                if b["holdout_rel_error"] is not None
+                else "no budget held out (holdout_top_k: 0)"
+            )
+            L += [
+                f"σ* = {ss['coef']:.3g} · F^{ss['exponent']:.3f} (95% bootstrap CI of the exponent "
+                f"{_ci(ss['exponent_ci95'])}); fitted on {b['n_train']} budgets, " + held,
+                "",
+            ]
     if "best_hparams" in mds:
         L += ["## Best hyperparameters per task and UTD", "", mds["best_hparams"], ""]
     L += wall_clock_section(res.get("wall_clock"))
@@ -177,19 +248,34 @@ def _report(res, out, mds, figs):
 
 def _report_r5(res, out, mds, figs):
     c = res["counts"]
-    L = ["# R5 model-size analysis", "", f"Inputs: {', '.join(res['config']['inputs'])}  ",
-         f"{c['configs']} configurations, {c['tasks']} tasks, UTDs {c['utds']}, >= {c['seeds_min']} runs "
-         f"each; time to threshold with the best batch size per cell, std over {res['config']['bootstrap']} "
-         "bootstrap resamples (pooled: across tasks); surface fitted in log space as R5 (docs/science.md 3).", ""]
+    L = [
+        "# R5 model-size analysis",
+        "",
+        f"Inputs: {', '.join(res['config']['inputs'])}  ",
+        f"{c['configs']} configurations, {c['tasks']} tasks, UTDs {c['utds']}, >= {c['seeds_min']} runs "
+        f"each; time to threshold with the best batch size per cell, std over {res['config']['bootstrap']} "
+        "bootstrap resamples (pooled: across tasks); surface fitted in log space as R5 (docs/science.md 3).",
+        "",
+    ]
     if res["notes"]:
         L += ["## Notes", ""] + [f"- {n}" for n in res["notes"]] + [""]
     for fn, title in figs:
         L += [f"## {title}", "", f"![{fn}]({fn})", ""]
     if "surface_fits" in mds:
-        L += ["## Surface parameters (original units) and the compute-optimal (σ, N)", "",
-              mds["surface_fits"], ""]
-    L += ["## Cells", "", mds["surface"], "",
-          "Tables: " + ", ".join(f"`{k}.csv`" for k in mds) + "; all numbers in `fits.json`.", ""]
+        L += [
+            "## Surface parameters (original units) and the compute-optimal (σ, N)",
+            "",
+            mds["surface_fits"],
+            "",
+        ]
+    L += [
+        "## Cells",
+        "",
+        mds["surface"],
+        "",
+        "Tables: " + ", ".join(f"`{k}.csv`" for k in mds) + "; all numbers in `fits.json`.",
+        "",
+    ]
     with open(os.path.join(out, "report.md"), "w") as fh:
         fh.write("\n".join(L))
 
@@ -207,16 +293,19 @@ def summary(result, console=None):
     t.add_column("result")
     for name, f in res.get("surface", {}).items():
         if "error" not in f:
-            t.add_row(f"surface {name}", f"C {f['C']:.3g} (1 + ({f['A']:.3g}/σ)^{f['alpha']:.3f} + "
-                                         f"({f['B']:.3g}/N)^{f['beta']:.3f})")
+            t.add_row(
+                f"surface {name}",
+                f"C {f['C']:.3g} (1 + ({f['A']:.3g}/σ)^{f['alpha']:.3f} + ({f['B']:.3g}/N)^{f['beta']:.3f})",
+            )
     for name, r in res["hparams"].items():
-        at1 = ", ".join(f"{k} {10 ** v:.3g}" for k, v in r["intercepts"].items())
+        at1 = ", ".join(f"{k} {10**v:.3g}" for k, v in r["intercepts"].items())
         t.add_row(f"{name}*(σ)", f"slope {r['slope']:.3f}; at σ=1: " + at1)
     for r in result.state.de_fit[-1:]:
         ok = "" if r.get("converged") else " (NOT converged)"
         if r.get("D_min") is not None:
-            t.add_row(f"D_J, J={r['J']:.0f}",
-                      f"D_min {r['D_min']:.3g}, β {r['beta']:.3g}, α {r['alpha']:.3f}{ok}")
+            t.add_row(
+                f"D_J, J={r['J']:.0f}", f"D_min {r['D_min']:.3g}, β {r['beta']:.3g}, α {r['alpha']:.3f}{ok}"
+            )
     b = res.get("budget", {})
     if "sigma_star" in b:
         held = "" if b["holdout_rel_error"] is None else f"; held-out error {b['holdout_rel_error']:.1%}"
@@ -232,24 +321,32 @@ def wall_clock_section(w):
     optimum."""
     if not w:
         return []
-    L = ["## Wall-clock budget (analysis/wallclock.py)", "",
-         "T = a D + C / R (sync: the costs add) or max(a D, C / R) (trio: roles in parallel); a and R from "
-         "the logs.", "",
-         "| task | mode | a (s / transition) | R (update FLOPs / s) | delta = a R | log intervals |",
-         "|---|---|---|---|---|---|"]
+    L = [
+        "## Wall-clock budget (analysis/wallclock.py)",
+        "",
+        "T = a D + C / R (sync: the costs add) or max(a D, C / R) (trio: roles in parallel); a and R from "
+        "the logs.",
+        "",
+        "| task | mode | a (s / transition) | R (update FLOPs / s) | delta = a R | log intervals |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in w["rates"]:
         if "error" in r:
             L.append(f"| {r['error']} | | | | | |")
         else:
-            L.append(f"| {r['task']} | {r['mode']} | {r['a_s_per_transition']:.3g} | "
-                     f"{r['learner_flops_per_s']:.3g} | {r['delta'] or float('nan'):.3g} | "
-                     f"{r['intervals']} |")
+            L.append(
+                f"| {r['task']} | {r['mode']} | {r['a_s_per_transition']:.3g} | "
+                f"{r['learner_flops_per_s']:.3g} | {r['delta'] or float('nan'):.3g} | "
+                f"{r['intervals']} |"
+            )
     L.append("")
     for mode, c in w["check"].items():
         if c["n"]:
-            L.append(f"- model vs measured wall_time_s to threshold, {mode}: median |error| "
-                     f"{c['median_abs_rel_error']:.1%}, max {c['max_abs_rel_error']:.1%} over {c['n']} "
-                     "(UTD, J) crossings")
+            L.append(
+                f"- model vs measured wall_time_s to threshold, {mode}: median |error| "
+                f"{c['median_abs_rel_error']:.1%}, max {c['max_abs_rel_error']:.1%} over {c['n']} "
+                "(UTD, J) crossings"
+            )
     for mode, o in w["optimum"].items():
         pts = ", ".join(f"J={p['J']:.0f}: σ*={p['sigma']:.3g} (T={p['T']:.3g} s)" for p in o["points"])
         L.append(f"- wall-clock-optimal UTD, {mode}: {pts or 'none (no converged D_J fit)'}")
@@ -264,19 +361,34 @@ def _fmt(v, f="%.3g"):
     return "n/a" if v is None else f % v
 
 
-def study_report(path, name, task, returns_min, returns_max, grid_fits, fitted_fits, prediction, grade,
-                 recommendation, timings):
+def study_report(
+    path,
+    name,
+    task,
+    returns_min,
+    returns_max,
+    grid_fits,
+    fitted_fits,
+    prediction,
+    grade,
+    recommendation,
+    timings,
+):
     """The study's report.md (pql_scaling/study.py): the rules of its grid stage and the laws of its fitted
     stage (their fits.json dicts), the prediction, its grade against the validation runs, the recommendation
     ({"budget", "sigma", "line"} or None) and the time each stage took ({stage: seconds})."""
     pred, g = prediction, grade
-    L = ["# Study %s: %s" % (name, task), "",
-         "R1's protocol (docs/science.md 2): grid -> rules -> fitted -> laws -> prediction -> validation -> "
-         "grade.  ",
-         "Returns normalised to 0-1000 with R_min = %g, R_max = %g; laws fitted on: %s.  " % (
-             returns_min, returns_max, fitted_fits.get("returns")),
-         "Prediction written %s by code %s; graded %s by code %s." % (
-             pred["time"], pred["code_version"], g["time"], g["code_version"]), ""]
+    L = [
+        "# Study %s: %s" % (name, task),
+        "",
+        "R1's protocol (docs/science.md 2): grid -> rules -> fitted -> laws -> prediction -> validation -> "
+        "grade.  ",
+        "Returns normalised to 0-1000 with R_min = %g, R_max = %g; laws fitted on: %s.  "
+        % (returns_min, returns_max, fitted_fits.get("returns")),
+        "Prediction written %s by code %s; graded %s by code %s."
+        % (pred["time"], pred["code_version"], g["time"], g["code_version"]),
+        "",
+    ]
     L += _study_laws(grid_fits, fitted_fits)
     L += _study_validation(pred, g, recommendation)
     L += ["", "## Time", ""] + ["- %s: %.0f s" % kv for kv in timings.items()] + [""]
@@ -288,25 +400,58 @@ def _study_laws(grid_res, fit_res):
     """Sections 1-3 of the study report: hyperparameter rules, D_J(sigma), compute and budget."""
     L = ["## 1. Hyperparameter rules (grid stage)", "", "![](grid_analysis/hparams.png)", ""]
     for name, r in grid_res["hparams"].items():
-        L.append("- %s*(σ) ∝ σ^%.3f (95%% CI of the slope %s), %s" % (
-            name, r["slope"], _ci(r.get("slope_ci95")), r.get("source", "")))
-    L += ["", "## 2. Data efficiency D_J(σ) = D_min + (β/σ)^α (fitted stage)", "",
-          "![](fitted_analysis/data_efficiency.png)", "",
-          "| J | D_min | 95% CI | α | 95% CI | β | 95% CI | converged |",
-          "|---|---|---|---|---|---|---|---|"]
+        L.append(
+            "- %s*(σ) ∝ σ^%.3f (95%% CI of the slope %s), %s"
+            % (name, r["slope"], _ci(r.get("slope_ci95")), r.get("source", ""))
+        )
+    L += [
+        "",
+        "## 2. Data efficiency D_J(σ) = D_min + (β/σ)^α (fitted stage)",
+        "",
+        "![](fitted_analysis/data_efficiency.png)",
+        "",
+        "| J | D_min | 95% CI | α | 95% CI | β | 95% CI | converged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in fit_res["data_efficiency"]:
-        L.append("| %.0f | %s | %s | %s | %s | %s | %s | %s |" % (
-            r["J"], _fmt(r.get("D_min")), _ci(r.get("D_min_ci95")), _fmt(r.get("alpha")),
-            _ci(r.get("alpha_ci95")), _fmt(r.get("beta")), _ci(r.get("beta_ci95")), r.get("converged")))
-    L += ["", "## 3. Compute, frontier and budget", "", "Compute: %s." % fit_res["compute"]["formula"], "",
-          "![](fitted_analysis/pareto.png)", "", "![](fitted_analysis/budget.png)", ""]
+        L.append(
+            "| %.0f | %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                r["J"],
+                _fmt(r.get("D_min")),
+                _ci(r.get("D_min_ci95")),
+                _fmt(r.get("alpha")),
+                _ci(r.get("alpha_ci95")),
+                _fmt(r.get("beta")),
+                _ci(r.get("beta_ci95")),
+                r.get("converged"),
+            )
+        )
+    L += [
+        "",
+        "## 3. Compute, frontier and budget",
+        "",
+        "Compute: %s." % fit_res["compute"]["formula"],
+        "",
+        "![](fitted_analysis/pareto.png)",
+        "",
+        "![](fitted_analysis/budget.png)",
+        "",
+    ]
     b = fit_res.get("budget", {})
     if "sigma_star" in b:
         err = "n/a" if b.get("holdout_rel_error") is None else "%.1f%%" % (100 * b["holdout_rel_error"])
-        L.append("σ*(F) = %.3g · F^%.3f (exponent 95%% CI %s); held-out error of the fit's top-%d budgets: "
-                 "%s" % (
-            b["sigma_star"]["coef"], b["sigma_star"]["exponent"], _ci(b["sigma_star"].get("exponent_ci95")),
-            b["holdout_top_k"], err))
+        L.append(
+            "σ*(F) = %.3g · F^%.3f (exponent 95%% CI %s); held-out error of the fit's top-%d budgets: "
+            "%s"
+            % (
+                b["sigma_star"]["coef"],
+                b["sigma_star"]["exponent"],
+                _ci(b["sigma_star"].get("exponent_ci95")),
+                b["holdout_top_k"],
+                err,
+            )
+        )
     else:
         L.append("σ*(F): not fitted (%s)" % b.get("error"))
     return L + [""] + wall_clock_section(fit_res.get("wall_clock"))
@@ -314,42 +459,109 @@ def _study_laws(grid_res, fit_res):
 
 def _study_validation(pred, g, rec):
     """Sections 4-6 of the study report: the prediction, its grade and the recommendation."""
-    L = ["## 4. Prediction (held out of every fit)", "",
-         "Fitted UTD range %s. Interval: %s." % (pred["fitted_utd_range"], pred["interval"]), ""]
+    L = [
+        "## 4. Prediction (held out of every fit)",
+        "",
+        "Fitted UTD range %s. Interval: %s." % (pred["fitted_utd_range"], pred["interval"]),
+        "",
+    ]
     if pred.get("budget"):
         pb = pred["budget"]
-        L.append("Budget F = %.3g (%.1fx the largest fitted optimum %.3g): σ* = %.4g %s, %d env steps, "
-                 "predicted return %s %s." % (
-                     pb["F"], pb["F"] / pb["largest_fitted_F"], pb["largest_fitted_F"], pb["sigma"],
-                     _ci(pb.get("sigma_ci95")), pb["env_steps_for_F"], _fmt(pb["return_at_F"], "%.0f"),
-                     _ci(pb.get("return_at_F_ci95"))))
+        L.append(
+            "Budget F = %.3g (%.1fx the largest fitted optimum %.3g): σ* = %.4g %s, %d env steps, "
+            "predicted return %s %s."
+            % (
+                pb["F"],
+                pb["F"] / pb["largest_fitted_F"],
+                pb["largest_fitted_F"],
+                pb["sigma"],
+                _ci(pb.get("sigma_ci95")),
+                pb["env_steps_for_F"],
+                _fmt(pb["return_at_F"], "%.0f"),
+                _ci(pb.get("return_at_F_ci95")),
+            )
+        )
     elif pred.get("budget_not_run"):
         pb = pred["budget_not_run"]
-        L.append("Budget F = %.3g (%.1fx the largest fitted optimum): σ* = %.4g %s, **not run**: %s." % (
-            pb["F"], pb["F"] / pb["largest_fitted_F"], pb["sigma"], _ci(pb.get("sigma_ci95")), pb["reason"]))
-    L += ["", "## 5. Grade: predicted vs measured data to threshold", "", "![](grade.png)", "",
-          "| config | σ | J | D predicted | 95% interval | D measured | rel. error | inside |",
-          "|---|---|---|---|---|---|---|---|"]
+        L.append(
+            "Budget F = %.3g (%.1fx the largest fitted optimum): σ* = %.4g %s, **not run**: %s."
+            % (
+                pb["F"],
+                pb["F"] / pb["largest_fitted_F"],
+                pb["sigma"],
+                _ci(pb.get("sigma_ci95")),
+                pb["reason"],
+            )
+        )
+    L += [
+        "",
+        "## 5. Grade: predicted vs measured data to threshold",
+        "",
+        "![](grade.png)",
+        "",
+        "| config | σ | J | D predicted | 95% interval | D measured | rel. error | inside |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in g["rows"]:
-        L.append("| %s | %.4g | %.0f | %s | %s | %s | %s | %s |" % (
-            r["kind"], r["sigma"], r["J"], _fmt(r["D_pred"], "%.0f"), _ci([r["D_pred_lo"], r["D_pred_hi"]]),
-            _fmt(r["D_meas"], "%.0f"),
-            "n/a" if r["rel_error"] is None else "%+.1f%%" % (100 * r["rel_error"]), r["inside"]))
+        L.append(
+            "| %s | %.4g | %.0f | %s | %s | %s | %s | %s |"
+            % (
+                r["kind"],
+                r["sigma"],
+                r["J"],
+                _fmt(r["D_pred"], "%.0f"),
+                _ci([r["D_pred_lo"], r["D_pred_hi"]]),
+                _fmt(r["D_meas"], "%.0f"),
+                "n/a" if r["rel_error"] is None else "%+.1f%%" % (100 * r["rel_error"]),
+                r["inside"],
+            )
+        )
     s = g["summary"]
     med = "n/a" if s["median_abs_rel_error"] is None else "%.1f%%" % (100 * s["median_abs_rel_error"])
-    L += ["", "Top thresholds %s: median |error| %s (target %.0f%%), %d of %d within target, %d of %d inside "
-          "the interval%s." % (s["top_thresholds"], med, 100 * s["target_rel_error"], s["within_target"],
-                           s["n_measured"], s["inside_interval"], s["n_measured"],
-                           ("; not reached: " + ", ".join(s["not_reached"])) if s["not_reached"] else "")]
+    L += [
+        "",
+        "Top thresholds %s: median |error| %s (target %.0f%%), %d of %d within target, %d of %d inside "
+        "the interval%s."
+        % (
+            s["top_thresholds"],
+            med,
+            100 * s["target_rel_error"],
+            s["within_target"],
+            s["n_measured"],
+            s["inside_interval"],
+            s["n_measured"],
+            ("; not reached: " + ", ".join(s["not_reached"])) if s["not_reached"] else "",
+        ),
+    ]
     br = g.get("budget_return")
     if br:
-        L.append("Return at the budget: predicted %s %s, measured %s (budget reached: %s)." % (
-            _fmt(br["predicted"], "%.0f"), _ci(br["ci95"]), _fmt(br["measured"], "%.0f"),
-            br["reached_budget"]))
+        L.append(
+            "Return at the budget: predicted %s %s, measured %s (budget reached: %s)."
+            % (
+                _fmt(br["predicted"], "%.0f"),
+                _ci(br["ci95"]),
+                _fmt(br["measured"], "%.0f"),
+                br["reached_budget"],
+            )
+        )
     if rec:
         lo, hi = pred["fitted_utd_range"]
-        L += ["", "## 6. Recommendation", "", "For budget F = %.3g: σ* = %.4g%s" % (
-            rec["budget"], rec["sigma"], "" if lo <= rec["sigma"] <= hi else
-            " (**extrapolated**: outside the fitted UTD range [%g, %g]; the rules' B and lr are clipped to "
-            "the grid's values)" % (lo, hi)), "", "```", rec["line"], "```"]
+        L += [
+            "",
+            "## 6. Recommendation",
+            "",
+            "For budget F = %.3g: σ* = %.4g%s"
+            % (
+                rec["budget"],
+                rec["sigma"],
+                ""
+                if lo <= rec["sigma"] <= hi
+                else " (**extrapolated**: outside the fitted UTD range [%g, %g]; the rules' B and lr are clipped to "
+                "the grid's values)" % (lo, hi),
+            ),
+            "",
+            "```",
+            rec["line"],
+            "```",
+        ]
     return L

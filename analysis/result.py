@@ -1,5 +1,6 @@
 """What `pipeline.run_analysis` returns: the fits (fits.json, JSON-able) and the state the figures, the
 predictions and the terminal summary are drawn from (arrays and fitted functions, never written)."""
+
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional
 
@@ -10,6 +11,7 @@ import numpy as np
 class AnalysisState:
     """The analysis's working arrays and fitted functions. R1 mode fills every field; R5 mode only
     `curves` and `surface_df`."""
+
     curves: List[dict] = field(default_factory=list)  # every configuration's curve record (load.curves)
     chosen: List[dict] = field(default_factory=list)  # the one per (task, sigma) the D_J(sigma) fits use
     tasks: List[str] = field(default_factory=list)  # sorted tasks of `chosen`

@@ -5,6 +5,7 @@ value(sigma) = 10^(slope log10 sigma + intercept), clipped to the range the swee
 standard library only (and Python 3.8): the sweep launcher (pql_scaling/sweep.py) applies the rules through
 this module.
 """
+
 import json
 import math
 

@@ -13,6 +13,7 @@ over runs of the first log point's wall_time_s minus the model's time for it, ad
 `budget_outputs` is the analysis's `budget: wall_clock` section built from these.
 Pure functions over arrays and tables: nothing here reads files.
 """
+
 import numpy as np
 from scipy import optimize
 
@@ -23,8 +24,10 @@ from .errors import AnalysisInputError
 def _diffs(g):
     g = g.sort_values("env_steps")
     d = {k: np.diff(g[k].to_numpy(float)) for k in ("wall_time_s", "env_steps", "flops")}
-    busy = {k: g[k].to_numpy(float)[1:] if k in g else np.full(len(d["env_steps"]), np.nan)
-            for k in ("actor_busy", "learner_busy")}
+    busy = {
+        k: g[k].to_numpy(float)[1:] if k in g else np.full(len(d["env_steps"]), np.nan)
+        for k in ("actor_busy", "learner_busy")
+    }
     ok = (d["wall_time_s"] > 0) & (d["env_steps"] > 0) & np.isfinite(d["flops"])
     return {k: v[ok] for k, v in {**d, **busy}.items()}
 
@@ -34,9 +37,11 @@ def rates(table):
     intervals they rest on. `table`: the tidy run table with env_steps, flops, wall_time_s, run, task, mode
     and, for trio runs, actor_busy / learner_busy (1 - wait fractions)."""
     if "mode" not in table or table["mode"].isna().all():
-        raise AnalysisInputError("budget: wall_clock needs runs that log their mode (run.json) and "
-                                 "throughput; these inputs carry none (qscaled / W&B data): use budget: "
-                                 "flops")
+        raise AnalysisInputError(
+            "budget: wall_clock needs runs that log their mode (run.json) and "
+            "throughput; these inputs carry none (qscaled / W&B data): use budget: "
+            "flops"
+        )
     out = {}
     for (task, mode), g in table.dropna(subset=["mode"]).groupby(["task", "mode"]):
         parts = [_diffs(h) for _, h in g.groupby("run")]
@@ -60,14 +65,28 @@ def rates(table):
         rel = np.abs(pred - d["wall_time_s"]) / d["wall_time_s"]
         R = 1.0 / inv_r if inv_r > 0 else np.inf
         first = [h.sort_values("env_steps").iloc[0] for _, h in g.groupby("run")]
-        t0 = float(np.median([max(f["wall_time_s"] - time_to(f["env_steps"],
-                                                              f["flops"] if np.isfinite(f["flops"]) else 0.0,
-                                                              a, R, mode), 0.0) for f in first]))
-        out[(task, mode)] = {"task": task, "mode": mode, "a_s_per_transition": float(a),
-                             "learner_flops_per_s": float(R),
-                             "delta": float(a * R) if np.isfinite(R) else None,
-                             "t0_s": t0, "intervals": int(len(rel)),
-                             "interval_median_rel_error": float(np.median(rel))}
+        t0 = float(
+            np.median(
+                [
+                    max(
+                        f["wall_time_s"]
+                        - time_to(f["env_steps"], f["flops"] if np.isfinite(f["flops"]) else 0.0, a, R, mode),
+                        0.0,
+                    )
+                    for f in first
+                ]
+            )
+        )
+        out[(task, mode)] = {
+            "task": task,
+            "mode": mode,
+            "a_s_per_transition": float(a),
+            "learner_flops_per_s": float(R),
+            "delta": float(a * R) if np.isfinite(R) else None,
+            "t0_s": t0,
+            "intervals": int(len(rel)),
+            "interval_median_rel_error": float(np.median(rel)),
+        }
     return out
 
 
@@ -93,8 +112,12 @@ def check(D, C, measured_T, a, R, mode, t0=0.0):
     pred = time_to(D, C, a, R, mode, t0)
     ok = np.isfinite(pred) & np.isfinite(m) & (m > 0)
     rel = (pred[ok] - m[ok]) / m[ok]
-    return {"n": int(ok.sum()), "median_abs_rel_error": float(np.median(np.abs(rel))) if len(rel) else None,
-            "max_abs_rel_error": float(np.max(np.abs(rel))) if len(rel) else None, "rel_errors": rel.tolist()}
+    return {
+        "n": int(ok.sum()),
+        "median_abs_rel_error": float(np.median(np.abs(rel))) if len(rel) else None,
+        "max_abs_rel_error": float(np.max(np.abs(rel))) if len(rel) else None,
+        "rel_errors": rel.tolist(),
+    }
 
 
 def budget_outputs(table, chosen, pt, J, fit_j, point, utds, batch_fn, notes):
@@ -108,8 +131,10 @@ def budget_outputs(table, chosen, pt, J, fit_j, point, utds, batch_fn, notes):
         a, R, t0 = np.array(pm["a"]), np.array(pm["R"]), np.array(pm["t0"])
         pred = time_to(pm["D"], pm["C"], a, R, mode, t0)
         chk = check(pm["D"], pm["C"], pm["T"], a, R, mode, t0)
-        chk["points"] = [{"sigma": s, "J": j, "D": d, "T_measured": t, "T_model": float(p)}
-                         for s, j, d, t, p in zip(pm["sigma"], pm["J"], pm["D"], pm["T"], pred)]
+        chk["points"] = [
+            {"sigma": s, "J": j, "D": d, "T_measured": t, "T_model": float(p)}
+            for s, j, d, t, p in zip(pm["sigma"], pm["J"], pm["D"], pm["T"], pred)
+        ]
         out["check"][mode] = chk
         ratios = [c["flops"] / (c["grad_steps"] * c["batch_size"]) for c in chosen]
         ratios = np.concatenate([q[np.isfinite(q) & (q > 0)] for q in ratios])
@@ -120,15 +145,25 @@ def budget_outputs(table, chosen, pt, J, fit_j, point, utds, batch_fn, notes):
             f = point[n]
             if not f.get("converged") or not np.isfinite(fps):
                 continue
-            o = optimum(lambda s: fit.d_of_sigma(f, s), lambda s, d: fps * batch_fn(s) * s * d,
-                        (utds.min(), utds.max()), am, Rm, mode)
+            o = optimum(
+                lambda s: fit.d_of_sigma(f, s),
+                lambda s, d: fps * batch_fn(s) * s * d,
+                (utds.min(), utds.max()),
+                am,
+                Rm,
+                mode,
+            )
             opts.append(dict(o, J=float(J[k])))
         entry = {"points": opts, "a_s_per_transition": am, "learner_flops_per_s": Rm}
         try:
-            bf = fit.budget_fit([o["T"] for o in opts], [o["sigma"] for o in opts],
-                                min(2, max(len(opts) - 2, 0)))
-            entry["sigma_star_of_T"] = {"coef": bf["coef"], "exponent": bf["exponent"],
-                                        "holdout_rel_error": bf["holdout_rel_error"]}
+            bf = fit.budget_fit(
+                [o["T"] for o in opts], [o["sigma"] for o in opts], min(2, max(len(opts) - 2, 0))
+            )
+            entry["sigma_star_of_T"] = {
+                "coef": bf["coef"],
+                "exponent": bf["exponent"],
+                "holdout_rel_error": bf["holdout_rel_error"],
+            }
         except AnalysisInputError as e:
             entry["error"] = str(e)
         out["optimum"][mode] = entry
@@ -156,8 +191,15 @@ def _crossing_costs(table, chosen, pt, J, fit_j, rts):
             C = np.interp(d, c["steps"][ok], c["flops"][ok])
             T = np.interp(d, c["steps"][ok], c["wall_time_s"][ok])
             pm = per_mode.setdefault(mode, {k: [] for k in ("D", "C", "T", "a", "R", "t0", "sigma", "J")})
-            for key, v in (("D", d), ("C", C), ("T", T), ("a", r["a_s_per_transition"]),
-                           ("R", r["learner_flops_per_s"]), ("t0", r["t0_s"]), ("sigma", c["sigma"]),
-                           ("J", float(J[k]))):
+            for key, v in (
+                ("D", d),
+                ("C", C),
+                ("T", T),
+                ("a", r["a_s_per_transition"]),
+                ("R", r["learner_flops_per_s"]),
+                ("t0", r["t0_s"]),
+                ("sigma", c["sigma"]),
+                ("J", float(J[k])),
+            ):
                 pm[key].append(float(v))
     return per_mode

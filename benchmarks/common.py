@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts: machine facts and JSON output."""
+
 import json
 import os
 import platform
@@ -10,13 +11,20 @@ from pql_scaling.rundir import schema
 def machine():
     import torch
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "date": time.strftime("%Y-%m-%d"), "device": "cpu"}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "date": time.strftime("%Y-%m-%d"),
+        "device": "cpu",
+    }
     try:
         with open("/proc/cpuinfo") as f:
-            info["cpu_model"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")),
-                                 None)
+            info["cpu_model"] = next(
+                (l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), None
+            )
     except OSError:
         pass
     if hasattr(os, "getloadavg"):

@@ -10,6 +10,7 @@ SIGTERM as a cluster's preemption does; after each fault check what a study depe
     python benchmarks/drills.py --n 3 --out benchmarks/results/drills.json     # 3 of each kind, seeded
 
 tests/test_drills.py runs the short form (one drill of two kinds)."""
+
 import argparse
 import json
 import os
@@ -26,17 +27,34 @@ sys.path.insert(0, ROOT)  # run from a checkout
 from pql_scaling.rundir import schema  # noqa: E402
 
 KINDS = ("sigkill_actor", "sigkill_v_learner", "sigkill_p_learner", "sigterm_actor")
-ARGS = ["task=pendulum", "mode=trio", "num_envs=16", "algo.batch_size=32", "net.actor_hidden=[32,32]",
-        "net.critic_hidden=[32,32]", "algo.critic_updates_per_step=2",
-        "algo.policy_updates_per_critic_update=0.5", "log.every_steps=20", "threads=1", "log.live=off",
-        "log.checkpoint_every_s=2", "max_time_s=0"]
+ARGS = [
+    "task=pendulum",
+    "mode=trio",
+    "num_envs=16",
+    "algo.batch_size=32",
+    "net.actor_hidden=[32,32]",
+    "net.critic_hidden=[32,32]",
+    "algo.critic_updates_per_step=2",
+    "algo.policy_updates_per_critic_update=0.5",
+    "log.every_steps=20",
+    "threads=1",
+    "log.live=off",
+    "log.checkpoint_every_s=2",
+    "max_time_s=0",
+]
 CONFIGURED_UTD = 2 / 16
 
 
 def cli(args):
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=ROOT)
-    return subprocess.Popen([sys.executable, "-m", "pql_scaling.cli", "train"] + args, cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pql_scaling.cli", "train"] + args,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def read_json(path):
@@ -129,8 +147,7 @@ def drill(kind, d, rng, leg_env_steps=3200):
     family = descendants(p.pid) | {p.pid}
     named = shm_mapped(family)
     res["shm_named_at_fault"] = len(named)
-    target = p.pid if kind.endswith("actor") else pids[kind[len("sigkill_"):]]
-    before = rows(d)
+    target = p.pid if kind.endswith("actor") else pids[kind[len("sigkill_") :]]
     t0 = time.monotonic()
     os.kill(target, signal.SIGTERM if kind.startswith("sigterm") else signal.SIGKILL)
     res["t_status_s"] = wait_for(lambda: status(d).get("status") != schema.RUNNING, 60)
@@ -163,8 +180,9 @@ def drill(kind, d, rng, leg_env_steps=3200):
     res["rows_at_fault"], res["rows_in_checkpoint"] = len(logged), ckpt_rows
     res["env_steps_at_fault"] = logged[-1][schema.ENV_STEPS] if logged else 0
     res["env_steps_in_checkpoint"] = ckpt_steps
-    q = cli(["resume=" + d,
-             "max_env_steps=%d" % (max(ckpt_steps, res["env_steps_at_fault"]) + leg_env_steps)])
+    q = cli(
+        ["resume=" + d, "max_env_steps=%d" % (max(ckpt_steps, res["env_steps_at_fault"]) + leg_env_steps)]
+    )
     t_resume = time.monotonic()
     out2 = q.communicate(timeout=600)[0]
     res["t_resume_leg_s"], res["t_drill_s"] = time.monotonic() - t_resume, time.monotonic() - t_start
@@ -174,8 +192,11 @@ def drill(kind, d, rng, leg_env_steps=3200):
     res["superseded_rows"] = sum(1 for _ in open(sup)) if os.path.exists(sup) else 0
     res["lost_env_steps"] = res["env_steps_at_fault"] - ckpt_steps if res["superseded_rows"] else 0
     new = [r for r in final if r[schema.ENV_STEPS] > ckpt_steps]
-    res["counters_continue"] = bool(new) and new[0][schema.CRITIC_UPDATES] >= ckpt_updates and \
-        final[:ckpt_rows] == logged[:ckpt_rows]
+    res["counters_continue"] = (
+        bool(new)
+        and new[0][schema.CRITIC_UPDATES] >= ckpt_updates
+        and final[:ckpt_rows] == logged[:ckpt_rows]
+    )
     res["one_point_per_step"] = steps == sorted(set(steps))
     res["utd"] = final[-1][schema.CRITIC_UPDATES] / final[-1][schema.ENV_STEPS] if final else None
     res["utd_rel_err"] = abs(res["utd"] / CONFIGURED_UTD - 1) if final else None
@@ -184,14 +205,26 @@ def drill(kind, d, rng, leg_env_steps=3200):
         exact = 2 * (final[-1][schema.ACTOR_STEPS] - first + 1)
         res["critic_updates"], res["critic_updates_exact"] = final[-1][schema.CRITIC_UPDATES], exact
     res["resume_status"] = status(d).get("status")
-    cause_named = {"sigkill_actor": "actor (main process", "sigkill_v_learner": "v_learner process",
-                   "sigkill_p_learner": "p_learner process", "sigterm_actor": "interrupted (signal 15)"}[kind]
+    cause_named = {
+        "sigkill_actor": "actor (main process",
+        "sigkill_v_learner": "v_learner process",
+        "sigkill_p_learner": "p_learner process",
+        "sigterm_actor": "interrupted (signal 15)",
+    }[kind]
     res["cause_named"] = cause_named in (st.get("reason") or "")
-    res["ok"] = bool(res["t_status_s"] is not None and res["t_clean_s"] is not None and not res["orphans"]
-                     and not res["shm_left"] and res["cause_named"] and res["counters_continue"]
-                     and res["one_point_per_step"] and res["utd_rel_err"] is not None
-                     and res["utd_rel_err"] <= 0.02 and res["resume_status"] == schema.COMPLETED
-                     and q.returncode == 0)
+    res["ok"] = bool(
+        res["t_status_s"] is not None
+        and res["t_clean_s"] is not None
+        and not res["orphans"]
+        and not res["shm_left"]
+        and res["cause_named"]
+        and res["counters_continue"]
+        and res["one_point_per_step"]
+        and res["utd_rel_err"] is not None
+        and res["utd_rel_err"] <= 0.02
+        and res["resume_status"] == schema.COMPLETED
+        and q.returncode == 0
+    )
     if not res["ok"]:
         res["output"] = (out or "")[-1500:] + "\n--- resume ---\n" + (out2 or "")[-1500:]
     return res
@@ -213,12 +246,20 @@ def summary(results):
     for kind in sorted({r["kind"] for r in results}):
         rs = [r for r in results if r["kind"] == kind]
         mx = lambda k: max((r[k] for r in rs if r.get(k) is not None), default=None)
-        table.append({"drill": kind, "runs": len(rs), "intact": sum(r["ok"] for r in rs),
-                      "max_t_status_s": mx("t_status_s"), "max_t_clean_s": mx("t_clean_s"),
-                      "max_lost_env_steps": mx("lost_env_steps"),
-                      "superseded_rows": sum(r["superseded_rows"] for r in rs),
-                      "max_utd_rel_err": mx("utd_rel_err"), "orphans": sum(len(r["orphans"]) for r in rs),
-                      "shm_left": sum(len(r["shm_left"]) for r in rs)})
+        table.append(
+            {
+                "drill": kind,
+                "runs": len(rs),
+                "intact": sum(r["ok"] for r in rs),
+                "max_t_status_s": mx("t_status_s"),
+                "max_t_clean_s": mx("t_clean_s"),
+                "max_lost_env_steps": mx("lost_env_steps"),
+                "superseded_rows": sum(r["superseded_rows"] for r in rs),
+                "max_utd_rel_err": mx("utd_rel_err"),
+                "orphans": sum(len(r["orphans"]) for r in rs),
+                "shm_left": sum(len(r["shm_left"]) for r in rs),
+            }
+        )
     return table
 
 
@@ -253,16 +294,20 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "drills.json"))
-    ap.add_argument("--fuzz", type=int, default=0,
-                    help="instead of the drills: fuzz each family with this many examples")
+    ap.add_argument(
+        "--fuzz", type=int, default=0, help="instead of the drills: fuzz each family with this many examples"
+    )
     args = ap.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from common import save
 
     if args.fuzz:
-        payload = dict(read_json(args.out), fuzz=fuzz_counts(args.fuzz),
-                       fuzz_command="python benchmarks/drills.py --fuzz %d" % args.fuzz,
-                       fuzz_loadavg_after=os.getloadavg())
+        payload = dict(
+            read_json(args.out),
+            fuzz=fuzz_counts(args.fuzz),
+            fuzz_command="python benchmarks/drills.py --fuzz %d" % args.fuzz,
+            fuzz_loadavg_after=os.getloadavg(),
+        )
         payload.pop("machine", None)
         save(args.out, payload)
         return
@@ -274,13 +319,18 @@ def main():
     for row in table:
         print(row)
     prev = read_json(args.out)
-    payload = dict(prev, drills=table,
-                   drill_runs=[{k: v for k, v in r.items() if k != "run_dir"} for r in results],
-                   drill_command="python benchmarks/drills.py --n %d --seed %d" % (args.n, args.seed),
-                   loadavg_before=load0, loadavg_after=os.getloadavg(),
-                   sweep_launcher_kill=(
-                       "tests/test_sweep.py::test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns: "
-                       "SIGKILL of the launcher mid-sweep, then two reruns at once (not repeated here)"))
+    payload = dict(
+        prev,
+        drills=table,
+        drill_runs=[{k: v for k, v in r.items() if k != "run_dir"} for r in results],
+        drill_command="python benchmarks/drills.py --n %d --seed %d" % (args.n, args.seed),
+        loadavg_before=load0,
+        loadavg_after=os.getloadavg(),
+        sweep_launcher_kill=(
+            "tests/test_sweep.py::test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns: "
+            "SIGKILL of the launcher mid-sweep, then two reruns at once (not repeated here)"
+        ),
+    )
     payload.pop("machine", None)
     save(args.out, payload)
 

@@ -9,6 +9,7 @@ action sampler is not timed. torch's thread count is left at its default unless 
 and recorded with the load average: on a CPU shared with other jobs, intra-op parallel regions can
 stall waiting for a descheduled thread, so compare rows only at equal threads and similar load.
 """
+
 import argparse
 import os
 import sys
@@ -19,8 +20,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
 import envs  # noqa: E402
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
 from pql_scaling.tasks import NATIVE_TASKS  # noqa: E402
 
 
@@ -65,21 +68,29 @@ def update_throughput(overrides, device="cpu", seconds=2.0):
     """Critic and policy updates/s of the learner for a config (net widths, batch size), on a full replay."""
     from pql_scaling import config
     from pql_scaling.core import nets
-    from pql_scaling.runtime.learner import PLearner, VLearner
     from pql_scaling.core.replay import Normalizer, Replay
+    from pql_scaling.runtime.learner import PLearner, VLearner
 
     cfg = config.load(["device=%s" % device] + list(overrides))
     env = envs.make(cfg.task, cfg.num_envs, device=device)
     actor, critic = (m.to(device) for m in nets.build(cfg, env.obs_dim, env.act_dim))
     norm = Normalizer(env.obs_dim, device)
-    replay = Replay(max(cfg.algo.batch_size * 4, cfg.num_envs), env.obs_dim, env.act_dim, cfg.num_envs, device)
+    replay = Replay(
+        max(cfg.algo.batch_size * 4, cfg.num_envs), env.obs_dim, env.act_dim, cfg.num_envs, device
+    )
     for k, v in replay.data.items():
         v.normal_()
     replay.rows = replay.capacity
     v, p = VLearner(cfg, critic, actor, norm, device), PLearner(cfg, actor, critic, norm, device, env.act_dim)
-    row = {"task": cfg.task, "algo": cfg.algo.name, "batch_size": cfg.algo.batch_size, "device": str(device),
-           "critic_hidden": list(cfg.net.critic_hidden), "actor_hidden": list(cfg.net.actor_hidden),
-           "critic_params": nets.count_params(critic)}
+    row = {
+        "task": cfg.task,
+        "algo": cfg.algo.name,
+        "batch_size": cfg.algo.batch_size,
+        "device": str(device),
+        "critic_hidden": list(cfg.net.critic_hidden),
+        "actor_hidden": list(cfg.net.actor_hidden),
+        "critic_params": nets.count_params(critic),
+    }
     for name, learner in (("critic", v), ("policy", p)):
         for _ in range(5):
             learner.update(replay.sample(cfg.algo.batch_size))
@@ -98,8 +109,12 @@ def update_throughput(overrides, device="cpu", seconds=2.0):
 
 
 UPDATE_CONFIGS = {
-    "pql_default": ["task=pendulum", "net.actor_hidden=[512,256,128]", "net.critic_hidden=[512,256,128]",
-                    "algo.batch_size=8192"],
+    "pql_default": [
+        "task=pendulum",
+        "net.actor_hidden=[512,256,128]",
+        "net.critic_hidden=[512,256,128]",
+        "algo.batch_size=8192",
+    ],
     "pendulum_default": ["task=pendulum"],
 }
 
@@ -107,17 +122,23 @@ UPDATE_CONFIGS = {
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/env_throughput_<device type>.json)")
+    parser.add_argument(
+        "--out", default=None, help="JSON path (default benchmarks/results/env_throughput_<device type>.json)"
+    )
     parser.add_argument("--tasks", nargs="+", default=sorted(NATIVE_TASKS))
     parser.add_argument("--num-envs", nargs="+", type=int, default=[64, 1024, 16384])
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: leave torch's default)"
+    )
     parser.add_argument("--seconds", type=float, default=2.0, help="timed seconds per (task, num_envs)")
     args = parser.parse_args(argv)
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "env_throughput_%s.json" % device.type)
+    out = args.out or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "results", "env_throughput_%s.json" % device.type
+    )
     machine = common.machine()
     print("  ".join("%s=%s" % kv for kv in machine.items()))
     rows = []
@@ -128,12 +149,23 @@ def main(argv=None):
             rows.append(row)
             print("%-26s %8d %16.3e %10.3f" % (task, n, row["env_steps_per_s"], row["step_ms"]))
     updates = []
-    print("%-18s %12s %12s %12s %10s" % ("learner config", "critic upd/s", "policy upd/s", "critic GF/s", "params"))
+    print(
+        "%-18s %12s %12s %12s %10s"
+        % ("learner config", "critic upd/s", "policy upd/s", "critic GF/s", "params")
+    )
     for name, overrides in UPDATE_CONFIGS.items():
         row = dict(update_throughput(overrides, device, args.seconds), config=name)
         updates.append(row)
-        print("%-18s %12.1f %12.1f %12.2f %10d" % (name, row["critic_updates_per_s"], row["policy_updates_per_s"],
-                                                  row["critic_gflops_per_s"], row["critic_params"]))
+        print(
+            "%-18s %12.1f %12.1f %12.2f %10d"
+            % (
+                name,
+                row["critic_updates_per_s"],
+                row["policy_updates_per_s"],
+                row["critic_gflops_per_s"],
+                row["critic_params"],
+            )
+        )
     if hasattr(os, "getloadavg"):
         machine["loadavg_1m_after"] = os.getloadavg()[0]
     common.save(out, {"env_throughput": rows, "update_throughput": updates})

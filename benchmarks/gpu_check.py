@@ -13,6 +13,7 @@ printed are a table: a reader of only the last 40 lines knows what passed, what 
 
 Standard library only: the driver must run even where the project's own imports fail (that is a finding too).
 """
+
 import argparse
 import glob
 import json
@@ -38,10 +39,14 @@ class Check:
         self.tmp = tempfile.mkdtemp(prefix="gpu_check-")
         self.stages = []
         self.log = open(os.path.join(out, "check.log"), "a", buffering=1)
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1",
-                        PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
-                        TORCHINDUCTOR_CACHE_DIR=os.path.join(self.tmp, "inductor"),
-                        TRITON_CACHE_DIR=os.path.join(self.tmp, "triton"))
+        self.env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            PYTHONFAULTHANDLER="1",
+            PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+            TORCHINDUCTOR_CACHE_DIR=os.path.join(self.tmp, "inductor"),
+            TRITON_CACHE_DIR=os.path.join(self.tmp, "triton"),
+        )
         if dry_run:
             self.env["CUDA_VISIBLE_DEVICES"] = ""  # the dry run is the CPU plumbing, whatever the machine has
 
@@ -55,8 +60,17 @@ class Check:
     def run(self, cmd, limit, env=None):
         """Run one command under `limit` seconds (SIGINT, then SIGKILL 8 s later); its output goes to the log."""
         self.say("$ " + " ".join(cmd))
-        p = subprocess.Popen(cmd, cwd=ROOT, env=env or self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             start_new_session=True, text=True, errors="replace", bufsize=1)
+        p = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env or self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            text=True,
+            errors="replace",
+            bufsize=1,
+        )
 
         def pump():
             for line in p.stdout:
@@ -101,13 +115,23 @@ class Check:
         self.write_summary()
 
     def write_summary(self, final=False):
-        summary = {"dry_run": self.dry, "budget_s": self.budget, "elapsed_s": round(time.monotonic() - self.t0, 1),
-                   "finished": final, "host": platform.node(), "python": self.py, "stages": self.stages}
+        summary = {
+            "dry_run": self.dry,
+            "budget_s": self.budget,
+            "elapsed_s": round(time.monotonic() - self.t0, 1),
+            "finished": final,
+            "host": platform.node(),
+            "python": self.py,
+            "stages": self.stages,
+        }
         with open(os.path.join(self.out, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
 
     def has(self, module):
-        return subprocess.run([self.py, "-c", "import " + module], env=self.env, capture_output=True).returncode == 0
+        return (
+            subprocess.run([self.py, "-c", "import " + module], env=self.env, capture_output=True).returncode
+            == 0
+        )
 
     def py_cmd(self, *args):
         return [self.py] + list(args)
@@ -131,8 +155,12 @@ def junit_counts(path):
         return {}
     suites = [root] if root.tag == "testsuite" else list(root)
     n = {k: sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "failures", "errors", "skipped")}
-    n["failed_tests"] = [c.get("classname", "") + "::" + c.get("name", "") for s in suites for c in s.iter("testcase")
-                         if c.find("failure") is not None or c.find("error") is not None][:10]
+    n["failed_tests"] = [
+        c.get("classname", "") + "::" + c.get("name", "")
+        for s in suites
+        for c in s.iter("testcase")
+        if c.find("failure") is not None or c.find("error") is not None
+    ][:10]
     return n
 
 
@@ -141,8 +169,21 @@ def preflight(c):
         path = os.path.join(c.tmp, "env.json")
         rc, to = c.run(c.py_cmd("benchmarks/gpu_probe.py", "preflight", "--out", path), limit)
         env = c.read_json(path) or {}
-        keep = ("torch", "cuda", "cuda_available", "gpus", "mem_total_gb", "nvidia_smi", "ipc_smoke", "cxx",
-                "pkg_omegaconf", "pkg_pytest_timeout", "pkg_mujoco", "pkg_gymnasium", "dev_shm_free_gb")
+        keep = (
+            "torch",
+            "cuda",
+            "cuda_available",
+            "gpus",
+            "mem_total_gb",
+            "nvidia_smi",
+            "ipc_smoke",
+            "cxx",
+            "pkg_omegaconf",
+            "pkg_pytest_timeout",
+            "pkg_mujoco",
+            "pkg_gymnasium",
+            "dev_shm_free_gb",
+        )
         return dict(status=status_of(rc, to), env=env, key={k: env.get(k) for k in keep})
 
     c.stage("preflight", 60, fn)
@@ -152,9 +193,22 @@ def pytest_stage(c, name, marker, junit, limit, extra=()):
     def fn(limit):
         path = os.path.join(c.out, junit)
         per_test = ["--timeout=%d" % min(110, max(limit - 10, 20))] if c.has("pytest_timeout") else []
-        cmd = c.py_cmd("-m", "pytest", "-q", "-m", marker, "tests/test_gpu.py", *extra, "-rA", "--durations=0",
-                       *per_test, "--basetemp=%s" % os.path.join(c.tmp, name), "--junitxml=%s" % path,
-                       "-p", "no:cacheprovider")
+        cmd = c.py_cmd(
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            marker,
+            "tests/test_gpu.py",
+            *extra,
+            "-rA",
+            "--durations=0",
+            *per_test,
+            "--basetemp=%s" % os.path.join(c.tmp, name),
+            "--junitxml=%s" % path,
+            "-p",
+            "no:cacheprovider",
+        )
         rc, to = c.run(cmd, limit)
         counts = junit_counts(path)
         ok = rc == 0 or (rc == 5 and not counts.get("failures"))  # 5: every test skipped / deselected
@@ -169,8 +223,13 @@ def syncs(c):
         rc, to = c.run(c.py_cmd("benchmarks/gpu_probe.py", "syncs", "--out", path), limit)
         d = c.read_json(path) or {}
         key = {k: d[k]["per_call"] for k in ("actor_step", "critic_update", "policy_update") if k in d}
-        key.update({k + "_cuda_warnings": d[k]["cuda_debug_warnings_per_call"]
-                    for k in ("actor_step", "critic_update", "policy_update") if k in d})
+        key.update(
+            {
+                k + "_cuda_warnings": d[k]["cuda_debug_warnings_per_call"]
+                for k in ("actor_step", "critic_update", "policy_update")
+                if k in d
+            }
+        )
         return dict(status=status_of(rc, to), key=key)
 
     c.stage("syncs", 60, fn)
@@ -179,13 +238,29 @@ def syncs(c):
 def compile_stage(c):
     def fn(limit):
         path = os.path.join(c.out, "compile.json")
-        env = dict(c.env, TORCH_LOGS="recompiles,graph_breaks,cudagraphs",
-                   TORCH_LOGS_OUT=os.path.join(c.tmp, "torch_logs.txt"))
+        env = dict(
+            c.env,
+            TORCH_LOGS="recompiles,graph_breaks,cudagraphs",
+            TORCH_LOGS_OUT=os.path.join(c.tmp, "torch_logs.txt"),
+        )
         rc, to = c.run(c.py_cmd("benchmarks/gpu_probe.py", "compile", "--big", "--out", path), limit, env=env)
         d = c.read_json(path) or {}
-        key = {f: {k: r.get(k) for k in ("status", "first_call_s", "later_call_ms", "cudagraph_skips", "graph_breaks",
-                                          "max_abs_diff_vs_eager", "error") if r.get(k) is not None}
-               for f, r in d.get("families", {}).items()}
+        key = {
+            f: {
+                k: r.get(k)
+                for k in (
+                    "status",
+                    "first_call_s",
+                    "later_call_ms",
+                    "cudagraph_skips",
+                    "graph_breaks",
+                    "max_abs_diff_vs_eager",
+                    "error",
+                )
+                if r.get(k) is not None
+            }
+            for f, r in d.get("families", {}).items()
+        }
         return dict(status=status_of(rc, to), key=key)
 
     c.stage("compile", 170, fn)
@@ -194,31 +269,92 @@ def compile_stage(c):
 def perf(c):
     """Critic updates/s per mode at PQL's network against torch.mm; the trio's actor against the simulator alone and
     sync mode at 4096 envs (eager, save_replay=false)."""
+
     def fn(limit):
         t_end = time.monotonic() + limit
         res, status = {}, "ok"
         dev = "cpu" if c.dry else "cuda"
         ls = os.path.join(c.tmp, "learner_speed.json")
-        cmd = (["--device", "cpu", "--configs", "pendulum_default", "--modes", "eager", "bf16", "--seconds", "0.05",
-                "--rounds", "1"] if c.dry else
-               ["--device", "cuda", "--tf32", "--configs", "pql_default", "--modes", "eager", "graphed", "graphed_bf16",
-                "--seconds", "1", "--rounds", "2"])
+        cmd = (
+            [
+                "--device",
+                "cpu",
+                "--configs",
+                "pendulum_default",
+                "--modes",
+                "eager",
+                "bf16",
+                "--seconds",
+                "0.05",
+                "--rounds",
+                "1",
+            ]
+            if c.dry
+            else [
+                "--device",
+                "cuda",
+                "--tf32",
+                "--configs",
+                "pql_default",
+                "--modes",
+                "eager",
+                "graphed",
+                "graphed_bf16",
+                "--seconds",
+                "1",
+                "--rounds",
+                "2",
+            ]
+        )
         rc, to = c.run(c.py_cmd("benchmarks/learner_speed.py", *cmd, "--out", ls), max(15, 0.45 * limit))
         status = "ok" if rc == 0 and not to else status_of(rc, to)
         res["learner_speed"] = c.read_json(ls)
         tas = os.path.join(c.tmp, "trio_actor.json")
         n_envs, secs = ("16", "6") if c.dry else ("4096", "35")
-        rc, to = c.run(c.py_cmd("benchmarks/trio_actor_speed.py", "--task", "pendulum", "--backend", "native", "--device",
-                                dev, "--num-envs", n_envs, "--seconds", secs, "--skip-s", "2" if c.dry else "10",
-                                "--sim-seconds", "0.3" if c.dry else "3", "--extra", "save_replay=false", "--out", tas),
-                       max(15, min(0.6 * (t_end - time.monotonic()), 90)))
+        rc, to = c.run(
+            c.py_cmd(
+                "benchmarks/trio_actor_speed.py",
+                "--task",
+                "pendulum",
+                "--backend",
+                "native",
+                "--device",
+                dev,
+                "--num-envs",
+                n_envs,
+                "--seconds",
+                secs,
+                "--skip-s",
+                "2" if c.dry else "10",
+                "--sim-seconds",
+                "0.3" if c.dry else "3",
+                "--extra",
+                "save_replay=false",
+                "--out",
+                tas,
+            ),
+            max(15, min(0.6 * (t_end - time.monotonic()), 90)),
+        )
         status = status if rc == 0 and not to else status_of(rc, to)
         res["trio_actor_speed"] = c.read_json(tas)
         run_dir = os.path.join(c.tmp, "sync_run")
-        rc, to = c.run(c.py_cmd("-m", "pql_scaling.cli", "train", "task=pendulum", "mode=sync", "device=%s" % dev,
-                                "num_envs=%s" % n_envs, "max_time_s=%s" % ("4" if c.dry else "25"), "save_replay=false",
-                                "max_env_steps=null", "log.live=plain", "run_dir=%s" % run_dir),
-                       max(15, t_end - time.monotonic()))
+        rc, to = c.run(
+            c.py_cmd(
+                "-m",
+                "pql_scaling.cli",
+                "train",
+                "task=pendulum",
+                "mode=sync",
+                "device=%s" % dev,
+                "num_envs=%s" % n_envs,
+                "max_time_s=%s" % ("4" if c.dry else "25"),
+                "save_replay=false",
+                "max_env_steps=null",
+                "log.live=plain",
+                "run_dir=%s" % run_dir,
+            ),
+            max(15, t_end - time.monotonic()),
+        )
         status = status if rc == 0 and not to else status_of(rc, to)
         rows = []
         try:
@@ -264,8 +400,17 @@ def mjwarp(c):
         rc, _ = c.run(c.py_cmd("-c", "import mujoco_warp, gymnasium"), 30)
         if rc != 0:
             return dict(status="skipped", reason="mujoco_warp / gymnasium not installed")
-        cmd = c.py_cmd("-m", "pytest", "-q", "tests/test_gpu.py", "-k", "mjwarp", "-p", "no:cacheprovider",
-                       "--basetemp=%s" % os.path.join(c.tmp, "mjwarp"))
+        cmd = c.py_cmd(
+            "-m",
+            "pytest",
+            "-q",
+            "tests/test_gpu.py",
+            "-k",
+            "mjwarp",
+            "-p",
+            "no:cacheprovider",
+            "--basetemp=%s" % os.path.join(c.tmp, "mjwarp"),
+        )
         rc, to = c.run(cmd, limit)
         return dict(status=status_of(rc, to))
 
@@ -281,8 +426,11 @@ def diagnostics(c):
                 subprocess.run(["nvidia-smi", "-q"], stdout=f, stderr=subprocess.STDOUT, timeout=20)
         except (OSError, subprocess.TimeoutExpired):
             pass
-    files = [p for pat in ("**/train.log", "**/status.json", "torch_logs.txt", "nvidia_smi_q.txt", "env.json")
-             for p in glob.glob(os.path.join(c.tmp, pat), recursive=True)]
+    files = [
+        p
+        for pat in ("**/train.log", "**/status.json", "torch_logs.txt", "nvidia_smi_q.txt", "env.json")
+        for p in glob.glob(os.path.join(c.tmp, pat), recursive=True)
+    ]
     with tarfile.open(os.path.join(c.out, "diag.tgz"), "w:gz") as tar:
         for p in files[:400]:
             if os.path.getsize(p) < 20e6:
@@ -302,25 +450,41 @@ def table(c):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dry-run", action="store_true", help="CPU plumbing at toy sizes (CUDA-only stages skipped)")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="CPU plumbing at toy sizes (CUDA-only stages skipped)"
+    )
     ap.add_argument("--budget", type=float, default=float(os.environ.get("GPU_CHECK_BUDGET", 460)))
     ap.add_argument("--python", default=os.environ.get("PYTHON", sys.executable))
     args = ap.parse_args()
     if not args.dry_run:
-        probe = subprocess.run([args.python, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
-                               capture_output=True, text=True)
+        probe = subprocess.run(
+            [args.python, "-c", "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"],
+            capture_output=True,
+            text=True,
+        )
         if probe.returncode != 0:
-            sys.stderr.write("gpu_check: torch sees no CUDA device (torch.cuda.is_available() is False%s); nothing to "
-                             "check. On a CPU machine run the plumbing with --dry-run.\n"
-                             % ("; " + probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ""))
+            sys.stderr.write(
+                "gpu_check: torch sees no CUDA device (torch.cuda.is_available() is False%s); nothing to "
+                "check. On a CPU machine run the plumbing with --dry-run.\n"
+                % ("; " + probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else "")
+            )
             return 2
-    tag = "dry_run" if args.dry_run else subprocess.run(
-        [args.python, "-c", "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))"],
-        capture_output=True, text=True).stdout.strip()
+    tag = (
+        "dry_run"
+        if args.dry_run
+        else subprocess.run(
+            [args.python, "-c", "import torch; print(torch.cuda.get_device_name(0).replace(' ', '_'))"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     out = os.environ.get("OUT") or os.path.join(ROOT, "benchmarks", "results", "gpu_" + tag)
     os.makedirs(out, exist_ok=True)
     c = Check(out, args.budget, args.dry_run, args.python)
-    c.say("gpu_check: %s, budget %d s, results in %s" % ("dry run (CPU)" if args.dry_run else tag, args.budget, out))
+    c.say(
+        "gpu_check: %s, budget %d s, results in %s"
+        % ("dry run (CPU)" if args.dry_run else tag, args.budget, out)
+    )
     try:
         preflight(c)
         pytest_stage(c, "eager_tests", "gpu and not compiled", "junit_eager.xml", 150)

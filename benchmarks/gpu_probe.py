@@ -6,6 +6,7 @@
 
 With no CUDA device each probe runs its plumbing on the CPU at toy sizes and says which parts it skipped.
 """
+
 import argparse
 import json
 import os
@@ -39,10 +40,27 @@ def _ipc_child(t, q):
 
 
 def preflight(args):
-    out = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda, "cuda_available": CUDA,
-           "platform": platform.platform(), "cpus": os.cpu_count()}
-    for mod in ("omegaconf", "numpy", "scipy", "pandas", "matplotlib", "yaml", "rich", "pytest", "pytest_timeout",
-                "gymnasium", "mujoco"):
+    out = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cuda_available": CUDA,
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    for mod in (
+        "omegaconf",
+        "numpy",
+        "scipy",
+        "pandas",
+        "matplotlib",
+        "yaml",
+        "rich",
+        "pytest",
+        "pytest_timeout",
+        "gymnasium",
+        "mujoco",
+    ):
         try:
             m = __import__(mod)
             out["pkg_" + mod] = getattr(m, "__version__", "present")
@@ -58,8 +76,15 @@ def preflight(args):
         out["mem_free_gb"], out["mem_total_gb"] = free / 1e9, total / 1e9
         try:
             out["nvidia_smi"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit,mig.mode.current",
-                 "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+                [
+                    "nvidia-smi",
+                    "--query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit,mig.mode.current",
+                    "--format=csv,noheader",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired) as e:
             out["nvidia_smi"] = "unavailable (%s)" % e
     ctx = torch.multiprocessing.get_context("spawn")
@@ -72,21 +97,34 @@ def preflight(args):
     p.start()
     p.join(60)
     got = q.get() if p.exitcode == 0 else None
-    out["ipc_smoke"] = {"ok": got == float(1 << 20) and float(t.sum()) == float(1 << 20), "exitcode": p.exitcode,
-                        "seconds": round(time.perf_counter() - t0, 2), "kind": "cuda_ipc" if CUDA else "shared_memory"}
+    out["ipc_smoke"] = {
+        "ok": got == float(1 << 20) and float(t.sum()) == float(1 << 20),
+        "exitcode": p.exitcode,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "kind": "cuda_ipc" if CUDA else "shared_memory",
+    }
     save(args.out, out)
     print(json.dumps(out, indent=1, default=str))
     return 0 if out["ipc_smoke"]["ok"] else 1
 
 
 def _session(num_envs, extra=()):
-    from pql_scaling import envs
     from pql_scaling import config as config_lib
+    from pql_scaling import envs
     from pql_scaling.rundir.rundir import RunDir
     from pql_scaling.runtime.train import Session
 
-    cfg = config_lib.load(["task=pendulum", "device=%s" % DEVICE, "mode=sync", "num_envs=%d" % num_envs,
-                           "max_env_steps=100000000", "algo.warmup_steps=2"] + list(extra))
+    cfg = config_lib.load(
+        [
+            "task=pendulum",
+            "device=%s" % DEVICE,
+            "mode=sync",
+            "num_envs=%d" % num_envs,
+            "max_env_steps=100000000",
+            "algo.warmup_steps=2",
+        ]
+        + list(extra)
+    )
     env = envs.make("pendulum", cfg.num_envs, seed=0, device=cfg.device)
     return Session(cfg, RunDir(tempfile.mkdtemp(prefix="syncs-")), env)
 
@@ -108,8 +146,13 @@ def _count(fn, n):
     finally:
         if CUDA:
             torch.cuda.set_sync_debug_mode(0)
-    return {"per_call": syncs.count / n, "ops": dict(syncs.ops), "where": syncs.where,
-            "cuda_debug_warnings_per_call": len(caught) / n, "cuda_debug_examples": caught[:3]}
+    return {
+        "per_call": syncs.count / n,
+        "ops": dict(syncs.ops),
+        "where": syncs.where,
+        "cuda_debug_warnings_per_call": len(caught) / n,
+        "cuda_debug_examples": caught[:3],
+    }
 
 
 def syncs(args):
@@ -118,22 +161,38 @@ def syncs(args):
     s = _session(num_envs)
     for _ in range(6):
         s.actor.step(s.p_learner.actor)
-    out = {"device": DEVICE, "num_envs": num_envs, "defaults": s.facts["defaults"],
-           "actor_step": _count(lambda: s.actor.step(s.p_learner.actor), 5),
-           "critic_update": _count(lambda: s.v_learner.learn(s.replay), 5),
-           "policy_update": _count(lambda: s.p_learner.learn(s.replay), 5)}
+    out = {
+        "device": DEVICE,
+        "num_envs": num_envs,
+        "defaults": s.facts["defaults"],
+        "actor_step": _count(lambda: s.actor.step(s.p_learner.actor), 5),
+        "critic_update": _count(lambda: s.v_learner.learn(s.replay), 5),
+        "policy_update": _count(lambda: s.p_learner.learn(s.replay), 5),
+    }
     s.run.close()
     out["target"] = "0 per update and per actor step (issue 19)"
-    out["met"] = all(out[k]["per_call"] == 0 and out[k]["cuda_debug_warnings_per_call"] == 0
-                     for k in ("actor_step", "critic_update", "policy_update"))
+    out["met"] = all(
+        out[k]["per_call"] == 0 and out[k]["cuda_debug_warnings_per_call"] == 0
+        for k in ("actor_step", "critic_update", "policy_update")
+    )
     save(args.out, out)
-    print(json.dumps({k: (v["per_call"], v["cuda_debug_warnings_per_call"]) if isinstance(v, dict) else v
-                      for k, v in out.items()}, default=str))
+    print(
+        json.dumps(
+            {
+                k: (v["per_call"], v["cuda_debug_warnings_per_call"]) if isinstance(v, dict) else v
+                for k, v in out.items()
+            },
+            default=str,
+        )
+    )
     return 0 if out["met"] else 1
 
 
-FAMILIES = {"default": ["perf.compile=default"], "reduce-overhead": ["perf.compile=reduce-overhead"],
-            "bf16": ["perf.compile=default", "perf.amp=bf16"]}
+FAMILIES = {
+    "default": ["perf.compile=default"],
+    "reduce-overhead": ["perf.compile=reduce-overhead"],
+    "bf16": ["perf.compile=default", "perf.amp=bf16"],
+}
 
 
 def compile_probe(args):
@@ -152,7 +211,10 @@ def compile_probe(args):
         row = out["families"][family] = {}
         try:
             if not CUDA:
-                real, torch.compile = torch.compile, lambda fn, **kw: fn  # dynamo's trace only, no compiled object
+                real, torch.compile = (
+                    torch.compile,
+                    lambda fn, **kw: fn,
+                )  # dynamo's trace only, no compiled object
                 try:
                     _, v, _, replay = test_compile.make("pql", *extra)
                 finally:
@@ -160,11 +222,23 @@ def compile_probe(args):
                 v.size.fill_(replay.size)
                 t0 = time.perf_counter()
                 ex = torch._dynamo.explain(v.step)(Window(replay.data, v.size, v.start))
-                row.update(status="traced only: no CUDA", trace_s=round(time.perf_counter() - t0, 2),
-                           graphs=ex.graph_count, graph_breaks=ex.graph_break_count)
+                row.update(
+                    status="traced only: no CUDA",
+                    trace_s=round(time.perf_counter() - t0, 2),
+                    graphs=ex.graph_count,
+                    graph_breaks=ex.graph_break_count,
+                )
                 continue
-            big = ["net.actor_hidden=[512,256,128]", "net.critic_hidden=[512,256,128]", "algo.batch_size=8192",
-                   "net.activation=elu"] if args.big else []
+            big = (
+                [
+                    "net.actor_hidden=[512,256,128]",
+                    "net.critic_hidden=[512,256,128]",
+                    "algo.batch_size=8192",
+                    "net.activation=elu",
+                ]
+                if args.big
+                else []
+            )
             _, v0, _, replay = test_compile.make("pql", *big, device="cuda")
             _, v1, _, _ = test_compile.make("pql", *(big + extra), device="cuda")
             import torch._inductor.config as inductor_config
@@ -180,18 +254,31 @@ def compile_probe(args):
                     v1.learn(replay)
                     torch.cuda.synchronize()
                     times.append(time.perf_counter() - t0)
-            diff = max(float((a - b).abs().max()) for a, b in zip(v0.critic.parameters(), v1.critic.parameters()))
-            row.update(status="ok", first_call_s=round(times[0], 2), later_call_ms=round(1e3 * min(times[2:]), 3),
-                       max_abs_diff_vs_eager=diff)
+            diff = max(
+                float((a - b).abs().max()) for a, b in zip(v0.critic.parameters(), v1.critic.parameters())
+            )
+            row.update(
+                status="ok",
+                first_call_s=round(times[0], 2),
+                later_call_ms=round(1e3 * min(times[2:]), 3),
+                max_abs_diff_vs_eager=diff,
+            )
         except Exception as e:  # noqa: BLE001 - one family failing must not lose the others
             row.update(status="error", error="%s: %s" % (type(e).__name__, str(e)[:800]))
         finally:
-            row["counters"] = {k: dict(v) for k, v in counters.items() if k in ("stats", "inductor", "graph_break")}
-            row["cudagraph_skips"] = sum(counters["inductor"].get(k, 0) for k in counters["inductor"]
-                                         if "cudagraph_skip" in k)
+            row["counters"] = {
+                k: dict(v) for k, v in counters.items() if k in ("stats", "inductor", "graph_break")
+            }
+            row["cudagraph_skips"] = sum(
+                counters["inductor"].get(k, 0) for k in counters["inductor"] if "cudagraph_skip" in k
+            )
     save(args.out, out)
-    print(json.dumps({f: {k: v for k, v in r.items() if k != "counters"} for f, r in out["families"].items()},
-                     default=str))
+    print(
+        json.dumps(
+            {f: {k: v for k, v in r.items() if k != "counters"} for f, r in out["families"].items()},
+            default=str,
+        )
+    )
     return 0 if all(r.get("status") != "error" for r in out["families"].values()) else 1
 
 

@@ -9,6 +9,7 @@ torch worker threads would compete with MuJoCo's for the cores). The 1-minute lo
 after each point is recorded: on a shared machine other processes' load lowers the numbers.
 Writes benchmarks/results/mujoco_throughput_cpu.json (with machine and library versions).
 """
+
 import argparse
 import json
 import os
@@ -44,7 +45,12 @@ def main():
     parser.add_argument("--tasks", nargs="+", default=TASKS)
     parser.add_argument("--nthread", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "mujoco_throughput_cpu.json"))
+    parser.add_argument(
+        "--out",
+        default=os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), "results", "mujoco_throughput_cpu.json"
+        ),
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     import mujoco
@@ -56,9 +62,20 @@ def main():
             load_before = os.getloadavg()[0]
             sps, steps = measure(task, n, args.nthread, args.seconds)
             load_after = os.getloadavg()[0]
-            results.append({"task": task, "num_envs": n, "env_steps_per_s": round(sps, 1), "timed_steps": steps,
-                            "loadavg_1min_before": load_before, "loadavg_1min_after": load_after})
-            print("%-12s %8d %14.0f %7d   load %.1f -> %.1f" % (task, n, sps, steps, load_before, load_after), flush=True)
+            results.append(
+                {
+                    "task": task,
+                    "num_envs": n,
+                    "env_steps_per_s": round(sps, 1),
+                    "timed_steps": steps,
+                    "loadavg_1min_before": load_before,
+                    "loadavg_1min_after": load_after,
+                }
+            )
+            print(
+                "%-12s %8d %14.0f %7d   load %.1f -> %.1f" % (task, n, sps, steps, load_before, load_after),
+                flush=True,
+            )
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -74,8 +91,14 @@ def main():
         "what": "env steps per second (frame_skip physics steps each), random actions, auto-reset included",
         "nthread": args.nthread,
         "seconds_per_point": args.seconds,
-        "machine": {"cpu": cpu_model, "cpus_available": cpus, "platform": platform.platform(),
-                    "python": platform.python_version(), "torch": torch.__version__, "mujoco": mujoco.__version__},
+        "machine": {
+            "cpu": cpu_model,
+            "cpus_available": cpus,
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "mujoco": mujoco.__version__,
+        },
         "command": "python benchmarks/mujoco_throughput.py " + " ".join(sys.argv[1:]),
         "results": results,
     }

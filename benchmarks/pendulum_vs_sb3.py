@@ -9,6 +9,7 @@ since the previous log point (>= 16 episodes per log point with the defaults) re
 
     python benchmarks/pendulum_vs_sb3.py --seeds 0 1 2 --out benchmarks/results/pendulum_vs_sb3_cpu.json
 """
+
 import argparse
 import collections
 import os
@@ -63,7 +64,17 @@ def run_ours(seed, budget_s):
     from pql_scaling.runtime.train import train
 
     d = os.path.join(tempfile.mkdtemp(), "run")
-    train(["task=pendulum", "seed=%d" % seed, "max_time_s=%g" % budget_s, "target_return=%g" % THRESHOLD, "log.live=off", "run_dir=" + d], quiet=True)
+    train(
+        [
+            "task=pendulum",
+            "seed=%d" % seed,
+            "max_time_s=%g" % budget_s,
+            "target_return=%g" % THRESHOLD,
+            "log.live=off",
+            "run_dir=" + d,
+        ],
+        quiet=True,
+    )
     return first_crossing(d, THRESHOLD)
 
 
@@ -72,13 +83,22 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--budget-s", type=float, default=150.0)
     p.add_argument("--out", default="benchmarks/results/pendulum_vs_sb3_cpu.json")
-    p.add_argument("--sb3-threads", type=int, nargs="+", default=[0, 1],
-                   help="torch threads for SB3 runs: 0 = torch's default (what a user gets), 1 = best for tiny nets")
+    p.add_argument(
+        "--sb3-threads",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="torch threads for SB3 runs: 0 = torch's default (what a user gets), 1 = best for tiny nets",
+    )
     args = p.parse_args()
     runners = [("ours", lambda seed: run_ours(seed, args.budget_s))]
     for th in args.sb3_threads:
-        runners.append(("sb3" if th == 0 else "sb3_threads%d" % th,
-                        lambda seed, th=th: run_sb3(seed, args.budget_s, 200000, th)))
+        runners.append(
+            (
+                "sb3" if th == 0 else "sb3_threads%d" % th,
+                lambda seed, th=th: run_sb3(seed, args.budget_s, 200000, th),
+            )
+        )
     results = {name: [] for name, _ in runners}
     for seed in args.seeds:
         for name, fn in runners:
@@ -94,10 +114,18 @@ def main():
             summary["ratio_ours_over_" + name] = summary["ours"]["mean_s"] / summary[name]["mean_s"]
         print("%-14s mean time to threshold %s s" % (name, summary[name]["mean_s"]))
     print({k: v for k, v in summary.items() if k.startswith("ratio")})
-    save(args.out, {"threshold": THRESHOLD, "results": results, "summary": summary,
-                    "sb3_settings": "SAC MlpPolicy, learning_rate=1e-3 (rl-zoo Pendulum-v1), other defaults; sb3 = torch's default "
-                                    "thread count, sb3_threads1 = torch.set_num_threads(1)",
-                    "ours_settings": "pql-scale train task=pendulum (tasks/pendulum.yaml defaults)"})
+    save(
+        args.out,
+        {
+            "threshold": THRESHOLD,
+            "results": results,
+            "summary": summary,
+            "sb3_settings": "SAC MlpPolicy, learning_rate=1e-3 (rl-zoo Pendulum-v1), other defaults; "
+            "sb3 = torch's default "
+            "thread count, sb3_threads1 = torch.set_num_threads(1)",
+            "ours_settings": "pql-scale train task=pendulum (tasks/pendulum.yaml defaults)",
+        },
+    )
 
 
 if __name__ == "__main__":

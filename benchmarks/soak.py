@@ -5,6 +5,7 @@ memory stays flat (no leak per step, per log point or per checkpoint).
 
 Prints one line per sample; the JSON holds the samples and the growth of the total RSS from the first quarter
 of the run to the last (a leak shows as steady growth; allocator warm-up as a step at the start)."""
+
 import argparse
 import os
 import subprocess
@@ -33,23 +34,48 @@ def main():
     ap.add_argument("train_args", nargs="*")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="soak-")
-    args = ["mode=trio", "log.live=off", "max_env_steps=null", "max_time_s=%g" % a.seconds, "run_dir=" + d] + a.train_args
-    p = subprocess.Popen([sys.executable, "-m", "pql_scaling.cli", "train"] + args, cwd=ROOT,
-                         env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    args = [
+        "mode=trio",
+        "log.live=off",
+        "max_env_steps=null",
+        "max_time_s=%g" % a.seconds,
+        "run_dir=" + d,
+    ] + a.train_args
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pql_scaling.cli", "train"] + args,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     samples, t0 = [], time.monotonic()
     while p.poll() is None:
         time.sleep(a.every)
         procs = descendants(p.pid) | {p.pid}
         st = os.statvfs("/dev/shm")
-        s = {"t": round(time.monotonic() - t0, 1), "rss_total": sum(rss(q) for q in procs), "procs": len(procs),
-             "shm_used": (st.f_blocks - st.f_bfree) * st.f_frsize, "loadavg_1m": os.getloadavg()[0]}
+        s = {
+            "t": round(time.monotonic() - t0, 1),
+            "rss_total": sum(rss(q) for q in procs),
+            "procs": len(procs),
+            "shm_used": (st.f_blocks - st.f_bfree) * st.f_frsize,
+            "loadavg_1m": os.getloadavg()[0],
+        }
         samples.append(s)
         print(s, flush=True)
     q = max(len(samples) // 4, 1)
     first = sum(s["rss_total"] for s in samples[:q]) / q if samples else 0
     last = sum(s["rss_total"] for s in samples[-q:]) / q if samples else 0
-    save(a.out, {"command": " ".join(sys.argv), "train_args": args, "exit_code": p.returncode, "run_dir": d,
-                 "rss_growth_first_to_last_quarter": (last - first) / first if first else None, "samples": samples})
+    save(
+        a.out,
+        {
+            "command": " ".join(sys.argv),
+            "train_args": args,
+            "exit_code": p.returncode,
+            "run_dir": d,
+            "rss_growth_first_to_last_quarter": (last - first) / first if first else None,
+            "samples": samples,
+        },
+    )
 
 
 if __name__ == "__main__":

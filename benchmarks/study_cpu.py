@@ -6,6 +6,7 @@ interval coverage, and the wall-clock model's error (sync runs of the study; tri
 Saves benchmarks/results/study_pendulum_cpu.json and copies the study's report (and plots) next to it. The
 load average is sampled through the run: on a shared machine the wall times say as much about the neighbours.
 """
+
 import argparse
 import json
 import os
@@ -18,14 +19,24 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import save  # noqa: E402
 
-ANALYSIS_FILES = ("fits.json", "report.md", "hparams.png", "data_efficiency.png", "pareto.png", "budget.png",
-                  "learning_curves.png")
+ANALYSIS_FILES = (
+    "fits.json",
+    "report.md",
+    "hparams.png",
+    "data_efficiency.png",
+    "pareto.png",
+    "budget.png",
+    "learning_curves.png",
+)
 
 
 def copy_outputs(out, dest):
     """The study's report, grade, prediction, and each analysis's fits, report and plots, beside the JSON."""
-    for sub, names in (("", ("report.md", "grade.png", "prediction.json", "grade.json")),
-                       ("grid_analysis", ANALYSIS_FILES), ("fitted_analysis", ANALYSIS_FILES)):
+    for sub, names in (
+        ("", ("report.md", "grade.png", "prediction.json", "grade.json")),
+        ("grid_analysis", ANALYSIS_FILES),
+        ("fitted_analysis", ANALYSIS_FILES),
+    ):
         for f in names:
             src = os.path.join(out, sub, f)
             if os.path.exists(src):
@@ -38,7 +49,9 @@ def main():
     p.add_argument("--spec", default="studies/pendulum_cpu.yaml")
     p.add_argument("--out", default="runs/bench-study-pendulum-cpu")
     p.add_argument("--result", default="benchmarks/results/study_pendulum_cpu.json")
-    p.add_argument("--note", default="", help="free text saved with the result (e.g. an earlier interrupted invocation)")
+    p.add_argument(
+        "--note", default="", help="free text saved with the result (e.g. an earlier interrupted invocation)"
+    )
     p.add_argument("overrides", nargs="*")
     a = p.parse_args()
     loads, stop = [], threading.Event()
@@ -59,22 +72,40 @@ def main():
     grade, pred, state = rd("grade.json"), rd("prediction.json"), rd("study.json")
     fits = rd("fitted_analysis/fits.json") or {}
     wall_clock = fits.get("wall_clock", {})
-    payload = {"command": " ".join(cmd), "note": a.note, "exit_code": code, "wall_s_end_to_end": round(wall, 1),
-               "target_s": 1800, "stage_timings_s": (state or {}).get("timings_s"),
-               "loadavg_start": load0, "loadavg_samples_1m": loads, "loadavg_end": os.getloadavg(),
-               "grade_summary": (grade or {}).get("summary"), "grade_rows": (grade or {}).get("rows"),
-               "budget_return": (grade or {}).get("budget_return"),
-               "prediction_code_version": (pred or {}).get("code_version"),
-               "laws_fitted_on": fits.get("returns"), "data_efficiency": fits.get("data_efficiency"),
-               "budget_fit": fits.get("budget"), "hparams": fits.get("hparams"),
-               "wall_clock_rates": wall_clock.get("rates"),
-               "wall_clock_check": {m: {k: v for k, v in c.items() if k != "points"} for m, c in wall_clock.get("check", {}).items()},
-               "wall_clock_optimum": wall_clock.get("optimum")}
+    payload = {
+        "command": " ".join(cmd),
+        "note": a.note,
+        "exit_code": code,
+        "wall_s_end_to_end": round(wall, 1),
+        "target_s": 1800,
+        "stage_timings_s": (state or {}).get("timings_s"),
+        "loadavg_start": load0,
+        "loadavg_samples_1m": loads,
+        "loadavg_end": os.getloadavg(),
+        "grade_summary": (grade or {}).get("summary"),
+        "grade_rows": (grade or {}).get("rows"),
+        "budget_return": (grade or {}).get("budget_return"),
+        "prediction_code_version": (pred or {}).get("code_version"),
+        "laws_fitted_on": fits.get("returns"),
+        "data_efficiency": fits.get("data_efficiency"),
+        "budget_fit": fits.get("budget"),
+        "hparams": fits.get("hparams"),
+        "wall_clock_rates": wall_clock.get("rates"),
+        "wall_clock_check": {
+            m: {k: v for k, v in c.items() if k != "points"} for m, c in wall_clock.get("check", {}).items()
+        },
+        "wall_clock_optimum": wall_clock.get("optimum"),
+    }
     save(a.result, payload)
     dest = os.path.splitext(a.result)[0]
     if os.path.abspath(dest) != os.path.abspath(a.out):  # else the study's own folder: its files are there
         copy_outputs(a.out, dest)
-    print(json.dumps({k: payload[k] for k in ("exit_code", "wall_s_end_to_end", "grade_summary", "wall_clock_check")}, indent=1))
+    print(
+        json.dumps(
+            {k: payload[k] for k in ("exit_code", "wall_s_end_to_end", "grade_summary", "wall_clock_check")},
+            indent=1,
+        )
+    )
     return code
 
 

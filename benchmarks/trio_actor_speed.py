@@ -9,6 +9,7 @@ Target on a GPU (issue 14): mjwarp Ant at 4096 envs keeps >= 90% of the stand-al
     python benchmarks/trio_actor_speed.py                                # Ant, backend=mjwarp, cuda, 4096 envs
     python benchmarks/trio_actor_speed.py --backend mujoco --device cpu --num-envs 32 --seconds 20   # code path on CPU
 """
+
 import argparse
 import json
 import os
@@ -22,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
 import envs  # noqa: E402
 
 
@@ -63,12 +65,25 @@ def main():
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
     sim = standalone(args.task, args.backend, args.num_envs, args.device, args.sim_seconds)
-    print("stand-alone %s/%s x%d on %s: %.3e env-steps/s" % (args.task, args.backend, args.num_envs, args.device, sim), flush=True)
+    print(
+        "stand-alone %s/%s x%d on %s: %.3e env-steps/s"
+        % (args.task, args.backend, args.num_envs, args.device, sim),
+        flush=True,
+    )
     from pql_scaling.runtime.train import train
 
     d = os.path.join(tempfile.mkdtemp(), "run")
-    overrides = ["task=%s" % args.task, "backend=%s" % args.backend, "device=%s" % args.device, "num_envs=%d" % args.num_envs,
-                 "mode=trio", "max_time_s=%g" % args.seconds, "max_env_steps=null", "log.live=off", "run_dir=" + d] + args.extra
+    overrides = [
+        "task=%s" % args.task,
+        "backend=%s" % args.backend,
+        "device=%s" % args.device,
+        "num_envs=%d" % args.num_envs,
+        "mode=trio",
+        "max_time_s=%g" % args.seconds,
+        "max_env_steps=null",
+        "log.live=off",
+        "run_dir=" + d,
+    ] + args.extra
     train(overrides, quiet=True)
     with open(os.path.join(d, "metrics.jsonl")) as f:
         rows = [json.loads(l) for l in f]
@@ -76,15 +91,37 @@ def main():
     actor = statistics.median(r["actor_steps_per_s"] * args.num_envs for r in late) if late else None
     ratio = actor / sim if actor else None
     cu = statistics.median(r["critic_updates_per_s"] for r in late) if late else None
-    print("trio actor: %s env-steps/s = %s of stand-alone; critic updates/s %s; target >= 0.90"
-          % (actor, ratio and round(ratio, 3), cu), flush=True)
-    dev = args.device if torch.device(args.device).type == "cpu" else torch.cuda.get_device_name(torch.device(args.device))
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "trio_actor_speed_%s_%s_%s.json"
-                                   % (args.task, args.backend, dev.replace(" ", "_")))
-    common.save(out, {"command": "python benchmarks/trio_actor_speed.py " + " ".join(sys.argv[1:]), "overrides": overrides,
-                      "standalone_env_steps_per_s": sim, "trio_actor_env_steps_per_s": actor, "ratio": ratio,
-                      "trio_critic_updates_per_s": cu, "target_ratio": 0.9, "rows": late, "device_name": dev,
-                      "loadavg_1m_before": load0, "loadavg_1m_after": os.getloadavg()[0]})
+    print(
+        "trio actor: %s env-steps/s = %s of stand-alone; critic updates/s %s; target >= 0.90"
+        % (actor, ratio and round(ratio, 3), cu),
+        flush=True,
+    )
+    dev = (
+        args.device
+        if torch.device(args.device).type == "cpu"
+        else torch.cuda.get_device_name(torch.device(args.device))
+    )
+    out = args.out or os.path.join(
+        os.path.dirname(os.path.abspath(__file__)),
+        "results",
+        "trio_actor_speed_%s_%s_%s.json" % (args.task, args.backend, dev.replace(" ", "_")),
+    )
+    common.save(
+        out,
+        {
+            "command": "python benchmarks/trio_actor_speed.py " + " ".join(sys.argv[1:]),
+            "overrides": overrides,
+            "standalone_env_steps_per_s": sim,
+            "trio_actor_env_steps_per_s": actor,
+            "ratio": ratio,
+            "trio_critic_updates_per_s": cu,
+            "target_ratio": 0.9,
+            "rows": late,
+            "device_name": dev,
+            "loadavg_1m_before": load0,
+            "loadavg_1m_after": os.getloadavg()[0],
+        },
+    )
 
 
 if __name__ == "__main__":

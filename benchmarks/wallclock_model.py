@@ -7,6 +7,7 @@ Trains pendulum (eval on) at two UTDs in mode=sync and mode=trio, one seed each,
 runs' own log intervals; the error is the model's T at each (UTD, threshold) crossing vs the logged
 wall_time_s there. Saves benchmarks/results/wallclock_model_cpu.json with the machine's load average.
 """
+
 import argparse
 import os
 import subprocess
@@ -28,22 +29,49 @@ def main():
             d = os.path.join(a.out, mode, "cups%d" % cups)
             if os.path.exists(os.path.join(d, "status.json")):
                 continue
-            subprocess.check_call([sys.executable, "-m", "pql_scaling.cli", "train", "task=pendulum", "mode=%s" % mode,
-                                   "num_envs=16", "net.activation=elu",  # what wallclock_model_cpu.json measured
-                                   "algo.critic_updates_per_step=%d" % cups, "max_env_steps=%d" % a.steps, "max_time_s=0",
-                                   "eval.every_steps=500", "eval.episodes=8", "log.live=off", "run_dir=%s" % d])
+            subprocess.check_call(
+                [
+                    sys.executable,
+                    "-m",
+                    "pql_scaling.cli",
+                    "train",
+                    "task=pendulum",
+                    "mode=%s" % mode,
+                    "num_envs=16",
+                    "net.activation=elu",  # what wallclock_model_cpu.json measured
+                    "algo.critic_updates_per_step=%d" % cups,
+                    "max_env_steps=%d" % a.steps,
+                    "max_time_s=0",
+                    "eval.every_steps=500",
+                    "eval.episodes=8",
+                    "log.live=off",
+                    "run_dir=%s" % d,
+                ]
+            )
             loads.append(os.getloadavg())
     from pql_scaling.analysis import pipeline
 
     out = {"steps": a.steps, "loadavg_per_run": loads, "modes": {}}
     for mode in ("sync", "trio"):
-        res = pipeline.run_analysis({"inputs": [os.path.join(a.out, mode)], "max_returns": {"pendulum": -100.0},
-                                     "min_returns": {"pendulum": -1500.0}, "thresholds": [300.0, 400.0, 500.0, 600.0],
-                                     "budget": "wall_clock", "bootstrap": 0, "returns": "eval", "plots": False}).fits
+        res = pipeline.run_analysis(
+            {
+                "inputs": [os.path.join(a.out, mode)],
+                "max_returns": {"pendulum": -100.0},
+                "min_returns": {"pendulum": -1500.0},
+                "thresholds": [300.0, 400.0, 500.0, 600.0],
+                "budget": "wall_clock",
+                "bootstrap": 0,
+                "returns": "eval",
+                "plots": False,
+            }
+        ).fits
         w = res["wall_clock"]
         out["modes"][mode] = {"rates": w["rates"], "check": w["check"].get(mode), "returns": res["returns"]}
         c = w["check"].get(mode) or {}
-        print("%s: median |model - measured| / measured = %s over %s crossings" % (mode, c.get("median_abs_rel_error"), c.get("n")))
+        print(
+            "%s: median |model - measured| / measured = %s over %s crossings"
+            % (mode, c.get("median_abs_rel_error"), c.get("n"))
+        )
     save(a.result, out)
 
 

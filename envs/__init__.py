@@ -16,6 +16,7 @@ the episode ended this step); the trainer then logs those instead of summing rew
 Gym also passes `info["states"]` (privileged observations) when its task has them. Attributes: `num_envs`,
 `obs_dim`, `act_dim`, `device`, `max_episode_steps`.
 """
+
 import importlib
 
 from pql_scaling.tasks import NATIVE_TASKS
@@ -58,13 +59,21 @@ def make(task, num_envs, device="cpu", seed=0, backend=None, **overrides):
         raise ValueError("unknown task %r; valid tasks: %s" % (task, ", ".join(all_tasks())))
     if backend == "native":
         if task not in NATIVE_TASKS:
-            raise ValueError("unknown task %r for backend 'native'; valid tasks: %s" % (task, ", ".join(sorted(NATIVE_TASKS))))
+            raise ValueError(
+                "unknown task %r for backend 'native'; valid tasks: %s"
+                % (task, ", ".join(sorted(NATIVE_TASKS)))
+            )
         from pql_scaling.envs.native import NativeVecEnv
 
         return NativeVecEnv(task, num_envs, device=device, seed=seed, **overrides)
-    module = importlib.import_module(BACKENDS[backend])  # raises with install advice if the simulator is missing
+    module = importlib.import_module(
+        BACKENDS[backend]
+    )  # raises with install advice if the simulator is missing
     if task not in module.TASKS:
-        raise ValueError("unknown task %r for backend %r; valid tasks: %s" % (task, backend, ", ".join(sorted(module.TASKS))))
+        raise ValueError(
+            "unknown task %r for backend %r; valid tasks: %s"
+            % (task, backend, ", ".join(sorted(module.TASKS)))
+        )
     return module.make_env(task, num_envs, device=device, seed=seed, **overrides)
 
 

@@ -3,6 +3,7 @@
 Checked for every installed backend by tests/test_envs_contract.py; pql_scaling uses envs through this contract
 only. Python 3.8 has typing.Protocol, so the training path may annotate with it.
 """
+
 from typing import Any, Dict, Tuple
 
 try:
@@ -32,19 +33,15 @@ class VecEnv(Protocol):
     device: Any
     max_episode_steps: int
 
-    def reset(self) -> torch.Tensor:
-        ...
+    def reset(self) -> torch.Tensor: ...
 
-    def step(self, action: torch.Tensor) -> StepResult:
-        ...
+    def step(self, action: torch.Tensor) -> StepResult: ...
 
 
 @runtime_checkable
 class Resumable(Protocol):
     """A backend that can save and restore its simulator state (resume continues the same episodes)."""
 
-    def state_dict(self) -> Dict[str, Any]:
-        ...
+    def state_dict(self) -> Dict[str, Any]: ...
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
-        ...
+    def load_state_dict(self, state: Dict[str, Any]) -> None: ...

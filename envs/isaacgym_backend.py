@@ -33,6 +33,7 @@ isaacgym_api notes and tests/fakes/README.md):
   belongs to the new episode in this accounting.
 - Resume: the simulator's state cannot be saved (no `state_dict`), so a resumed run starts new episodes.
 """
+
 import random
 
 from pql_scaling.envs.isaacgym_preimport import INSTALL_HINT, preimport_isaacgym
@@ -45,9 +46,19 @@ import torch  # noqa: E402
 
 try:
     from isaacgymenvs.tasks import isaacgym_task_map as _TASK_MAP  # noqa: E402
+
     TASKS = sorted(_TASK_MAP)
 except ImportError:  # pragma: no cover - very old IsaacGymEnvs
-    TASKS = ["Ant", "Anymal", "AllegroHand", "BallBalance", "Cartpole", "FrankaCubeStack", "Humanoid", "ShadowHand"]
+    TASKS = [
+        "Ant",
+        "Anymal",
+        "AllegroHand",
+        "BallBalance",
+        "Cartpole",
+        "FrankaCubeStack",
+        "Humanoid",
+        "ShadowHand",
+    ]
 
 _CREATED = []  # the one env this process may ever own (its sim outlives close())
 
@@ -86,9 +97,16 @@ class IsaacGymVecEnv:
                 "silently share it): create evaluation envs in another process"
             )
         seed_everything(int(seed))
-        self.task = isaacgymenvs.make(seed=int(seed), task=task, num_envs=int(num_envs), sim_device=dev,
-                                      rl_device=dev, graphics_device_id=graphics_device_id, headless=headless,
-                                      cfg=cfg)
+        self.task = isaacgymenvs.make(
+            seed=int(seed),
+            task=task,
+            num_envs=int(num_envs),
+            sim_device=dev,
+            rl_device=dev,
+            graphics_device_id=graphics_device_id,
+            headless=headless,
+            cfg=cfg,
+        )
         _CREATED.append(task)
         self.device = torch.device(self.task.rl_device)
         self.num_envs = int(self.task.num_envs)
@@ -97,7 +115,9 @@ class IsaacGymVecEnv:
         self.state_dim = int(getattr(self.task, "num_states", 0) or 0)
         self.max_episode_steps = int(self.task.max_episode_length)
         n = self.num_envs
-        self._spanning = torch.zeros(n, dtype=torch.bool, device=self.device)  # this step re-initialises these envs
+        self._spanning = torch.zeros(
+            n, dtype=torch.bool, device=self.device
+        )  # this step re-initialises these envs
         self._return = torch.zeros(n, dtype=torch.float64, device=self.device)
         self._length = torch.zeros(n, dtype=torch.long, device=self.device)
 
@@ -106,7 +126,9 @@ class IsaacGymVecEnv:
         reward = reward.to(self.device, torch.float32).reshape(-1)
         done = done.to(self.device).reshape(-1).bool()
         time_outs = extras.get("time_outs")
-        time_outs = torch.zeros_like(done) if time_outs is None else time_outs.to(self.device).reshape(-1).bool()
+        time_outs = (
+            torch.zeros_like(done) if time_outs is None else time_outs.to(self.device).reshape(-1).bool()
+        )
         return obs_dict, reward, done, time_outs & done, extras
 
     def _account(self, reward, done):
@@ -122,7 +144,9 @@ class IsaacGymVecEnv:
     def reset(self):
         """Forced clean start: flag every env for reset and step once with zero actions."""
         self.task.reset_buf[:] = 1
-        obs_dict, reward, done, _, _ = self._raw_step(torch.zeros((self.num_envs, self.act_dim), device=self.task.rl_device))
+        obs_dict, reward, done, _, _ = self._raw_step(
+            torch.zeros((self.num_envs, self.act_dim), device=self.task.rl_device)
+        )
         self._return.zero_()
         self._length.zero_()
         self._account(reward, done)  # the clean-start step is the first step of every episode

@@ -11,6 +11,7 @@ before it imports anything that imports torch -- config, trainer, envs backends)
 This module imports neither torch nor anything that does (nor does importing `envs` itself).
 Spawned learner processes of the trio never create an Isaac Gym env and need no pre-import.
 """
+
 import os
 import sys
 
@@ -30,7 +31,8 @@ def preimport_isaacgym():
     if "torch" in sys.modules:
         raise ImportError(
             "torch is already imported, and Isaac Gym must be imported before torch: call "
-            "pql_scaling.envs.isaacgym_preimport.preimport_isaacgym() at the very start of the program, before any import "
+            "pql_scaling.envs.isaacgym_preimport.preimport_isaacgym() at the very start of the program, "
+            "before any import "
             "that pulls in torch."
         )
     try:
@@ -38,7 +40,9 @@ def preimport_isaacgym():
     except ImportError as exc:
         if "PyTorch was imported before" in str(exc):
             raise
-        raise ImportError("backend 'isaacgym' needs Isaac Gym Preview 4 and IsaacGymEnvs. " + INSTALL_HINT) from exc
+        raise ImportError(
+            "backend 'isaacgym' needs Isaac Gym Preview 4 and IsaacGymEnvs. " + INSTALL_HINT
+        ) from exc
     try:
         import isaacgymenvs  # noqa: F401
     except ImportError as exc:

@@ -5,9 +5,9 @@ One `mujoco_warp` Model/Data pair holds every env as a "world" (nworld = num_env
 copies) and actions are written into the `ctrl` view in place. An env step is `frame_skip` calls of
 `mujoco_warp.step` (+ `rne_postconstraint` for tasks that read cfrc_ext), captured once into a CUDA graph
 on the GPU and replayed on a torch side stream that is ordered against torch's current stream both
-ways (torch writes ctrl/qpos, warp simulates, torch reads). After those calls MJWarp's Data holds what MuJoCo's MjData holds after
-`mj_step(nstep=frame_skip)`, so the derived fields the tasks read (xpos, xipos, cinert, cvel,
-qfrc_actuator, cfrc_ext) carry Gymnasium's one-physics-step lag by construction.
+ways (torch writes ctrl/qpos, warp simulates, torch reads). After those calls MJWarp's Data holds what
+MuJoCo's MjData holds after `mj_step(nstep=frame_skip)`, so the derived fields the tasks read (xpos,
+xipos, cinert, cvel, qfrc_actuator, cfrc_ext) carry Gymnasium's one-physics-step lag by construction.
 
 Resets are masked, with static shapes: `mujoco_warp.reset_data(reset=done)` re-initialises the ended
 worlds, their qpos/qvel get Gymnasium's reset noise through `torch.where`, and one `mujoco_warp.forward`
@@ -23,6 +23,7 @@ constraint model, solved to tolerance instead of 50 PGS sweeps).
 Install: pip install 'mujoco>=3.17' 'mujoco-warp>=3.17' 'warp-lang' 'gymnasium[mujoco]>=1.0' (the [mjwarp] extra),
 with an NVIDIA driver for CUDA 12.
 """
+
 import torch
 
 try:
@@ -42,14 +43,25 @@ TASKS = sorted(MJCF_TASKS)
 
 
 class MJWarpVecEnv:
-    def __init__(self, task, num_envs, device="cuda", seed=0, max_episode_steps=None, nconmax=None, njmax=None,
-                 cuda_graph=None, **task_overrides):
+    def __init__(
+        self,
+        task,
+        num_envs,
+        device="cuda",
+        seed=0,
+        max_episode_steps=None,
+        nconmax=None,
+        njmax=None,
+        cuda_graph=None,
+        **task_overrides,
+    ):
         self.device = torch.device(device)
         if self.device.type == "cuda":
             if not wp.is_cuda_available():
                 raise RuntimeError(
                     "backend 'mjwarp' was asked for device %r but Warp finds no CUDA device/driver; use a GPU machine "
-                    "(e.g. the docker/Dockerfile image with --gpus all), or backend=mujoco on CPU" % str(device)
+                    "(e.g. the docker/Dockerfile image with --gpus all), or backend=mujoco on CPU"
+                    % str(device)
                 )
             index = self.device.index if self.device.index is not None else torch.cuda.current_device()
             self.device = torch.device("cuda", index)
@@ -72,14 +84,19 @@ class MJWarpVecEnv:
         self._fields = {name: view(getattr(self.d, name)) for name in self.task.fields}
         self._use_graph = self.device.type == "cuda" if cuda_graph is None else bool(cuda_graph)
         self._graph = None
-        if self.device.type == "cuda":  # warp works on a torch side stream, ordered against torch's current one
+        if (
+            self.device.type == "cuda"
+        ):  # warp works on a torch side stream, ordered against torch's current one
             self._torch_stream = torch.cuda.Stream(device=self.device)
             self._wp_stream = wp.stream_from_torch(self._torch_stream)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
         self.t = torch.zeros(n, dtype=torch.long, device=self.device)
-        self._pos = torch.zeros((n, self.task.position(self._qpos[:1].double(), self._fields_now(1)).shape[1]),
-                                dtype=torch.float64, device=self.device)
+        self._pos = torch.zeros(
+            (n, self.task.position(self._qpos[:1].double(), self._fields_now(1)).shape[1]),
+            dtype=torch.float64,
+            device=self.device,
+        )
 
     # -- physics -----------------------------------------------------------------------------------
     def _fields_now(self, rows=None):
@@ -151,7 +168,8 @@ class MJWarpVecEnv:
         self._ctrl.copy_(ctrl)
         self._run_physics()
         self._pos, final_obs, reward, terminated = task.transition(
-            self._pos, ctrl, self._qpos.double(), self._qvel.double(), self._fields_now())
+            self._pos, ctrl, self._qpos.double(), self._qvel.double(), self._fields_now()
+        )
         self.t += 1
         truncated = (self.t >= self.max_episode_steps) & ~terminated
         done = terminated | truncated
@@ -159,7 +177,13 @@ class MJWarpVecEnv:
         if bool(done.any()):  # the step's one host sync
             fresh = self._start_episodes(done, *task.reset_noise(self.num_envs, self.generator))
             next_obs = torch.where(done[:, None], fresh, final_obs)
-        return self._out(next_obs), self._out(reward), terminated, truncated, {"final_obs": self._out(final_obs)}
+        return (
+            self._out(next_obs),
+            self._out(reward),
+            terminated,
+            truncated,
+            {"final_obs": self._out(final_obs)},
+        )
 
     def get_state(self):
         return self._qpos.double().clone(), self._qvel.double().clone()
@@ -177,14 +201,21 @@ class MJWarpVecEnv:
 
     def state_dict(self):
         sim = {k: wp.to_torch(getattr(self.d, k)).clone() for k in self.SIM_STATE if getattr(self.d, k).size}
-        return {"sim": sim, "t": self.t.clone(), "pos": self._pos.clone(), "generator": self.generator.get_state()}
+        return {
+            "sim": sim,
+            "t": self.t.clone(),
+            "pos": self._pos.clone(),
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, s):
         for k, v in s["sim"].items():
             view = wp.to_torch(getattr(self.d, k))
             if view.shape != v.shape:
-                raise ValueError("checkpointed MJWarp %s has shape %s, this env %s: resume with the run's own task and "
-                                 "num_envs" % (k, tuple(v.shape), tuple(view.shape)))
+                raise ValueError(
+                    "checkpointed MJWarp %s has shape %s, this env %s: resume with the run's own task and "
+                    "num_envs" % (k, tuple(v.shape), tuple(view.shape))
+                )
             view.copy_(v.to(view.device))
         self.t = s["t"].to(self.device).clone()
         self._pos = s["pos"].to(self.device).clone()

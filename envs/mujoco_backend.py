@@ -20,6 +20,7 @@ frame_skip steps in the rollout.
 Needs `mujoco>=3.3` (the `Rollout` class with a persistent pool) and `gymnasium>=1.0` for the
 model files.
 """
+
 import operator
 import os
 
@@ -51,7 +52,9 @@ def default_nthread():
 
 
 class MujocoVecEnv:
-    def __init__(self, task, num_envs, device="cpu", seed=0, nthread=None, max_episode_steps=None, **task_overrides):
+    def __init__(
+        self, task, num_envs, device="cpu", seed=0, nthread=None, max_episode_steps=None, **task_overrides
+    ):
         self.device = torch.device(device)
         self.model, self.task = load_model_and_task(task, "cpu", **task_overrides)
         self.num_envs = n = int(num_envs)
@@ -68,7 +71,9 @@ class MujocoVecEnv:
 
         nstate = mujoco.mj_stateSize(m, FULLPHYSICS)
         q0 = mujoco.mj_stateSize(m, mujoco.mjtState.mjSTATE_TIME)
-        v0 = mujoco.mj_stateSize(m, operator.or_(mujoco.mjtState.mjSTATE_TIME, mujoco.mjtState.mjSTATE_QPOS))  # or_: vermin reads `|` as a 3.10 union
+        v0 = mujoco.mj_stateSize(
+            m, operator.or_(mujoco.mjtState.mjSTATE_TIME, mujoco.mjtState.mjSTATE_QPOS)
+        )  # or_: vermin reads `|` as a 3.10 union
         fresh = mujoco.MjData(m)
         self._state0 = np.empty(nstate)
         mujoco.mj_getState(m, fresh, self._state0, FULLPHYSICS)
@@ -79,7 +84,7 @@ class MujocoVecEnv:
         self._sensordata = np.empty((n, self._nroll, m.nsensordata))
         self._ctrl = np.zeros((n, self._nroll, m.nu))
         state_t = torch.from_numpy(self.state)  # views: writing self.state updates these
-        self._qpos, self._qvel = state_t[:, q0:q0 + m.nq], state_t[:, v0:v0 + m.nv]
+        self._qpos, self._qvel = state_t[:, q0 : q0 + m.nq], state_t[:, v0 : v0 + m.nv]
         self._ctrl_t = torch.from_numpy(self._ctrl)
         self._fields_np = {k: np.zeros(tuple(v.shape)) for k, v in self.task.dummy_fields(n).items()}
         self._fields = {k: torch.from_numpy(v) for k, v in self._fields_np.items()}
@@ -136,12 +141,22 @@ class MujocoVecEnv:
         ctrl = task.action_to_ctrl(action.detach().to("cpu"))  # (n, nu) float64, native units
         self._ctrl_t.copy_(ctrl[:, None, :].expand_as(self._ctrl_t))
         if self._nroll:
-            self._pool.rollout(self._models, self._datas, self.state, self._ctrl, skip_checks=True,
-                               nstep=self._nroll, state=self._traj, sensordata=self._sensordata)
+            self._pool.rollout(
+                self._models,
+                self._datas,
+                self.state,
+                self._ctrl,
+                skip_checks=True,
+                nstep=self._nroll,
+                state=self._traj,
+                sensordata=self._sensordata,
+            )
             self.state[:] = self._traj[:, -1]
         if self._fields_np:  # the last physics step, leaving MjData as Gymnasium reads it
             self._fill_fields(range(self.num_envs), ctrl.numpy(), step=True)
-        pos, final_obs, reward, terminated = task.transition(self._pos, ctrl, self._qpos, self._qvel, self._fields)
+        pos, final_obs, reward, terminated = task.transition(
+            self._pos, ctrl, self._qpos, self._qvel, self._fields
+        )
         self._pos = pos.clone()  # may be a view of the state
         self.t += 1
         truncated = (self.t >= self.max_episode_steps) & ~terminated
@@ -152,8 +167,13 @@ class MujocoVecEnv:
             next_obs = final_obs.clone()
             next_obs[rows] = self._start_episodes(rows, *task.reset_noise(len(rows), self.generator))
         dev = self.device
-        return (self._out(next_obs), self._out(reward), terminated.to(dev), truncated.to(dev),
-                {"final_obs": self._out(final_obs)})
+        return (
+            self._out(next_obs),
+            self._out(reward),
+            terminated.to(dev),
+            truncated.to(dev),
+            {"final_obs": self._out(final_obs)},
+        )
 
     # Batched state access (tests against Gymnasium, evaluation, debugging).
     def get_state(self):
@@ -168,14 +188,20 @@ class MujocoVecEnv:
     # Checkpointing: everything a resumed run needs to continue the same episodes bit for bit. The
     # rollout starts every call from a zero warm start, so the FULLPHYSICS state is the whole physics.
     def state_dict(self):
-        return {"state": torch.from_numpy(self.state.copy()), "t": self.t.clone(), "pos": self._pos.clone(),
-                "fields": {k: torch.from_numpy(v.copy()) for k, v in self._fields_np.items()},
-                "generator": self.generator.get_state()}
+        return {
+            "state": torch.from_numpy(self.state.copy()),
+            "t": self.t.clone(),
+            "pos": self._pos.clone(),
+            "fields": {k: torch.from_numpy(v.copy()) for k, v in self._fields_np.items()},
+            "generator": self.generator.get_state(),
+        }
 
     def load_state_dict(self, s):
         if tuple(s["state"].shape) != self.state.shape:
-            raise ValueError("checkpointed MuJoCo state has shape %s, this env %s: resume with the run's own task "
-                             "and num_envs" % (tuple(s["state"].shape), self.state.shape))
+            raise ValueError(
+                "checkpointed MuJoCo state has shape %s, this env %s: resume with the run's own task "
+                "and num_envs" % (tuple(s["state"].shape), self.state.shape)
+            )
         self.state[:] = s["state"].cpu().numpy()  # in place: the qpos/qvel views stay valid
         self.t = s["t"].cpu().clone()
         self._pos = s["pos"].cpu().clone()

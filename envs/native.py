@@ -5,6 +5,7 @@ Holds the state of all envs in one tensor and applies what every task shares: ac
 `torch.where` over all envs, never by indexing with a data-dependent list, so a step has static
 shapes and no host sync.
 """
+
 import torch
 
 from pql_scaling.tasks import load_native
@@ -52,7 +53,9 @@ class NativeVecEnv:
         return self.state.clone()
 
     def set_state(self, state):
-        self.state = torch.as_tensor(state, dtype=torch.float32, device=self.device).reshape(self.num_envs, -1).clone()
+        self.state = (
+            torch.as_tensor(state, dtype=torch.float32, device=self.device).reshape(self.num_envs, -1).clone()
+        )
         return self.task.observe(self.state)
 
     # Checkpointing: the runtime saves this so a resumed run continues the same episodes and RNG stream.

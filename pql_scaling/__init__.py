@@ -14,6 +14,7 @@ envs/, tasks/ and analysis/ sit beside this folder in the repository and inside 
 they import only as `pql_scaling.<name>`, so a user's own `analysis/` or `tasks/` folder never shadows them.
 This file stays light (no torch): `pql_scaling.analysis` is imported without the training stack.
 """
+
 import importlib.abc
 import importlib.util
 import os

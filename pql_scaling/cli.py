@@ -1,10 +1,13 @@
 """`pql-scale`: train | sweep | analyze | recommend | keys."""
+
 import logging
 import os
 import sys
 import time
 
-STARTED = time.monotonic()  # the process's start, near enough (torch is not imported yet): startup_s counts from here
+STARTED = (
+    time.monotonic()
+)  # the process's start, near enough (torch is not imported yet): startup_s counts from here
 
 USAGE = """usage: pql-scale COMMAND [ARGS]
 
@@ -88,12 +91,18 @@ def _sweep(argv):
     from pql_scaling import config
     from pql_scaling.experiments import sweep
 
-    p = argparse.ArgumentParser(prog="pql-scale sweep", description="run every run of a sweep spec (idempotent)")
+    p = argparse.ArgumentParser(
+        prog="pql-scale sweep", description="run every run of a sweep spec (idempotent)"
+    )
     p.add_argument("spec", help="sweep spec YAML (or `status SPEC`)")
-    p.add_argument("rest", nargs="*", help="spec overrides key=value (e.g. seeds=3 launcher.local.runs_per_device=2)")
+    p.add_argument(
+        "rest", nargs="*", help="spec overrides key=value (e.g. seeds=3 launcher.local.runs_per_device=2)"
+    )
     p.add_argument("--launcher", choices=sweep.LAUNCHERS, help="override launcher.kind")
     p.add_argument("--dry-run", action="store_true", help="list the runs and their commands; run nothing")
-    p.add_argument("--retry", type=int, help="resumes of a failed run in this launch (default: the spec's retry)")
+    p.add_argument(
+        "--retry", type=int, help="resumes of a failed run in this launch (default: the spec's retry)"
+    )
     p.add_argument("--live", choices=("auto", "rich", "plain", "off"), default="auto")
     a = p.parse_intermixed_args(argv)
     show_status = a.spec == "status"
@@ -111,7 +120,10 @@ def _sweep(argv):
         print("sweep error: %s" % e, file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sweep interrupted: the runs stopped with checkpoints; rerun the same command to resume", file=sys.stderr)
+        print(
+            "sweep interrupted: the runs stopped with checkpoints; rerun the same command to resume",
+            file=sys.stderr,
+        )
         return 130
     if a.dry_run:
         for r in rows:
@@ -123,9 +135,16 @@ def _sweep(argv):
             Console().print(sweep.status_table(rows, spec.name))
         else:
             for r in rows:
-                print("%-9s %-40s env_steps %-10s return %-8s wall_s %s" % (
-                    r["state"], r["name"], r["env_steps"], "-" if r["return_mean"] is None else "%.1f" % r["return_mean"],
-                    "-" if r["wall_time_s"] is None else "%.0f" % r["wall_time_s"]))
+                print(
+                    "%-9s %-40s env_steps %-10s return %-8s wall_s %s"
+                    % (
+                        r["state"],
+                        r["name"],
+                        r["env_steps"],
+                        "-" if r["return_mean"] is None else "%.1f" % r["return_mean"],
+                        "-" if r["wall_time_s"] is None else "%.0f" % r["wall_time_s"],
+                    )
+                )
         print("totals: " + "  ".join("%s %d" % kv for kv in sweep.totals(rows).items()))
     print("manifest: %s" % os.path.join(spec.out, "manifest.json"))
     bad = [r for r in rows if r["state"] in ("failed", "stopped")]
@@ -152,9 +171,16 @@ def _study(argv):
         print("study error: %s" % e, file=sys.stderr)
         return 2
     s = g["summary"]
-    print("study %s graded: top thresholds %s, median |error| %s, %d/%d inside the interval" % (
-        spec.name, s["top_thresholds"], "n/a" if s["median_abs_rel_error"] is None else "%.1f%%" % (100 * s["median_abs_rel_error"]),
-        s["inside_interval"], s["n_measured"]))
+    print(
+        "study %s graded: top thresholds %s, median |error| %s, %d/%d inside the interval"
+        % (
+            spec.name,
+            s["top_thresholds"],
+            "n/a" if s["median_abs_rel_error"] is None else "%.1f%%" % (100 * s["median_abs_rel_error"]),
+            s["inside_interval"],
+            s["n_measured"],
+        )
+    )
     print("report: %s" % os.path.join(spec.out, "report.md"))
     return 0
 

@@ -6,6 +6,7 @@ and tasks/gpu/<task>.yaml with device=cuda.
 OmegaConf's structured configs give type checking and reject unknown keys; we add range checks and
 an error message that names the key and the closest valid keys, before anything runs.
 """
+
 import functools
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import List, Optional
@@ -69,27 +70,37 @@ class NetConfig:
     # bro: BroNet residual blocks; softmoe: a Soft MoE penultimate layer
     critic_arch: str = choice("mlp", "mlp", "bro", "softmoe")
     actor_arch: str = choice("mlp", "mlp", "bro")
-    critic_width: Optional[int] = positive(None)  # set: hidden = [width] * depth replaces critic_hidden (scales N by one key)
-    critic_depth: Optional[int] = positive(None)  # mlp/softmoe: dense layers (default 2); bro: residual blocks + 1
+    critic_width: Optional[int] = positive(
+        None
+    )  # set: hidden = [width] * depth replaces critic_hidden (scales N by one key)
+    critic_depth: Optional[int] = positive(
+        None
+    )  # mlp/softmoe: dense layers (default 2); bro: residual blocks + 1
     actor_width: Optional[int] = positive(None)
     actor_depth: Optional[int] = positive(None)
     experts: int = positive(4)  # softmoe
     slots_per_expert: int = positive(2)  # softmoe
     tokens: int = positive(8)  # softmoe: the width is cut into this many tokens of width / tokens
-    expert_hidden: Optional[int] = positive(None)  # softmoe: each expert's hidden width; default width / tokens
+    expert_hidden: Optional[int] = positive(
+        None
+    )  # softmoe: each expert's hidden width; default width / tokens
     moe_norm: bool = True  # softmoe: L2-normalise tokens and Phi, learned logit scale
 
 
 @dataclass
 class LogConfig:
     every_steps: int = positive(100)  # actor steps between log points (a host sync happens only here)
-    checkpoint_every_s: float = non_negative(120.0)  # a preempted run loses at most this much work (plus prev.pt kept)
+    checkpoint_every_s: float = non_negative(
+        120.0
+    )  # a preempted run loses at most this much work (plus prev.pt kept)
     live: str = choice("auto", "auto", "rich", "plain", "off")
 
 
 @dataclass
 class EvalConfig:
-    every_steps: int = non_negative(0)  # env steps between evaluations of the deterministic policy, 0 = off (pql_scaling/evaluate.py)
+    every_steps: int = non_negative(
+        0
+    )  # env steps between evaluations of the deterministic policy, 0 = off (pql_scaling/evaluate.py)
     episodes: int = positive(16)  # noise-free episodes per evaluation, one per eval env
     max_steps: int = positive(1000)  # step cap of one evaluation when the env declares no max_episode_steps
 
@@ -102,7 +113,9 @@ class WandbConfig:
     group: Optional[str] = None
     tags: List[str] = field(default_factory=list)
     name: Optional[str] = None
-    init_timeout_s: float = non_negative(60.0)  # W&B gets this long to come up (in the background); then it is off for the run
+    init_timeout_s: float = non_negative(
+        60.0
+    )  # W&B gets this long to come up (in the background); then it is off for the run
 
 
 @dataclass
@@ -111,7 +124,9 @@ class PerfConfig:
     compile: str = choice("off", "off", "default", "max-autotune", "reduce-overhead")
     amp: str = choice("off", "off", "bf16")  # bf16: autocast forward and backward; fp32 weights, AdamW state
     tf32: bool = False  # CUDA: TF32 matmuls (fp32 storage, 10-bit mantissa products)
-    publish_every: int = positive(1)  # trio: a learner publishes its weights every k updates (the readers' staleness)
+    publish_every: int = positive(
+        1
+    )  # trio: a learner publishes its weights every k updates (the readers' staleness)
 
 
 @dataclass
@@ -126,14 +141,18 @@ class Config:
     v_learner_device: Optional[str] = None
     p_learner_device: Optional[str] = None
     num_envs: int = positive(64)
-    max_env_steps: Optional[int] = positive(1_000_000)  # None = no step cap (a time budget governs, as in PQL)
+    max_env_steps: Optional[int] = positive(
+        1_000_000
+    )  # None = no step cap (a time budget governs, as in PQL)
     max_time_s: float = non_negative(0.0)  # wall-clock budget, 0 = none
     target_return: Optional[float] = None  # stop at the first log point whose return_mean reaches this
     threads: int = non_negative(0)  # torch intra-op threads, 0 = torch's default
     run_dir: Optional[str] = None  # default: runs/<task>-<algo>-s<seed>-<time>
     resume: Optional[str] = None  # a run directory to continue
     r_max: Optional[float] = None  # the task's max return, for analysis normalisation
-    save_replay: bool = True  # checkpoints keep the replay as append-only segments (off by itself if the disk is short)
+    save_replay: bool = (
+        True  # checkpoints keep the replay as append-only segments (off by itself if the disk is short)
+    )
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     net: NetConfig = field(default_factory=NetConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -158,7 +177,11 @@ def _field_types(cls=Config, prefix=""):
     """{dotted key: annotated type} for every leaf of the schema (fixed, so computed once)."""
     out = {}
     for f in fields(cls):
-        default = f.default_factory() if f.default_factory is not MISSING and callable(f.default_factory) else f.default
+        default = (
+            f.default_factory()
+            if f.default_factory is not MISSING and callable(f.default_factory)
+            else f.default
+        )
         if is_dataclass(default):
             out.update(_field_types(type(default), prefix + f.name + "."))
         else:
@@ -175,12 +198,13 @@ def closest(key, valid=None):
     return specs.closest(key, all_keys() if valid is None else valid)
 
 
-
-
 def _unknown_key_error(key, source):
     close = closest(key)
     hint = ("; did you mean: " + ", ".join(close)) if close else ""
-    return ConfigError("unknown config key %r (from %s)%s. `pql-scale train --help-keys` lists every key." % (key, source, hint))
+    return ConfigError(
+        "unknown config key %r (from %s)%s. `pql-scale train --help-keys` lists every key."
+        % (key, source, hint)
+    )
 
 
 def parse_overrides(args):
@@ -188,8 +212,11 @@ def parse_overrides(args):
     out = []
     for arg in args:
         key, value = specs.parse_assignment(
-            arg, ConfigError, "task=pendulum num_envs=256 algo.batch_size=4096",
-            keep_raw=lambda k: _field_types().get(k) in (str, Optional[str]))  # `log.live=off`, `run_dir=2024`
+            arg,
+            ConfigError,
+            "task=pendulum num_envs=256 algo.batch_size=4096",
+            keep_raw=lambda k: _field_types().get(k) in (str, Optional[str]),
+        )  # `log.live=off`, `run_dir=2024`
         if key == "algo" and isinstance(value, str):  # `algo=sac` picks the algorithm
             key = "algo.name"
         out.append((key, value))
@@ -204,8 +231,10 @@ def _set(cfg, key, value, source):
     except (OmegaConfBaseException, ConfigKeyError, ValueError) as e:
         expected = OmegaConf.get_type(cfg, key.rsplit(".", 1)[0]) if "." in key else Config
         ftype = {f.name: f.type for f in fields(expected)}.get(key.rsplit(".", 1)[-1], "?")
-        raise ConfigError("bad value %r for %s (from %s): expected %s. %s" % (
-            value, key, source, getattr(ftype, "__name__", ftype), str(e).splitlines()[0]))
+        raise ConfigError(
+            "bad value %r for %s (from %s): expected %s. %s"
+            % (value, key, source, getattr(ftype, "__name__", ftype), str(e).splitlines()[0])
+        )
 
 
 def validate(cfg):
@@ -227,50 +256,75 @@ def validate(cfg):
         if not 0 < get(key) <= 1:
             raise ConfigError("%s=%r must be in (0, 1]" % (key, get(key)))
     if not 0 <= get("algo.noise_corr") < 1:
-        raise ConfigError("algo.noise_corr=%r must be in [0, 1): 0 is white noise, 0.9 keeps ~10 steps of memory"
-                          % get("algo.noise_corr"))
+        raise ConfigError(
+            "algo.noise_corr=%r must be in [0, 1): 0 is white noise, 0.9 keeps ~10 steps of memory"
+            % get("algo.noise_corr")
+        )
     if get("algo.noise_std_min") > get("algo.noise_std_max"):
         raise ConfigError("algo.noise_std_min must be <= algo.noise_std_max")
     if get("algo.v_min") >= get("algo.v_max"):
         raise ConfigError("algo.v_min must be < algo.v_max")
     if get("algo.buffer_size") < get("num_envs") * (get("algo.nstep") + 1):
-        raise ConfigError("algo.buffer_size=%d is too small for num_envs=%d; make it at least %d"
-                          % (get("algo.buffer_size"), get("num_envs"), get("num_envs") * (get("algo.nstep") + 1)))
+        raise ConfigError(
+            "algo.buffer_size=%d is too small for num_envs=%d; make it at least %d"
+            % (get("algo.buffer_size"), get("num_envs"), get("num_envs") * (get("algo.nstep") + 1))
+        )
     if get("algo.distributional") and get("algo.name") == "sac":
         raise ConfigError("algo.distributional=true is only implemented for algo.name=pql")
     if get("eval.every_steps") and get("backend") == "isaacgym":
-        raise ConfigError("eval.every_steps>0 is not available with backend=isaacgym: Isaac Gym allows one simulation "
-                          "per process, so there is no separate eval batch; set eval.every_steps=0 (the analysis "
-                          "then fits the training return_mean)")
+        raise ConfigError(
+            "eval.every_steps>0 is not available with backend=isaacgym: Isaac Gym allows one simulation "
+            "per process, so there is no separate eval batch; set eval.every_steps=0 (the analysis "
+            "then fits the training return_mean)"
+        )
     for key in ("net.actor_hidden", "net.critic_hidden"):
         if not get(key) or min(get(key)) <= 0:
-            raise ConfigError("%s=%r must be a non-empty list of positive widths, e.g. [256,256]" % (key, list(get(key))))
+            raise ConfigError(
+                "%s=%r must be a non-empty list of positive widths, e.g. [256,256]" % (key, list(get(key)))
+            )
     for role in ("critic", "actor"):
         width = get("net.%s_width" % role)
-        hidden = [width] * (get("net.%s_depth" % role) or 2) if width is not None else list(get("net.%s_hidden" % role))
+        hidden = (
+            [width] * (get("net.%s_depth" % role) or 2)
+            if width is not None
+            else list(get("net.%s_hidden" % role))
+        )
         arch = get("net.%s_arch" % role)
         if arch == "bro" and len(hidden) < 2:
-            raise ConfigError("net.%s_arch=bro needs >= 1 residual block: net.%s_depth >= 2 (depth = blocks + 1)" % (role, role))
+            raise ConfigError(
+                "net.%s_arch=bro needs >= 1 residual block: net.%s_depth >= 2 (depth = blocks + 1)"
+                % (role, role)
+            )
         if arch == "bro" and len(set(hidden)) > 1:
-            raise ConfigError("net.%s_arch=bro uses one width: set net.%s_width (and net.%s_depth) instead of "
-                              "net.%s_hidden=%r" % (role, role, role, role, hidden))
+            raise ConfigError(
+                "net.%s_arch=bro uses one width: set net.%s_width (and net.%s_depth) instead of "
+                "net.%s_hidden=%r" % (role, role, role, role, hidden)
+            )
     if get("net.critic_arch") == "softmoe":
         width = get("net.critic_width") or get("net.critic_hidden")[0]
         depth = get("net.critic_depth") or (2 if get("net.critic_width") else len(get("net.critic_hidden")))
         if depth < 2:
-            raise ConfigError("net.critic_arch=softmoe needs net.critic_depth >= 2 (a dense layer, then the Soft MoE layer)")
+            raise ConfigError(
+                "net.critic_arch=softmoe needs net.critic_depth >= 2 (a dense layer, then the Soft MoE layer)"
+            )
         if width % get("net.tokens"):
-            raise ConfigError("net.critic_arch=softmoe cuts the width into net.tokens tokens: critic width %d is not "
-                              "divisible by net.tokens=%d" % (width, get("net.tokens")))
+            raise ConfigError(
+                "net.critic_arch=softmoe cuts the width into net.tokens tokens: critic width %d is not "
+                "divisible by net.tokens=%d" % (width, get("net.tokens"))
+            )
         if get("net.critic_width") is None and len(set(get("net.critic_hidden"))) > 1:
-            raise ConfigError("net.critic_arch=softmoe uses one width: set net.critic_width (and net.critic_depth)")
+            raise ConfigError(
+                "net.critic_arch=softmoe uses one width: set net.critic_width (and net.critic_depth)"
+            )
 
 
 def defaults_for(pairs, cfg=None):
     """The task YAML a run with these overrides reads: chosen by task, backend and device (tasks.defaults_path)."""
     cfg = cfg if cfg is not None else OmegaConf.structured(Config)
     d = dict(pairs)
-    return tasks.defaults_path(d.get("task", cfg.task), d.get("backend", cfg.backend), d.get("device", cfg.device))
+    return tasks.defaults_path(
+        d.get("task", cfg.task), d.get("backend", cfg.backend), d.get("device", cfg.device)
+    )
 
 
 def load(overrides=(), base=None):

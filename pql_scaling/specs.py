@@ -4,6 +4,7 @@ Fields declare their constraints next to them (`choice`, `positive`, `non_negati
 field metadata that `constraints()` collects); `closest` is the one "did you mean"; `read_spec`, `set_dotted`,
 `spec_keys` and `flatten` read a YAML spec, apply `key=value` overrides and list a schema's keys.
 """
+
 import difflib
 import os
 from dataclasses import field, fields, is_dataclass

@@ -1,6 +1,7 @@
 """Task definitions. Native torch tasks (the embedded default backend) are registered here by name;
 per-task training defaults live beside them as `<task>.yaml` (CPU scale), with GPU-scale ones in
 `gpu/` (native tasks on device=cuda) and per-simulator ones in `<backend>/` (mjwarp, isaacgym)."""
+
 import importlib
 import os
 

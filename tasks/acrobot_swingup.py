@@ -13,6 +13,7 @@ Reward in [0, 1]: the tip height h = -cos t1 - cos(t1 + t2) in [-2, 2] rescaled,
 step: 0 hanging, 1 with both links straight up. No termination (Gymnasium ends the episode when
 h > 1; here the task is to get up and stay up); limit 500 steps as Acrobot-v1.
 """
+
 import math
 
 import torch
@@ -33,7 +34,8 @@ class AcrobotSwingup(Task):
         "Gymnasium Acrobot-v1's reward_threshold is -100 on its -1-per-step scale: reach the goal line (tip height "
         "h > 1) within ~100 of 500 steps. Here the reward is (h + 2) / 4 per step with no termination, so a policy "
         "that swings the tip up and keeps it high pays more than 0.75 per step up there; 250 = an average tip height "
-        "at the pivot (h = 0) over the whole episode, swing-up included; a uniform-random policy gets ~20")
+        "at the pivot (h = 0) over the whole episode, swing-up included; a uniform-random policy gets ~20"
+    )
     dt, l1, m1, m2, lc1, lc2, moi, g = 0.2, 1.0, 1.0, 1.0, 0.5, 0.5, 1.0, 9.8
     max_vel1, max_vel2 = 4 * math.pi, 9 * math.pi
 
@@ -46,13 +48,27 @@ class AcrobotSwingup(Task):
 
     def derivs(self, s, a):
         t1, t2, dt1, dt2 = s.unbind(1)
-        m1, m2, l1, lc1, lc2, i1, i2, g = self.m1, self.m2, self.l1, self.lc1, self.lc2, self.moi, self.moi, self.g
+        m1, m2, l1, lc1, lc2, i1, i2, g = (
+            self.m1,
+            self.m2,
+            self.l1,
+            self.lc1,
+            self.lc2,
+            self.moi,
+            self.moi,
+            self.g,
+        )
         cos2, sin2 = torch.cos(t2), torch.sin(t2)
         d1 = m1 * lc1**2 + m2 * (l1**2 + lc2**2 + 2 * l1 * lc2 * cos2) + i1 + i2
         d2 = m2 * (lc2**2 + l1 * lc2 * cos2) + i2
         # cos(x - pi/2) = sin(x)
         phi2 = m2 * lc2 * g * torch.sin(t1 + t2)
-        phi1 = -m2 * l1 * lc2 * dt2**2 * sin2 - 2 * m2 * l1 * lc2 * dt2 * dt1 * sin2 + (m1 * lc1 + m2 * l1) * g * torch.sin(t1) + phi2
+        phi1 = (
+            -m2 * l1 * lc2 * dt2**2 * sin2
+            - 2 * m2 * l1 * lc2 * dt2 * dt1 * sin2
+            + (m1 * lc1 + m2 * l1) * g * torch.sin(t1)
+            + phi2
+        )
         ddt2 = (a + d2 / d1 * phi1 - m2 * l1 * lc2 * dt1**2 * sin2 - phi2) / (m2 * lc2**2 + i2 - d2**2 / d1)
         ddt1 = -(d2 * ddt2 + phi1) / d1
         return torch.stack([dt1, dt2, ddt1, ddt2], dim=1)

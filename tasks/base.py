@@ -9,6 +9,7 @@ Subclasses set the class attributes and implement `initial_state`, `observe` and
 Actions reach `dynamics` already in the task's native units (the wrapper maps [-1, 1] linearly
 onto [action_low, action_high]); rewards are the task's own, unscaled.
 """
+
 import abc
 from typing import Optional, Sequence, Tuple
 
@@ -40,7 +41,9 @@ class Task(abc.ABC):
         """(n, state_dim) -> (n, obs_dim) float32 observations."""
 
     @abc.abstractmethod
-    def dynamics(self, state: torch.Tensor, action: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def dynamics(
+        self, state: torch.Tensor, action: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One step: (state, native action) -> (next_state, reward (n,), terminated (n,) bool)."""
 
     def uniform(self, n: int, low, high, generator: torch.Generator) -> torch.Tensor:
@@ -51,8 +54,10 @@ class Task(abc.ABC):
         key = (tuple(low), tuple(high))
         cache = self.__dict__.setdefault("_bounds", {})
         if key not in cache:
-            cache[key] = (torch.as_tensor(low, dtype=torch.float32, device=self.device),
-                          torch.as_tensor(high, dtype=torch.float32, device=self.device))
+            cache[key] = (
+                torch.as_tensor(low, dtype=torch.float32, device=self.device),
+                torch.as_tensor(high, dtype=torch.float32, device=self.device),
+            )
         low, high = cache[key]
         u = torch.rand((n, low.numel()), generator=generator, device=self.device)
         return low + u * (high - low)

@@ -16,6 +16,7 @@ where tol is dm_control's gaussian tolerance (1 at 0, 0.1 at the margin).
 Track limits: the episode terminates when |x| > 2.4 (Gymnasium's x_threshold), so leaving the
 track forfeits all later (non-negative) reward. Limit 1000 steps (20 s, dm_control's episode length).
 """
+
 import math
 
 import torch
@@ -47,11 +48,14 @@ class CartpoleSwingup(Task):
     solved_source = (
         "dm_control's cartpole swingup (same reward, 1000 steps) defines no threshold; 700 of at most ~900 "
         "(the swing-up itself pays little) means the pole is swung up and balanced near the centre for about "
-        "three quarters of the 20 s episode (a balanced step pays ~0.95); a uniform-random policy gets ~30")
+        "three quarters of the 20 s episode (a balanced step pays ~0.95); a uniform-random policy gets ~30"
+    )
     gravity, masscart, masspole, length, force_mag, tau, x_threshold = 9.8, 1.0, 0.1, 0.5, 10.0, 0.02, 2.4
 
     def initial_state(self, n, generator):
-        return self.uniform(n, (-0.05, -0.05, math.pi - 0.05, -0.05), (0.05, 0.05, math.pi + 0.05, 0.05), generator)
+        return self.uniform(
+            n, (-0.05, -0.05, math.pi - 0.05, -0.05), (0.05, 0.05, math.pi + 0.05, 0.05), generator
+        )
 
     def observe(self, state):
         x, x_dot, th, th_dot = state.unbind(1)
@@ -64,17 +68,23 @@ class CartpoleSwingup(Task):
         pml = self.masspole * self.length
         cos, sin = torch.cos(th), torch.sin(th)
         temp = (u * self.force_mag + pml * th_dot**2 * sin) / total_mass
-        th_acc = (self.gravity * sin - cos * temp) / (self.length * (4.0 / 3.0 - self.masspole * cos**2 / total_mass))
+        th_acc = (self.gravity * sin - cos * temp) / (
+            self.length * (4.0 / 3.0 - self.masspole * cos**2 / total_mass)
+        )
         x_acc = temp - pml * th_acc * cos / total_mass
         # explicit Euler, as Gymnasium's default kinematics_integrator="euler": positions use old velocities
         x, th = x + self.tau * x_dot, th + self.tau * th_dot
         x_dot, th_dot = x_dot + self.tau * x_acc, th_dot + self.tau * th_acc
         th = angle_normalize(th)
         reward = (
-            (torch.cos(th) + 1) / 2
-            * (1 + tolerance(x, 2.0)) / 2
-            * (4 + quadratic_tolerance(u, 1.0)) / 5
-            * (1 + tolerance(th_dot, 5.0)) / 2
+            (torch.cos(th) + 1)
+            / 2
+            * (1 + tolerance(x, 2.0))
+            / 2
+            * (4 + quadratic_tolerance(u, 1.0))
+            / 5
+            * (1 + tolerance(th_dot, 5.0))
+            / 2
         )
         terminated = x.abs() > self.x_threshold
         return torch.stack([x, x_dot, th, th_dot], dim=1), reward, terminated

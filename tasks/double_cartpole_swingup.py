@@ -29,6 +29,7 @@ Reward in [0, 1]: dm_control cartpole smooth reward (cartpole.py `_get_reward`):
 (cos th + 1) / 2, times centered, small_control, and small_velocity = (1 + min over poles of
 tol(th', margin 5)) / 2; see cartpole_swingup. Terminates when |x| > 2.4; limit 1000 steps.
 """
+
 import math
 
 import torch
@@ -49,7 +50,8 @@ class DoubleCartpoleSwingup(Task):
     solved_source = (
         "'clearly learning', not solved: dm_control's cartpole two_poles (the same reward family) defines no "
         "threshold; 300 of 1000 means both poles spend much of the episode above the horizontal (a balanced "
-        "double pole would pay ~0.95 per step); a uniform-random policy gets ~8")
+        "double pole would pay ~0.95 per step); a uniform-random policy gets ~8"
+    )
     m0, m1, m2, l1, l2, g, force_mag = 1.0, 0.1, 0.1, 0.5, 0.5, 9.8, 20.0
     dt, substeps, x_threshold, max_ang_vel = 0.02, 4, 2.4, 10 * math.pi
 
@@ -59,7 +61,9 @@ class DoubleCartpoleSwingup(Task):
 
     def observe(self, state):
         x, th1, th2, xd, th1d, th2d = state.unbind(1)
-        return torch.stack([x, torch.cos(th1), torch.sin(th1), torch.cos(th2), torch.sin(th2), xd, th1d, th2d], dim=1)
+        return torch.stack(
+            [x, torch.cos(th1), torch.sin(th1), torch.cos(th2), torch.sin(th2), xd, th1d, th2d], dim=1
+        )
 
     def accel(self, q, qd, force):
         """q'' = M(q)^-1 r(q, q', F) for (n, 3) batches, by the adjugate of the symmetric 3x3 M."""
@@ -81,7 +85,11 @@ class DoubleCartpoleSwingup(Task):
         A01, A02, A12 = m02 * m12 - m01 * m22, m01 * m12 - m11 * m02, m01 * m02 - m00 * m12
         det = m00 * A00 + m01 * A01 + m02 * A02
         return torch.stack(
-            [(A00 * r0 + A01 * r1 + A02 * r2) / det, (A01 * r0 + A11 * r1 + A12 * r2) / det, (A02 * r0 + A12 * r1 + A22 * r2) / det],
+            [
+                (A00 * r0 + A01 * r1 + A02 * r2) / det,
+                (A01 * r0 + A11 * r1 + A12 * r2) / det,
+                (A02 * r0 + A12 * r1 + A22 * r2) / det,
+            ],
             dim=1,
         )
 
@@ -101,10 +109,15 @@ class DoubleCartpoleSwingup(Task):
             s = s + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
         x, th1, th2, xd, th1d, th2d = s.unbind(1)
         th1, th2 = angle_normalize(th1), angle_normalize(th2)
-        th1d, th2d = th1d.clamp(-self.max_ang_vel, self.max_ang_vel), th2d.clamp(-self.max_ang_vel, self.max_ang_vel)
+        th1d, th2d = (
+            th1d.clamp(-self.max_ang_vel, self.max_ang_vel),
+            th2d.clamp(-self.max_ang_vel, self.max_ang_vel),
+        )
         upright = ((torch.cos(th1) + 1) / 2 + (torch.cos(th2) + 1) / 2) / 2
         small_velocity = (1 + torch.minimum(tolerance(th1d, 5.0), tolerance(th2d, 5.0))) / 2
-        reward = upright * (1 + tolerance(x, 2.0)) / 2 * (4 + quadratic_tolerance(u, 1.0)) / 5 * small_velocity
+        reward = (
+            upright * (1 + tolerance(x, 2.0)) / 2 * (4 + quadratic_tolerance(u, 1.0)) / 5 * small_velocity
+        )
         terminated = x.abs() > self.x_threshold
         return torch.stack([x, th1, th2, xd, th1d, th2d], dim=1), reward, terminated
 
@@ -117,5 +130,7 @@ class DoubleCartpoleSwingup(Task):
         v2y = -self.l1 * torch.sin(th1) * th1d - lc2 * torch.sin(th2) * th2d
         kin = 0.5 * self.m0 * xd**2 + 0.5 * self.m1 * (v1x**2 + v1y**2) + 0.5 * self.m2 * (v2x**2 + v2y**2)
         kin = kin + 0.5 * self.m1 * self.l1**2 / 12 * th1d**2 + 0.5 * self.m2 * self.l2**2 / 12 * th2d**2
-        pot = self.g * (self.m1 * lc1 * torch.cos(th1) + self.m2 * (self.l1 * torch.cos(th1) + lc2 * torch.cos(th2)))
+        pot = self.g * (
+            self.m1 * lc1 * torch.cos(th1) + self.m2 * (self.l1 * torch.cos(th1) + lc2 * torch.cos(th2))
+        )
         return kin + pot

@@ -19,6 +19,7 @@ Defaults below are Gymnasium v5's (gymnasium/envs/mujoco/*_v5.py, gymnasium 1.x)
 keyword of those envs that changes the MDP can be overridden by name through `envs.make(...)`.
 Models are the XML files shipped inside the installed `gymnasium` package (never copied here).
 """
+
 import math
 import os
 from typing import Dict, Tuple
@@ -72,14 +73,24 @@ class MJCFTask:
         self.body_mass = torch.as_tensor(mjmodel.body_mass.copy(), **f64)
         rng = torch.as_tensor(mjmodel.actuator_ctrlrange.copy(), **f64)
         self.ctrl_low, self.ctrl_high = rng[:, 0], rng[:, 1]
-        self.obs_dim = int(self.observe(self.init_qpos[None], self.init_qvel[None], self.dummy_fields(1)).shape[1])
+        self.obs_dim = int(
+            self.observe(self.init_qpos[None], self.init_qvel[None], self.dummy_fields(1)).shape[1]
+        )
         self.act_dim = self.nu
 
     # -- what a backend needs -------------------------------------------------------------------
     def dummy_fields(self, n):
-        shapes = {"xpos": (self.nbody, 3), "xipos": (self.nbody, 3), "cinert": (self.nbody, 10),
-                  "cvel": (self.nbody, 6), "cfrc_ext": (self.nbody, 6), "qfrc_actuator": (self.nv,)}
-        return {k: torch.zeros((n,) + shapes[k], dtype=torch.float64, device=self.device) for k in self.fields}
+        shapes = {
+            "xpos": (self.nbody, 3),
+            "xipos": (self.nbody, 3),
+            "cinert": (self.nbody, 10),
+            "cvel": (self.nbody, 6),
+            "cfrc_ext": (self.nbody, 6),
+            "qfrc_actuator": (self.nv,),
+        }
+        return {
+            k: torch.zeros((n,) + shapes[k], dtype=torch.float64, device=self.device) for k in self.fields
+        }
 
     def reset_fields(self, fields):
         """Fields as Gymnasium has them right after a reset (mj_resetData + mj_forward): cfrc_ext = 0."""
@@ -96,7 +107,9 @@ class MJCFTask:
     def reset_noise(self, n, generator) -> Tuple[torch.Tensor, torch.Tensor]:
         """Gymnasium v5 `reset_model`: uniform(+-scale) on qpos and qvel unless overridden."""
         s = float(self.p["reset_noise_scale"])
-        return self.init_qpos + self._uniform(n, self.nq, s, generator), self.init_qvel + self._uniform(n, self.nv, s, generator)
+        return self.init_qpos + self._uniform(n, self.nq, s, generator), self.init_qvel + self._uniform(
+            n, self.nv, s, generator
+        )
 
     def _uniform(self, n, k, scale, generator):
         u = torch.rand((n, k), generator=generator, device=self.device, dtype=torch.float64)
@@ -112,7 +125,9 @@ class MJCFTask:
     def transition(self, pos_before, ctrl, qpos, qvel, fields):
         """What a Gymnasium v5 `step` computes after the physics: (position, obs, reward, terminated)."""
         pos = self.position(qpos, fields)
-        reward, terminated = self.reward_and_termination((pos - pos_before) / self.dt, ctrl, qpos, qvel, fields)
+        reward, terminated = self.reward_and_termination(
+            (pos - pos_before) / self.dt, ctrl, qpos, qvel, fields
+        )
         return pos, self.observe(qpos, qvel, fields), reward, terminated
 
     # -- the MDP: every subclass defines --------------------------------------------------------
@@ -136,28 +151,43 @@ def _in_open(x, low, high):
 
 class HalfCheetah(MJCFTask):
     name, xml_file, frame_skip = "HalfCheetah", "half_cheetah.xml", 5
-    defaults = dict(forward_reward_weight=1.0, ctrl_cost_weight=0.1, reset_noise_scale=0.1,
-                    exclude_current_positions_from_observation=True)
+    defaults = dict(
+        forward_reward_weight=1.0,
+        ctrl_cost_weight=0.1,
+        reset_noise_scale=0.1,
+        exclude_current_positions_from_observation=True,
+    )
 
     def reset_noise(self, n, generator):  # qvel noise is Gaussian in HalfCheetah-v5
         s = float(self.p["reset_noise_scale"])
-        return self.init_qpos + self._uniform(n, self.nq, s, generator), self.init_qvel + self._normal(n, self.nv, s, generator)
+        return self.init_qpos + self._uniform(n, self.nq, s, generator), self.init_qvel + self._normal(
+            n, self.nv, s, generator
+        )
 
     def observe(self, qpos, qvel, fields):
         skip = 1 if self.p["exclude_current_positions_from_observation"] else 0
         return torch.cat([qpos[:, skip:], qvel], dim=1)
 
     def reward_and_termination(self, velocity, ctrl, qpos, qvel, fields):
-        reward = float(self.p["forward_reward_weight"]) * velocity[:, 0] - _ctrl_cost(self.p["ctrl_cost_weight"], ctrl)
+        reward = float(self.p["forward_reward_weight"]) * velocity[:, 0] - _ctrl_cost(
+            self.p["ctrl_cost_weight"], ctrl
+        )
         return reward, torch.zeros_like(reward, dtype=torch.bool)
 
 
 class Hopper(MJCFTask):
     name, xml_file, frame_skip = "Hopper", "hopper.xml", 4
-    defaults = dict(forward_reward_weight=1.0, ctrl_cost_weight=1e-3, healthy_reward=1.0, terminate_when_unhealthy=True,
-                    healthy_state_range=(-100.0, 100.0), healthy_z_range=(0.7, float("inf")),
-                    healthy_angle_range=(-0.2, 0.2), reset_noise_scale=5e-3,
-                    exclude_current_positions_from_observation=True)
+    defaults = dict(
+        forward_reward_weight=1.0,
+        ctrl_cost_weight=1e-3,
+        healthy_reward=1.0,
+        terminate_when_unhealthy=True,
+        healthy_state_range=(-100.0, 100.0),
+        healthy_z_range=(0.7, float("inf")),
+        healthy_angle_range=(-0.2, 0.2),
+        reset_noise_scale=5e-3,
+        exclude_current_positions_from_observation=True,
+    )
 
     def observe(self, qpos, qvel, fields):
         skip = 1 if self.p["exclude_current_positions_from_observation"] else 0
@@ -177,25 +207,45 @@ class Hopper(MJCFTask):
 
 class Walker2d(Hopper):
     name, xml_file, frame_skip = "Walker2d", "walker2d_v5.xml", 4
-    defaults = dict(forward_reward_weight=1.0, ctrl_cost_weight=1e-3, healthy_reward=1.0, terminate_when_unhealthy=True,
-                    healthy_z_range=(0.8, 2.0), healthy_angle_range=(-1.0, 1.0), reset_noise_scale=5e-3,
-                    exclude_current_positions_from_observation=True)
+    defaults = dict(
+        forward_reward_weight=1.0,
+        ctrl_cost_weight=1e-3,
+        healthy_reward=1.0,
+        terminate_when_unhealthy=True,
+        healthy_z_range=(0.8, 2.0),
+        healthy_angle_range=(-1.0, 1.0),
+        reset_noise_scale=5e-3,
+        exclude_current_positions_from_observation=True,
+    )
 
     def is_healthy(self, qpos, qvel):
-        return _in_open(qpos[:, 1], *self.p["healthy_z_range"]) & _in_open(qpos[:, 2], *self.p["healthy_angle_range"])
+        return _in_open(qpos[:, 1], *self.p["healthy_z_range"]) & _in_open(
+            qpos[:, 2], *self.p["healthy_angle_range"]
+        )
 
 
 class Ant(MJCFTask):
     name, xml_file, frame_skip = "Ant", "ant.xml", 5
     fields = ("xpos", "cfrc_ext")
-    defaults = dict(forward_reward_weight=1.0, ctrl_cost_weight=0.5, contact_cost_weight=5e-4, healthy_reward=1.0,
-                    main_body=1, terminate_when_unhealthy=True, healthy_z_range=(0.2, 1.0),
-                    contact_force_range=(-1.0, 1.0), reset_noise_scale=0.1,
-                    exclude_current_positions_from_observation=True, include_cfrc_ext_in_observation=True)
+    defaults = dict(
+        forward_reward_weight=1.0,
+        ctrl_cost_weight=0.5,
+        contact_cost_weight=5e-4,
+        healthy_reward=1.0,
+        main_body=1,
+        terminate_when_unhealthy=True,
+        healthy_z_range=(0.2, 1.0),
+        contact_force_range=(-1.0, 1.0),
+        reset_noise_scale=0.1,
+        exclude_current_positions_from_observation=True,
+        include_cfrc_ext_in_observation=True,
+    )
 
     def reset_noise(self, n, generator):  # qvel noise is Gaussian in Ant-v5
         s = float(self.p["reset_noise_scale"])
-        return self.init_qpos + self._uniform(n, self.nq, s, generator), self.init_qvel + self._normal(n, self.nv, s, generator)
+        return self.init_qpos + self._uniform(n, self.nq, s, generator), self.init_qvel + self._normal(
+            n, self.nv, s, generator
+        )
 
     def position(self, qpos, fields):
         return fields["xpos"][:, int(self.p["main_body"]), :2]
@@ -214,7 +264,9 @@ class Ant(MJCFTask):
         low, high = self.p["healthy_z_range"]
         healthy = torch.isfinite(torch.cat([qpos, qvel], dim=1)).all(dim=1) & (z >= low) & (z <= high)
         healthy_reward, terminated = self._healthy_terminated(healthy)
-        contact_cost = float(self.p["contact_cost_weight"]) * self.contact_forces(fields).square().sum(dim=(1, 2))
+        contact_cost = float(self.p["contact_cost_weight"]) * self.contact_forces(fields).square().sum(
+            dim=(1, 2)
+        )
         reward = float(self.p["forward_reward_weight"]) * velocity[:, 0] + healthy_reward
         return reward - _ctrl_cost(self.p["ctrl_cost_weight"], ctrl) - contact_cost, terminated
 
@@ -222,12 +274,21 @@ class Ant(MJCFTask):
 class Humanoid(MJCFTask):
     name, xml_file, frame_skip = "Humanoid", "humanoid.xml", 5
     fields = ("xipos", "cinert", "cvel", "qfrc_actuator", "cfrc_ext")
-    defaults = dict(forward_reward_weight=1.25, ctrl_cost_weight=0.1, contact_cost_weight=5e-7,
-                    contact_cost_range=(-math.inf, 10.0), healthy_reward=5.0, terminate_when_unhealthy=True,
-                    healthy_z_range=(1.0, 2.0), reset_noise_scale=1e-2,
-                    exclude_current_positions_from_observation=True, include_cinert_in_observation=True,
-                    include_cvel_in_observation=True, include_qfrc_actuator_in_observation=True,
-                    include_cfrc_ext_in_observation=True)
+    defaults = dict(
+        forward_reward_weight=1.25,
+        ctrl_cost_weight=0.1,
+        contact_cost_weight=5e-7,
+        contact_cost_range=(-math.inf, 10.0),
+        healthy_reward=5.0,
+        terminate_when_unhealthy=True,
+        healthy_z_range=(1.0, 2.0),
+        reset_noise_scale=1e-2,
+        exclude_current_positions_from_observation=True,
+        include_cinert_in_observation=True,
+        include_cvel_in_observation=True,
+        include_qfrc_actuator_in_observation=True,
+        include_cfrc_ext_in_observation=True,
+    )
 
     def position(self, qpos, fields):  # Gymnasium's mass_center: body-mass-weighted mean of xipos
         return (fields["xipos"] * self.body_mass[:, None]).sum(dim=1)[:, :2] / self.body_mass.sum()
@@ -246,9 +307,12 @@ class Humanoid(MJCFTask):
         return torch.cat(parts, dim=1)
 
     def reward_and_termination(self, velocity, ctrl, qpos, qvel, fields):
-        healthy_reward, terminated = self._healthy_terminated(_in_open(qpos[:, 2], *self.p["healthy_z_range"]))
-        contact_cost = (float(self.p["contact_cost_weight"]) * fields["cfrc_ext"].square().sum(dim=(1, 2))).clamp(
-            *self.p["contact_cost_range"])
+        healthy_reward, terminated = self._healthy_terminated(
+            _in_open(qpos[:, 2], *self.p["healthy_z_range"])
+        )
+        contact_cost = (
+            float(self.p["contact_cost_weight"]) * fields["cfrc_ext"].square().sum(dim=(1, 2))
+        ).clamp(*self.p["contact_cost_range"])
         reward = float(self.p["forward_reward_weight"]) * velocity[:, 0] + healthy_reward
         return reward - _ctrl_cost(self.p["ctrl_cost_weight"], ctrl) - contact_cost, terminated
 

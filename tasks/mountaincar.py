@@ -8,6 +8,7 @@ terminates when position >= 0.45 and velocity >= 0 (goal_velocity), reward -0.1 
 terminating step. Registered with max_episode_steps=999 in gymnasium/envs/__init__.py.
 Start: position ~ U(-0.6, -0.4), velocity 0.
 """
+
 import torch
 
 from pql_scaling.tasks.base import Task
@@ -24,7 +25,8 @@ class MountainCar(Task):
     solved_return = 90.0
     solved_source = (
         "Gymnasium MountainCarContinuous-v0's reward_threshold (90.0, gymnasium/envs/__init__.py); same reward "
-        "scale: +100 at the goal minus 0.1 u^2 per step, so 90 means reaching the goal in few, economical steps")
+        "scale: +100 at the goal minus 0.1 u^2 per step, so 90 means reaching the goal in few, economical steps"
+    )
     power, min_pos, max_pos, max_speed, goal_pos, goal_vel = 0.0015, -1.2, 0.6, 0.07, 0.45, 0.0
 
     def initial_state(self, n, generator):

@@ -4,6 +4,7 @@ State (theta, theta_dot); observation (cos theta, sin theta, theta_dot); torque 
 Constants and update order follow Gymnasium's classic_control/pendulum.py (g=10, m=l=1, dt=0.05,
 semi-implicit Euler, speed clipped to +-8); the episode never terminates, it is truncated at 200.
 """
+
 import torch
 
 from pql_scaling.tasks.base import Task, angle_normalize
@@ -21,7 +22,8 @@ class Pendulum(Task):
     solved_source = (
         "Gymnasium registers Pendulum-v1 without a reward_threshold; -250 is this project's time-to-threshold "
         "mark (benchmarks/pendulum_vs_sb3.py): a uniform-random policy gets about -1250, a good one about -150 "
-        "averaged over start states (the best return depends on the start state)")
+        "averaged over start states (the best return depends on the start state)"
+    )
     g, m, l, dt, max_speed, max_torque = 10.0, 1.0, 1.0, 0.05, 8.0, 2.0
 
     def initial_state(self, n, generator):

@@ -3,6 +3,7 @@
 - `gpu`: tests that need CUDA are skipped without it (benchmarks/gpu_check.sh runs them).
 - `slurm_cluster`: a real one-node SLURM cluster for the session (tests/slurm_cluster.py).
 """
+
 import os
 
 import pytest
@@ -10,8 +11,12 @@ import torch
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "gpu: needs a CUDA GPU; skipped without one (run by benchmarks/gpu_check.sh)")
-    config.addinivalue_line("markers", "compiled: compiles through inductor (gpu_check.sh runs these after the eager ones)")
+    config.addinivalue_line(
+        "markers", "gpu: needs a CUDA GPU; skipped without one (run by benchmarks/gpu_check.sh)"
+    )
+    config.addinivalue_line(
+        "markers", "compiled: compiles through inductor (gpu_check.sh runs these after the eager ones)"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -5,6 +5,7 @@ A `.wandb` file is a LevelDB-style log (W&B's own format): a 7-byte header ':W&B
 4 last) and a serialized `wandb_internal_pb2.Record`. Hand-written because wandb >= 0.20 reads it only in
 its Go core; only what the tests need (no checksum verification).
 """
+
 import glob
 import json
 import os
@@ -23,11 +24,11 @@ def _records(path):
         if left < 7:  # a block's tail too short for a chunk header is padding
             pos += left
             continue
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
         if length == 0 and kind == 0:
             pos += left
             continue
-        buf += data[pos + 7:pos + 7 + length]
+        buf += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):
             record = pb.Record()
@@ -49,7 +50,9 @@ def wandb_offline_run(run_dir):
         elif kind == "config":
             config.update({i.key: json.loads(i.value_json) for i in r.config.update})
         elif kind == "history":
-            history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item})
+            history.append(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+            )
     config.pop("_wandb", None)
     return config, history
 

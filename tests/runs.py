@@ -1,4 +1,5 @@
 """Readers of a run directory's files, shared by the training tests (through pql_scaling.rundir.schema)."""
+
 import os
 
 from pql_scaling.rundir import schema

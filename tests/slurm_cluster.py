@@ -5,6 +5,7 @@ in a temporary folder named by SLURM_CONF (nothing under /etc/slurm is touched);
 slurmdbd), so submitit reads job states from squeue and result files. Needs root (slurmd starts jobs as
 their user). `python tests/slurm_cluster.py` brings one up by hand and prints the SLURM_CONF to export.
 """
+
 import os
 import shutil
 import socket
@@ -20,7 +21,9 @@ def missing():
     """Why this machine cannot run the cluster, or None."""
     absent = [b for b in BINARIES if shutil.which(b) is None and not os.path.exists("/usr/sbin/" + b)]
     if absent:
-        return "SLURM binaries absent (%s): apt-get install -y slurm-wlm munge (as .ci/run does)" % ", ".join(absent)
+        return "SLURM binaries absent (%s): apt-get install -y slurm-wlm munge (as .ci/run does)" % ", ".join(
+            absent
+        )
     if os.geteuid() != 0:
         return "a SLURM cluster needs root (slurmd starts jobs as their user)"
     return None
@@ -55,23 +58,48 @@ class Cluster:
 
     def start(self):
         self._munge()
-        node = subprocess.run([_bin("slurmd"), "-C"], capture_output=True, text=True, check=True).stdout.splitlines()[0]
+        node = subprocess.run(
+            [_bin("slurmd"), "-C"], capture_output=True, text=True, check=True
+        ).stdout.splitlines()[0]
         host = socket.gethostname().split(".")[0]
         node = node.replace("NodeName=%s" % node.split()[0].split("=", 1)[1], "NodeName=%s" % host, 1)
         d = self.dir
         with open(self.conf, "w") as f:
-            f.write("\n".join([
-                "ClusterName=pqltest", "SlurmctldHost=%s" % host, "SlurmUser=root", "SlurmdUser=root",
-                "AuthType=auth/munge", "StateSaveLocation=%s/state" % d, "SlurmdSpoolDir=%s/spool" % d,
-                "SlurmctldPidFile=%s/slurmctld.pid" % d, "SlurmdPidFile=%s/slurmd.pid" % d,
-                "SlurmctldLogFile=%s/slurmctld.log" % d, "SlurmdLogFile=%s/slurmd.log" % d,
-                "ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "MpiDefault=none",
-                "SelectType=select/cons_tres", "SelectTypeParameters=CR_Core", "SchedulerType=sched/backfill",
-                "AccountingStorageType=accounting_storage/none", "JobAcctGatherType=jobacct_gather/none",
-                "JobCompType=jobcomp/none", "ReturnToService=2", "SlurmctldTimeout=30", "SlurmdTimeout=30",
-                "InactiveLimit=0", "KillWait=10", "MinJobAge=300",
-                node + " State=UNKNOWN",
-                "PartitionName=%s Nodes=ALL Default=YES MaxTime=INFINITE State=UP" % PARTITION, ""]))
+            f.write(
+                "\n".join(
+                    [
+                        "ClusterName=pqltest",
+                        "SlurmctldHost=%s" % host,
+                        "SlurmUser=root",
+                        "SlurmdUser=root",
+                        "AuthType=auth/munge",
+                        "StateSaveLocation=%s/state" % d,
+                        "SlurmdSpoolDir=%s/spool" % d,
+                        "SlurmctldPidFile=%s/slurmctld.pid" % d,
+                        "SlurmdPidFile=%s/slurmd.pid" % d,
+                        "SlurmctldLogFile=%s/slurmctld.log" % d,
+                        "SlurmdLogFile=%s/slurmd.log" % d,
+                        "ProctrackType=proctrack/linuxproc",
+                        "TaskPlugin=task/none",
+                        "MpiDefault=none",
+                        "SelectType=select/cons_tres",
+                        "SelectTypeParameters=CR_Core",
+                        "SchedulerType=sched/backfill",
+                        "AccountingStorageType=accounting_storage/none",
+                        "JobAcctGatherType=jobacct_gather/none",
+                        "JobCompType=jobcomp/none",
+                        "ReturnToService=2",
+                        "SlurmctldTimeout=30",
+                        "SlurmdTimeout=30",
+                        "InactiveLimit=0",
+                        "KillWait=10",
+                        "MinJobAge=300",
+                        node + " State=UNKNOWN",
+                        "PartitionName=%s Nodes=ALL Default=YES MaxTime=INFINITE State=UP" % PARTITION,
+                        "",
+                    ]
+                )
+            )
         for sub in ("state", "spool"):
             os.makedirs(os.path.join(d, sub), exist_ok=True)
         subprocess.run([_bin("slurmctld"), "-i"], env=self.env, check=True)  # -i: ignore stale state
@@ -82,7 +110,9 @@ class Cluster:
         self.pids.append(int(open(d + "/slurmd.pid").read()))
 
         def idle():
-            out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=self.env).stdout
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=self.env
+            ).stdout
             return out.strip() in ("idle", "mix", "alloc")
 
         _wait("the node (sinfo state idle)", idle, 60, d + "/slurmctld.log")
@@ -103,11 +133,16 @@ class Cluster:
             self.pids.append(int(open(pid).read()))
 
     def stop(self):
-        subprocess.run(["scancel", "--user=root"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            ["scancel", "--user=root"], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
         def drained():  # jobs' slurmstepd exit only while slurmd runs
             out = subprocess.run(["squeue", "-h"], capture_output=True, text=True, env=self.env).stdout
-            return not out.strip() and subprocess.run(["pgrep", "-x", "slurmstepd"], capture_output=True).returncode != 0
+            return (
+                not out.strip()
+                and subprocess.run(["pgrep", "-x", "slurmstepd"], capture_output=True).returncode != 0
+            )
 
         try:
             _wait("jobs to drain", drained, 30)

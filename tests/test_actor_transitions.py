@@ -7,12 +7,13 @@ written from the contract: the n-step return stops at an episode end, bootstraps
 gamma^k after a truncation and not at all after a termination, and a step marked invalid (a deferred
 reset's spanning step) is stored with weight 0.
 """
+
 import pytest
 import torch
 
 from pql_scaling import config as config_lib
-from pql_scaling.runtime.actor import ActorRole
 from pql_scaling.core.replay import Normalizer, Replay
+from pql_scaling.runtime.actor import ActorRole
 
 GAMMA = 0.9
 # per env: (step in episode at which it ends, terminated?) -- envs end at different steps, both ways
@@ -75,7 +76,12 @@ def reference_rows(log, n, steps, num_envs):
                     break
                 k += 1
             kind = 1.0 if done_k else 0.0
-            boot = [float(i), float(ep_k), float(t_k), kind]  # the observation after step s + k, terminal if it ended
+            boot = [
+                float(i),
+                float(ep_k),
+                float(t_k),
+                kind,
+            ]  # the observation after step s + k, terminal if it ended
             rows[s, i] = (ret, GAMMA ** (k + 1) * (0.0 if term_k else 1.0), boot, 1.0 if valid else 0.0)
     return rows
 
@@ -84,8 +90,16 @@ def reference_rows(log, n, steps, num_envs):
 @pytest.mark.parametrize("deferred", [False, True])
 def test_final_obs_discount_and_weight_of_every_stored_row(nstep, deferred):
     steps = 24
-    cfg = config_lib.load(["task=pendulum", "num_envs=%d" % len(ENDS), "algo.nstep=%d" % nstep, "algo.gamma=%s" % GAMMA,
-                           "algo.warmup_steps=1000", "algo.reward_scale=1.0"])
+    cfg = config_lib.load(
+        [
+            "task=pendulum",
+            "num_envs=%d" % len(ENDS),
+            "algo.nstep=%d" % nstep,
+            "algo.gamma=%s" % GAMMA,
+            "algo.warmup_steps=1000",
+            "algo.reward_scale=1.0",
+        ]
+    )
     env = ScriptedEnv(deferred)
     replay = Replay(len(ENDS) * steps, env.obs_dim, env.act_dim, len(ENDS), "cpu")
     actor = ActorRole(cfg, env, replay, Normalizer(env.obs_dim, "cpu", enabled=False), "cpu")
@@ -110,7 +124,9 @@ def test_final_obs_discount_and_weight_of_every_stored_row(nstep, deferred):
 
 
 def test_episode_statistics_count_only_valid_steps_and_reset_at_each_end():
-    cfg = config_lib.load(["task=pendulum", "num_envs=%d" % len(ENDS), "algo.nstep=1", "algo.warmup_steps=1000"])
+    cfg = config_lib.load(
+        ["task=pendulum", "num_envs=%d" % len(ENDS), "algo.nstep=1", "algo.warmup_steps=1000"]
+    )
     env = ScriptedEnv()
     actor = ActorRole(cfg, env, Replay(1000, env.obs_dim, 1, len(ENDS), "cpu"), Normalizer(4, "cpu"), "cpu")
     for _ in range(18):

@@ -39,9 +39,15 @@ def test_nstep_folder_matches_loop_and_never_crosses_episode_ends():
     folder = NStepFolder(n, gamma, 1, 1, 1, "cpu")
     got = []
     for t in range(T):
-        row = folder.push(torch.tensor([[float(t)]]), torch.zeros(1, 1), torch.tensor([rewards[t]]),
-                          torch.tensor([[next_obs[t]]]), torch.tensor([bool(terms[t])]), torch.tensor([bool(dones[t])]),
-                          torch.tensor([True]))
+        row = folder.push(
+            torch.tensor([[float(t)]]),
+            torch.zeros(1, 1),
+            torch.tensor([rewards[t]]),
+            torch.tensor([[next_obs[t]]]),
+            torch.tensor([bool(terms[t])]),
+            torch.tensor([bool(dones[t])]),
+            torch.tensor([True]),
+        )
         if folder.ready:
             obs, _, r, nxt, disc, _ = row
             assert obs.item() == t - n + 1  # the transition that started n - 1 steps ago
@@ -87,9 +93,11 @@ def test_flop_and_parameter_counts_are_exact():
     critic_mm = 2 * (2 * 4 * 64 + 2 * 64 * 64 + 2 * 64)  # twin critic: every matmul twice
     actor_mm = 2 * 3 * 32 + 2 * 32
     assert facts["critic_flops_per_sample"] == {
-        "forward": critic_mm + 2 * (64 + 64 + 1), "forward_matmul": critic_mm,
+        "forward": critic_mm + 2 * (64 + 64 + 1),
+        "forward_matmul": critic_mm,
         "backward": 2 * (2 * 4 * 64 + 2 * (2 * 64 * 64) + 2 * (2 * 64)),  # the input layer: weight grads only
-        "backward_input_only": critic_mm}
+        "backward_input_only": critic_mm,
+    }
     assert facts["actor_flops_per_sample"]["forward"] == actor_mm + 32 + 1
     B, actor_fwd, critic_fwd = 10, actor_mm + 33, critic_mm + 2 * 129
     actor_bwd, critic_bwd = 2 * 3 * 32 + 2 * (2 * 32), facts["critic_flops_per_sample"]["backward"]
@@ -102,7 +110,9 @@ def test_critic_loss_is_zero_at_the_fixed_point_for_terminal_transitions():
     torch.manual_seed(0)
     actor, critic = nets.Actor(3, 1, [16]), nets.Critic(3, 1, [16])
     target = nets.Critic(3, 1, [16])
-    b = algo.Batch(torch.randn(8, 3), torch.rand(8, 1), torch.randn(8), torch.randn(8, 3), torch.zeros(8), torch.ones(8))
+    b = algo.Batch(
+        torch.randn(8, 3), torch.rand(8, 1), torch.randn(8), torch.randn(8, 3), torch.zeros(8), torch.ones(8)
+    )
     with torch.no_grad():  # make Q(s, a) equal the reward exactly: last layer bias = reward, weights 0
         critic.net.layers[-1].weight.zero_()
         critic.net.layers[-1].bias.fill_(1.5)
@@ -125,7 +135,8 @@ def test_sac_log_prob_is_the_density_of_the_sampled_actions():
         a, logp = actor.sample(obs)
     u = torch.atanh(a.clamp(-1 + 1e-6, 1 - 1e-6)).double()
     dist = torch.distributions.TransformedDistribution(
-        torch.distributions.Normal(u.mean(0), u.std(0)), [torch.distributions.TanhTransform(cache_size=1)])
+        torch.distributions.Normal(u.mean(0), u.std(0)), [torch.distributions.TanhTransform(cache_size=1)]
+    )
     ref = dist.log_prob(a.double().clamp(-1 + 1e-6, 1 - 1e-6)).sum(-1)
     central = (a.abs() < 0.95).all(-1)  # away from the tanh's saturation, where atanh loses precision
     assert central.float().mean() > 0.5
@@ -147,13 +158,36 @@ def test_hot_paths_have_no_host_sync():
     from pql_scaling.envs import native
     from pql_scaling.runtime import actor, learner
 
-    hot = [algo, learner.Learner.learn, learner.Learner.update, learner.Learner.step, learner.value_and_grads,
-           learner.adamw_step, learner.sample, learner.normalised, learner.Objective.forward,
-           learner.VLearner.loss, learner.PLearner.loss, actor.ActorRole.step, actor.ActorRole.act,
-           actor.ActorRole._track, replay.Replay.add, replay.Replay.sample, replay.NStepFolder.push,
-           replay.Normalizer.update, replay.Normalizer.forward, native.NativeVecEnv.step,
-           nets.MLP.forward, nets.BroNet.forward, nets.SoftMoE.forward, nets.MoENet.forward, nets.Critic.forward]
-    forbidden = re.compile(r"\.item\(|\.cpu\(|\.tolist\(|\.numpy\(|(?<!\.)\bfloat\(|\bprint\(|\.any\(\)\s*:|\bif .*\.all\(\)")
+    hot = [
+        algo,
+        learner.Learner.learn,
+        learner.Learner.update,
+        learner.Learner.step,
+        learner.value_and_grads,
+        learner.adamw_step,
+        learner.sample,
+        learner.normalised,
+        learner.Objective.forward,
+        learner.VLearner.loss,
+        learner.PLearner.loss,
+        actor.ActorRole.step,
+        actor.ActorRole.act,
+        actor.ActorRole._track,
+        replay.Replay.add,
+        replay.Replay.sample,
+        replay.NStepFolder.push,
+        replay.Normalizer.update,
+        replay.Normalizer.forward,
+        native.NativeVecEnv.step,
+        nets.MLP.forward,
+        nets.BroNet.forward,
+        nets.SoftMoE.forward,
+        nets.MoENet.forward,
+        nets.Critic.forward,
+    ]
+    forbidden = re.compile(
+        r"\.item\(|\.cpu\(|\.tolist\(|\.numpy\(|(?<!\.)\bfloat\(|\bprint\(|\.any\(\)\s*:|\bif .*\.all\(\)"
+    )
     for obj in hot:
         src = textwrap.dedent(inspect.getsource(obj))
         tokens = tokenize.generate_tokens(io.StringIO(src).readline)  # code only: no strings, no comments

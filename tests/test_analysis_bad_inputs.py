@@ -1,4 +1,5 @@
 """Malformed analysis inputs end in a clear message and exit code 2, never a traceback."""
+
 import json
 import os
 import subprocess
@@ -15,11 +16,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def write_run(d, config=None, metrics=None, status=None, run=None):
     os.makedirs(d, exist_ok=True)
-    config = {"task": "ta", "seed": 0, "num_envs": 8, "algo": {"name": "pql", "critic_updates_per_step": 8}} \
-        if config is None else config
+    config = (
+        {"task": "ta", "seed": 0, "num_envs": 8, "algo": {"name": "pql", "critic_updates_per_step": 8}}
+        if config is None
+        else config
+    )
     with open(os.path.join(d, "config.yaml"), "w") as f:
         yaml.safe_dump(config, f)
-    lines = metrics if metrics is not None else [json.dumps({"env_steps": 1000 * k, "return_mean": 10.0 * k}) for k in range(1, 6)]
+    lines = (
+        metrics
+        if metrics is not None
+        else [json.dumps({"env_steps": 1000 * k, "return_mean": 10.0 * k}) for k in range(1, 6)]
+    )
     with open(os.path.join(d, "metrics.jsonl"), "w") as f:
         f.write("\n".join(lines) + "\n")
     with open(os.path.join(d, "status.json"), "w") as f:
@@ -34,7 +42,10 @@ CASES = {
     "a null metrics line": (dict(metrics=["null"]), "line 1 is NoneType, not a JSON object"),
     "status.json is a list": (dict(status=["completed"]), "status.json holds a list"),
     "run.json is a list": (dict(run=[1, 2], metrics=["null"]), "run.json holds a list"),
-    "a string env_steps": (dict(metrics=[json.dumps({"env_steps": "many", "return_mean": 1.0})]), "without a finite numeric env_steps"),
+    "a string env_steps": (
+        dict(metrics=[json.dumps({"env_steps": "many", "return_mean": 1.0})]),
+        "without a finite numeric env_steps",
+    ),
 }
 
 
@@ -55,7 +66,9 @@ def test_a_malformed_run_is_skipped_and_listed_next_to_good_ones(tmp_path):
     write_run(str(tmp_path / "runs" / "bad"), config=["x"])
     table, skipped = load.load_runs(str(tmp_path / "runs"))
     assert set(table.run) == {str(tmp_path / "runs" / "good")}
-    assert [r for p, r in skipped if p.endswith("bad")] == ["config.yaml holds a list, not a mapping of config keys"]
+    assert [r for p, r in skipped if p.endswith("bad")] == [
+        "config.yaml holds a list, not a mapping of config keys"
+    ]
 
 
 def test_one_dimensional_qscaled_array(tmp_path, capsys):
@@ -76,19 +89,26 @@ def test_config_file_that_is_a_list_or_missing(tmp_path, capsys):
     assert "cannot read --config" in capsys.readouterr().err
 
 
-FITS = {"budget": {"sigma_star": {"coef": 1e-3, "exponent": 0.1}, "points": []},
-        "hparams": {"batch_size": {"slope": -0.3, "intercepts": {"Ant": 2.0}},
-                    "learning_rate": {"slope": 0.1, "intercepts": {"Ant": -3.0}}}}
+FITS = {
+    "budget": {"sigma_star": {"coef": 1e-3, "exponent": 0.1}, "points": []},
+    "hparams": {
+        "batch_size": {"slope": -0.3, "intercepts": {"Ant": 2.0}},
+        "learning_rate": {"slope": 0.1, "intercepts": {"Ant": -3.0}},
+    },
+}
 
 
-@pytest.mark.parametrize("fits,args,message", [
-    (FITS, ["--task", "Hopper"], "task 'Hopper' not in the fitted batch_size rule"),
-    ({"budget": {"error": "needs >= 4 distinct UTD values"}}, [], "no budget.sigma_star"),
-    ({"budget": {"sigma_star": {"coef": 1.0}}}, [], "no budget.sigma_star"),
-    # a degenerate sigma*(F) fit written with a null coefficient (10**c overflowed): an error, not a TypeError
-    ({"budget": {"sigma_star": {"coef": None, "exponent": 1e3}}}, [], "no budget.sigma_star"),
-    ([1, 2], [], "fits file holds a list"),
-])
+@pytest.mark.parametrize(
+    "fits,args,message",
+    [
+        (FITS, ["--task", "Hopper"], "task 'Hopper' not in the fitted batch_size rule"),
+        ({"budget": {"error": "needs >= 4 distinct UTD values"}}, [], "no budget.sigma_star"),
+        ({"budget": {"sigma_star": {"coef": 1.0}}}, [], "no budget.sigma_star"),
+        # a degenerate sigma*(F) fit written with a null coefficient (10**c overflowed): an error, not a TypeError
+        ({"budget": {"sigma_star": {"coef": None, "exponent": 1e3}}}, [], "no budget.sigma_star"),
+        ([1, 2], [], "fits file holds a list"),
+    ],
+)
 def test_recommend_bad_fits_or_task(tmp_path, capsys, fits, args, message):
     path = tmp_path / "fits.json"
     path.write_text(json.dumps(fits))
@@ -99,8 +119,11 @@ def test_recommend_bad_fits_or_task(tmp_path, capsys, fits, args, message):
 def test_recommend_good_fits_still_print_a_train_line(tmp_path, capsys):
     path = tmp_path / "fits.json"
     path.write_text(json.dumps(FITS))
-    assert cli.recommend_main(["--fits", str(path), "--budget", "1e12", "--task", "Ant", "--num-envs", "64"]) == 0
-    sigma = 1e-3 * 1e12 ** 0.1
+    assert (
+        cli.recommend_main(["--fits", str(path), "--budget", "1e12", "--task", "Ant", "--num-envs", "64"])
+        == 0
+    )
+    sigma = 1e-3 * 1e12**0.1
     out = capsys.readouterr().out
     assert "algo.critic_updates_per_step=%.6g" % (sigma * 64) in out
     assert "algo.batch_size=%d" % round(10 ** (-0.3 * np.log10(sigma) + 2.0)) in out
@@ -108,6 +131,22 @@ def test_recommend_good_fits_still_print_a_train_line(tmp_path, capsys):
 
 def test_entry_point_exit_code_without_traceback(tmp_path):
     write_run(str(tmp_path / "runs" / "bad"), status=[1])
-    r = subprocess.run([sys.executable, "-m", "pql_scaling.analysis", "analyze", str(tmp_path / "runs"), "--no-plots",
-                        "--out", str(tmp_path / "o")], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "Traceback" not in r.stderr and "status.json holds a list" in r.stderr, r.stderr
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pql_scaling.analysis",
+            "analyze",
+            str(tmp_path / "runs"),
+            "--no-plots",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "status.json holds a list" in r.stderr, (
+        r.stderr
+    )

@@ -8,6 +8,7 @@ Published numbers (github prestonfu/qscaled, MIT, commit a9a99d0):
   "Ours: D_J = 2.17e+05 * (1 + (σ/2.29)**(-0.70))", "Baseline: D_J = 4.04e+05 * (1 + (σ/0.95)**(-1.41))"
   (printed as c*m, b, a of the normalised fit c + (σ/b)^-a), and "σ* = 2.62e-09 × F_J^0.62".
 """
+
 import json
 import os
 
@@ -19,14 +20,18 @@ from pql_scaling.analysis import fit, gym, load, pipeline
 DATA = os.path.join(os.path.dirname(__file__), "data", "qscaled_gym")
 UTDS = [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
 # shared_fitted.csv columns "Batch Size" and "Learning Rate", rows sigma = 0.25 ... 16
-PUB_BS = {"Ant-v4": [638, 515, 415, 335, 270, 218, 176],
-          "HalfCheetah-v4": [632, 510, 412, 332, 268, 216, 174],
-          "Humanoid-v4": [481, 388, 313, 252, 203, 164, 132],
-          "Walker2d-v4": [495, 400, 322, 260, 210, 169, 136]}
-PUB_LR = {"Ant-v4": [2.23e-4, 1.83e-4, 1.50e-4, 1.23e-4, 1.01e-4, 8.31e-5, 6.82e-5],
-          "HalfCheetah-v4": [2.78e-3, 2.28e-3, 1.87e-3, 1.54e-3, 1.26e-3, 1.03e-3, 8.49e-4],
-          "Humanoid-v4": [2.83e-4, 2.32e-4, 1.91e-4, 1.56e-4, 1.28e-4, 1.05e-4, 8.65e-5],
-          "Walker2d-v4": [1.22e-3, 1.00e-3, 8.24e-4, 6.76e-4, 5.55e-4, 4.56e-4, 3.74e-4]}
+PUB_BS = {
+    "Ant-v4": [638, 515, 415, 335, 270, 218, 176],
+    "HalfCheetah-v4": [632, 510, 412, 332, 268, 216, 174],
+    "Humanoid-v4": [481, 388, 313, 252, 203, 164, 132],
+    "Walker2d-v4": [495, 400, 322, 260, 210, 169, 136],
+}
+PUB_LR = {
+    "Ant-v4": [2.23e-4, 1.83e-4, 1.50e-4, 1.23e-4, 1.01e-4, 8.31e-5, 6.82e-5],
+    "HalfCheetah-v4": [2.78e-3, 2.28e-3, 1.87e-3, 1.54e-3, 1.26e-3, 1.03e-3, 8.49e-4],
+    "Humanoid-v4": [2.83e-4, 2.32e-4, 1.91e-4, 1.56e-4, 1.28e-4, 1.05e-4, 8.65e-5],
+    "Walker2d-v4": [1.22e-3, 1.00e-3, 8.24e-4, 6.76e-4, 5.55e-4, 4.56e-4, 3.74e-4],
+}
 
 
 def _published_rule(values):
@@ -47,9 +52,13 @@ def gym_results(tmp_path_factory):
     with open(out / "published_fits.json", "w") as fh:
         json.dump(pub, fh)
     pub_cfg = {**ours, "hparam_fits": str(out / "published_fits.json"), "bootstrap": 0}
-    return {"sweep": rs, "ours": pipeline.run_analysis(ours).fits, "base": pipeline.run_analysis(base).fits,
-            "ours_pubrule": pipeline.run_analysis(pub_cfg).fits,
-            "pub": pub["hparams"]}
+    return {
+        "sweep": rs,
+        "ours": pipeline.run_analysis(ours).fits,
+        "base": pipeline.run_analysis(base).fits,
+        "ours_pubrule": pipeline.run_analysis(pub_cfg).fits,
+        "pub": pub["hparams"],
+    }
 
 
 def test_published_rule_numbers():
@@ -74,7 +83,7 @@ def test_sweep_rules_match_published(gym_results, name, pub):
 def test_data_efficiency_J800_matches_published(gym_results, key, dmin, b, a):
     row = gym_results[key]["data_efficiency"][-1]
     assert row["J"] == pytest.approx(800.0) and row["converged"]
-    assert row["c"] * row["m"] == pytest.approx(dmin, rel=0.005)   # published to 3 digits
+    assert row["c"] * row["m"] == pytest.approx(dmin, rel=0.005)  # published to 3 digits
     assert row["b"] == pytest.approx(b, abs=0.006)
     assert row["a"] == pytest.approx(a, abs=0.006)
     assert row["D_min"] == pytest.approx(dmin, rel=0.005)
@@ -91,7 +100,7 @@ def test_budget_matches_published_with_published_rule(gym_results):
 def test_budget_with_own_sweep_rule_predicts_published_sigma_star(gym_results):
     s = gym_results["ours"]["budget"]["sigma_star"]
     F = np.logspace(np.log10(2e14), np.log10(8e14), 5)  # the budget range of R1's figure
-    ours, pub = s["coef"] * F ** s["exponent"], 2.62e-9 * F ** 0.62
+    ours, pub = s["coef"] * F ** s["exponent"], 2.62e-9 * F**0.62
     assert np.all(np.abs(ours / pub - 1) < 0.15)
     assert gym_results["ours"]["budget"]["holdout_rel_error"] < 0.5
 
@@ -136,17 +145,27 @@ def test_rules_equal_r1_code_on_r1s_own_bootstrap_resamples():
         rows.append({"task": task, "sigma": float(utd[4:]), "batch_size": float(b), "lr": float(lr)})
     meta = pd.DataFrame(rows)
     order = meta.sort_values(["task", "sigma", "batch_size", "lr"]).index.to_numpy()
-    best = fit.best_hparams(meta.loc[order].reset_index(drop=True), np.zeros(len(meta)),
-                            ref["crossings"][order])
+    best = fit.best_hparams(
+        meta.loc[order].reset_index(drop=True), np.zeros(len(meta)), ref["crossings"][order]
+    )
     rb = fit.shared_slope(best.task, best.sigma, best.bs_boot)
     rl = fit.shared_slope(best.task, best.sigma, best.lr_boot)
-    assert (rb["slope"] == pytest.approx(-0.312427, abs=1e-6)
-            and rl["slope"] == pytest.approx(-0.263646, abs=1e-6))
-    for t, v in {"Ant-v4": 419.823005, "HalfCheetah-v4": 409.425949, "Humanoid-v4": 311.518780,
-                 "Walker2d-v4": 323.877796}.items():
+    assert rb["slope"] == pytest.approx(-0.312427, abs=1e-6) and rl["slope"] == pytest.approx(
+        -0.263646, abs=1e-6
+    )
+    for t, v in {
+        "Ant-v4": 419.823005,
+        "HalfCheetah-v4": 409.425949,
+        "Humanoid-v4": 311.518780,
+        "Walker2d-v4": 323.877796,
+    }.items():
         assert 10 ** rb["intercepts"][t] == pytest.approx(v, abs=1e-5)
-    for t, v in {"Ant-v4": 0.000145, "HalfCheetah-v4": 0.001837, "Humanoid-v4": 0.000189,
-                 "Walker2d-v4": 0.000817}.items():
+    for t, v in {
+        "Ant-v4": 0.000145,
+        "HalfCheetah-v4": 0.001837,
+        "Humanoid-v4": 0.000189,
+        "Walker2d-v4": 0.000817,
+    }.items():
         assert 10 ** rl["intercepts"][t] == pytest.approx(v, abs=5e-7)
 
 
@@ -154,8 +173,9 @@ def test_rules_equal_r1_code_on_r1s_own_bootstrap_resamples():
 def test_all_threshold_fits_equal_r1_code(gym_results, key, exp):
     """Every threshold's pooled fit equals what R1's code computes on the same data (reference file:
     tests/data/r1_reference/README.md): m exactly, a, b, c within 5e-5 (both are local optimisers)."""
-    ref = json.load(open(os.path.join(os.path.dirname(DATA), "r1_reference",
-                                      "gym_fitted_powerlaw_fits.json")))[exp]
+    ref = json.load(
+        open(os.path.join(os.path.dirname(DATA), "r1_reference", "gym_fitted_powerlaw_fits.json"))
+    )[exp]
     rows = gym_results[key]["data_efficiency"]
     assert len(rows) == len(ref["fits_abc"]) == 10
     for row, (a, b, c) in zip(rows, ref["fits_abc"]):

@@ -2,6 +2,7 @@
 batch size and its bootstrap std, the log-space surface, the pooled multi-task variant with BRO's reset
 filter, and `recommend`'s (sigma, N, width). Synthetic fixtures with known parameters live in
 tests/data/r5_synth (make.py); R5's own SimbaV2 sample is read from ../shared when present."""
+
 import json
 import os
 import warnings
@@ -29,8 +30,9 @@ def _zip(folder, top, tmp_path):
         for dp, dirs, files in sorted(os.walk(folder)):
             dirs.sort()
             for f in sorted(files):
-                z.write(os.path.join(dp, f),
-                        os.path.join("release", os.path.relpath(os.path.join(dp, f), folder)))
+                z.write(
+                    os.path.join(dp, f), os.path.join("release", os.path.relpath(os.path.join(dp, f), folder))
+                )
     return path
 
 
@@ -40,29 +42,44 @@ def _table(result):
 
 @pytest.mark.skipif(not os.path.exists(ZIP), reason="R5's SimbaV2 sample is not in ../shared/data/r5_simbav2")
 def test_r5_simbav2_table_is_reproduced(tmp_path):
-    cfg = {"inputs": [ZIP], "format": "model_scaling", "thresholds": R5_THRESHOLDS,
-           "exclude": {"width": [2048]}, "delta": 1e11, "out": str(tmp_path / "out")}
+    cfg = {
+        "inputs": [ZIP],
+        "format": "model_scaling",
+        "thresholds": R5_THRESHOLDS,
+        "exclude": {"width": [2048]},
+        "delta": 1e11,
+        "out": str(tmp_path / "out"),
+    }
     res = pipeline.run_analysis(cfg)
     pub = pd.read_csv(os.path.join(SHARED, "published_simba_250823.csv")).rename(
-        columns={"env_name": "task", "utd": "sigma", "critic_params": "N"})
+        columns={"env_name": "task", "utd": "sigma", "critic_params": "N"}
+    )
     m = pub.merge(_table(res), on=["task", "sigma", "N"], suffixes=("_pub", ""))
     assert len(m) == len(pub) == 32
-    assert (m.time_to_threshold == m.time_to_threshold_pub).all()               # deterministic: exact
+    assert (m.time_to_threshold == m.time_to_threshold_pub).all()  # deterministic: exact
     rel_std = (m.time_to_threshold_std / m.time_to_threshold_std_pub - 1).abs()
     # measured: 0 (the same MT19937 stream, in the zip's member order)
     assert rel_std.median() < 0.10
     rel_surf = (m.time_to_threshold_surface / m.time_to_threshold_sum_powerlaw - 1).abs()
-    assert rel_surf.max() < 0.01              # measured: < 1e-6
+    assert rel_surf.max() < 0.01  # measured: < 1e-6
     assert (m.width == m.critic_width).all()
     # the whole command writes surface.csv with the issue's columns and the fits under fits.json["surface"]
     from pql_scaling.analysis import report
+
     report.write_outputs(res, cfg["out"], plots=True)
     csv = pd.read_csv(tmp_path / "out" / "surface.csv")
-    assert list(csv.columns[:6]) == ["task", "sigma", "N", "time_to_threshold", "time_to_threshold_std",
-                                     "time_to_threshold_surface"]
+    assert list(csv.columns[:6]) == [
+        "task",
+        "sigma",
+        "N",
+        "time_to_threshold",
+        "time_to_threshold_std",
+        "time_to_threshold_surface",
+    ]
     f = json.load(open(tmp_path / "out" / "fits.json"))["surface"]
-    assert (set(f) == set(R5_THRESHOLDS)
-            and all({"C", "A", "alpha", "B", "beta"} <= set(v) for v in f.values()))
+    assert set(f) == set(R5_THRESHOLDS) and all(
+        {"C", "A", "alpha", "B", "beta"} <= set(v) for v in f.values()
+    )
     assert (tmp_path / "out" / "surface.png").exists()
     # the unpacked folder: same times; the stream runs in sorted order there, so the stds are new bootstrap
     # draws (measured: median 6.6 %, max 20 % off R5's) and the surface (fitted on the times) is unchanged
@@ -78,15 +95,19 @@ def test_r5_simbav2_table_is_reproduced(tmp_path):
 def test_model_scaling_fixture_zip_and_folder_agree_and_recover_the_surface(tmp_path):
     thr = {"t-a": 600.0, "t-b": 480.0}
     folder = os.path.join(SYNTH, "model_scaling")
-    zres = pipeline.run_analysis({"inputs": [_zip(folder, "ms", tmp_path)], "format": "model_scaling",
-                                  "thresholds": thr})
+    zres = pipeline.run_analysis(
+        {"inputs": [_zip(folder, "ms", tmp_path)], "format": "model_scaling", "thresholds": thr}
+    )
     fres = pipeline.run_analysis({"inputs": [folder], "thresholds": thr})  # format: auto sniffs the layout
     z, f = _table(zres).sort_values(["task", "sigma", "N"]), _table(fres).sort_values(["task", "sigma", "N"])
     assert len(z) == 2 * 4 * 3 and (z.time_to_threshold.to_numpy() == f.time_to_threshold.to_numpy()).all()
     for t in thr:
         s = zres.fits["surface"][t]
-        assert (s["converged"] and s["alpha"] == pytest.approx(ALPHA, rel=0.3)
-                and s["beta"] == pytest.approx(BETA, rel=0.3))
+        assert (
+            s["converged"]
+            and s["alpha"] == pytest.approx(ALPHA, rel=0.3)
+            and s["beta"] == pytest.approx(BETA, rel=0.3)
+        )
     # best batch size: every cell's time is the min over the two batch sizes' own crossings
     curves = load.load_model_scaling(folder)
     c = [x for x in curves if x["task"] == "t-a" and x["sigma"] == 2.0 and x["width"] == 256]
@@ -94,13 +115,15 @@ def test_model_scaling_fixture_zip_and_folder_agree_and_recover_the_surface(tmp_
     cell = z[(z.task == "t-a") & (z.sigma == 2.0) & (z.width == 256)].time_to_threshold.item()
     assert len(c) == 2 and cell == min(own)
     # tasks and exclude
-    r = pipeline.run_analysis({"inputs": [folder], "thresholds": thr, "tasks": ["t-b"],
-                               "exclude": {"width": [512], "sigma": [8]}})
+    r = pipeline.run_analysis(
+        {"inputs": [folder], "thresholds": thr, "tasks": ["t-b"], "exclude": {"width": [512], "sigma": [8]}}
+    )
     t = _table(r)
     assert set(t.task) == {"t-b"} and 512 not in set(t.width) and 8.0 not in set(t.sigma) and len(t) == 6
     # several thresholds per task: one surface each
-    r = pipeline.run_analysis({"inputs": [folder], "thresholds": {"t-a": [500.0, 600.0]}, "tasks": ["t-a"],
-                               "bootstrap": 5})
+    r = pipeline.run_analysis(
+        {"inputs": [folder], "thresholds": {"t-a": [500.0, 600.0]}, "tasks": ["t-a"], "bootstrap": 5}
+    )
     assert sorted(r.fits["surface"]) == ["t-a@J=500", "t-a@J=600"]
 
 
@@ -115,8 +138,9 @@ def test_bad_r5_settings_are_named():
     with pytest.raises(AnalysisInputError, match="not in the inputs"):
         pipeline.run_analysis({"inputs": [folder], "thresholds": {"t-a": 1.0}, "tasks": ["nope"]})
     with pytest.raises(AnalysisInputError, match="no BRO ablation arrays"):
-        pipeline.run_analysis({"inputs": [folder], "format": "bro_ablations", "pool": "r5",
-                               "threshold_base": {"t-a": 1}})
+        pipeline.run_analysis(
+            {"inputs": [folder], "format": "bro_ablations", "pool": "r5", "threshold_base": {"t-a": 1}}
+        )
 
 
 BASES = {"d-a": 200.0, "d-b": 150.0, "d-c": 250.0}
@@ -179,15 +203,29 @@ def test_pooled_variant_matches_a_direct_computation(as_zip, tmp_path):
             for dp, _, files in sorted(os.walk(os.path.join(SYNTH, "ablations_rr"))):
                 for f in sorted(files):
                     z.write(os.path.join(dp, f), os.path.relpath(os.path.join(dp, f), SYNTH))
-    cfg = {"inputs": [src], "format": "bro_ablations", "pool": "r5", "threshold_rule": "r5",
-           "threshold_base": BASES, "exclude": {"size": ["xs"]}, "reset_every_grad_steps": RESET}
+    cfg = {
+        "inputs": [src],
+        "format": "bro_ablations",
+        "pool": "r5",
+        "threshold_rule": "r5",
+        "threshold_base": BASES,
+        "exclude": {"size": ["xs"]},
+        "reset_every_grad_steps": RESET,
+    }
     res = pipeline.run_analysis(cfg)
     t = _table(res)
     want = _pooled_by_hand(SYNTH, BASES, RESET)
     size_n = load.BRO_PARAMS
     assert len(t) == len(want) == 4 * 2 and set(t.task) == {"pooled"}
-    got = np.array([[t[(t.sigma == sg) & (t.N == size_n[sz])][c].item()
-                     for c in ("time_to_threshold", "time_to_threshold_std")] for sg, sz in want])
+    got = np.array(
+        [
+            [
+                t[(t.sigma == sg) & (t.N == size_n[sz])][c].item()
+                for c in ("time_to_threshold", "time_to_threshold_std")
+            ]
+            for sg, sz in want
+        ]
+    )
     np.testing.assert_allclose(got, np.array(list(want.values())), rtol=1e-12, equal_nan=True)
     assert np.isfinite(got[:, 0]).sum() >= 6  # R5's top threshold (0.95 q20) is reached by most cells
     assert "pooled" in res.fits["surface"] and res.fits["surface"]["pooled"]["converged"]
@@ -198,9 +236,17 @@ def test_pooled_variant_matches_a_direct_computation(as_zip, tmp_path):
 
 def test_recommend_gives_sigma_n_and_width(tmp_path, capsys):
     folder = os.path.join(SYNTH, "model_scaling")
-    res = pipeline.run_analysis({"inputs": [folder], "thresholds": {"t-a": [500.0, 700.0]}, "tasks": ["t-a"],
-                                 "bootstrap": 0, "out": str(tmp_path)})
+    res = pipeline.run_analysis(
+        {
+            "inputs": [folder],
+            "thresholds": {"t-a": [500.0, 700.0]},
+            "tasks": ["t-a"],
+            "bootstrap": 0,
+            "out": str(tmp_path),
+        }
+    )
     from pql_scaling.analysis import report
+
     report.write_outputs(res, str(tmp_path), plots=False)
     fits = json.load(open(tmp_path / "fits.json"))
     wf = fits["width_fit"]
@@ -214,8 +260,9 @@ def test_recommend_gives_sigma_n_and_width(tmp_path, capsys):
     assert r["width"] == pytest.approx(modelsize.width_for(wf, hi["model_size"]))
     r = recommend.recommend(fits, (lo["F"] + hi["F"]) / 2 if lo["F"] < hi["F"] else lo["F"], task="t-a")
     assert r["surface"]["J"] == 500.0
-    assert cli.recommend_main(["--fits", str(tmp_path / "fits.json"), "--budget", "1e30",
-                               "--task", "t-a"]) == 0
+    assert (
+        cli.recommend_main(["--fits", str(tmp_path / "fits.json"), "--budget", "1e30", "--task", "t-a"]) == 0
+    )
     out = capsys.readouterr().out
     assert "net.critic_width=" in out and "R5 surface t-a@J=700" in out
 
@@ -236,16 +283,33 @@ def test_our_runs_at_several_widths_give_the_surface_and_the_width(tmp_path, cap
                 d = str(tmp_path / "runs" / f"w{w}_s{s}_{seed}")
                 _write_run(d, "ta", s, seed, rng, n_params=int(n), steps=np.arange(1000, 6 * tau, 1000))
                 info = json.load(open(os.path.join(d, "run.json")))
-                json.dump({**info, "critic_width": w, "critic_arch": "mlp"},
-                          open(os.path.join(d, "run.json"), "w"))
+                json.dump(
+                    {**info, "critic_width": w, "critic_arch": "mlp"}, open(os.path.join(d, "run.json"), "w")
+                )
                 rows = [json.loads(x) for x in open(os.path.join(d, "metrics.jsonl"))]
                 for r in rows[1:]:
                     r["return_mean"] = float(R_MAX * (1 - np.exp(-r["env_steps"] / tau)) + rng.normal(0, 30))
                 open(os.path.join(d, "metrics.jsonl"), "w").write(
-                    "\n".join(json.dumps(r) for r in rows) + "\n")
+                    "\n".join(json.dumps(r) for r in rows) + "\n"
+                )
     out = tmp_path / "out"
-    assert cli.analyze_main([str(tmp_path / "runs"), "--out", str(out), "--bootstrap", "5",
-                             "--thresholds", "600,700,800", "--holdout-top-k", "1", "--no-plots"]) == 0
+    assert (
+        cli.analyze_main(
+            [
+                str(tmp_path / "runs"),
+                "--out",
+                str(out),
+                "--bootstrap",
+                "5",
+                "--thresholds",
+                "600,700,800",
+                "--holdout-top-k",
+                "1",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     fits = json.load(open(out / "fits.json"))
     wf = fits["model_size_fits"]["width_fit"]
     assert all(modelsize.width_for(wf, n) == pytest.approx(w, rel=1e-6) for w, n in widths.items())
@@ -255,8 +319,9 @@ def test_our_runs_at_several_widths_give_the_surface_and_the_width(tmp_path, cap
     r = recommend.recommend(fits, 1e15)
     assert r["width"] == pytest.approx(modelsize.width_for(wf, r["model_size"]))
     # R5 mode on our runs: absolute per-task threshold (raw return units)
-    res = pipeline.run_analysis({"inputs": [str(tmp_path / "runs")], "thresholds": {"ta": 0.7 * R_MAX},
-                                 "bootstrap": 10})
+    res = pipeline.run_analysis(
+        {"inputs": [str(tmp_path / "runs")], "thresholds": {"ta": 0.7 * R_MAX}, "bootstrap": 10}
+    )
     t = _table(res)
     assert len(t) == 15 and set(t.width) == set(widths) and res.fits["surface"]["ta"]["converged"]
     # runs of another critic architecture are a different family: refused, not pooled

@@ -1,5 +1,6 @@
 """Synthetic data from known laws plus noise: the fits must recover the parameters and the bootstrap
 intervals must cover them."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -37,8 +38,11 @@ def test_power_law_fit_recovers_parameters_and_batch_matches_scipy():
     y = fit.power_law(SIGMAS, a, b, c) * np.exp(rng.normal(0, 0.01, len(SIGMAS)))
     f = fit.fit_power_law(SIGMAS, y)
     assert f["converged"]
-    assert (f["a"] == pytest.approx(a, rel=0.1) and f["b"] == pytest.approx(b, rel=0.15)
-            and f["c"] == pytest.approx(c, rel=0.1))
+    assert (
+        f["a"] == pytest.approx(a, rel=0.1)
+        and f["b"] == pytest.approx(b, rel=0.15)
+        and f["c"] == pytest.approx(c, rel=0.1)
+    )
     Y = fit.power_law(SIGMAS, a, b, c)[None] * np.exp(rng.normal(0, 0.03, (50, len(SIGMAS))))
     bt = fit.fit_power_law_batch(SIGMAS, Y)
     ref = np.array([fit.fit_power_law(SIGMAS, yy)["loss"] for yy in Y])
@@ -116,18 +120,30 @@ def test_sweep_best_hparams_recover_known_rules():
     """A (B, lr) grid whose time-to-threshold is a bowl around B*(sigma) = B0 sigma^-0.3 and
     lr*(sigma) = L0 sigma^-0.25: the bootstrap-corrected rules recover both slopes."""
     rng = np.random.default_rng(3)
-    bgrid = 64 * 2 ** (np.arange(10) / 2)      # 64 ... 1448
-    lgrid = 1e-4 * 2 ** (np.arange(10) / 2)    # 1e-4 ... 2.3e-3
-    rows, curves = [], []
+    bgrid = 64 * 2 ** (np.arange(10) / 2)  # 64 ... 1448
+    lgrid = 1e-4 * 2 ** (np.arange(10) / 2)  # 1e-4 ... 2.3e-3
+    curves = []
     for task, b0, l0 in (("p", 400.0, 5e-4), ("q", 250.0, 3e-4)):
         for s in (1.0, 2.0, 4.0, 8.0):
-            bs, ls = b0 * s ** -0.3, l0 * s ** -0.25
+            bs, ls = b0 * s**-0.3, l0 * s**-0.25
             for B in bgrid:
                 for lr in lgrid:
                     tau = 1e4 * (1 + 0.3 * np.log2(B / bs) ** 2 + 0.3 * np.log2(lr / ls) ** 2)
                     steps, y = _curve(tau, rng, n_seeds=4, step=tau / 40, t_max=3 * tau, jitter=0.05)
-                    curves.append({"task": task, "sigma": s, "batch_size": B, "lr": lr, "steps": steps,
-                                   "norm": y, "model_size": 1.0, "algo": "x", "experts": 0, "n_seeds": 4})
+                    curves.append(
+                        {
+                            "task": task,
+                            "sigma": s,
+                            "batch_size": B,
+                            "lr": lr,
+                            "steps": steps,
+                            "norm": y,
+                            "model_size": 1.0,
+                            "algo": "x",
+                            "experts": 0,
+                            "n_seeds": 4,
+                        }
+                    )
     meta = pd.DataFrame([{k: c[k] for k in ("task", "sigma", "batch_size", "lr")} for c in curves])
     pt, bt = fit.crossings(curves, [800.0], 30, rng)
     best = fit.best_hparams(meta, pt[:, 0], bt[:, :, 0])
@@ -144,13 +160,12 @@ def test_budget_optimum_and_extrapolation():
     from scipy.optimize import minimize_scalar
 
     N, delta, B = 1.5e5, 4e9, 256.0
-    F = lambda ls: (fit.compute_r1(10 ** ls, fit.d_of_sigma(f, 10 ** ls), B, N)
-                    + delta * fit.d_of_sigma(f, 10 ** ls))
+    F = lambda ls: fit.compute_r1(10**ls, fit.d_of_sigma(f, 10**ls), B, N) + delta * fit.d_of_sigma(f, 10**ls)
     ref = 10 ** minimize_scalar(F, bounds=(np.log10(0.25), np.log10(16)), method="bounded").x
     o = fit.budget_optimum(f, (0.25, 16), lambda s: np.full_like(s, B), N, delta)
     assert o["sigma"] == pytest.approx(ref, rel=0.05)  # 100-point grid over a 64x range: 4 % spacing
     Fs = np.logspace(14, 15, 8)
-    r = fit.budget_fit(Fs, 3e-9 * Fs ** 0.6, holdout_top_k=2)
+    r = fit.budget_fit(Fs, 3e-9 * Fs**0.6, holdout_top_k=2)
     assert r["exponent"] == pytest.approx(0.6, abs=1e-9) and r["holdout_rel_error"] < 1e-9
     assert fit.pareto_mask([1, 2, 3, 2.5], [3, 2, 1, 2.5]).tolist() == [True, True, True, False]
     # optima at (almost) one budget: the slope is meaningless and 10**coef overflows; say so instead
@@ -177,32 +192,40 @@ def test_r5_surface_recovers_parameters():
     from scipy.optimize import minimize
 
     cost = lambda ss, nn, dd: 10 * nn * 256 * ss * dd + 4e9 * dd
-    true_cost = lambda x: np.log(cost(10 ** x[0], 10 ** x[1],
-                                      fit.surface_value(true, 10 ** x[0], 10 ** x[1])))
-    ref = minimize(true_cost, [0.5, 5.7], bounds=[(np.log10(0.5), np.log10(16)), (5.0, np.log10(3e6))],
-                   method="L-BFGS-B")
-    s_ref, n_ref = 10 ** ref.x
+    true_cost = lambda x: np.log(
+        cost(10 ** x[0], 10 ** x[1], fit.surface_value(true, 10 ** x[0], 10 ** x[1]))
+    )
+    ref = minimize(
+        true_cost, [0.5, 5.7], bounds=[(np.log10(0.5), np.log10(16)), (5.0, np.log10(3e6))], method="L-BFGS-B"
+    )
+    s_ref, n_ref = 10**ref.x
     # interior, so the check below is not about the grid's edge
     assert 0.6 < s_ref < 14 and 1.2e5 < n_ref < 2.5e6
     opt = fit.surface_optimum(true, cost, (0.5, 16), (1e5, 3e6))
-    assert (opt["sigma"] == pytest.approx(s_ref, rel=0.07)
-            and opt["model_size"] == pytest.approx(n_ref, rel=0.07))
+    assert opt["sigma"] == pytest.approx(s_ref, rel=0.07) and opt["model_size"] == pytest.approx(
+        n_ref, rel=0.07
+    )
     got = fit.surface_optimum(f, cost, (0.5, 16), (1e5, 3e6))
     assert np.exp(true_cost(np.log10([got["sigma"], got["model_size"]]))) <= 1.02 * np.exp(ref.fun)
 
 
 def test_r2_intrinsic_performance_and_fit():
     # frontier: I(R) is the least compute at which any model size reaches R
-    I = fit.intrinsic_performance({1: (np.array([1.0, 2, 3]), np.array([10.0, 20, 25])),
-                                   2: (np.array([2.0, 4, 6]), np.array([5.0, 30, 40]))})
+    I = fit.intrinsic_performance(
+        {
+            1: (np.array([1.0, 2, 3]), np.array([10.0, 20, 25])),
+            2: (np.array([2.0, 4, 6]), np.array([5.0, 30, 40])),
+        }
+    )
     assert I[1].tolist() == [1.0, 2.0, 3.0] and I[2].tolist() == [1.0, 4.0, 6.0]
     # known law: I^-beta = (Nc/N)^aN + (Ec/E)^aE
     aN, aE, Nc, Ec = 0.5, 0.8, 1e4, 1e5
     beta = aN * aE / (aN + aE)
     N, E = np.meshgrid([1e5, 3e5, 1e6, 3e6], np.logspace(5, 7, 8), indexing="ij")
     Iv = ((Nc / N) ** aN + (Ec / E) ** aE) ** (-1 / beta)
-    g = fit.fit_intrinsic(N.ravel(), E.ravel(),
-                          Iv.ravel() * np.exp(np.random.default_rng(5).normal(0, 0.01, N.size)))
+    g = fit.fit_intrinsic(
+        N.ravel(), E.ravel(), Iv.ravel() * np.exp(np.random.default_rng(5).normal(0, 0.01, N.size))
+    )
     assert g["alpha_N"] == pytest.approx(aN, rel=0.15) and g["alpha_E"] == pytest.approx(aE, rel=0.15)
     assert g["n_opt_exponent"] == pytest.approx(aE / (aN + aE), rel=0.15)
 

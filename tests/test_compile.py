@@ -4,6 +4,7 @@ loss.backward() and opt.step() compute, and compiled computes what it does eager
 Compiling costs CPU time, so the shapes are tiny and only one configuration goes through inductor;
 the graph-break checks trace with dynamo only (no code generation).
 """
+
 import copy
 
 import pytest
@@ -16,13 +17,26 @@ from pql_scaling.core.replay import Normalizer, Replay
 from pql_scaling.runtime.learner import PLearner, VLearner, Window, normalised, value_and_grads
 
 OBS, ACT, ENVS = 3, 2, 8
-KINDS = {"pql": [], "sac": ["algo=sac"], "c51": ["algo.distributional=true", "algo.v_min=-5", "algo.v_max=5",
-                                                 "algo.num_atoms=11"]}
+KINDS = {
+    "pql": [],
+    "sac": ["algo=sac"],
+    "c51": ["algo.distributional=true", "algo.v_min=-5", "algo.v_max=5", "algo.num_atoms=11"],
+}
 
 
 def make(kind, *extra, device="cpu"):
-    cfg = config_lib.load(["task=pendulum", "device=%s" % device, "algo.batch_size=32", "net.actor_hidden=[16]", "net.critic_hidden=[16,16]",
-                           "algo.weight_decay=0.01"] + KINDS[kind] + list(extra))
+    cfg = config_lib.load(
+        [
+            "task=pendulum",
+            "device=%s" % device,
+            "algo.batch_size=32",
+            "net.actor_hidden=[16]",
+            "net.critic_hidden=[16,16]",
+            "algo.weight_decay=0.01",
+        ]
+        + KINDS[kind]
+        + list(extra)
+    )
     torch.manual_seed(0)
     actor, critic = (m.to(device) for m in nets.build(cfg, OBS, ACT))
     norm = Normalizer(OBS, device)
@@ -39,8 +53,10 @@ def make(kind, *extra, device="cpu"):
 
 
 def state(v, p):
-    return [t.detach().clone() for t in list(v.critic.parameters()) + list(v.critic_target.parameters())
-            + list(p.actor.parameters())] + [v.stats.clone(), p.stats.clone()]
+    return [
+        t.detach().clone()
+        for t in list(v.critic.parameters()) + list(v.critic_target.parameters()) + list(p.actor.parameters())
+    ] + [v.stats.clone(), p.stats.clone()]
 
 
 def window(replay, size, start):
@@ -56,7 +72,10 @@ def test_update_is_one_graph(kind, amp):
     _, v, p, replay = make(kind, "perf.compile=default", "perf.amp=%s" % amp)
     for learner in (v, p):
         out = torch._dynamo.explain(learner.step)(window(replay, replay.size, 0))
-        assert out.graph_break_count == 0 and out.graph_count == 1, (kind, [b.reason for b in out.break_reasons])
+        assert out.graph_break_count == 0 and out.graph_count == 1, (
+            kind,
+            [b.reason for b in out.break_reasons],
+        )
     torch._dynamo.reset()
 
 
@@ -128,7 +147,7 @@ def test_compiled_update_matches_eager_and_checkpoints():
     _, v1, p1, _ = make("pql", "perf.compile=default")
     with inductor_config.patch(fallback_random=True):
         for step in range(3):
-            for (a, b) in ((v0, v1), (p0, p1)):
+            for a, b in ((v0, v1), (p0, p1)):
                 torch.manual_seed(20 + step)
                 a.learn(replay)
                 torch.manual_seed(20 + step)
@@ -139,8 +158,12 @@ def test_compiled_update_matches_eager_and_checkpoints():
     # checkpoints: the compiled learner's state loads into an eager one and back
     _, v2, _, _ = make("pql")
     v2.load_state_dict(copy.deepcopy(v1.state_dict()))
-    torch.testing.assert_close(v2.opt.state_dict()["state"][0]["exp_avg"], v0.opt.state_dict()["state"][0]["exp_avg"],
-                               rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(
+        v2.opt.state_dict()["state"][0]["exp_avg"],
+        v0.opt.state_dict()["state"][0]["exp_avg"],
+        rtol=1e-4,
+        atol=1e-6,
+    )
     torch._dynamo.reset()
 
 
@@ -191,14 +214,36 @@ def test_trio_and_sync_train_with_compiled_updates(tmp_path):
     from tests.test_trio import SMALL, expected_counts
 
     steps = 120
-    path = train(SMALL + ["mode=trio", "perf.compile=default", "perf.publish_every=2", "max_env_steps=%d" % (16 * steps),
-                          "max_time_s=0",  # compiling on a loaded machine can outlast pendulum.yaml's 150 s
-                          "run_dir=%s" % (tmp_path / "trio")], quiet=True)
+    path = train(
+        SMALL
+        + [
+            "mode=trio",
+            "perf.compile=default",
+            "perf.publish_every=2",
+            "max_env_steps=%d" % (16 * steps),
+            "max_time_s=0",  # compiling on a loaded machine can outlast pendulum.yaml's 150 s
+            "run_dir=%s" % (tmp_path / "trio"),
+        ],
+        quiet=True,
+    )
     assert status(path)["status"] == "completed"
     last = rows(path)[-1]
     assert (last["critic_updates"], last["policy_updates"]) == expected_counts(steps, 16, 64, 2, 0.5)
-    assert any(0 < r["v_snapshot_lag"] < 1 for r in rows(path))  # published every other update: some trail by one
-    assert all(r["critic_loss"] == r["critic_loss"] for r in rows(path) if "critic_loss" in r)  # finite, not NaN
-    sync = train(SMALL + ["mode=sync", "perf.compile=default", "max_env_steps=%d" % (16 * 40), "max_time_s=0",
-                          "run_dir=%s" % (tmp_path / "sync")], quiet=True)
+    assert any(
+        0 < r["v_snapshot_lag"] < 1 for r in rows(path)
+    )  # published every other update: some trail by one
+    assert all(
+        r["critic_loss"] == r["critic_loss"] for r in rows(path) if "critic_loss" in r
+    )  # finite, not NaN
+    sync = train(
+        SMALL
+        + [
+            "mode=sync",
+            "perf.compile=default",
+            "max_env_steps=%d" % (16 * 40),
+            "max_time_s=0",
+            "run_dir=%s" % (tmp_path / "sync"),
+        ],
+        quiet=True,
+    )
     assert rows(sync)[-1]["critic_updates"] == expected_counts(40, 16, 64, 2, 0.5)[0]

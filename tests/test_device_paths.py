@@ -1,19 +1,20 @@
 """The GPU path's logic, checked on the CPU: device names normalised once, checkpoints loaded to the CPU, no host
 sync in an actor step or an update, GPU replay checkpoints written off the actor's thread. What needs CUDA itself
 is in tests/test_gpu.py (run by benchmarks/gpu_check.sh)."""
+
 import os
 import threading
 
 import pytest
 import torch
 
-from pql_scaling import envs
 from pql_scaling import config as config_lib
-from pql_scaling.rundir import disk as runlog
-from pql_scaling.runtime import trio
+from pql_scaling import envs
 from pql_scaling.core.replay import Replay
+from pql_scaling.rundir import disk as runlog
 from pql_scaling.rundir.replay_store import ReplayStore
 from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime import trio
 from pql_scaling.runtime.syncaudit import HostSyncs
 from pql_scaling.runtime.train import Session, train
 from tests.runs import rows, status
@@ -32,7 +33,11 @@ def test_cuda_without_an_index_is_normalised_once_where_the_config_is_resolved(m
     fake_cuda(monkeypatch, current=1)
     cfg = config_lib.load(["task=pendulum", "device=cuda", "actor_device=cuda", "v_learner_device=cuda:0"])
     assert (cfg.device, cfg.actor_device, cfg.v_learner_device, cfg.p_learner_device) == (
-        "cuda:1", "cuda:1", "cuda:0", None)
+        "cuda:1",
+        "cuda:1",
+        "cuda:0",
+        None,
+    )
     assert config_lib.normalise_device("cpu") == "cpu" and config_lib.normalise_device(None) is None
     assert config_lib.normalise_device("cuda:3") == "cuda:3"
     # the GPU defaults are still the ones picked (tasks/gpu/), from the normalised name too
@@ -122,7 +127,9 @@ def test_replay_segments_are_taken_now_and_written_later(tmp_path):
     seg2 = store.take(r)
     assert seg2[:2] == (32, 72) and seg2[2]["reward"].tolist() == list(range(32, 72))
     store.write(seg2)
-    data = runlog.read_checkpoint(os.path.join(store.dir, "seg-%015d-%015d.pt" % (0, 24)), stamped=False)["data"]
+    data = runlog.read_checkpoint(os.path.join(store.dir, "seg-%015d-%015d.pt" % (0, 24)), stamped=False)[
+        "data"
+    ]
     assert data["reward"].tolist() == list(range(24)) and data["obs"].shape == (24, 3)
 
 
@@ -171,8 +178,11 @@ def test_a_failed_background_write_surfaces_at_the_next_checkpoint(tmp_path):
 
 
 def test_checkpoint_time_is_in_the_metrics(tmp_path):
-    path = train(SMALL + ["mode=sync", "max_env_steps=640", "log.checkpoint_every_s=0",
-                          "run_dir=%s" % (tmp_path / "r")], quiet=True)
+    path = train(
+        SMALL
+        + ["mode=sync", "max_env_steps=640", "log.checkpoint_every_s=0", "run_dir=%s" % (tmp_path / "r")],
+        quiet=True,
+    )
     m = rows(path)
     assert all(r["checkpoint_time_s"] > 0 for r in m)
     assert [r["checkpoint_time_s"] for r in m] == sorted(r["checkpoint_time_s"] for r in m)  # cumulative

@@ -1,5 +1,6 @@
 """Static checks of docker/ (no Docker engine here): what the images copy exists, the extras they install
 exist in setup.py, and run.sh passes GPUs, IPC, the runs volume and the W&B key from the environment."""
+
 import ast
 import os
 import re
@@ -16,7 +17,11 @@ def setup_extras():
     tree = ast.parse(open(os.path.join(ROOT, "setup.py")).read())
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "extras":
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == "extras"
+        ):
             names.update(ast.literal_eval(k) for k in node.value.keys)
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Subscript):
             target = node.targets[0]
@@ -38,7 +43,9 @@ def instructions(path):
 
 
 def user_supplied(path):
-    return {m.group(1) for m in re.finditer(r"#\s*user-supplied:\s*(\S+)", open(os.path.join(ROOT, path)).read())}
+    return {
+        m.group(1) for m in re.finditer(r"#\s*user-supplied:\s*(\S+)", open(os.path.join(ROOT, path)).read())
+    }
 
 
 @pytest.mark.parametrize("path", DOCKERFILES)
@@ -54,7 +61,10 @@ def test_copied_files_exist(path):
     for src in sources:
         if src in allowed_missing:
             continue
-        assert os.path.exists(os.path.join(ROOT, src)), "%s copies %s, which is not in the repository" % (path, src)
+        assert os.path.exists(os.path.join(ROOT, src)), "%s copies %s, which is not in the repository" % (
+            path,
+            src,
+        )
 
 
 @pytest.mark.parametrize("path", DOCKERFILES)
@@ -73,7 +83,9 @@ def test_installs_the_package_with_existing_extras(path):
 def test_bases_and_isaacgym_specifics():
     modern = dict(instructions("docker/Dockerfile"))
     assert "cuda" in modern["FROM"] and "pytorch" in modern["FROM"]
-    assert re.search(r"\.\[[^\]]*mujoco[^\]]*mjwarp[^\]]*wandb", open(os.path.join(ROOT, "docker/Dockerfile")).read())
+    assert re.search(
+        r"\.\[[^\]]*mujoco[^\]]*mjwarp[^\]]*wandb", open(os.path.join(ROOT, "docker/Dockerfile")).read()
+    )
     ig = open(os.path.join(ROOT, "docker/Dockerfile.isaacgym")).read()
     assert "nvcr.io/nvidia/pytorch:23.04-py3" in ig  # the last NGC PyTorch with Python 3.8
     assert user_supplied("docker/Dockerfile.isaacgym") == {"docker/IsaacGym_Preview_4_Package.tar.gz"}

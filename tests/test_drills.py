@@ -1,5 +1,6 @@
 """Fault drills (issue 11): a killed run resumes on one timeline, checkpoints verify and fall back, a full disk
 loses nothing, W&B cut off costs nothing, bad devices and oversized replays stop before anything starts."""
+
 import json
 import os
 import signal
@@ -15,15 +16,32 @@ from pql_scaling.runtime.train import train
 from tests.runs import rows, same_curve, status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]",
-         "net.critic_hidden=[32]", "log.every_steps=20", "threads=1", "log.live=off", "algo.warmup_steps=4"]
+SMALL = [
+    "task=pendulum",
+    "mode=sync",
+    "num_envs=8",
+    "algo.batch_size=64",
+    "net.actor_hidden=[32]",
+    "net.critic_hidden=[32]",
+    "log.every_steps=20",
+    "threads=1",
+    "log.live=off",
+    "algo.warmup_steps=4",
+]
 
 
 def cli(*args, **kw):
     env = dict(os.environ, PYTHONUNBUFFERED="1", WANDB_SILENT="true", PYTHONPATH=ROOT)
     env.update(kw.pop("env", {}))
-    return subprocess.Popen([sys.executable, "-m", "pql_scaling.cli", "train"] + list(args), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pql_scaling.cli", "train"] + list(args),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 def wait_for(cond, what, timeout=90.0):
@@ -47,8 +65,10 @@ def ckpt_rows(d):
 
 def kill_between_checkpoints(p, d):
     """SIGKILL `p` at a moment when metrics.jsonl holds log points its last checkpoint has not seen."""
-    wait_for(lambda: os.path.exists(os.path.join(d, "checkpoints", "prev.pt")) and len(parsed_rows(d)) >= 3,
-             "a periodic checkpoint and 3 log points")
+    wait_for(
+        lambda: os.path.exists(os.path.join(d, "checkpoints", "prev.pt")) and len(parsed_rows(d)) >= 3,
+        "a periodic checkpoint and 3 log points",
+    )
     for _ in range(200):
         os.kill(p.pid, signal.SIGSTOP)  # frozen, so the files cannot move while we look
         m = ckpt_rows(d)
@@ -64,8 +84,14 @@ def kill_between_checkpoints(p, d):
 def test_sigkill_between_checkpoints_resumes_on_one_timeline(tmp_path):
     pytest.importorskip("wandb")
     d = str(tmp_path / "k")
-    p = cli(*SMALL, "max_env_steps=100000000", "log.checkpoint_every_s=1", "wandb.mode=offline", "wandb.project=t",
-            "run_dir=" + d)
+    p = cli(
+        *SMALL,
+        "max_env_steps=100000000",
+        "log.checkpoint_every_s=1",
+        "wandb.mode=offline",
+        "wandb.project=t",
+        "run_dir=" + d,
+    )
     kept = kill_between_checkpoints(p, d)
     before = parsed_rows(d)
     assert status(d)["status"] == "running"  # SIGKILL: nobody could say otherwise
@@ -79,7 +105,9 @@ def test_sigkill_between_checkpoints_resumes_on_one_timeline(tmp_path):
     assert after[:kept] == before[:kept]
     assert after[kept]["env_steps"] > before[kept - 1]["env_steps"]
     sup = [json.loads(x) for x in open(os.path.join(d, "metrics.superseded.jsonl"))]
-    assert [{k: v for k, v in r.items() if k not in ("superseded_at", "resumed_from_env_steps")} for r in sup] == stale
+    assert [
+        {k: v for k, v in r.items() if k not in ("superseded_at", "resumed_from_env_steps")} for r in sup
+    ] == stale
     assert all(r["resumed_from_env_steps"] == before[kept - 1]["env_steps"] for r in sup)
     assert status(d)["status"] == "completed"
     # W&B: the resumed W&B run rewinds to just after the last kept step and logs only the new log points
@@ -130,10 +158,16 @@ def test_analysis_loader_repairs_a_log_that_goes_backwards(tmp_path):
 
     d = tmp_path / "old"
     d.mkdir()
-    (d / "config.yaml").write_text("task: pendulum\nnum_envs: 8\nalgo: {name: pql, critic_updates_per_step: 2}\n")
+    (d / "config.yaml").write_text(
+        "task: pendulum\nnum_envs: 8\nalgo: {name: pql, critic_updates_per_step: 2}\n"
+    )
     steps = [160, 320, 480, 640, 480, 640, 800]  # resumed from 320 by a version that appended
-    (d / "metrics.jsonl").write_text("".join(json.dumps({"env_steps": s, "return_mean": -s, "critic_updates": i})
-                                             + "\n" for i, s in enumerate(steps)))
+    (d / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"env_steps": s, "return_mean": -s, "critic_updates": i}) + "\n"
+            for i, s in enumerate(steps)
+        )
+    )
     table, skipped = load_runs(str(tmp_path))
     assert table["env_steps"].tolist() == [160, 320, 480, 640, 800]
     assert table["grad_steps"].tolist() == [0, 1, 4, 5, 6]  # the later timeline wins
@@ -152,9 +186,19 @@ def closed_port():
 def test_wandb_cut_off_costs_neither_speed_nor_clock(tmp_path):
     pytest.importorskip("wandb")
     d = str(tmp_path / "w")
-    p = cli(*SMALL, "max_env_steps=100000000", "max_time_s=10", "wandb.mode=online", "wandb.init_timeout_s=1",
-            "run_dir=" + d, env={"WANDB_BASE_URL": "http://127.0.0.1:%d" % closed_port(),
-                                 "WANDB_API_KEY": "x" * 40, "WANDB_MODE": "online"})
+    p = cli(
+        *SMALL,
+        "max_env_steps=100000000",
+        "max_time_s=10",
+        "wandb.mode=online",
+        "wandb.init_timeout_s=1",
+        "run_dir=" + d,
+        env={
+            "WANDB_BASE_URL": "http://127.0.0.1:%d" % closed_port(),
+            "WANDB_API_KEY": "x" * 40,
+            "WANDB_MODE": "online",
+        },
+    )
     out, _ = p.communicate(timeout=180)
     assert p.returncode == 0, out
     assert status(d)["status"] == "completed" and status(d)["reason"] == "max_time_s"
@@ -165,8 +209,12 @@ def test_wandb_cut_off_costs_neither_speed_nor_clock(tmp_path):
     # W&B's wait happened beside training, not before it: log points were being written while it waited
     assert int(re.search(r"(\d+) log points written meanwhile", log).group(1)) >= 1
     r = rows(d)
-    steps = [x["actor_steps"] for x in r]  # every log point, none lost (and the final one where the budget ran out)
-    assert steps[:-1] == list(range(20, 20 * len(r) - 19, 20)) and steps[-2] < steps[-1] <= steps[-2] + 20, steps
+    steps = [
+        x["actor_steps"] for x in r
+    ]  # every log point, none lost (and the final one where the budget ran out)
+    assert steps[:-1] == list(range(20, 20 * len(r) - 19, 20)) and steps[-2] < steps[-1] <= steps[-2] + 20, (
+        steps
+    )
     assert r[-1]["wall_time_s"] >= 10  # the budget is training's own: all of it was spent training
 
 
@@ -180,7 +228,9 @@ def test_every_device_key_is_checked_before_anything_starts(tmp_path, key):
             train(SMALL + [key + "=" + bad, "run_dir=%s" % (tmp_path / key)], quiet=True)
     else:
         for bad in ("cuda", "cuda:3"):
-            with pytest.raises(ConfigError, match=r"%s=%s, but this torch .* sees no CUDA .* set %s=cpu" % (key, bad, key)):
+            with pytest.raises(
+                ConfigError, match=r"%s=%s, but this torch .* sees no CUDA .* set %s=cpu" % (key, bad, key)
+            ):
                 train(SMALL + [key + "=" + bad, "run_dir=%s" % (tmp_path / key)], quiet=True)
     with pytest.raises(ConfigError, match="%s='gpu0' is not a device" % key):
         train(SMALL + [key + "=gpu0", "run_dir=%s" % (tmp_path / key)], quiet=True)
@@ -192,12 +242,24 @@ def test_oversized_replay_fails_before_anything_starts_and_says_what_fits(tmp_pa
 
     d = str(tmp_path / "big")
     for mode in ("sync", "trio"):
-        p = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train"] + SMALL +
-                           ["mode=" + mode, "algo.buffer_size=1000000000000", "run_dir=" + d],
-                           capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+        p = subprocess.run(
+            [sys.executable, "-m", "pql_scaling.cli", "train"]
+            + SMALL
+            + ["mode=" + mode, "algo.buffer_size=1000000000000", "run_dir=" + d],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT),
+            timeout=120,
+        )
         assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-        assert "algo.buffer_size=1000000000000 needs 40000.00 GB" in p.stderr and "set algo.buffer_size=" in p.stderr
-        assert ("/dev/shm" in p.stderr) == (mode == "trio" and resources.shm_available() < resources.host_available())
+        assert (
+            "algo.buffer_size=1000000000000 needs 40000.00 GB" in p.stderr
+            and "set algo.buffer_size=" in p.stderr
+        )
+        assert ("/dev/shm" in p.stderr) == (
+            mode == "trio" and resources.shm_available() < resources.host_available()
+        )
         fits = int(p.stderr.split("set algo.buffer_size=")[1].split()[0])
         assert 0 < fits and fits % 8 == 0
         assert not os.path.exists(d)
@@ -207,9 +269,7 @@ def test_cpu_task_defaults_fit_a_16gb_laptop():
     """Every CPU task's default replay (tasks/*.yaml) takes at most half of 16 GB."""
     import glob
 
-    from pql_scaling import envs
-    from pql_scaling import tasks
-    from pql_scaling import config
+    from pql_scaling import config, envs, tasks
     from pql_scaling.runtime import resources
 
     for path in sorted(glob.glob(os.path.join(tasks.TASK_DIR, "*.yaml"))):
@@ -229,8 +289,13 @@ def small_disk(tmp_path):
     """A 4 MB tmpfs (needs root and permission to mount; skipped otherwise)."""
     path = tmp_path / "disk"
     path.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)],
-                                           capture_output=True).returncode != 0:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(path)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a tmpfs here (needs root); test_metrics_write_* injects ENOSPC instead")
     yield str(path)
     subprocess.run(["umount", "-l", str(path)], check=False)
@@ -239,8 +304,10 @@ def small_disk(tmp_path):
 def test_disk_full_during_a_run_keeps_the_last_checkpoint_and_names_the_disk(small_disk):
     d = os.path.join(small_disk, "run")
     p = cli(*SMALL, "max_env_steps=100000000", "log.checkpoint_every_s=0", "run_dir=" + d)
-    wait_for(lambda: os.path.exists(os.path.join(d, "checkpoints", "prev.pt")) and len(parsed_rows(d)) >= 3,
-             "a few log points and checkpoints")
+    wait_for(
+        lambda: os.path.exists(os.path.join(d, "checkpoints", "prev.pt")) and len(parsed_rows(d)) >= 3,
+        "a few log points and checkpoints",
+    )
     free = os.statvfs(small_disk)
     with open(os.path.join(small_disk, "filler"), "wb") as f:  # leave two pages: too little for a checkpoint
         f.write(b"\0" * max(free.f_bavail * free.f_frsize - 8192, 0))
@@ -281,12 +348,12 @@ def test_metrics_write_hitting_enospc_leaves_no_half_line(tmp_path, monkeypatch)
         train(SMALL + ["max_env_steps=100000", "run_dir=" + d], quiet=True)
     monkeypatch.undo()
     text = open(os.path.join(d, "metrics.jsonl")).read()
-    assert text.endswith("\n") and len(text.splitlines()) == 5 and all(json.loads(x) for x in text.splitlines())
+    assert (
+        text.endswith("\n") and len(text.splitlines()) == 5 and all(json.loads(x) for x in text.splitlines())
+    )
     st = status(d)
     assert st["status"] == "failed" and "disk full" in st["reason"]
     runlog.read_checkpoint(os.path.join(d, "checkpoints", "last.pt"))
-
-
 
 
 def test_killed_and_resumed_run_learns_exactly_like_an_uninterrupted_one(tmp_path):
@@ -335,7 +402,8 @@ def test_drill_sigkill_of_the_trio_actor(tmp_path):
 def test_trio_beside_cpu_hogs_keeps_exact_ratios(tmp_path):
     """The machine oversubscribed (a busy loop per core beside the three roles): no deadlock, no lost wake-up
     (the run ends by itself), and the counts are exactly sync mode's."""
-    from tests.test_trio import SMALL as TRIO, expected_counts
+    from tests.test_trio import SMALL as TRIO
+    from tests.test_trio import expected_counts
 
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
     try:

@@ -55,7 +55,11 @@ def test_every_backend_honours_the_contract(backend, task, kw, need):
     assert isinstance(env, VecEnv)
     obs = env.reset()
     n = env.num_envs
-    assert obs.shape == (n, env.obs_dim) and obs.dtype == torch.float32 and obs.device == torch.device(env.device)
+    assert (
+        obs.shape == (n, env.obs_dim)
+        and obs.dtype == torch.float32
+        and obs.device == torch.device(env.device)
+    )
     gen = torch.Generator().manual_seed(0)
     ended_at = torch.full((n,), -1)
     t_episode = torch.zeros(n, dtype=torch.long)

@@ -1,13 +1,24 @@
 """Evaluation of the deterministic policy: logged beside the training return, in sync and trio mode,
 on its own env batch, without touching what training learns from."""
+
 import pytest
 
 from pql_scaling import config
 from pql_scaling.runtime.train import train
-from tests.runs import rows, TIME_KEYS
+from tests.runs import TIME_KEYS, rows
 
-SMALL = ["task=pendulum", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]", "net.critic_hidden=[32]",
-         "log.every_steps=20", "threads=1", "log.live=off", "algo.warmup_steps=4", "max_env_steps=800"]
+SMALL = [
+    "task=pendulum",
+    "num_envs=8",
+    "algo.batch_size=64",
+    "net.actor_hidden=[32]",
+    "net.critic_hidden=[32]",
+    "log.every_steps=20",
+    "threads=1",
+    "log.live=off",
+    "algo.warmup_steps=4",
+    "max_env_steps=800",
+]
 EVAL = ["eval.every_steps=320", "eval.episodes=3"]
 
 
@@ -21,7 +32,9 @@ def test_sync_eval_is_logged_and_leaves_training_unchanged(tmp_path):
         assert r["eval_time_s"] > 0
     assert evals[1]["eval_time_s"] > evals[0]["eval_time_s"]  # cumulative, logged apart
     # eval envs are a separate batch with their own seed: every training number is the same as without eval
-    strip = lambda rs: [{k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("eval_")} for r in rs]
+    strip = lambda rs: [
+        {k: v for k, v in r.items() if k not in TIME_KEYS and not k.startswith("eval_")} for r in rs
+    ]
     assert strip(a) == strip(b)
 
 

@@ -7,6 +7,7 @@ critic inside the actor loss), plus the bias adds of every forward pass. So run.
 measurement by exactly those biases: actor once and critic twice (target, online) in a critic update,
 actor once and critic once in a policy update.
 """
+
 import json
 import os
 
@@ -14,10 +15,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from pql_scaling import config as config_lib
-from pql_scaling.core.losses import Batch
-from pql_scaling.runtime.learner import PLearner, VLearner
-from pql_scaling.core.replay import Normalizer
 from pql_scaling.core import nets
+from pql_scaling.core.losses import Batch
+from pql_scaling.core.replay import Normalizer
+from pql_scaling.runtime.learner import PLearner, VLearner
 from pql_scaling.runtime.train import train
 
 
@@ -31,20 +32,35 @@ def biases(module):
     return sum(p.numel() for n, p in module.named_parameters() if n.endswith("bias"))
 
 
-
 def test_run_json_flops_match_flopcountermode_on_real_updates(tmp_path):
     B = 128
-    args = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=%d" % B, "net.actor_hidden=[64,32]",
-            "net.critic_hidden=[48,40]", "max_env_steps=160", "log.every_steps=20", "threads=1", "log.live=off",
-            "run_dir=%s" % (tmp_path / "r")]
+    args = [
+        "task=pendulum",
+        "mode=sync",
+        "num_envs=8",
+        "algo.batch_size=%d" % B,
+        "net.actor_hidden=[64,32]",
+        "net.critic_hidden=[48,40]",
+        "max_env_steps=160",
+        "log.every_steps=20",
+        "threads=1",
+        "log.live=off",
+        "run_dir=%s" % (tmp_path / "r"),
+    ]
     facts = json.load(open(os.path.join(train(args, quiet=True), "run.json")))
     cfg = config_lib.load(args[:-1])
     actor, critic = nets.build(cfg, 3, 1)
     norm = Normalizer(3, "cpu")
     v, p = VLearner(cfg, critic, actor, norm, "cpu"), PLearner(cfg, actor, critic, norm, "cpu", 1)
     g = torch.Generator().manual_seed(0)
-    b = Batch(torch.randn(B, 3, generator=g), torch.rand(B, 1, generator=g) * 2 - 1, torch.randn(B, generator=g),
-              torch.randn(B, 3, generator=g), torch.full((B,), 0.9), torch.ones(B))
+    b = Batch(
+        torch.randn(B, 3, generator=g),
+        torch.rand(B, 1, generator=g) * 2 - 1,
+        torch.randn(B, generator=g),
+        torch.randn(B, 3, generator=g),
+        torch.full((B,), 0.9),
+        torch.ones(B),
+    )
     critic_update, policy_update = measured(lambda: v.update(b)), measured(lambda: p.update(b))
     assert critic_update > 0 and policy_update > 0
     # the gaps our convention adds, per sample (see the module docstring)

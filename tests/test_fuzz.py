@@ -3,6 +3,7 @@ ConfigError / AnalysisInputError naming the key or file (or loads), never a trac
 
 Budgets are small (FUZZ_EXAMPLES, default 30 per test) so the suite stays fast; benchmarks/drills.py --fuzz
 runs the same checks with more examples and records the counts in benchmarks/results/drills.json."""
+
 import json
 import math
 import os
@@ -13,12 +14,16 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pql_scaling import config
+from pql_scaling import config  # noqa: E402
 from pql_scaling.runtime import resources  # noqa: E402
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "30"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 TRIED = {}  # family -> cases tried, read by benchmarks/drills.py
 
 
@@ -27,16 +32,51 @@ def tried(family):
 
 
 # ---------------------------------------------------------------- training overrides
-SCALARS = st.one_of(st.integers(-10**12, 10**12).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                    st.sampled_from(["", "nan", ".inf", "-.inf", "null", "true", "no", "[]", "[1,", "{a: 1}", "[0]",
-                                     "[-5, 3]", "cuda", "cuda:3", "cpu", "mps", "gpu", "sac", "pql", "trio", "sync",
-                                     "1e400", "0x10", "'quoted'", "\x00", "é", "a=b", "[[1]]"]),
-                    st.text(max_size=12))
-KEYS = st.one_of(st.sampled_from(config.all_keys()), st.sampled_from(["algo", "algo.", ".x", "algo.batchsize", "",
-                                                                      "net", "wandb.mode.x", "=", "task "]),
-                 st.text(max_size=10))
-OVERRIDES = st.lists(st.one_of(st.tuples(KEYS, SCALARS).map(lambda kv: "%s=%s" % kv), st.text(max_size=15)),
-                     max_size=6)
+SCALARS = st.one_of(
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(
+        [
+            "",
+            "nan",
+            ".inf",
+            "-.inf",
+            "null",
+            "true",
+            "no",
+            "[]",
+            "[1,",
+            "{a: 1}",
+            "[0]",
+            "[-5, 3]",
+            "cuda",
+            "cuda:3",
+            "cpu",
+            "mps",
+            "gpu",
+            "sac",
+            "pql",
+            "trio",
+            "sync",
+            "1e400",
+            "0x10",
+            "'quoted'",
+            "\x00",
+            "é",
+            "a=b",
+            "[[1]]",
+        ]
+    ),
+    st.text(max_size=12),
+)
+KEYS = st.one_of(
+    st.sampled_from(config.all_keys()),
+    st.sampled_from(["algo", "algo.", ".x", "algo.batchsize", "", "net", "wandb.mode.x", "=", "task "]),
+    st.text(max_size=10),
+)
+OVERRIDES = st.lists(
+    st.one_of(st.tuples(KEYS, SCALARS).map(lambda kv: "%s=%s" % kv), st.text(max_size=15)), max_size=6
+)
 
 
 def check_overrides(args):
@@ -61,13 +101,36 @@ def test_fuzz_training_overrides(args):
 
 
 # ---------------------------------------------------------------- analysis configs (the CLI path)
-YAML_VALUES = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6),
-                                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8)),
-                           lambda v: st.one_of(st.lists(v, max_size=3), st.dictionaries(st.text(max_size=6), v, max_size=3)),
-                           max_leaves=6)
-ANALYSIS_KEYS = st.sampled_from(["inputs", "format", "max_returns", "thresholds", "sweep_threshold", "model_size",
-                                 "delta", "holdout_top_k", "bootstrap", "hparam_fits", "seed", "compute",
-                                 "no_crossing", "plots", "bogus"])
+YAML_VALUES = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-5, 10**6),
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.text(max_size=8),
+    ),
+    lambda v: st.one_of(st.lists(v, max_size=3), st.dictionaries(st.text(max_size=6), v, max_size=3)),
+    max_leaves=6,
+)
+ANALYSIS_KEYS = st.sampled_from(
+    [
+        "inputs",
+        "format",
+        "max_returns",
+        "thresholds",
+        "sweep_threshold",
+        "model_size",
+        "delta",
+        "holdout_top_k",
+        "bootstrap",
+        "hparam_fits",
+        "seed",
+        "compute",
+        "no_crossing",
+        "plots",
+        "bogus",
+    ]
+)
 
 
 def check_analysis_config(text, tmp, inputs):
@@ -77,25 +140,37 @@ def check_analysis_config(text, tmp, inputs):
     path = os.path.join(tmp, "a.yaml")
     with open(path, "w") as f:
         f.write(text)
-    code = acli.analyze_main(["--config", path, "--no-plots", "--out", os.path.join(tmp, "out")] +
-                             ([inputs] if inputs else []))
+    code = acli.analyze_main(
+        ["--config", path, "--no-plots", "--out", os.path.join(tmp, "out")] + ([inputs] if inputs else [])
+    )
     assert code in (0, 2)
 
 
 @FUZZ
-@given(st.one_of(st.dictionaries(ANALYSIS_KEYS, YAML_VALUES, max_size=5).map(lambda d: json.dumps(d)),
-                 st.text(max_size=40), st.sampled_from(["[1, 2]", "plain", "a: [", "bootstrap: -1", ": :", "inputs: 3"])),
-       st.booleans())
+@given(
+    st.one_of(
+        st.dictionaries(ANALYSIS_KEYS, YAML_VALUES, max_size=5).map(lambda d: json.dumps(d)),
+        st.text(max_size=40),
+        st.sampled_from(["[1, 2]", "plain", "a: [", "bootstrap: -1", ": :", "inputs: 3"]),
+    ),
+    st.booleans(),
+)
 def test_fuzz_analysis_configs(tmp_path_factory, text, with_inputs):
     tmp = str(tmp_path_factory.mktemp("acfg"))
     check_analysis_config(text, tmp, os.path.join(tmp, "missing") if with_inputs else None)
 
 
 # ---------------------------------------------------------------- loaders over malformed files
-NUM = st.one_of(st.integers(-10, 10**7), st.floats(allow_nan=True, allow_infinity=True), st.none(), st.text(max_size=3),
-                st.booleans())
-ROW = st.fixed_dictionaries({"env_steps": NUM}, optional={"return_mean": NUM, "critic_updates": NUM, "flops": NUM,
-                                                          "wall_time_s": NUM})
+NUM = st.one_of(
+    st.integers(-10, 10**7),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.text(max_size=3),
+    st.booleans(),
+)
+ROW = st.fixed_dictionaries(
+    {"env_steps": NUM}, optional={"return_mean": NUM, "critic_updates": NUM, "flops": NUM, "wall_time_s": NUM}
+)
 
 
 def _line(row, cut):
@@ -103,11 +178,21 @@ def _line(row, cut):
     return text[: max(1, int(len(text) * cut))] if cut < 1 else text
 
 
-RUN = st.tuples(st.lists(st.tuples(ROW, st.sampled_from([1.0, 1.0, 1.0, 0.5])), max_size=8),
-                st.sampled_from(["task: pendulum\nnum_envs: 8\nalgo: {name: pql, critic_updates_per_step: 2}\n",
-                                 "task: [\n", "", "- 1\n", "num_envs: zero\n", "task: T\nnum_envs: -1\n"]),
-                st.sampled_from([None, '{"status": "completed"}', '{"status": "failed"}', "{", '{"utd": "x"}']),
-                st.integers(0, 3))
+RUN = st.tuples(
+    st.lists(st.tuples(ROW, st.sampled_from([1.0, 1.0, 1.0, 0.5])), max_size=8),
+    st.sampled_from(
+        [
+            "task: pendulum\nnum_envs: 8\nalgo: {name: pql, critic_updates_per_step: 2}\n",
+            "task: [\n",
+            "",
+            "- 1\n",
+            "num_envs: zero\n",
+            "task: T\nnum_envs: -1\n",
+        ]
+    ),
+    st.sampled_from([None, '{"status": "completed"}', '{"status": "failed"}', "{", '{"utd": "x"}']),
+    st.integers(0, 3),
+)
 
 
 def check_loader(runs, tmp):
@@ -118,7 +203,11 @@ def check_loader(runs, tmp):
         d = os.path.join(tmp, "r%d" % i)
         os.makedirs(d)
         with open(os.path.join(d, "config.yaml"), "w") as f:
-            f.write(cfg_text + "seed: %d\n" % seed if cfg_text and not cfg_text.startswith(("-", "task: [")) else cfg_text)
+            f.write(
+                cfg_text + "seed: %d\n" % seed
+                if cfg_text and not cfg_text.startswith(("-", "task: ["))
+                else cfg_text
+            )
         with open(os.path.join(d, "metrics.jsonl"), "w") as f:
             f.write("".join(_line(r, c) + "\n" for r, c in lines))
         if run_json is not None:
@@ -162,9 +251,18 @@ def check_qscaled(arrays, tmp):
 
 
 QS_ARRAY = st.one_of(
-    st.integers(0, 4).flatmap(lambda s: st.lists(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32),
-                                                          min_size=s + 1, max_size=s + 1), max_size=5)),
-    st.lists(st.floats(width=32), max_size=4), st.just([]), st.just([[1.0, 2.0], [1.0]]))
+    st.integers(0, 4).flatmap(
+        lambda s: st.lists(
+            st.lists(
+                st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=s + 1, max_size=s + 1
+            ),
+            max_size=5,
+        )
+    ),
+    st.lists(st.floats(width=32), max_size=4),
+    st.just([]),
+    st.just([[1.0, 2.0], [1.0]]),
+)
 
 
 @FUZZ

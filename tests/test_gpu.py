@@ -2,6 +2,7 @@
 placement over one, two and three GPUs. Every test is marked `gpu` (skipped without CUDA; see conftest.py);
 benchmarks/gpu_check.sh runs them on the first machine with a GPU.
 """
+
 import os
 import signal
 import subprocess
@@ -12,21 +13,31 @@ import time
 import pytest
 import torch
 
-from pql_scaling import envs
-from pql_scaling.runtime import trio
 from pql_scaling import config as config_lib
+from pql_scaling import envs
 from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime import trio
+from pql_scaling.runtime.learner import set_tf32
+from pql_scaling.runtime.syncaudit import HostSyncs
 from pql_scaling.runtime.train import Session, train
 from tests import test_compile
 from tests.runs import rows, status
-from pql_scaling.runtime.learner import set_tf32
-from pql_scaling.runtime.syncaudit import HostSyncs
-from tests.test_trio import SMALL, CheckingLoop, RowIdActor, assert_gone, expected_counts, learner_pids, snapshot_stress
+from tests.test_trio import (
+    SMALL,
+    CheckingLoop,
+    RowIdActor,
+    assert_gone,
+    expected_counts,
+    learner_pids,
+    snapshot_stress,
+)
 
 pytestmark = pytest.mark.gpu
 
 
-compiled = pytest.mark.compiled  # compiles through inductor: benchmarks/gpu_check.sh runs these after the eager ones
+compiled = (
+    pytest.mark.compiled
+)  # compiles through inductor: benchmarks/gpu_check.sh runs these after the eager ones
 
 
 @pytest.fixture(autouse=True)
@@ -86,10 +97,20 @@ def test_cuda_replay_rows_are_whole_under_concurrent_wrapping_writes(tmp_path, p
         pytest.skip("needs %d GPUs" % placement)
     num_envs, steps = 8, 600
     devs = ["device=cuda:0"] + (["v_learner_device=cuda:1"] if placement == 2 else [])
-    cfg = config_lib.load(SMALL + devs + ["mode=trio", "num_envs=%d" % num_envs, "algo.buffer_size=56",
-                                          "algo.batch_size=32", "algo.critic_updates_per_step=4",
-                                          "algo.policy_updates_per_critic_update=1",
-                                          "max_env_steps=%d" % (num_envs * steps), "log.every_steps=200"])
+    cfg = config_lib.load(
+        SMALL
+        + devs
+        + [
+            "mode=trio",
+            "num_envs=%d" % num_envs,
+            "algo.buffer_size=56",
+            "algo.batch_size=32",
+            "algo.critic_updates_per_step=4",
+            "algo.policy_updates_per_critic_update=1",
+            "max_env_steps=%d" % (num_envs * steps),
+            "log.every_steps=200",
+        ]
+    )
     env = envs.make("pendulum", num_envs, seed=0, device="cuda:0")
     run = RunDir(str(tmp_path))
     try:
@@ -108,8 +129,16 @@ def test_device_cuda_trains_as_users_write_it(tmp_path, mode):
     """`device=cuda`, no index, as README, the GPU task defaults, every sweep launcher and both GPU studies pass it:
     every trio run died at learner start (torch.cuda.set_device needs an index). Eager updates."""
     steps = 200
-    path = train(SMALL + ["device=cuda", "mode=%s" % mode, "max_env_steps=%d" % (16 * steps),
-                          "run_dir=%s" % (tmp_path / "run")], quiet=True)
+    path = train(
+        SMALL
+        + [
+            "device=cuda",
+            "mode=%s" % mode,
+            "max_env_steps=%d" % (16 * steps),
+            "run_dir=%s" % (tmp_path / "run"),
+        ],
+        quiet=True,
+    )
     assert status(path)["status"] == "completed"
     last = rows(path)[-1]
     assert (last["critic_updates"], last["policy_updates"]) == expected_counts(steps, 16, 64, 2, 0.5)
@@ -124,9 +153,18 @@ def test_gpu_run_killed_then_resumed(tmp_path, mode):
     """Train on the GPU in a subprocess, SIGKILL it after a checkpoint, resume: every GPU resume raised TypeError
     (RNG states mapped to CUDA). The resumed run completes and continues the counters."""
     path = str(tmp_path / "run")
-    cmd = [sys.executable, "-m", "pql_scaling.cli", "train"] + SMALL + [
-        "device=cuda", "mode=%s" % mode, "max_env_steps=400000", "log.checkpoint_every_s=0", "save_replay=true",
-        "run_dir=%s" % path]
+    cmd = (
+        [sys.executable, "-m", "pql_scaling.cli", "train"]
+        + SMALL
+        + [
+            "device=cuda",
+            "mode=%s" % mode,
+            "max_env_steps=400000",
+            "log.checkpoint_every_s=0",
+            "save_replay=true",
+            "run_dir=%s" % path,
+        ]
+    )
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 150
     try:
@@ -168,16 +206,27 @@ def test_no_host_sync_in_an_actor_step_or_an_update_on_cuda():
 @compiled
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_trio_placement_over_gpus(tmp_path, n):
-
     """Actor, V-learner and P-learner on 1, 2 or 3 GPUs, compiled and CUDA-graphed updates: exact counts, clean exit."""
     if not torch.cuda.is_available() or torch.cuda.device_count() < n:
         pytest.skip("needs %d GPUs" % n)
-    place = {1: ["device=cuda:0"],
-             2: ["device=cuda:0", "v_learner_device=cuda:1"],
-             3: ["device=cuda:0", "v_learner_device=cuda:1", "p_learner_device=cuda:2"]}[n]
+    place = {
+        1: ["device=cuda:0"],
+        2: ["device=cuda:0", "v_learner_device=cuda:1"],
+        3: ["device=cuda:0", "v_learner_device=cuda:1", "p_learner_device=cuda:2"],
+    }[n]
     steps = 200
-    path = train(SMALL + place + ["mode=trio", "max_env_steps=%d" % (16 * steps), "perf.compile=reduce-overhead",
-                                  "perf.publish_every=2", "run_dir=%s" % (tmp_path / "run")], quiet=True)
+    path = train(
+        SMALL
+        + place
+        + [
+            "mode=trio",
+            "max_env_steps=%d" % (16 * steps),
+            "perf.compile=reduce-overhead",
+            "perf.publish_every=2",
+            "run_dir=%s" % (tmp_path / "run"),
+        ],
+        quiet=True,
+    )
     assert status(path)["status"] == "completed"
     last = rows(path)[-1]
     assert (last["critic_updates"], last["policy_updates"]) == expected_counts(steps, 16, 64, 2, 0.5)
@@ -214,25 +263,33 @@ def test_compiled_bf16_update_on_cuda_takes_the_fp32_step():
     """perf.compile=default + perf.amp=bf16 + TF32 against a true fp32 reference (TF32 off while it runs): one
     update's step, bounded as the CPU bf16 test bounds it (Adam's first step is ~lr * sign(grad), so a flipped sign
     moves a weight by 2 lr; the old atol of 1e-2 was more than two steps can move, so it could not fail)."""
-    _, v1, _, _ = test_compile.make("pql", "perf.amp=bf16", "perf.tf32=true", "perf.compile=default", device="cuda")
+    _, v1, _, _ = test_compile.make(
+        "pql", "perf.amp=bf16", "perf.tf32=true", "perf.compile=default", device="cuda"
+    )
     set_tf32(False)  # v1's learner turned it on for the process: the reference must not run in TF32
     cfg, v0, _, replay = test_compile.make("pql", device="cuda")
     test_compile.assert_bf16_step_close(v0, v1, replay, cfg.algo.critic_lr, before_v1=lambda: set_tf32(True))
 
 
-@pytest.mark.parametrize("task,steps,rtol", [("HalfCheetah", 6, 2e-3), ("Hopper", 10, 1e-4), ("Ant", 6, 2e-3)])
+@pytest.mark.parametrize(
+    "task,steps,rtol", [("HalfCheetah", 6, 2e-3), ("Hopper", 10, 1e-4), ("Ant", 6, 2e-3)]
+)
 def test_mjwarp_on_cuda_matches_mujoco_backend(task, steps, rtol):
     pytest.importorskip("mujoco_warp")
     ref = envs.make(task, 3, seed=0, backend="mujoco")
     env = envs.make(task, 3, seed=0, backend="mjwarp", device="cuda")
     ref.reset()
     qpos, qvel = ref.get_state()
-    torch.testing.assert_close(env.set_state(qpos.cuda(), qvel.cuda()).cpu(), ref.set_state(qpos, qvel), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        env.set_state(qpos.cuda(), qvel.cuda()).cpu(), ref.set_state(qpos, qvel), rtol=1e-5, atol=1e-5
+    )
     gen = torch.Generator().manual_seed(0)
     for t in range(steps):
         action = torch.rand((3, env.act_dim), generator=gen) * 2 - 1
         _, r_ref, te_ref, _, info_ref = ref.step(action)
         _, r, te, _, info = env.step(action.cuda())
-        torch.testing.assert_close(info["final_obs"].cpu(), info_ref["final_obs"], rtol=rtol, atol=rtol, msg="t=%d" % t)
+        torch.testing.assert_close(
+            info["final_obs"].cpu(), info_ref["final_obs"], rtol=rtol, atol=rtol, msg="t=%d" % t
+        )
         torch.testing.assert_close(r.cpu(), r_ref, rtol=rtol, atol=rtol)
         assert torch.equal(te.cpu(), te_ref)

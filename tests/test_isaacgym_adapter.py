@@ -3,6 +3,7 @@
 Isaac Gym must be imported before torch, so every check runs in a fresh interpreter with the fakes on
 sys.path; the test process itself (which has torch) never imports them.
 """
+
 import os
 import subprocess
 import sys
@@ -18,8 +19,9 @@ def run(code, fakes=True, prelude=False):
     code = (PRELUDE if prelude else "") + textwrap.dedent(code)
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(([FAKES] if fakes else []) + [ROOT])
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
@@ -64,7 +66,8 @@ def test_preimport_does_not_import_torch_and_is_argv_driven():
 
 
 def test_missing_isaacgym_says_how_to_install():
-    run("""
+    run(
+        """
     from pql_scaling import envs
     try:
         envs.make("Ant", 4, backend="isaacgym")
@@ -74,7 +77,9 @@ def test_missing_isaacgym_says_how_to_install():
     else:
         raise AssertionError("expected ImportError")
     assert envs.default_backend("Ant") == "mujoco" or envs.default_backend("Ant") is None
-    """, fakes=False)
+    """,
+        fakes=False,
+    )
 
 
 # The reset order of each stand-in task (from IsaacGymEnvs 1.5.1's task files, see tests/fakes): the
@@ -85,7 +90,9 @@ ORDERS = {"Ant": ("post_physics_step", 0), "ShadowHand": ("pre_physics_step", 1)
 @pytest.mark.parametrize("task", sorted(ORDERS))
 def test_deferred_resets_time_outs_valid_and_episode_returns(task):
     where, progress_after_reset = ORDERS[task]
-    out = run(prelude=True, code="""
+    out = run(
+        prelude=True,
+        code="""
     env = envs.make(%r, 64, seed=0, backend="isaacgym", cfg={"task": {"env": {"episodeLength": 12}}})
     task = env.task
     assert type(task).RESET_IN == %r
@@ -116,7 +123,9 @@ def test_deferred_resets_time_outs_valid_and_episode_returns(task):
     assert n_term > 0 and n_trunc > 0 and n_invalid > 0, (n_term, n_trunc, n_invalid)
     assert "states" not in info
     print(n_term, n_trunc, n_eps, sorted(lengths))
-    """ % (task, where, progress_after_reset, progress_after_reset))
+    """
+        % (task, where, progress_after_reset, progress_after_reset),
+    )
     n_term, n_trunc, n_eps = map(int, out.split()[:3])
     assert n_eps == n_term + n_trunc
     # a time-out after progress_buf reaches episodeLength - 1: 12 steps from the re-initialising step when it
@@ -132,7 +141,9 @@ def test_actor_never_learns_the_spanning_step_and_logs_rl_games_episode_returns(
     every step's reward is added to the env's running sum and its length counts one, and at done=1 the sums
     are reported and zeroed (so the re-initialising step belongs to the new episode). The stream includes
     the adapter's forced clean-start step, which rl_games would take as its first step."""
-    run(prelude=True, code="""
+    run(
+        prelude=True,
+        code="""
     from pql_scaling import config as config_lib
     from pql_scaling.runtime.actor import ActorRole
     from pql_scaling.core.replay import Normalizer, Replay
@@ -182,11 +193,15 @@ def test_actor_never_learns_the_spanning_step_and_logs_rl_games_episode_returns(
     assert term.any() and timeout.any()
     assert (disc[term] == 0).all() and torch.allclose(disc[timeout], torch.tensor(0.9))
     assert torch.allclose(disc[~done], torch.tensor(0.9))
-    """ % (task, task))
+    """
+        % (task, task),
+    )
 
 
 def test_states_exposed_and_observations_clamped():
-    run(prelude=True, code="""
+    run(
+        prelude=True,
+        code="""
     env = envs.make("ShadowHand", 8, seed=1, backend="isaacgym",
                     cfg={"task": {"env": {"numStates": 5, "episodeLength": 50}}})
     assert env.state_dim == 5
@@ -194,11 +209,14 @@ def test_states_exposed_and_observations_clamped():
     for _ in range(10):
         obs, reward, terminated, truncated, info = env.step(torch.ones(8, env.act_dim))
         assert info["states"].shape == (8, 5) and obs.abs().max() <= 5.0
-    """)
+    """,
+    )
 
 
 def test_one_simulation_per_process_and_gpu_choice_by_cuda_visible_devices():
-    run(prelude=True, code="""
+    run(
+        prelude=True,
+        code="""
     try:
         envs.make("Ant", 4, backend="isaacgym", device="cuda:1")
     except ValueError as e:
@@ -212,7 +230,8 @@ def test_one_simulation_per_process_and_gpu_choice_by_cuda_visible_devices():
         assert "one simulation per process" in str(e)
     else:
         raise AssertionError("expected RuntimeError")
-    """)
+    """,
+    )
 
 
 def test_seed_is_applied_by_the_adapter():
@@ -245,11 +264,29 @@ def train_cli(tmp_path, mode, *extra):
     """`pql-scale train ... backend=isaacgym` in a fresh interpreter with the stand-ins installed."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([FAKES, ROOT]))
     run_dir = str(tmp_path / mode)
-    args = ["task=Ant", "backend=isaacgym", "mode=" + mode, "num_envs=16", "max_env_steps=3200", "max_time_s=120",
-            "algo.batch_size=128", "net.actor_hidden=[32]", "net.critic_hidden=[32]", "log.every_steps=20",
-            "log.live=plain", "threads=1", "run_dir=" + run_dir] + list(extra)
-    proc = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train"] + args, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
+    args = [
+        "task=Ant",
+        "backend=isaacgym",
+        "mode=" + mode,
+        "num_envs=16",
+        "max_env_steps=3200",
+        "max_time_s=120",
+        "algo.batch_size=128",
+        "net.actor_hidden=[32]",
+        "net.critic_hidden=[32]",
+        "log.every_steps=20",
+        "log.live=plain",
+        "threads=1",
+        "run_dir=" + run_dir,
+    ] + list(extra)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pql_scaling.cli", "train"] + args,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return run_dir
 
@@ -274,11 +311,21 @@ def test_resume_of_an_isaacgym_run_preimports_from_its_config(tmp_path):
     run_dir = train_cli(tmp_path, "sync", "max_env_steps=1600")
     before = len(open(os.path.join(run_dir, "metrics.jsonl")).readlines())
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([FAKES, ROOT]))
-    proc = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train", "resume=" + run_dir, "max_env_steps=3200"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pql_scaling.cli", "train", "resume=" + run_dir, "max_env_steps=3200"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
-    assert len(rows) > before and rows[-1]["env_steps"] == 3200 and rows[-1]["critic_updates"] > rows[before - 1]["critic_updates"]
+    assert (
+        len(rows) > before
+        and rows[-1]["env_steps"] == 3200
+        and rows[-1]["critic_updates"] > rows[before - 1]["critic_updates"]
+    )
     assert sum(r["episodes"] for r in rows[before:]) > 0
     assert json.load(open(os.path.join(run_dir, "status.json")))["status"] == "completed"
     assert "cannot restore its simulator state" in open(os.path.join(run_dir, "train.log")).read()
@@ -290,7 +337,8 @@ def test_preimport_reads_the_backend_of_a_resumed_run(tmp_path):
     for d, backend in ((ig, "isaacgym"), (mj, "mujoco")):
         d.mkdir()
         (d / "config.yaml").write_text("task: Ant\nbackend: %s\n" % backend)
-    run("""
+    run(
+        """
     import sys
     from pql_scaling.envs.isaacgym_preimport import wants_isaacgym
     assert wants_isaacgym(["train", "resume=%s"]) and not wants_isaacgym(["train", "resume=%s"])
@@ -298,7 +346,9 @@ def test_preimport_reads_the_backend_of_a_resumed_run(tmp_path):
     assert not wants_isaacgym(["train", "resume=/no/such/run"])            # train itself reports it
     assert wants_isaacgym(["train", "+backend=isaacgym"]) and not wants_isaacgym(["train", "task=Ant"])
     assert "torch" not in sys.modules
-    """ % (ig, mj, ig))
+    """
+        % (ig, mj, ig)
+    )
 
 
 def test_short_training_run_through_the_adapter_trio(tmp_path):

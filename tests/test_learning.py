@@ -6,17 +6,35 @@ critics: checked by mutation). The settings reach the threshold in few updates; 
 PQL+C51 4800 / 4800 / 3200 (at most ~2000 critic updates). The cap, 16000, is twice the worst seed;
 `max_time_s=0` so a loaded machine only makes a run slower, never different. Seed 0 runs here.
 """
+
 import pytest
 
 from pql_scaling.runtime.train import train
 from tests.runs import rows, status
 
-FAST = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=128", "algo.critic_updates_per_step=2",
-        "algo.gamma=0.95", "max_time_s=0", "threads=1", "log.live=off", "target_return=-400", "max_env_steps=16000"]
+FAST = [
+    "task=pendulum",
+    "mode=sync",
+    "num_envs=8",
+    "algo.batch_size=128",
+    "algo.critic_updates_per_step=2",
+    "algo.gamma=0.95",
+    "max_time_s=0",
+    "threads=1",
+    "log.live=off",
+    "target_return=-400",
+    "max_env_steps=16000",
+]
 ALGOS = {
     "pql": ["algo.noise_std_max=0.4"],
     "sac": ["algo=sac", "algo.init_alpha=0.05"],
-    "pql_c51": ["algo.noise_std_max=0.4", "algo.distributional=true", "algo.v_min=-20", "algo.v_max=0", "algo.num_atoms=21"],
+    "pql_c51": [
+        "algo.noise_std_max=0.4",
+        "algo.distributional=true",
+        "algo.v_min=-20",
+        "algo.v_max=0",
+        "algo.num_atoms=21",
+    ],
 }
 
 

@@ -6,6 +6,7 @@ Newton where the XML asks for PGS) to ~1e-5 over 10 env steps. Ant is left out: 
 Warp 4.0 and MuJoCo C 4.0 differ in Ant's qvel by ~0.7 after 15 RK4 physics steps (by ~0.01 with the Euler
 integrator), a simulator difference the adapter cannot remove.
 """
+
 import pytest
 import torch
 
@@ -16,8 +17,8 @@ pytest.importorskip("mujoco")
 
 def test_mjwarp_cuda_request_without_gpu_is_explained():
     try:
-        import warp  # noqa: F401
         import mujoco_warp  # noqa: F401
+        import warp  # noqa: F401
     except ImportError:
         with pytest.raises(ImportError, match="pip install"):
             envs.make("HalfCheetah", 4, backend="mjwarp", device="cuda")
@@ -30,7 +31,9 @@ def test_mjwarp_cuda_request_without_gpu_is_explained():
         envs.make("HalfCheetah", 4, backend="mjwarp", device="cuda")
 
 
-@pytest.mark.parametrize("task,steps,rtol", [("HalfCheetah", 6, 2e-3), ("Hopper", 10, 1e-4), ("Humanoid", 4, 1e-4)])
+@pytest.mark.parametrize(
+    "task,steps,rtol", [("HalfCheetah", 6, 2e-3), ("Hopper", 10, 1e-4), ("Humanoid", 4, 1e-4)]
+)
 def test_mjwarp_on_cpu_matches_mujoco_backend(task, steps, rtol):
     pytest.importorskip("mujoco_warp")
     ref = envs.make(task, 3, seed=0, backend="mujoco")
@@ -45,7 +48,9 @@ def test_mjwarp_on_cpu_matches_mujoco_backend(task, steps, rtol):
         action = torch.rand((3, env.act_dim), generator=gen) * 2 - 1
         _, r_ref, te_ref, _, info_ref = ref.step(action)
         _, r, te, _, info = env.step(action)
-        torch.testing.assert_close(info["final_obs"], info_ref["final_obs"], rtol=rtol, atol=rtol, msg="t=%d" % t)
+        torch.testing.assert_close(
+            info["final_obs"], info_ref["final_obs"], rtol=rtol, atol=rtol, msg="t=%d" % t
+        )
         torch.testing.assert_close(r, r_ref, rtol=rtol, atol=rtol)
         assert torch.equal(te, te_ref)
 

@@ -1,4 +1,5 @@
 """backend=mujoco against Gymnasium's own v5 envs, plus the env contract (auto-reset, determinism)."""
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +44,9 @@ def test_matches_gymnasium_v5(task):
                     continue
                 native = low + (action[i].double().numpy() + 1) / 2 * (high - low)
                 ref_obs, ref_reward, ref_term, _, _ = ref.step(native)
-                np.testing.assert_allclose(info["final_obs"][i].numpy(), ref_obs, **OBS_TOL, err_msg="t=%d" % t)
+                np.testing.assert_allclose(
+                    info["final_obs"][i].numpy(), ref_obs, **OBS_TOL, err_msg="t=%d" % t
+                )
                 np.testing.assert_allclose(reward[i].item(), ref_reward, **REW_TOL, err_msg="t=%d" % t)
                 assert bool(terminated[i]) == ref_term, "t=%d" % t
                 if ref_term:
@@ -71,7 +74,9 @@ def test_termination_resets_only_ended_envs():
     env.reset()
     gen = torch.Generator().manual_seed(0)
     for _ in range(200):
-        obs, reward, terminated, truncated, info = env.step(torch.rand((8, env.act_dim), generator=gen) * 2 - 1)
+        obs, reward, terminated, truncated, info = env.step(
+            torch.rand((8, env.act_dim), generator=gen) * 2 - 1
+        )
         if terminated.any() and not terminated.all():
             break
     assert terminated.any() and not terminated.all()

@@ -1,5 +1,6 @@
 """Critic architectures (mlp, bro, softmoe): shapes, Soft MoE semantics, exact parameter and FLOP counts
 against torch.utils.flop_counter (forward, backward, and whole learner updates)."""
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -7,13 +8,19 @@ from torch.utils.flop_counter import FlopCounterMode
 from pql_scaling import config
 from pql_scaling.core import losses as algo
 from pql_scaling.core import nets
-from pql_scaling.runtime.learner import PLearner, VLearner
 from pql_scaling.core.replay import Normalizer
+from pql_scaling.runtime.learner import PLearner, VLearner
 
 OBS, ACT, B = 11, 3, 7
 MOE = {"tokens": 4, "experts": 3, "slots": 2, "hidden": 10, "normalize": True}
-CASES = [("mlp", [32, 24, 16], 1), ("mlp", [32, 32], 5), ("bro", [32, 32, 32], 1), ("bro", [24, 24], 5),
-         ("softmoe", [32, 32], 1), ("softmoe", [32, 32, 32], 5)]
+CASES = [
+    ("mlp", [32, 24, 16], 1),
+    ("mlp", [32, 32], 5),
+    ("bro", [32, 32, 32], 1),
+    ("bro", [24, 24], 5),
+    ("softmoe", [32, 32], 1),
+    ("softmoe", [32, 32, 32], 5),
+]
 
 
 def count(fn):
@@ -57,22 +64,47 @@ def test_parameter_and_flop_counts_match_the_flop_counter(arch, hidden, atoms):
     assert inp - fwd == pytest.approx(B * f["backward_input_only"], rel=0.01)
 
 
-@pytest.mark.parametrize("arch,width,depth,distributional,algo_name,actor_arch", [
-    ("mlp", 32, 3, False, "pql", "mlp"), ("bro", 32, 3, True, "pql", "mlp"), ("softmoe", 32, 2, False, "pql", "bro"),
-    ("softmoe", 32, 3, True, "pql", "mlp"), ("bro", 32, 2, False, "sac", "bro")])
+@pytest.mark.parametrize(
+    "arch,width,depth,distributional,algo_name,actor_arch",
+    [
+        ("mlp", 32, 3, False, "pql", "mlp"),
+        ("bro", 32, 3, True, "pql", "mlp"),
+        ("softmoe", 32, 2, False, "pql", "bro"),
+        ("softmoe", 32, 3, True, "pql", "mlp"),
+        ("bro", 32, 2, False, "sac", "bro"),
+    ],
+)
 def test_whole_updates_cost_what_run_json_says(arch, width, depth, distributional, algo_name, actor_arch):
-    cfg = config.load([f"net.critic_arch={arch}", f"net.critic_width={width}", f"net.critic_depth={depth}",
-                       "net.tokens=4", "net.experts=2", "net.slots_per_expert=3", f"algo.name={algo_name}",
-                       f"algo.distributional={str(distributional).lower()}", f"net.actor_arch={actor_arch}",
-                       "net.actor_width=16", "algo.batch_size=9", "mode=sync"])
+    cfg = config.load(
+        [
+            f"net.critic_arch={arch}",
+            f"net.critic_width={width}",
+            f"net.critic_depth={depth}",
+            "net.tokens=4",
+            "net.experts=2",
+            "net.slots_per_expert=3",
+            f"algo.name={algo_name}",
+            f"algo.distributional={str(distributional).lower()}",
+            f"net.actor_arch={actor_arch}",
+            "net.actor_width=16",
+            "algo.batch_size=9",
+            "mode=sync",
+        ]
+    )
     torch.manual_seed(0)
     actor, critic = nets.build(cfg, OBS, ACT)
     norm = Normalizer(OBS, "cpu", clip=5.0)
     v = VLearner(cfg, critic, actor, norm, "cpu")
     p = PLearner(cfg, actor, critic, norm, "cpu", ACT)
     n = cfg.algo.batch_size
-    batch = algo.Batch(torch.randn(n, OBS), torch.rand(n, ACT) * 2 - 1, torch.randn(n), torch.randn(n, OBS),
-                       torch.full((n,), 0.99), torch.ones(n))
+    batch = algo.Batch(
+        torch.randn(n, OBS),
+        torch.rand(n, ACT) * 2 - 1,
+        torch.randn(n),
+        torch.randn(n, OBS),
+        torch.full((n,), 0.99),
+        torch.ones(n),
+    )
     cu, pu = nets.update_flops(actor, critic, n, matmul_only=True)
     assert count(lambda: v.update(batch)) == pytest.approx(cu, rel=0.01)
     assert count(lambda: p.update(batch)) == pytest.approx(pu, rel=0.01)
@@ -87,11 +119,15 @@ def _softmoe_reference(layer, x):
     X = x.reshape(m, d)
     phi = layer.phi[0]
     if layer.normalize:
-        L = (X / X.norm(dim=1, keepdim=True)) @ (phi / phi.norm(dim=0, keepdim=True)) * layer.scale[0, 0, 0, 0]
+        L = (
+            (X / X.norm(dim=1, keepdim=True))
+            @ (phi / phi.norm(dim=0, keepdim=True))
+            * layer.scale[0, 0, 0, 0]
+        )
     else:
         L = X @ phi
-    D = torch.softmax(L, dim=0)   # each slot's weights over the tokens
-    C = torch.softmax(L, dim=1)   # each token's weights over the slots
+    D = torch.softmax(L, dim=0)  # each slot's weights over the tokens
+    C = torch.softmax(L, dim=1)  # each token's weights over the slots
     Xs = D.T @ X
     Ys = []
     for s in range(n * p):
@@ -135,20 +171,50 @@ def test_training_with_a_scalable_critic_writes_its_facts(arch, tmp_path):
     from pql_scaling.runtime.train import train
     from tests.runs import rows
 
-    d = train(["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=32", "log.every_steps=20", "threads=1",
-               "log.live=off", "algo.warmup_steps=4", "max_env_steps=480", f"net.critic_arch={arch}",
-               "net.critic_width=16", "net.critic_depth=3", "net.tokens=4", "net.actor_arch=bro", "net.actor_width=16",
-               "run_dir=%s" % (tmp_path / "r")], quiet=True)
+    d = train(
+        [
+            "task=pendulum",
+            "mode=sync",
+            "num_envs=8",
+            "algo.batch_size=32",
+            "log.every_steps=20",
+            "threads=1",
+            "log.live=off",
+            "algo.warmup_steps=4",
+            "max_env_steps=480",
+            f"net.critic_arch={arch}",
+            "net.critic_width=16",
+            "net.critic_depth=3",
+            "net.tokens=4",
+            "net.actor_arch=bro",
+            "net.actor_width=16",
+            "run_dir=%s" % (tmp_path / "r"),
+        ],
+        quiet=True,
+    )
     facts = json.load(open(os.path.join(d, "run.json")))
     assert facts["critic_arch"] == arch and facts["actor_arch"] == "bro" and facts["critic_width"] == 16
     assert facts["critic_depth"] == 3 and facts["critic_hidden"] == [16, 16, 16]
-    cfg = config.load([f"net.critic_arch={arch}", "net.critic_width=16", "net.critic_depth=3", "net.tokens=4",
-                       "net.actor_arch=bro", "net.actor_width=16", "task=pendulum"])
+    cfg = config.load(
+        [
+            f"net.critic_arch={arch}",
+            "net.critic_width=16",
+            "net.critic_depth=3",
+            "net.tokens=4",
+            "net.actor_arch=bro",
+            "net.actor_width=16",
+            "task=pendulum",
+        ]
+    )
     actor, critic = nets.build(cfg, facts["obs_dim"], facts["act_dim"])
     assert facts["critic_params"] == nets.count_params(critic)
     assert facts["critic_flops_per_sample"] == nets.per_sample(critic.net)
     if arch == "softmoe":
         assert facts["experts"] == 4 and facts["moe"]["tokens"] == 4 and facts["moe"]["hidden"] == 4
     last = rows(d)[-1]
-    assert last["critic_updates"] > 0 and last["flops"] == last["critic_updates"] * facts["flops_per_critic_update"] + \
-        last["policy_updates"] * facts["flops_per_policy_update"]
+    assert (
+        last["critic_updates"] > 0
+        and last["flops"]
+        == last["critic_updates"] * facts["flops_per_critic_update"]
+        + last["policy_updates"] * facts["flops_per_policy_update"]
+    )

@@ -4,20 +4,31 @@ The simulator's state, the actor's last observation and its episode counters bel
 restores all three (native, mujoco, mjwarp: bit for bit), or, where the simulator cannot save its state
 (Isaac Gym), the resumed run starts new episodes and keeps none of the stale ones.
 """
+
 import os
 
 import pytest
 import torch
 
-from pql_scaling import envs
 from pql_scaling import config as config_lib
+from pql_scaling import envs
 from pql_scaling.rundir.rundir import RunDir
 from pql_scaling.runtime.train import Session, train
 from tests.runs import rows, same_curve, status
 
-TINY = ["mode=sync", "num_envs=4", "algo.batch_size=32", "net.actor_hidden=[16]", "net.critic_hidden=[16]",
-        "algo.critic_updates_per_step=1", "threads=1", "log.live=off", "algo.warmup_steps=4", "save_replay=true",
-        "log.checkpoint_every_s=1e9"]
+TINY = [
+    "mode=sync",
+    "num_envs=4",
+    "algo.batch_size=32",
+    "net.actor_hidden=[16]",
+    "net.critic_hidden=[16]",
+    "algo.critic_updates_per_step=1",
+    "threads=1",
+    "log.live=off",
+    "algo.warmup_steps=4",
+    "save_replay=true",
+    "log.checkpoint_every_s=1e9",
+]
 
 
 def steps_and_check(env, actions):
@@ -33,7 +44,10 @@ def test_env_state_dict_continues_the_same_episodes_bit_for_bit(backend, task):
     pytest.importorskip("mujoco")
     if backend == "mjwarp":
         pytest.importorskip("mujoco_warp")
-    kw = {"device": "cpu", "max_episode_steps": 7}  # episodes end (and reset from the generator) inside the window
+    kw = {
+        "device": "cpu",
+        "max_episode_steps": 7,
+    }  # episodes end (and reset from the generator) inside the window
     a = envs.make(task, 3, seed=0, backend=backend, **kw)
     a.reset()
     gen = torch.Generator().manual_seed(0)
@@ -58,7 +72,9 @@ def weights(run_dir):
     return ck, nets
 
 
-@pytest.mark.parametrize("task,backend,stop,end", [("pendulum", "native", 240, 480), ("HalfCheetah", "mujoco", 600, 1100)])
+@pytest.mark.parametrize(
+    "task,backend,stop,end", [("pendulum", "native", 240, 480), ("HalfCheetah", "mujoco", 600, 1100)]
+)
 def test_sync_resume_with_replay_equals_an_uninterrupted_run_bit_for_bit(tmp_path, task, backend, stop, end):
     """A sync run stopped at `stop` actor steps and resumed to `end` logs the same metrics and ends with the same
     weights as one run to `end`: env state, obs, episode counters, n-step window, replay, RNGs all restored.
@@ -76,7 +92,13 @@ def test_sync_resume_with_replay_equals_an_uninterrupted_run_bit_for_bit(tmp_pat
     assert len(a) == len(b) == end // 20
     assert sum(r["episodes"] for r in a) > 0, "no episode ended: the test could not see the episode counters"
     for i, (x, y) in enumerate(zip(a, b)):
-        assert x == y, "log point %d (env step %d) differs after the resume at %d:\n%s\n%s" % (i, x["env_steps"], 4 * stop, x, y)
+        assert x == y, "log point %d (env step %d) differs after the resume at %d:\n%s\n%s" % (
+            i,
+            x["env_steps"],
+            4 * stop,
+            x,
+            y,
+        )
     (ck_a, wa), (ck_b, wb) = weights(whole), weights(part)
     for k in wa:
         assert torch.equal(wa[k], wb[k]), k
@@ -113,7 +135,9 @@ def test_a_backend_without_state_resumes_with_fresh_episodes_not_stale_ones(tmp_
     finally:
         run.close()
     assert s2.actor.steps == 30  # the step counter continues...
-    assert (s2.actor.ep_length == 0).all() and (s2.actor.ep_return == 0).all()  # ... the stale episodes do not
+    assert (s2.actor.ep_length == 0).all() and (
+        s2.actor.ep_return == 0
+    ).all()  # ... the stale episodes do not
     assert torch.equal(s2.actor.obs, env._env.task.observe(env._env.state))  # the obs is the simulator's own
     assert s2.actor.folder.t == 0  # no n-step window across the restart
     assert "cannot restore its simulator state" in open(os.path.join(run.path, "train.log")).read()

@@ -1,5 +1,6 @@
 """The study's analysis on synthetic run directories with known laws: wall-clock rates and model, returns
 with a minimum (negative rewards), eval vs train returns, stage 1 without N, predictions and their grade."""
+
 import json
 import os
 
@@ -18,18 +19,43 @@ def tau(s):
     return LAW["tau0"] * (LAW["c"] + (LAW["b"] / s) ** LAW["a"])
 
 
-def write_run(path, sigma, seed, mode="sync", batch=256, lr=1e-3, rng=None, t_max=None, every=100, noise=10.0,
-              params=None, eval_offset=0.0):
+def write_run(
+    path,
+    sigma,
+    seed,
+    mode="sync",
+    batch=256,
+    lr=1e-3,
+    rng=None,
+    t_max=None,
+    every=100,
+    noise=10.0,
+    params=None,
+    eval_offset=0.0,
+):
     """A run directory whose normalised return is 1000 (1 - exp(-t / tau)) in task units on [RMIN, RMAX]."""
     rng = rng or np.random.default_rng(seed)
     os.makedirs(path, exist_ok=True)
     t_max = t_max or int(6 * tau(sigma))
     tau_s = tau(sigma) * np.exp(rng.normal(0, 0.03))
-    cfg = {"task": "synth", "mode": mode, "seed": seed, "num_envs": 16,
-           "algo": {"name": "pql", "batch_size": batch, "critic_lr": lr,
-                    "critic_updates_per_step": sigma * 16}}
-    info = {"task": "synth", "algo": "pql", "seed": seed, "num_envs": 16, "utd": sigma, "batch_size": batch,
-            "critic_lr": lr, "mode": mode, "r_max": None}
+    cfg = {
+        "task": "synth",
+        "mode": mode,
+        "seed": seed,
+        "num_envs": 16,
+        "algo": {"name": "pql", "batch_size": batch, "critic_lr": lr, "critic_updates_per_step": sigma * 16},
+    }
+    info = {
+        "task": "synth",
+        "algo": "pql",
+        "seed": seed,
+        "num_envs": 16,
+        "utd": sigma,
+        "batch_size": batch,
+        "critic_lr": lr,
+        "mode": mode,
+        "r_max": None,
+    }
     if params:
         info["critic_params"] = params
     yaml.safe_dump(cfg, open(os.path.join(path, "config.yaml"), "w"))
@@ -42,8 +68,14 @@ def write_run(path, sigma, seed, mode="sync", batch=256, lr=1e-3, rng=None, t_ma
             flops = FPS * batch * sigma * t
             env, learn = A_S * t, flops / R_FLOPS
             wall = env + learn if mode == "sync" else max(env, learn)
-            row = {"env_steps": t, "critic_updates": sigma * t, "flops": flops, "wall_time_s": wall,
-                   "return_mean": ret - 300.0, "eval_return_mean": ret + eval_offset}
+            row = {
+                "env_steps": t,
+                "critic_updates": sigma * t,
+                "flops": flops,
+                "wall_time_s": wall,
+                "return_mean": ret - 300.0,
+                "eval_return_mean": ret + eval_offset,
+            }
             if mode == "trio":  # each side busy for its own cost, waiting the rest of the interval
                 row.update(actor_wait_frac=1 - env / wall, v_wait_frac=1 - learn / wall)
             f.write(json.dumps(row) + "\n")
@@ -62,8 +94,15 @@ def fitted(tmp_path_factory):
 
 
 def _cfg(inputs, **kw):
-    return {"inputs": [inputs], "max_returns": {"synth": RMAX}, "min_returns": {"synth": RMIN},
-            "thresholds": [500.0, 700.0, 800.0], "bootstrap": 30, "plots": False, **kw}
+    return {
+        "inputs": [inputs],
+        "max_returns": {"synth": RMAX},
+        "min_returns": {"synth": RMIN},
+        "thresholds": [500.0, 700.0, 800.0],
+        "bootstrap": 30,
+        "plots": False,
+        **kw,
+    }
 
 
 def test_wall_clock_rates_and_model_recover_the_generating_costs(fitted, tmp_path):
@@ -87,8 +126,10 @@ def test_wall_clock_rates_and_model_recover_the_generating_costs(fitted, tmp_pat
     assert rt["a_s_per_transition"] == pytest.approx(A_S, rel=1e-6)
     assert rt["learner_flops_per_s"] == pytest.approx(R_FLOPS, rel=1e-6)
     assert t["wall_clock"]["check"]["trio"]["median_abs_rel_error"] < 1e-6
-    assert (wallclock.time_to(10.0, 5.0, 1.0, 1.0, "trio") == 10.0
-            and wallclock.time_to(10.0, 5.0, 1.0, 1.0, "sync") == 15.0)
+    assert (
+        wallclock.time_to(10.0, 5.0, 1.0, 1.0, "trio") == 10.0
+        and wallclock.time_to(10.0, 5.0, 1.0, 1.0, "sync") == 15.0
+    )
 
 
 def test_returns_choice_and_min_normalisation(fitted):
@@ -134,8 +175,9 @@ def test_prediction_for_held_out_utds_is_graded_against_runs_of_the_law(fitted, 
     for s in (4.0, 0.0625):
         for seed in range(3):
             write_run(str(val / ("u%g_s%d" % (s, seed))), s, 10 + seed)
-    m_res = pipeline.run_analysis(_cfg(str(val), thresholds=[500.0, 700.0, 800.0], bootstrap=0,
-                                       holdout_top_k=0))
+    m_res = pipeline.run_analysis(
+        _cfg(str(val), thresholds=[500.0, 700.0, 800.0], bootstrap=0, holdout_top_k=0)
+    )
     from pql_scaling.analysis import fit
 
     measured = predict.measure(m_res.state.curves, p["thresholds"], n_boot=20)

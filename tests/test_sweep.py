@@ -1,5 +1,6 @@
 """Sweeps: spec validation and expansion (no runs), then real runs on the local pool, a real local Ray cluster
 and a real one-node SLURM cluster, and the kill drill (SIGKILL the launcher mid-sweep, rerun)."""
+
 import json
 import math
 import os
@@ -15,35 +16,52 @@ from pql_scaling import config
 from pql_scaling.experiments import sweep
 from tests.runs import rows, status
 
-TINY = {"task": "pendulum", "mode": "sync", "num_envs": 8, "max_env_steps": 480, "algo.batch_size": 32,
-        "net": {"actor_hidden": [16], "critic_hidden": [16]}, "log.every_steps": 10, "algo.warmup_steps": 4}
+TINY = {
+    "task": "pendulum",
+    "mode": "sync",
+    "num_envs": 8,
+    "max_env_steps": 480,
+    "algo.batch_size": 32,
+    "net": {"actor_hidden": [16], "critic_hidden": [16]},
+    "log.every_steps": 10,
+    "algo.warmup_steps": 4,
+}
 
 
 def spec_dict(tmp_path, **kw):
-    d = {"name": "t", "out": str(tmp_path / "sweep"), "base": dict(TINY), "grid": {"utd": [0.25, 0.5]}, "seeds": 1,
-         "launcher": {"kind": "local", "local": {"runs_per_device": 2}}}
+    d = {
+        "name": "t",
+        "out": str(tmp_path / "sweep"),
+        "base": dict(TINY),
+        "grid": {"utd": [0.25, 0.5]},
+        "seeds": 1,
+        "launcher": {"kind": "local", "local": {"runs_per_device": 2}},
+    }
     d.update(kw)
     return d
 
 
 # ------------------------------------------------------------------------------------------ spec, no runs
-@pytest.mark.parametrize("bad, match", [
-    ({"gird": {"utd": [1]}}, "unknown sweep key 'gird'.*grid"),
-    ({"launcher": {"kind": "local", "local": {"run_per_device": 2}}}, "launcher.local.runs_per_device"),
-    ({"grid": {"algo.batchsize": [64]}}, "unknown training key 'algo.batchsize'.*algo.batch_size"),
-    ({"base": {"nm_envs": 8}}, "unknown training key 'nm_envs'.*num_envs"),
-    ({"grid": {}}, "grid is empty"),
-    ({"grid": {"utd": []}}, "grid.utd is empty"),
-    ({"seeds": "three"}, "seeds="),
-    ({"seeds": 0}, "seeds="),
-    ({"launcher": {"local": {"runs_per_device": "two"}}}, "runs_per_device"),
-    ({"launcher": {"kind": "k8s"}}, "launcher.kind='k8s' is not one of local, ray, slurm"),
-    ({"grid": {"seed": [0, 1]}}, "use seeds"),
-    ({"zip": {"num_envs": [8, 16], "algo.batch_size": [32]}}, "equal lengths"),
-    ({"grid": {"algo.batch_size": [0]}}, "algo.batch_size=0 must be > 0"),
-    ({"grid": {"utd": ["fast"]}}, "utd='fast' must be a number"),
-    ({"rules": "/nonexistent/fits.json"}, "cannot read it"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"gird": {"utd": [1]}}, "unknown sweep key 'gird'.*grid"),
+        ({"launcher": {"kind": "local", "local": {"run_per_device": 2}}}, "launcher.local.runs_per_device"),
+        ({"grid": {"algo.batchsize": [64]}}, "unknown training key 'algo.batchsize'.*algo.batch_size"),
+        ({"base": {"nm_envs": 8}}, "unknown training key 'nm_envs'.*num_envs"),
+        ({"grid": {}}, "grid is empty"),
+        ({"grid": {"utd": []}}, "grid.utd is empty"),
+        ({"seeds": "three"}, "seeds="),
+        ({"seeds": 0}, "seeds="),
+        ({"launcher": {"local": {"runs_per_device": "two"}}}, "runs_per_device"),
+        ({"launcher": {"kind": "k8s"}}, "launcher.kind='k8s' is not one of local, ray, slurm"),
+        ({"grid": {"seed": [0, 1]}}, "use seeds"),
+        ({"zip": {"num_envs": [8, 16], "algo.batch_size": [32]}}, "equal lengths"),
+        ({"grid": {"algo.batch_size": [0]}}, "algo.batch_size=0 must be > 0"),
+        ({"grid": {"utd": ["fast"]}}, "utd='fast' must be a number"),
+        ({"rules": "/nonexistent/fits.json"}, "cannot read it"),
+    ],
+)
 def test_bad_specs_fail_before_anything_runs_naming_the_key(tmp_path, bad, match):
     d = spec_dict(tmp_path, **bad)
     with pytest.raises(sweep.SpecError, match=match):
@@ -64,8 +82,14 @@ def test_yaml_and_dict_specs_agree_and_overrides_apply(tmp_path):
 
 
 def test_expand_paths_utd_zip_seeds_and_wandb(tmp_path):
-    spec = sweep.load_spec(spec_dict(tmp_path, grid={"utd": [0.25, 1]}, seeds=[0, 7],
-                                     zip={"num_envs": [8, 16], "net.critic_hidden": [[16], [32, 32]]}))
+    spec = sweep.load_spec(
+        spec_dict(
+            tmp_path,
+            grid={"utd": [0.25, 1]},
+            seeds=[0, 7],
+            zip={"num_envs": [8, 16], "net.critic_hidden": [[16], [32, 32]]},
+        )
+    )
     runs = sweep.expand(spec)
     assert len(runs) == 2 * 2 * 2 and len({r.path for r in runs}) == len(runs)
     by = {r.name: r for r in runs}
@@ -73,7 +97,11 @@ def test_expand_paths_utd_zip_seeds_and_wandb(tmp_path):
     assert r.path == os.path.join(spec.out, r.name) and r.seed == 7
     assert r.key == {"utd": 1, "num_envs": 16, "net.critic_hidden": [32, 32]}
     cfg = config.load(r.overrides)  # the overrides are an ordinary `pql-scale train` command line
-    assert cfg.algo.critic_updates_per_step == 16.0 and cfg.num_envs == 16 and list(cfg.net.critic_hidden) == [32, 32]
+    assert (
+        cfg.algo.critic_updates_per_step == 16.0
+        and cfg.num_envs == 16
+        and list(cfg.net.critic_hidden) == [32, 32]
+    )
     assert cfg.seed == 7 and cfg.run_dir == r.path
     assert cfg.wandb.group == "t" and list(cfg.wandb.tags) == ["utd=1", "envs=16", "critic=32x32"]
     # utd multiplies the env count the run resolves to, here the task YAML's default (no num_envs given)
@@ -86,14 +114,24 @@ def test_expand_paths_utd_zip_seeds_and_wandb(tmp_path):
 def test_rules_set_batch_size_and_lr_from_fits(tmp_path):
     # B*(sigma) = 310 sigma^-0.5: sigma=0.25 -> 620 -> 624, sigma=4 -> 155 -> 160 (multiples of 16);
     # lr*(sigma) = 3e-4 sigma^0.2
-    fits = {"hparams": {"batch_size": {"slope": -0.5, "intercepts": {"pendulum": math.log10(310)}},
-                        "learning_rate": {"slope": 0.2, "intercepts": {"pendulum": -3.5228787453}}}}
+    fits = {
+        "hparams": {
+            "batch_size": {"slope": -0.5, "intercepts": {"pendulum": math.log10(310)}},
+            "learning_rate": {"slope": 0.2, "intercepts": {"pendulum": -3.5228787453}},
+        }
+    }
     (tmp_path / "fits.json").write_text(json.dumps(fits))
-    spec = sweep.load_spec(spec_dict(tmp_path, rules=str(tmp_path / "fits.json"), grid={"utd": [0.25, 4]},
-                                     base={k: v for k, v in TINY.items() if k != "algo.batch_size"}))
+    spec = sweep.load_spec(
+        spec_dict(
+            tmp_path,
+            rules=str(tmp_path / "fits.json"),
+            grid={"utd": [0.25, 4]},
+            base={k: v for k, v in TINY.items() if k != "algo.batch_size"},
+        )
+    )
     cfgs = [config.load(r.overrides) for r in sweep.expand(spec)]
     assert [c.algo.batch_size for c in cfgs] == [624, 160]
-    assert cfgs[0].algo.critic_lr == pytest.approx(3e-4 * 0.25 ** 0.2, rel=1e-3) == cfgs[0].algo.actor_lr
+    assert cfgs[0].algo.critic_lr == pytest.approx(3e-4 * 0.25**0.2, rel=1e-3) == cfgs[0].algo.actor_lr
     with pytest.raises(sweep.SpecError, match="remove"):
         sweep.load_spec(spec_dict(tmp_path, rules=str(tmp_path / "fits.json")))  # TINY sets algo.batch_size
     # a rule that records its sweep's range is clipped to it: 155 at sigma=4 is below the swept 256
@@ -103,20 +141,35 @@ def test_rules_set_batch_size_and_lr_from_fits(tmp_path):
     cfgs = [config.load(r.overrides) for r in sweep.expand(spec)]
     assert [c.algo.batch_size for c in cfgs] == [512, 256]
     assert [c.algo.critic_lr for c in cfgs] == [2e-4, 2e-4]
-    bad = dict(spec_dict(tmp_path, rules=str(tmp_path / "fits.json"), grid={"utd": [1]}),
-               base={"task": "mountaincar", "max_env_steps": 100})
+    bad = dict(
+        spec_dict(tmp_path, rules=str(tmp_path / "fits.json"), grid={"utd": [1]}),
+        base={"task": "mountaincar", "max_env_steps": 100},
+    )
     with pytest.raises(sweep.SpecError, match="no intercept for task 'mountaincar'"):
         sweep.expand(sweep.load_spec(bad))
 
 
 def test_slurm_parameters_for_a_gpu_cluster_spec(tmp_path):
     submitit = pytest.importorskip("submitit")
-    spec = sweep.load_spec(str(os.path.join(os.path.dirname(__file__), "..", "sweeps", "slurm_gpu.yaml")),
-                           ["out=%s" % (tmp_path / "o")])
+    spec = sweep.load_spec(
+        str(os.path.join(os.path.dirname(__file__), "..", "sweeps", "slurm_gpu.yaml")),
+        ["out=%s" % (tmp_path / "o")],
+    )
     p = sweep.slurm_parameters(spec)
-    text = submitit.slurm.slurm._make_sbatch_string(command="python -m x", folder=str(tmp_path), map_count=40, **p)
-    for line in ("--partition=gpu", "--gpus-per-task=1", "--cpus-per-task=8", "--mem=64GB", "--time=240",
-                 "--account=my-lab", "--array=0-39%16", "--qos=normal", "module load cuda/12"):
+    text = submitit.slurm.slurm._make_sbatch_string(
+        command="python -m x", folder=str(tmp_path), map_count=40, **p
+    )
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-task=1",
+        "--cpus-per-task=8",
+        "--mem=64GB",
+        "--time=240",
+        "--account=my-lab",
+        "--array=0-39%16",
+        "--qos=normal",
+        "module load cuda/12",
+    ):
         assert line in text, (line, text)
     submitit.SlurmExecutor(folder=str(tmp_path)).update_parameters(**p)  # submitit accepts every key
 
@@ -143,14 +196,22 @@ def test_local_sweep_runs_all_then_rerun_skips_and_status_reports(tmp_path, caps
         assert "threads=1" in open(os.path.join(r["path"], sweep.LOG_NAME)).read()
     manifest = json.load(open(os.path.join(spec.out, "manifest.json")))
     assert [m["state"] for m in manifest["runs"]] == ["completed"] * 2 and manifest["runs"][0]["overrides"]
-    again = sweep.launch(sweep.load_spec(spec), live="rich")  # idempotent: nothing launched (and the live table)
+    again = sweep.launch(
+        sweep.load_spec(spec), live="rich"
+    )  # idempotent: nothing launched (and the live table)
     assert all(r["state"] == "completed" and r["launches"] == 0 for r in again)
     assert all(_starts(r["path"]) == (1, 0) for r in again)
-    p = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "sweep", "status", "-"], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "pql_scaling.cli", "sweep", "status", "-"], capture_output=True, text=True
+    )
     assert p.returncode == 2 and "does not exist" in p.stderr
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump(spec_dict(tmp_path), sort_keys=False))
-    p = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "sweep", "status", str(path)], capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "pql_scaling.cli", "sweep", "status", str(path)],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0 and "completed pendulum/utd_0.25/s0" in p.stdout and "completed 2" in p.stdout
     # the analysis reads the sweep directory as it is
     pytest.importorskip("scipy")
@@ -180,20 +241,28 @@ def test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns(tmp_path):
     runs = sweep.expand(sweep.load_spec(d))
     cmd = [sys.executable, "-m", "pql_scaling.cli", "sweep", str(path), "--live", "plain"]
     launcher = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for("a run to complete while two run", lambda: "completed" in _states(runs) and
-              _states(runs).count("running") >= 1)
+    _wait_for(
+        "a run to complete while two run",
+        lambda: "completed" in _states(runs) and _states(runs).count("running") >= 1,
+    )
     launcher.send_signal(signal.SIGKILL)
     launcher.wait(timeout=30)
     # two launchers on the same sweep at once: the orphaned train processes keep their locks, so neither
     # rerun starts their runs again; between them the rest runs exactly once
-    again = [subprocess.Popen(cmd + ["--retry", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for _ in range(2)]
+    again = [
+        subprocess.Popen(cmd + ["--retry", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=600)[0] for p in again]
     if [p.returncode for p in again] != [0, 0]:
         pytest.fail("a rerun failed:\n" + "\n".join(outs))
     assert _states(runs) == ["completed"] * len(runs)
-    made = sorted(os.path.relpath(r, spec_dir) for spec_dir in [d["out"]] for r, _, fs in os.walk(d["out"])
-                  if "status.json" in fs)
+    made = sorted(
+        os.path.relpath(r, spec_dir)
+        for spec_dir in [d["out"]]
+        for r, _, fs in os.walk(d["out"])
+        if "status.json" in fs
+    )
     assert made == sorted(r.name for r in runs)  # no duplicated or stray run directory
     for r in runs:
         assert _starts(r.path) == (1, 0), r.name  # started exactly once, never resumed
@@ -203,11 +272,21 @@ def test_kill_drill_sigkill_launcher_mid_sweep_then_two_reruns(tmp_path):
 
 def test_killed_train_process_is_resumed_from_its_checkpoint(tmp_path):
     """A train process SIGKILLed mid-run (its status still says running) is resumed on rerun."""
-    d = spec_dict(tmp_path, grid={"utd": [0.25]}, base=dict(TINY, **{"max_env_steps": 2400, "log.checkpoint_every_s": 1}))
+    d = spec_dict(
+        tmp_path,
+        grid={"utd": [0.25]},
+        base=dict(TINY, **{"max_env_steps": 2400, "log.checkpoint_every_s": 1}),
+    )
     run = sweep.expand(sweep.load_spec(d))[0]
-    p = subprocess.Popen([sys.executable, "-m", "pql_scaling.cli", "train"] + run.overrides,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_for("a few log points", lambda: os.path.exists(os.path.join(run.path, "metrics.jsonl")) and len(rows(run.path)) >= 5)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pql_scaling.cli", "train"] + run.overrides,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for(
+        "a few log points",
+        lambda: os.path.exists(os.path.join(run.path, "metrics.jsonl")) and len(rows(run.path)) >= 5,
+    )
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     assert status(run.path)["status"] == "running" and sweep.run_state(run.path)[0] == "stopped"
@@ -218,8 +297,10 @@ def test_killed_train_process_is_resumed_from_its_checkpoint(tmp_path):
     try:
         _check_one_timeline(run.path, 2400)
     except AssertionError:
-        pytest.xfail("resume after a SIGKILL repeats the log points written after the last checkpoint; "
-                     "train.py's one-timeline fix (branch drills) makes this pass")
+        pytest.xfail(
+            "resume after a SIGKILL repeats the log points written after the last checkpoint; "
+            "train.py's one-timeline fix (branch drills) makes this pass"
+        )
 
 
 def test_ray_sweep_on_a_real_local_cluster(tmp_path):
@@ -235,7 +316,9 @@ def test_ray_sweep_on_a_real_local_cluster(tmp_path):
 
 def test_slurm_sweep_on_a_real_cluster(tmp_path, slurm_cluster):
     pytest.importorskip("submitit")
-    spec = sweep.load_spec(spec_dict(tmp_path, launcher={"kind": "slurm", "slurm": {"partition": "debug", "time_min": 10}}))
+    spec = sweep.load_spec(
+        spec_dict(tmp_path, launcher={"kind": "slurm", "slurm": {"partition": "debug", "time_min": 10}})
+    )
     out = sweep.launch(spec)
     assert [r["state"] for r in out] == ["completed"] * 2, out
     for r in out:

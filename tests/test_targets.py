@@ -7,6 +7,7 @@ TD loss has dL/dq = 2 (q - target) w / sum(w) per member, and the C51 cross-entr
 dL/dlogits = (softmax(logits) - target) w / sum(w); so the target the code built is recovered exactly,
 whatever the loss's own bookkeeping.
 """
+
 import math
 
 import pytest
@@ -45,8 +46,14 @@ def batch(seed=0, n=B):
     g = torch.Generator().manual_seed(seed)
     discount = 0.99 ** torch.randint(1, 4, (n,), generator=g).float()  # gamma^k for k = 1..3 steps
     discount[::5] = 0.0  # terminations
-    return algo.Batch(torch.randn(n, OBS, generator=g), torch.rand(n, ACT, generator=g) * 2 - 1,
-                      torch.randn(n, generator=g), torch.randn(n, OBS, generator=g), discount, torch.ones(n))
+    return algo.Batch(
+        torch.randn(n, OBS, generator=g),
+        torch.rand(n, ACT, generator=g) * 2 - 1,
+        torch.randn(n, generator=g),
+        torch.randn(n, OBS, generator=g),
+        discount,
+        torch.ones(n),
+    )
 
 
 def recovered_td_target(b, **kw):
@@ -78,8 +85,9 @@ def test_target_policy_smoothing_noise_is_clipped_and_the_action_clamped():
 
     critic = FreeCritic((2, n))
     torch.manual_seed(0)
-    loss, _ = algo.critic_loss(TanhActor(), critic, FirstMemberLower(), b, sac=False, target_noise=std,
-                               target_noise_clip=clip)
+    loss, _ = algo.critic_loss(
+        TanhActor(), critic, FirstMemberLower(), b, sac=False, target_noise=std, target_noise_clip=clip
+    )
     loss.backward()
     target = -critic.q.grad[0] * n / 2.0
     a_next = ((target - b.reward) / 0.5 - b.next_obs.sum(-1)) / 2.0
@@ -110,8 +118,9 @@ class KnownSacActor(torch.nn.Module):
 def test_sac_target_subtracts_alpha_times_the_next_log_prob():
     b = batch(2)
     critic = FreeCritic((2, B))
-    loss, _ = algo.critic_loss(KnownSacActor(), critic, KnownTargets(), b, sac=True, target_noise=0.0,
-                               target_noise_clip=0.0)
+    loss, _ = algo.critic_loss(
+        KnownSacActor(), critic, KnownTargets(), b, sac=True, target_noise=0.0, target_noise_clip=0.0
+    )
     loss.backward()
     target = -critic.q.grad[0] * B / 2.0
     a, logp = KnownSacActor().sample(b.next_obs)
@@ -125,8 +134,15 @@ def test_weight_zero_removes_a_sample_from_the_critic_loss():
     w = torch.ones(B)
     w[::2] = 0.0
     critic = FreeCritic((2, B))
-    loss, _ = algo.critic_loss(TanhActor(), critic, KnownTargets(), b._replace(weight=w), sac=False,
-                               target_noise=0.0, target_noise_clip=0.5)
+    loss, _ = algo.critic_loss(
+        TanhActor(),
+        critic,
+        KnownTargets(),
+        b._replace(weight=w),
+        sac=False,
+        target_noise=0.0,
+        target_noise_clip=0.5,
+    )
     loss.backward()
     assert bool((critic.q.grad[:, ::2] == 0).all()) and bool((critic.q.grad[:, 1::2] != 0).all())
 
@@ -141,7 +157,7 @@ def test_deterministic_actor_loss_is_minus_the_min_q_and_its_step_raises_q():
     class Bowl(torch.nn.Module):  # Q peaks at a = 0.5 (member 0) and a = 0.3 (member 1)
         def forward(self, obs, action):
             a = action[:, 0]
-            return torch.stack([-(a - 0.5) ** 2, -(a - 0.3) ** 2 - 0.1])
+            return torch.stack([-((a - 0.5) ** 2), -((a - 0.3) ** 2) - 0.1])
 
     actor = torch.nn.Sequential(torch.nn.Linear(OBS, ACT), torch.nn.Tanh())
     wrapped = lambda obs: actor(obs)

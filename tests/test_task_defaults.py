@@ -1,6 +1,7 @@
 """Per-task YAML defaults: valid configs, one per MJCF task for the CPU backend and one for the GPU backend,
 Isaac Gym ones apart (name clash); native tasks get a CPU set and a GPU set picked by `device`, and each
 documents its solved return."""
+
 import glob
 import json
 import os
@@ -8,13 +9,14 @@ import os
 import pytest
 import yaml
 
-from pql_scaling import tasks
-from pql_scaling import config
+from pql_scaling import config, tasks
 from pql_scaling.runtime.train import train
 from pql_scaling.tasks.mjcf import MJCF_TASKS
 from tests.runs import rows, status
 
-FILES = sorted(glob.glob(os.path.join(tasks.TASK_DIR, "*.yaml")) + glob.glob(os.path.join(tasks.TASK_DIR, "*", "*.yaml")))
+FILES = sorted(
+    glob.glob(os.path.join(tasks.TASK_DIR, "*.yaml")) + glob.glob(os.path.join(tasks.TASK_DIR, "*", "*.yaml"))
+)
 
 
 def isaacgym_defaults_path(name):
@@ -29,7 +31,9 @@ def test_every_task_yaml_is_a_valid_config(path):
     backend = folder if folder in ("isaacgym", "mjwarp") else None
     device = "cuda" if folder == "gpu" else "cpu"
     cfg = config.load(["task=" + name, "device=" + device] + (["backend=" + backend] if backend else []))
-    assert tasks.defaults_path(name, backend, device) == path  # the file this backend and device actually read
+    assert (
+        tasks.defaults_path(name, backend, device) == path
+    )  # the file this backend and device actually read
     d = yaml.safe_load(open(path))
     assert cfg.num_envs == d["num_envs"] and cfg.max_time_s == d["max_time_s"]
     if backend or device == "cuda":  # the GPU simulators and native tasks on a GPU get PQL's defaults
@@ -59,14 +63,18 @@ def replay_mb(cfg, task_cls):
 def test_native_task_has_cpu_and_gpu_defaults_and_a_solved_return(name):
     cls = tasks.load_native(name)
     cpu, gpu = tasks.defaults_path(name), tasks.defaults_path(name, device="cuda:1")
-    assert cpu == os.path.join(tasks.TASK_DIR, name + ".yaml") and gpu == os.path.join(tasks.TASK_DIR, "gpu", name + ".yaml")
+    assert cpu == os.path.join(tasks.TASK_DIR, name + ".yaml") and gpu == os.path.join(
+        tasks.TASK_DIR, "gpu", name + ".yaml"
+    )
     assert tasks.defaults_path(name, "native", "cuda") == gpu and tasks.defaults_path(name, "native") == cpu
     assert tasks.display_path(gpu) == "tasks/gpu/%s.yaml" % name
     c = config.load(["task=" + name])
     g = config.load(["task=" + name, "device=cuda"])
     assert config.defaults_for([("task", name), ("device", "cuda")]) == gpu
     # CPU: a learner that keeps up on 2 cores and a replay well under the 1 GB budget; GPU: PQL's scale
-    assert c.num_envs <= 256 and max(c.net.critic_hidden) <= 256 and c.threads == 1 and replay_mb(c, cls) < 200
+    assert (
+        c.num_envs <= 256 and max(c.net.critic_hidden) <= 256 and c.threads == 1 and replay_mb(c, cls) < 200
+    )
     assert g.num_envs >= 4096 and g.algo.batch_size >= 4096 and g.num_envs > 16 * c.num_envs
     assert config.load(["task=" + name, "device=cuda", "num_envs=7"]).num_envs == 7  # overrides still win
     # the solved return: a number inside what the task can pay, read from the class by benchmarks and studies
@@ -77,8 +85,16 @@ def test_native_task_has_cpu_and_gpu_defaults_and_a_solved_return(name):
     assert tasks.solved_return("HalfCheetah") is None
 
 
-TINY = ["task=mountaincar", "mode=sync", "num_envs=4", "algo.batch_size=32", "net.actor_hidden=[16]",
-        "net.critic_hidden=[16]", "log.every_steps=5", "log.live=off"]
+TINY = [
+    "task=mountaincar",
+    "mode=sync",
+    "num_envs=4",
+    "algo.batch_size=32",
+    "net.actor_hidden=[16]",
+    "net.critic_hidden=[16]",
+    "log.every_steps=5",
+    "log.live=off",
+]
 
 
 def test_run_records_its_defaults_and_start_up(tmp_path):
@@ -108,12 +124,20 @@ def test_correlated_exploration_noise_is_ar1_with_the_configured_std():
     import torch
 
     from pql_scaling import envs
-    from pql_scaling.runtime.actor import ActorRole
     from pql_scaling.core.replay import Normalizer
+    from pql_scaling.runtime.actor import ActorRole
 
     def goal_rate(rho, steps=400, n=128):
-        cfg = config.load(["task=mountaincar", "num_envs=%d" % n, "algo.warmup_steps=0", "algo.noise_std_min=1.0",
-                           "algo.noise_std_max=1.0", "algo.noise_corr=%r" % rho])
+        cfg = config.load(
+            [
+                "task=mountaincar",
+                "num_envs=%d" % n,
+                "algo.warmup_steps=0",
+                "algo.noise_std_min=1.0",
+                "algo.noise_std_max=1.0",
+                "algo.noise_corr=%r" % rho,
+            ]
+        )
         torch.manual_seed(0)
         env = envs.make("mountaincar", n, seed=0)
         actor = ActorRole(cfg, env, None, Normalizer(2, "cpu", enabled=False), "cpu")

@@ -6,6 +6,7 @@ Tolerances are float32-level: our tasks compute in float32 (eps 1.2e-7), Gymnasi
 float32 with different rounding for mountain car), so one step agrees to a few ulps of the largest
 intermediate; RK4 over Acrobot's 0.2 s step with velocities up to 9 pi compounds that a little more.
 """
+
 import math
 
 import numpy as np
@@ -37,7 +38,18 @@ def _random_actions(steps, n, act_dim, seed):
 def test_pendulum_matches_gymnasium():
     n, steps = 8, 300
     env = envs.make("pendulum", n, seed=3)
-    starts = torch.tensor([[math.pi, 0.0], [0.0, 0.0], [3.0, 7.9], [-3.0, -7.9], [1.0, 2.0], [-0.5, 8.0], [10.0, -3.0], [0.1, 0.0]])
+    starts = torch.tensor(
+        [
+            [math.pi, 0.0],
+            [0.0, 0.0],
+            [3.0, 7.9],
+            [-3.0, -7.9],
+            [1.0, 2.0],
+            [-0.5, 8.0],
+            [10.0, -3.0],
+            [0.1, 0.0],
+        ]
+    )
     env.set_state(starts)
     ref = [_gym("Pendulum-v1") for _ in range(n)]
     actions = _random_actions(steps, n, 1, seed=0)
@@ -57,7 +69,16 @@ def test_mountaincar_matches_gymnasium():
     env = envs.make("mountaincar", n, seed=3)
     # valley, left wall moving left (inelastic clip), speed limits, and three just short of the goal
     starts = torch.tensor(
-        [[-0.5, 0.0], [-0.4, 0.0], [-1.19, -0.07], [-1.2, 0.0], [0.0, 0.07], [0.44, 0.02], [0.449, 0.001], [0.4, -0.03]]
+        [
+            [-0.5, 0.0],
+            [-0.4, 0.0],
+            [-1.19, -0.07],
+            [-1.2, 0.0],
+            [0.0, 0.07],
+            [0.44, 0.02],
+            [0.449, 0.001],
+            [0.4, -0.03],
+        ]
     )
     env.set_state(starts)
     ref = [_gym("MountainCarContinuous-v0") for _ in range(n)]
@@ -78,7 +99,11 @@ def test_mountaincar_matches_gymnasium():
 
 
 def test_mountaincar_limit_is_gymnasium_registration():
-    assert load_native("mountaincar").max_episode_steps == gym.spec("MountainCarContinuous-v0").max_episode_steps == 999
+    assert (
+        load_native("mountaincar").max_episode_steps
+        == gym.spec("MountainCarContinuous-v0").max_episode_steps
+        == 999
+    )
     assert load_native("pendulum").max_episode_steps == gym.spec("Pendulum-v1").max_episode_steps
     assert load_native("acrobot_swingup").max_episode_steps == gym.spec("Acrobot-v1").max_episode_steps
 
@@ -90,7 +115,9 @@ def test_cartpole_swingup_physics_matches_gymnasium_cartpole():
     n, steps = 8, 300
     env = envs.make("cartpole_swingup", n, seed=3, x_threshold=1e6)  # no resets: follow the physics
     g = torch.Generator().manual_seed(2)
-    starts = torch.rand((n, 4), generator=g) * torch.tensor([4.0, 6.0, 2 * math.pi, 12.0]) - torch.tensor([2.0, 3.0, math.pi, 6.0])
+    starts = torch.rand((n, 4), generator=g) * torch.tensor([4.0, 6.0, 2 * math.pi, 12.0]) - torch.tensor(
+        [2.0, 3.0, math.pi, 6.0]
+    )
     env.set_state(starts)
     ref = _gym("CartPole-v1")
     actions = _random_actions(steps, n, 1, seed=2)
@@ -115,7 +142,9 @@ def test_acrobot_swingup_physics_matches_gymnasium_acrobot():
     env = envs.make("acrobot_swingup", n, seed=3)
     g = torch.Generator().manual_seed(4)
     # wide start states, up to the velocity limits, so the wrap and clip branches run
-    starts = (torch.rand((n, 4), generator=g) * 2 - 1) * torch.tensor([math.pi, math.pi, 4 * math.pi, 9 * math.pi])
+    starts = (torch.rand((n, 4), generator=g) * 2 - 1) * torch.tensor(
+        [math.pi, math.pi, 4 * math.pi, 9 * math.pi]
+    )
     env.set_state(starts)
     ref = _gym("Acrobot-v1")
     actions = torch.randint(-1, 2, (steps, n, 1), generator=g).float()  # Gymnasium's torques -1, 0, +1
@@ -139,13 +168,20 @@ def _lagrangian_accel(task, q, qd, force):
         return torch.stack([q[0] + lc1 * torch.sin(q[1]), lc1 * torch.cos(q[1])])
 
     def com2(q):
-        return torch.stack([q[0] + task.l1 * torch.sin(q[1]) + lc2 * torch.sin(q[2]), task.l1 * torch.cos(q[1]) + lc2 * torch.cos(q[2])])
+        return torch.stack(
+            [
+                q[0] + task.l1 * torch.sin(q[1]) + lc2 * torch.sin(q[2]),
+                task.l1 * torch.cos(q[1]) + lc2 * torch.cos(q[2]),
+            ]
+        )
 
     def lagrangian(q, qd):
         v1 = torch.autograd.functional.jvp(com1, q, qd, create_graph=True)[1]  # COM velocities = J(q) qd
         v2 = torch.autograd.functional.jvp(com2, q, qd, create_graph=True)[1]
         kin = 0.5 * task.m0 * qd[0] ** 2 + 0.5 * task.m1 * (v1**2).sum() + 0.5 * task.m2 * (v2**2).sum()
-        kin = kin + 0.5 * task.m1 * task.l1**2 / 12 * qd[1] ** 2 + 0.5 * task.m2 * task.l2**2 / 12 * qd[2] ** 2
+        kin = (
+            kin + 0.5 * task.m1 * task.l1**2 / 12 * qd[1] ** 2 + 0.5 * task.m2 * task.l2**2 / 12 * qd[2] ** 2
+        )
         pot = task.g * (task.m1 * com1(q)[1] + task.m2 * com2(q)[1])
         return kin - pot
 
@@ -160,7 +196,9 @@ def test_double_cartpole_equations_match_autograd_lagrangian():
     task = load_native("double_cartpole_swingup")("cpu")
     g = torch.Generator().manual_seed(5)
     for _ in range(10):
-        q = (torch.rand(3, generator=g, dtype=torch.float64) * 2 - 1) * torch.tensor([2.0, math.pi, math.pi], dtype=torch.float64)
+        q = (torch.rand(3, generator=g, dtype=torch.float64) * 2 - 1) * torch.tensor(
+            [2.0, math.pi, math.pi], dtype=torch.float64
+        )
         qd = torch.randn(3, generator=g, dtype=torch.float64) * 4
         force = float(torch.randn((), generator=g)) * 10
         ours = task.accel(q[None], qd[None], torch.tensor([force], dtype=torch.float64))[0]
@@ -200,7 +238,9 @@ def test_shapes_and_dtypes(name):
 @pytest.mark.parametrize("name", ALL)
 def test_deterministic_for_a_seed(name):
     def rollout(seed):
-        env = envs.make(name, 32, seed=seed, max_episode_steps=20)  # short limit: resets draw from the generator too
+        env = envs.make(
+            name, 32, seed=seed, max_episode_steps=20
+        )  # short limit: resets draw from the generator too
         out = [env.reset()]
         for a in _random_actions(50, 32, env.act_dim, seed=7):
             next_obs, reward, _, _, _ = env.step(a)
@@ -303,7 +343,11 @@ def test_long_random_rollout_stays_finite(name):
         if t % 2:
             a = torch.sign(a)
         obs, reward, _, _, info = env.step(a)
-        assert torch.isfinite(obs).all() and torch.isfinite(info["final_obs"]).all() and torch.isfinite(reward).all()
+        assert (
+            torch.isfinite(obs).all()
+            and torch.isfinite(info["final_obs"]).all()
+            and torch.isfinite(reward).all()
+        )
         lo, hi = min(lo, float(reward.min())), max(hi, float(reward.max()))
     if name in ("cartpole_swingup", "acrobot_swingup", "double_cartpole_swingup"):
         assert 0.0 <= lo and hi <= 1.0  # the documented per-step reward range
@@ -312,7 +356,15 @@ def test_long_random_rollout_stays_finite(name):
 @pytest.mark.parametrize("name", ["cartpole_swingup", "double_cartpole_swingup", "acrobot_swingup"])
 def test_swingup_reward_is_one_upright_at_rest_and_zero_hanging(name):
     env = envs.make(name, 2, seed=0)
-    up = {"cartpole_swingup": [0.0] * 4, "double_cartpole_swingup": [0.0] * 6, "acrobot_swingup": [math.pi, 0.0, 0.0, 0.0]}[name]
-    down = {"cartpole_swingup": [0, 0, math.pi, 0], "double_cartpole_swingup": [0, math.pi, math.pi, 0, 0, 0], "acrobot_swingup": [0.0] * 4}[name]
+    up = {
+        "cartpole_swingup": [0.0] * 4,
+        "double_cartpole_swingup": [0.0] * 6,
+        "acrobot_swingup": [math.pi, 0.0, 0.0, 0.0],
+    }[name]
+    down = {
+        "cartpole_swingup": [0, 0, math.pi, 0],
+        "double_cartpole_swingup": [0, math.pi, math.pi, 0, 0, 0],
+        "acrobot_swingup": [0.0] * 4,
+    }[name]
     _, reward, _ = env.task.dynamics(torch.tensor([up, down]), torch.zeros(2, 1))
     assert reward[0] == pytest.approx(1.0, abs=1e-3) and reward[1] == pytest.approx(0.0, abs=1e-3)

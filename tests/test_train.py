@@ -1,5 +1,6 @@
 """End-to-end training in `mode=sync` on the native pendulum: the run directory contract, exact ratios,
 determinism, divergence, resume, W&B offline mirroring, signals."""
+
 import json
 import os
 import signal
@@ -14,14 +15,39 @@ import yaml
 from pql_scaling.runtime.train import Diverged, train
 from tests.runs import rows, same_curve, status
 
-SMALL = ["task=pendulum", "mode=sync", "num_envs=8", "algo.batch_size=64", "net.actor_hidden=[32]",
-         "net.critic_hidden=[32]", "log.every_steps=20", "threads=1", "log.live=off", "algo.warmup_steps=4"]
+SMALL = [
+    "task=pendulum",
+    "mode=sync",
+    "num_envs=8",
+    "algo.batch_size=64",
+    "net.actor_hidden=[32]",
+    "net.critic_hidden=[32]",
+    "log.every_steps=20",
+    "threads=1",
+    "log.live=off",
+    "algo.warmup_steps=4",
+]
 
 
 def test_run_directory_contract_and_exact_ratios(tmp_path):
-    d = train(SMALL + ["max_env_steps=1600", "algo.critic_updates_per_step=3",
-                       "algo.policy_updates_per_critic_update=0.5", "run_dir=%s" % (tmp_path / "r")], quiet=True)
-    for name in ("config.yaml", "metrics.jsonl", "status.json", "run.json", "train.log", "checkpoints/last.pt"):
+    d = train(
+        SMALL
+        + [
+            "max_env_steps=1600",
+            "algo.critic_updates_per_step=3",
+            "algo.policy_updates_per_critic_update=0.5",
+            "run_dir=%s" % (tmp_path / "r"),
+        ],
+        quiet=True,
+    )
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "status.json",
+        "run.json",
+        "train.log",
+        "checkpoints/last.pt",
+    ):
         assert os.path.exists(os.path.join(d, name)), name
     assert status(d)["status"] == "completed"
     cfg = yaml.safe_load(open(os.path.join(d, "config.yaml")))
@@ -29,17 +55,35 @@ def test_run_directory_contract_and_exact_ratios(tmp_path):
     facts = json.load(open(os.path.join(d, "run.json")))
     assert facts["utd"] == 3 / 8 and facts["critic_params"] > 0
     last = rows(d)[-1]
-    for key in ("env_steps", "critic_updates", "policy_updates", "utd", "flops", "wall_time_s", "return_mean",
-                "return_std", "episodes", "env_steps_per_s", "critic_updates_per_s", "critic_loss", "actor_loss"):
+    for key in (
+        "env_steps",
+        "critic_updates",
+        "policy_updates",
+        "utd",
+        "flops",
+        "wall_time_s",
+        "return_mean",
+        "return_std",
+        "episodes",
+        "env_steps_per_s",
+        "critic_updates_per_s",
+        "critic_loss",
+        "actor_loss",
+    ):
         assert key in last, key
     assert last["env_steps"] == 1600
     # updates start once the replay holds a batch; from then on exactly 3 per actor step, policy 1 per 2
     learning_steps = last["actor_steps"] - (64 // 8 + 2) + 1  # rows start after n-1 = 2 steps
     assert last["critic_updates"] == 3 * learning_steps
     assert last["policy_updates"] == last["critic_updates"] // 2
-    assert last["flops"] == last["critic_updates"] * facts["flops_per_critic_update"] + \
-        last["policy_updates"] * facts["flops_per_policy_update"]
-    assert all(r["return_mean"] is None or r["return_mean"] < 0 for r in rows(d))  # pendulum returns, unscaled
+    assert (
+        last["flops"]
+        == last["critic_updates"] * facts["flops_per_critic_update"]
+        + last["policy_updates"] * facts["flops_per_policy_update"]
+    )
+    assert all(
+        r["return_mean"] is None or r["return_mean"] < 0 for r in rows(d)
+    )  # pendulum returns, unscaled
 
 
 def test_same_seed_same_metrics(tmp_path):
@@ -52,7 +96,9 @@ def test_same_seed_same_metrics(tmp_path):
 
 
 def test_target_return_stops_the_run(tmp_path):
-    d = train(SMALL + ["max_env_steps=100000", "target_return=-1e9", "run_dir=%s" % (tmp_path / "t")], quiet=True)
+    d = train(
+        SMALL + ["max_env_steps=100000", "target_return=-1e9", "run_dir=%s" % (tmp_path / "t")], quiet=True
+    )
     st = status(d)
     assert st["status"] == "completed" and st["reason"] == "target_return"
     assert rows(d)[-1]["env_steps"] == 8 * 200  # the first log point with finished episodes
@@ -67,8 +113,11 @@ def test_sac_and_c51_train(tmp_path):
 def test_nan_loss_fails_with_cause_and_keeps_checkpoint(tmp_path):
     d = str(tmp_path / "nan")
     with pytest.raises(Diverged, match="algo.reward_scale"):
-        train(SMALL + ["max_env_steps=4000", "algo.reward_scale=1e30", "log.checkpoint_every_s=0", "run_dir=" + d],
-              quiet=True)
+        train(
+            SMALL
+            + ["max_env_steps=4000", "algo.reward_scale=1e30", "log.checkpoint_every_s=0", "run_dir=" + d],
+            quiet=True,
+        )
     st = status(d)
     assert st["status"] == "failed" and "diverged" in st["reason"]
     ckpt = torch.load(os.path.join(d, "checkpoints", "last.pt"), weights_only=False)
@@ -82,7 +131,7 @@ def test_resume_continues_counters_and_appends(tmp_path):
     train(["resume=" + d, "max_env_steps=1600", "log.live=off"], quiet=True)
     after = rows(d)
     assert after[: len(first)] == first
-    new = after[len(first):]
+    new = after[len(first) :]
     assert new and new[0]["env_steps"] > first[-1]["env_steps"] and after[-1]["env_steps"] == 1600
     assert new[0]["critic_updates"] > first[-1]["critic_updates"]
     assert new[0]["wall_time_s"] >= first[-1]["wall_time_s"]
@@ -109,15 +158,23 @@ def test_wandb_offline_mirrors_metrics_and_failures_never_stop_training(tmp_path
     from tests.helpers import wandb_offline_run
 
     monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "600")  # W&B's service starts slowly on a loaded machine (default 90 s)
-    d = train(SMALL + ["max_env_steps=1600", "wandb.mode=offline", "wandb.project=t", "run_dir=%s" % (tmp_path / "w")],
-                      quiet=True)
+    monkeypatch.setenv(
+        "WANDB_INIT_TIMEOUT", "600"
+    )  # W&B's service starts slowly on a loaded machine (default 90 s)
+    d = train(
+        SMALL
+        + ["max_env_steps=1600", "wandb.mode=offline", "wandb.project=t", "run_dir=%s" % (tmp_path / "w")],
+        quiet=True,
+    )
     log_text = open(os.path.join(d, "train.log")).read()
     assert "W&B" not in log_text, log_text  # no W&B failure: the mirror really ran
     config, history = wandb_offline_run(d)
     logged = [r for r in history if "env_steps" in r]
     local = rows(d)
-    assert len(logged) == len(local) and any(r["return_mean"] is not None for r in local), (len(logged), history[:3])
+    assert len(logged) == len(local) and any(r["return_mean"] is not None for r in local), (
+        len(logged),
+        history[:3],
+    )
     for mine, theirs in zip(local, logged):
         assert theirs["_step"] == mine["env_steps"]
         for k, v in mine.items():
@@ -155,7 +212,9 @@ def test_wandb_offline_mirrors_metrics_and_failures_never_stop_training(tmp_path
         raise RuntimeError("wandb is down")
 
     monkeypatch.setattr(wandb, "init", broken)
-    d2 = train(SMALL + ["max_env_steps=400", "wandb.mode=offline", "run_dir=%s" % (tmp_path / "w2")], quiet=True)
+    d2 = train(
+        SMALL + ["max_env_steps=400", "wandb.mode=offline", "run_dir=%s" % (tmp_path / "w2")], quiet=True
+    )
     assert status(d2)["status"] == "completed" and rows(d2)[-1]["env_steps"] == 400
     assert "W&B init failed" in open(os.path.join(d2, "train.log")).read()
 
@@ -163,14 +222,22 @@ def test_wandb_offline_mirrors_metrics_and_failures_never_stop_training(tmp_path
 def test_cli_prints_run_dir_and_sigterm_stops_gracefully(tmp_path):
     d = str(tmp_path / "cli")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen([sys.executable, "-m", "pql_scaling.cli", "train"] + SMALL +
-                         ["max_env_steps=100000000", "log.live=plain", "run_dir=" + d],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pql_scaling.cli", "train"]
+        + SMALL
+        + ["max_env_steps=100000000", "log.live=plain", "run_dir=" + d],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + 300  # generous: a loaded machine; the loop fails loudly when it passes
     while not (os.path.exists(os.path.join(d, "metrics.jsonl")) and rows(d)):
         if p.poll() is not None or time.monotonic() > deadline:
             p.kill()
-            raise AssertionError("no metrics row within 300 s (exit code %s):\n%s" % (p.poll(), p.communicate()[0]))
+            raise AssertionError(
+                "no metrics row within 300 s (exit code %s):\n%s" % (p.poll(), p.communicate()[0])
+            )
         time.sleep(0.2)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=300)
@@ -182,8 +249,9 @@ def test_cli_prints_run_dir_and_sigterm_stops_gracefully(tmp_path):
 
 
 def test_cli_config_error_exit_code_and_message(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "pql_scaling.cli", "train", "algo.batchsize=4"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-m", "pql_scaling.cli", "train", "algo.batchsize=4"], capture_output=True, text=True
+    )
     assert p.returncode == 2 and "algo.batch_size" in p.stderr
 
 
@@ -196,10 +264,24 @@ def test_a_final_log_point_at_the_same_env_steps_keeps_the_return_it_follows(tmp
     run = RunDir(str(tmp_path / "r"))
     try:
         run.append_metrics({"env_steps": 100, "critic_updates": 10, "return_mean": -5.0, "episodes": 1})
-        run.append_metrics({"env_steps": 200, "critic_updates": 20, "return_mean": 701.0, "episodes": 3,
-                            "env_steps_per_s": 50.0})
-        run.append_metrics({"env_steps": 200, "critic_updates": 24, "return_mean": None, "episodes": 0,
-                            "env_steps_per_s": 0.0})
+        run.append_metrics(
+            {
+                "env_steps": 200,
+                "critic_updates": 20,
+                "return_mean": 701.0,
+                "episodes": 3,
+                "env_steps_per_s": 50.0,
+            }
+        )
+        run.append_metrics(
+            {
+                "env_steps": 200,
+                "critic_updates": 24,
+                "return_mean": None,
+                "episodes": 0,
+                "env_steps_per_s": 0.0,
+            }
+        )
     finally:
         run.close()
     got = rows(str(tmp_path / "r"))

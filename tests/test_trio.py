@@ -3,7 +3,7 @@
 Every full run here spawns two learner processes (a few seconds each on 2 cores, mostly importing
 torch), so runs are short and shared between checks where one run can show several things.
 """
-import json
+
 import multiprocessing
 import os
 import re
@@ -15,19 +15,50 @@ import time
 import pytest
 import torch
 
-from pql_scaling import envs
 from pql_scaling import config as config_lib
-from pql_scaling.runtime import trio
+from pql_scaling import envs
 from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime import trio
 from pql_scaling.runtime.train import Session, train
 from tests.runs import rows, status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMALL = ["task=pendulum", "num_envs=16", "algo.batch_size=64", "net.actor_hidden=[32,32]", "net.critic_hidden=[32,32]",
-         "algo.critic_updates_per_step=2", "algo.policy_updates_per_critic_update=0.5", "log.every_steps=20", "threads=1"]
-SYNC_KEYS = {"env_steps", "actor_steps", "critic_updates", "policy_updates", "utd", "flops", "wall_time_s", "return_mean",
-             "return_std", "episodes", "episode_length", "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s"}
-TRIO_KEYS = {"actor_steps_per_s", "actor_wait_s", "actor_wait_frac", "v_wait_s", "v_wait_frac", "p_wait_s", "p_wait_frac"}
+SMALL = [
+    "task=pendulum",
+    "num_envs=16",
+    "algo.batch_size=64",
+    "net.actor_hidden=[32,32]",
+    "net.critic_hidden=[32,32]",
+    "algo.critic_updates_per_step=2",
+    "algo.policy_updates_per_critic_update=0.5",
+    "log.every_steps=20",
+    "threads=1",
+]
+SYNC_KEYS = {
+    "env_steps",
+    "actor_steps",
+    "critic_updates",
+    "policy_updates",
+    "utd",
+    "flops",
+    "wall_time_s",
+    "return_mean",
+    "return_std",
+    "episodes",
+    "episode_length",
+    "env_steps_per_s",
+    "critic_updates_per_s",
+    "policy_updates_per_s",
+}
+TRIO_KEYS = {
+    "actor_steps_per_s",
+    "actor_wait_s",
+    "actor_wait_frac",
+    "v_wait_s",
+    "v_wait_frac",
+    "p_wait_s",
+    "p_wait_frac",
+}
 
 
 def checkpoint(path):
@@ -92,8 +123,10 @@ def snapshot_stress(device, n, shapes, min_loads, timeout):
     snap = trio.Snapshot([torch.zeros(shape, device=device) for shape in shapes], device)
     out = torch.zeros(4, dtype=torch.int64).share_memory_()
     barrier = ctx.Barrier(3)
-    procs = [ctx.Process(target=_snapshot_reader, args=(snap, n, out, 2 * i, barrier, shapes, device))
-             for i in range(2)]
+    procs = [
+        ctx.Process(target=_snapshot_reader, args=(snap, n, out, 2 * i, barrier, shapes, device))
+        for i in range(2)
+    ]
     procs.append(ctx.Process(target=_snapshot_writer, args=(snap, n, barrier, shapes, device)))
     for p in procs:
         p.start()
@@ -122,7 +155,14 @@ class RowIdActor:
         base = self.replay.replay.rows
         ids = torch.arange(base, base + self.n, dtype=torch.float32)
         col = ids[:, None]
-        self.replay.add(col.expand(-1, self.obs_dim), col.expand(-1, self.act_dim), ids, col.expand(-1, self.obs_dim), ids, ids)
+        self.replay.add(
+            col.expand(-1, self.obs_dim),
+            col.expand(-1, self.act_dim),
+            ids,
+            col.expand(-1, self.obs_dim),
+            ids,
+            ids,
+        )
         self.steps += 1
 
     def pop_stats(self):
@@ -143,7 +183,10 @@ class CheckingLoop(trio.LearnerLoop):
         ids = batch.reward
         for field, x in zip(batch._fields, batch):
             if not bool((x.reshape(len(ids), -1) == ids[:, None]).all()):
-                raise AssertionError("torn row in %s: field %s, ids %s, values %s" % (self.role, field, ids.tolist(), x.tolist()))
+                raise AssertionError(
+                    "torn row in %s: field %s, ids %s, values %s"
+                    % (self.role, field, ids.tolist(), x.tolist())
+                )
         if not bool((ids < self.sh.ctr.rows).all()):
             raise AssertionError("sampled an uncommitted row")
         self.learner.stats += torch.tensor([float(len(ids)), 0.0, 1.0])
@@ -153,9 +196,19 @@ class CheckingLoop(trio.LearnerLoop):
 def test_replay_rows_are_whole_under_concurrent_wrapping_writes(tmp_path):
     """A ring of 56 rows rewritten ~140 times while both learners sample it with the real gate and window."""
     num_envs, steps = 8, 1000
-    cfg = config_lib.load(SMALL + ["mode=trio", "num_envs=%d" % num_envs, "algo.buffer_size=56", "algo.batch_size=32",
-                                  "algo.critic_updates_per_step=4", "algo.policy_updates_per_critic_update=1",
-                                  "max_env_steps=%d" % (num_envs * steps), "log.every_steps=500"])
+    cfg = config_lib.load(
+        SMALL
+        + [
+            "mode=trio",
+            "num_envs=%d" % num_envs,
+            "algo.buffer_size=56",
+            "algo.batch_size=32",
+            "algo.critic_updates_per_step=4",
+            "algo.policy_updates_per_critic_update=1",
+            "max_env_steps=%d" % (num_envs * steps),
+            "log.every_steps=500",
+        ]
+    )
     env = envs.make("pendulum", num_envs, seed=0)
     run = RunDir(str(tmp_path))
     try:
@@ -165,7 +218,9 @@ def test_replay_rows_are_whole_under_concurrent_wrapping_writes(tmp_path):
     finally:
         run.close()
     assert s.replay.rows == num_envs * steps and s.replay.capacity == 56
-    critic, policy = expected_counts(steps, num_envs, 32, 4, 1, nstep=1)  # rows are written from the first step
+    critic, policy = expected_counts(
+        steps, num_envs, 32, 4, 1, nstep=1
+    )  # rows are written from the first step
     assert (s.v_learner.updates, s.p_learner.updates) == (critic, policy)
     assert_gone(learner_pids(str(tmp_path)))
 
@@ -175,8 +230,16 @@ def test_replay_rows_are_whole_under_concurrent_wrapping_writes(tmp_path):
 
 def test_trio_exact_ratios_same_run_dir_as_sync_and_resume(tmp_path):
     steps = 300
-    path = train(SMALL + ["mode=trio", "max_env_steps=%d" % (16 * steps), "run_dir=%s" % (tmp_path / "trio"),
-                          "log.checkpoint_every_s=0"], quiet=True)
+    path = train(
+        SMALL
+        + [
+            "mode=trio",
+            "max_env_steps=%d" % (16 * steps),
+            "run_dir=%s" % (tmp_path / "trio"),
+            "log.checkpoint_every_s=0",
+        ],
+        quiet=True,
+    )
     assert_gone(learner_pids(path))
     assert status(path)["status"] == "completed"
     m = rows(path)
@@ -220,7 +283,11 @@ def test_trio_exact_ratios_same_run_dir_as_sync_and_resume(tmp_path):
     train(["resume=%s" % sync, "mode=trio", "max_env_steps=%d" % (640 + 16 * 40)], quiet=True)
     after = checkpoint(sync)
     assert after["actor"]["steps"] == before["actor"]["steps"] + 40
-    assert before["v_learner"]["updates"] < after["v_learner"]["updates"] <= before["v_learner"]["updates"] + 2 * 40
+    assert (
+        before["v_learner"]["updates"]
+        < after["v_learner"]["updates"]
+        <= before["v_learner"]["updates"] + 2 * 40
+    )
     assert status(sync)["status"] == "completed" and rows(sync)[-1]["env_steps"] == 640 + 16 * 40
 
 
@@ -228,9 +295,20 @@ def test_trio_exact_ratios_same_run_dir_as_sync_and_resume(tmp_path):
 def test_a_crash_in_any_role_fails_the_run_with_its_traceback(tmp_path, monkeypatch, role):
     monkeypatch.setenv("PQL_TRIO_FAULT", "%s:%d" % (role, 150))
     run_dir = str(tmp_path / role)
-    with pytest.raises(Exception, match="injected fault in %s" % role):  # max_time_s: a missed fault ends loudly
-        train(SMALL + ["mode=trio", "max_env_steps=100000", "max_time_s=600", "run_dir=%s" % run_dir,
-                       "log.checkpoint_every_s=0"], quiet=True)
+    with pytest.raises(
+        Exception, match="injected fault in %s" % role
+    ):  # max_time_s: a missed fault ends loudly
+        train(
+            SMALL
+            + [
+                "mode=trio",
+                "max_env_steps=100000",
+                "max_time_s=600",
+                "run_dir=%s" % run_dir,
+                "log.checkpoint_every_s=0",
+            ],
+            quiet=True,
+        )
     st = status(run_dir)
     assert st["status"] == "failed" and role in st["reason"] and "injected fault" in st["reason"], st
     with open(os.path.join(run_dir, "train.log")) as f:
@@ -242,8 +320,20 @@ def test_a_crash_in_any_role_fails_the_run_with_its_traceback(tmp_path, monkeypa
 
 
 def _start_cli(run_dir, *extra):
-    cmd = [sys.executable, "-m", "pql_scaling.cli", "train", "mode=trio", "max_env_steps=10000000", "run_dir=%s" % run_dir,
-           "log.checkpoint_every_s=0"] + SMALL + list(extra)
+    cmd = (
+        [
+            sys.executable,
+            "-m",
+            "pql_scaling.cli",
+            "train",
+            "mode=trio",
+            "max_env_steps=10000000",
+            "run_dir=%s" % run_dir,
+            "log.checkpoint_every_s=0",
+        ]
+        + SMALL
+        + list(extra)
+    )
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 

@@ -11,21 +11,68 @@ R2 = Hilton et al. 2023; R5 = Fu, Rybkin et al. 2025. Nothing here reads files o
 - r2: intrinsic performance.
 The rules' evaluation (`rule_value`) lives in analysis/rules.py (numpy only, shared with the sweep launcher).
 """
+
 from ..errors import AnalysisInputError
 from ..rules import rule_value
-from .intervals import percentile_interval
 from .curves import crossing_index, crossing_steps, crossings, isotonic, log_thresholds, normalise
+from .intervals import percentile_interval
 from .powerlaw import fit_power_law, fit_power_law_batch, power_law, solve_each
-from .r1 import (best_hparams, budget_fit, budget_optimum, compute_r1, d_of_sigma, data_efficiency,
-                 data_efficiency_boot, pareto_mask, pooled_times, shared_slope, to_physical)
+from .r1 import (
+    best_hparams,
+    budget_fit,
+    budget_optimum,
+    compute_r1,
+    d_of_sigma,
+    data_efficiency,
+    data_efficiency_boot,
+    pareto_mask,
+    pooled_times,
+    shared_slope,
+    to_physical,
+)
 from .r2 import fit_intrinsic, intrinsic_performance
-from .r5 import (drop_after_resets, fit_surface, log_affine, r5_cells, r5_pooled, surface_optimum,
-                 surface_value)
+from .r5 import (
+    drop_after_resets,
+    fit_surface,
+    log_affine,
+    r5_cells,
+    r5_pooled,
+    surface_optimum,
+    surface_value,
+)
 
-__all__ = ["AnalysisInputError", "rule_value", "percentile_interval", "crossing_index", "crossing_steps",
-           "crossings", "isotonic", "log_thresholds", "normalise", "fit_power_law", "fit_power_law_batch",
-           "power_law", "solve_each",
-           "best_hparams", "budget_fit", "budget_optimum", "compute_r1", "d_of_sigma", "data_efficiency",
-           "data_efficiency_boot", "pareto_mask", "pooled_times", "shared_slope", "to_physical",
-           "fit_intrinsic", "intrinsic_performance", "drop_after_resets", "fit_surface", "log_affine",
-           "r5_cells", "r5_pooled", "surface_optimum", "surface_value"]
+__all__ = [
+    "AnalysisInputError",
+    "rule_value",
+    "percentile_interval",
+    "crossing_index",
+    "crossing_steps",
+    "crossings",
+    "isotonic",
+    "log_thresholds",
+    "normalise",
+    "fit_power_law",
+    "fit_power_law_batch",
+    "power_law",
+    "solve_each",
+    "best_hparams",
+    "budget_fit",
+    "budget_optimum",
+    "compute_r1",
+    "d_of_sigma",
+    "data_efficiency",
+    "data_efficiency_boot",
+    "pareto_mask",
+    "pooled_times",
+    "shared_slope",
+    "to_physical",
+    "fit_intrinsic",
+    "intrinsic_performance",
+    "drop_after_resets",
+    "fit_surface",
+    "log_affine",
+    "r5_cells",
+    "r5_pooled",
+    "surface_optimum",
+    "surface_value",
+]

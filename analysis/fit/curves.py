@@ -1,7 +1,9 @@
 """Thresholds, isotonic learning curves and their crossings (docs/science.md 2.3), shared by every fit."""
+
 import numpy as np
 
 from ..errors import AnalysisInputError
+
 
 def log_thresholds(lo=300.0, hi=800.0, n=10):
     """R1's thresholds: (1000 - J) log-spaced between 1000-lo and 1000-hi (300 ... 800 by default)."""
@@ -42,8 +44,8 @@ def crossings(curves, thresholds, n_boot=0, rng=None, key="norm"):
         point[i] = np.where(idx >= 0, steps[idx], np.nan)
         if n_boot:
             s = y.shape[1]
-            pick = rng.integers(0, s, size=(n_boot, s))               # resample seeds with replacement
-            means = y[:, pick].mean(-1).T                                # [n_boot, T]
+            pick = rng.integers(0, s, size=(n_boot, s))  # resample seeds with replacement
+            means = y[:, pick].mean(-1).T  # [n_boot, T]
             idx = crossing_index(means, thresholds)
             boot[i] = np.where(idx >= 0, steps[idx], np.nan)
     return point, boot
@@ -54,17 +56,25 @@ def normalise(curves, max_returns=None, min_returns=None):
     from `min_returns` (default 0, R1's 1000 R / R_max). A task with negative returns (Pendulum) needs
     both."""
     max_returns, min_returns = dict(max_returns or {}), dict(min_returns or {})
-    missing = sorted({c["task"] for c in curves
-                      if c["task"] not in max_returns and not np.isfinite(c.get("r_max", np.nan))})
+    missing = sorted(
+        {
+            c["task"]
+            for c in curves
+            if c["task"] not in max_returns and not np.isfinite(c.get("r_max", np.nan))
+        }
+    )
     if missing:
         raise AnalysisInputError(
             f"no R_max for task(s) {missing}: add them under `max_returns` in the config "
-            f"(task: R_max, the return counted as 1000), or log r_max in the runs")
+            f"(task: R_max, the return counted as 1000), or log r_max in the runs"
+        )
     for c in curves:
         r, r0 = float(max_returns.get(c["task"], c.get("r_max"))), float(min_returns.get(c["task"], 0.0))
         if not r > r0:
-            raise AnalysisInputError(f"task {c['task']}: R_max = {r:g} must be above R_min = {r0:g} "
-                                     "(`max_returns` / `min_returns`; negative returns need a minimum)")
+            raise AnalysisInputError(
+                f"task {c['task']}: R_max = {r:g} must be above R_min = {r0:g} "
+                "(`max_returns` / `min_returns`; negative returns need a minimum)"
+            )
         c["norm"] = 1000.0 * (c["returns"] - r0) / (r - r0)
     return curves
 

@@ -1,4 +1,5 @@
 """Percentile intervals of bootstrap values (the fits of seed-bootstrap resamples, docs/science.md 2.4)."""
+
 import numpy as np
 
 

@@ -1,10 +1,12 @@
 """R1's power law c + (x / b)^(-a) and its least-squares fits, one at a time (scipy L-BFGS-B) and many
 at once (the bootstrap resamples, vectorised Levenberg-Marquardt)."""
+
 import numpy as np
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
 from ..errors import AnalysisInputError
+
 
 def power_law(x, a, b, c):
     """R1's normalised form: c + (x / b)^(-a)."""
@@ -16,7 +18,7 @@ def _loss_grad(p, x, y):
     u = (x / b) ** (-a)
     r = c + u - y
     n = len(x)
-    f = np.mean(r ** 2)
+    f = np.mean(r**2)
     g = np.array([np.sum(2 * r * u * -np.log(x / b)), np.sum(2 * r * u * a / b), np.sum(2 * r)]) / n
     return f, g
 
@@ -38,7 +40,8 @@ def fit_power_law(x, y, top_k=8):
         raise AnalysisInputError(
             f"D_J(sigma) = D_min + (beta/sigma)^alpha has 3 parameters and needs >= 4 distinct UTD values "
             f"with a crossing; got {len(np.unique(x))} ({sorted(np.unique(x).tolist())}). "
-            f"Run more UTD values or lower the thresholds.")
+            f"Run more UTD values or lower the thresholds."
+        )
     A, B, C = np.meshgrid(_A0, np.maximum(_B0, 1e-3), _C0, indexing="ij")
     starts = np.column_stack([A.ravel(), B.ravel(), C.ravel()])
     with np.errstate(all="ignore"):
@@ -53,25 +56,43 @@ def _refine(starts, x, y):
     best = None
     for s in starts:
         with np.errstate(all="ignore"):
-            r = optimize.minimize(_loss_grad, s, args=(x, y), jac=True, method="L-BFGS-B",
-                                  bounds=[(-20, 20), (1e-9, None), (None, None)])
+            r = optimize.minimize(
+                _loss_grad,
+                s,
+                args=(x, y),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=[(-20, 20), (1e-9, None), (None, None)],
+            )
         if np.isfinite(r.fun) and (best is None or r.fun < best.fun):
             best = r
     if best is None:
-        return {"a": np.nan, "b": np.nan, "c": np.nan, "loss": np.nan, "converged": False,
-                "message": "no start gave a finite loss"}
+        return {
+            "a": np.nan,
+            "b": np.nan,
+            "c": np.nan,
+            "loss": np.nan,
+            "converged": False,
+            "message": "no start gave a finite loss",
+        }
     a, b, c = best.x
-    return {"a": float(a), "b": float(b), "c": float(c), "loss": float(best.fun),
-            "converged": bool(best.success), "message": str(best.message)}
+    return {
+        "a": float(a),
+        "b": float(b),
+        "c": float(c),
+        "loss": float(best.fun),
+        "converged": bool(best.success),
+        "message": str(best.message),
+    }
 
 
 def _brute_starts(x, Y):
     """Best start of R1's brute-force grid for each row of Y [P, n] -> [P, 3] (a, b, c)."""
     A, B, C = np.meshgrid(_A0, np.maximum(_B0, 1e-3), _C0, indexing="ij")
-    g = np.column_stack([A.ravel(), B.ravel(), C.ravel()])                      # [G, 3]
+    g = np.column_stack([A.ravel(), B.ravel(), C.ravel()])  # [G, 3]
     with np.errstate(all="ignore"):
-        pred = g[:, 2:3] + (x[None] / g[:, 1:2]) ** (-g[:, 0:1])               # [G, n]
-        loss = np.nanmean((pred[None] - Y[:, None]) ** 2, -1)                   # [P, G]
+        pred = g[:, 2:3] + (x[None] / g[:, 1:2]) ** (-g[:, 0:1])  # [G, n]
+        loss = np.nanmean((pred[None] - Y[:, None]) ** 2, -1)  # [P, G]
     loss[~np.isfinite(loss)] = np.inf
     return g[np.argmin(loss, 1)]
 
@@ -118,10 +139,10 @@ def fit_power_law_batch(x, Y, iters=200):
             return p[:, 2:3] + u - Yg, u
 
     r, u = resid(p)
-    f = np.sum(r ** 2, 1)
+    f = np.sum(r**2, 1)
     done = np.zeros(len(Yg), bool)
     for _ in range(iters):
-        Jm = np.stack([-u * (lx - p[:, 1:2]), p[:, 0:1] * u, np.ones_like(u)], -1)   # [P, n, 3]
+        Jm = np.stack([-u * (lx - p[:, 1:2]), p[:, 0:1] * u, np.ones_like(u)], -1)  # [P, n, 3]
         g = np.einsum("pni,pn->pi", Jm, r)
         H = np.einsum("pni,pnj->pij", Jm, Jm)
         Hd = H + lam[:, None, None] * (np.eye(3)[None] * (np.diagonal(H, 0, 1, 2)[:, :, None] + 1e-12))
@@ -130,7 +151,7 @@ def fit_power_law_batch(x, Y, iters=200):
         step[stuck | done] = 0.0
         pn = p + step
         rn, un = resid(pn)
-        fn = np.sum(rn ** 2, 1)
+        fn = np.sum(rn**2, 1)
         better = np.isfinite(fn) & (fn <= f) & ~stuck
         rel = np.abs(f - fn) <= 1e-12 * (f + 1e-30)
         p = np.where(better[:, None], pn, p)

@@ -1,12 +1,14 @@
 """R1 (Rybkin et al. 2025, reference analysis github prestonfu/qscaled, MIT): the bootstrap-corrected best
 hyperparameters and their shared-slope rules, pooled D_J(sigma), compute, the Pareto frontier and the
 budget-optimal sigma*(F) (docs/science.md 2)."""
+
 import warnings
 
 import numpy as np
 
 from ..errors import AnalysisInputError
 from .powerlaw import fit_power_law, fit_power_law_batch, power_law
+
 
 def best_hparams(table, point, boot, no_crossing="first"):
     """R1's bootstrap-corrected best batch size and learning rate (docs/science.md 2.8).
@@ -32,7 +34,7 @@ def best_hparams(table, point, boot, no_crossing="first"):
             per_resample, nobest, point_best = [], 0, []
             for _, h in g.groupby(other):
                 vals = h[val].to_numpy()
-                b = bootinf[h.index.to_numpy()]                          # [n_vals, R]
+                b = bootinf[h.index.to_numpy()]  # [n_vals, R]
                 best = vals[b.argmin(0)].astype(float)
                 none = ~np.isfinite(b.min(0))
                 if no_crossing == "skip":
@@ -41,16 +43,19 @@ def best_hparams(table, point, boot, no_crossing="first"):
                 per_resample.append(best)
                 if np.isfinite(h["_d"]).any():
                     point_best.append(vals[np.nanargmin(h["_d"].to_numpy())])
-            pr = np.stack(per_resample)                                  # [n_other, R]
+            pr = np.stack(per_resample)  # [n_other, R]
             out[f"{name}_boot"] = float(np.nanmean(pr)) if np.isfinite(pr).any() else np.nan
             out[f"{name}_boot_std"] = float(np.nanstd(pr)) if np.isfinite(pr).any() else np.nan
-            out[f"{name}_boot_resamples"] = np.nanmean(pr, 0)          # per-resample mean over the other
+            out[f"{name}_boot_resamples"] = np.nanmean(pr, 0)  # per-resample mean over the other
             out[f"{name}_nobest"] = nobest
             out[f"{name}_point_mean"] = float(np.mean(point_best)) if point_best else np.nan
         if np.isfinite(g["_d"]).any():
             j = g["_d"].idxmin()
-            out.update(best_bs=float(g.loc[j, "batch_size"]), best_lr=float(g.loc[j, "lr"]),
-                       best_D=float(g.loc[j, "_d"]))
+            out.update(
+                best_bs=float(g.loc[j, "batch_size"]),
+                best_lr=float(g.loc[j, "lr"]),
+                best_D=float(g.loc[j, "_d"]),
+            )
         else:
             out.update(best_bs=np.nan, best_lr=np.nan, best_D=np.nan)
         rows.append(out)
@@ -66,14 +71,19 @@ def shared_slope(tasks, sigma, value):
     tasks, x, y = tasks[ok], x[ok], y[ok]
     names = sorted(set(tasks.tolist()))
     if len(np.unique(x)) < 2:
-        raise AnalysisInputError("a hyperparameter rule needs best values at >= 2 UTD values; "
-                                 f"got sigma = {sorted(set(10 ** x))}")
+        raise AnalysisInputError(
+            f"a hyperparameter rule needs best values at >= 2 UTD values; got sigma = {sorted(set(10**x))}"
+        )
     A = np.column_stack([x] + [(tasks == n).astype(float) for n in names])
     coef, *_ = np.linalg.lstsq(A, y, rcond=None)
     pred = A @ coef
     ss = np.sum((y - y.mean()) ** 2)
-    return {"slope": float(coef[0]), "intercepts": {n: float(c) for n, c in zip(names, coef[1:])},
-            "r2": float(1 - np.sum((y - pred) ** 2) / ss) if ss > 0 else 1.0, "n": int(len(y))}
+    return {
+        "slope": float(coef[0]),
+        "intercepts": {n: float(c) for n, c in zip(names, coef[1:])},
+        "r2": float(1 - np.sum((y - pred) ** 2) / ss) if ss > 0 else 1.0,
+        "n": int(len(y)),
+    }
 
 
 def pooled_times(times):
@@ -108,8 +118,18 @@ def data_efficiency(utds, times, top_k=8):
         except AnalysisInputError as e:
             out.append({"error": str(e), "converged": False})
             continue
-        out.append({**to_physical(f, m), "a": f["a"], "b": f["b"], "c": f["c"], "m": m,
-                    "loss": f["loss"], "converged": f["converged"], "message": f["message"]})
+        out.append(
+            {
+                **to_physical(f, m),
+                "a": f["a"],
+                "b": f["b"],
+                "c": f["c"],
+                "m": m,
+                "loss": f["loss"],
+                "converged": f["converged"],
+                "message": f["message"],
+            }
+        )
     return out
 
 
@@ -118,13 +138,13 @@ def data_efficiency_boot(utds, btimes):
     dicts of arrays [R] (D_min, alpha, beta, a, b, c, m, converged)."""
     R, K = btimes.shape[0], btimes.shape[-1]
     pooled = [pooled_times(btimes[r]) for r in range(R)]
-    norm = np.stack([p[0] for p in pooled])                                     # [R, n_utd, K]
+    norm = np.stack([p[0] for p in pooled])  # [R, n_utd, K]
     m = np.array([p[1] for p in pooled])
     out = []
     for k in range(K):
         Y = norm[:, :, k]
         ok = np.isfinite(Y)
-        Y = np.where(ok.sum(1, keepdims=True) == Y.shape[1], Y, np.nan)     # fit only complete resamples
+        Y = np.where(ok.sum(1, keepdims=True) == Y.shape[1], Y, np.nan)  # fit only complete resamples
         f = fit_power_law_batch(utds, Y)
         with np.errstate(all="ignore"):
             f.update(D_min=m * f["c"], alpha=f["a"], beta=f["b"] * m ** (1.0 / f["a"]), m=m)
@@ -138,15 +158,17 @@ def d_of_sigma(fit, sigma):
 
 def compute_r1(sigma, data, batch_size, n_params):
     """R1's compute count: C = 10 * N * B * sigma * D (sigma * D = gradient steps)."""
-    return (10.0 * n_params * np.asarray(batch_size, float) * np.asarray(sigma, float)
-            * np.asarray(data, float))
+    return (
+        10.0 * n_params * np.asarray(batch_size, float) * np.asarray(sigma, float) * np.asarray(data, float)
+    )
 
 
 def pareto_mask(compute, data):
     """Non-dominated points of (C, D): no other point has both less-or-equal C and D (one strictly)."""
     c, d = np.asarray(compute, float), np.asarray(data, float)
-    dom = ((c[None] <= c[:, None]) & (d[None] <= d[:, None])
-           & ((c[None] < c[:, None]) | (d[None] < d[:, None])))
+    dom = (
+        (c[None] <= c[:, None]) & (d[None] <= d[:, None]) & ((c[None] < c[:, None]) | (d[None] < d[:, None]))
+    )
     return ~dom.any(1) & np.isfinite(c) & np.isfinite(d)
 
 
@@ -179,13 +201,21 @@ def budget_fit(F, sigma_star, holdout_top_k=2):
     train = slice(0, len(F) - k)
     s, c = np.polyfit(np.log10(F[train]), np.log10(ss[train]), 1)
     if not (np.isfinite(s) and np.isfinite(c) and abs(c) < 300):  # 10**c would overflow a float
-        raise AnalysisInputError(f"budget fit is degenerate (slope {s:.3g}, log10 coefficient {c:.3g}): the "
-                                 f"budget optima span F = {F[train].min():.4g} ... {F[train].max():.4g}, too "
-                                 "narrow to fit a power law; "
-                                 "add thresholds or UTDs whose optima differ in budget")
+        raise AnalysisInputError(
+            f"budget fit is degenerate (slope {s:.3g}, log10 coefficient {c:.3g}): the "
+            f"budget optima span F = {F[train].min():.4g} ... {F[train].max():.4g}, too "
+            "narrow to fit a power law; "
+            "add thresholds or UTDs whose optima differ in budget"
+        )
     pred = 10 ** (s * np.log10(F) + c)
-    held = np.abs(pred[len(F) - k:] - ss[len(F) - k:]) / ss[len(F) - k:] if k else np.array([])
-    return {"exponent": float(s), "coef": float(10 ** c), "log10_coef": float(c),
-            "holdout_rel_error": float(held.mean()) if k else None,
-            "holdout_rel_errors": held.tolist(), "F": F.tolist(), "sigma_star": ss.tolist(),
-            "n_train": len(F) - k}
+    held = np.abs(pred[len(F) - k :] - ss[len(F) - k :]) / ss[len(F) - k :] if k else np.array([])
+    return {
+        "exponent": float(s),
+        "coef": float(10**c),
+        "log10_coef": float(c),
+        "holdout_rel_error": float(held.mean()) if k else None,
+        "holdout_rel_errors": held.tolist(),
+        "F": F.tolist(),
+        "sigma_star": ss.tolist(),
+        "n_train": len(F) - k,
+    }

@@ -1,9 +1,11 @@
 """R2 (Hilton et al. 2023): intrinsic performance and its fit in model size and env steps (docs/science.md 4)."""
+
 import numpy as np
 from scipy import optimize
 from threadpoolctl import threadpool_limits
 
 from ..errors import AnalysisInputError
+
 
 def intrinsic_performance(curves_by_size):
     """R2's intrinsic performance. curves_by_size: {N: (compute [T] increasing, return [T])}.
@@ -43,7 +45,7 @@ def _fit_intrinsic(n_params, env_steps, intrinsic):
         lnc, an, lec, ae = p
         beta = an * ae / (an + ae)
         with np.errstate(all="ignore"):
-            rhs = np.log10((10 ** lnc / n) ** an + (10 ** lec / e) ** ae)
+            rhs = np.log10((10**lnc / n) ** an + (10**lec / e) ** ae)
         v = np.mean((-beta * li - rhs) ** 2)
         return v if np.isfinite(v) else 1e6
 
@@ -51,11 +53,19 @@ def _fit_intrinsic(n_params, env_steps, intrinsic):
     for an in (0.3, 1.0):
         for ae in (0.3, 1.0):
             p0 = [np.log10(n.min()), an, np.log10(e.min()), ae]
-            r = optimize.minimize(loss, p0, method="L-BFGS-B",
-                                  bounds=[(None, None), (0.01, 5), (None, None), (0.01, 5)])
+            r = optimize.minimize(
+                loss, p0, method="L-BFGS-B", bounds=[(None, None), (0.01, 5), (None, None), (0.01, 5)]
+            )
             if best is None or r.fun < best.fun:
                 best = r
     lnc, an, lec, ae = best.x
-    return {"N_c": float(10 ** lnc), "alpha_N": float(an), "E_c": float(10 ** lec), "alpha_E": float(ae),
-            "beta": float(an * ae / (an + ae)), "n_opt_exponent": float(ae / (an + ae)),
-            "loss": float(best.fun), "converged": bool(best.success)}
+    return {
+        "N_c": float(10**lnc),
+        "alpha_N": float(an),
+        "E_c": float(10**lec),
+        "alpha_E": float(ae),
+        "beta": float(an * ae / (an + ae)),
+        "n_opt_exponent": float(ae / (an + ae)),
+        "loss": float(best.fun),
+        "converged": bool(best.success),
+    }

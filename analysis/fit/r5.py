@@ -1,5 +1,6 @@
 """R5 (Fu, Rybkin et al. 2025): time to threshold per (task, sigma, N) with the best batch size, its pooled
 multi-task variant with BRO's reset filter, and the (sigma, N) surface (docs/science.md 3)."""
+
 import warnings
 
 import numpy as np
@@ -8,6 +9,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import AnalysisInputError
 from .curves import crossing_steps, isotonic
+
 
 def log_affine(x):
     """R5's input map: ln x affinely onto [ln 0.5, ln 2], x' = exp((ln x - m) / s). Returns (s, m)."""
@@ -34,9 +36,11 @@ def _fit_surface(sigma, n_params, data):
     ok = np.isfinite(d) & (d > 0) & np.isfinite(s) & np.isfinite(n)
     s, n, d = s[ok], n[ok], d[ok]
     if len(np.unique(n)) < 2 or len(np.unique(s)) < 2 or len(d) < 6:
-        raise AnalysisInputError("the (sigma, N) surface has 5 parameters: it needs >= 2 model sizes, "
-                                 f">= 2 UTDs and >= 6 crossings; got {len(np.unique(n))} sizes, "
-                                 f"{len(np.unique(s))} UTDs, {len(d)} crossings")
+        raise AnalysisInputError(
+            "the (sigma, N) surface has 5 parameters: it needs >= 2 model sizes, "
+            f">= 2 UTDs and >= 6 crossings; got {len(np.unique(n))} sizes, "
+            f"{len(np.unique(s))} UTDs, {len(d)} crossings"
+        )
     ss, ms = log_affine(s)
     sn, mn = log_affine(n)
     xs, xn = np.exp((np.log(s) - ms) / ss), np.exp((np.log(n) - mn) / sn)
@@ -49,25 +53,47 @@ def _fit_surface(sigma, n_params, data):
             u, v = (A / xs) ** al, (B / xn) ** be
             q = 1 + u + v
             r = np.log(C) + np.log(q) - ly
-            g = np.array([np.sum(r) / C, np.sum(r * al * u / A / q), np.sum(r * u * np.log(A / xs) / q),
-                          np.sum(r * be * v / B / q), np.sum(r * v * np.log(B / xn) / q)]) * 2 / len(r)
-        f = np.mean(r ** 2)
+            g = (
+                np.array(
+                    [
+                        np.sum(r) / C,
+                        np.sum(r * al * u / A / q),
+                        np.sum(r * u * np.log(A / xs) / q),
+                        np.sum(r * be * v / B / q),
+                        np.sum(r * v * np.log(B / xn) / q),
+                    ]
+                )
+                * 2
+                / len(r)
+            )
+        f = np.mean(r**2)
         if not np.isfinite(f):
             return 1e6, np.zeros(5)
         return f, g / (1 + np.exp(-t))  # chain rule through softplus
 
-    r = optimize.minimize(loss, np.zeros(5), jac=True, method="L-BFGS-B",
-                          options={"ftol": 1e-12, "gtol": 1e-12})
+    r = optimize.minimize(
+        loss, np.zeros(5), jac=True, method="L-BFGS-B", options={"ftol": 1e-12, "gtol": 1e-12}
+    )
     C, A, al, B, be = _softplus(r.x)
-    return {"C": float(C * scale), "A": float(A ** ss * np.exp(ms)), "alpha": float(al / ss),
-            "B": float(B ** sn * np.exp(mn)), "beta": float(be / sn), "loss": float(r.fun),
-            "converged": bool(r.success), "message": str(r.message)}
+    return {
+        "C": float(C * scale),
+        "A": float(A**ss * np.exp(ms)),
+        "alpha": float(al / ss),
+        "B": float(B**sn * np.exp(mn)),
+        "beta": float(be / sn),
+        "loss": float(r.fun),
+        "converged": bool(r.success),
+        "message": str(r.message),
+    }
 
 
 def surface_value(f, sigma, n_params):
     """R5's surface at (sigma, N): C (1 + (A / sigma)^alpha + (B / N)^beta)."""
-    return f["C"] * (1 + (f["A"] / np.asarray(sigma, float)) ** f["alpha"]
-                     + (f["B"] / np.asarray(n_params, float)) ** f["beta"])
+    return f["C"] * (
+        1
+        + (f["A"] / np.asarray(sigma, float)) ** f["alpha"]
+        + (f["B"] / np.asarray(n_params, float)) ** f["beta"]
+    )
 
 
 def surface_optimum(f, budget_fn, sigma_range, n_range, n=60):
@@ -103,7 +129,7 @@ def r5_cells(curves, thresholds, n_boot=100, seed=42, key="returns", keep=None):
             point = float(crossing_steps(np.nanmean(y, 1), steps, J))
             if n_boot:
                 pick = rs.randint(0, y.shape[1], size=(n_boot, y.shape[1]))
-                boot = crossing_steps(np.nanmean(y[:, pick], -1).T, steps, J)    # [n_boot]
+                boot = crossing_steps(np.nanmean(y[:, pick], -1).T, steps, J)  # [n_boot]
             else:
                 boot = np.zeros(0)
         if not use:
@@ -122,8 +148,16 @@ def r5_cells(curves, thresholds, n_boot=100, seed=42, key="returns", keep=None):
             b = b[np.isfinite(b)]
             nb = len(b)
             std = float(np.std(b)) if nb else np.nan
-        out.append({"task": task, "sigma": float(sigma), "N": float(n), "time_to_threshold": time,
-                    "time_to_threshold_std": std, "n_boot_finite": nb})
+        out.append(
+            {
+                "task": task,
+                "sigma": float(sigma),
+                "N": float(n),
+                "time_to_threshold": time,
+                "time_to_threshold_std": std,
+                "n_boot_finite": nb,
+            }
+        )
     return out
 
 
@@ -144,7 +178,7 @@ def drop_after_resets(steps, y, reset_every_env_steps):
             after = np.nonzero(steps > t)[0]
             back = after[mean[after] >= level]
             stop = back[0] if len(back) else len(steps)
-            y[after[0]:stop] = np.nan
+            y[after[0] : stop] = np.nan
         t += float(reset_every_env_steps)
     return y
 
@@ -168,15 +202,20 @@ def r5_pooled(curves, bases, reset_every_grad_steps=None, n_thresholds=20, key="
             warnings.simplefilter("ignore", RuntimeWarning)
             mean = np.nanmean(y, 1)
         ok = np.isfinite(mean)
-        by_task.setdefault(c["task"], []).append((c["sigma"], c["model_size"], c["steps"][ok],
-                                                  isotonic(mean[ok])))
+        by_task.setdefault(c["task"], []).append(
+            (c["sigma"], c["model_size"], c["steps"][ok], isotonic(mean[ok]))
+        )
     info, ratios = {}, {}
     for task, rows in by_task.items():
         q20 = np.percentile([iso[-1] for *_, iso in rows], 20)
         top = np.floor(0.95 * q20 / 10) * 10
         Js = np.linspace(float(bases[task]), top, n_thresholds)
-        cross = np.array([[steps[np.argmax(iso >= J)] if (iso >= J).any() else np.nan for J in Js]
-                          for _, _, steps, iso in rows])                                   # [settings, 20]
+        cross = np.array(
+            [
+                [steps[np.argmax(iso >= J)] if (iso >= J).any() else np.nan for J in Js]
+                for _, _, steps, iso in rows
+            ]
+        )  # [settings, 20]
         med = float(np.nanmedian(cross))
         info[task] = {"thresholds": Js.tolist(), "median": med, "top": float(top)}
         for (s, n, *_), cr in zip(rows, cross):
@@ -187,8 +226,14 @@ def r5_pooled(curves, bases, reset_every_grad_steps=None, n_thresholds=20, key="
         v = np.array([r.get(t, np.nan) for t in sorted(info)], float)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            cells.append({"task": "pooled", "sigma": float(s), "N": float(n),
-                          "time_to_threshold": mm * float(np.nanmean(v)),
-                          "time_to_threshold_std": mm * float(np.nanstd(v)),
-                          "n_tasks": int(np.isfinite(v).sum())})
+            cells.append(
+                {
+                    "task": "pooled",
+                    "sigma": float(s),
+                    "N": float(n),
+                    "time_to_threshold": mm * float(np.nanmean(v)),
+                    "time_to_threshold_std": mm * float(np.nanstd(v)),
+                    "n_tasks": int(np.isfinite(v).sum()),
+                }
+            )
     return cells, info

@@ -8,6 +8,7 @@ R5's released arrays -> curve records. One module per source:
 `load()` reads any mix of the first three into the tidy table; `curves()` turns that into one record per
 configuration, which is what every fit works on.
 """
+
 import os
 
 import pandas as pd
@@ -19,9 +20,27 @@ from .runs import load_runs, run_widths
 from .table import COLUMNS, CONFIG_KEYS, RUN_EXTRAS, config_frame, curves, dotted_get, frame, is_number
 from .wandb import load_wandb
 
-__all__ = ["AnalysisInputError", "load", "load_qscaled", "load_runs", "load_wandb", "load_model_scaling",
-           "load_bro_ablations", "sniff", "run_widths", "curves", "config_frame", "frame", "is_number",
-           "dotted_get", "COLUMNS", "CONFIG_KEYS", "RUN_EXTRAS", "SIMBA_PARAMS", "BRO_PARAMS"]
+__all__ = [
+    "AnalysisInputError",
+    "load",
+    "load_qscaled",
+    "load_runs",
+    "load_wandb",
+    "load_model_scaling",
+    "load_bro_ablations",
+    "sniff",
+    "run_widths",
+    "curves",
+    "config_frame",
+    "frame",
+    "is_number",
+    "dotted_get",
+    "COLUMNS",
+    "CONFIG_KEYS",
+    "RUN_EXTRAS",
+    "SIMBA_PARAMS",
+    "BRO_PARAMS",
+]
 
 
 def load(inputs, fmt="auto", **kw):
@@ -29,8 +48,10 @@ def load(inputs, fmt="auto", **kw):
     if isinstance(inputs, str):
         inputs = [inputs]
     if not inputs:
-        raise AnalysisInputError("no inputs given: pass run directories, a qscaled data folder or "
-                                 "wandb://entity/project under `inputs`")
+        raise AnalysisInputError(
+            "no inputs given: pass run directories, a qscaled data folder or "
+            "wandb://entity/project under `inputs`"
+        )
     tables, skipped = [], []
     for src in inputs:
         kind = fmt
@@ -58,4 +79,3 @@ def load(inputs, fmt="auto", **kw):
         tables.append(t)
         skipped += s
     return pd.concat(tables, ignore_index=True), skipped
-

@@ -1,5 +1,6 @@
 """R5's released data (docs/science.md 3): SimbaV2's model-scaling arrays and BRO's replay-ratio x size ablations,
 from the zip or its unpacked folder -> curve records (as `curves()` gives them), in the order R5 read them."""
+
 import io
 import os
 import re
@@ -8,8 +9,10 @@ import numpy as np
 
 from ..errors import AnalysisInputError
 
-_MS = re.compile(r"(?:^|/)w(?P<width>[0-9]+)/utd_(?P<utd>[0-9.e+-]+)/(?P<task>[^/]+)/avg_return/"
-                 r"bs_(?P<bs>[0-9]+)\.npy$")
+_MS = re.compile(
+    r"(?:^|/)w(?P<width>[0-9]+)/utd_(?P<utd>[0-9.e+-]+)/(?P<task>[^/]+)/avg_return/"
+    r"bs_(?P<bs>[0-9]+)\.npy$"
+)
 _BRO = re.compile(r"(?:^|/)ablations_rr/rr(?P<utd>[0-9.e+-]+)_(?P<size>xs|sm|s|m|l)/(?P<task>[^/]+)\.npy$")
 # N is not in the files: critic parameters per SimbaV2 width and per BRO size (R5's tables)
 SIMBA_PARAMS = {128: 604362, 256: 2322634, 512: 9101514, 1024: 36028618, 2048: 143360202}
@@ -42,12 +45,25 @@ def _members(src):
 
 def _record(task, sigma, n, bs, steps, ret, member, **extra):
     T = len(steps)
-    return {"task": task, "algo": "r5", "sigma": float(sigma), "batch_size": float(bs), "lr": np.nan,
-            "model_size": float(n), "experts": 0, "steps": np.asarray(steps, float),
-            "returns": np.asarray(ret, float),
-            "n_seeds": int(ret.shape[1]), "grad_steps": float(sigma) * np.asarray(steps, float),
-            "flops": np.full(T, np.nan), "wall_time_s": np.full(T, np.nan), "r_max": np.nan, "num_envs": 1,
-            "member": member, **extra}
+    return {
+        "task": task,
+        "algo": "r5",
+        "sigma": float(sigma),
+        "batch_size": float(bs),
+        "lr": np.nan,
+        "model_size": float(n),
+        "experts": 0,
+        "steps": np.asarray(steps, float),
+        "returns": np.asarray(ret, float),
+        "n_seeds": int(ret.shape[1]),
+        "grad_steps": float(sigma) * np.asarray(steps, float),
+        "flops": np.full(T, np.nan),
+        "wall_time_s": np.full(T, np.nan),
+        "r_max": np.nan,
+        "num_envs": 1,
+        "member": member,
+        **extra,
+    }
 
 
 def load_model_scaling(src):
@@ -60,16 +76,29 @@ def load_model_scaling(src):
             continue
         w = int(m["width"])
         if w not in SIMBA_PARAMS:
-            raise AnalysisInputError(f"{name}: width {w} has no known critic size "
-                                     f"(known: {sorted(SIMBA_PARAMS)})")
+            raise AnalysisInputError(
+                f"{name}: width {w} has no known critic size (known: {sorted(SIMBA_PARAMS)})"
+            )
         a = get()
         if a.ndim != 2 or a.shape[1] < 2:
             raise AnalysisInputError(f"{name}: expected a (T, 1 + runs) array, got shape {a.shape}")
-        out.append(_record(m["task"], float(m["utd"]), SIMBA_PARAMS[w], int(m["bs"]), a[:, 0], a[:, 1:],
-                           len(out), width=w))
+        out.append(
+            _record(
+                m["task"],
+                float(m["utd"]),
+                SIMBA_PARAMS[w],
+                int(m["bs"]),
+                a[:, 0],
+                a[:, 1:],
+                len(out),
+                width=w,
+            )
+        )
     if not out:
-        raise AnalysisInputError(f"no SimbaV2 model-scaling arrays in {src!r} (expected "
-                                 "w<width>/utd_<sigma>/<task>/avg_return/bs_<B>.npy)")
+        raise AnalysisInputError(
+            f"no SimbaV2 model-scaling arrays in {src!r} (expected "
+            "w<width>/utd_<sigma>/<task>/avg_return/bs_<B>.npy)"
+        )
     return out
 
 
@@ -85,11 +114,15 @@ def load_bro_ablations(src):
         if a.ndim != 2:
             raise AnalysisInputError(f"{name}: expected an (evaluations, seeds) array, got shape {a.shape}")
         steps = (np.arange(a.shape[0]) + 1) * BRO_EVAL_EVERY
-        out.append(_record(m["task"], float(m["utd"]), BRO_PARAMS[m["size"]], np.nan, steps, a, len(out),
-                           size=m["size"]))
+        out.append(
+            _record(
+                m["task"], float(m["utd"]), BRO_PARAMS[m["size"]], np.nan, steps, a, len(out), size=m["size"]
+            )
+        )
     if not out:
-        raise AnalysisInputError(f"no BRO ablation arrays in {src!r} "
-                                 "(expected ablations_rr/rr<sigma>_<size>/<task>.npy)")
+        raise AnalysisInputError(
+            f"no BRO ablation arrays in {src!r} (expected ablations_rr/rr<sigma>_<size>/<task>.npy)"
+        )
     return out
 
 
@@ -97,8 +130,12 @@ def sniff(src):
     """The R5 layout of a zip or folder ("model_scaling" or "bro_ablations"), or "auto" when it holds
     neither."""
     import zipfile
-    names = zipfile.ZipFile(src).namelist() if str(src).endswith(".zip") else \
-        [os.path.join(dp, f).replace(os.sep, "/") for dp, _, fs in os.walk(src) for f in fs]
+
+    names = (
+        zipfile.ZipFile(src).namelist()
+        if str(src).endswith(".zip")
+        else [os.path.join(dp, f).replace(os.sep, "/") for dp, _, fs in os.walk(src) for f in fs]
+    )
     if any(_MS.search(n) for n in names):
         return "model_scaling"
     if any(_BRO.search(n) for n in names):

@@ -1,6 +1,7 @@
 """Run directories (config.yaml + metrics.jsonl, with run.json and status.json when present) -> the tidy
 table. The run directory is the contract between training and analysis: its file names, fields and readers
 are pql_scaling.rundir.schema's (standard library only: no training stack comes with it)."""
+
 import json
 import os
 
@@ -38,8 +39,10 @@ def _one_timeline(rows, path):
         kept.append(r)
     if not dropped:
         return rows, []
-    return kept, [f"{path}: env_steps not monotone (went {first[0]:g} -> {first[1]:g}): repaired by keeping "
-                  f"the later timeline, {dropped} superseded log point(s) dropped"]
+    return kept, [
+        f"{path}: env_steps not monotone (went {first[0]:g} -> {first[1]:g}): repaired by keeping "
+        f"the later timeline, {dropped} superseded log point(s) dropped"
+    ]
 
 
 def _algo_arch(info, cfg):
@@ -74,8 +77,10 @@ def load_runs(root, include_running=True):
         if st == schema.RUNNING:
             skipped.append((dirpath, f"note: run still running, using its {len(rows)} log points so far"))
     if not parts:
-        raise AnalysisInputError(f"no run directories (config.yaml + metrics.jsonl) under {root!r}"
-                                 + (": " + "; ".join(f"{p}: {r}" for p, r in skipped) if skipped else ""))
+        raise AnalysisInputError(
+            f"no run directories (config.yaml + metrics.jsonl) under {root!r}"
+            + (": " + "; ".join(f"{p}: {r}" for p, r in skipped) if skipped else "")
+        )
     df = pd.concat(parts, ignore_index=True)
     return frame(df[COLUMNS + RUN_EXTRAS]), skipped
 
@@ -101,8 +106,12 @@ def _run_meta(dirpath, files, include_running, skipped):
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             skipped.append((dirpath, f"run.json unreadable ({e}); using config.yaml only"))
         if not isinstance(info, dict):
-            skipped.append((dirpath, f"run.json holds a {type(info).__name__}, not a JSON object; "
-                                     "using config.yaml only"))
+            skipped.append(
+                (
+                    dirpath,
+                    f"run.json holds a {type(info).__name__}, not a JSON object; using config.yaml only",
+                )
+            )
             info = {}
     status = {}
     if STATUS in files:
@@ -130,8 +139,9 @@ def _log_rows(dirpath, skipped):
     skipped += [(dirpath, n) for n in notes]
     good = [r for r in rows if isinstance(r, dict) and is_number(r.get(schema.ENV_STEPS))]
     if len(good) < len(rows):
-        skipped.append((dirpath, f"{len(rows) - len(good)} log point(s) without a finite numeric env_steps "
-                                 "skipped"))
+        skipped.append(
+            (dirpath, f"{len(rows) - len(good)} log point(s) without a finite numeric env_steps skipped")
+        )
     rows = good
     rows, notes = _one_timeline(rows, os.path.join(dirpath, METRICS))
     skipped += [(dirpath, n) for n in notes]
@@ -145,8 +155,13 @@ def _run_frame(dirpath, cfg, info, rows, skipped):
     is not a positive integer (said in `skipped`)."""
     num_envs = _fnum(info.get("num_envs", cfg.get("num_envs", 1)))
     if not (num_envs >= 1 and num_envs == int(num_envs)):
-        skipped.append((dirpath, f"num_envs {info.get('num_envs', cfg.get('num_envs'))!r} is not a positive "
-                                 "integer (run.json / config.yaml)"))
+        skipped.append(
+            (
+                dirpath,
+                f"num_envs {info.get('num_envs', cfg.get('num_envs'))!r} is not a positive "
+                "integer (run.json / config.yaml)",
+            )
+        )
         return None
     num_envs = int(num_envs)
     sigma = _fnum(info.get("utd"))
@@ -163,19 +178,30 @@ def _run_frame(dirpath, cfg, info, rows, skipped):
     seed = _fnum(info.get("seed", cfg.get("seed", 0)))
     experts = _fnum(info.get("experts", 0))
     r_max = info.get("r_max") if info.get("r_max") is not None else cfg.get("r_max")
-    return pd.DataFrame({
-        "task": str(info.get("task", cfg.get("task"))), "algo": _algo_arch(info, cfg),
-        "sigma": sigma,
-        "batch_size": _fnum(info.get("batch_size", dotted_get(cfg, "algo.batch_size", np.nan))),
-        "lr": _fnum(info.get("critic_lr", dotted_get(cfg, "algo.critic_lr", np.nan))),
-        "model_size": _fnum(info.get("critic_params", np.nan)),
-        "experts": int(experts if np.isfinite(experts) else 0),
-        "num_envs": num_envs, "seed": int(seed) if np.isfinite(seed) else 0, "run": dirpath,
-        "env_steps": get(schema.ENV_STEPS), "grad_steps": get(schema.CRITIC_UPDATES),
-        "flops": get(schema.FLOPS),
-        "wall_time_s": get(schema.WALL_TIME_S), "return": get(schema.RETURN_MEAN), "r_max": _fnum(r_max),
-        "mode": info.get("mode", cfg.get("mode")), "eval_return": get(schema.EVAL_RETURN_MEAN),
-        "actor_busy": 1.0 - get(schema.ACTOR_WAIT_FRAC), "learner_busy": 1.0 - get(schema.V_WAIT_FRAC)})
+    return pd.DataFrame(
+        {
+            "task": str(info.get("task", cfg.get("task"))),
+            "algo": _algo_arch(info, cfg),
+            "sigma": sigma,
+            "batch_size": _fnum(info.get("batch_size", dotted_get(cfg, "algo.batch_size", np.nan))),
+            "lr": _fnum(info.get("critic_lr", dotted_get(cfg, "algo.critic_lr", np.nan))),
+            "model_size": _fnum(info.get("critic_params", np.nan)),
+            "experts": int(experts if np.isfinite(experts) else 0),
+            "num_envs": num_envs,
+            "seed": int(seed) if np.isfinite(seed) else 0,
+            "run": dirpath,
+            "env_steps": get(schema.ENV_STEPS),
+            "grad_steps": get(schema.CRITIC_UPDATES),
+            "flops": get(schema.FLOPS),
+            "wall_time_s": get(schema.WALL_TIME_S),
+            "return": get(schema.RETURN_MEAN),
+            "r_max": _fnum(r_max),
+            "mode": info.get("mode", cfg.get("mode")),
+            "eval_return": get(schema.EVAL_RETURN_MEAN),
+            "actor_busy": 1.0 - get(schema.ACTOR_WAIT_FRAC),
+            "learner_busy": 1.0 - get(schema.V_WAIT_FRAC),
+        }
+    )
 
 
 def run_widths(root):

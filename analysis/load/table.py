@@ -4,13 +4,30 @@ The tidy table has one row per (run, seed, log point) with the columns in COLUMN
 into one record per configuration (task, algo, sigma, B, lr, model size, experts) holding a
 [T, S] matrix of returns over a shared env-step grid, which is what every fit works on.
 """
+
 import warnings
 
 import numpy as np
 import pandas as pd
 
-COLUMNS = ["task", "algo", "sigma", "batch_size", "lr", "model_size", "experts", "num_envs", "seed",
-           "run", "env_steps", "grad_steps", "flops", "wall_time_s", "return", "r_max"]
+COLUMNS = [
+    "task",
+    "algo",
+    "sigma",
+    "batch_size",
+    "lr",
+    "model_size",
+    "experts",
+    "num_envs",
+    "seed",
+    "run",
+    "env_steps",
+    "grad_steps",
+    "flops",
+    "wall_time_s",
+    "return",
+    "r_max",
+]
 # run-directory extras (NaN for other inputs): the runtime mode, the deterministic-policy evaluation return,
 # and the trio's busy fractions (1 - wait fraction) of the actor and the V-learner, for analysis/wallclock.py
 RUN_EXTRAS = ["mode", "eval_return", "actor_busy", "learner_busy"]
@@ -19,9 +36,19 @@ CONFIG_KEYS = ["task", "algo", "sigma", "batch_size", "lr", "model_size", "exper
 
 def frame(rows):
     df = pd.DataFrame(rows, columns=COLUMNS) if isinstance(rows, list) else rows
-    return df.astype({"sigma": float, "batch_size": float, "lr": float, "model_size": float,
-                      "env_steps": float, "grad_steps": float, "flops": float, "wall_time_s": float,
-                      "return": float})
+    return df.astype(
+        {
+            "sigma": float,
+            "batch_size": float,
+            "lr": float,
+            "model_size": float,
+            "env_steps": float,
+            "grad_steps": float,
+            "flops": float,
+            "wall_time_s": float,
+            "return": float,
+        }
+    )
 
 
 def is_number(x):
@@ -63,8 +90,10 @@ def curves(table):
             other = {c: g[c][order].reshape(len(us), -1).T for c in ("grad_steps", "flops", "wall_time_s")}
         else:
             g = pd.DataFrame(g)
-            piv = {c: g.pivot_table(index="env_steps", columns="seed", values=c, aggfunc="last", dropna=False)
-                   for c in ("return", "grad_steps", "flops", "wall_time_s")}
+            piv = {
+                c: g.pivot_table(index="env_steps", columns="seed", values=c, aggfunc="last", dropna=False)
+                for c in ("return", "grad_steps", "flops", "wall_time_s")
+            }
             last = g.groupby("seed")["env_steps"].max().min()
             steps = piv["return"].index.to_numpy()
             keep = steps <= last
@@ -83,12 +112,20 @@ def curves(table):
             rec = dict(zip(keys, key))
             for k in ("model_size", "batch_size", "lr"):
                 rec[k] = np.nan if rec[k] == -1.0 else rec[k]
-            rec.update(steps=steps, returns=ret, n_seeds=ret.shape[1],
-                       grad_steps=np.nanmean(other["grad_steps"], 1), flops=np.nanmean(other["flops"], 1),
-                       wall_time_s=np.nanmean(other["wall_time_s"], 1),
-                       r_max=(float(np.nanmax(g["r_max"])) if np.isfinite(np.asarray(g["r_max"], float)).any()
-                              else np.nan),
-                       num_envs=int(np.asarray(g["num_envs"])[0]))
+            rec.update(
+                steps=steps,
+                returns=ret,
+                n_seeds=ret.shape[1],
+                grad_steps=np.nanmean(other["grad_steps"], 1),
+                flops=np.nanmean(other["flops"], 1),
+                wall_time_s=np.nanmean(other["wall_time_s"], 1),
+                r_max=(
+                    float(np.nanmax(g["r_max"]))
+                    if np.isfinite(np.asarray(g["r_max"], float)).any()
+                    else np.nan
+                ),
+                num_envs=int(np.asarray(g["num_envs"])[0]),
+            )
         out.append(rec)
     return out
 

@@ -11,6 +11,7 @@ n' <= n steps actually taken (0 after a termination, so we never bootstrap throu
 keep it), `next_obs` = the observation to bootstrap from, `weight` = 0 for a transition that must not
 be learned from (it spans two episodes).
 """
+
 from typing import NamedTuple
 
 import torch

@@ -18,6 +18,7 @@ are not counted. Each body lists its matmuls with a kind, from which the backwar
   "w"   dense layer on a hidden activation: 2x with weight grads, 1x input-only;
   "aa"  product of two activations (Soft MoE dispatch / combine): 2x either way.
 """
+
 import math
 
 import torch
@@ -109,9 +110,15 @@ class BroNet(nn.Module):
         self.k, self.n_in, self.n_out, self.width, self.blocks = k, n_in, n_out, width, blocks
         self.stem = nn.Sequential(EnsembleLinear(k, n_in, width), EnsembleLayerNorm(k, width), nn.ReLU())
         self.res = nn.ModuleList(
-            nn.Sequential(EnsembleLinear(k, width, width), EnsembleLayerNorm(k, width), nn.ReLU(),
-                          EnsembleLinear(k, width, width), EnsembleLayerNorm(k, width))
-            for _ in range(blocks))
+            nn.Sequential(
+                EnsembleLinear(k, width, width),
+                EnsembleLayerNorm(k, width),
+                nn.ReLU(),
+                EnsembleLinear(k, width, width),
+                EnsembleLayerNorm(k, width),
+            )
+            for _ in range(blocks)
+        )
         self.head = EnsembleLinear(k, width, n_out)
 
     def forward(self, x):
@@ -122,8 +129,11 @@ class BroNet(nn.Module):
 
     def matmuls(self):
         w, k = self.width, self.k
-        return ([(2 * k * self.n_in * w, "in")] + [(2 * k * w * w, "w")] * (2 * self.blocks)
-                + [(2 * k * w * self.n_out, "w")])
+        return (
+            [(2 * k * self.n_in * w, "in")]
+            + [(2 * k * w * w, "w")] * (2 * self.blocks)
+            + [(2 * k * w * self.n_out, "w")]
+        )
 
     def bias_flops(self):
         return self.k * (self.width * (1 + 2 * self.blocks) + self.n_out)
@@ -158,11 +168,14 @@ class SoftMoE(nn.Module):
         k, B = x.shape[0], x.shape[1]
         x = x.reshape(k, B, self.m, self.d)
         if self.normalize:
-            logits = torch.einsum("kbmd,kds->kbms", F.normalize(x, dim=-1), F.normalize(self.phi, dim=1)) * self.scale
+            logits = (
+                torch.einsum("kbmd,kds->kbms", F.normalize(x, dim=-1), F.normalize(self.phi, dim=1))
+                * self.scale
+            )
         else:
             logits = torch.einsum("kbmd,kds->kbms", x, self.phi)
-        dispatch = logits.softmax(dim=2)   # over tokens, per slot
-        combine = logits.softmax(dim=3)    # over slots, per token
+        dispatch = logits.softmax(dim=2)  # over tokens, per slot
+        combine = logits.softmax(dim=3)  # over slots, per token
         slots = torch.einsum("kbms,kbmd->kbsd", dispatch, x).reshape(k, B, self.n, self.p, self.d)
         h = torch.relu(torch.einsum("kbnpd,kndh->kbnph", slots, self.w1) + self.b1)
         y = (torch.einsum("kbnph,knhd->kbnpd", h, self.w2) + self.b2).reshape(k, B, self.n * self.p, self.d)
@@ -170,8 +183,13 @@ class SoftMoE(nn.Module):
 
     def matmuls(self):
         k, m, d, s, h = self.k, self.m, self.d, self.n * self.p, self.h
-        return [(2 * k * m * d * s, "w"), (2 * k * s * m * d, "aa"), (2 * k * s * d * h, "w"),
-                (2 * k * s * h * d, "w"), (2 * k * m * s * d, "aa")]
+        return [
+            (2 * k * m * d * s, "w"),
+            (2 * k * s * m * d, "aa"),
+            (2 * k * s * d * h, "w"),
+            (2 * k * s * h * d, "w"),
+            (2 * k * m * s * d, "aa"),
+        ]
 
     def bias_flops(self):
         return self.k * self.n * self.p * (self.h + self.d)
@@ -187,7 +205,9 @@ class MoENet(nn.Module):
             raise ValueError("softmoe needs net.critic_depth >= 2 (a dense layer before the Soft MoE layer)")
         self.k = k
         self.trunk = MLP([n_in] + [width] * (depth - 1), activation, layer_norm, k)
-        self.act = nn.Sequential(*([EnsembleLayerNorm(k, width)] if layer_norm else []), ACTIVATIONS[activation]())
+        self.act = nn.Sequential(
+            *([EnsembleLayerNorm(k, width)] if layer_norm else []), ACTIVATIONS[activation]()
+        )
         self.moe = SoftMoE(width, k=k, **moe)
         self.head = EnsembleLinear(k, width, n_out)
         self.width, self.n_out = width, n_out
@@ -231,7 +251,9 @@ class GaussianActor(nn.Module):
 
     log_std_min, log_std_max = -5.0, 2.0
 
-    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, init_alpha=1.0, arch="mlp"):
+    def __init__(
+        self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, init_alpha=1.0, arch="mlp"
+    ):
         super().__init__()
         self.act_dim = act_dim
         self.net = body(arch, obs_dim, 2 * act_dim, hidden, activation, layer_norm)
@@ -257,8 +279,9 @@ class GaussianActor(nn.Module):
 class Critic(nn.Module):
     """Twin (k=2) Q networks on concat(obs, action); `atoms` > 1 makes each a C51 head of logits."""
 
-    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, k=2, atoms=1, arch="mlp",
-                 moe=None):
+    def __init__(
+        self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, k=2, atoms=1, arch="mlp", moe=None
+    ):
         super().__init__()
         self.atoms = atoms
         self.net = body(arch, obs_dim + act_dim, atoms, hidden, activation, layer_norm, k, moe)
@@ -281,8 +304,13 @@ def moe_kwargs(n):
     width = hidden_of(n, "critic")[0]
     tokens = int(n.tokens)
     d = width // max(tokens, 1)
-    return {"tokens": tokens, "experts": int(n.experts), "slots": int(n.slots_per_expert),
-            "hidden": int(n.expert_hidden) if n.expert_hidden else d, "normalize": bool(n.moe_norm)}
+    return {
+        "tokens": tokens,
+        "experts": int(n.experts),
+        "slots": int(n.slots_per_expert),
+        "hidden": int(n.expert_hidden) if n.expert_hidden else d,
+        "normalize": bool(n.moe_norm),
+    }
 
 
 def build(cfg, obs_dim, act_dim):
@@ -302,8 +330,12 @@ def build(cfg, obs_dim, act_dim):
 
 def per_sample(net):
     """{forward, backward, backward_input_only} FLOPs per sample of a body (run.json)."""
-    return {"forward": forward_flops(net), "forward_matmul": forward_flops(net, True),
-            "backward": backward_flops(net, True), "backward_input_only": backward_flops(net, False)}
+    return {
+        "forward": forward_flops(net),
+        "forward_matmul": forward_flops(net, True),
+        "backward": backward_flops(net, True),
+        "backward_input_only": backward_flops(net, False),
+    }
 
 
 def update_flops(actor, critic, batch_size, matmul_only=False):
@@ -321,11 +353,17 @@ def facts(cfg, actor, critic):
     """run.json's architecture facts: arch, knobs, widths and the per-sample FLOPs of both nets."""
     n = cfg.net
     carch = n.get("critic_arch", "mlp")
-    out = {"critic_arch": carch, "actor_arch": n.get("actor_arch", "mlp"),
-           "critic_hidden": hidden_of(n, "critic"), "actor_hidden": hidden_of(n, "actor"),
-           "critic_width": hidden_of(n, "critic")[0], "critic_depth": len(hidden_of(n, "critic")),
-           "experts": int(n.experts) if carch == "softmoe" else 0,
-           "critic_flops_per_sample": per_sample(critic.net), "actor_flops_per_sample": per_sample(actor.net)}
+    out = {
+        "critic_arch": carch,
+        "actor_arch": n.get("actor_arch", "mlp"),
+        "critic_hidden": hidden_of(n, "critic"),
+        "actor_hidden": hidden_of(n, "actor"),
+        "critic_width": hidden_of(n, "critic")[0],
+        "critic_depth": len(hidden_of(n, "critic")),
+        "experts": int(n.experts) if carch == "softmoe" else 0,
+        "critic_flops_per_sample": per_sample(critic.net),
+        "actor_flops_per_sample": per_sample(actor.net),
+    }
     if carch == "softmoe":
         out["moe"] = moe_kwargs(n)
     return out

@@ -4,6 +4,7 @@ The replay holds raw observations; learners normalise at sample time with the cu
 (as PQL does), so old transitions stay valid as the statistics move. Every tensor is allocated once
 and can be put in shared memory (CPU) or handed to another process over CUDA IPC (the trio).
 """
+
 import torch
 
 from pql_scaling.core.losses import Batch
@@ -12,7 +13,14 @@ FIELDS = Batch._fields  # ("obs", "action", "reward", "next_obs", "discount", "w
 
 
 def alloc_storage(capacity, obs_dim, act_dim, device):
-    shapes = {"obs": (obs_dim,), "action": (act_dim,), "reward": (), "next_obs": (obs_dim,), "discount": (), "weight": ()}
+    shapes = {
+        "obs": (obs_dim,),
+        "action": (act_dim,),
+        "reward": (),
+        "next_obs": (obs_dim,),
+        "discount": (),
+        "weight": (),
+    }
     return {k: torch.zeros((capacity,) + s, dtype=torch.float32, device=device) for k, s in shapes.items()}
 
 
@@ -28,7 +36,9 @@ class Replay:
         self.num_envs = int(num_envs)
         self.capacity = max(int(capacity) // self.num_envs, 1) * self.num_envs
         self.device = torch.device(device)
-        self.data = storage if storage is not None else alloc_storage(self.capacity, obs_dim, act_dim, self.device)
+        self.data = (
+            storage if storage is not None else alloc_storage(self.capacity, obs_dim, act_dim, self.device)
+        )
         self.rows = 0  # total rows ever written
 
     @property
@@ -49,7 +59,6 @@ class Replay:
         if start:
             idx = (idx + start) % self.capacity
         return Batch(*(self.data[k][idx] for k in FIELDS))
-
 
 
 class NStepFolder:
@@ -78,7 +87,12 @@ class NStepFolder:
         """Store step t; return the n-step transition that starts at t - n + 1 (meaningful once `ready`)."""
         i = self.t % self.n
         self.obs[i], self.action[i], self.next_obs[i] = obs, action, next_obs
-        self.reward[i], self.terminated[i], self.done[i], self.valid[i] = reward, terminated.float(), done.float(), valid.float()
+        self.reward[i], self.terminated[i], self.done[i], self.valid[i] = (
+            reward,
+            terminated.float(),
+            done.float(),
+            valid.float(),
+        )
         self.t += 1
         order = torch.arange(self.t, self.t + self.n, device=self.gammas.device) % self.n  # oldest first
         done, term = self.done[order], self.terminated[order]
@@ -90,7 +104,9 @@ class NStepFolder:
         reward = (alive * self.gammas[:, None] * self.reward[order]).sum(0)
         discount = (end * (self.gammas[:, None] * self.gamma) * (1.0 - term)).sum(0)
         next_obs = (end[..., None] * self.next_obs[order]).sum(0)
-        first = self.t % self.n  # order[0] as a host int: indexing with a 0-dim device tensor would sync (.item())
+        first = (
+            self.t % self.n
+        )  # order[0] as a host int: indexing with a 0-dim device tensor would sync (.item())
         return self.obs[first], self.action[first], reward, next_obs, discount, self.valid[first]
 
 

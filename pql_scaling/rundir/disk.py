@@ -6,6 +6,7 @@ to a temporary name, fsynced, renamed over the old one and its directory fsynced
 leaves the old file or the new one, never a half. Checkpoints end with a SHA-256 trailer (torch.load ignores
 it), so a truncated or corrupted checkpoint is detected and resume falls back to prev.pt.
 """
+
 import errno
 import functools
 import hashlib
@@ -43,9 +44,11 @@ def disk_error(path, e):
         free = shutil.disk_usage(d).free
     except OSError:
         free = -1
-    return DiskFull("disk full writing %s (the file system holding %s has %.1f MB free): free space there or "
-                    "move the run directory, then continue with resume=RUN_DIR; the previous checkpoint is "
-                    "intact" % (path, d, free / 1e6))
+    return DiskFull(
+        "disk full writing %s (the file system holding %s has %.1f MB free): free space there or "
+        "move the run directory, then continue with resume=RUN_DIR; the previous checkpoint is "
+        "intact" % (path, d, free / 1e6)
+    )
 
 
 def fsync_dir(path):
@@ -129,19 +132,22 @@ def read_checkpoint(path, map_location="cpu", stamped=True):
     cut = data.rfind(TRAILER)
     if cut < 0 or len(data) - cut - len(TRAILER) != 64:
         raise BadCheckpoint("checkpoint %s is truncated or corrupted (no SHA-256 trailer)" % path)
-    payload, digest = data[:cut], data[cut + len(TRAILER):].decode("ascii", "replace")
+    payload, digest = data[:cut], data[cut + len(TRAILER) :].decode("ascii", "replace")
     if hashlib.sha256(payload).hexdigest() != digest:
         raise BadCheckpoint("checkpoint %s is corrupted (SHA-256 mismatch)" % path)
     try:
         state = torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
     except Exception as e:  # noqa: BLE001 - an unpicklable checkpoint is bad, whatever torch raises
-        raise BadCheckpoint("checkpoint %s passed its SHA-256 check but does not load: %s: %s)"
-                            % (path, type(e).__name__, str(e)[:200]))
+        raise BadCheckpoint(
+            "checkpoint %s passed its SHA-256 check but does not load: %s: %s)"
+            % (path, type(e).__name__, str(e)[:200])
+        )
     if not stamped:
         return state
     version = state.get("format_version") if isinstance(state, dict) else None
     if version != CKPT_FORMAT:
-        raise BadCheckpoint("checkpoint %s has format version %r, this code reads %d (written by another "
-                            "version of pql-scaling: resume it with that version)"
-                            % (path, version, CKPT_FORMAT))
+        raise BadCheckpoint(
+            "checkpoint %s has format version %r, this code reads %d (written by another "
+            "version of pql-scaling: resume it with that version)" % (path, version, CKPT_FORMAT)
+        )
     return state

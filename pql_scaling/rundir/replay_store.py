@@ -8,6 +8,7 @@ A checkpoint at R rows needs the rows [R - capacity, R). Segments no kept checkp
 are deleted after each checkpoint, so the folder holds at most one replay plus two checkpoint intervals.
 Segments past the checkpoint a resume starts from belong to the superseded timeline and are deleted.
 """
+
 import os
 import re
 
@@ -59,7 +60,7 @@ class ReplayStore:
                 out = self._pinned(k, (end - start,) + tuple(v.shape[1:]), v.dtype)
                 at = 0
                 for lo, hi in pieces:
-                    out[at:at + hi - lo].copy_(v[lo:hi], non_blocking=True)
+                    out[at : at + hi - lo].copy_(v[lo:hi], non_blocking=True)
                     at += hi - lo
                 data[k] = out
             else:
@@ -81,8 +82,10 @@ class ReplayStore:
             return
         start, end, data = segment
         # a view of a larger pinned buffer would serialise the whole buffer: save exactly the rows
-        data = {k: v if v.untyped_storage().nbytes() == v.numel() * v.element_size() else v.clone()
-                for k, v in data.items()}
+        data = {
+            k: v if v.untyped_storage().nbytes() == v.numel() * v.element_size() else v.clone()
+            for k, v in data.items()
+        }
         write_atomic(os.path.join(self.dir, "seg-%015d-%015d.pt" % (start, end)), pack({"data": data}))
 
     def prune(self, keep_from):
@@ -92,7 +95,8 @@ class ReplayStore:
                 os.remove(path)
 
     def load(self, replay, rows):
-        """Fill `replay` with the timeline's rows [rows - capacity, rows); False (replay left empty) if any is missing."""
+        """Fill `replay` with the timeline's rows [rows - capacity, rows); False (replay left empty) if any is
+        missing."""
         for start, end, path in self.segments():
             if start >= rows:  # written after the checkpoint we resume from: a superseded timeline
                 os.remove(path)
@@ -107,13 +111,18 @@ class ReplayStore:
                 a, b = max(start, lo), min(end, rows)
                 idx = torch.arange(a, b, device=replay.device) % self.capacity
                 for k, v in data.items():
-                    replay.data[k].index_copy_(0, idx, v[a - start:b - start].to(replay.device))
+                    replay.data[k].index_copy_(0, idx, v[a - start : b - start].to(replay.device))
                 covered = max(covered, b)
         except BadCheckpoint as e:
             log.error("%s", e)
         if covered < rows:
-            log.warning("replay segments in %s cover rows up to %d of the %d needed: the replay refills before "
-                        "learning resumes", self.dir, covered, rows)
+            log.warning(
+                "replay segments in %s cover rows up to %d of the %d needed: the replay refills before "
+                "learning resumes",
+                self.dir,
+                covered,
+                rows,
+            )
             replay.rows, self.saved = 0, 0
             for _, _, path in self.segments():
                 os.remove(path)

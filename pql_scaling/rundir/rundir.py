@@ -12,6 +12,7 @@ Its file names, row fields and readers are schema.py's.
     checkpoints/             last.pt and prev.pt (the one before), replay/ segments (see replay_store.py)
 
 """
+
 import errno
 import json
 import logging
@@ -63,8 +64,9 @@ class RunDir:
 
     def write_config(self, cfg, facts):
         write_atomic(os.path.join(self.path, schema.CONFIG), config_lib.to_yaml(cfg).encode())
-        facts = dict(facts, python=platform.python_version(), torch=torch.__version__,
-                     host=socket.gethostname())
+        facts = dict(
+            facts, python=platform.python_version(), torch=torch.__version__, host=socket.gethostname()
+        )
         write_json_atomic(os.path.join(self.path, schema.FACTS), facts)
 
     def update_facts(self, **facts):
@@ -74,9 +76,10 @@ class RunDir:
             write_json_atomic(path, dict(schema.read_facts(path), **facts))
 
     def set_status(self, status, reason=None, **extra):
-        write_json_atomic(os.path.join(self.path, schema.STATUS),
-                          dict(status=status, reason=reason, time=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                               **extra))
+        write_json_atomic(
+            os.path.join(self.path, schema.STATUS),
+            dict(status=status, reason=reason, time=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra),
+        )
 
     def append_metrics(self, row):
         """Append one log point whole (fsynced), or nothing: a failed write is cut back off the file.
@@ -89,15 +92,24 @@ class RunDir:
             lines = read_jsonl_lines(self.metrics_path)
             prev = lines[-1][1] or {}
             merged = dict(prev)
-            merged.update({k: v for k, v in row.items()
-                           if v is not None and not k.endswith(schema.INTERVAL_SUFFIXES) and k != episodes})
+            merged.update(
+                {
+                    k: v
+                    for k, v in row.items()
+                    if v is not None and not k.endswith(schema.INTERVAL_SUFFIXES) and k != episodes
+                }
+            )
             merged[episodes] = (prev.get(episodes) or 0) + (row.get(episodes) or 0)
-            write_atomic(self.metrics_path, "".join(x + "\n" for x, _ in lines[:-1]).encode()
-                         + (json.dumps(merged) + "\n").encode())
+            write_atomic(
+                self.metrics_path,
+                "".join(x + "\n" for x, _ in lines[:-1]).encode() + (json.dumps(merged) + "\n").encode(),
+            )
             return
         if self.last_env_steps is not None and row[steps] < self.last_env_steps:
-            raise RuntimeError("log point at env_steps=%d after one at %d: metrics.jsonl must increase"
-                               % (row[steps], self.last_env_steps))
+            raise RuntimeError(
+                "log point at env_steps=%d after one at %d: metrics.jsonl must increase"
+                % (row[steps], self.last_env_steps)
+            )
         data = (json.dumps(row) + "\n").encode()
         fd = os.open(self.metrics_path, APPEND, 0o644)
         size = os.fstat(fd).st_size
@@ -131,7 +143,7 @@ class RunDir:
             if kept and obj[steps] <= kept[-1][1][steps]:
                 break
             kept.append((line, obj))
-        moved = lines[len(kept):]
+        moved = lines[len(kept) :]
         if moved:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
             extra = []
@@ -144,8 +156,12 @@ class RunDir:
                 f.flush()
                 os.fsync(f.fileno())
             write_atomic(self.metrics_path, "".join(line + "\n" for line, _ in kept).encode())
-            log.warning("resume: %d log point(s) after the checkpoint (env_steps %d) moved to %s", len(moved),
-                        env_steps, self.superseded_path)
+            log.warning(
+                "resume: %d log point(s) after the checkpoint (env_steps %d) moved to %s",
+                len(moved),
+                env_steps,
+                self.superseded_path,
+            )
         self.metrics_rows = len(kept)
         self.last_env_steps = kept[-1][1][steps] if kept else None
         return len(moved), self.last_env_steps
@@ -187,15 +203,19 @@ class RunDir:
             if bad:
                 log.warning("resuming from the previous checkpoint %s", path)
                 if os.path.exists(self.checkpoint_path):  # kept for inspection, out of the rotation
-                    os.replace(self.checkpoint_path,
-                               self.checkpoint_path + ".bad-" + time.strftime("%Y%m%d-%H%M%S"))
+                    os.replace(
+                        self.checkpoint_path, self.checkpoint_path + ".bad-" + time.strftime("%Y%m%d-%H%M%S")
+                    )
             state["loaded_from"] = path
             return state
         if bad:
-            raise BadCheckpoint("no usable checkpoint in %s: %s; start a new run instead"
-                                % (self.ckpt_dir, "; ".join(bad)))
-        raise FileNotFoundError("no checkpoint at %s: the run ended before its first checkpoint, so it "
-                                "cannot be resumed; start a new run instead" % self.checkpoint_path)
+            raise BadCheckpoint(
+                "no usable checkpoint in %s: %s; start a new run instead" % (self.ckpt_dir, "; ".join(bad))
+            )
+        raise FileNotFoundError(
+            "no checkpoint at %s: the run ended before its first checkpoint, so it "
+            "cannot be resumed; start a new run instead" % self.checkpoint_path
+        )
 
     def close(self):
         log.removeHandler(self._handler)

@@ -11,6 +11,7 @@
 RunDir (rundir.py) is the writer; the sweep's status, the analysis loader, the tests and the benchmarks read
 through this module. Standard library only: `pql_scaling.analysis` imports it without the training stack.
 """
+
 import json
 from typing import Optional, TypedDict
 
@@ -32,6 +33,7 @@ RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed
 # ----------------------------------------------------------------------------------------------- metrics rows
 class MetricsRow(TypedDict, total=False):
     """One line of metrics.jsonl (runtime/metrics.py log_point; the learners', evaluator's and trio's parts)."""
+
     # counters at the log point
     env_steps: int
     actor_steps: int
@@ -83,8 +85,16 @@ ACTOR_WAIT_FRAC, V_WAIT_FRAC = "actor_wait_frac", "v_wait_frac"
 # per-interval measurements: a row merged into the previous one (same env_steps) keeps the earlier values
 INTERVAL_SUFFIXES = ("_per_s", "_frac")
 # fields that measure the machine, not the learning
-TIMING_FIELDS = frozenset({WALL_TIME_S, "env_steps_per_s", "critic_updates_per_s", "policy_updates_per_s",
-                           "startup_s", "checkpoint_time_s"})
+TIMING_FIELDS = frozenset(
+    {
+        WALL_TIME_S,
+        "env_steps_per_s",
+        "critic_updates_per_s",
+        "policy_updates_per_s",
+        "startup_s",
+        "checkpoint_time_s",
+    }
+)
 # metrics.superseded.jsonl's stamps on each moved row
 SUPERSEDED_AT, RESUMED_FROM, UNPARSABLE_LINE = "superseded_at", "resumed_from_env_steps", "unparsable_line"
 
@@ -114,7 +124,7 @@ def read_metrics(path, tail_bytes=None):
         try:
             row = json.loads(line)
         except ValueError:
-            last = all(not x.strip() for x in lines[i + 1:])
+            last = all(not x.strip() for x in lines[i + 1 :])
             notes.append("line %d is %s" % (i + 1, TRUNCATED if last else "not JSON (skipped)"))
             continue
         if not isinstance(row, dict):

@@ -1,12 +1,13 @@
 """W&B mirroring of the metrics rows: never stops training, rewinds with a resume."""
+
 import json
 import os
 import threading
 import time
 
 from pql_scaling import config as config_lib
-
 from pql_scaling.rundir.disk import log
+
 
 class WandbMirror:
     """Mirrors metrics to W&B. Any W&B failure is logged once and never stops training.
@@ -27,8 +28,17 @@ class WandbMirror:
         self.t0, self.init_timeout_s = time.monotonic(), w.init_timeout_s
         self.rows_written = rows_written or (lambda: 0)
         self.done = threading.Event()
-        kwargs = dict(project=w.project, entity=w.entity, group=w.group, tags=list(w.tags), name=w.name, mode=w.mode,
-                      dir=run_dir, config=config_lib.to_dict(cfg), reinit=True)
+        kwargs = dict(
+            project=w.project,
+            entity=w.entity,
+            group=w.group,
+            tags=list(w.tags),
+            name=w.name,
+            mode=w.mode,
+            dir=run_dir,
+            config=config_lib.to_dict(cfg),
+            reinit=True,
+        )
         if rewind_to is not None:
             kwargs["resume_from"] = "%s?_step=%d" % (run_id, rewind_to + 1)  # keeps the row at rewind_to
         else:
@@ -46,8 +56,13 @@ class WandbMirror:
             except Exception as e:  # noqa: BLE001
                 if "resume_from" not in kwargs:
                     raise
-                log.warning("W&B rewind (resume_from=%s) failed (%s: %s); resuming the W&B run without a rewind: "
-                            "W&B drops the steps it already has", kwargs["resume_from"], type(e).__name__, e)
+                log.warning(
+                    "W&B rewind (resume_from=%s) failed (%s: %s); resuming the W&B run without a rewind: "
+                    "W&B drops the steps it already has",
+                    kwargs["resume_from"],
+                    type(e).__name__,
+                    e,
+                )
                 run_id = kwargs.pop("resume_from").split("?")[0]
                 self._run = wandb.init(id=run_id, resume="allow", **kwargs)
             # run.json's facts (critic_params, utd, flops per update, ...) too: analysis of a W&B project
@@ -57,17 +72,29 @@ class WandbMirror:
                 with open(facts_path) as f:
                     facts = json.load(f)
                 given = kwargs["config"]  # run.json's "algo" is the name; the config's, the whole section
-                self._run.config.update({k: v for k, v in facts.items() if k not in given}, allow_val_change=True)
+                self._run.config.update(
+                    {k: v for k, v in facts.items() if k not in given}, allow_val_change=True
+                )
         except Exception as e:  # noqa: BLE001 - W&B must never stop training
             self.error = e
-            log.warning("W&B init failed after %.1f s (%s: %s; %d log points written meanwhile); W&B is off for this "
-                        "run, training continues and metrics stay in metrics.jsonl", time.monotonic() - self.t0,
-                        type(e).__name__, str(e).strip()[:300], self.rows_written())
+            log.warning(
+                "W&B init failed after %.1f s (%s: %s; %d log points written meanwhile); W&B is off for this "
+                "run, training continues and metrics stay in metrics.jsonl",
+                time.monotonic() - self.t0,
+                type(e).__name__,
+                str(e).strip()[:300],
+                self.rows_written(),
+            )
         self.done.set()
 
     def _fail(self, what, e):
-        log.warning("W&B %s failed (%s: %s); W&B is off for this run, training continues and metrics stay in "
-                    "metrics.jsonl", what, type(e).__name__, e)
+        log.warning(
+            "W&B %s failed (%s: %s); W&B is off for this run, training continues and metrics stay in "
+            "metrics.jsonl",
+            what,
+            type(e).__name__,
+            e,
+        )
         self.run, self.off, self.pending = None, True, []
 
     def _up(self, wait=0.0):

@@ -7,6 +7,7 @@ added to the normaliser or the replay) on a separate batch of the same backend a
 from the training envs. The time it takes is logged as `eval_time_s` and kept out of `wall_time_s` and
 the throughput figures. Isaac Gym allows one simulation per process, so there it is a ConfigError.
 """
+
 import time
 
 import torch
@@ -22,11 +23,15 @@ class Evaluator:
         e = cfg.eval
         backend = cfg.backend or envs.default_backend(cfg.task)
         if backend == "isaacgym":
-            raise ConfigError("eval.every_steps>0 is not available with backend=isaacgym: Isaac Gym allows one "
-                              "simulation per process, so there is no separate eval batch; set eval.every_steps=0 "
-                              "(the analysis then fits the training return_mean)")
+            raise ConfigError(
+                "eval.every_steps>0 is not available with backend=isaacgym: Isaac Gym allows one "
+                "simulation per process, so there is no separate eval batch; set eval.every_steps=0 "
+                "(the analysis then fits the training return_mean)"
+            )
         self.every, self.episodes, self.device = int(e.every_steps), int(e.episodes), torch.device(device)
-        self.env = envs.make(cfg.task, self.episodes, device=device, seed=cfg.seed + EVAL_SEED_OFFSET, backend=cfg.backend)
+        self.env = envs.make(
+            cfg.task, self.episodes, device=device, seed=cfg.seed + EVAL_SEED_OFFSET, backend=cfg.backend
+        )
         self.max_steps = int(getattr(self.env, "max_episode_steps", None) or e.max_steps)
         self.sac = cfg.algo.name == "sac"
         self.next = (done_steps // self.every + 1) * self.every  # the next multiple of every_steps
@@ -58,8 +63,12 @@ class Evaluator:
         done = ret[finished]
         mean = float(done.mean()) if n else None
         std = float(done.std(unbiased=False)) if n else None
-        return {"eval_return_mean": mean, "eval_return_std": std, "eval_episodes": n,
-                "eval_s": time.perf_counter() - t0}
+        return {
+            "eval_return_mean": mean,
+            "eval_return_std": std,
+            "eval_episodes": n,
+            "eval_s": time.perf_counter() - t0,
+        }
 
     def close(self):
         if hasattr(self.env, "close"):

@@ -17,6 +17,7 @@ ensemble layers already are, give per-member gradients from either primitive (th
 members; torch.func's also composes with vmap); the rest of the step is elementwise over
 parameter-shaped tensors, but for the clip, whose norm must then be taken per member.
 """
+
 import copy
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
@@ -58,13 +59,17 @@ def check_compiler(device):
         return
     cxx = os.environ.get("CXX", "g++")
     if shutil.which(cxx) is None and shutil.which("c++") is None:
-        raise RuntimeError("perf.compile on CPU needs a C++ compiler (%s not found): install one "
-                           "(Debian/Ubuntu: apt-get install build-essential python3-dev), or set "
-                           "perf.compile=off" % cxx)
+        raise RuntimeError(
+            "perf.compile on CPU needs a C++ compiler (%s not found): install one "
+            "(Debian/Ubuntu: apt-get install build-essential python3-dev), or set "
+            "perf.compile=off" % cxx
+        )
     if not os.path.exists(os.path.join(sysconfig.get_path("include"), "Python.h")):
-        raise RuntimeError("perf.compile on CPU needs Python's C headers (no Python.h in %s): apt-get "
-                           "install python3-dev (or python3.X-dev for your Python), or set perf.compile=off"
-                           % sysconfig.get_path("include"))
+        raise RuntimeError(
+            "perf.compile on CPU needs Python's C headers (no Python.h in %s): apt-get "
+            "install python3-dev (or python3.X-dev for your Python), or set perf.compile=off"
+            % sysconfig.get_path("include")
+        )
 
 
 def set_precision(perf, device):
@@ -123,10 +128,24 @@ def adamw_step(opt, grads):
     for g in opt.param_groups:
         ps, fused = g["params"], bool(g["fused"]) and fused_ok
         st = [opt.state[p] for p in ps]
-        adamw(ps, grads[i : i + len(ps)], [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st], [],
-              [s["step"] for s in st], foreach=not fused, fused=fused, capturable=g["capturable"],
-              amsgrad=False, beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"],
-              weight_decay=g["weight_decay"], eps=g["eps"], maximize=False)
+        adamw(
+            ps,
+            grads[i : i + len(ps)],
+            [s["exp_avg"] for s in st],
+            [s["exp_avg_sq"] for s in st],
+            [],
+            [s["step"] for s in st],
+            foreach=not fused,
+            fused=fused,
+            capturable=g["capturable"],
+            amsgrad=False,
+            beta1=g["betas"][0],
+            beta2=g["betas"][1],
+            lr=g["lr"],
+            weight_decay=g["weight_decay"],
+            eps=g["eps"],
+            maximize=False,
+        )
         i += len(ps)
 
 
@@ -170,12 +189,18 @@ class Objective(torch.nn.Module):
         return self.fn(batch, self.nets[self.name])
 
 
-def value_and_grads(objective: Objective, params: Dict[str, Tensor], batch: Batch, amp: bool,
-                    functional: Optional[bool] = None) -> Tuple[List[Tensor], Tuple[Tensor, Tensor]]:
+def value_and_grads(
+    objective: Objective,
+    params: Dict[str, Tensor],
+    batch: Batch,
+    amp: bool,
+    functional: Optional[bool] = None,
+) -> Tuple[List[Tensor], Tuple[Tensor, Tensor]]:
     """([gradient per parameter], (loss, aux)) of `objective` w.r.t. `params` (the trained module's own
     parameters, by name), under bf16 autocast when `amp`; loss and aux float32. `functional` (default: when
     torch.compile traces): by torch.func, over detached parameters, as a graph needs (autograd.grad breaks
     it); else by autograd.grad, the same numbers bit for bit without torch.func's per-op cost."""
+
     def f(p):
         with torch.autocast(batch.obs.device.type, dtype=torch.bfloat16, enabled=amp):
             loss, aux = objective(batch) if p is None else torch.func.functional_call(objective, p, (batch,))
@@ -197,8 +222,18 @@ class Learner:
 
     stat_names = ("loss", "aux")
 
-    def __init__(self, cfg, norm: torch.nn.Module, device, name: str, net: torch.nn.Module, loss: Loss,
-                 groups: List[dict], lr: float, target: Optional[torch.nn.Module] = None):
+    def __init__(
+        self,
+        cfg,
+        norm: torch.nn.Module,
+        device,
+        name: str,
+        net: torch.nn.Module,
+        loss: Loss,
+        groups: List[dict],
+        lr: float,
+        target: Optional[torch.nn.Module] = None,
+    ):
         a, perf = cfg.algo, cfg.perf
         self.cfg, self.norm, self.name, self.net, self.target = cfg, norm, name, net, target
         self.stats = torch.zeros(3, device=device)  # loss sum, aux sum, count
@@ -225,8 +260,11 @@ class Learner:
             # CUDA graphs (reduce-overhead) copy every input whose address is not known to be fixed into a
             # buffer of their own before each replay: say which are (the optimiser state, the statistics, the
             # bounds, the normaliser; the replay storage on first use), so nothing is copied
-            self.mark_static([t for st in self.opt.state.values() for t in st.values()]
-                             + [self.stats, self.size, self.start] + list(norm.buffers()))
+            self.mark_static(
+                [t for st in self.opt.state.values() for t in st.values()]
+                + [self.stats, self.size, self.start]
+                + list(norm.buffers())
+            )
             mode = COMPILE_MODES[perf.compile]
             self.run = torch.compile(self.step, mode=mode, fullgraph=True, dynamic=False)
 
@@ -306,12 +344,14 @@ class VLearner(Learner):
         self.sac, self.support = a.name == "sac", c51_support(a, device)
         self.noise = (float(a.target_noise), float(a.target_noise_clip))
         groups = [{"params": list(critic.parameters())}]
-        super().__init__(cfg, norm, device, "critic", critic, self.loss, groups, a.critic_lr,
-                         target=self.critic_target)
+        super().__init__(
+            cfg, norm, device, "critic", critic, self.loss, groups, a.critic_lr, target=self.critic_target
+        )
 
     def loss(self, batch, critic):
-        return algo.critic_loss(self.actor_view, critic, self.critic_target, batch, self.sac, *self.noise,
-                                self.support)
+        return algo.critic_loss(
+            self.actor_view, critic, self.critic_target, batch, self.sac, *self.noise, self.support
+        )
 
 
 class PLearner(Learner):

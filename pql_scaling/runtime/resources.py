@@ -5,6 +5,7 @@ A replay row holds obs, next_obs, action and reward / discount / weight in float
 and in mode=trio in /dev/shm too (shared with the learner processes; a tmpfs counts against RAM); on a GPU in
 that device's free memory. We allow FRACTION of what is available, leaving room for nets, batches and the rest.
 """
+
 import os
 
 import torch
@@ -22,20 +23,33 @@ def check_devices(cfg):
         try:
             d = torch.device(value)
         except (RuntimeError, ValueError, TypeError) as e:
-            raise ConfigError("%s=%r is not a device (%s): use cpu, cuda or cuda:N" % (key, value, str(e).splitlines()[0]))
+            raise ConfigError(
+                "%s=%r is not a device (%s): use cpu, cuda or cuda:N" % (key, value, str(e).splitlines()[0])
+            )
         if d.type == "cpu":
             continue
         if d.type != "cuda":
-            raise ConfigError("%s=%s: only cpu and cuda devices are supported; set %s=cpu or cuda:N" % (key, value, key))
+            raise ConfigError(
+                "%s=%s: only cpu and cuda devices are supported; set %s=cpu or cuda:N" % (key, value, key)
+            )
         if not torch.cuda.is_available():
-            raise ConfigError("%s=%s, but this torch (%s) sees no CUDA device (%s): set %s=cpu, or install a CUDA build "
-                              "of torch on a machine with an NVIDIA GPU and driver" % (
-                                  key, value, torch.__version__,
-                                  "a CPU-only build" if torch.version.cuda is None else "no GPU or driver visible", key))
+            raise ConfigError(
+                "%s=%s, but this torch (%s) sees no CUDA device (%s): set %s=cpu, or install a CUDA build "
+                "of torch on a machine with an NVIDIA GPU and driver"
+                % (
+                    key,
+                    value,
+                    torch.__version__,
+                    "a CPU-only build" if torch.version.cuda is None else "no GPU or driver visible",
+                    key,
+                )
+            )
         n = torch.cuda.device_count()
         if (d.index or 0) >= n:
-            raise ConfigError("%s=%s, but this machine has %d GPU(s) visible (cuda:0%s): pick one of those, or check "
-                              "CUDA_VISIBLE_DEVICES" % (key, value, n, "" if n == 1 else "..cuda:%d" % (n - 1)))
+            raise ConfigError(
+                "%s=%s, but this machine has %d GPU(s) visible (cuda:0%s): pick one of those, or check "
+                "CUDA_VISIBLE_DEVICES" % (key, value, n, "" if n == 1 else "..cuda:%d" % (n - 1))
+            )
 
 
 def replay_row_bytes(obs_dim, act_dim):
@@ -88,6 +102,17 @@ def check_memory(cfg, obs_dim, act_dim, num_envs):
             raise ConfigError(
                 "algo.buffer_size=%d needs %.2f GB for the replay (%d bytes per row: obs_dim %d, act_dim %d), but the "
                 "%s is %.2f GB; at most algo.buffer_size=%d fits (%d%% of it): set algo.buffer_size=%d or less"
-                % (cfg.algo.buffer_size, need / 1e9, row, obs_dim, act_dim, what, avail / 1e9, fits,
-                   int(FRACTION * 100), fits))
+                % (
+                    cfg.algo.buffer_size,
+                    need / 1e9,
+                    row,
+                    obs_dim,
+                    act_dim,
+                    what,
+                    avail / 1e9,
+                    fits,
+                    int(FRACTION * 100),
+                    fits,
+                )
+            )
     return need

@@ -8,6 +8,7 @@ any device: a CPU test can prove an update or an actor step makes none. (Explici
 and torch.cuda.synchronize(), do not go through the dispatcher; `torch.cuda.set_sync_debug_mode` reports the
 implicit ones on a GPU.)
 """
+
 import collections
 import traceback
 

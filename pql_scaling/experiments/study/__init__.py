@@ -16,6 +16,7 @@ imports this package.
     spec.py    the study spec's schema, load_spec and its validation, the sweep spec of each stage
     stages.py  run: the stages in order, the prediction, the grade, the report and the W&B mirror
 """
+
 from pql_scaling.experiments.study.spec import (
     AnalysisSpec,
     FittedStage,
@@ -30,5 +31,17 @@ from pql_scaling.experiments.study.spec import (
 )
 from pql_scaling.experiments.study.stages import code_version, run
 
-__all__ = ["AnalysisSpec", "FittedStage", "GridStage", "RecommendSpec", "ReturnsSpec", "StudyError",
-           "StudySpec", "ValidateStage", "WandbSpec", "load_spec", "code_version", "run"]
+__all__ = [
+    "AnalysisSpec",
+    "FittedStage",
+    "GridStage",
+    "RecommendSpec",
+    "ReturnsSpec",
+    "StudyError",
+    "StudySpec",
+    "ValidateStage",
+    "WandbSpec",
+    "load_spec",
+    "code_version",
+    "run",
+]

@@ -1,6 +1,7 @@
 """The study spec: its schema (StudySpec and its stages), `load_spec` with the validation that fails before
 anything runs (every stage's sweep is expanded, so every run's config is checked), and `_sweep_dict`, the
 sweep spec of one stage."""
+
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -109,8 +110,7 @@ def load_spec(path_or_dict, overrides=()):
     """A validated StudySpec from YAML or a dict plus `key=value` overrides; unknown keys and bad values fail
     here naming the key, before anything runs; every stage's sweep is expanded (so every run config
     checked)."""
-    where, raw = specs.read_spec(path_or_dict, "study", StudyError,
-                                      "name, task, grid, fitted, validate, ...")
+    where, raw = specs.read_spec(path_or_dict, "study", StudyError, "name, task, grid, fitted, validate, ...")
     for arg in overrides:
         k, v = specs.parse_assignment(arg, StudyError, "validate.seeds=3 launcher.local.runs_per_device=2")
         specs.set_dotted(raw, k, v, arg, StudyError)
@@ -132,38 +132,52 @@ def _validate(spec, where):
         raise StudyError("name is empty (in %s)" % where)
     spec.out = os.path.abspath(spec.out or os.path.join("runs", spec.name))
     if not spec.returns.max > spec.returns.min:
-        raise StudyError("returns.max=%g must be above returns.min=%g (the returns counted as 1000 and 0)"
-                         % (spec.returns.max, spec.returns.min))
+        raise StudyError(
+            "returns.max=%g must be above returns.min=%g (the returns counted as 1000 and 0)"
+            % (spec.returns.max, spec.returns.min)
+        )
     a = spec.analysis
-    for key, value, options in (("analysis.returns", a.returns, ("auto", "eval", "train")),
-                                ("analysis.budget", a.budget, ("flops", "wall_clock")),
-                                ("analysis.compute", a.compute, ("measured", "r1")),
-                                ("wandb.mode", spec.wandb.mode, ("online", "offline", "disabled"))):
+    for key, value, options in (
+        ("analysis.returns", a.returns, ("auto", "eval", "train")),
+        ("analysis.budget", a.budget, ("flops", "wall_clock")),
+        ("analysis.compute", a.compute, ("measured", "r1")),
+        ("wandb.mode", spec.wandb.mode, ("online", "offline", "disabled")),
+    ):
         if value not in options:
             raise StudyError("%s=%r is not one of %s" % (key, value, ", ".join(options)))
     if not (a.delta == "measured" or isinstance(a.delta, (int, float)) and a.delta >= 0):
         raise StudyError("analysis.delta=%r: give FLOPs per transition (>= 0) or \"measured\"" % (a.delta,))
     if len(set(spec.fitted.utd)) < 4:
-        raise StudyError("fitted.utd=%s: D_J(sigma) = D_min + (beta/sigma)^alpha needs >= 4 distinct UTDs"
-                         % list(spec.fitted.utd))
+        raise StudyError(
+            "fitted.utd=%s: D_J(sigma) = D_min + (beta/sigma)^alpha needs >= 4 distinct UTDs"
+            % list(spec.fitted.utd)
+        )
     for stage in ("grid", "fitted"):
         st = getattr(spec, stage)
         if st.max_env_steps and len(st.max_env_steps) != len(st.utd):
-            raise StudyError("%s.max_env_steps has %d values for %d UTDs: give one per UTD (or none)"
-                             % (stage, len(st.max_env_steps), len(st.utd)))
+            raise StudyError(
+                "%s.max_env_steps has %d values for %d UTDs: give one per UTD (or none)"
+                % (stage, len(st.max_env_steps), len(st.utd))
+            )
     if len(set(spec.grid.utd)) < 2:
         raise StudyError("grid.utd=%s: the hyperparameter rules need >= 2 UTDs" % list(spec.grid.utd))
     lo, hi = min(spec.fitted.utd), max(spec.fitted.utd)
     if not any(not lo <= s <= hi for s in spec.validate.utd):
-        raise StudyError("validate.utd=%s: at least one held-out UTD must lie outside the fitted range "
-                         "[%g, %g]" % (list(spec.validate.utd), lo, hi))
+        raise StudyError(
+            "validate.utd=%s: at least one held-out UTD must lie outside the fitted range "
+            "[%g, %g]" % (list(spec.validate.utd), lo, hi)
+        )
     if spec.validate.max_steps_over_prediction < 1 or spec.validate.steps_margin < 1:
-        raise StudyError("validate.steps_margin=%g and validate.max_steps_over_prediction=%g must be >= 1 "
-                         "(a run shorter than its prediction cannot cross the threshold)"
-                         % (spec.validate.steps_margin, spec.validate.max_steps_over_prediction))
+        raise StudyError(
+            "validate.steps_margin=%g and validate.max_steps_over_prediction=%g must be >= 1 "
+            "(a run shorter than its prediction cannot cross the threshold)"
+            % (spec.validate.steps_margin, spec.validate.max_steps_over_prediction)
+        )
     if spec.validate.budget_factor <= 1:
-        raise StudyError("validate.budget_factor=%g must be > 1 (a budget above every fitted one)"
-                         % spec.validate.budget_factor)
+        raise StudyError(
+            "validate.budget_factor=%g must be > 1 (a budget above every fitted one)"
+            % spec.validate.budget_factor
+        )
     for k in spec.base:
         if k in STUDY_SETS:
             raise StudyError("base.%s: the study sets %s itself (task / grid / rules)" % (k, k))
@@ -192,8 +206,13 @@ def _sweep_dict(spec, stage, rules=None, zip_=None):
     base.setdefault("wandb.project", spec.wandb.project)
     if spec.wandb.entity:
         base.setdefault("wandb.entity", spec.wandb.entity)
-    d = {"name": "%s-%s" % (spec.name, stage), "out": _dir(spec, stage), "seeds": st.seeds,
-         "retry": spec.retry, "launcher": OmegaConf.to_container(OmegaConf.structured(spec.launcher))}
+    d = {
+        "name": "%s-%s" % (spec.name, stage),
+        "out": _dir(spec, stage),
+        "seeds": st.seeds,
+        "retry": spec.retry,
+        "launcher": OmegaConf.to_container(OmegaConf.structured(spec.launcher)),
+    }
     if stage in ("grid", "fitted"):
         d["grid"] = {}
         if st.max_env_steps:  # each UTD with its own data budget

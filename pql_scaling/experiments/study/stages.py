@@ -1,6 +1,7 @@
 """The study's stages, in order: grid -> fitted -> predict -> validate (grade, report). `run` runs (or
 continues) them; each stage is an ordinary sweep and an analysis of its run directories, so a rerun skips what
 is done. The analysis is imported where a stage needs it (it is called only through its public functions)."""
+
 import datetime
 import math
 import os
@@ -15,11 +16,21 @@ from pql_scaling.rundir.disk import log, write_json_atomic
 
 def _analysis_cfg(spec, inputs, out, **kw):
     a = spec.analysis
-    cfg = {"inputs": [inputs], "max_returns": {spec.task: spec.returns.max},
-           "min_returns": {spec.task: spec.returns.min},
-           "thresholds": list(a.thresholds) if a.thresholds else None, "sweep_threshold": a.sweep_threshold,
-           "bootstrap": a.bootstrap, "returns": a.returns, "budget": a.budget, "delta": a.delta,
-           "compute": a.compute, "model_size": a.model_size, "holdout_top_k": a.holdout_top_k, "out": out}
+    cfg = {
+        "inputs": [inputs],
+        "max_returns": {spec.task: spec.returns.max},
+        "min_returns": {spec.task: spec.returns.min},
+        "thresholds": list(a.thresholds) if a.thresholds else None,
+        "sweep_threshold": a.sweep_threshold,
+        "bootstrap": a.bootstrap,
+        "returns": a.returns,
+        "budget": a.budget,
+        "delta": a.delta,
+        "compute": a.compute,
+        "model_size": a.model_size,
+        "holdout_top_k": a.holdout_top_k,
+        "out": out,
+    }
     cfg.update(kw)
     return cfg
 
@@ -27,10 +38,16 @@ def _analysis_cfg(spec, inputs, out, **kw):
 def code_version():
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10)
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if rev.returncode == 0:
             return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -46,8 +63,10 @@ def _launch(spec, d, timings, stage):
     timings[stage] = timings.get(stage, 0.0) + time.monotonic() - t0
     if bad:
         first = "; ".join("%s: %s %s" % (r["name"], r["state"], r["reason"]) for r in bad[:3])
-        raise StudyError("stage %s: %d run(s) did not complete (%s); fix the cause and rerun `pql-scale "
-                         "study` to continue" % (stage, len(bad), first))
+        raise StudyError(
+            "stage %s: %d run(s) did not complete (%s); fix the cause and rerun `pql-scale "
+            "study` to continue" % (stage, len(bad), first)
+        )
     return rows
 
 
@@ -62,8 +81,9 @@ def _analyze(cfg, timings, stage):
 
 
 def _steps(spec, d):
-    cfg = config_lib.load(["task=%s" % spec.task] + ["%s=%s" % (k, sweep.arg_string(v))
-                                                      for k, v in spec.base.items()])
+    cfg = config_lib.load(
+        ["task=%s" % spec.task] + ["%s=%s" % (k, sweep.arg_string(v)) for k, v in spec.base.items()]
+    )
     n = cfg.num_envs
     return int(math.ceil(d / n) * n)
 
@@ -73,8 +93,9 @@ def _grid(spec, timings):
     """Sweep UTD x batch size x lr, analyze: the (B, lr) rules (grid_analysis/fits.json)."""
     log.warning("study %s: stage grid (%s)", spec.name, _dir(spec, "grid"))
     _launch(spec, _sweep_dict(spec, "grid"), timings, "grid_runs")
-    return _analyze(_analysis_cfg(spec, _dir(spec, "grid"), _dir(spec, "grid_analysis")), timings,
-                    "grid_analysis")
+    return _analyze(
+        _analysis_cfg(spec, _dir(spec, "grid"), _dir(spec, "grid_analysis")), timings, "grid_analysis"
+    )
 
 
 def _fitted(spec, rules, timings):
@@ -105,19 +126,29 @@ def _predict(spec, fit_res, rules):
     if prediction is not None:
         return prediction
     if os.path.isdir(_dir(spec, "validate")) and os.listdir(_dir(spec, "validate")):
-        raise StudyError("%s has validation runs but no prediction.json: the prediction cannot be made after "
-                         "its runs exist; delete that folder to predict and validate again"
-                         % _dir(spec, "validate"))
+        raise StudyError(
+            "%s has validation runs but no prediction.json: the prediction cannot be made after "
+            "its runs exist; delete that folder to predict and validate again" % _dir(spec, "validate")
+        )
     p = P.predict(fit_res, list(spec.validate.utd), budget_factor=spec.validate.budget_factor)
     lo, hi, x = p["fitted_utd_range"][0], p["fitted_utd_range"][1], spec.validate.max_extrapolation
     if p.get("budget") and not lo / x <= p["budget"]["sigma"] <= hi * x:  # recorded, but not run
-        why = ("sigma*(F) = %.4g is more than %gx outside the fitted range [%g, %g] "
-               "(validate.max_extrapolation)" % (p["budget"]["sigma"], x, lo, hi))
+        why = (
+            "sigma*(F) = %.4g is more than %gx outside the fitted range [%g, %g] "
+            "(validate.max_extrapolation)" % (p["budget"]["sigma"], x, lo, hi)
+        )
         p["budget_not_run"] = dict(p.pop("budget"), reason=why)
     for c in p["held_out"] + ([p["budget"]] if p.get("budget") else []):
         c["max_env_steps"] = _validation_steps(spec, c)
-    prediction = {"study": spec.name, "task": spec.task, "code_version": code_version(), "time": _now(),
-                  "fits": os.path.join(_dir(spec, "fitted_analysis"), "fits.json"), "rules": rules, **p}
+    prediction = {
+        "study": spec.name,
+        "task": spec.task,
+        "code_version": code_version(),
+        "time": _now(),
+        "fits": os.path.join(_dir(spec, "fitted_analysis"), "fits.json"),
+        "rules": rules,
+        **p,
+    }
     write_json_atomic(pred_path, to_json(prediction))
     return sweep.read_json(pred_path)
 
@@ -138,13 +169,25 @@ def _validate(spec, prediction, rules, timings):
     if b:
         at[float("%.6g" % b["sigma"])] = b["env_steps_for_F"]
     measured, returns_note, skipped = P.measure_inputs(
-        [_dir(spec, "validate")], prediction["thresholds"], {spec.task: spec.returns.max},
-        {spec.task: spec.returns.min}, spec.analysis.returns, spec.analysis.bootstrap, at)
+        [_dir(spec, "validate")],
+        prediction["thresholds"],
+        {spec.task: spec.returns.max},
+        {spec.task: spec.returns.min},
+        spec.analysis.returns,
+        spec.analysis.bootstrap,
+        at,
+    )
     for c in configs:  # the runs' sigma is the rounded one the sweep launched
         c["sigma"] = float("%.6g" % c["sigma"])
     g = P.grade(prediction, measured, spec.analysis.grade_top_k, spec.analysis.target_rel_error)
-    g.update(study=spec.name, code_version=code_version(), time=_now(), returns=returns_note,
-             prediction_code_version=prediction["code_version"], prediction_time=prediction["time"])
+    g.update(
+        study=spec.name,
+        code_version=code_version(),
+        time=_now(),
+        returns=returns_note,
+        prediction_code_version=prediction["code_version"],
+        prediction_time=prediction["time"],
+    )
     write_json_atomic(_dir(spec, "grade.json"), to_json(g))
     from pql_scaling.analysis import plots
 
@@ -184,8 +227,19 @@ def run(spec, stop_after=None):
     g = _validate(spec, prediction, rules, timings)
     state["wall_s_this_invocation"] = time.monotonic() - t_start
     rec = _recommend(spec, _dir(spec, "fitted_analysis"), prediction)
-    report.study_report(_dir(spec, "report.md"), spec.name, spec.task, spec.returns.min, spec.returns.max,
-                        grid_res.fits, fit_res.fits, prediction, g, rec, timings)
+    report.study_report(
+        _dir(spec, "report.md"),
+        spec.name,
+        spec.task,
+        spec.returns.min,
+        spec.returns.max,
+        grid_res.fits,
+        fit_res.fits,
+        prediction,
+        g,
+        rec,
+        timings,
+    )
     save("graded")
     if spec.wandb.mode != "disabled":
         _wandb(spec, fit_res.fits, g, prediction)
@@ -218,21 +272,43 @@ def _wandb(spec, fit_res, g, pred):
         import wandb
 
         config = {"study": spec.name, "task": spec.task, "code_version": pred["code_version"]}
-        run = wandb.init(project=spec.wandb.project, entity=spec.wandb.entity, group=spec.name,
-                         job_type="analysis", name="%s-analysis" % spec.name, mode=spec.wandb.mode,
-                         dir=spec.out, reinit=True, config=config)
+        run = wandb.init(
+            project=spec.wandb.project,
+            entity=spec.wandb.entity,
+            group=spec.name,
+            job_type="analysis",
+            name="%s-analysis" % spec.name,
+            mode=spec.wandb.mode,
+            dir=spec.out,
+            reinit=True,
+            config=config,
+        )
         cols = ["kind", "sigma", "J", "D_pred", "D_pred_lo", "D_pred_hi", "D_meas", "rel_error", "inside"]
-        run.log({"grade": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in g["rows"]]),
-                 "data_efficiency": wandb.Table(columns=["J", "D_min", "alpha", "beta"], data=[
-                     [r["J"], r.get("D_min"), r.get("alpha"), r.get("beta")]
-                     for r in fit_res["data_efficiency"]])})
-        for img in ("grade.png", "fitted_analysis/data_efficiency.png", "fitted_analysis/pareto.png",
-                    "fitted_analysis/budget.png", "grid_analysis/hparams.png"):
+        run.log(
+            {
+                "grade": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in g["rows"]]),
+                "data_efficiency": wandb.Table(
+                    columns=["J", "D_min", "alpha", "beta"],
+                    data=[
+                        [r["J"], r.get("D_min"), r.get("alpha"), r.get("beta")]
+                        for r in fit_res["data_efficiency"]
+                    ],
+                ),
+            }
+        )
+        for img in (
+            "grade.png",
+            "fitted_analysis/data_efficiency.png",
+            "fitted_analysis/pareto.png",
+            "fitted_analysis/budget.png",
+            "grid_analysis/hparams.png",
+        ):
             if os.path.exists(_dir(spec, img)):
                 run.log({img.replace("/", "_").replace(".png", ""): wandb.Image(_dir(spec, img))})
         s = g["summary"]
-        run.summary.update({"grade_median_abs_rel_error": s["median_abs_rel_error"],
-                            "grade_coverage": s["coverage"]})
+        run.summary.update(
+            {"grade_median_abs_rel_error": s["median_abs_rel_error"], "grade_coverage": s["coverage"]}
+        )
         b = fit_res.get("budget", {}).get("sigma_star")
         if b:
             run.summary.update({"sigma_star_coef": b["coef"], "sigma_star_exponent": b["exponent"]})

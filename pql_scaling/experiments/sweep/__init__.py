@@ -20,6 +20,7 @@ is the function; its module is `pql_scaling.experiments.sweep.expand` in sys.mod
 `_slurm_task` and `Run` are also reachable here, the module path Ray and submitit pickles used before the
 split, so a pickle that names them that way still resolves.
 """
+
 from pql_scaling.experiments.sweep.board import STATES, Board, status_table, totals, write_manifest
 from pql_scaling.experiments.sweep.expand import SHORT, Run, arg_string, expand, rule_hparams
 from pql_scaling.experiments.sweep.launchers import _ray_task, _slurm_task, launch, slurm_parameters, status
@@ -38,8 +39,36 @@ from pql_scaling.experiments.sweep.spec import (
 )
 from pql_scaling.experiments.sweep.state import LOCK_NAME, LOG_NAME, read_json, run_one, run_state
 
-__all__ = ["STATES", "Board", "status_table", "totals", "write_manifest", "SHORT", "Run", "arg_string",
-           "expand", "rule_hparams", "_ray_task", "_slurm_task", "launch", "slurm_parameters", "status",
-           "LAUNCHERS", "SWEEP_KEYS", "SWEPT_ELSEWHERE", "LauncherSpec", "LocalOptions", "RayOptions",
-           "SlurmOptions", "Spec", "SpecError", "load_rules", "load_spec", "LOCK_NAME", "LOG_NAME",
-           "read_json", "run_one", "run_state"]
+__all__ = [
+    "STATES",
+    "Board",
+    "status_table",
+    "totals",
+    "write_manifest",
+    "SHORT",
+    "Run",
+    "arg_string",
+    "expand",
+    "rule_hparams",
+    "_ray_task",
+    "_slurm_task",
+    "launch",
+    "slurm_parameters",
+    "status",
+    "LAUNCHERS",
+    "SWEEP_KEYS",
+    "SWEPT_ELSEWHERE",
+    "LauncherSpec",
+    "LocalOptions",
+    "RayOptions",
+    "SlurmOptions",
+    "Spec",
+    "SpecError",
+    "load_rules",
+    "load_spec",
+    "LOCK_NAME",
+    "LOG_NAME",
+    "read_json",
+    "run_one",
+    "run_state",
+]

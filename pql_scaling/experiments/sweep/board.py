@@ -1,5 +1,6 @@
 """The launcher's view of a sweep: one cached row per run, the manifest (manifest.json, rewritten atomically)
 and the live display (a rich table on a terminal, one plain line per finished run otherwise)."""
+
 import json
 import os
 import sys
@@ -37,8 +38,9 @@ class Board:
         return list(self.cache.values())
 
     def _set(self, path, state, reason, launches=0):
-        self.cache[path] = _row(self.runs[path], state, reason, self.cache[path]["launches"] + launches,
-                                probe=False)
+        self.cache[path] = _row(
+            self.runs[path], state, reason, self.cache[path]["launches"] + launches, probe=False
+        )
         self.mine.add(path)
         if time.monotonic() - self.written > 1.0:  # a derived view: throttled; launch() writes the final one
             self.write()
@@ -80,8 +82,9 @@ class Board:
             with self.lock:  # running rows: fresh env steps and returns
                 for path, row in self.cache.items():
                     if row["state"] == "running":
-                        self.cache[path] = _row(self.runs[path], "running", row["reason"], row["launches"],
-                                                probe=False)
+                        self.cache[path] = _row(
+                            self.runs[path], "running", row["reason"], row["launches"], probe=False
+                        )
                 table = status_table(self.rows(), self.spec.name)
             self.live.update(table)
 
@@ -95,10 +98,16 @@ def write_manifest(spec, rows):
     """manifest.json, replaced atomically (a temporary file per process and thread: launchers may share
     it)."""
     os.makedirs(spec.out, exist_ok=True)
-    manifest = {"name": spec.name, "out": spec.out, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "spec": OmegaConf.to_container(OmegaConf.structured(spec)), "runs": rows}
-    write_atomic(os.path.join(spec.out, "manifest.json"), json.dumps(manifest, indent=1).encode(),
-                 unique_tmp=True)
+    manifest = {
+        "name": spec.name,
+        "out": spec.out,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "spec": OmegaConf.to_container(OmegaConf.structured(spec)),
+        "runs": rows,
+    }
+    write_atomic(
+        os.path.join(spec.out, "manifest.json"), json.dumps(manifest, indent=1).encode(), unique_tmp=True
+    )
 
 
 def totals(rows):
@@ -116,6 +125,11 @@ def status_table(rows, title):
         t.add_column(col, justify="left" if col in ("run", "state") else "right")
     for r in rows:
         steps, ret, wall = r[schema.ENV_STEPS], r[schema.RETURN_MEAN], r[schema.WALL_TIME_S]
-        t.add_row(r["name"], r["state"], "-" if steps is None else "{:,}".format(steps),
-                  "-" if ret is None else "%.1f" % ret, "-" if wall is None else "%.0f" % wall)
+        t.add_row(
+            r["name"],
+            r["state"],
+            "-" if steps is None else "{:,}".format(steps),
+            "-" if ret is None else "%.1f" % ret,
+            "-" if wall is None else "%.0f" % wall,
+        )
     return t

@@ -1,5 +1,6 @@
 """Expansion: a Spec -> its Runs (grid product x zip x seeds), each an ordinary `pql-scale train` command
 line at a stable path named from the varied values and the seed, checked as a training config."""
+
 import itertools
 import json
 import os
@@ -10,9 +11,16 @@ from typing import Any, Dict, List
 from pql_scaling import config as config_lib
 from pql_scaling.experiments.sweep.spec import SpecError, load_rules
 
-SHORT = {"algo.batch_size": "bs", "algo.critic_lr": "lr", "algo.actor_lr": "alr",
-         "algo.critic_updates_per_step": "cups", "num_envs": "envs", "net.critic_hidden": "critic",
-         "net.actor_hidden": "actor", "algo.name": "algo"}
+SHORT = {
+    "algo.batch_size": "bs",
+    "algo.critic_lr": "lr",
+    "algo.actor_lr": "alr",
+    "algo.critic_updates_per_step": "cups",
+    "num_envs": "envs",
+    "net.critic_hidden": "critic",
+    "net.actor_hidden": "actor",
+    "algo.name": "algo",
+}
 
 
 @dataclass
@@ -63,8 +71,9 @@ def rule_hparams(rules, task, sigma):
     for name in analysis_rules.RULES:
         r = rules[name]
         if task not in r["intercepts"]:
-            raise SpecError("the %s rule has no intercept for task %r (tasks: %s)"
-                            % (name, task, sorted(r["intercepts"])))
+            raise SpecError(
+                "the %s rule has no intercept for task %r (tasks: %s)" % (name, task, sorted(r["intercepts"]))
+            )
     return analysis_rules.train_hparams(rules, task, sigma)
 
 
@@ -101,13 +110,18 @@ def _run_name(task, combo, seed):
 def _with_wandb(args, spec, name, varied, settings):
     """The W&B grouping (the sweep's name, the varied values as tags) and the run's directory."""
     tags = ["%s=%s" % (_short(k), _seg(v)) for k, v in varied]
-    args = args + ["wandb.group=%s" % spec.name, "wandb.tags=%s" % json.dumps(tags),
-                   "wandb.name=%s" % name.replace("/", "-"), "log.live=off",
-                   "run_dir=%s" % os.path.join(spec.out, name)]
+    args = args + [
+        "wandb.group=%s" % spec.name,
+        "wandb.tags=%s" % json.dumps(tags),
+        "wandb.name=%s" % name.replace("/", "-"),
+        "log.live=off",
+        "run_dir=%s" % os.path.join(spec.out, name),
+    ]
     if "wandb.group" in settings or "wandb.tags" in settings:  # the user's own W&B grouping wins
         args = [a for a in args if not (a.startswith("wandb.group=") or a.startswith("wandb.tags="))]
-        args += ["%s=%s" % (k, arg_string(settings[k])) for k in ("wandb.group", "wandb.tags")
-                 if k in settings]
+        args += [
+            "%s=%s" % (k, arg_string(settings[k])) for k in ("wandb.group", "wandb.tags") if k in settings
+        ]
     return args
 
 
@@ -131,8 +145,10 @@ def expand(spec):
             args, cfg = _train_args(settings, utd, seed, rules, varied)
             name = _run_name(cfg.task, combo, seed)
             if name in seen:
-                raise SpecError("runs %s and %s map to the same directory %s: make their values distinct"
-                                % (seen[name], dict(varied), name))
+                raise SpecError(
+                    "runs %s and %s map to the same directory %s: make their values distinct"
+                    % (seen[name], dict(varied), name)
+                )
             seen[name] = dict(varied)
             args = _with_wandb(args, spec, name, varied, settings)
             try:

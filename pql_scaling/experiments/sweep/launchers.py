@@ -1,6 +1,7 @@
 """The three launchers (a local pool, a Ray cluster, SLURM job arrays through submitit) and the entry points
 `launch` and `status`. Every launcher runs `run_one` (state.py) per run; Ray and submitit pickle the task
 functions below by their module path, so they stay top-level functions of this module."""
+
 import concurrent.futures
 import os
 import queue
@@ -40,8 +41,9 @@ def _local(spec, runs, retry, board):
         dev = slots.get()
         try:
             gpu = dev != "cpu"
-            extra = (["threads=%d" % lo.threads_per_run] if lo.threads_per_run else []) + \
-                (["device=cuda"] if gpu else [])
+            extra = (["threads=%d" % lo.threads_per_run] if lo.threads_per_run else []) + (
+                ["device=cuda"] if gpu else []
+            )
             board.update(run, "running")
             return run_one(run, retry, extra, _env(lo.threads_per_run, dev if gpu else None), wait)
         finally:
@@ -93,9 +95,10 @@ def _ray(spec, runs, retry, board):
         try:
             ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False, **kw)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            raise SpecError("launcher.ray.address=%r: cannot connect to Ray (%s: %s); start one with `ray "
-                            "start --head`, or leave address null for a local cluster"
-                            % (o.address, type(e).__name__, e))
+            raise SpecError(
+                "launcher.ray.address=%r: cannot connect to Ray (%s: %s); start one with `ray "
+                "start --head`, or leave address null for a local cluster" % (o.address, type(e).__name__, e)
+            )
     threads = max(1, int(o.num_cpus))
     extra = ["threads=%d" % threads] + (["device=cuda"] if o.num_gpus > 0 else [])
     remote = ray.remote(num_cpus=o.num_cpus, num_gpus=o.num_gpus, max_retries=0)(_ray_task)
@@ -128,8 +131,15 @@ def _ray_task(run, retry, extra, threads, wait):
 def slurm_parameters(spec):
     """The SlurmExecutor parameters a spec submits with (tested for a GPU cluster spec)."""
     o = spec.launcher.slurm
-    p = {"job_name": spec.name, "time": o.time_min, "cpus_per_task": o.cpus_per_task, "ntasks_per_node": 1,
-         "array_parallelism": o.array_parallelism, "setup": list(o.setup), "signal_delay_s": 60}
+    p = {
+        "job_name": spec.name,
+        "time": o.time_min,
+        "cpus_per_task": o.cpus_per_task,
+        "ntasks_per_node": 1,
+        "array_parallelism": o.array_parallelism,
+        "setup": list(o.setup),
+        "signal_delay_s": 60,
+    }
     if o.partition:
         p["partition"] = o.partition
     if o.gpus_per_task:
@@ -157,8 +167,9 @@ def _slurm_results(pending, board):
         board.refresh()
         check = time.monotonic() - last_check > 30
         last_check = time.monotonic() if check else last_check
-        finished = [j for j in pending
-                    if j.paths.result_pickle.exists() or (check and j.done(force_check=True))]
+        finished = [
+            j for j in pending if j.paths.result_pickle.exists() or (check and j.done(force_check=True))
+        ]
         for job in finished:
             r = pending.pop(job)
             try:
@@ -194,8 +205,10 @@ def _slurm(spec, runs, retry, board):
         try:
             jobs = ex.map_array(_slurm_task, rs, [retry] * n, [extra] * n, [o.cpus_per_task] * n)
         except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: say so, nothing was started
-            raise SpecError("SLURM submission failed (%s: %s); check `sinfo` and the launcher.slurm options"
-                            % (type(e).__name__, str(e).strip().splitlines()[-1] if str(e).strip() else ""))
+            raise SpecError(
+                "SLURM submission failed (%s: %s); check `sinfo` and the launcher.slurm options"
+                % (type(e).__name__, str(e).strip().splitlines()[-1] if str(e).strip() else "")
+            )
         board.note("submitted SLURM array %s (%d runs)" % (jobs[0].job_id.split("_")[0], len(jobs)))
         for r in rs:
             board.update(r, "queued")
@@ -225,8 +238,10 @@ def launch(spec, launcher=None, retry=None, dry_run=False, live="off"):
     board = Board(spec, runs, live)
     try:
         board.write()
-        board.note("sweep %s: %d runs, %d to do, launcher %s, out %s"
-                   % (spec.name, len(runs), len(todo), kind, spec.out))
+        board.note(
+            "sweep %s: %d runs, %d to do, launcher %s, out %s"
+            % (spec.name, len(runs), len(todo), kind, spec.out)
+        )
         if todo:
             {"local": _local, "ray": _ray, "slurm": _slurm}[kind](spec, todo, retry, board)
         board.write(final=True)

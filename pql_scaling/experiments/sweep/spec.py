@@ -1,5 +1,6 @@
 """The sweep spec: its schema (Spec and the launcher options), `load_spec` (YAML or dict plus `key=value`
 overrides) and the validation that fails before anything runs, naming the key."""
+
 import os
 import re
 from dataclasses import dataclass, field
@@ -93,7 +94,9 @@ def _check_train_key(key, section):
         return
     if key not in config_lib.all_keys():
         hint = specs.did_you_mean(key, config_lib.all_keys() + list(SWEEP_KEYS))
-        raise SpecError("unknown training key %r in %s%s. `pql-scale keys` lists every key" % (key, section, hint))
+        raise SpecError(
+            "unknown training key %r in %s%s. `pql-scale keys` lists every key" % (key, section, hint)
+        )
 
 
 def _flat(d):
@@ -147,8 +150,10 @@ def _validate_axes(spec, where):
     for k in spec.base:
         _check_train_key(k, "base")
     if not spec.grid and not spec.zip:
-        raise SpecError("the grid is empty (in %s): give grid: {key: [values]} (e.g. grid: {utd: [0.25, "
-                        "0.5]}; one configuration: grid: {task: [pendulum]})" % where)
+        raise SpecError(
+            "the grid is empty (in %s): give grid: {key: [values]} (e.g. grid: {utd: [0.25, "
+            "0.5]}; one configuration: grid: {task: [pendulum]})" % where
+        )
     for section, axes in (("grid", spec.grid), ("zip", spec.zip)):
         for k, values in axes.items():
             _check_train_key(k, section)
@@ -168,8 +173,11 @@ def _validate(spec, where):
         raise SpecError("launcher.kind=%r is not one of %s" % (spec.launcher.kind, ", ".join(LAUNCHERS)))
     _validate_axes(spec, where)
     seeds = spec.seeds
-    seed_list = isinstance(seeds, list) and bool(seeds) and all(isinstance(s, int) and not isinstance(s, bool)
-                                                                for s in seeds)
+    seed_list = (
+        isinstance(seeds, list)
+        and bool(seeds)
+        and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    )
     if isinstance(seeds, bool) or not (isinstance(seeds, int) and seeds > 0 or seed_list):
         raise SpecError("seeds=%r: give a count > 0 or a non-empty list of integer seeds" % (seeds,))
     if isinstance(seeds, list) and len(set(seeds)) != len(seeds):
@@ -178,15 +186,18 @@ def _validate(spec, where):
         raise SpecError("retry=%d must be >= 0" % spec.retry)
     lo = spec.launcher.local
     if lo.runs_per_device < 1 or lo.threads_per_run < 0 or not lo.devices:
-        raise SpecError("launcher.local: devices must be non-empty, runs_per_device >= 1, "
-                        "threads_per_run >= 0")
+        raise SpecError(
+            "launcher.local: devices must be non-empty, runs_per_device >= 1, threads_per_run >= 0"
+        )
     if spec.rules is not None:
         load_rules(spec.rules)
         swept = set(spec.base).union(spec.grid, spec.zip)
         clash = sorted(swept & {"algo.batch_size", "algo.critic_lr", "algo.actor_lr", "lr"})
         if clash:
-            raise SpecError("rules=%s sets the batch size and learning rates; remove %s from the spec"
-                            % (spec.rules, clash))
+            raise SpecError(
+                "rules=%s sets the batch size and learning rates; remove %s from the spec"
+                % (spec.rules, clash)
+            )
 
 
 def load_rules(path):
@@ -196,10 +207,12 @@ def load_rules(path):
     try:
         hp = analysis_rules.read_rules(path)
     except (OSError, ValueError) as e:
-        raise SpecError("rules=%s: cannot read it (%s); give a fits.json written by `pql-scale analyze`"
-                        % (path, e))
+        raise SpecError(
+            "rules=%s: cannot read it (%s); give a fits.json written by `pql-scale analyze`" % (path, e)
+        )
     missing = [k for k in ("batch_size", "learning_rate") if k not in hp]
     if missing:
-        raise SpecError("rules=%s has no hparams.%s rule: analyze a (batch size, lr) sweep first"
-                        % (path, missing[0]))
+        raise SpecError(
+            "rules=%s has no hparams.%s rule: analyze a (batch size, lr) sweep first" % (path, missing[0])
+        )
     return hp

@@ -6,6 +6,7 @@ The flock is taken by the launcher's worker and inherited by the `train` child (
 long as either holds it and vanishes with them, so a dead holder never blocks a rerun and a live one (a
 train process that outlived its SIGKILLed launcher) is never duplicated.
 """
+
 import fcntl
 import json
 import os
@@ -85,10 +86,19 @@ def _row(run, state=None, reason=None, launches=0, probe=True):
     if state is None:
         state, reason = run_state(run.path, probe)
     m = _last_metrics(run.path) or {}
-    return {"name": run.name, "path": run.path, "key": run.key, "seed": run.seed, "overrides": run.overrides,
-            "state": state, "reason": reason, schema.ENV_STEPS: m.get(schema.ENV_STEPS),
-            schema.RETURN_MEAN: m.get(schema.RETURN_MEAN), schema.WALL_TIME_S: m.get(schema.WALL_TIME_S),
-            "launches": launches}
+    return {
+        "name": run.name,
+        "path": run.path,
+        "key": run.key,
+        "seed": run.seed,
+        "overrides": run.overrides,
+        "state": state,
+        "reason": reason,
+        schema.ENV_STEPS: m.get(schema.ENV_STEPS),
+        schema.RETURN_MEAN: m.get(schema.RETURN_MEAN),
+        schema.WALL_TIME_S: m.get(schema.WALL_TIME_S),
+        "launches": launches,
+    }
 
 
 def _acquire(path, wait):
@@ -112,13 +122,19 @@ def _train(run, args, fd, env):
     with open(log_path, "ab") as out:
         out.write(("\n$ %s\n" % " ".join(cmd)).encode())
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, pass_fds=(fd,))
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, pass_fds=(fd,)
+        )
         code = proc.wait()
     if code != 0 and run_state(run.path, probe=False)[0] in ("running", "queued"):
-        write_json_atomic(os.path.join(run.path, schema.STATUS), {
-            "status": "failed", "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "reason": "train exited with code %d before writing a status; see %s" % (code, log_path)})
+        write_json_atomic(
+            os.path.join(run.path, schema.STATUS),
+            {
+                "status": "failed",
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "reason": "train exited with code %d before writing a status; see %s" % (code, log_path),
+            },
+        )
     return code
 
 
@@ -141,20 +157,31 @@ def run_one(run, retry=0, extra=(), env=None, wait=False):
                 return _row(run, state, reason, launches)
             if state == "running":
                 state = "stopped"
-            ckpt = os.path.exists(os.path.join(run.path, schema.CHECKPOINTS, schema.LAST_CKPT)) and \
-                os.path.exists(os.path.join(run.path, schema.CONFIG))
+            ckpt = os.path.exists(
+                os.path.join(run.path, schema.CHECKPOINTS, schema.LAST_CKPT)
+            ) and os.path.exists(os.path.join(run.path, schema.CONFIG))
             if launches and state == "stopped":  # interrupted while we ran it: the launcher is being stopped
                 return _row(run, state, reason, launches)
             if state == "failed" or (launches and state == "queued"):
                 if retries >= retry:
-                    return _row(run, "failed", reason or "the train process exited without a status (see %s)"
-                                % os.path.join(run.path, LOG_NAME), launches)
+                    return _row(
+                        run,
+                        "failed",
+                        reason
+                        or "the train process exited without a status (see %s)"
+                        % os.path.join(run.path, LOG_NAME),
+                        launches,
+                    )
                 retries += 1
             if ckpt:
                 args = list(extra) + ["resume=%s" % run.path]
             elif os.path.exists(os.path.join(run.path, schema.METRICS)):
-                return _row(run, "failed", "metrics but no checkpoint: cannot resume; delete %s to start it "
-                            "again" % run.path, launches)
+                return _row(
+                    run,
+                    "failed",
+                    "metrics but no checkpoint: cannot resume; delete %s to start it again" % run.path,
+                    launches,
+                )
             else:
                 args = list(extra) + run.overrides
             launches += 1
