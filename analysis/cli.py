@@ -10,7 +10,7 @@ from .errors import AnalysisInputError
 from .recommend import recommend, recommend_line
 
 
-def analyze_main(argv):
+def _analyze_parser():
     p = argparse.ArgumentParser(
         prog="pql-scale analyze", description="logs -> scaling fits, tables, plots, report"
     )
@@ -33,7 +33,20 @@ def analyze_main(argv):
     p.add_argument("--compute", choices=["r1", "measured"])
     p.add_argument("--seed", type=int)
     p.add_argument("--no-plots", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+class _Refused(Exception):
+    """A bad --config or command-line value: already explained on stderr; exit 2."""
+
+
+def _fail(msg):
+    print(msg, file=sys.stderr)
+    raise _Refused()
+
+
+def _analyze_config(a):
+    """The analysis config from --config and the command line (the command line wins)."""
     cfg = {}
     if a.config:
         import yaml
@@ -43,18 +56,12 @@ def analyze_main(argv):
                 cfg = yaml.safe_load(fh) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
             what = "is not valid YAML" if isinstance(e, yaml.YAMLError) else "could not be read"
-            print(
-                f"pql-scale analyze: cannot read --config {a.config}: it {what} ({str(e).splitlines()[0]})",
-                file=sys.stderr,
-            )
-            return 2
+            _fail(f"pql-scale analyze: cannot read --config {a.config}: it {what} ({str(e).splitlines()[0]})")
         if not isinstance(cfg, dict):
-            print(
+            _fail(
                 f"pql-scale analyze: config {a.config}: must be a mapping of keys (inputs, format, ...), "
-                f"got a {type(cfg).__name__}",
-                file=sys.stderr,
+                f"got a {type(cfg).__name__}"
             )
-            return 2
     for k in (
         "format",
         "out",
@@ -76,22 +83,24 @@ def analyze_main(argv):
         cfg["inputs"] = [cfg["inputs"]]
     mr = cfg.get("max_returns") or {}
     if not isinstance(mr, dict):
-        print(
-            f"pql-scale analyze: max_returns must map task -> R_max (e.g. {{Ant: 6000}}), got {mr!r}",
-            file=sys.stderr,
-        )
-        return 2
+        _fail(f"pql-scale analyze: max_returns must map task -> R_max (e.g. {{Ant: 6000}}), got {mr!r}")
     mr = dict(mr)
     for kv in a.max_return:
         k, _, v = kv.partition("=")
         try:
             mr[k] = float(v)
         except ValueError:
-            print(
-                f"pql-scale analyze: --max-return {kv!r}: expected TASK=R_MAX with a number", file=sys.stderr
-            )
-            return 2
+            _fail(f"pql-scale analyze: --max-return {kv!r}: expected TASK=R_MAX with a number")
     cfg["max_returns"] = mr
+    return cfg
+
+
+def analyze_main(argv):
+    a = _analyze_parser().parse_args(argv)
+    try:
+        cfg = _analyze_config(a)
+    except _Refused:
+        return 2
     from . import pipeline, report
 
     try:

@@ -227,7 +227,9 @@ def run(spec, stop_after=None):
     g = _validate(spec, prediction, rules, timings)
     state["wall_s_this_invocation"] = time.monotonic() - t_start
     rec = _recommend(spec, _dir(spec, "fitted_analysis"), prediction)
-    report.study_report(
+    from pql_scaling.analysis.study_report import study_report
+
+    study_report(
         _dir(spec, "report.md"),
         spec.name,
         spec.task,

@@ -1,0 +1,224 @@
+"""The study's report.md (`pql-scale study`): its rules, laws, prediction, grade and recommendation."""
+
+from pql_scaling.analysis.report import _ci, wall_clock_section
+
+
+def _fmt(v, f="%.3g"):
+    return "n/a" if v is None else f % v
+
+
+def study_report(
+    path,
+    name,
+    task,
+    returns_min,
+    returns_max,
+    grid_fits,
+    fitted_fits,
+    prediction,
+    grade,
+    recommendation,
+    timings,
+):
+    """The study's report.md (pql_scaling/study.py): the rules of its grid stage and the laws of its fitted
+    stage (their fits.json dicts), the prediction, its grade against the validation runs, the recommendation
+    ({"budget", "sigma", "line"} or None) and the time each stage took ({stage: seconds})."""
+    pred, g = prediction, grade
+    L = [
+        "# Study %s: %s" % (name, task),
+        "",
+        "R1's protocol (docs/science.md 2): grid -> rules -> fitted -> laws -> prediction -> validation -> "
+        "grade.  ",
+        "Returns normalised to 0-1000 with R_min = %g, R_max = %g; laws fitted on: %s.  "
+        % (returns_min, returns_max, fitted_fits.get("returns")),
+        "Prediction written %s by code %s; graded %s by code %s."
+        % (pred["time"], pred["code_version"], g["time"], g["code_version"]),
+        "",
+    ]
+    L += _study_laws(grid_fits, fitted_fits)
+    L += _study_validation(pred, g, recommendation)
+    L += ["", "## Time", ""] + ["- %s: %.0f s" % kv for kv in timings.items()] + [""]
+    with open(path, "w") as f:
+        f.write("\n".join(L))
+
+
+def _study_laws(grid_res, fit_res):
+    """Sections 1-3 of the study report: hyperparameter rules, D_J(sigma), compute and budget."""
+    L = ["## 1. Hyperparameter rules (grid stage)", "", "![](grid_analysis/hparams.png)", ""]
+    for name, r in grid_res["hparams"].items():
+        L.append(
+            "- %s*(σ) ∝ σ^%.3f (95%% CI of the slope %s), %s"
+            % (name, r["slope"], _ci(r.get("slope_ci95")), r.get("source", ""))
+        )
+    L += [
+        "",
+        "## 2. Data efficiency D_J(σ) = D_min + (β/σ)^α (fitted stage)",
+        "",
+        "![](fitted_analysis/data_efficiency.png)",
+        "",
+        "| J | D_min | 95% CI | α | 95% CI | β | 95% CI | converged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in fit_res["data_efficiency"]:
+        L.append(
+            "| %.0f | %s | %s | %s | %s | %s | %s | %s |"
+            % (
+                r["J"],
+                _fmt(r.get("D_min")),
+                _ci(r.get("D_min_ci95")),
+                _fmt(r.get("alpha")),
+                _ci(r.get("alpha_ci95")),
+                _fmt(r.get("beta")),
+                _ci(r.get("beta_ci95")),
+                r.get("converged"),
+            )
+        )
+    L += [
+        "",
+        "## 3. Compute, frontier and budget",
+        "",
+        "Compute: %s." % fit_res["compute"]["formula"],
+        "",
+        "![](fitted_analysis/pareto.png)",
+        "",
+        "![](fitted_analysis/budget.png)",
+        "",
+    ]
+    b = fit_res.get("budget", {})
+    if "sigma_star" in b:
+        err = "n/a" if b.get("holdout_rel_error") is None else "%.1f%%" % (100 * b["holdout_rel_error"])
+        L.append(
+            "σ*(F) = %.3g · F^%.3f (exponent 95%% CI %s); held-out error of the fit's top-%d budgets: "
+            "%s"
+            % (
+                b["sigma_star"]["coef"],
+                b["sigma_star"]["exponent"],
+                _ci(b["sigma_star"].get("exponent_ci95")),
+                b["holdout_top_k"],
+                err,
+            )
+        )
+    else:
+        L.append("σ*(F): not fitted (%s)" % b.get("error"))
+    return L + [""] + wall_clock_section(fit_res.get("wall_clock"))
+
+
+def _study_validation(pred, g, rec):
+    """Sections 4-6 of the study report: the prediction, its grade and the recommendation."""
+    L = [
+        "## 4. Prediction (held out of every fit)",
+        "",
+        "Fitted UTD range %s. Interval: %s." % (pred["fitted_utd_range"], pred["interval"]),
+        "",
+    ]
+    if pred.get("budget"):
+        pb = pred["budget"]
+        L.append(
+            "Budget F = %.3g (%.1fx the largest fitted optimum %.3g): σ* = %.4g %s, %d env steps, "
+            "predicted return %s %s."
+            % (
+                pb["F"],
+                pb["F"] / pb["largest_fitted_F"],
+                pb["largest_fitted_F"],
+                pb["sigma"],
+                _ci(pb.get("sigma_ci95")),
+                pb["env_steps_for_F"],
+                _fmt(pb["return_at_F"], "%.0f"),
+                _ci(pb.get("return_at_F_ci95")),
+            )
+        )
+    elif pred.get("budget_not_run"):
+        pb = pred["budget_not_run"]
+        L.append(
+            "Budget F = %.3g (%.1fx the largest fitted optimum): σ* = %.4g %s, **not run**: %s."
+            % (
+                pb["F"],
+                pb["F"] / pb["largest_fitted_F"],
+                pb["sigma"],
+                _ci(pb.get("sigma_ci95")),
+                pb["reason"],
+            )
+        )
+    return L + _study_grade(g) + _study_recommendation(pred, rec)
+
+
+def _study_grade(g):
+    """Section 5: predicted vs measured data to threshold, row by row, and the summary."""
+    L = [
+        "",
+        "## 5. Grade: predicted vs measured data to threshold",
+        "",
+        "![](grade.png)",
+        "",
+        "| config | σ | J | D predicted | 95% interval | D measured | rel. error | inside |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in g["rows"]:
+        L.append(
+            "| %s | %.4g | %.0f | %s | %s | %s | %s | %s |"
+            % (
+                r["kind"],
+                r["sigma"],
+                r["J"],
+                _fmt(r["D_pred"], "%.0f"),
+                _ci([r["D_pred_lo"], r["D_pred_hi"]]),
+                _fmt(r["D_meas"], "%.0f"),
+                "n/a" if r["rel_error"] is None else "%+.1f%%" % (100 * r["rel_error"]),
+                r["inside"],
+            )
+        )
+    s = g["summary"]
+    med = "n/a" if s["median_abs_rel_error"] is None else "%.1f%%" % (100 * s["median_abs_rel_error"])
+    L += [
+        "",
+        "Top thresholds %s: median |error| %s (target %.0f%%), %d of %d within target, %d of %d inside "
+        "the interval%s."
+        % (
+            s["top_thresholds"],
+            med,
+            100 * s["target_rel_error"],
+            s["within_target"],
+            s["n_measured"],
+            s["inside_interval"],
+            s["n_measured"],
+            ("; not reached: " + ", ".join(s["not_reached"])) if s["not_reached"] else "",
+        ),
+    ]
+    br = g.get("budget_return")
+    if br:
+        L.append(
+            "Return at the budget: predicted %s %s, measured %s (budget reached: %s)."
+            % (
+                _fmt(br["predicted"], "%.0f"),
+                _ci(br["ci95"]),
+                _fmt(br["measured"], "%.0f"),
+                br["reached_budget"],
+            )
+        )
+    return L
+
+
+def _study_recommendation(pred, rec):
+    """Section 6: the configuration recommended for the budget (marked where it extrapolates)."""
+    L = []
+    if rec:
+        lo, hi = pred["fitted_utd_range"]
+        L += [
+            "",
+            "## 6. Recommendation",
+            "",
+            "For budget F = %.3g: σ* = %.4g%s"
+            % (
+                rec["budget"],
+                rec["sigma"],
+                ""
+                if lo <= rec["sigma"] <= hi
+                else " (**extrapolated**: outside the fitted UTD range [%g, %g]; the rules' B and lr are clipped to "
+                "the grid's values)" % (lo, hi),
+            ),
+            "",
+            "```",
+            rec["line"],
+            "```",
+        ]
+    return L
