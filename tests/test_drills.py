@@ -360,7 +360,9 @@ def test_killed_and_resumed_run_learns_exactly_like_an_uninterrupted_one(tmp_pat
     """With the replay restored from its segments, a sync run killed between checkpoints and resumed logs the
     very curve of an uninterrupted run of the same seed (a stricter bound than the seed spread); without it
     (save_replay=false, the old default) the resumed curve departs."""
-    args = SMALL + ["max_env_steps=2400", "log.checkpoint_every_s=1"]
+    # long enough (~600 actor steps) that a periodic checkpoint and later log points exist before the run ends,
+    # on a quiet machine too (2400 env steps could finish inside the first second's checkpoint)
+    args = SMALL + ["max_env_steps=4800", "log.checkpoint_every_s=1"]
     a = train(args + ["run_dir=%s" % (tmp_path / "a")], quiet=True)
     strip = same_curve
     for save, d in (("true", str(tmp_path / "b")), ("false", str(tmp_path / "c"))):
