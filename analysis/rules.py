@@ -2,7 +2,7 @@
 
 A rule is {"slope", "intercepts": {task: log10 value at sigma = 1}, "swept": [lo, hi] (optional), ...}:
 value(sigma) = 10^(slope log10 sigma + intercept), clipped to the range the sweep tried. numpy and the
-standard library only (and Python 3.8): the sweep launcher (pql_scaling/sweep.py) applies the rules through
+standard library only (and Python 3.8): the sweep launcher (pql_scaling/experiments/sweep/) applies the rules through
 this module.
 """
 

@@ -20,7 +20,7 @@ def study_report(
     recommendation,
     timings,
 ):
-    """The study's report.md (pql_scaling/study.py): the rules of its grid stage and the laws of its fitted
+    """The study's report.md (pql_scaling/experiments/study/): the rules of its grid stage and the laws of its fitted
     stage (their fits.json dicts), the prediction, its grade against the validation runs, the recommendation
     ({"budget", "sigma", "line"} or None) and the time each stage took ({stage: seconds})."""
     pred, g = prediction, grade

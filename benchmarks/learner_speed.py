@@ -5,7 +5,7 @@ AdamW, soft target update). Modes are timed in interleaved rounds (A B A B ...) 
 load drifts into all of them alike; the medians are reported with the load average. The ceiling is
 torch.mm's FLOP/s on the same (batch x in) @ (in x out) shapes as the critic's layers, same dtype, so
 `critic_frac_of_mm` says how close the whole update comes to its matmuls alone (FLOP convention:
-pql_scaling/nets.py).
+pql_scaling/core/nets.py).
 
     python benchmarks/learner_speed.py                         # CPU: Pendulum defaults and PQL's network
     python benchmarks/learner_speed.py --device cuda --sweep   # GPU: batch 1024-65536 x width 256-2048

@@ -156,7 +156,9 @@ def _study(argv):
     from pql_scaling.experiments import study
 
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: pql-scale study SPEC [key=value ...]   (see studies/*.yaml and pql_scaling/study.py)")
+        print(
+            "usage: pql-scale study SPEC [key=value ...]   (see studies/*.yaml and pql_scaling/experiments/study/)"
+        )
         return 0 if argv else 2
     try:
         spec = study.load_spec(argv[0], argv[1:])

@@ -100,7 +100,7 @@ class LogConfig:
 class EvalConfig:
     every_steps: int = non_negative(
         0
-    )  # env steps between evaluations of the deterministic policy, 0 = off (pql_scaling/evaluate.py)
+    )  # env steps between evaluations of the deterministic policy, 0 = off (pql_scaling/runtime/evaluate.py)
     episodes: int = positive(16)  # noise-free episodes per evaluation, one per eval env
     max_steps: int = positive(1000)  # step cap of one evaluation when the env declares no max_episode_steps
 

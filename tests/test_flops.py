@@ -1,7 +1,7 @@
 """FLOPs per update, measured by torch's FlopCounterMode on a real update, against run.json's counts.
 
 FlopCounterMode counts matrix multiplies only (2 per multiply-add) and only the backward matmuls autograd
-really runs. Our convention (pql_scaling/nets.py) counts the same matmuls, each layer's backward exactly as
+really runs. Our convention (pql_scaling/core/nets.py) counts the same matmuls, each layer's backward exactly as
 autograd runs it (no input gradient for a net's first layer in its own update, no weight gradients for the
 critic inside the actor loss), plus the bias adds of every forward pass. So run.json must exceed the
 measurement by exactly those biases: actor once and critic twice (target, online) in a critic update,

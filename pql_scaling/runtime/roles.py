@@ -105,7 +105,7 @@ def describe(cfg: Config, env: VecEnv, roles: Roles) -> Dict[str, Any]:
         "flops_per_critic_update": roles.flops_critic,
         "flops_per_policy_update": roles.flops_policy,
         "flops_convention": "matmuls 2*m*n*k (backward exact per layer) + bias adds forward "
-        "(pql_scaling/nets.py)",
+        "(pql_scaling/core/nets.py)",
         **nets.facts(cfg, actor_net, critic),
         "r_max": cfg.r_max,
         "obs_dim": env.obs_dim,
