@@ -5,6 +5,8 @@ Two modes share the keys: R1's (run_analysis's default: rules, D_J(sigma), compu
 (per-task absolute thresholds, R5's released formats, or its threshold rule / pooled variant: `is_r5`).
 """
 
+from pql_scaling.specs import did_you_mean  # the one "did you mean" of every spec (stdlib + yaml)
+
 from .errors import AnalysisInputError
 
 DEFAULTS = {
@@ -54,7 +56,8 @@ def with_defaults(cfg):
     """The user's keys (each known) over DEFAULTS, with the shapes every mode relies on checked."""
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
-        raise AnalysisInputError(f"unknown config key(s) {unknown}; known: {sorted(DEFAULTS)}")
+        hint = "".join(did_you_mean(k, DEFAULTS) for k in unknown[:1])
+        raise AnalysisInputError(f"unknown config key(s) {unknown}{hint}; known: {sorted(DEFAULTS)}")
     cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None}}
     check_types(cfg)
     return cfg

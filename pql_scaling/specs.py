@@ -1,4 +1,4 @@
-"""The spec machinery every schema shares: the training config (config.py), sweep specs and study specs.
+"""The spec machinery every schema shares: the training config (config.py), sweep, study and analysis specs.
 
 Fields declare their constraints next to them (`choice`, `positive`, `non_negative`, `unit_interval`: dataclass
 field metadata that `constraints()` collects); `closest` is the one "did you mean"; `read_spec`, `set_dotted`,
@@ -10,7 +10,6 @@ import os
 from dataclasses import field, fields, is_dataclass
 
 import yaml
-from omegaconf import OmegaConf
 
 
 def _field(default, **meta):
@@ -102,6 +101,10 @@ def read_spec(path_or_dict, what, error, fields_hint):
             except yaml.YAMLError as e:
                 raise error("%s spec %s is not valid YAML: %s" % (what, where, e))
     else:
+        from omegaconf import (
+            OmegaConf,
+        )  # here only: the analysis imports this module without the training stack
+
         where, raw = "the spec dict", OmegaConf.to_container(OmegaConf.create(dict(path_or_dict)))
     if not isinstance(raw, dict):
         raise error("%s spec %s must be a mapping (%s)" % (what, where, fields_hint))
