@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import struct
+import time
 
 
 def _records(path):
@@ -37,13 +38,25 @@ def _records(path):
             yield record
 
 
+def complete_records(path, timeout=60.0):
+    """The records of a W&B transaction log once W&B has finished writing it (its `exit` record is there).
+    W&B's service process writes the log; on a loaded machine the last records can land a moment after
+    `run.finish()` returned in the training process, so a reader that does not wait sees a partial log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = list(_records(path))
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.5)
+
+
 def wandb_offline_run(run_dir):
     """(config, history) of the one W&B offline run under `run_dir`: config as a dict of the values the run
     set, history as a list of {key: value} per `log` call."""
     logs = glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "*.wandb"))
     assert len(logs) == 1, logs
     config, history = {}, []
-    for r in _records(logs[0]):
+    for r in complete_records(logs[0]):
         kind = r.WhichOneof("record_type")
         if kind == "run":
             config.update({i.key: json.loads(i.value_json) for i in r.run.config.update})
@@ -57,11 +70,25 @@ def wandb_offline_run(run_dir):
     return config, history
 
 
+def _settled_logs(run_dir, timeout=60.0):
+    """The W&B offline logs under run_dir, oldest first, once the newest has its exit record: W&B's service
+    process may create and finish a log after the training process that used it returned. An earlier run
+    that was killed has no exit record; only the newest, which finished normally, is waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        files = sorted(glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "*.wandb")))
+        done = files and any(r.WhichOneof("record_type") == "exit" for r in _records(files[-1]))
+        if done or time.monotonic() > deadline:
+            return files
+        time.sleep(0.5)
+
+
 def offline_runs(run_dir):
     """[(history steps, branch point step or None)] for every offline W&B run under run_dir, oldest first:
     a resumed run that rewound W&B (`resume_from`) is a second run branching off the first."""
     out = []
-    for f in sorted(glob.glob(os.path.join(run_dir, "wandb", "offline-run-*", "*.wandb"))):
+    files = _settled_logs(run_dir)
+    for f in files:
         steps, branch = [], None
         for r in _records(f):
             kind = r.WhichOneof("record_type")
