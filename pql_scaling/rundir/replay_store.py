@@ -25,6 +25,7 @@ class ReplayStore:
         os.makedirs(self.dir, exist_ok=True)
         self.capacity = int(capacity)
         self.saved = 0  # rows of the timeline on disk
+        self.pinned = {}  # field -> a pinned host buffer that GPU rows are copied into (reused across checkpoints)
 
     def segments(self):
         out = []
@@ -70,10 +71,9 @@ class ReplayStore:
         return start, end, data
 
     def _pinned(self, key, shape, dtype):
-        buf = getattr(self, "_buffers", {}).get(key)
+        buf = self.pinned.get(key)
         if buf is None or buf.shape[0] < shape[0] or tuple(buf.shape[1:]) != shape[1:]:
-            self._buffers = getattr(self, "_buffers", {})
-            buf = self._buffers[key] = torch.empty(shape, dtype=dtype, pin_memory=True)
+            buf = self.pinned[key] = torch.empty(shape, dtype=dtype, pin_memory=True)
         return buf[: shape[0]]
 
     def write(self, segment):

@@ -12,7 +12,6 @@ from typing import Any, Dict, Optional, Type
 import torch
 import torch.multiprocessing as mp
 
-from pql_scaling import config as config_lib
 from pql_scaling.rundir.disk import to_host
 from pql_scaling.runtime.session import Runtime, Session
 from pql_scaling.runtime.trio.learner_proc import LearnerLoop, fault_at, learner_main
@@ -82,9 +81,8 @@ class Trio(Runtime):
     def __init__(self, s: Session, loop_cls: Optional[Type[LearnerLoop]] = None) -> None:
         # loop_cls: a LearnerLoop subclass, for tests
         self.s, cfg = s, s.cfg
-        self.devices = {
-            role: config_lib.normalise_device(getattr(cfg, role + "_device") or cfg.device) for role in ROLES
-        }
+        # already `cuda:N`, never an index-less `cuda` (config.load normalises every device key once)
+        self.devices = {role: getattr(cfg, role + "_device") or cfg.device for role in ROLES}
         guard = LAG * s.env.num_envs
         if s.replay.capacity < guard + s.learning_starts:
             raise ValueError(

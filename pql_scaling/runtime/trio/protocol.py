@@ -208,13 +208,12 @@ class Snapshot:
                 return
             self.pending = None
             self.end()
+        if self.device.type != "cuda" or tensors[0].device != self.device:
+            self.publish(tensors)
+            return
         self.begin(tensors)
-        if self.device.type == "cuda" and tensors[0].device == self.device:
-            self.pending = torch.cuda.Event()
-            self.pending.record()
-        else:
-            wait_queued(self.device, tensors[0].device)
-            self.end()
+        self.pending = torch.cuda.Event()
+        self.pending.record()
 
     def begin(self, tensors: Sequence[torch.Tensor]) -> None:
         """Mark the older slot odd and queue the copy into it; end() (once the copy is done) makes it
