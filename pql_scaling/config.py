@@ -94,7 +94,7 @@ class LogConfig:
         120.0
     )  # a preempted run loses at most this much work (plus prev.pt kept)
     live: str = choice("auto", "auto", "rich", "plain", "off")
-    console_every_s: float = positive(10.0)  # without a terminal (log.live=plain): one progress line this often
+    console_every_s: float = positive(10.0)  # without a terminal: one progress line this often
 
 
 @dataclass
