@@ -94,7 +94,7 @@ def test_sigkill_between_checkpoints_resumes_on_one_timeline(tmp_path):
     )
     kept = kill_between_checkpoints(p, d)
     before = parsed_rows(d)
-    assert status(d)["status"] == "running"  # SIGKILL: nobody could say otherwise
+    assert status(d)["status"] == "stopped" and status(d)["lost"]  # SIGKILL: the reader sees the pid gone
     stale = before[kept:]
     q = cli("resume=" + d, "max_env_steps=%d" % (before[-1]["env_steps"] + 800))
     out, _ = q.communicate(timeout=180)

@@ -289,7 +289,9 @@ def test_killed_train_process_is_resumed_from_its_checkpoint(tmp_path):
     )
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
-    assert status(run.path)["status"] == "running" and sweep.run_state(run.path)[0] == "stopped"
+    assert status(run.path)["status"] == "stopped" and status(run.path)["lost"]  # its process is gone
+    state, reason = sweep.run_state(run.path)
+    assert state == "stopped" and reason.startswith("lost: no heartbeat since"), (state, reason)
     out = sweep.launch(sweep.load_spec(d), retry=0)
     assert out[0]["state"] == "completed" and out[0]["launches"] == 1
     assert _starts(run.path) == (0, 1)  # resumed, not started again

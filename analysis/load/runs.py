@@ -123,6 +123,8 @@ def _run_meta(dirpath, files, include_running, skipped):
         skipped.append((dirpath, f"status.json holds a {type(status).__name__}, not a JSON object"))
         return None
     st = status.get("status", "unknown")
+    if status.get(schema.LOST):  # read_status: a `running` whose process is gone or whose heartbeat stopped
+        skipped.append((dirpath, f"note: stopped ({status.get('reason')}); using its log points so far"))
     if st == schema.FAILED:
         skipped.append((dirpath, f"status failed: {status.get('reason')}"))
         return None

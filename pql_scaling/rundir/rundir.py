@@ -7,7 +7,9 @@ Its file names, row fields and readers are schema.py's.
                              of truth)
     metrics.superseded.jsonl log points a crash made stale: written after the checkpoint a resume started
                              from, moved here (with the resume's time) so metrics.jsonl stays one timeline
-    status.json              running / completed / stopped / failed, with the reason
+    status.json              running / completed / stopped / failed, with the reason; while running, who
+                             runs it (host, boot id, pid, process start) and a heartbeat, rewritten at log
+                             points and every schema.HEARTBEAT_S by a thread (see schema.lost_reason)
     train.log                human-readable log, tracebacks included
     checkpoints/             last.pt and prev.pt (the one before), replay/ segments (see replay_store.py)
 
@@ -19,6 +21,7 @@ import logging
 import os
 import platform
 import socket
+import threading
 import time
 
 import torch
@@ -29,6 +32,7 @@ from pql_scaling.rundir.disk import (
     APPEND,
     CKPT_FORMAT,
     BadCheckpoint,
+    DiskFull,
     disk_error,
     log,
     pack,
@@ -53,6 +57,10 @@ class RunDir:
         self.superseded_path = os.path.join(self.path, schema.SUPERSEDED)
         self.metrics_rows = len(read_jsonl_lines(self.metrics_path))
         self.last_env_steps = None
+        self._status = None  # what status.json says, rewritten with a new heartbeat while running
+        self._status_lock = threading.Lock()  # the heartbeat thread and the main thread write status.json
+        self._beats = None  # threading.Event that stops the heartbeat thread
+        self._last_beat = 0.0
         self._setup_file_log()
 
     def _setup_file_log(self):
@@ -76,10 +84,58 @@ class RunDir:
             write_json_atomic(path, dict(schema.read_facts(path), **facts))
 
     def set_status(self, status, reason=None, **extra):
-        write_json_atomic(
+        """Write status.json. `running` also names this process (host, boot id, pid, start time) and starts
+        a heartbeat thread, so a reader can tell a run whose process died from a live one; any other status
+        stops it."""
+        st = dict(status=status, reason=reason, time=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra)
+        if status == schema.RUNNING:
+            host, boot = schema.this_machine()
+            st.update({schema.HOST: host, schema.BOOT_ID: boot, schema.PID: os.getpid()})
+            st[schema.PROC_START] = schema.process_start(os.getpid())
+        else:
+            self._stop_heartbeat()
+        with self._status_lock:
+            self._status = st
+            self._write_status()
+        if status == schema.RUNNING and self._beats is None:
+            self._beats = threading.Event()
+            threading.Thread(
+                target=self._beat_every, args=(self._beats,), name="heartbeat", daemon=True
+            ).start()
+
+    def beat(self, min_interval_s=0.0):
+        """Rewrite the heartbeat of a running status (no-op otherwise, or within `min_interval_s` of the
+        last). A failure is logged, not raised: the run goes on, and a reader at worst calls it lost."""
+        with self._status_lock:
+            if self._status is None or self._status["status"] != schema.RUNNING:
+                return
+            if time.time() - self._last_beat < min_interval_s:
+                return
+            try:
+                self._write_status()
+            except (OSError, DiskFull) as e:
+                log.warning("heartbeat: could not rewrite status.json: %s", e)
+
+    def _write_status(self):
+        """status.json from self._status with a new heartbeat; the caller holds the status lock."""
+        self._last_beat = time.time()
+        if self._status["status"] == schema.RUNNING:
+            self._status[schema.HEARTBEAT] = round(self._last_beat, 3)
+        # a per-thread temporary name: the trio's V-learner may write the status of a dead actor
+        write_atomic(
             os.path.join(self.path, schema.STATUS),
-            dict(status=status, reason=reason, time=time.strftime("%Y-%m-%dT%H:%M:%S"), **extra),
+            json.dumps(self._status, indent=1).encode(),
+            unique_tmp=True,
         )
+
+    def _beat_every(self, stop):
+        while not stop.wait(schema.HEARTBEAT_S):
+            self.beat()
+
+    def _stop_heartbeat(self):
+        if self._beats is not None:
+            self._beats.set()
+            self._beats = None
 
     def append_metrics(self, row):
         """Append one log point whole (fsynced), or nothing: a failed write is cut back off the file.
@@ -104,6 +160,7 @@ class RunDir:
                 self.metrics_path,
                 "".join(x + "\n" for x, _ in lines[:-1]).encode() + (json.dumps(merged) + "\n").encode(),
             )
+            self.beat(min_interval_s=1.0)
             return
         if self.last_env_steps is not None and row[steps] < self.last_env_steps:
             raise RuntimeError(
@@ -128,6 +185,7 @@ class RunDir:
             os.close(fd)
         self.metrics_rows += 1
         self.last_env_steps = row[steps]
+        self.beat(min_interval_s=1.0)  # a log point is a sign of life (at most one status rewrite a second)
 
     def supersede(self, keep_rows, env_steps):
         """Make metrics.jsonl one timeline again after a crash: keep its first `keep_rows` log points (those
@@ -218,5 +276,6 @@ class RunDir:
         )
 
     def close(self):
+        self._stop_heartbeat()
         log.removeHandler(self._handler)
         self._handler.close()

@@ -4,7 +4,8 @@
     run.json                 derived facts: UTD, parameter and FLOP counts, versions (FACTS, read_facts)
     metrics.jsonl            one JSON object per log point, env_steps increasing     (METRICS, read_metrics)
     metrics.superseded.jsonl log points a resume made stale, stamped                 (SUPERSEDED)
-    status.json              running / completed / stopped / failed, with the reason (STATUS, read_status)
+    status.json              running / completed / stopped / failed, with the reason (STATUS, read_status);
+                             while running, liveness: host, boot id, pid, process start, heartbeat (lost_reason)
     train.log                human-readable log, tracebacks included                 (TRAIN_LOG)
     checkpoints/             last.pt, prev.pt (the one before), replay/ segments     (CHECKPOINTS, LAST_CKPT)
 
@@ -13,6 +14,9 @@ through this module. Standard library only: `pql_scaling.analysis` imports it wi
 """
 
 import json
+import os
+import socket
+import time
 from typing import Optional, TypedDict
 
 # ------------------------------------------------------------------------------------------------------ files
@@ -27,7 +31,14 @@ LAST_CKPT = "last.pt"
 PREV_CKPT = "prev.pt"
 
 # status.json's `status`
+STATUS_KEY = "status"
 RUNNING, COMPLETED, STOPPED, FAILED = "running", "completed", "stopped", "failed"
+# status.json's liveness fields (RunDir writes them; lost_reason reads them)
+HOST, BOOT_ID, PID, PROC_START, HEARTBEAT, LOST = "host", "boot_id", "pid", "proc_start", "heartbeat", "lost"
+# a running process rewrites its heartbeat this often, on a thread (a long checkpoint does not stop it)
+HEARTBEAT_S = 10.0
+LOST_AFTER_S = 120.0  # a heartbeat older than this, read from another host, means the run is lost
+UNKNOWN = -1  # process_start where this system cannot tell a process's start time (no /proc)
 
 
 # ----------------------------------------------------------------------------------------------- metrics rows
@@ -134,11 +145,80 @@ def read_metrics(path, tail_bytes=None):
     return rows, notes
 
 
-def read_status(path):
-    """status.json as written (a dict: status, reason, time, ...). OSError when it is missing, ValueError
-    (UnicodeDecodeError, json.JSONDecodeError) when it is being rewritten or damaged."""
+def read_status(path, now=None, lost_after_s=LOST_AFTER_S, raw=False):
+    """status.json (a dict: status, reason, time, ...), with a lost run told apart: a `running` whose process
+    is gone (this host) or whose heartbeat is older than `lost_after_s` (any host) reads as `stopped`, its
+    reason `lost: no heartbeat since ...`, and `lost: true` (see lost_reason). `raw`: as written. OSError when
+    it is missing, ValueError (UnicodeDecodeError, json.JSONDecodeError) when it is being rewritten or
+    damaged."""
     with open(path) as fh:
-        return json.load(fh)
+        st = json.load(fh)
+    if raw or not isinstance(st, dict):
+        return st
+    why = lost_reason(st, time.time() if now is None else now, this_machine(), process_start, lost_after_s)
+    return st if why is None else dict(st, status=STOPPED, reason=why, **{LOST: True})
+
+
+def lost_reason(st, now, machine, start_of, lost_after_s=LOST_AFTER_S):
+    """Why the status `st` of a `running` run is that of a lost one, or None (live, not running, or written
+    before heartbeats existed). Pure: `machine` is this_machine(), `start_of(pid)` process_start.
+    On the writer's machine (same host and boot) the process decides: gone, or its pid now another process
+    (a different start time), is lost; alive is live however old the heartbeat (a long checkpoint, a stopped
+    debugger). From another machine only the heartbeat can tell: older than `lost_after_s` is lost (the
+    clocks are assumed to agree to well within that)."""
+    beat = st.get(HEARTBEAT)
+    if st.get(STATUS_KEY) != RUNNING or not isinstance(beat, (int, float)):
+        return None
+    since = "lost: no heartbeat since %s" % time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(beat))
+    rerun = "rerun the sweep, or resume=RUN_DIR, to continue it"
+    pid = st.get(PID)
+    if (st.get(HOST), st.get(BOOT_ID)) == machine and isinstance(pid, int):
+        started = start_of(pid)
+        if started is None:
+            return "%s (process %d on %s is gone); %s" % (since, pid, machine[0], rerun)
+        if UNKNOWN not in (started, st.get(PROC_START, UNKNOWN)) and started != st.get(PROC_START):
+            return "%s (pid %d on %s is now another process); %s" % (since, pid, machine[0], rerun)
+        return None
+    if now - beat > lost_after_s:
+        return "%s (%.0f s ago, over the %.0f s limit; written on %s); %s" % (
+            since,
+            now - beat,
+            lost_after_s,
+            st.get(HOST),
+            rerun,
+        )
+    return None
+
+
+def this_machine():
+    """(host name, boot id): a pid means the same process only within one boot of one machine."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = None
+    return socket.gethostname(), boot
+
+
+def process_start(pid):
+    """When process `pid` of this machine started (clock ticks since boot, /proc/PID/stat's 22nd field), None
+    when no such process lives (a zombie, killed and not yet reaped, counts as gone); UNKNOWN where the
+    system has no /proc but the process exists."""
+    try:
+        with open("/proc/%d/stat" % pid) as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()  # the name, in parentheses, may hold spaces
+        return None if fields[0] in ("Z", "X") else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        pass
+    if os.path.isdir("/proc/self"):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:  # PermissionError: someone else's, alive
+        pass
+    return UNKNOWN
 
 
 def read_facts(path):

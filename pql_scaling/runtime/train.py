@@ -18,6 +18,7 @@ from pql_scaling import config as config_lib
 from pql_scaling import envs
 from pql_scaling.config import Config
 from pql_scaling.envs.contract import VecEnv
+from pql_scaling.rundir import summary
 from pql_scaling.rundir.disk import DiskFull, log
 from pql_scaling.rundir.display import Display
 from pql_scaling.rundir.rundir import RunDir
@@ -80,14 +81,29 @@ def train(overrides: Iterable[str] = (), quiet: bool = False, started: Optional[
     run = RunDir(run_path)
     s, run_id, rewind_to = _open_session(cfg, run, env, started, quiet)
     wandb = WandbMirror(cfg, run.path, run_id, rewind_to=rewind_to, rows_written=lambda: run.metrics_rows)
-    s.metrics.mirror_to(wandb, Display("off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.task))
+    display = Display(
+        "off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.task, cfg.max_time_s, cfg.log.console_every_s
+    )
+    s.metrics.mirror_to(wandb, display)
     old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in GRACEFUL_SIGNALS}
     outcome = Outcome()
     try:
         _drive(s, outcome)
     finally:
         _close(s, env, outcome, old_handlers)
+        if not quiet:
+            _print_summary(run.path, wandb.where)
     return run.path
+
+
+def _print_summary(path: str, wandb_where: Optional[str]) -> None:
+    """The end-of-run summary (rundir/summary.py), read back from the run directory as any reader would."""
+    try:
+        lines = summary.summarize(path, wandb_where)
+    except Exception as e:  # noqa: BLE001 - the run's record is complete; only the summary is lost
+        log.warning("no end-of-run summary (%s: %s)", type(e).__name__, e)
+        return
+    print("\n".join(lines), flush=True)
 
 
 def _make_env(cfg: Config) -> VecEnv:
@@ -124,7 +140,7 @@ def _open_session(
         if not resuming:
             run.write_config(cfg, s.facts)
             s.checkpoint()  # a run can always be resumed, even if it dies before its first periodic one
-        run.set_status("running", pid=os.getpid())
+        run.set_status("running")
         log.info(
             "run %s: %s on %s, %d envs, utd %.5f, critic %d params, defaults %s",
             run.path,

@@ -64,11 +64,12 @@ def _locked(path):
         os.close(fd)  # closing drops a lock we took
 
 
-def run_state(path, probe=True):
+def run_state(path, probe=True, raw=False):
     """(state, reason) from the run directory: queued (nothing yet), running, completed, stopped, failed.
-    A status.json saying running whose lock nobody holds is a killed process: stopped."""
+    A running run whose process is gone or whose heartbeat stopped reads `stopped` with the reason `lost: no
+    heartbeat since ...` (schema.read_status; `raw`: as written), and so does one whose lock nobody holds."""
     try:
-        st = schema.read_status(os.path.join(path, schema.STATUS))
+        st = schema.read_status(os.path.join(path, schema.STATUS), raw=raw)
     except (OSError, ValueError):  # not written yet, or being rewritten
         st = None
     if st is None:
@@ -126,7 +127,8 @@ def _train(run, args, fd, env):
             cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, pass_fds=(fd,)
         )
         code = proc.wait()
-    if code != 0 and run_state(run.path, probe=False)[0] in ("running", "queued"):
+    # as written: a child that died while `running` is lost, and a failure (retried) here
+    if code != 0 and run_state(run.path, probe=False, raw=True)[0] in ("running", "queued"):
         write_json_atomic(
             os.path.join(run.path, schema.STATUS),
             {
@@ -151,11 +153,15 @@ def run_one(run, retry=0, extra=(), env=None, wait=False):
     launches, retries = 0, 0
     try:
         while True:
-            # we hold the lock: "running" means it was killed
+            # we hold the lock: a lost run reads "stopped" (resumed below)
             state, reason = run_state(run.path, probe=False)
             if state == "completed":
                 return _row(run, state, reason, launches)
-            if state == "running":
+            if state == "running" and schema.HEARTBEAT in (
+                read_json(os.path.join(run.path, schema.STATUS)) or {}
+            ):
+                return _row(run, "busy", "alive by its heartbeat but not under this sweep's lock", launches)
+            if state == "running":  # written before heartbeats existed: the lock was all there was
                 state = "stopped"
             ckpt = os.path.exists(
                 os.path.join(run.path, schema.CHECKPOINTS, schema.LAST_CKPT)
