@@ -13,6 +13,7 @@ USAGE = """usage: pql-scale COMMAND [ARGS]
 
   train [key=value ...]        train (e.g. pql-scale train task=pendulum num_envs=256 algo=sac)
   keys                         list every config key with its default
+  runs [DIR]                   a table of the run directories under DIR (default runs/)
   sweep SPEC [--launcher local|ray|slurm] [--dry-run] [--retry N] [key=value ...]
                                run a grid of training runs (resumable); key=value overrides the spec
   sweep status SPEC            a table of the sweep's runs and their states
@@ -68,7 +69,7 @@ def _train(argv):
     if "--help-keys" in argv:
         return _keys()
     try:
-        path = train(argv, started=STARTED)
+        train(argv, started=STARTED)
     except config.ConfigError as e:
         print("config error: %s" % e, file=sys.stderr)
         return 2
@@ -81,7 +82,41 @@ def _train(argv):
     except (ValueError, ImportError, FileNotFoundError) as e:
         print("error: %s" % e, file=sys.stderr)
         return 2
-    print("run directory: %s" % path)
+    return 0  # the end-of-run summary named the run directory
+
+
+def _runs(argv):
+    from pql_scaling.rundir import summary
+
+    if len(argv) > 1 or any(a.startswith("-") for a in argv):
+        print("usage: pql-scale runs [DIR]   (default runs/)", file=sys.stderr)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    root = argv[0] if argv else "runs"
+    if not os.path.isdir(root):
+        print(
+            "runs: %s is not a directory; pass the folder your runs are in (run_dir=... or a sweep's out)"
+            % root,
+            file=sys.stderr,
+        )
+        return 2
+    rows = summary.runs_table(root)
+    if not rows:
+        print("no run directories under %s" % root)
+        return 0
+    if sys.stdout.isatty():
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table(title="%d runs under %s" % (len(rows), root))
+        for col in summary.RUNS_COLUMNS:
+            t.add_column(
+                col, justify="right" if col in ("env steps", "best return", "train time") else "left"
+            )
+        for r in rows:
+            t.add_row(*r)
+        Console().print(t)
+    else:
+        print(summary.plain_table(summary.RUNS_COLUMNS, rows))
     return 0
 
 
@@ -206,6 +241,8 @@ def main(argv=None):
         return _train(rest)
     if cmd == "keys":
         return _keys()
+    if cmd == "runs":
+        return _runs(rest)
     if cmd == "sweep":
         return _sweep(rest)
     if cmd == "study":

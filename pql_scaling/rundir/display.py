@@ -1,47 +1,113 @@
-"""The console while a run trains: a rich progress bar on a terminal, plain lines otherwise."""
+"""The console while a run trains: on a terminal a rich bar with the live line beside it, log messages printed
+above it (never inside its line); without one (CI, SLURM logs) the same line every `every_s` seconds.
+The lines themselves are console_lines.py's pure functions."""
 
+import logging
 import sys
+import time
+from typing import Any, Dict, List, Optional
+
+from pql_scaling.rundir.console_lines import Live, due, fold, line
+
+
+class ConsoleHandler(logging.Handler):
+    """A logging handler that prints through a rich console: while the bar is live, rich clears the bar's line,
+    prints the message and redraws the bar below it."""
+
+    def __init__(self, console: Any, like: Optional[logging.Handler] = None) -> None:
+        super().__init__(like.level if like is not None else logging.NOTSET)
+        self.console = console
+        if like is not None and like.formatter is not None:
+            self.setFormatter(like.formatter)
+        for f in like.filters if like is not None else ():
+            self.addFilter(f)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging never raises into the caller
+            self.handleError(record)
+
+
+def _terminal_handlers(logger: logging.Logger) -> List[logging.Handler]:
+    """The logger's handlers that write to the terminal (not files): the bar must route them."""
+    streams = (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__)
+    return [
+        h
+        for h in logger.handlers
+        if type(h) is logging.StreamHandler and getattr(h, "stream", None) in streams  # noqa: E721
+    ]
 
 
 class Display:
-    """A rich progress bar on a terminal; plain log lines otherwise (or when asked)."""
+    """mode: auto (rich on a terminal, plain otherwise), rich, plain or off. total_steps None (no step cap)
+    shows an indeterminate bar."""
 
-    def __init__(self, mode, total_steps, title):
-        """total_steps None (no step cap) shows an indeterminate bar."""
+    def __init__(
+        self,
+        mode: str,
+        total_steps: Optional[int],
+        title: str,
+        max_time_s: Optional[float] = None,
+        every_s: float = 10.0,
+    ) -> None:
         if mode == "auto":
             mode = "rich" if sys.stdout.isatty() else "plain"
-        self.mode = mode
-        self.progress = None
+        self.mode, self.title, self.total_steps, self.max_time_s = mode, title, total_steps, max_time_s
+        self.every_s = every_s
+        self.printed_at: Optional[float] = None
+        self.live = Live()
+        self.progress: Any = None
+        self.swapped: List[Any] = []  # (logger, terminal handler, its console stand-in)
         if mode == "rich":
-            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            self._start_rich(total_steps, title)
 
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                TextColumn("{task.completed:>12,.0f} env steps"),
-                TextColumn("return {task.fields[ret]}"),
-                TextColumn("{task.fields[speed]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-            )
-            self.progress.start()
-            self.bar = self.progress.add_task(title, total=total_steps, ret="-", speed="")
+    def _start_rich(self, total_steps: Optional[int], title: str) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
 
-    def update(self, row):
-        ret = "-" if row["return_mean"] is None else "%.1f" % row["return_mean"]
-        speed = "%.0f steps/s  %.0f upd/s  utd %.4f" % (
-            row["env_steps_per_s"],
-            row["critic_updates_per_s"],
-            row["utd"],
+        self.console = Console(file=sys.stdout)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=20),
+            TextColumn("{task.fields[line]}", markup=False),
+            console=self.console,
+            refresh_per_second=4,
         )
-        if self.progress is not None:
-            self.progress.update(self.bar, completed=row["env_steps"], ret=ret, speed=speed)
-        elif self.mode == "plain":
-            print(
-                "steps %d  return %s  %s  t=%.1fs" % (row["env_steps"], ret, speed, row["wall_time_s"]),
-                flush=True,
-            )
+        self.progress.start()
+        self.bar = self.progress.add_task(title, total=total_steps, line="starting")
+        for logger in (logging.getLogger(), logging.getLogger("pql_scaling")):
+            for h in _terminal_handlers(logger):
+                stand_in = ConsoleHandler(self.console, like=h)
+                logger.removeHandler(h)
+                logger.addHandler(stand_in)
+                self.swapped.append((logger, h, stand_in))
 
-    def close(self):
+    def line(self) -> str:
+        return line(self.live, self.total_steps, self.max_time_s)
+
+    def update(self, row: Dict[str, Any], now: Optional[float] = None) -> None:
+        self.live = fold(self.live, row)
+        if self.progress is not None:
+            self.progress.update(self.bar, completed=self.live.env_steps, line=self.line())
+        elif self.mode == "plain":
+            now = time.monotonic() if now is None else now
+            if due(self.printed_at, now, self.every_s):
+                self.printed_at = now
+                print("[%s] %s" % (self.title, self.line()), flush=True)
+
+    def print(self, text: str) -> None:
+        """A message above the bar (or a plain line); nothing when off."""
+        if self.progress is not None:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        elif self.mode != "off":
+            print(text, flush=True)
+
+    def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
+        for logger, handler, stand_in in self.swapped:
+            logger.removeHandler(stand_in)
+            logger.addHandler(handler)
+        self.swapped = []

@@ -21,6 +21,7 @@ class WandbMirror:
     def __init__(self, cfg, run_dir, run_id, rewind_to=None, rows_written=None):
         self.run, self.off, self.pending, self.error = None, True, [], None
         self.last_step = None
+        self.where = None  # the W&B run's address once finished (the end-of-run summary names it)
         w = cfg.wandb
         if w.mode == "disabled":
             return
@@ -139,7 +140,19 @@ class WandbMirror:
             if not self.off:
                 self._fail("init", TimeoutError("not up when the run ended"))
             return
+        self.where = where(self.run)
         try:
             self.run.finish(exit_code=exit_code)
         except Exception as e:  # noqa: BLE001
             self._fail("finish", e)
+
+
+def where(run):
+    """The W&B run's URL (online), or its offline folder and the command that uploads it."""
+    try:
+        if getattr(run, "url", None):
+            return run.url
+        d = run.settings.sync_dir
+        return "offline, in %s (upload: wandb sync %s)" % (d, d)
+    except Exception:  # noqa: BLE001 - a summary line is not worth a failure
+        return None

@@ -1,0 +1,262 @@
+"""The console a user sees (issue 25): the live line and the summary as pure functions of log points, the plain
+(no terminal) cadence, `pql-scale runs`, and a short training run in a pseudo-terminal, read back as a screen."""
+
+import fcntl
+import json
+import os
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from pql_scaling.rundir import console_lines as cl
+from pql_scaling.rundir import summary
+from pql_scaling.rundir.display import Display
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def row(steps, ret=None, ev=None, wall=None, sps=1000.0, ups=50.0):
+    r = {
+        "env_steps": steps,
+        "critic_updates": steps // 16,
+        "utd": 1 / 16,
+        "wall_time_s": steps / 1000.0 if wall is None else wall,
+        "return_mean": ret,
+        "env_steps_per_s": sps,
+        "critic_updates_per_s": ups,
+    }
+    if ev is not None:
+        r["eval_return_mean"] = ev
+    return r
+
+
+# ------------------------------------------------------------------------------------------- the live line
+def test_the_latest_return_is_kept_with_its_age_until_a_newer_one():
+    rows = [row(800), row(1600, ret=-1200.0), row(2400), row(3200), row(20000, wall=20.0)]
+    live = cl.fold_all(rows[:4])
+    assert (live.ret, live.ret_at, live.best) == (-1200.0, 1600, -1200.0)
+    text = cl.line(live, max_env_steps=8000)
+    assert "3200/8000 env steps" in text and "return -1200.0 (1600 ago)" in text and "best -1200.0" in text
+    assert "return -1200.0 (18.4k ago)" in cl.line(cl.fold_all(rows))
+    # on the log point that measured it, no age
+    assert "return -1200.0  best" in cl.line(cl.fold_all(rows[:2]))
+    # before any episode ended: a dash, not a number
+    assert "return -  best -" in cl.line(cl.fold_all(rows[:1]))
+
+
+def test_best_and_eval_returns_and_their_ages():
+    rows = [row(400, ret=-900.0, ev=-800.0), row(800, ret=-1000.0), row(1200, ret=-950.0)]
+    live = cl.fold_all(rows)
+    assert live.best == -900.0 and live.ret == -950.0
+    text = cl.line(live)
+    assert "best -900.0" in text and "eval -800.0 (800 ago)" in text
+    assert "eval" not in cl.line(cl.fold_all([row(400, ret=-1.0)]))  # no evaluation configured: no field
+
+
+def test_rates_utd_elapsed_and_the_nearer_stop_condition():
+    live = cl.fold_all([row(1000, sps=1000.0, ups=40.0, wall=30.0)])
+    text = cl.line(live, max_env_steps=61000)
+    assert "1,000 steps/s 40 upd/s" in text and "utd 0.0625" in text
+    assert "0:30 elapsed, 1:00 left" in text  # 60,000 steps at 1,000/s
+    assert "0:30 elapsed, 0:15 left" in cl.line(live, max_env_steps=61000, max_time_s=45)
+    assert cl.remaining_s(live, None, None) is None and "-:-- left" in cl.line(live)
+    # the rates are smoothed: one slow interval moves them part of the way
+    slow = cl.fold(live, row(1100, sps=100.0, ups=4.0))
+    assert 100.0 < slow.steps_per_s < 1000.0
+
+
+def test_short_numbers_and_clock():
+    assert [cl.steps_text(n) for n in (950, 10400, 2312000)] == ["950", "10.4k", "2.31M"]
+    assert [cl.clock(s) for s in (5, 65, 3723, None)] == ["0:05", "1:05", "1:02:03", "-:--"]
+
+
+def test_several_members_show_median_min_and_max():
+    assert cl.returns_text([-100.0]) == "-100.0"
+    assert cl.returns_text([-100.0, -300.0, -200.0, None]) == "-200.0 [-300.0, -100.0]"
+    assert cl.returns_text([None, None]) == "-"
+    members = [cl.fold_all([row(800, ret=r)]) for r in (-100.0, -300.0, -200.0)]
+    text = cl.population_line("pop0", members)
+    assert text.startswith("pop0: 3 members  2400 env steps") and "return -200.0 [-300.0, -100.0]" in text
+
+
+def test_without_a_terminal_one_line_every_every_s(capsys):
+    d = Display("plain", 10000, "pendulum", every_s=10.0)
+    for i, now in enumerate([0.0, 3.0, 9.9, 10.0, 12.0, 25.0]):
+        d.update(row(400 * (i + 1), ret=-500.0 if i == 2 else None), now=now)
+    d.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert [x.split()[1] for x in lines] == ["400/10.0k", "1600/10.0k", "2400/10.0k"]
+    assert all(x.startswith("[pendulum] ") for x in lines)
+    assert "return -500.0 (400 ago)" in lines[1]  # the return seen at 1200 steps, on the next printed line
+    assert cl.due(None, 0.0, 10.0) and not cl.due(5.0, 14.9, 10.0)
+
+
+# ------------------------------------------------------------------------------------------- the summary
+def test_summary_says_how_it_ended_what_it_learned_and_when_it_was_solved():
+    rows = [row(1600, ret=-1200.0, ev=-1100.0), row(3200, ret=-240.0, wall=8.0), row(4800, ret=-260.0)]
+    st = {"status": "completed", "reason": "max_env_steps"}
+    facts = {"task": "pendulum", "algo": "pql", "startup_s": 7.0}
+    out = "\n".join(summary.summary_lines(st, rows, facts, -250.0, "runs/x", "offline, in runs/x/wandb"))
+    assert "pendulum pql: completed (max_env_steps reached)" in out
+    assert "4,800 env steps, 300 critic updates, 0:05 training (+0:07 start-up)" in out
+    assert "training return: final -260.0, best -240.0" in out
+    assert "eval return:     final -1100.0, best -1100.0" in out
+    assert "solved return -250: reached at 3200 env steps, 0:08 training time" in out
+    assert "run directory: runs/x" in out and "W&B: offline, in runs/x/wandb" in out
+    assert "look further: pql-scale runs" in out
+    failed = summary.summary_lines(
+        {"status": "failed", "reason": "Diverged: ..."}, rows[:1], facts, -250.0, "r"
+    )
+    assert "failed (Diverged: ...)" in failed[0] and "solved return -250: not reached" in "\n".join(failed)
+    nothing = "\n".join(summary.summary_lines({}, [], {}, None, "r"))
+    assert "no status.json" in nothing and "no episode ended" in nothing and "solved" not in nothing
+
+
+# ------------------------------------------------------------------------------------------- pql-scale runs
+def _write_run(d, status, rows, facts):
+    os.makedirs(os.path.join(d, "checkpoints"))
+    for name, obj in (("status.json", status), ("run.json", facts)):
+        with open(os.path.join(d, name), "w") as fh:
+            json.dump(obj, fh)
+    with open(os.path.join(d, "metrics.jsonl"), "w") as fh:
+        fh.write("".join(json.dumps(r) + "\n" for r in rows) + '{"env_steps": 99')  # a truncated last line
+
+
+def test_pql_scale_runs_lists_every_run_directory(tmp_path):
+    facts = {"task": "pendulum", "backend": "native", "mode": "trio"}
+    _write_run(
+        str(tmp_path / "a"),
+        {"status": "completed", "reason": "max_env_steps", "time": "2026-12-05T10:00:00"},
+        [row(800, ret=-900.0), row(1600, ret=-700.0, wall=65.0)],
+        facts,
+    )
+    _write_run(
+        str(tmp_path / "sweep" / "utd_0.5" / "s0"),
+        {"status": "failed", "reason": "ValueError: bad"},
+        [],
+        dict(facts, mode="sync"),
+    )
+    (tmp_path / "not_a_run").mkdir()
+    p = subprocess.run(
+        [sys.executable, "-m", "pql_scaling.cli", "runs", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == [
+        "run",
+        "task",
+        "backend",
+        "mode",
+        "status",
+        "env",
+        "steps",
+        "best",
+        "return",
+    ] + ["train", "time", "updated"]
+    assert lines[1].split() == ["a", "pendulum", "native", "trio", "completed", "1,600", "-700.0", "1:05"] + [
+        "2026-12-05",
+        "10:00:00",
+    ]
+    assert lines[2].split()[:5] == ["sweep/utd_0.5/s0", "pendulum", "native", "sync", "failed:"]
+    assert len(lines) == 3
+    bad = subprocess.run(
+        [sys.executable, "-m", "pql_scaling.cli", "runs", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "is not a directory" in bad.stderr
+
+
+# ------------------------------------------------------------------------------- a run in a pseudo-terminal
+def run_in_pty(cmd, cols=200, timeout=240):
+    """Run `cmd` with a pseudo-terminal as stdin/stdout/stderr; its exit code and everything it wrote."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, cols, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TERM")}
+    env.update(TERM="xterm-256color", PYTHONUNBUFFERED="1")
+    p = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, cwd=ROOT, env=env, close_fds=True)
+    os.close(slave)
+    out, end = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every writer closed the terminal
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif p.poll() is not None:
+                break
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=30)
+        os.close(master)
+    return p.returncode, out.decode("utf-8", "replace")
+
+
+CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+
+
+def screen(text):
+    """What a terminal shows after `text`: carriage returns, newlines, cursor up/down, erase line; colours and
+    cursor visibility ignored. Enough of a VT100 for rich's live display."""
+    lines, row, col, i = [""], 0, 0, 0
+    while i < len(text):
+        m = CSI.match(text, i)
+        if m:
+            arg, op = m.group(1).lstrip("?"), m.group(2)
+            n = int(arg.split(";")[0] or 1) if op in "AB" else 0
+            if op == "A":
+                row = max(0, row - n)
+            elif op == "B":
+                row += n
+            elif op == "K":
+                lines[row] = "" if arg == "2" else lines[row][:col]
+            i = m.end()
+            continue
+        ch = text[i]
+        i += 1
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            row += 1
+        elif ch >= " ":
+            line = lines[row].ljust(col)
+            lines[row] = line[:col] + ch + line[col + 1 :]
+            col += 1
+        while len(lines) <= row:
+            lines.append("")
+    return [x.rstrip() for x in lines]
+
+
+@pytest.mark.parametrize("mode", ["sync", "trio"])
+def test_a_short_run_on_a_terminal(tmp_path, mode):
+    run_dir = str(tmp_path / mode)
+    cmd = [sys.executable, "-m", "pql_scaling.cli", "train", "task=pendulum", "mode=" + mode, "num_envs=8"]
+    cmd += ["max_env_steps=3200", "log.every_steps=25", "threads=1", "run_dir=" + run_dir]
+    code, out = run_in_pty(cmd)
+    shown = screen(out)
+    assert code == 0, "\n".join(shown)
+    bars = [x for x in shown if "━" in x]  # the bar's glyphs
+    assert bars, "\n".join(shown)
+    for x in bars:  # log messages printed above the bar, never inside its line
+        assert "INFO" not in x and "trio:" not in x and "start-up took" not in x, x
+    assert any("start-up took" in x for x in shown)  # ... but printed
+    assert re.search(r"\d+/3200 env steps  return -[0-9.]+( \(\S+ ago\))?  best -[0-9.]+", bars[-1]), bars[-1]
+    if mode == "trio":
+        assert any(x.startswith("INFO: trio: v_learner is pid") for x in shown), "\n".join(shown)
+    text = "\n".join(shown)
+    assert "pendulum pql: completed (max_env_steps reached)" in text
+    assert "training return: final -" in text and "run directory: %s" % run_dir in text
