@@ -67,7 +67,8 @@ def _locked(path):
 def run_state(path, probe=True, raw=False):
     """(state, reason) from the run directory: queued (nothing yet), running, completed, stopped, failed.
     A running run whose process is gone or whose heartbeat stopped reads `stopped` with the reason `lost: no
-    heartbeat since ...` (schema.read_status; `raw`: as written), and so does one whose lock nobody holds."""
+    heartbeat since ...` (schema.read_status; `raw`: as written); without a heartbeat (an older writer), one
+    whose lock nobody holds reads `stopped`."""
     try:
         st = schema.read_status(os.path.join(path, schema.STATUS), raw=raw)
     except (OSError, ValueError):  # not written yet, or being rewritten
@@ -77,7 +78,8 @@ def run_state(path, probe=True, raw=False):
             return "running", "starting"
         return "queued", None
     s = st.get("status")
-    if s == "running" and probe and not _locked(path):
+    # a status from before heartbeats: the lock is all that tells a killed process from a live one
+    if s == "running" and schema.HEARTBEAT not in st and probe and not _locked(path):
         return "stopped", "the process died without a final status (killed?); rerun the sweep to resume it"
     return s, st.get("reason")
 
