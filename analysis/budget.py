@@ -27,8 +27,7 @@ def _compute_stage(cfg, st, rl, fits):
         bsrc = "runs' own batch sizes"
     fps = None
     if cfg["compute"] == "measured":
-        ratios = [c["flops"] / (c["grad_steps"] * c["batch_size"]) for c in dchosen]
-        ratios = np.concatenate([r[np.isfinite(r) & (r > 0)] for r in ratios])
+        ratios = np.concatenate([wallclock.flops_per_sample(c) for c in dchosen])
         if not len(ratios):
             raise AnalysisInputError(
                 "compute: measured needs runs that log `flops` and `critic_updates`; use compute: r1"

@@ -38,6 +38,12 @@ def _plain_log_ticks(ax):
             axis.set_minor_formatter(NullFormatter())
 
 
+def _legend(ax, **kw):
+    """A legend when something on `ax` has a label (matplotlib warns on an empty one: a plot with no fit)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kw)
+
+
 def _save(fig, path):
     for ax in fig.axes:
         _plain_log_ticks(ax)
@@ -81,7 +87,7 @@ def learning_curves(res, state, path):
         ax.set_title(t, fontsize=9)
         ax.set_xlabel("env steps")
         ax.set_ylabel("return (0-1000)")
-    axes[0].legend(fontsize=6)
+    _legend(axes[0], fontsize=6)
     _save(fig, path)
 
 
@@ -105,7 +111,7 @@ def data_efficiency(res, state, path):
     ax.set_yscale("log")
     ax.set_xlabel("σ (UTD)")
     ax.set_ylabel("D_J: env steps to J")
-    ax.legend(fontsize=6, ncol=2)
+    _legend(ax, fontsize=6, ncol=2)
     _save(fig, path)
 
 
@@ -157,7 +163,7 @@ def budget(res, state, path):
             label=f"σ* = {ss['coef']:.2e} F^{ss['exponent']:.2f}"
             + ("" if b["holdout_rel_error"] is None else f"; held-out err {b['holdout_rel_error']:.0%}"),
         )
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("budget F = C + δ D")
@@ -196,7 +202,7 @@ def hparams(res, state, path):
         ax.set_yscale("log")
         ax.set_xlabel("σ")
         ax.set_title(f"{name}*: slope {r['slope']:.3f}", fontsize=9)
-        ax.legend(fontsize=6)
+        _legend(ax, fontsize=6)
     _save(fig, path)
 
 
@@ -216,7 +222,7 @@ def intrinsic(res, state, path):
     ax.set_ylabel("D_J (R5 surface fit)")
     if ms.get("n_opt_exponent") is not None:
         ax.set_title(f"R2: N_opt ∝ C^{ms['n_opt_exponent']:.2f}", fontsize=9)
-    ax.legend(fontsize=6)
+    _legend(ax, fontsize=6)
     _save(fig, path)
 
 
@@ -254,7 +260,7 @@ def surface(res, state, path):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("σ (UTD)")
         ax.set_ylabel("env steps to threshold")
-        ax.legend(fontsize=6)
+        _legend(ax, fontsize=6)
     _save(fig, path)
 
 

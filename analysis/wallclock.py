@@ -21,6 +21,16 @@ from . import fit
 from .errors import AnalysisInputError
 
 
+def flops_per_sample(c):
+    """A run's measured FLOPs per sample per update at each log point that has one: the log points before the
+    first update (0 FLOPs over 0 updates) have none, they are no NaN to divide into."""
+    flops, den = np.broadcast_arrays(np.asarray(c["flops"], float), np.asarray(c["grad_steps"], float))
+    den = den * float(c["batch_size"])
+    ok = np.isfinite(flops) & np.isfinite(den) & (den > 0)
+    r = flops[ok] / den[ok]
+    return r[r > 0]
+
+
 def _diffs(g):
     g = g.sort_values("env_steps")
     d = {k: np.diff(g[k].to_numpy(float)) for k in ("wall_time_s", "env_steps", "flops")}
@@ -136,8 +146,7 @@ def budget_outputs(table, chosen, pt, J, fit_j, point, utds, batch_fn, notes):
             for s, j, d, t, p in zip(pm["sigma"], pm["J"], pm["D"], pm["T"], pred)
         ]
         out["check"][mode] = chk
-        ratios = [c["flops"] / (c["grad_steps"] * c["batch_size"]) for c in chosen]
-        ratios = np.concatenate([q[np.isfinite(q) & (q > 0)] for q in ratios])
+        ratios = np.concatenate([flops_per_sample(c) for c in chosen])
         fps = float(np.median(ratios)) if len(ratios) else np.nan
         am, Rm = float(np.median(a)), float(np.median(R))
         opts = []

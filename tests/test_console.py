@@ -260,3 +260,60 @@ def test_a_short_run_on_a_terminal(tmp_path, mode):
     text = "\n".join(shown)
     assert "pendulum pql: completed (max_env_steps reached)" in text
     assert "training return: final -" in text and "run directory: %s" % run_dir in text
+
+
+# ------------------------------------------------------------------------------- sweeps, studies, analysis
+def test_progress_of_a_batch_of_runs():
+    assert cl.progress(0, 12, 5.0) == "0/12 runs done, 0:05 elapsed, -:-- left"
+    assert cl.progress(3, 12, 45.0) == "3/12 runs done, 0:45 elapsed, ~2:15 left"
+    assert cl.progress(12, 12, 100.0).endswith("~0:00 left")
+
+
+def test_study_stages_print_as_progress_not_warnings(capsys, caplog):
+    from types import SimpleNamespace
+
+    from pql_scaling.experiments.study import stages
+
+    stages._say(SimpleNamespace(name="mini"), "fitted", "runs in x")
+    assert capsys.readouterr().out == "study mini: stage 2/4 fitted: runs in x\n"
+    assert not caplog.records
+
+
+def test_a_plot_without_labels_gets_no_legend_and_no_warning():
+    pytest.importorskip("matplotlib")
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pql_scaling.analysis import plots
+
+    fig, (a, b) = plt.subplots(1, 2)
+    a.plot([0, 1], [0, 1])
+    b.plot([0, 1], [1, 0], label="fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots._legend(a)
+        plots._legend(b)
+    assert a.get_legend() is None and b.get_legend() is not None
+    plt.close(fig)
+
+
+def test_flops_per_sample_skips_the_log_points_before_the_first_update():
+    """0 FLOPs over 0 updates (the log points of the warm-up) is a case, not numpy's divide warning."""
+    pytest.importorskip("scipy")
+    import warnings
+
+    import numpy as np
+
+    from pql_scaling.analysis import wallclock
+
+    c = {"flops": np.array([0.0, 0.0, 6.4e5, np.nan]), "grad_steps": np.array([0.0, 0.0, 10.0, 20.0])}
+    c["batch_size"] = 64
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert wallclock.flops_per_sample(c).tolist() == [1000.0]
+        with pytest.raises(RuntimeWarning):  # what the division did before
+            c["flops"] / (c["grad_steps"] * c["batch_size"])

@@ -152,3 +152,15 @@ def population_line(name: str, members: Sequence[Live]) -> str:
 def due(last_printed: Optional[float], now: float, every_s: float) -> bool:
     """Without a terminal: print the first log point, then one every `every_s` seconds."""
     return last_printed is None or now - last_printed >= every_s
+
+
+def progress(done: int, total: int, elapsed_s: float) -> str:
+    """A batch of runs (a sweep, a study's stage): done/total, elapsed and, once one finished, the time left at
+    the rate so far (parallel runs included)."""
+    left = elapsed_s / done * (total - done) if done else None
+    return "%d/%d runs done, %s elapsed, %s left" % (
+        done,
+        total,
+        clock(elapsed_s),
+        "~" + clock(left) if left is not None else "-:--",
+    )

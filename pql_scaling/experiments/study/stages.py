@@ -55,10 +55,19 @@ def code_version():
     return "unknown (not a git checkout)"
 
 
+STAGES = ("grid", "fitted", "predict", "validate")
+
+
+def _say(spec, stage, what):
+    """A stage's progress line: printed for the user, not a log WARNING (nothing is wrong)."""
+    n = STAGES.index(stage) + 1
+    print("study %s: stage %d/%d %s: %s" % (spec.name, n, len(STAGES), stage, what), flush=True)
+
+
 def _launch(spec, d, timings, stage):
     t0 = time.monotonic()
     s = sweep.load_spec(d)
-    rows = sweep.launch(s, live="off")
+    rows = sweep.launch(s, live="auto")  # runs done / to do and the time left, as the sweep shows them
     bad = [r for r in rows if r["state"] != "completed"]
     timings[stage] = timings.get(stage, 0.0) + time.monotonic() - t0
     if bad:
@@ -91,8 +100,9 @@ def _steps(spec, d):
 # ---------------------------------------------------------------------------------------------- the stages
 def _grid(spec, timings):
     """Sweep UTD x batch size x lr, analyze: the (B, lr) rules (grid_analysis/fits.json)."""
-    log.warning("study %s: stage grid (%s)", spec.name, _dir(spec, "grid"))
+    _say(spec, "grid", "UTD x batch size x learning rate runs in %s" % _dir(spec, "grid"))
     _launch(spec, _sweep_dict(spec, "grid"), timings, "grid_runs")
+    _say(spec, "grid", "fitting the rules B*(sigma), lr*(sigma) -> %s" % _dir(spec, "grid_analysis"))
     return _analyze(
         _analysis_cfg(spec, _dir(spec, "grid"), _dir(spec, "grid_analysis")), timings, "grid_analysis"
     )
@@ -100,8 +110,9 @@ def _grid(spec, timings):
 
 def _fitted(spec, rules, timings):
     """Sweep the fitted UTDs with the rules' (B, lr), analyze: the laws."""
-    log.warning("study %s: stage fitted", spec.name)
+    _say(spec, "fitted", "runs at the rules' (B, lr) in %s" % _dir(spec, "fitted"))
     _launch(spec, _sweep_dict(spec, "fitted", rules=rules), timings, "fitted_runs")
+    _say(spec, "fitted", "fitting the laws -> %s" % _dir(spec, "fitted_analysis"))
     cfg = _analysis_cfg(spec, _dir(spec, "fitted"), _dir(spec, "fitted_analysis"), hparam_fits=rules)
     return _analyze(cfg, timings, "fitted_analysis")
 
@@ -124,7 +135,9 @@ def _predict(spec, fit_res, rules):
     pred_path = _dir(spec, "prediction.json")
     prediction = sweep.read_json(pred_path)
     if prediction is not None:
+        _say(spec, "predict", "read back %s (made before any validation run)" % pred_path)
         return prediction
+    _say(spec, "predict", "writing %s" % pred_path)
     if os.path.isdir(_dir(spec, "validate")) and os.listdir(_dir(spec, "validate")):
         raise StudyError(
             "%s has validation runs but no prediction.json: the prediction cannot be made after "
@@ -161,7 +174,11 @@ def _validate(spec, prediction, rules, timings):
     configs = prediction["held_out"] + ([prediction["budget"]] if prediction.get("budget") else [])
     sig = [float("%.6g" % c["sigma"]) for c in configs]
     zip_ = {"utd": sig, "max_env_steps": [int(c["max_env_steps"]) for c in configs]}
-    log.warning("study %s: stage validate (UTDs %s)", spec.name, sig)
+    _say(
+        spec,
+        "validate",
+        "held-out runs at UTD %s in %s" % (", ".join("%g" % x for x in sig), _dir(spec, "validate")),
+    )
     _launch(spec, _sweep_dict(spec, "validate", rules=rules, zip_=zip_), timings, "validate_runs")
     t0 = time.monotonic()
     at = {}

@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 from pql_scaling.experiments.sweep.state import _row, run_state
 from pql_scaling.rundir import schema
+from pql_scaling.rundir.console_lines import progress
 from pql_scaling.rundir.disk import write_atomic
 
 STATES = ("queued", "running", "completed", "stopped", "failed")
@@ -20,8 +21,9 @@ class Board:
     """The launcher's view: one cached row per run, the manifest (rewritten atomically on every change) and
     the live display (a rich table on a terminal, one plain line per finished run otherwise)."""
 
-    def __init__(self, spec, runs, live="auto"):
+    def __init__(self, spec, runs, live="auto", todo=None):
         self.spec, self.lock = spec, threading.Lock()
+        self.todo, self.t0 = len(runs) if todo is None else todo, time.monotonic()  # this launch's share
         self.runs = {r.path: r for r in runs}
         self.cache = {r.path: _row(r, probe=False) for r in runs}
         self.mine, self.written = set(), 0.0
@@ -31,11 +33,18 @@ class Board:
         if self.mode == "rich":
             from rich.live import Live
 
-            self.live = Live(status_table(self.rows(), spec.name), refresh_per_second=1)
+            self.live = Live(self.table(), refresh_per_second=1, vertical_overflow="ellipsis")
             self.live.start()
 
     def rows(self):
         return list(self.cache.values())
+
+    def progress(self):
+        """This launch's runs done / to do, elapsed and time left."""
+        return progress(self.finished, self.todo, time.monotonic() - self.t0)
+
+    def table(self):
+        return status_table(self.rows(), self.spec.name, self.progress())
 
     def _set(self, path, state, reason, launches=0):
         self.cache[path] = _row(
@@ -67,10 +76,10 @@ class Board:
             else:
                 self._set(row["path"], row["state"], row["reason"], row["launches"])
                 self.finished += 1
-            n = self.finished
+            done = self.progress()  # read under the lock: runs finish on several threads
         if self.mode == "plain":
             why = ("  (%s)" % row["reason"]) if row["state"] != "completed" and row["reason"] else ""
-            print("[%d] %-9s %s%s" % (n, row["state"], row["name"], why), flush=True)
+            print("[%s] %-9s %s%s" % (done, row["state"], row["name"], why), flush=True)
         self.refresh()
 
     def note(self, text):
@@ -85,7 +94,7 @@ class Board:
                         self.cache[path] = _row(
                             self.runs[path], "running", row["reason"], row["launches"], probe=False
                         )
-                table = status_table(self.rows(), self.spec.name)
+                table = self.table()
             self.live.update(table)
 
     def close(self):
@@ -117,10 +126,11 @@ def totals(rows):
     return t
 
 
-def status_table(rows, title):
+def status_table(rows, title, progress=None):
     from rich.table import Table
 
-    t = Table(title="sweep %s: %s" % (title, "  ".join("%s %d" % kv for kv in totals(rows).items() if kv[1])))
+    counts = "  ".join("%s %d" % kv for kv in totals(rows).items() if kv[1])
+    t = Table(title="sweep %s: %s%s" % (title, counts, "\n" + progress if progress else ""))
     for col in ("run", "state", "env steps", "return", "wall s"):
         t.add_column(col, justify="left" if col in ("run", "state") else "right")
     for r in rows:

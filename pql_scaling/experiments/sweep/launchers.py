@@ -235,7 +235,7 @@ def launch(spec, launcher=None, retry=None, dry_run=False, live="off"):
         return [_row(r) for r in runs]
     os.makedirs(spec.out, exist_ok=True)
     todo = [r for r in runs if run_state(r.path, probe=False)[0] != "completed"]
-    board = Board(spec, runs, live)
+    board = Board(spec, runs, live, todo=len(todo))
     try:
         board.write()
         board.note(
