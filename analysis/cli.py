@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .config import DEFAULTS
+from .config import DEFAULTS, FORMATS
 from .errors import AnalysisInputError
 from .recommend import recommend, recommend_line
 
@@ -19,8 +19,13 @@ def _analyze_parser():
         help="YAML with inputs, format, max_returns, thresholds, sweep_threshold, "
         "model_size, delta, holdout_top_k, bootstrap, hparam_fits, out",
     )
-    p.add_argument("inputs", nargs="*", help="run directories, qscaled folders or wandb://entity/project")
-    p.add_argument("--format", choices=["auto", "runs", "qscaled", "wandb", "model_scaling", "bro_ablations"])
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        help="run directories, qscaled folders, wandb://entity/project, tables (format: table) or "
+        "TensorBoard log folders (format: tensorboard)",
+    )
+    p.add_argument("--format", choices=list(FORMATS))
     p.add_argument("--out")
     p.add_argument("--bootstrap", type=int)
     p.add_argument("--sweep-threshold", type=float, dest="sweep_threshold")
@@ -104,7 +109,7 @@ def analyze_main(argv):
     from . import pipeline, report
 
     try:
-        result = pipeline.run_analysis(cfg)
+        result = pipeline.run_analysis(cfg, echo=print)
     except AnalysisInputError as e:
         print(f"pql-scale analyze: {e}", file=sys.stderr)
         return 2

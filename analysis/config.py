@@ -36,8 +36,11 @@ DEFAULTS = {
     "min_returns": {},
     "returns": "auto",
     "budget": "flops",
+    # bring your own logs (config.TABLE_DEFAULTS, config.TENSORBOARD_DEFAULTS): how columns / tags map on runs
+    "table": None,
+    "tensorboard": None,
 }
-FORMATS = ("auto", "runs", "qscaled", "wandb", "model_scaling", "bro_ablations")
+FORMATS = ("auto", "runs", "qscaled", "wandb", "table", "tensorboard", "model_scaling", "bro_ablations")
 R5_FORMATS = ("model_scaling", "bro_ablations")
 EXCLUDE_AXES = ("width", "size", "sigma", "batch_size")
 RETURNS = ("auto", "eval", "train")  # auto: the deterministic-policy eval return when every run logs it
@@ -92,6 +95,147 @@ def check_types(cfg):
         )
     if not isinstance(cfg["plots"], bool):
         raise AnalysisInputError(f"config key `plots` must be true or false, got {cfg['plots']!r}")
+    check_log_specs(cfg)
+
+
+# ------------------------------------------------------------------------------- bring your own logs
+# `table:` (format: table): which columns of a tidy CSV / Parquet identify a run, its task, seed, step, return
+TABLE_DEFAULTS = {
+    "run": None,  # column or list of columns whose values together identify one run (required)
+    "task": None,  # column (required)
+    "seed": None,  # column; without it the runs of one configuration are numbered 0, 1, ...
+    "step": None,  # column of env steps; or
+    "steps_per_row": None,  # env steps between a run's consecutive rows
+    "value": None,  # column of the return (required)
+    "where": {},  # {column: value or [values]}: keep only these rows (e.g. {metric: avg_return})
+    "params": {},  # {name: column} or {name: {column: c, map: {value: number}}} or {name: {value: v}}
+    "grad_steps": None,  # optional columns: critic updates (default sigma * env steps), FLOPs, wall time
+    "flops": None,
+    "wall_time_s": None,
+}
+# a run parameter's name (`table.params`, TensorBoard hparams) -> the tidy table's column (load/table.py)
+TABLE_PARAMS = {
+    "utd": "sigma",
+    "sigma": "sigma",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "learning_rate": "lr",
+    "critic_lr": "lr",
+    "model_size": "model_size",
+    "critic_params": "model_size",
+    "experts": "experts",
+    "num_envs": "num_envs",
+    "r_max": "r_max",
+    "algo": "algo",
+}
+TEXT_PARAMS = ("algo",)  # every other parameter is a number
+# `tensorboard:` (format: tensorboard): which tags hold the return and the env step, where parameters come from
+TENSORBOARD_DEFAULTS = {
+    "scalar": None,  # the return's scalar tag (required), e.g. charts/episodic_return
+    "step": None,  # a scalar tag holding env steps, joined on the event step; default: the event step
+    "pattern": None,  # parameters from the run's path, e.g. utd_{utd}/bs_{batch_size}/seed_{seed}
+    "task": None,  # the task when neither the hparams nor the pattern name it
+    "params": {},  # constants for every run, e.g. {model_size: 1.5e5}
+}
+
+
+def _spec(cfg, key, defaults):
+    """The `key:` mapping over its defaults, unknown keys named with a did-you-mean."""
+    spec = cfg[key]
+    if not isinstance(spec, dict):
+        raise AnalysisInputError(
+            f"config key `{key}` must be a mapping ({', '.join(defaults)}), got {spec!r}"
+        )
+    unknown = sorted(set(spec) - set(defaults))
+    if unknown:
+        hint = did_you_mean(unknown[0], defaults)
+        raise AnalysisInputError(f"unknown key(s) {unknown} under `{key}`{hint}; known: {sorted(defaults)}")
+    return {**defaults, **{k: v for k, v in spec.items() if v is not None}}
+
+
+def _param_names(key, params, allowed):
+    if not isinstance(params, dict):
+        raise AnalysisInputError(f"`{key}.params` must map a parameter name to its source, got {params!r}")
+    bad = sorted(set(params) - set(allowed))
+    if bad:
+        hint = did_you_mean(bad[0], allowed)
+        raise AnalysisInputError(
+            f"`{key}.params`: unknown parameter(s) {bad}{hint}; known: {sorted(allowed)}"
+        )
+
+
+def check_table(cfg):
+    """`table:` checked: required columns named, each param a column, a mapped column or a constant."""
+    t = _spec(cfg, "table", TABLE_DEFAULTS)
+    t["run"] = [t["run"]] if isinstance(t["run"], str) else t["run"]
+    if not t["run"] or not isinstance(t["run"], list) or not all(isinstance(c, str) for c in t["run"]):
+        raise AnalysisInputError(
+            "`table.run` must name the column(s) that identify a run, e.g. [exp_name, seed]"
+        )
+    for k in ("task", "value"):
+        if not isinstance(t[k], str):
+            raise AnalysisInputError(f"`table.{k}` must name a column, got {t[k]!r}")
+    if (t["step"] is None) == (t["steps_per_row"] is None):
+        raise AnalysisInputError("give one of `table.step` (the env-step column) or `table.steps_per_row`")
+    if t["steps_per_row"] is not None and not number(t, "steps_per_row") > 0:
+        raise AnalysisInputError(f"`table.steps_per_row` must be > 0, got {t['steps_per_row']!r}")
+    if not isinstance(t["where"], dict):
+        raise AnalysisInputError(f"`table.where` must map column -> value(s), got {t['where']!r}")
+    _param_names("table", t["params"], TABLE_PARAMS)
+    for name, p in t["params"].items():
+        ok = isinstance(p, str) or (
+            isinstance(p, dict)
+            and set(p) <= {"column", "map", "value"}
+            and (("column" in p) != ("value" in p))
+            and isinstance(p.get("map", {}), dict)
+            and ("map" not in p or "column" in p)
+        )
+        if not ok:
+            raise AnalysisInputError(
+                f"`table.params.{name}` must be a column name, {{column: c, map: {{value: {name}}}}} "
+                f"or {{value: constant}}, got {p!r}"
+            )
+    if not {"utd", "sigma"} & set(t["params"]):
+        raise AnalysisInputError(
+            "`table.params` needs `utd`: the UTD (critic updates per env step) of each run, e.g. "
+            "utd: {column: exp_name, map: {utd1: 1.0, utd4: 4.0}} or utd: {value: 1.0}"
+        )
+    return t
+
+
+def check_tensorboard(cfg):
+    """`tensorboard:` checked: the return's tag named, the pattern's fields known parameters."""
+    t = _spec(cfg, "tensorboard", TENSORBOARD_DEFAULTS)
+    if not isinstance(t["scalar"], str):
+        raise AnalysisInputError(
+            "`tensorboard.scalar` must name the return's scalar tag (e.g. charts/episodic_return)"
+        )
+    for k in ("step", "pattern", "task"):
+        if t[k] is not None and not isinstance(t[k], str):
+            raise AnalysisInputError(f"`tensorboard.{k}` must be a string, got {t[k]!r}")
+    allowed = {**TABLE_PARAMS, "task": "task", "seed": "seed"}
+    _param_names("tensorboard", t["params"], allowed)
+    if t["pattern"]:
+        import string
+
+        fields = [f for _, f, _, _ in string.Formatter().parse(t["pattern"]) if f]
+        _param_names("tensorboard", {f: 0 for f in fields}, allowed)
+    return t
+
+
+def check_log_specs(cfg):
+    """`table:` / `tensorboard:` go with their format (format: auto takes the one given)."""
+    for key, check in (("table", check_table), ("tensorboard", check_tensorboard)):
+        if cfg[key] is None:
+            if cfg["format"] == key:
+                keys = ", ".join(TABLE_DEFAULTS if key == "table" else TENSORBOARD_DEFAULTS)
+                raise AnalysisInputError(f"format: {key} needs a `{key}:` mapping ({keys})")
+            continue
+        if cfg["format"] == "auto":
+            cfg["format"] = key
+        if cfg["format"] != key:
+            raise AnalysisInputError(f"`{key}:` is given but format is {cfg['format']!r}: set format: {key}")
+        cfg[key] = check(cfg)
 
 
 def is_r5(cfg):
