@@ -8,6 +8,8 @@ from setuptools import find_packages, setup
 
 extras = {
     "wandb": ["wandb>=0.15"],
+    # `analyze` on other trainers' logs: TensorBoard's event reader (format: tensorboard), Parquet (format: table)
+    "logs": ["tensorboard>=2.10", "pyarrow>=10"],
     # scipy >= 1.12 for optimize.isotonic_regression; scikit-learn is only the tests' reference
     "analysis": ["numpy", "scipy>=1.12", "pandas>=1.3", "matplotlib>=3.5", "threadpoolctl>=3"],
     "mujoco": ["mujoco>=3.3", "gymnasium[mujoco]>=1.0"],  # the Rollout class with a persistent thread pool
@@ -19,6 +21,7 @@ extras["dev"] = sorted(
     set(
         extras["wandb"]
         + extras["analysis"]
+        + extras["logs"]
         + extras["ray"]
         + extras["slurm"]
         + [
