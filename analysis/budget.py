@@ -117,6 +117,11 @@ def _budget_stage(cfg, st, J, n_params, fps, n_boot, fits):
             "points": opts,
             "n_train": bf["n_train"],
         }
+        if bf["poorly_conditioned"]:
+            fits["notes"].append(
+                "budget fit poorly conditioned (numpy's polyfit): its optima span F = %.3g ... %.3g; add "
+                "thresholds or UTDs whose optima differ in budget" % (min(bf["F"]), max(bf["F"]))
+            )
     except AnalysisInputError as e:
         fits["budget"] = {"error": str(e)}
         fits["notes"].append(f"budget fit skipped: {e}")

@@ -317,3 +317,17 @@ def test_flops_per_sample_skips_the_log_points_before_the_first_update():
         assert wallclock.flops_per_sample(c).tolist() == [1000.0]
         with pytest.raises(RuntimeWarning):  # what the division did before
             c["flops"] / (c["grad_steps"] * c["batch_size"])
+
+
+def test_a_degenerate_budget_fit_is_explained_without_numpys_rank_warning():
+    pytest.importorskip("scipy")
+    import warnings
+
+    from pql_scaling.analysis import fit
+    from pql_scaling.analysis.errors import AnalysisInputError
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(AnalysisInputError, match="budget fit is degenerate"):
+            fit.budget_fit([1e10, 1e10 * (1 + 1e-12), 2e10], [0.5, 0.01, 0.3], holdout_top_k=1)
+        assert not fit.budget_fit([1e10, 1e11, 1e12], [0.1, 0.2, 0.4], holdout_top_k=0)["poorly_conditioned"]

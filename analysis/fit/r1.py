@@ -9,6 +9,8 @@ import numpy as np
 from ..errors import AnalysisInputError
 from .powerlaw import fit_power_law, fit_power_law_batch, power_law
 
+RANK_WARNING = getattr(np, "exceptions", np).RankWarning  # numpy < 1.25 keeps it at the top level
+
 
 def best_hparams(table, point, boot, no_crossing="first"):
     """R1's bootstrap-corrected best batch size and learning rate (docs/science.md 2.8).
@@ -199,7 +201,10 @@ def budget_fit(F, sigma_star, holdout_top_k=2):
     if len(F) - k < 2:
         raise AnalysisInputError(f"budget fit needs >= 2 budgets left after holding out {k}; have {len(F)}")
     train = slice(0, len(F) - k)
-    s, c = np.polyfit(np.log10(F[train]), np.log10(ss[train]), 1)
+    # a poorly conditioned fit is a result (flagged below), not a warning on the user's console
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RANK_WARNING)
+        s, c = np.polyfit(np.log10(F[train]), np.log10(ss[train]), 1)
     if not (np.isfinite(s) and np.isfinite(c) and abs(c) < 300):  # 10**c would overflow a float
         raise AnalysisInputError(
             f"budget fit is degenerate (slope {s:.3g}, log10 coefficient {c:.3g}): the "
@@ -218,4 +223,5 @@ def budget_fit(F, sigma_star, holdout_top_k=2):
         "F": F.tolist(),
         "sigma_star": ss.tolist(),
         "n_train": len(F) - k,
+        "poorly_conditioned": any(issubclass(w.category, RANK_WARNING) for w in caught),
     }
