@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import config, fit, hparams, load, modelsize, r5mode, rules
+from . import aggregate, config, fit, hparams, load, modelsize, r5mode, rules
 from .budget import _budget_stage, _compute_stage, _pareto_stage, _wall_clock_stage
 from .config import DEFAULTS  # noqa: F401  (pipeline.DEFAULTS: the keys and their defaults)
 from .errors import AnalysisInputError  # noqa: F401  (raised by every stage)
@@ -45,6 +45,8 @@ def _r1_analysis(cfg, api, echo=None):
     chosen, multi_size, st = _choose_stage(cfg, inp.curves, rl, fits)
     pt = _crossings_stage(st, J, n_boot, rng, fits)
     _dj_fits_stage(st, J, n_boot, fits)
+    # across tasks and seeds: IQM, mean, profiles, P(improvement) of each UTD (Agarwal et al. 2021)
+    fits["aggregates"] = aggregate.compare(st.chosen, "sigma", seed=cfg["seed"])
     n_params, fps, csrc, bsrc = _compute_stage(cfg, st, rl, fits)
     if cfg["budget"] == "wall_clock" or delta_measured:
         _wall_clock_stage(cfg, inp.full_table, st, pt, J, delta_measured, fits)

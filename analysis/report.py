@@ -111,6 +111,10 @@ def tables(res):
     if "points" in res.get("budget", {}):
         t["budget"] = pd.DataFrame(res["budget"]["points"])
     t["pareto"] = pd.DataFrame(res["pareto"])
+    if res.get("aggregates"):
+        from .aggregate import table
+
+        t["aggregates"] = table(res["aggregates"])
     return t
 
 
@@ -183,6 +187,11 @@ def write_outputs(result, out, plots=True):
             spec.append(("intrinsic.png", P.intrinsic, "Model size: R5 surface and R2 intrinsic performance"))
         if res.get("surface_table"):
             spec.append(("surface.png", P.surface, "R5 surface against the measured cells"))
+        if res.get("aggregates"):
+            from .aggregate_plots import aggregates
+
+            title = "Across tasks and seeds: IQM, mean, performance profiles, probability of improvement"
+            spec.append(("aggregates.png", aggregates, title))
         for fn, f, title in spec:
             f(res, state, os.path.join(out, fn))
             figs.append((fn, title))
@@ -215,6 +224,7 @@ def _report(res, out, mds, figs):
         ("learning_curves.png", None),
         ("hparams.png", "hparam_rules"),
         ("data_efficiency.png", "data_efficiency"),
+        ("aggregates.png", "aggregates"),
         ("pareto.png", None),
         ("budget.png", "budget"),
         ("intrinsic.png", None),
@@ -225,6 +235,8 @@ def _report(res, out, mds, figs):
             L += [f"## {figs[fn]}", "", f"![{fn}]({fn})", ""]
         if tab and tab in mds:
             L += [mds[tab], ""]
+        if tab == "aggregates" and tab in mds:
+            L += [f"{res['aggregates']['note']}; {res['aggregates']['reps']} resamples.", ""]
         if fn == "budget.png" and "sigma_star" in res.get("budget", {}):
             b = res["budget"]
             ss = b["sigma_star"]

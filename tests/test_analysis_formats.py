@@ -324,3 +324,20 @@ def test_cli_prints_what_each_input_held(gym_tables, tmp_path, capsys):
     assert cli.analyze_main(["--config", str(tmp_path / "a.yaml"), "--no-plots"]) == 0
     out = capsys.readouterr().out
     assert f"input {csv} (table): " in out and "4 task(s)" in out and "utd: " in out
+
+
+def test_report_compares_utds_across_tasks(tb_and_runs, tmp_path):
+    """analyze's report: the aggregate measures of each UTD across tasks and seeds, table and figure."""
+    from pql_scaling.analysis import report
+
+    cfg = {"max_returns": {"A": R_MAX, "B": R_MAX}, "bootstrap": 0, "inputs": [str(tb_and_runs / "runs")]}
+    res = pipeline.run_analysis(cfg)
+    agg = res.fits["aggregates"]
+    assert agg["tasks"] == ["A", "B"] and [r["sigma"] for r in agg["rows"]] == SIGMAS
+    # a higher UTD learns faster here (D falls with sigma): at the shared budget it scores higher
+    assert agg["rows"][-1]["IQM"] > agg["rows"][0]["IQM"] and agg["rows"][-1]["P_improve_vs_first"] > 0.9
+    report.write_outputs(res, str(tmp_path / "out"), plots=True)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Across tasks and seeds" in md and "![aggregates.png](aggregates.png)" in md
+    assert (tmp_path / "out" / "aggregates.png").stat().st_size > 1000
+    assert "stratified-bootstrap" in md and "P_improve_vs_first" in md
