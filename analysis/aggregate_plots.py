@@ -10,7 +10,9 @@ def _interval(ax, rows, name, y, color, label):
     """Point estimates with their 95% intervals as horizontal error bars (visible when an interval is 0 wide)."""
     p = np.array([r[name] for r in rows])
     ci = np.array([r[name + "_ci95"] for r in rows])
-    ax.errorbar(p, y, xerr=[p - ci[:, 0], ci[:, 1] - p], fmt="o", color=color, ms=4, capsize=3, label=label)
+    # a percentile interval need not contain the point (a skewed bootstrap): clip, matplotlib refuses < 0
+    err = np.clip([p - ci[:, 0], ci[:, 1] - p], 0, None)
+    ax.errorbar(p, y, xerr=err, fmt="o", color=color, ms=4, capsize=3, label=label)
 
 
 def aggregates(res, state, path):

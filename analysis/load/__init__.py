@@ -117,11 +117,13 @@ def describe(t):
     for col in ("sigma", "batch_size", "lr", "model_size"):
         v = pd.unique(t[col].to_numpy(float))
         params[col] = sorted(float(x) for x in v if np.isfinite(x))
-    runs = t[["task", "seed", "sigma", "batch_size", "lr", "model_size"]].drop_duplicates()
+    # a run is one (run, seed): the qscaled layout holds every seed of a configuration in one file
+    run, _ = pd.factorize(t["run"])
+    seed, seeds = pd.factorize(t["seed"])
     return {
-        "runs": int(len(runs)),
+        "runs": int(pd.unique(run.astype(np.int64) * (len(seeds) + 1) + seed).size),
         "tasks": sorted(map(str, pd.unique(t["task"]))),
-        "seeds": int(pd.unique(t["seed"]).size),
+        "seeds": int(len(seeds)),
         "params": params,
         "rows": int(len(t)),
     }

@@ -69,9 +69,9 @@ def curves(table):
     (a null return means no episode ended yet), then cut to the range every seed has reached."""
     out = []
     keys = CONFIG_KEYS
-    t = table.copy()
-    for k in ("model_size", "batch_size", "lr"):
-        t[k] = t[k].fillna(-1.0)  # groupby drops NaN keys
+    # groupby drops NaN keys: -1 stands for unknown. assign, not copy(): a deep copy of a 10^7-row table
+    # was the analysis's peak memory (1.3 GB more; benchmarks/analysis_10k.py)
+    t = table.assign(**{k: table[k].fillna(-1.0) for k in ("model_size", "batch_size", "lr")})
     cols = ("seed", "env_steps", "return", "grad_steps", "flops", "wall_time_s", "r_max", "num_envs")
     arrays = {c: t[c].to_numpy() for c in cols}
     for key, ix in t.groupby(keys, sort=True, dropna=False).indices.items():
