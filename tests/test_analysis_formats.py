@@ -341,3 +341,14 @@ def test_report_compares_utds_across_tasks(tb_and_runs, tmp_path):
     assert "## Across tasks and seeds" in md and "![aggregates.png](aggregates.png)" in md
     assert (tmp_path / "out" / "aggregates.png").stat().st_size > 1000
     assert "stratified-bootstrap" in md and "P_improve_vs_first" in md
+
+
+def test_readme_examples_are_valid_configs():
+    """README's "Bring your own logs" examples pass the config checks (the docs cannot drift from the keys)."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "README.md")) as fh:
+        text = fh.read()
+    section = text.split("### Bring your own logs", 1)[1].split("\n### ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    assert len(blocks) == 3
+    formats = [config.with_defaults(yaml.safe_load(b))["format"] for b in blocks]
+    assert formats == ["table", "tensorboard", "wandb"]
