@@ -164,7 +164,7 @@ def _r5_inputs(cfg, api=None):
         elif fmt == "bro_ablations":
             out += load.load_bro_ablations(src)
         else:  # our runs (or qscaled / W&B): curves of the tidy table, widths from run.json
-            table, sk = load.load([src], fmt, api=api)
+            table, sk = load.load([src], fmt, api=api, table=cfg["table"], tensorboard=cfg["tensorboard"])
             skipped += sk
             cs = load.curves(table)
             widths = load.run_widths(src) if fmt in ("auto", "runs") and os.path.isdir(src) else {}
