@@ -161,3 +161,15 @@ def table(agg):
             for r in agg["rows"]
         ]
     )
+
+
+def report_lines(agg, figure=None, title="Configurations compared across tasks and seeds"):
+    """Markdown lines of compare()'s result for a report (the study's; analyze's writes its table as a file):
+    a heading, the figure, the table and how the scores were taken. [] when nothing was compared."""
+    if not agg:
+        return []
+    t = table(agg)
+    L = [f"## {title} (Agarwal et al. 2021)", ""] + ([f"![]({figure})", ""] if figure else [])
+    L += ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+    L += ["| " + " | ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in r) + " |" for r in t.values]
+    return L + ["", f"{agg['note']}; {agg['reps']} resamples; tasks: {', '.join(agg['tasks'])}.", ""]

@@ -1,5 +1,6 @@
 """The study's report.md (`pql-scale study`): its rules, laws, prediction, grade and recommendation."""
 
+from pql_scaling.analysis.aggregate import report_lines
 from pql_scaling.analysis.report import _ci, wall_clock_section
 
 
@@ -36,6 +37,9 @@ def study_report(
         "",
     ]
     L += _study_laws(grid_fits, fitted_fits)
+    L += report_lines(
+        fitted_fits.get("aggregates"), "fitted_analysis/aggregates.png", "UTDs of the fitted stage"
+    )
     L += _study_validation(pred, g, recommendation)
     L += ["", "## Time", ""] + ["- %s: %.0f s" % kv for kv in timings.items()] + [""]
     with open(path, "w") as f:

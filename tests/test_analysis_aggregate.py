@@ -82,3 +82,15 @@ def test_compare_configurations_at_a_shared_budget():
     assert (
         A.compare([c for c in curves if c["sigma"] == 1.0]) is None
     )  # one configuration: nothing to compare
+
+
+def test_report_lines_for_the_study_report():
+    rng = np.random.default_rng(0)
+    agg = A.compare([_curve("a", s, 300 + 100 * s, rng=rng) for s in (1.0, 2.0)], reps=100)
+    md = "\n".join(A.report_lines(agg, "fitted_analysis/aggregates.png", "UTDs of the fitted stage"))
+    assert (
+        "## UTDs of the fitted stage (Agarwal et al. 2021)" in md
+        and "![](fitted_analysis/aggregates.png)" in md
+    )
+    assert "| sigma | runs | IQM |" in md and md.count("\n| 1 |") + md.count("\n| 2 |") == 2
+    assert A.report_lines(None) == []
