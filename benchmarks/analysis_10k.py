@@ -28,8 +28,9 @@ R_MAX = 1000.0
 
 
 def generate(path, seeds, points, rng_seed=0):
-    """One Parquet file: a row per (run, log point). Time to threshold follows D(sigma) = D_min (1 + (2/sigma)^0.8)
-    slowed away from the best batch size / lr (which fall with sigma as in R1), plus seed noise."""
+    """One Parquet file (or CSV, by the path's suffix): a row per (run, log point). Time to threshold follows
+    D(sigma) = D_min (1 + (2/sigma)^0.8), slowed away from the best batch size / lr (which fall with sigma as in
+    R1), plus seed noise."""
     import numpy as np
     import pandas as pd
 
@@ -57,7 +58,13 @@ def generate(path, seeds, points, rng_seed=0):
             "avg_return": ret.ravel(),
         }
     )
-    df.to_parquet(path, index=False)
+    if path.endswith(".csv"):  # pyarrow's writer: pandas' to_csv takes minutes for 10^7 rows
+        import pyarrow as pa
+        import pyarrow.csv
+
+        pyarrow.csv.write_csv(pa.Table.from_pandas(df, preserve_index=False), path)
+    else:
+        df.to_parquet(path, index=False)
     return n, len(df)
 
 
@@ -128,13 +135,14 @@ def main():
     p.add_argument("--points", type=int, default=1000)
     p.add_argument("--bootstrap", type=int, default=100)
     p.add_argument("--profile", action="store_true", help="cProfile the analysis (to stderr)")
+    p.add_argument("--csv", action="store_true", help="the table as one CSV file instead of Parquet")
     p.add_argument("--child", nargs=2, metavar=("TABLE", "OUT"), help=argparse.SUPPRESS)
-    p.add_argument("--json", default=os.path.join(HERE, "results", "analysis_10k.json"))
+    p.add_argument("--json", default=None, help="default: results/analysis_10k.json (_csv.json with --csv)")
     a = p.parse_args()
     if a.child:
         return analyse(*a.child, a.bootstrap, a.profile)
     tmp = tempfile.mkdtemp(prefix="pql_10k_")
-    path = os.path.join(tmp, "runs.parquet")
+    path = os.path.join(tmp, "runs.csv" if a.csv else "runs.parquet")
     t = time.perf_counter()
     runs, rows = generate(path, a.runs_per_config, a.points)
     print(
@@ -150,7 +158,9 @@ def main():
     load_after = os.getloadavg()
     payload = {
         "what": "format: table end to end on a generated table (load, smooth, crossings, bootstrap, fits, plots)",
+        "format": "csv" if a.csv else "parquet",
         "command": "python benchmarks/analysis_10k.py"
+        + (" --csv" if a.csv else "")
         + (f" --runs-per-config {a.runs_per_config}" if a.runs_per_config != 10 else ""),
         "runs": runs,
         "rows": rows,
@@ -167,7 +177,8 @@ def main():
     if a.runs_per_config == 10 and a.points == 1000 and a.bootstrap == 100 and not a.profile:
         from benchmarks.common import save
 
-        save(a.json, payload)
+        name = "analysis_10k_csv.json" if a.csv else "analysis_10k.json"
+        save(a.json or os.path.join(HERE, "results", name), payload)
 
 
 if __name__ == "__main__":
