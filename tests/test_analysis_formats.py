@@ -352,3 +352,16 @@ def test_readme_examples_are_valid_configs():
     assert len(blocks) == 3
     formats = [config.with_defaults(yaml.safe_load(b))["format"] for b in blocks]
     assert formats == ["table", "tensorboard", "wandb"]
+
+
+def test_table_the_same_run_in_two_files_is_an_error(tmp_path):
+    path, cfg = _tiny(tmp_path)
+    os.makedirs(tmp_path / "two")
+    for name in ("x.csv", "y.csv"):  # the same runs twice: pooled silently, they would double the seeds
+        pd.read_csv(path).to_csv(tmp_path / "two" / name, index=False)
+    with pytest.raises(
+        AnalysisInputError, match=r"x\.csv', '.*y\.csv'\] have the same task, parameters and seed"
+    ):
+        load.load_table([str(tmp_path / "two")], config.check_table(cfg))
+    t, _ = load.load_table([str(tmp_path / "two" / "x.csv")], config.check_table(cfg))
+    assert len(t) == 4

@@ -244,7 +244,7 @@ def number_seeds(runs, where):
 
 
 def load_file(path, spec):
-    """One file -> the tidy table's columns (rows in file order)."""
+    """One file -> (the tidy table's columns in file order, one row per run: its configuration and seed)."""
     f = _File(path, needed_columns(spec))
     for col, vals in spec["where"].items():
         vals = vals if isinstance(vals, (list, tuple)) else [vals]
@@ -257,6 +257,7 @@ def load_file(path, spec):
     steps = _steps(f, spec, runs)
     _check_duplicates(f, runs, steps)
     per_run = _run_table(f, spec, runs)
+    keys = per_run[CONFIG_KEYS + ["seed", "run"]].assign(file=path)
     # text as categoricals: 1-2 bytes a row, not an 8-byte pointer (10^7 rows); sorted categories, so that
     # groupby orders them as it orders strings
     cats = {c: pd.Categorical(per_run.pop(c).astype(str)) for c in ("task", "algo", "run")}
@@ -269,12 +270,25 @@ def load_file(path, spec):
         out[k] = f.numeric(f.df[spec[k]], f"table.{k} (column {spec[k]!r})") if spec[k] else np.nan
     if not spec["grad_steps"]:  # as the qscaled layout: critic updates = sigma * env steps
         out["grad_steps"] = out["env_steps"] * out["sigma"]
-    return out
+    return out, keys
 
 
 def load_table(inputs, spec):
     """Every file of the inputs through the `table:` mapping `spec` (checked by config.check_table).
     Returns (tidy table, skipped)."""
-    parts = [load_file(p, spec) for p in table_files(inputs)]
-    t = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-    return frame(t[COLUMNS]), []
+    parts, keys = zip(*[load_file(p, spec) for p in table_files(inputs)])
+    if len(parts) == 1:
+        return frame(parts[0][COLUMNS]), []
+    # each file's runs are distinct (load_file); across files, one configuration and seed twice would be pooled
+    # as one run's curve
+    k = pd.concat(keys, ignore_index=True)
+    dup = k.fillna({"batch_size": -1.0, "lr": -1.0, "model_size": -1.0}).duplicated(
+        CONFIG_KEYS + ["seed"], keep=False
+    )
+    if dup.any():
+        two = k[dup.to_numpy()].sort_values(CONFIG_KEYS + ["seed"], kind="stable").head(2)  # one clash
+        raise AnalysisInputError(
+            f"runs {two.run.tolist()} in {two.file.tolist()} have the same task, parameters and seed: add the "
+            "column that separates them to `table.params`, or analyse the files one at a time"
+        )
+    return frame(pd.concat(parts, ignore_index=True)[COLUMNS]), []
