@@ -110,9 +110,9 @@ def _run_params(rel, hp, spec, rx):
     }
 
 
-def _run_frame(d, rel, acc, hp, spec, rx):
-    ret = _series(acc, spec["scalar"])
-    steps, wall, vals = ret
+def _run_frame(d, rel, acc, hp, spec, rx, skipped):
+    """(the run's parameters as a tidy-table row, its log points); points it had to drop are said in `skipped`."""
+    steps, wall, vals = _series(acc, spec["scalar"])
     if spec["step"]:  # env steps logged as their own tag: joined on the event step
         env = _series(acc, spec["step"])
         if env is None:
@@ -121,6 +121,10 @@ def _run_frame(d, rel, acc, hp, spec, rx):
             )
         ix = pd.Index(env[0]).get_indexer(steps)
         keep = ix >= 0
+        if not keep.all():
+            skipped.append(
+                (d, f"{int((~keep).sum())} return point(s) with no {spec['step']!r} at their step")
+            )
         steps, wall, vals = env[2][ix[keep]], wall[keep], vals[keep]
     p = _run_params(rel, hp, spec, rx)
     row = {**RUN_DEFAULTS, "sigma": np.nan, "batch_size": np.nan, "lr": np.nan, "model_size": np.nan}
@@ -165,9 +169,8 @@ def load_tensorboard(root, spec):
             if sub.startswith(d + os.sep) and sub not in runs:
                 hp = {**_hparams(accs[sub]), **hp}
         rel = os.path.relpath(d, root).replace(os.sep, "/")
-        row, df = _run_frame(
-            d, rel if rel != "." else os.path.basename(os.path.abspath(d)), accs[d], hp, spec, rx
-        )
+        rel = rel if rel != "." else os.path.basename(os.path.abspath(d))
+        row, df = _run_frame(d, rel, accs[d], hp, spec, rx, skipped)
         rows.append(row)
         parts.append(df)
     meta = number_seeds(pd.DataFrame(rows), root)
