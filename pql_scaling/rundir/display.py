@@ -96,13 +96,6 @@ class Display:
                 self.printed_at = now
                 print("[%s] %s" % (self.title, self.line()), flush=True)
 
-    def print(self, text: str) -> None:
-        """A message above the bar (or a plain line); nothing when off."""
-        if self.progress is not None:
-            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
-        elif self.mode != "off":
-            print(text, flush=True)
-
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
