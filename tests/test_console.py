@@ -241,20 +241,25 @@ def screen(text):
     return [x.rstrip() for x in lines]
 
 
-@pytest.mark.parametrize("mode", ["sync", "trio"])
-def test_a_short_run_on_a_terminal(tmp_path, mode):
+@pytest.mark.parametrize("mode, cols", [("sync", 80), ("trio", 200)])
+def test_a_short_run_on_a_terminal(tmp_path, mode, cols):
     run_dir = str(tmp_path / mode)
     cmd = [sys.executable, "-m", "pql_scaling.cli", "train", "task=pendulum", "mode=" + mode, "num_envs=8"]
     cmd += ["max_env_steps=3200", "log.every_steps=25", "threads=1", "run_dir=" + run_dir]
-    code, out = run_in_pty(cmd)
+    code, out = run_in_pty(cmd, cols=cols)
     shown = screen(out)
     assert code == 0, "\n".join(shown)
-    bars = [x for x in shown if "━" in x]  # the bar's glyphs
+    bars = [i for i, x in enumerate(shown) if "━" in x]  # the bar's glyphs
     assert bars, "\n".join(shown)
-    for x in bars:  # log messages printed above the bar, never inside its line
-        assert "INFO" not in x and "trio:" not in x and "start-up took" not in x, x
+    for i in bars:  # log messages printed above the bar, never inside its line
+        assert "INFO" not in shown[i] and "trio:" not in shown[i] and "start-up took" not in shown[i], shown[
+            i
+        ]
     assert any("start-up took" in x for x in shown)  # ... but printed
-    assert re.search(r"\d+/3200 env steps  return -[0-9.]+( \(\S+ ago\))?  best -[0-9.]+", bars[-1]), bars[-1]
+    # the last bar, its fields wrapped onto a second line on a narrow terminal, none cut off
+    last = re.sub(r"\s+", " ", " ".join(shown[bars[-1] : bars[-1] + 2]))
+    assert re.search(r"\d+/3200 env steps return -[0-9.]+( \(\S+ ago\))? best -[0-9.]+", last), last
+    assert re.search(r"elapsed, \d+:\d\d left", last), last
     if mode == "trio":
         assert any(x.startswith("INFO: trio: v_learner is pid") for x in shown), "\n".join(shown)
     text = "\n".join(shown)

@@ -65,12 +65,14 @@ class Display:
     def _start_rich(self, total_steps: Optional[int], title: str) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn
+        from rich.table import Column
 
         self.console = Console(file=sys.stdout)
+        narrow = self.console.width < 120  # the line wraps beside a shorter bar rather than losing its end
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(bar_width=20),
-            TextColumn("{task.fields[line]}", markup=False),
+            TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True, min_width=len(title))),
+            BarColumn(bar_width=10 if narrow else 20),
+            TextColumn("{task.fields[line]}", markup=False, table_column=Column(ratio=1, overflow="fold")),
             console=self.console,
             refresh_per_second=4,
         )
