@@ -14,7 +14,7 @@ import re
 
 import torch
 
-from pql_scaling.rundir.disk import BadCheckpoint, log, pack, read_checkpoint, write_atomic
+from pql_scaling.rundir.disk import BadCheckpoint, UnsafeCheckpoint, log, pack, read_checkpoint, write_atomic
 
 NAME = re.compile(r"^seg-(\d+)-(\d+)\.pt$")
 
@@ -113,6 +113,8 @@ class ReplayStore:
                 for k, v in data.items():
                     replay.data[k].index_copy_(0, idx, v[a - start : b - start].to(replay.device))
                 covered = max(covered, b)
+        except UnsafeCheckpoint:
+            raise  # tampered with: the resume stops, as for the checkpoint itself
         except BadCheckpoint as e:
             log.error("%s", e)
         if covered < rows:

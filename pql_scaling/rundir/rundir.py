@@ -33,6 +33,7 @@ from pql_scaling.rundir.disk import (
     CKPT_FORMAT,
     BadCheckpoint,
     DiskFull,
+    UnsafeCheckpoint,
     disk_error,
     log,
     pack,
@@ -254,6 +255,8 @@ class RunDir:
                 continue
             try:
                 state = read_checkpoint(path, map_location)
+            except UnsafeCheckpoint:
+                raise  # tampered with: no fallback to the other one
             except BadCheckpoint as e:
                 log.error("%s", e)
                 bad.append(str(e))

@@ -3,6 +3,7 @@
 
 import threading
 import time
+from fractions import Fraction
 from typing import Any, Callable, Dict, Optional
 
 import torch
@@ -102,7 +103,11 @@ class Checkpointer:
             "p_learner": r.p_learner.state_dict(),
             "norm": r.norm.state_dict(),
             "actor": r.actor.state_dict(),
-            "counters": dict(self.counters),
+            # weights-only loading takes plain types: the owed-update Fractions go as (numerator, denominator)
+            "counters": {k: v for k, v in self.counters.items() if not isinstance(v, Fraction)},
+            "fractions": {
+                k: [v.numerator, v.denominator] for k, v in self.counters.items() if isinstance(v, Fraction)
+            },
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -133,6 +138,7 @@ class Checkpointer:
         r.actor.load_state_dict(s["actor"], episodes=env_restored)
         self.counters.clear()  # the Session's dict, refilled in place: its parts hold it
         self.counters.update(s["counters"])
+        self.counters.update({k: Fraction(n, d) for k, (n, d) in s["fractions"].items()})
         torch.set_rng_state(s["rng"]["torch"])
         if s["rng"]["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(s["rng"]["cuda"])

@@ -174,7 +174,7 @@ class Trio(Runtime):
             mirror.stats.copy_(torch.tensor(st.losses, dtype=mirror.stats.dtype))
             if kind == STATE:
                 path = os.path.join(self.s.run.ckpt_dir, "." + role + ".pt")
-                mirror.load_state_dict(torch.load(path, map_location=mirror.stats.device, weights_only=False))
+                mirror.load_state_dict(torch.load(path, map_location=mirror.stats.device, weights_only=True))
         if kind == STATE:
             s = self.s
             s.counters["critic_owed"] = sh.critic_due.owed(self.gated.learn, s.v_learner.updates)
