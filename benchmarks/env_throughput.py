@@ -93,12 +93,12 @@ def update_throughput(overrides, device="cpu", seconds=2.0):
     }
     for name, learner in (("critic", v), ("policy", p)):
         for _ in range(5):
-            learner.update(replay.sample(cfg.algo.batch_size))
+            learner.learn(replay)
         _sync(torch.device(device))
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             for _ in range(5):
-                learner.update(replay.sample(cfg.algo.batch_size))
+                learner.learn(replay)
             n += 5
             _sync(torch.device(device))
         row[name + "_updates_per_s"] = n / (time.perf_counter() - start)

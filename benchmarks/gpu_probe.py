@@ -201,7 +201,7 @@ def compile_probe(args):
     trace of each family at toy sizes (no code generation), to check the plumbing."""
     from torch._dynamo.utils import counters
 
-    from pql_scaling.runtime.learner import Window
+    from pql_scaling.core.replay import Window
     from tests import test_compile
 
     out = {"device": DEVICE, "families": {}}

@@ -2,7 +2,8 @@ import torch
 
 from pql_scaling.core import losses as algo
 from pql_scaling.core import nets
-from pql_scaling.core.replay import Normalizer, NStepFolder, Replay
+from pql_scaling.core.replay import Normalizer, Replay, sample
+from pql_scaling.runtime.actor import NStepFolder
 
 
 def test_c51_projection_hand_computed():
@@ -68,7 +69,7 @@ def test_replay_ring_and_uniform_sampling():
         rb.add(v[:, None].repeat(1, 2), v[:, None], v, v[:, None].repeat(1, 2), v, torch.ones(4))
     assert rb.size == 8 and rb.rows == 12
     assert sorted(set(rb.data["reward"].tolist())) == [1.0, 2.0]  # step 0 overwritten
-    b = rb.sample(1000)
+    b = sample(rb.data, 1000, rb.size, 0)
     assert set(b.reward.tolist()) == {1.0, 2.0}
     assert torch.equal(b.obs[:, 0], b.reward)
 
@@ -165,8 +166,8 @@ def test_hot_paths_have_no_host_sync():
         learner.Learner.step,
         learner.value_and_grads,
         learner.adamw_step,
-        learner.sample,
-        learner.normalised,
+        learner.clip_grads_,
+        learner.soft_update,
         learner.Objective.forward,
         learner.VLearner.loss,
         learner.PLearner.loss,
@@ -174,8 +175,11 @@ def test_hot_paths_have_no_host_sync():
         actor.ActorRole.act,
         actor.ActorRole._track,
         replay.Replay.add,
-        replay.Replay.sample,
-        replay.NStepFolder.push,
+        replay.sample,
+        replay.draw,
+        actor.NStepFolder.push,
+        actor.Gate.wait,
+        actor.Gate.commit,
         replay.Normalizer.update,
         replay.Normalizer.forward,
         native.NativeVecEnv.step,

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from pql_scaling import config as config_lib
-from pql_scaling.core import losses as algo
 from pql_scaling.core import nets
-from pql_scaling.core.replay import Normalizer, Replay
-from pql_scaling.runtime.learner import PLearner, VLearner, Window, normalised, value_and_grads
+from pql_scaling.core.replay import Normalizer, Replay, Window, draw, sample
+from pql_scaling.runtime.learner import PLearner, VLearner, soft_update, value_and_grads
 
 OBS, ACT, ENVS = 3, 2, 8
 KINDS = {
@@ -81,14 +80,19 @@ def test_update_is_one_graph(kind, amp):
 
 def autograd_update(learner, replay, size, start):
     """The update as loss.backward() and opt.step() on the module's own parameters, the reference."""
-    batch = normalised(replay.sample(learner.batch_size, size=size, start=start), learner.norm)
+    batch = draw(
+        sample(replay.data, learner.batch_size, size, start),
+        learner.batch_size,
+        learner.norm,
+        torch.device("cpu"),
+    )
     loss, aux = learner.objective(batch)
     learner.opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(learner.opt.param_groups[0]["params"], learner.grad_clip, foreach=True)
     learner.opt.step()
     if learner.target is not None:
-        algo.soft_update(learner.target, learner.net, learner.tau)
+        soft_update(learner.target, learner.net, learner.tau)
     learner.stats += torch.stack([loss.detach(), aux.detach(), torch.ones_like(aux)])
 
 
@@ -128,7 +132,9 @@ def test_torch_func_gradients_are_autograd_gradients(kind, amp):
     from the same random stream, they are the same numbers bit for bit (with bf16 autocast too)."""
     _, v, p, replay = make(kind)
     for learner in (v, p):
-        batch = normalised(replay.sample(learner.batch_size), learner.norm)
+        batch = draw(
+            Window(replay.data, replay.size, 0), learner.batch_size, learner.norm, torch.device("cpu")
+        )
         out = []
         for functional in (False, True):
             torch.manual_seed(5)

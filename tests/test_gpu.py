@@ -115,7 +115,7 @@ def test_cuda_replay_rows_are_whole_under_concurrent_wrapping_writes(tmp_path, p
     run = RunDir(str(tmp_path))
     try:
         s = Session(cfg, run, env)
-        s.actor = RowIdActor(num_envs, env.obs_dim, env.act_dim)
+        s.actor = RowIdActor(num_envs, env.obs_dim, env.act_dim, s.replay)
         trio.run(s, loop_cls=CudaCheckingLoop)
     finally:
         run.close()

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from pql_scaling.core import losses as algo
+from pql_scaling.runtime.learner import clip_grads_, soft_update
 
 B, OBS, ACT = 64, 3, 1
 
@@ -273,7 +274,7 @@ def test_soft_update_moves_the_target_tau_of_the_way_to_the_source():
             p.fill_(1.0)
         for p in source.parameters():
             p.fill_(3.0)
-    algo.soft_update(target, source, 0.05)
+    soft_update(target, source, 0.05)
     for p, s in zip(target.parameters(), source.parameters()):
         assert torch.allclose(p, torch.full_like(p, 1.1)) and torch.equal(s, torch.full_like(s, 3.0))
 
@@ -282,7 +283,7 @@ def test_soft_update_moves_the_target_tau_of_the_way_to_the_source():
 def test_soft_update_limits(tau):
     target, source = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
     before = [p.detach().clone() for p in target.parameters()]
-    algo.soft_update(target, source, tau)
+    soft_update(target, source, tau)
     want = before if tau == 0.0 else [p.detach() for p in source.parameters()]
     assert all(torch.equal(p, w) for p, w in zip(target.parameters(), want))
 
@@ -301,6 +302,6 @@ def test_clip_grads_is_clip_grad_norm_bit_for_bit(max_norm):
     total = lambda xs: float(torch.stack([x.norm() for x in xs]).norm())
     before = total(grads)
     torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    algo.clip_grads_(grads, max_norm)
+    clip_grads_(grads, max_norm)
     assert all(torch.equal(p.grad, x) for p, x in zip(params, grads))
     assert total(grads) == pytest.approx(min(max_norm, before), rel=1e-4)  # clipped to max_norm, or untouched

@@ -17,8 +17,10 @@ import torch
 
 from pql_scaling import config as config_lib
 from pql_scaling import envs
+from pql_scaling.core.replay import sample
 from pql_scaling.rundir.rundir import RunDir
 from pql_scaling.runtime import trio
+from pql_scaling.runtime.actor import Gate
 from pql_scaling.runtime.train import Session, train
 from tests.runs import rows, status
 
@@ -146,15 +148,17 @@ def test_snapshot_readers_never_see_a_torn_snapshot():
 
 
 class RowIdActor:
-    """Writes rows whose every field equals the row's id, through the trio's gated replay."""
+    """Writes rows whose every field equals the row's id, through the trio's gate (ActorRole's seam)."""
 
-    def __init__(self, num_envs, obs_dim, act_dim):
-        self.n, self.obs_dim, self.act_dim, self.steps, self.replay = num_envs, obs_dim, act_dim, 0, None
+    def __init__(self, num_envs, obs_dim, act_dim, replay):
+        self.n, self.obs_dim, self.act_dim, self.steps = num_envs, obs_dim, act_dim, 0
+        self.replay, self.gate = replay, Gate()
 
     def step(self, policy):
-        base = self.replay.replay.rows
+        base = self.replay.rows
         ids = torch.arange(base, base + self.n, dtype=torch.float32)
         col = ids[:, None]
+        self.gate.wait(self.replay)
         self.replay.add(
             col.expand(-1, self.obs_dim),
             col.expand(-1, self.act_dim),
@@ -163,6 +167,7 @@ class RowIdActor:
             ids,
             ids,
         )
+        self.gate.commit(self.replay)
         self.steps += 1
 
     def pop_stats(self):
@@ -179,7 +184,8 @@ class CheckingLoop(trio.LearnerLoop):
         super().__init__(*args)
         self.learner.update = self.check
 
-    def check(self, batch):
+    def check(self, window):
+        batch = sample(window.data, self.learner.batch_size, window.size, window.start)  # the learner's draw
         ids = batch.reward
         for field, x in zip(batch._fields, batch):
             if not bool((x.reshape(len(ids), -1) == ids[:, None]).all()):
@@ -213,7 +219,7 @@ def test_replay_rows_are_whole_under_concurrent_wrapping_writes(tmp_path):
     run = RunDir(str(tmp_path))
     try:
         s = Session(cfg, run, env)
-        s.actor = RowIdActor(num_envs, env.obs_dim, env.act_dim)
+        s.actor = RowIdActor(num_envs, env.obs_dim, env.act_dim, s.replay)
         trio.run(s, loop_cls=CheckingLoop)
     finally:
         run.close()

@@ -1,11 +1,11 @@
 """The learner math of PQL (R4) and SAC, as short pure functions over tensors.
 
-Each update (runtime/learner.py) is loss -> gradients (torch.func) -> clip -> AdamW -> soft target
-update, with no `.item()`, no host sync and no data-dependent Python branching, so it can be compiled
+Each update (runtime/learner.py: loss -> gradients -> clip -> AdamW -> soft target update) calls one of
+these losses, with no `.item()`, no host sync and no data-dependent Python branching, so it can be compiled
 to one graph and captured in a CUDA graph. Losses come back as 0-dim tensors; the runtime reads them
 only at log points.
 
-Batches arrive with n-step returns already folded by the actor (replay.NStepFolder):
+Batches arrive with n-step returns already folded by the actor (runtime/actor.py NStepFolder):
 `reward` = sum_k gamma^k r_{t+k} (reward-scaled), `discount` = gamma^n' * (1 - terminated) for the
 n' <= n steps actually taken (0 after a termination, so we never bootstrap through one; truncations
 keep it), `next_obs` = the observation to bootstrap from, `weight` = 0 for a transition that must not
@@ -104,15 +104,3 @@ def actor_loss(actor, critic, b, sac, target_entropy, support=None):
         return loss, -logp.mean()
     a = actor(b.obs)
     return weighted_mean(-q_value(critic, b.obs, a, support), b.weight), a.abs().mean()
-
-
-def clip_grads_(grads, max_norm):
-    """clip_grad_norm_'s math (and kernels) on a list of gradients (torch.func returns them apart from the
-    parameters): scaled in place by min(1, max_norm / (total norm + 1e-6))."""
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
-
-
-@torch.no_grad()
-def soft_update(target, source, tau):
-    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)

@@ -1,11 +1,14 @@
-"""Replay storage, n-step folding and the observation normaliser: all preallocated on one device.
+"""Replay storage, its one sampler and the observation normaliser: all preallocated on one device.
 
 The replay holds raw observations; learners normalise at sample time with the current statistics
 (as PQL does), so old transitions stay valid as the statistics move. Every tensor is allocated once
 and can be put in shared memory (CPU) or handed to another process over CUDA IPC (the trio).
 """
 
+from typing import Any, Dict, NamedTuple, Union
+
 import torch
+from torch import Tensor
 
 from pql_scaling.core.losses import Batch
 
@@ -51,63 +54,32 @@ class Replay:
             self.data[key][start : start + self.num_envs].copy_(value, non_blocking=True)
         self.rows += self.num_envs
 
-    def sample(self, batch_size, size=None, generator=None, start=0):
-        """Uniform over `size` rows from row `start` on, around the ring (default: all filled rows)."""
-        size = self.size if size is None else size
-        u = torch.rand(batch_size, device=self.device, generator=generator)
-        idx = (u * size).long().clamp_(max=max(size - 1, 0))
-        if start:
-            idx = (idx + start) % self.capacity
-        return Batch(*(self.data[k][idx] for k in FIELDS))
+
+class Window(NamedTuple):
+    """Replay storage and the rows to sample: `size` rows from row `start` on, as host ints, or as 0-dim
+    tensors on the storage's device (a compiled step gathers its batch itself, one graph for every size)."""
+
+    data: Dict[str, Tensor]
+    size: Any
+    start: Any
 
 
-class NStepFolder:
-    """Folds 1-step transitions into n-step ones per env, never across an episode end.
+def sample(data: Dict[str, Tensor], batch_size: int, size, start) -> Batch:
+    """The one sampler: uniform over `size` rows of storage `data` from row `start` on, around the ring.
+    The bounds are host ints, or 0-dim tensors on the storage's device (static shapes: one graph, no sync)."""
+    u = torch.rand(batch_size, device=data["obs"].device)
+    idx = (u * size).long().clamp(max=size - 1).clamp(min=0)
+    idx = (idx + start) % data["obs"].shape[0]
+    return Batch(*(data[k][idx] for k in FIELDS))
 
-    Keeps the last n steps of every env in a ring. After step t it emits, for every env, the
-    transition that started at t - n + 1: its discounted reward sum up to the first episode end in
-    the window (or n steps), the observation to bootstrap from (the true final observation when the
-    episode ended, given by the env as final_obs), and its discount gamma^k * (1 - terminated).
-    One row per env per step: static shapes, no branching on data. The first n - 1 steps emit
-    nothing (rows flagged invalid by `ready`).
-    """
 
-    def __init__(self, n, gamma, num_envs, obs_dim, act_dim, device):
-        self.n, self.gamma, self.t = int(n), float(gamma), 0
-        z = lambda *s: torch.zeros((self.n, num_envs) + s, dtype=torch.float32, device=device)
-        self.obs, self.action, self.next_obs = z(obs_dim), z(act_dim), z(obs_dim)
-        self.reward, self.terminated, self.done, self.valid = z(), z(), z(), z()
-        self.gammas = self.gamma ** torch.arange(self.n, dtype=torch.float32, device=device)
-
-    @property
-    def ready(self):
-        return self.t >= self.n
-
-    def push(self, obs, action, reward, next_obs, terminated, done, valid):
-        """Store step t; return the n-step transition that starts at t - n + 1 (meaningful once `ready`)."""
-        i = self.t % self.n
-        self.obs[i], self.action[i], self.next_obs[i] = obs, action, next_obs
-        self.reward[i], self.terminated[i], self.done[i], self.valid[i] = (
-            reward,
-            terminated.float(),
-            done.float(),
-            valid.float(),
-        )
-        self.t += 1
-        order = torch.arange(self.t, self.t + self.n, device=self.gammas.device) % self.n  # oldest first
-        done, term = self.done[order], self.terminated[order]
-        # alive[k] = 1 while no episode ended before step k of the window
-        alive = torch.cumprod(torch.cat([torch.ones_like(done[:1]), 1.0 - done[:-1]]), dim=0)
-        last = torch.zeros_like(done)
-        last[-1] = 1.0
-        end = alive * torch.maximum(done, last)  # one-hot: the step the transition ends on
-        reward = (alive * self.gammas[:, None] * self.reward[order]).sum(0)
-        discount = (end * (self.gammas[:, None] * self.gamma) * (1.0 - term)).sum(0)
-        next_obs = (end[..., None] * self.next_obs[order]).sum(0)
-        first = (
-            self.t % self.n
-        )  # order[0] as a host int: indexing with a 0-dim device tensor would sync (.item())
-        return self.obs[first], self.action[first], reward, next_obs, discount, self.valid[first]
+def draw(rows: Union[Batch, Window], batch_size: int, norm: "Normalizer", device: torch.device) -> Batch:
+    """What a learner's update trains on: a uniform batch from a Window (or a batch sampled already), on the
+    learner's `device`, its observations normalised with the current statistics (the replay keeps raw ones)."""
+    batch = sample(rows.data, batch_size, rows.size, rows.start) if isinstance(rows, Window) else rows
+    if batch.obs.device != device:  # the replay lives on another device (trio placement)
+        batch = Batch(*(x.to(device, non_blocking=True) for x in batch))
+    return batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
 
 
 class Normalizer(torch.nn.Module):

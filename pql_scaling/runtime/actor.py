@@ -10,17 +10,81 @@ SAC samples from its own stochastic policy instead. Episode statistics are accum
 and read only at log points.
 """
 
-from typing import Any
+from typing import Optional
 
 import torch
 
-from pql_scaling.core.replay import NStepFolder
+from pql_scaling.core.replay import Normalizer, Replay
+
+
+class Gate:
+    """What the actor's replay writes wait on. Open here: in sync mode every role lives in this process and
+    the loop itself interleaves them. The trio's gate (trio/actor_side.py) holds each write until the
+    learners have done the updates owed before it, then publishes the new rows to them."""
+
+    def wait(self, replay: Replay) -> None:
+        """Block until `replay` may take the next `num_envs` rows."""
+
+    def commit(self, replay: Replay) -> None:
+        """The rows just written are in `replay`: let its readers see them."""
+
+
+class NStepFolder:
+    """Folds 1-step transitions into n-step ones per env, never across an episode end.
+
+    Keeps the last n steps of every env in a ring. After step t it emits, for every env, the
+    transition that started at t - n + 1: its discounted reward sum up to the first episode end in
+    the window (or n steps), the observation to bootstrap from (the true final observation when the
+    episode ended, given by the env as final_obs), and its discount gamma^k * (1 - terminated).
+    One row per env per step: static shapes, no branching on data. The first n - 1 steps emit
+    nothing (rows flagged invalid by `ready`).
+    """
+
+    def __init__(self, n, gamma, num_envs, obs_dim, act_dim, device):
+        self.n, self.gamma, self.t = int(n), float(gamma), 0
+        z = lambda *s: torch.zeros((self.n, num_envs) + s, dtype=torch.float32, device=device)
+        self.obs, self.action, self.next_obs = z(obs_dim), z(act_dim), z(obs_dim)
+        self.reward, self.terminated, self.done, self.valid = z(), z(), z(), z()
+        self.gammas = self.gamma ** torch.arange(self.n, dtype=torch.float32, device=device)
+
+    @property
+    def ready(self):
+        return self.t >= self.n
+
+    def push(self, obs, action, reward, next_obs, terminated, done, valid):
+        """Store step t; return the n-step transition that starts at t - n + 1 (meaningful once `ready`)."""
+        i = self.t % self.n
+        self.obs[i], self.action[i], self.next_obs[i] = obs, action, next_obs
+        self.reward[i], self.terminated[i], self.done[i], self.valid[i] = (
+            reward,
+            terminated.float(),
+            done.float(),
+            valid.float(),
+        )
+        self.t += 1
+        order = torch.arange(self.t, self.t + self.n, device=self.gammas.device) % self.n  # oldest first
+        done, term = self.done[order], self.terminated[order]
+        # alive[k] = 1 while no episode ended before step k of the window
+        alive = torch.cumprod(torch.cat([torch.ones_like(done[:1]), 1.0 - done[:-1]]), dim=0)
+        last = torch.zeros_like(done)
+        last[-1] = 1.0
+        end = alive * torch.maximum(done, last)  # one-hot: the step the transition ends on
+        reward = (alive * self.gammas[:, None] * self.reward[order]).sum(0)
+        discount = (end * (self.gammas[:, None] * self.gamma) * (1.0 - term)).sum(0)
+        next_obs = (end[..., None] * self.next_obs[order]).sum(0)
+        first = (
+            self.t % self.n
+        )  # order[0] as a host int: indexing with a 0-dim device tensor would sync (.item())
+        return self.obs[first], self.action[first], reward, next_obs, discount, self.valid[first]
 
 
 class ActorRole:
-    def __init__(self, cfg, env, replay, normalizer, device):
+    """Acts, steps the env, folds n-step transitions and writes them into `replay` through `gate` (set by the
+    runtime before the first step: the trio's shared memory is allocated from the roles this one is part of)."""
+
+    def __init__(self, cfg, env, replay: Replay, normalizer: Normalizer, device, gate: Optional[Gate] = None):
         self.cfg, self.env, self.norm = cfg, env, normalizer
-        self._replay = replay
+        self.replay, self.gate = replay, gate or Gate()
         self.device = torch.device(device)
         a, n = cfg.algo, env.num_envs
         self.num_envs, self.act_dim = n, env.act_dim
@@ -36,17 +100,6 @@ class ActorRole:
         self.stats = torch.zeros(4, device=self.device)  # sum, sum of squares, count, sum of lengths
         self.obs = env.reset().to(self.device)
         self.norm.update(self.obs)
-
-    @property
-    def replay(self) -> Any:
-        """Where this role's rows go (anything with `add(*row)`): the replay it was built with, or a runtime's
-        gate in front of that replay (the trio's GatedReplay waits for the learners, then writes into it),
-        set before the first step."""
-        return self._replay
-
-    @replay.setter
-    def replay(self, sink: Any) -> None:
-        self._replay = sink
 
     @torch.no_grad()
     def act(self, policy, obs):
@@ -71,7 +124,9 @@ class ActorRole:
         final_obs = info["final_obs"]
         row = self.folder.push(obs, action, reward * self.reward_scale, final_obs, terminated, done, valid)
         if self.folder.ready:
+            self.gate.wait(self.replay)
             self.replay.add(*row)
+            self.gate.commit(self.replay)
         self.norm.update(next_obs)
         self._track(reward, done, valid, info)
         self.obs = next_obs

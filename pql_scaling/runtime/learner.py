@@ -19,14 +19,14 @@ parameter-shaped tensors, but for the clip, whose norm must then be taken per me
 """
 
 import copy
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch.optim.adamw import adamw
 
 from pql_scaling.core import losses as algo
 from pql_scaling.core.losses import Batch
-from pql_scaling.core.replay import FIELDS
+from pql_scaling.core.replay import Window, draw, sample
 
 COMPILE_MODES = {"default": None, "max-autotune": "max-autotune", "reduce-overhead": "reduce-overhead"}
 
@@ -149,26 +149,16 @@ def adamw_step(opt, grads):
         i += len(ps)
 
 
-class Window(NamedTuple):
-    """Replay storage and the rows to sample (`size` rows from row `start` on, 0-dim tensors on the storage's
-    device): the step gathers its batch itself, in the compiled graph, which then serves every replay size."""
-
-    data: Dict[str, Tensor]
-    size: Tensor
-    start: Tensor
+def clip_grads_(grads: List[Tensor], max_norm: float) -> None:
+    """clip_grad_norm_'s math (and kernels) on a list of gradients (torch.func returns them apart from the
+    parameters): scaled in place by min(1, max_norm / (total norm + 1e-6))."""
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
 
 
-def sample(data: Dict[str, Tensor], batch_size: int, size, start) -> Batch:
-    """Replay.sample over storage `data`: uniform over `size` rows from row `start` on, around the ring.
-    The bounds are host ints, or 0-dim tensors on the storage's device (static shapes: one graph, no sync)."""
-    u = torch.rand(batch_size, device=data["obs"].device)
-    idx = (u * size).long().clamp(max=size - 1).clamp(min=0)
-    idx = (idx + start) % data["obs"].shape[0]
-    return Batch(*(data[k][idx] for k in FIELDS))
-
-
-def normalised(batch, norm):
-    return batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
+@torch.no_grad()
+def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) -> None:
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
 def c51_support(algo_cfg, device):
@@ -281,16 +271,16 @@ class Learner:
         bounds copied in as device tensors, never read back); otherwise it is sampled here and copied over."""
         size = replay.size if size is None else size
         data = replay.data
-        if self.compiled and data["obs"].device == self.device:
+        if not self.compiled:
+            self.update(Window(data, size, start))
+        elif data["obs"].device == self.device:
             self.mark_static(data.values())
             self.size.fill_(size)  # a kernel with the value as its argument: no host sync, no copy
             self.start.fill_(start)
             self.update(Window(data, self.size, self.start))
-        else:
+        else:  # the replay lives on another device (trio placement): the graph gets a batch on its own
             batch = sample(data, self.batch_size, size, start)
-            if batch.obs.device != self.device:  # the replay lives on another device (trio placement)
-                batch = Batch(*(x.to(self.device, non_blocking=True) for x in batch))
-            self.update(batch)
+            self.update(Batch(*(x.to(self.device, non_blocking=True) for x in batch)))
 
     def update(self, batch: Union[Batch, Window]) -> None:
         """One update (the step, compiled or not) on a batch, or on a Window of replay rows; counted here."""
@@ -302,16 +292,15 @@ class Learner:
         self.updates += 1
 
     def step(self, batch: Union[Batch, Window]) -> None:
-        """The whole update: (gather,) normalise, loss, gradients, clip, AdamW, soft target update, stats."""
-        if isinstance(batch, Window):
-            batch = sample(batch.data, self.batch_size, batch.size, batch.start)
-        batch = normalised(batch, self.norm)
+        """The whole update: (gather,) normalise, loss, gradients, clip, AdamW, soft target update, stats.
+        Everything but the loss (core/losses.py, which calls the nets) is here or in `draw` (core/replay.py)."""
+        batch = draw(batch, self.batch_size, self.norm, self.device)
         grads, (loss, aux) = value_and_grads(self.objective, self.named, batch, self.amp)
         if self.grad_clip > 0:
-            algo.clip_grads_([grads[i] for i in self.clipped], self.grad_clip)
+            clip_grads_([grads[i] for i in self.clipped], self.grad_clip)
         adamw_step(self.opt, grads)
         if self.target is not None:
-            algo.soft_update(self.target, self.net, self.tau)
+            soft_update(self.target, self.net, self.tau)
         self.stats += torch.stack([loss, aux, torch.ones_like(aux)])
 
     def pop_stats(self) -> Dict[str, float]:

@@ -3,10 +3,10 @@
 protocol.py      the shared state and its rules (counters, schedules, snapshots, doorbells; the design is
                  its docstring)
 learner_proc.py  the learners' processes (learner_main, LearnerLoop)
-actor_side.py    the main process: the gated replay, Trio (spawn, requests, stop) and run()
+actor_side.py    the main process: the actor's gate, Trio (spawn, requests, stop) and run()
 """
 
-from pql_scaling.runtime.trio.actor_side import GatedReplay, RoleFailed, Trio, run
+from pql_scaling.runtime.trio.actor_side import RoleFailed, Trio, TrioGate, run
 from pql_scaling.runtime.trio.learner_proc import ActorGone, LearnerLoop, fault_at, learner_main
 from pql_scaling.runtime.trio.protocol import (
     LAG,
@@ -29,7 +29,7 @@ __all__ = [
     "ActorGone",
     "Counters",
     "Doorbell",
-    "GatedReplay",
+    "TrioGate",
     "LAG",
     "LearnerLoop",
     "LearnerStats",

@@ -1,4 +1,4 @@
-"""The trio's main process: the actor steps the simulator and writes through the gate (`GatedReplay`), `Trio`
+"""The trio's main process: the actor steps the simulator and writes through the gate (`TrioGate`), `Trio`
 spawns and stops the learners and answers the Session's runtime hooks, `run` is the actor's loop (the
 protocol is `protocol.py`'s docstring)."""
 
@@ -12,7 +12,9 @@ from typing import Any, Dict, Optional, Type
 import torch
 import torch.multiprocessing as mp
 
+from pql_scaling.core.replay import Replay
 from pql_scaling.rundir.disk import to_host
+from pql_scaling.runtime.actor import Gate
 from pql_scaling.runtime.session import Runtime, Session
 from pql_scaling.runtime.trio.learner_proc import LearnerLoop, fault_at, learner_main
 from pql_scaling.runtime.trio.protocol import (
@@ -34,24 +36,27 @@ class RoleFailed(RuntimeError):
     pass
 
 
-class GatedReplay:
-    """What the actor writes through: wait for the gate, copy the rows in, then commit them."""
+class TrioGate(Gate):
+    """The actor's gate in the trio: a write waits until the learners have done every update owed before it
+    (the exact ratios), and its rows are committed to them only once their bytes are in the replay."""
 
-    def __init__(self, s: Session, sh: Shared, trio: "Trio") -> None:
-        self.replay, self.sh, self.trio = s.replay, sh, trio
+    def __init__(self, sh: Shared, trio: "Trio", actor_device: torch.device) -> None:
+        self.sh, self.trio, self.actor_device = sh, trio, actor_device
         self.learn = 0  # actor steps taken with at least learning_starts rows in replay (since start/resume)
+        self.next_learn = 0
 
-    def add(self, *row: torch.Tensor) -> None:
-        r, sh = self.replay, self.sh
-        learn = self.learn + (min(r.rows + r.num_envs, r.capacity) >= sh.learning_starts)
-        owed_c = sh.critic_due(max(learn - LAG, 0))
+    def wait(self, replay: Replay) -> None:
+        r, sh = replay, self.sh
+        self.next_learn = self.learn + (min(r.rows + r.num_envs, r.capacity) >= sh.learning_starts)
+        owed_c = sh.critic_due(max(self.next_learn - LAG, 0))
         owed_p = sh.policy_due(owed_c)
         self.trio.actor_wait += sh.wait("actor", lambda: sh.paid(owed_c, owed_p), self.trio.check)
-        r.add(*row)
-        wait_queued(r.device, row[0].device)  # rows are committed only once their bytes are in the replay
-        sh.ctr.rows = r.rows  # rows before learn: a learner reads learn first, then rows
-        sh.ctr.learn = self.learn = learn
-        sh.wake("v_learner")
+
+    def commit(self, replay: Replay) -> None:
+        wait_queued(replay.device, self.actor_device)  # rows are committed only once their bytes are in
+        self.sh.ctr.rows = replay.rows  # rows before learn: a learner reads learn first, then rows
+        self.sh.ctr.learn = self.learn = self.next_learn
+        self.sh.wake("v_learner")
 
 
 @dataclass
@@ -98,8 +103,8 @@ class Trio(Runtime):
         self.seen_policy = 1
         self.actor_wait, self.t0 = 0.0, time.perf_counter()
         self.last = LogMark(t=self.t0, steps=s.actor.steps)
-        self.gated = GatedReplay(s, sh, self)
-        s.actor.replay = self.gated  # ActorRole.replay: the actor's rows go through the gate
+        self.gate = TrioGate(sh, self, s.roles.actor_device)
+        s.actor.gate = self.gate  # ActorRole.gate: the actor's writes wait for the learners
         self.running = False
         self.fault = fault_at("actor")
         self.signal: Optional[int] = None
@@ -177,7 +182,7 @@ class Trio(Runtime):
                 mirror.load_state_dict(torch.load(path, map_location=mirror.stats.device, weights_only=True))
         if kind == STATE:
             s = self.s
-            s.counters["critic_owed"] = sh.critic_due.owed(self.gated.learn, s.v_learner.updates)
+            s.counters["critic_owed"] = sh.critic_due.owed(self.gate.learn, s.v_learner.updates)
             s.counters["policy_owed"] = sh.policy_due.owed(s.v_learner.updates, s.p_learner.updates)
 
     def before_checkpoint(self) -> None:
@@ -262,7 +267,7 @@ def run(s: Session, loop_cls: Optional[Type[LearnerLoop]] = None) -> None:
         # is a hard stop instead (owing LAG steps' updates may take long when learners are slow, and the
         # debt stays in the checkpoint's counters)
         if s.stop_reason != "max_time_s":
-            owed_c = sh.critic_due(trio.gated.learn)
+            owed_c = sh.critic_due(trio.gate.learn)
             owed_p = sh.policy_due(owed_c)
             trio.actor_wait += sh.wait("actor", lambda: sh.paid(owed_c, owed_p), trio.check)
         graceful = True
