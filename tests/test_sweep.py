@@ -305,14 +305,31 @@ def test_killed_train_process_is_resumed_from_its_checkpoint(tmp_path):
         )
 
 
-def test_ray_sweep_on_a_real_local_cluster(tmp_path):
+def test_ray_sweep_on_a_real_local_cluster_listening_on_loopback_only(tmp_path, monkeypatch):
+    """A sweep's own Ray cluster runs the runs, and every socket its processes listen on (GCS, raylet, object
+    manager, workers, agents, the driver's) is bound to loopback, read from /proc while the runs run."""
     pytest.importorskip("ray")
+    from pql_scaling.experiments.sweep.board import Board
+    from tests.procs import descendants, is_loopback, sockets_of
+
+    seen, refresh = set(), Board.refresh
+
+    def probe(self):  # the Ray launcher refreshes the board every 2 s while its cluster is up
+        seen.update(sockets_of(descendants(os.getpid()) | {os.getpid()}))
+        return refresh(self)
+
+    monkeypatch.setattr(Board, "refresh", probe)
     spec = sweep.load_spec(spec_dict(tmp_path, launcher={"kind": "ray", "ray": {"num_cpus": 1}}))
     out = sweep.launch(spec)
     assert [r["state"] for r in out] == ["completed"] * 2
     for r in out:
         assert _starts(r["path"]) == (1, 0)
         _check_one_timeline(r["path"])
+    names = {s[1] for s in seen}
+    assert {"gcs_server", "raylet"} <= names and any(n.startswith("ray::") for n in names), seen
+    exposed = [s for s in seen if not is_loopback(s[3])]
+    assert not exposed, "Ray processes listening beyond loopback: %s" % exposed
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") is None  # the launcher's setting is undone
     assert all(r["launches"] == 0 for r in sweep.launch(spec, launcher="ray"))  # rerun: nothing to do
 
 

@@ -90,15 +90,19 @@ def _ray(spec, runs, retry, board):
     env_vars = {"PYTHONPATH": os.environ["PYTHONPATH"]} if os.environ.get("PYTHONPATH") else {}
     started = not ray.is_initialized()
     sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own handler in this (driver) process
+    undo = None
     if started:
-        kw = dict(address=o.address) if o.address else dict(include_dashboard=False)
-        try:
-            ray.init(runtime_env={"env_vars": env_vars} if env_vars else None, log_to_driver=False, **kw)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise SpecError(
-                "launcher.ray.address=%r: cannot connect to Ray (%s: %s); start one with `ray "
-                "start --head`, or leave address null for a local cluster" % (o.address, type(e).__name__, e)
-            )
+        runtime_env = {"env_vars": env_vars} if env_vars else None
+        if o.address:
+            try:
+                ray.init(address=o.address, runtime_env=runtime_env, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise SpecError(
+                    "launcher.ray.address=%r: cannot connect to Ray (%s: %s); start one with `ray start "
+                    "--head`, or leave address null for a local cluster" % (o.address, type(e).__name__, e)
+                )
+        else:
+            undo = ray_local_init(ray, o.host, runtime_env, board)
     threads = max(1, int(o.num_cpus))
     extra = ["threads=%d" % threads] + (["device=cuda"] if o.num_gpus > 0 else [])
     remote = ray.remote(num_cpus=o.num_cpus, num_gpus=o.num_gpus, max_retries=0)(_ray_task)
@@ -121,6 +125,77 @@ def _ray(spec, runs, retry, board):
         if started:
             ray.shutdown()
             signal.signal(signal.SIGTERM, sigterm)
+        if undo:
+            undo()
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Ray's single-machine mode (its default on Windows and macOS), read by Ray when it is imported
+RAY_SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _ray_single_machine():
+    """Switch Ray to its single-machine mode, in which it keeps a loopback node address as it is (otherwise it
+    replaces 127.0.0.1 by this machine's IP) and its servers bind it; return the function that switches back.
+    The processes Ray spawns read the variable; this driver, which may have imported Ray already, reads the
+    constant Ray derived from it."""
+    old_env = os.environ.get(RAY_SINGLE_MACHINE)
+    os.environ[RAY_SINGLE_MACHINE] = "0"
+    try:
+        from ray._private import ray_constants
+    except ImportError:  # another layout: the variable alone (read at Ray's import) has to do
+        ray_constants = None
+    old = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if old is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+    def undo():
+        if old_env is None:
+            os.environ.pop(RAY_SINGLE_MACHINE, None)
+        else:
+            os.environ[RAY_SINGLE_MACHINE] = old_env
+        if old is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = old
+
+    return undo
+
+
+def ray_local_init(ray, host, runtime_env=None, board=None):
+    """Start the sweep's own local Ray cluster listening on `host` and connect to it; return the function that
+    undoes the settings once Ray is shut down.
+
+    Loopback (the default): Ray's single-machine mode with the node address 127.0.0.1, so the GCS, the raylet,
+    the object manager, the workers' gRPC servers, the runtime-env agent and the dashboard (kept to its minimal
+    head) listen on loopback only; a Ray that would still pick another address is shut down and refused. Any
+    other address (for other machines to join): Ray advertises it, and its gRPC servers listen on every
+    interface (Ray 2.60: nothing confines them), guarded by Ray's own token authentication."""
+    loopback = host in LOOPBACK
+    undo = _ray_single_machine() if loopback else None
+    try:
+        ray.init(
+            runtime_env=runtime_env,
+            log_to_driver=False,
+            include_dashboard=False,
+            dashboard_host="127.0.0.1",
+            _node_ip_address=host,
+        )
+        node_ip = ray.util.get_node_ip_address()
+        if loopback and node_ip not in LOOPBACK:
+            ray.shutdown()
+            raise SpecError(
+                "launcher.ray.host=%s: Ray %s started its local cluster on %s, not on loopback; start a "
+                "cluster by hand and name it in launcher.ray.address" % (host, ray.__version__, node_ip)
+            )
+    except BaseException:
+        if undo:
+            undo()
+        raise
+    if not loopback and board is not None:
+        board.note(
+            "local Ray cluster on %s: Ray listens on every interface of this machine (token "
+            "authentication only); launcher.ray.host=127.0.0.1 keeps it to loopback" % host
+        )
+    return undo
 
 
 def _ray_task(run, retry, extra, threads, wait):

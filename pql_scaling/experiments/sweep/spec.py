@@ -23,6 +23,9 @@ class LocalOptions:
 @dataclass
 class RayOptions:
     address: Optional[str] = None  # "auto", "ray://host:port", or None: start a local Ray cluster
+    # the address a local cluster started by the sweep listens on: loopback (default; nothing outside this
+    # machine reaches it) or this machine's IP for other nodes to join (Ray then listens on every interface)
+    host: str = "127.0.0.1"
     num_cpus: float = 1.0  # Ray resources of each run's task (fractional GPUs allowed)
     num_gpus: float = 0.0
 
