@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .config import DEFAULTS, FORMATS
+from .config import DEFAULTS, FIELDS, FORMATS
 from .errors import AnalysisInputError
 from .recommend import recommend, recommend_line
 
@@ -35,7 +35,7 @@ def _analyze_parser():
     p.add_argument("--holdout-top-k", type=int, dest="holdout_top_k")
     p.add_argument("--hparam-fits", dest="hparam_fits")
     p.add_argument("--max-return", action="append", default=[], metavar="TASK=R_MAX")
-    p.add_argument("--compute", choices=["r1", "measured"])
+    p.add_argument("--compute", choices=list(FIELDS["compute"].metadata["choices"]))
     p.add_argument("--seed", type=int)
     p.add_argument("--no-plots", action="store_true")
     return p

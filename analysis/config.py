@@ -1,50 +1,93 @@
-"""The analysis configuration: its keys and defaults (DEFAULTS), and the checks and coercions that turn a
-user's dict (YAML or CLI) into the one `run_analysis` works on; every wrong value is named with its key.
+"""The analysis configuration: its schema (AnalysisConfig: every key with its default, type, choices and the
+modes that use it, as field metadata that pql_scaling.specs reads; DEFAULTS derived from it), and the checks and
+coercions that turn a user's dict (YAML or CLI) into the one `run_analysis` works on; every wrong value is named
+with its key. `table:` and `tensorboard:` have their own schemas (TableSpec, TensorboardSpec).
 
 Two modes share the keys: R1's (run_analysis's default: rules, D_J(sigma), compute, budget) and R5's
 (per-task absolute thresholds, R5's released formats, or its threshold rule / pooled variant: `is_r5`).
 """
 
-from pql_scaling.specs import did_you_mean  # the one "did you mean" of every spec (stdlib + yaml)
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional, Union
+
+from pql_scaling import specs  # the spec machinery every schema shares (stdlib + yaml)
+from pql_scaling.specs import choice, described, did_you_mean
 
 from .errors import AnalysisInputError
 
-DEFAULTS = {
-    "inputs": [],
-    "format": "auto",
-    "max_returns": {},
-    "thresholds": None,
-    "sweep_threshold": 800.0,
-    "model_size": None,
-    "delta": 4e9,
-    "holdout_top_k": 2,
-    "bootstrap": 100,
-    "hparam_fits": None,
-    "out": "analysis_out",
-    "seed": 0,
-    "compute": "r1",
-    "no_crossing": "first",
-    "plots": True,
-    # R5 (docs/science.md 3): per-task absolute thresholds ({task: J} or {task: [J, ...]}), R5's threshold rule
-    "threshold_rule": None,
-    "threshold_base": {},
-    "tasks": None,
-    "exclude": {},
-    "reset_every_grad_steps": None,
-    "pool": None,
-    "r5_seed": 42,
-    "min_returns": {},
-    "returns": "auto",
-    "budget": "flops",
-    # bring your own logs (config.TABLE_DEFAULTS, config.TENSORBOARD_DEFAULTS): how columns / tags map on runs
-    "table": None,
-    "tensorboard": None,
-}
 FORMATS = ("auto", "runs", "qscaled", "wandb", "table", "tensorboard", "model_scaling", "bro_ablations")
 R5_FORMATS = ("model_scaling", "bro_ablations")
 EXCLUDE_AXES = ("width", "size", "sigma", "batch_size")
 RETURNS = ("auto", "eval", "train")  # auto: the deterministic-policy eval return when every run logs it
 BUDGETS = ("flops", "wall_clock")
+
+
+def _shape(default, expect, **meta):
+    """A field whose value must match its annotation in every mode; `expect` ends the error ("must be a path")."""
+    return described(default, expect=expect, **meta)
+
+
+R1, R5 = ("r1",), ("r5",)  # a field's `mode`: the analysis modes that use it (is_r5)
+
+
+def _number(default, typ=float, mode=R1 + R5, **meta):
+    """A number (or a mapping of them, by the annotation) coerced with `typ` in the modes that use it: YAML 1.1
+    reads `1.5e5` as text."""
+    return described(default, number=typ, mode=mode, **meta)
+
+
+@dataclass
+class AnalysisConfig:
+    """The analysis config's schema: every key, its default, its type and allowed values. The config itself stays
+    a dict (YAML or the command line, then `with_defaults`). Every mode checks the shapes (`expect`) and the
+    choices of the fields without a mode (check_types); R1 mode the numbers and choices of the fields whose
+    `mode` holds "r1" (r1_config), R5 mode those holding "r5" (r5_config)."""
+
+    inputs: List[str] = _shape([], "must be a list of paths or wandb://entity/project")
+    format: str = choice("auto", *FORMATS)
+    max_returns: Dict[str, float] = _number({}, mode=R1, expect="must map task -> R_max")
+    thresholds: Union[None, List[float], Dict[str, Any]] = _shape(
+        None, "must be a list of numbers or map task -> J (or [J, ...])"
+    )
+    sweep_threshold: float = _number(800.0, mode=R1)
+    model_size: Optional[float] = _number(None, mode=R1)
+    delta: Union[float, str] = _number(4e9)  # FLOPs-equivalent per transition; R1 mode: or "measured"
+    holdout_top_k: int = _number(2, int, mode=R1)
+    bootstrap: int = _number(100, int)
+    hparam_fits: Optional[str] = _shape(None, "must be a path")
+    out: str = _shape("analysis_out", "must be a path")
+    seed: int = _number(0, int, mode=R1)
+    # one default for every caller (the study's `analysis.compute` takes it): r1, R1's C = 10 N B sigma D
+    compute: str = choice("r1", "r1", "measured")
+    no_crossing: str = choice("first", "first", "skip")
+    plots: bool = _shape(True, "must be true or false")
+    # R5 (docs/science.md 3): per-task absolute thresholds ({task: J} or {task: [J, ...]}), R5's threshold rule
+    threshold_rule: Optional[str] = described(
+        None,
+        choices=(None, "r5"),
+        mode=R5,
+        refuse="threshold_rule={!r}: the only rule is `threshold_rule: r5`",
+    )
+    threshold_base: Dict[str, float] = _number({}, mode=R5)
+    tasks: Optional[List[str]] = None
+    exclude: Dict[str, Any] = described({}, axes=EXCLUDE_AXES)  # R5 mode: {axis: value or [values]} left out
+    reset_every_grad_steps: Optional[float] = _number(None, mode=R5)
+    pool: Optional[str] = described(
+        None, choices=(None, "r5"), mode=R5, refuse="pool={!r}: the only pooled variant is `pool: r5`"
+    )
+    r5_seed: int = _number(42, int, mode=R5)
+    min_returns: Dict[str, float] = _number({}, mode=R1)
+    returns: str = described("auto", choices=RETURNS, mode=R1)
+    budget: str = described("flops", choices=BUDGETS, mode=R1)
+    # bring your own logs (TableSpec, TensorboardSpec): how columns / tags map on runs
+    table: Optional[Dict[str, Any]] = None
+    tensorboard: Optional[Dict[str, Any]] = None
+
+
+FIELDS = {f.name: f for f in fields(AnalysisConfig)}
+# the keys and their defaults (with_defaults takes fresh ones: the list and dict defaults are not shared)
+DEFAULTS = specs.defaults(AnalysisConfig)
 
 
 def number(cfg, key, typ=float):
@@ -55,64 +98,79 @@ def number(cfg, key, typ=float):
         raise AnalysisInputError(f"config key `{key}` must be a number, got {cfg[key]!r}") from None
 
 
+def _numbers(key, value, annotation, typ):
+    """`value` coerced with `typ` by the field's annotation: a number, or a mapping (each named `key.task`); an
+    Optional field's None stays None."""
+    if value is None and type(None) in typing.get_args(annotation):
+        return None
+    if typing.get_origin(annotation) is dict:
+        if not isinstance(value or {}, dict):
+            raise AnalysisInputError(f"config key `{key}` must map task -> a number, got {value!r}")
+        return {t: number({f"{key}.{t}": v}, f"{key}.{t}", typ) for t, v in (value or {}).items()}
+    return number({key: value}, key, typ)
+
+
+def _check_fields(cfg, mode=None):
+    """The fields checked against their metadata, each wrong value named with its key. mode=None (every
+    mode): each field's shape (`expect`), and the choices of the fields without a mode; mode="r1" / "r5": the
+    fields used in that mode, numbers coerced, then their choices."""
+    for name, f in FIELDS.items():
+        meta = f.metadata
+        if mode is None and "expect" in meta and not specs.is_instance(cfg[name], f.type):
+            raise AnalysisInputError(f"config key `{name}` {meta['expect']}, got {cfg[name]!r}")
+        if not (meta.get("mode") is None if mode is None else mode in meta.get("mode", ())):
+            continue
+        if "number" in meta:
+            cfg[name] = _numbers(name, cfg[name], f.type, meta["number"])
+        if specs.broken(cfg[name], meta) == "choices":
+            if "refuse" in meta:
+                raise AnalysisInputError(meta["refuse"].format(cfg[name]))
+            raise AnalysisInputError(
+                f"config key `{name}` must be one of {list(meta['choices'])}, got {cfg[name]!r}"
+            )
+
+
 def with_defaults(cfg):
-    """The user's keys (each known) over DEFAULTS, with the shapes every mode relies on checked."""
-    unknown = sorted(set(cfg) - set(DEFAULTS))
+    """The user's keys (each known) over the schema's defaults, with the shapes every mode relies on checked."""
+    unknown = sorted(set(cfg) - set(FIELDS))
     if unknown:
-        hint = "".join(did_you_mean(k, DEFAULTS) for k in unknown[:1])
-        raise AnalysisInputError(f"unknown config key(s) {unknown}{hint}; known: {sorted(DEFAULTS)}")
-    cfg = {**DEFAULTS, **{k: v for k, v in dict(cfg).items() if v is not None}}
+        hint = "".join(did_you_mean(k, FIELDS) for k in unknown[:1])
+        raise AnalysisInputError(f"unknown config key(s) {unknown}{hint}; known: {sorted(FIELDS)}")
+    cfg = {**specs.defaults(AnalysisConfig), **{k: v for k, v in dict(cfg).items() if v is not None}}
     check_types(cfg)
     return cfg
 
 
 def check_types(cfg):
-    """The shapes the analysis relies on, each wrong one named (YAML lets any key hold anything)."""
+    """The shapes and choices the analysis relies on in every mode, each wrong one named (YAML lets any key
+    hold anything)."""
     if isinstance(cfg["inputs"], str):
         cfg["inputs"] = [cfg["inputs"]]
-    if not isinstance(cfg["inputs"], (list, tuple)) or not all(isinstance(x, str) for x in cfg["inputs"]):
-        raise AnalysisInputError(
-            f"config key `inputs` must be a list of paths or wandb://entity/project, got {cfg['inputs']!r}"
-        )
-    for key, options in (
-        ("format", FORMATS),
-        ("compute", ("r1", "measured")),
-        ("no_crossing", ("first", "skip")),
-    ):
-        if cfg[key] not in options:
-            raise AnalysisInputError(f"config key `{key}` must be one of {list(options)}, got {cfg[key]!r}")
-    for key in ("out", "hparam_fits"):
-        if cfg[key] is not None and not isinstance(cfg[key], str):
-            raise AnalysisInputError(f"config key `{key}` must be a path, got {cfg[key]!r}")
-    if not isinstance(cfg["max_returns"], dict):
-        raise AnalysisInputError(
-            f"config key `max_returns` must map task -> R_max, got {cfg['max_returns']!r}"
-        )
-    if cfg["thresholds"] is not None and not isinstance(cfg["thresholds"], (list, tuple, dict)):
-        raise AnalysisInputError(
-            "config key `thresholds` must be a list of numbers or map task -> J "
-            f"(or [J, ...]), got {cfg['thresholds']!r}"
-        )
-    if not isinstance(cfg["plots"], bool):
-        raise AnalysisInputError(f"config key `plots` must be true or false, got {cfg['plots']!r}")
+    _check_fields(cfg, None)
     check_log_specs(cfg)
 
 
 # ------------------------------------------------------------------------------- bring your own logs
-# `table:` (format: table): which columns of a tidy CSV / Parquet identify a run, its task, seed, step, return
-TABLE_DEFAULTS = {
-    "run": None,  # column or list of columns whose values together identify one run (required)
-    "task": None,  # column (required)
-    "seed": None,  # column; without it the runs of one configuration are numbered 0, 1, ...
-    "step": None,  # column of env steps; or
-    "steps_per_row": None,  # env steps between a run's consecutive rows
-    "value": None,  # column of the return (required)
-    "where": {},  # {column: value or [values]}: keep only these rows (e.g. {metric: avg_return})
-    "params": {},  # {name: column} or {name: {column: c, map: {value: number}}} or {name: {value: v}}
-    "grad_steps": None,  # optional columns: critic updates (default sigma * env steps), FLOPs, wall time
-    "flops": None,
-    "wall_time_s": None,
-}
+@dataclass
+class TableSpec:
+    """`table:` (format: table): which columns of a tidy CSV / Parquet identify a run, its task, seed, step,
+    return (check_table)."""
+
+    run: Union[None, str, List[str]] = None  # column(s) whose values together identify one run (required)
+    task: Optional[str] = None  # column (required)
+    seed: Optional[str] = None  # column; without it the runs of one configuration are numbered 0, 1, ...
+    step: Optional[str] = None  # column of env steps; or
+    steps_per_row: Optional[float] = None  # env steps between a run's consecutive rows
+    value: Optional[str] = None  # column of the return (required)
+    where: Dict[str, Any] = field(default_factory=dict)  # {column: value or [values]}: keep only these rows
+    # {name: column} or {name: {column: c, map: {value: number}}} or {name: {value: v}}
+    params: Dict[str, Any] = field(default_factory=dict)
+    # optional columns: critic updates (default sigma * env steps), FLOPs, wall time
+    grad_steps: Optional[str] = None
+    flops: Optional[str] = None
+    wall_time_s: Optional[str] = None
+
+
 # a run parameter's name (`table.params`, TensorBoard hparams) -> the tidy table's column (load/table.py)
 TABLE_PARAMS = {
     "utd": "sigma",
@@ -129,19 +187,25 @@ TABLE_PARAMS = {
     "algo": "algo",
 }
 TEXT_PARAMS = ("algo",)  # every other parameter is a number
-# `tensorboard:` (format: tensorboard): which tags hold the return and the env step, where parameters come from
-TENSORBOARD_DEFAULTS = {
-    "scalar": None,  # the return's scalar tag (required), e.g. charts/episodic_return
-    "step": None,  # a scalar tag holding env steps, joined on the event step; default: the event step
-    "pattern": None,  # parameters from the run's path, e.g. utd_{utd}/bs_{batch_size}/seed_{seed}
-    "task": None,  # the task when neither the hparams nor the pattern name it
-    "params": {},  # constants for every run, e.g. {model_size: 1.5e5}
-}
 
 
-def _spec(cfg, key, defaults):
-    """The `key:` mapping over its defaults, unknown keys named with a did-you-mean."""
-    spec = cfg[key]
+@dataclass
+class TensorboardSpec:
+    """`tensorboard:` (format: tensorboard): which tags hold the return and the env step, where parameters come
+    from (check_tensorboard)."""
+
+    scalar: Optional[str] = None  # the return's scalar tag (required), e.g. charts/episodic_return
+    # a scalar tag holding env steps, joined on the event step; default: the event step
+    step: Optional[str] = None
+    # parameters from the run's path, e.g. utd_{utd}/bs_{batch_size}/seed_{seed}
+    pattern: Optional[str] = None
+    task: Optional[str] = None  # the task when neither the hparams nor the pattern name it
+    params: Dict[str, Any] = field(default_factory=dict)  # constants for every run, e.g. {model_size: 1.5e5}
+
+
+def _spec(cfg, key, schema):
+    """The `key:` mapping over its schema's defaults, unknown keys named with a did-you-mean."""
+    spec, defaults = cfg[key], specs.defaults(schema)
     if not isinstance(spec, dict):
         raise AnalysisInputError(
             f"config key `{key}` must be a mapping ({', '.join(defaults)}), got {spec!r}"
@@ -166,7 +230,7 @@ def _param_names(key, params, allowed):
 
 def check_table(cfg):
     """`table:` checked: required columns named, each param a column, a mapped column or a constant."""
-    t = _spec(cfg, "table", TABLE_DEFAULTS)
+    t = _spec(cfg, "table", TableSpec)
     t["run"] = [t["run"]] if isinstance(t["run"], str) else t["run"]
     if not t["run"] or not isinstance(t["run"], list) or not all(isinstance(c, str) for c in t["run"]):
         raise AnalysisInputError(
@@ -205,7 +269,7 @@ def check_table(cfg):
 
 def check_tensorboard(cfg):
     """`tensorboard:` checked: the return's tag named, the pattern's fields known parameters."""
-    t = _spec(cfg, "tensorboard", TENSORBOARD_DEFAULTS)
+    t = _spec(cfg, "tensorboard", TensorboardSpec)
     if not isinstance(t["scalar"], str):
         raise AnalysisInputError(
             "`tensorboard.scalar` must name the return's scalar tag (e.g. charts/episodic_return)"
@@ -228,7 +292,7 @@ def check_log_specs(cfg):
     for key, check in (("table", check_table), ("tensorboard", check_tensorboard)):
         if cfg[key] is None:
             if cfg["format"] == key:
-                keys = ", ".join(TABLE_DEFAULTS if key == "table" else TENSORBOARD_DEFAULTS)
+                keys = ", ".join(f.name for f in fields(TableSpec if key == "table" else TensorboardSpec))
                 raise AnalysisInputError(f"format: {key} needs a `{key}:` mapping ({keys})")
             continue
         if cfg["format"] == "auto":
@@ -254,36 +318,20 @@ def r1_config(cfg):
     delta_measured = cfg["delta"] == "measured"
     if delta_measured:
         cfg["delta"] = DEFAULTS["delta"]
-    for k in ("sweep_threshold", "delta"):
-        cfg[k] = number(cfg, k)
-    for k, options in (("returns", RETURNS), ("budget", BUDGETS)):
-        if cfg[k] not in options:
-            raise AnalysisInputError(f"config key `{k}` must be one of {list(options)}, got {cfg[k]!r}")
-    for k in ("bootstrap", "holdout_top_k", "seed"):
-        cfg[k] = number(cfg, k, int)
-    if cfg["model_size"] is not None:
-        cfg["model_size"] = number(cfg, "model_size")
-    if cfg["thresholds"] is not None:
+    _check_fields(cfg, "r1")
+    if cfg["thresholds"] is not None:  # a list here (a mapping is R5 mode)
         cfg["thresholds"] = [number({"thresholds": t}, "thresholds") for t in cfg["thresholds"]]
-    for key in ("max_returns", "min_returns"):
-        cfg[key] = {t: number({f"{key}.{t}": v}, f"{key}.{t}") for t, v in (cfg[key] or {}).items()}
     return cfg, delta_measured
 
 
 def r5_config(cfg):
     """R5 mode's settings checked and coerced (thresholds become {task: [J, ...]})."""
-    if cfg["pool"] not in (None, "r5"):
-        raise AnalysisInputError(f"pool={cfg['pool']!r}: the only pooled variant is `pool: r5`")
-    if cfg["threshold_rule"] not in (None, "r5"):
-        raise AnalysisInputError(
-            f"threshold_rule={cfg['threshold_rule']!r}: the only rule is `threshold_rule: r5`"
-        )
+    _check_fields(cfg, "r5")
     ex = dict(cfg["exclude"] or {})
-    bad = sorted(set(ex) - set(EXCLUDE_AXES))
+    axes = FIELDS["exclude"].metadata["axes"]
+    bad = sorted(set(ex) - set(axes))
     if bad:
-        raise AnalysisInputError(
-            f"exclude: unknown axis {bad}; axes: {list(EXCLUDE_AXES)} (e.g. {{width: [2048]}})"
-        )
+        raise AnalysisInputError(f"exclude: unknown axis {bad}; axes: {list(axes)} (e.g. {{width: [2048]}})")
     cfg["exclude"] = {k: [v] if not isinstance(v, (list, tuple)) else list(v) for k, v in ex.items()}
     th = cfg["thresholds"]
     if th is not None and not isinstance(th, dict):
@@ -302,24 +350,15 @@ def r5_config(cfg):
         t: [number({f"thresholds.{t}": x}, f"thresholds.{t}") for x in listed(v)]
         for t, v in (th or {}).items()
     }
-    cfg["threshold_base"] = {
-        t: number({f"threshold_base.{t}": v}, f"threshold_base.{t}")
-        for t, v in (cfg["threshold_base"] or {}).items()
-    }
     if (cfg["threshold_rule"] == "r5" or cfg["pool"] == "r5") and not cfg["threshold_base"]:
         raise AnalysisInputError(
             "threshold_rule: r5 (and pool: r5) need `threshold_base: {task: base}` "
             "(R5's DMC bases: docs/science.md 3)"
         )
-    for k in ("bootstrap", "r5_seed"):
-        cfg[k] = number(cfg, k, int)
-    cfg["delta"] = number(cfg, "delta")
-    if cfg["reset_every_grad_steps"] is not None:
-        cfg["reset_every_grad_steps"] = number(cfg, "reset_every_grad_steps")
     return cfg
 
 
 def config_record(cfg):
     """The config as fits.json records it: every key of DEFAULTS, `inputs` last as a list."""
     inputs = [cfg["inputs"]] if isinstance(cfg["inputs"], str) else list(cfg["inputs"])
-    return {k: cfg[k] for k in DEFAULTS if k != "inputs"} | {"inputs": inputs}
+    return {**{k: cfg[k] for k in FIELDS if k != "inputs"}, "inputs": inputs}

@@ -1,19 +1,91 @@
 """The spec machinery every schema shares: the training config (config.py), sweep, study and analysis specs.
 
-Fields declare their constraints next to them (`choice`, `positive`, `non_negative`, `unit_interval`: dataclass
-field metadata that `constraints()` collects); `closest` is the one "did you mean"; `read_spec`, `set_dotted`,
-`spec_keys` and `flatten` read a YAML spec, apply `key=value` overrides and list a schema's keys.
+Fields declare their constraints next to them (`choice`, `positive`, `non_negative`, `unit_interval`, or
+`described` with a schema's own keys: dataclass field metadata that `constraints()` collects and `broken()`
+checks); `same_as` reuses another schema's field (its default and constraints, not a copy); `closest` is the one
+"did you mean"; `read_spec`, `set_dotted`, `spec_keys` and `flatten` read a YAML spec, apply `key=value`
+overrides and list a schema's keys; `defaults` and `is_instance` serve schemas whose values stay a plain dict
+(the analysis config).
 """
 
+import copy
 import difflib
 import os
-from dataclasses import field, fields, is_dataclass
+import typing
+from dataclasses import MISSING, field, fields, is_dataclass
+from typing import Any, Dict, Optional
 
 import yaml
 
 
 def _field(default, **meta):
+    if isinstance(default, (list, dict, set)):  # a mutable default: a fresh copy for every instance
+        return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def described(default: Any, **meta: Any) -> Any:
+    """A field with its default and free-form metadata: a schema's own keys (e.g. the analysis's `expect`,
+    `number`, `mode`) beside the shared `choices` and `check`."""
+    return _field(default, **meta)
+
+
+def same_as(cls: type, name: str) -> Any:
+    """Field `name` of schema `cls` again, in another schema: its default and its metadata (choices, ranges),
+    read from `cls` so that both schemas hold one definition (the study's analysis section takes the analysis
+    schema's)."""
+    f = next(f for f in fields(cls) if f.name == name)
+    default = f.default_factory() if f.default_factory is not MISSING else f.default
+    return _field(default, **dict(f.metadata))
+
+
+def defaults(cls: type) -> Dict[str, Any]:
+    """{field name: default} of a flat schema, list and dict defaults fresh copies."""
+    return {
+        f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(cls)
+    }
+
+
+def broken(value: Any, meta: Dict[str, Any]) -> Optional[str]:
+    """The constraint of a field's metadata that `value` breaks ("choices", "positive", "non_negative",
+    "unit_interval"), or None. A number constraint takes a number (None passes `positive`: an Optional
+    field's "not set")."""
+    if "choices" in meta and value not in meta["choices"]:
+        return "choices"
+    check = meta.get("check")
+    if check == "positive" and value is not None and not value > 0:
+        return check
+    if check == "non_negative" and not value >= 0:
+        return check
+    if check == "unit_interval" and not 0 < value <= 1:
+        return check
+    return None
+
+
+def is_instance(value: Any, annotation: Any) -> bool:
+    """isinstance against a field's annotation (typing's Optional / Union / List / Dict included): the
+    container's type, and each element where it must be text (a list of paths). Numbers inside a list or a
+    mapping are the schema's to coerce (YAML 1.1 reads `1.5e5` as text), so they are not checked here."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if origin is typing.Union:
+        return any(is_instance(value, a) for a in args)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and (
+            not args or args[0] is not str or all(isinstance(v, str) for v in value)
+        )
+    if origin is dict:
+        return isinstance(value, dict) and (
+            len(args) < 2 or args[1] is not str or all(isinstance(v, str) for v in value.values())
+        )
+    if annotation is type(None):
+        return value is None
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
 
 
 def choice(default, *options):

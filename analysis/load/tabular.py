@@ -1,5 +1,5 @@
 """`format: table`: tidy CSV or Parquet files (one row per run and step, or per run, step and metric) -> the
-tidy table (table.py), with the columns named by the config's `table:` mapping (config.TABLE_DEFAULTS).
+tidy table (table.py), with the columns named by the config's `table:` mapping (config.TableSpec).
 
 Every check names the file and the first offending row: a missing column, a non-numeric value, a run with
 two values of one parameter, a run logging one step twice. Vectorised over rows (10^7 rows load in seconds):

@@ -2,6 +2,7 @@
 anything runs (every stage's sweep is expanded, so every run's config is checked), and `_sweep_dict`, the
 sweep spec of one stage."""
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -11,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pql_scaling import config as config_lib
 from pql_scaling import specs
+from pql_scaling.analysis.config import AnalysisConfig  # the analysis's schema (stdlib + yaml, no numpy)
 from pql_scaling.experiments import sweep
 
 
@@ -53,24 +55,32 @@ class ValidateStage:
     base: Dict[str, Any] = field(default_factory=dict)
 
 
+def _analysis(name):
+    """The analysis schema's field `name`: its default and allowed values, defined once there."""
+    return specs.same_as(AnalysisConfig, name)
+
+
 @dataclass
 class AnalysisSpec:
     thresholds: Optional[List[float]] = None  # default R1's 300 ... 800
-    sweep_threshold: float = 800.0
-    bootstrap: int = 100
-    returns: str = "auto"  # auto | eval | train: which logged return the laws are fitted on
-    budget: str = "flops"  # flops (F = C + delta D) | wall_clock (also: the time model from the logged rates)
-    delta: Any = 4e9  # FLOPs-equivalent per transition, or "measured" (from the rates)
-    compute: str = "measured"  # measured (our FLOP counts) | r1 (10 N B sigma D)
-    model_size: Optional[float] = None  # default: run.json's critic_params
-    holdout_top_k: int = 2
+    sweep_threshold: float = _analysis("sweep_threshold")
+    bootstrap: int = _analysis("bootstrap")
+    returns: str = _analysis("returns")  # auto | eval | train: which logged return the laws are fitted on
+    # flops (F = C + delta D) | wall_clock (also: the time model from the logged rates)
+    budget: str = _analysis("budget")
+    delta: Any = _analysis("delta")  # FLOPs-equivalent per transition, or "measured" (from the rates)
+    # r1 (10 N B sigma D) | measured (our FLOP counts); one default, the analysis's: r1 (studies/*.yaml say measured)
+    compute: str = _analysis("compute")
+    model_size: Optional[float] = _analysis("model_size")  # default: run.json's critic_params
+    holdout_top_k: int = _analysis("holdout_top_k")
     grade_top_k: int = 2  # the summary grades the top-k thresholds
     target_rel_error: float = 0.15
 
 
 @dataclass
 class WandbSpec:
-    mode: str = "disabled"  # online | offline | disabled; runs and the analysis run share the group `name`
+    # online | offline | disabled; runs and the analysis run share the group `name`
+    mode: str = specs.choice("disabled", "online", "offline", "disabled")
     project: str = "pql-scaling"
     entity: Optional[str] = None
 
@@ -101,6 +111,8 @@ class StudySpec:
 class StudyError(config_lib.ConfigError):
     pass
 
+
+_CONSTRAINTS = {k: m for k, m in specs.constraints(StudySpec).items() if "choices" in m}
 
 # base keys the study sets itself (task, the grid, the rules)
 STUDY_SETS = ("task", "algo.batch_size", "algo.critic_lr", "algo.actor_lr", "algo.critic_updates_per_step")
@@ -137,14 +149,10 @@ def _validate(spec, where):
             % (spec.returns.max, spec.returns.min)
         )
     a = spec.analysis
-    for key, value, options in (
-        ("analysis.returns", a.returns, ("auto", "eval", "train")),
-        ("analysis.budget", a.budget, ("flops", "wall_clock")),
-        ("analysis.compute", a.compute, ("measured", "r1")),
-        ("wandb.mode", spec.wandb.mode, ("online", "offline", "disabled")),
-    ):
-        if value not in options:
-            raise StudyError("%s=%r is not one of %s" % (key, value, ", ".join(options)))
+    for key, meta in _CONSTRAINTS.items():  # analysis.returns / budget / compute, wandb.mode
+        value = functools.reduce(getattr, key.split("."), spec)
+        if specs.broken(value, meta) == "choices":
+            raise StudyError("%s=%r is not one of %s" % (key, value, ", ".join(meta["choices"])))
     if not (a.delta == "measured" or isinstance(a.delta, (int, float)) and a.delta >= 0):
         raise StudyError("analysis.delta=%r: give FLOPs per transition (>= 0) or \"measured\"" % (a.delta,))
     if len(set(spec.fitted.utd)) < 4:
