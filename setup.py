@@ -59,7 +59,9 @@ setup(
         "pql_scaling.tasks": "tasks",
         "pql_scaling.analysis": "analysis",
     },
-    package_data={"pql_scaling.tasks": ["*.yaml", "gpu/*.yaml", "isaacgym/*.yaml", "mjwarp/*.yaml"]},
+    package_data={
+        "pql_scaling.tasks": ["*.yaml", "gpu/*.yaml", "isaacgym/*.yaml", "mjwarp/*.yaml", "gymnasium/*.yaml"]
+    },
     # The training path must install on Python 3.8 (Isaac Gym): the analysis stack (scipy >= 1.12 needs
     # Python 3.9) is an extra there, and installed by default from Python 3.9 on.
     install_requires=["torch>=2.0", "numpy", "pyyaml>=5.1", "omegaconf>=2.3", "rich>=12"]

@@ -27,6 +27,8 @@ BACKENDS = {
     "mujoco": "pql_scaling.envs.mujoco_backend",
     "mjwarp": "pql_scaling.envs.mjwarp_backend",
     "isaacgym": "pql_scaling.envs.isaacgym_backend",
+    # any registered Gymnasium id (its TASKS is the live registry; resolved last, after the named tasks above)
+    "gymnasium": "pql_scaling.envs.gymnasium_backend",
 }
 
 
@@ -44,7 +46,7 @@ def default_backend(task):
         if backend == "native":
             continue
         try:
-            if task in _backend_tasks(backend):
+            if task in importlib.import_module(BACKENDS[backend]).TASKS:
                 return backend
         except ImportError:
             continue
@@ -56,7 +58,10 @@ def make(task, num_envs, device="cpu", seed=0, backend=None, **overrides):
         raise ValueError("unknown backend %r; valid backends: %s" % (backend, ", ".join(sorted(BACKENDS))))
     backend = backend or default_backend(task)
     if backend is None:
-        raise ValueError("unknown task %r; valid tasks: %s" % (task, ", ".join(all_tasks())))
+        raise ValueError(
+            "unknown task %r; valid tasks: %s, or any registered Gymnasium id (backend=gymnasium)"
+            % (task, ", ".join(all_tasks()))
+        )
     if backend == "native":
         if task not in NATIVE_TASKS:
             raise ValueError(
@@ -70,6 +75,8 @@ def make(task, num_envs, device="cpu", seed=0, backend=None, **overrides):
         BACKENDS[backend]
     )  # raises with install advice if the simulator is missing
     if task not in module.TASKS:
+        if hasattr(module, "unknown_task_error"):  # a backend whose tasks are too many to list
+            raise module.unknown_task_error(task)
         raise ValueError(
             "unknown task %r for backend %r; valid tasks: %s"
             % (task, backend, ", ".join(sorted(module.TASKS)))
@@ -78,8 +85,11 @@ def make(task, num_envs, device="cpu", seed=0, backend=None, **overrides):
 
 
 def all_tasks():
+    """The tasks of every installed backend, except Gymnasium's registry (any registered id is a task there)."""
     names = set(NATIVE_TASKS)
     for backend in BACKENDS:
+        if backend == "gymnasium":
+            continue
         try:
             names.update(_backend_tasks(backend))
         except ImportError:

@@ -4,6 +4,7 @@ per-task training defaults live beside them as `<task>.yaml` (CPU scale), with G
 
 import importlib
 import os
+import re
 
 # name -> "module:Class" for the embedded torch-native backend.
 NATIVE_TASKS = {
@@ -15,6 +16,9 @@ NATIVE_TASKS = {
 }
 
 TASK_DIR = os.path.dirname(os.path.abspath(__file__))
+# backend=gymnasium: tasks/gymnasium/<id>.yaml where we ship one, else these generic defaults
+GYMNASIUM_GENERIC = os.path.join(TASK_DIR, "gymnasium", "_generic.yaml")
+_GYMNASIUM_ID = re.compile(r"-v[0-9]+$")  # Gymnasium's versioned ids; no other backend's task names end so
 
 
 def load_native(name):
@@ -33,12 +37,19 @@ def defaults_path(name, backend=None, device="cpu"):
     thousands of envs where the CPU backend of the same task gets few; Isaac Gym's live only there,
     since IsaacGymEnvs' Ant and Humanoid are other MDPs than the MJCF tasks of the same name.
     A native task runs on either device, so the device picks: tasks/gpu/<task>.yaml (PQL scale,
-    thousands of envs) for device=cuda, tasks/<task>.yaml (tuned for a 2-core CPU) otherwise."""
+    thousands of envs) for device=cuda, tasks/<task>.yaml (tuned for a 2-core CPU) otherwise.
+    backend=gymnasium (also meant by a versioned id such as Pendulum-v1 without a backend, as envs.make resolves
+    it) reads tasks/gymnasium/<id>.yaml, else tasks/gymnasium/_generic.yaml, on either device (its envs step on
+    the CPU)."""
+    if backend is None and name not in NATIVE_TASKS and _GYMNASIUM_ID.search(str(name)):
+        backend = "gymnasium"
     candidates = [os.path.join(TASK_DIR, backend, name + ".yaml")] if backend else []
     if is_gpu(device) and backend in (None, "native"):
         candidates.append(os.path.join(TASK_DIR, "gpu", name + ".yaml"))
     if backend != "isaacgym":
         candidates.append(os.path.join(TASK_DIR, name + ".yaml"))
+    if backend == "gymnasium":
+        candidates.append(GYMNASIUM_GENERIC)
     return next((p for p in candidates if os.path.exists(p)), None)
 
 

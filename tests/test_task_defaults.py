@@ -28,7 +28,7 @@ def test_every_task_yaml_is_a_valid_config(path):
     """Each YAML resolves through the config schema (known keys, right types, valid ranges)."""
     name = os.path.basename(path)[: -len(".yaml")]
     folder = os.path.basename(os.path.dirname(path))
-    backend = folder if folder in ("isaacgym", "mjwarp") else None
+    backend = folder if folder in ("isaacgym", "mjwarp", "gymnasium") else None
     device = "cuda" if folder == "gpu" else "cpu"
     cfg = config.load(["task=" + name, "device=" + device] + (["backend=" + backend] if backend else []))
     assert (
@@ -36,7 +36,9 @@ def test_every_task_yaml_is_a_valid_config(path):
     )  # the file this backend and device actually read
     d = yaml.safe_load(open(path))
     assert cfg.num_envs == d["num_envs"] and cfg.max_time_s == d["max_time_s"]
-    if backend or device == "cuda":  # the GPU simulators and native tasks on a GPU get PQL's defaults
+    if backend == "gymnasium":  # Gymnasium's envs step on the CPU: CPU-sized defaults
+        assert cfg.num_envs <= 64
+    elif backend or device == "cuda":  # the GPU simulators and native tasks on a GPU get PQL's defaults
         assert d["num_envs"] == 4096 and d["max_time_s"] > 0
     elif name in MJCF_TASKS:  # backend=mujoco runs on the CPU: few envs, a learner that keeps up
         assert cfg.num_envs <= 64 and cfg.algo.critic_updates_per_step / cfg.num_envs >= 0.1
