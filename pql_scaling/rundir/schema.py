@@ -17,7 +17,7 @@ import json
 import os
 import socket
 import time
-from typing import Optional, TypedDict
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypedDict, Union
 
 # ------------------------------------------------------------------------------------------------------ files
 CONFIG = "config.yaml"
@@ -39,6 +39,7 @@ HOST, BOOT_ID, PID, PROC_START, HEARTBEAT, LOST = "host", "boot_id", "pid", "pro
 HEARTBEAT_S = 10.0
 LOST_AFTER_S = 120.0  # a heartbeat older than this, read from another host, means the run is lost
 UNKNOWN = -1  # process_start where this system cannot tell a process's start time (no /proc)
+FilePath = Union[str, os.PathLike]  # a file the readers open
 
 
 # ----------------------------------------------------------------------------------------------- metrics rows
@@ -113,7 +114,7 @@ TRUNCATED = "truncated (last line, skipped)"
 
 
 # ---------------------------------------------------------------------------------------------------- readers
-def read_metrics(path, tail_bytes=None):
+def read_metrics(path: FilePath, tail_bytes: Optional[int] = None) -> Tuple[List[MetricsRow], List[str]]:
     """metrics.jsonl's log points and notes on the lines left out: (rows, notes). A truncated last line (a
     run killed mid-write, or one appending right now) is skipped with a note ending in TRUNCATED; a line that
     is not JSON, or not a JSON object, elsewhere is skipped with a note naming its number. OSError if the file
@@ -145,7 +146,9 @@ def read_metrics(path, tail_bytes=None):
     return rows, notes
 
 
-def read_status(path, now=None, lost_after_s=LOST_AFTER_S, raw=False):
+def read_status(
+    path: FilePath, now: Optional[float] = None, lost_after_s: float = LOST_AFTER_S, raw: bool = False
+) -> Any:
     """status.json (a dict: status, reason, time, ...), with a lost run told apart: a `running` whose process
     is gone (this host) or whose heartbeat is older than `lost_after_s` (any host) reads as `stopped`, its
     reason `lost: no heartbeat since ...`, and `lost: true` (see lost_reason). `raw`: as written. OSError when
@@ -159,7 +162,13 @@ def read_status(path, now=None, lost_after_s=LOST_AFTER_S, raw=False):
     return st if why is None else dict(st, status=STOPPED, reason=why, **{LOST: True})
 
 
-def lost_reason(st, now, machine, start_of, lost_after_s=LOST_AFTER_S):
+def lost_reason(
+    st: Dict[str, Any],
+    now: float,
+    machine: Tuple[str, Optional[str]],
+    start_of: Callable[[int], Optional[int]],
+    lost_after_s: float = LOST_AFTER_S,
+) -> Optional[str]:
     """Why the status `st` of a `running` run is that of a lost one, or None (live, not running, or written
     before heartbeats existed). Pure: `machine` is this_machine(), `start_of(pid)` process_start.
     On the writer's machine (same host and boot) the process decides: gone, or its pid now another process
@@ -190,7 +199,7 @@ def lost_reason(st, now, machine, start_of, lost_after_s=LOST_AFTER_S):
     return None
 
 
-def this_machine():
+def this_machine() -> Tuple[str, Optional[str]]:
     """(host name, boot id): a pid means the same process only within one boot of one machine."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as fh:
@@ -200,7 +209,7 @@ def this_machine():
     return socket.gethostname(), boot
 
 
-def process_start(pid):
+def process_start(pid: int) -> Optional[int]:
     """When process `pid` of this machine started (clock ticks since boot, /proc/PID/stat's 22nd field), None
     when no such process lives (a zombie, killed and not yet reaped, counts as gone); UNKNOWN where the
     system has no /proc but the process exists."""
@@ -221,7 +230,7 @@ def process_start(pid):
     return UNKNOWN
 
 
-def read_facts(path):
+def read_facts(path: FilePath) -> Any:
     """run.json as written (a dict of derived facts). OSError / ValueError as read_status."""
     with open(path) as fh:
         return json.load(fh)

@@ -27,7 +27,7 @@ class BackgroundWriter:
     def submit(self, job: Callable[[], None]) -> None:
         self.wait()
 
-        def run():
+        def run() -> None:
             try:
                 job()
             except BaseException as e:  # noqa: BLE001 - handed to the main thread by wait()
@@ -81,7 +81,7 @@ class Checkpointer:
         if background:
             state = to_host(state)
 
-        def write():
+        def write() -> None:
             if store is not None:
                 store.write(segment)  # before the checkpoint that names its rows
             self.run.save_checkpoint(state, position)

@@ -9,17 +9,18 @@ the throughput figures. Isaac Gym allows one simulation per process, so there it
 """
 
 import time
+from typing import Any, Callable, Dict, Union
 
 import torch
 
 from pql_scaling import envs
-from pql_scaling.config import ConfigError
+from pql_scaling.config import Config, ConfigError
 
 EVAL_SEED_OFFSET = 1_000_003  # eval envs draw initial states from their own stream
 
 
 class Evaluator:
-    def __init__(self, cfg, device, done_steps=0):
+    def __init__(self, cfg: Config, device: Union[str, torch.device], done_steps: int = 0) -> None:
         e = cfg.eval
         backend = cfg.backend or envs.default_backend(cfg.task)
         if backend == "isaacgym":
@@ -36,11 +37,16 @@ class Evaluator:
         self.sac = cfg.algo.name == "sac"
         self.next = (done_steps // self.every + 1) * self.every  # the next multiple of every_steps
 
-    def due(self, env_steps):
+    def due(self, env_steps: int) -> bool:
         return env_steps >= self.next
 
     @torch.no_grad()
-    def run(self, policy, norm, env_steps):
+    def run(
+        self,
+        policy: Callable[[torch.Tensor], torch.Tensor],
+        norm: Callable[[torch.Tensor], torch.Tensor],
+        env_steps: int,
+    ) -> Dict[str, Any]:
         """One episode per eval env with the policy's deterministic action -> dict of eval_* metrics."""
         t0 = time.perf_counter()
         self.next = (env_steps // self.every + 1) * self.every
@@ -70,6 +76,6 @@ class Evaluator:
             "eval_s": time.perf_counter() - t0,
         }
 
-    def close(self):
+    def close(self) -> None:
         if hasattr(self.env, "close"):
             self.env.close()

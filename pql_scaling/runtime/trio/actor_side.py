@@ -7,7 +7,8 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional, Type
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Dict, Optional, Type
 
 import torch
 import torch.multiprocessing as mp
@@ -28,6 +29,9 @@ from pql_scaling.runtime.trio.protocol import (
     norm_tensors,
     wait_queued,
 )
+
+if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from multiprocessing.context import BaseContext
 
 log = logging.getLogger("pql_scaling")
 
@@ -122,7 +126,9 @@ class Trio(Runtime):
         self.running = True
         s.attach_runtime(self)
 
-    def _spawn(self, ctx, init: Dict[str, Dict[str, Any]], loop_cls: Optional[Type[LearnerLoop]]) -> None:
+    def _spawn(
+        self, ctx: "BaseContext", init: Dict[str, Dict[str, Any]], loop_cls: Optional[Type[LearnerLoop]]
+    ) -> None:
         s = self.s
         log_path = os.path.join(s.run.path, "train.log")
         for role in ROLES[1:]:
@@ -146,7 +152,7 @@ class Trio(Runtime):
             self.procs[role] = p
             log.info("trio: %s is pid %d on %s", role, p.pid, self.devices[role])
 
-    def on_signal(self, signum, frame) -> None:
+    def on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         self.signal = signum  # raised at the next safe point: never inside a wait on a shared primitive
 
     def check(self) -> None:

@@ -46,16 +46,31 @@ those safe points, never inside a wait on a shared primitive).
 
 import time
 from fractions import Fraction
-from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
+    from multiprocessing.context import BaseContext
+
     from pql_scaling.core.replay import Normalizer, Replay
     from pql_scaling.runtime.session import Session
 
 LAG = 2  # actor steps the actor may run ahead of what both learners have consumed
 ROLES = ("actor", "v_learner", "p_learner")
+Device = Union[str, torch.device]
 STATS, STATE = 1, 2  # request kinds (Counters.req_kind)
 
 
@@ -134,7 +149,9 @@ STATS_SIZE = 8  # LearnerStats.to_tensor's length
 class Schedule:
     """base + floor(owed + ratio * (x - origin)) in integers: how many updates are due at x."""
 
-    def __init__(self, base: int, owed, ratio, origin: int = 0) -> None:
+    def __init__(
+        self, base: int, owed: Union[int, Fraction], ratio: Union[float, Fraction], origin: int = 0
+    ) -> None:
         owed, ratio = Fraction(owed), Fraction(str(ratio))
         self.base, self.origin, self.den = int(base), int(origin), owed.denominator * ratio.denominator
         self.c0, self.c1 = owed.numerator * ratio.denominator, ratio.numerator * owed.denominator
@@ -147,7 +164,7 @@ class Schedule:
         return Fraction(self.c0 + self.c1 * (x - self.origin), self.den) - (done - self.base)
 
 
-def wait_queued(*devices) -> None:
+def wait_queued(*devices: Device) -> None:
     """Wait (on the host) for the work queued so far on these devices' current streams: an event each,
     never a device-wide synchronize, so work on a side stream (a snapshot read) or still queued elsewhere
     is not waited for. CPU devices need nothing: a CPU copy_ is done when it returns."""
@@ -175,7 +192,7 @@ class Snapshot:
     # seq layout: publishes, sequence of slot 0, of slot 1, version held by slot 0, by slot 1
     PUBLISHES, SEQ, VERSION = 0, 1, 3  # SEQ + i, VERSION + i: slot i's
 
-    def __init__(self, tensors: Sequence[torch.Tensor], device) -> None:
+    def __init__(self, tensors: Sequence[torch.Tensor], device: Device) -> None:
         sizes = [t.numel() for t in tensors]
         self.device = torch.device(device)
         self.slots = torch.zeros(2, sum(sizes), device=self.device, dtype=tensors[0].dtype)
@@ -187,12 +204,13 @@ class Snapshot:
         self.pending = None  # offer(): the event of a queued copy not yet announced
         self.reader = None  # CUDA readers: (side stream, 2 staging buffers, 2 "consumed" events), per process
 
-    def __getstate__(self):  # what the learner processes receive: no events, streams or buffers of ours
+    def __getstate__(self) -> Dict[str, Any]:
+        # what the learner processes receive: no events, streams or buffers of ours
         state = dict(self.__dict__)
         state["pending"] = state["reader"] = None
         return state
 
-    def _views(self, i, tensors):
+    def _views(self, i: int, tensors: Sequence[torch.Tensor]) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
         return zip(tensors, self.slots[i].split(self.sizes))
 
     def publish(self, tensors: Sequence[torch.Tensor]) -> None:
@@ -255,7 +273,7 @@ class Snapshot:
                     self._unstage(staged, tensors)
                 return version
 
-    def _stage(self, i, device):
+    def _stage(self, i: int, device: torch.device) -> int:
         """Copy slot i into a staging buffer on a side stream and wait for that copy only; returns the
         buffer's index."""
         if self.reader is None:
@@ -276,7 +294,7 @@ class Snapshot:
         done.synchronize()  # the copy must be finished before we validate it
         return j
 
-    def _unstage(self, j, tensors):
+    def _unstage(self, j: int, tensors: Sequence[torch.Tensor]) -> None:
         side, staging, consumed, _ = self.reader
         with torch.no_grad():
             for t, view in zip(tensors, staging[j].split(self.sizes)):
@@ -307,7 +325,7 @@ class Doorbell:
     """A wake-up for one waiting role: ring() never blocks (multiprocessing.Event.set would wait for every
     sleeper to wake), and rings that came while nobody waited are drained by clear()."""
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: "BaseContext") -> None:
         self.sem = ctx.Semaphore(0)
 
     def ring(self) -> None:
@@ -324,7 +342,7 @@ class Doorbell:
 class Shared:
     """Everything the three roles share; built once by the main process and passed to the learners."""
 
-    def __init__(self, s: "Session", ctx, devices: Dict[str, str]) -> None:
+    def __init__(self, s: "Session", ctx: "BaseContext", devices: Dict[str, str]) -> None:
         a = s.cfg.algo
         self.devices = devices
         self.ctr = Counters()
