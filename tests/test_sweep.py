@@ -345,3 +345,97 @@ def test_slurm_sweep_on_a_real_cluster(tmp_path, slurm_cluster):
         _check_one_timeline(r["path"])
     assert os.listdir(os.path.join(spec.out, ".submitit"))  # submitit's job files and logs
     assert all(r["launches"] == 0 for r in sweep.launch(spec))
+
+
+def _slurm_spec(tmp_path, **slurm):
+    d = spec_dict(
+        tmp_path, launcher={"kind": "slurm", "slurm": dict(partition="debug", time_min=10, **slurm)}
+    )
+    return d
+
+
+def _slurm_launcher(tmp_path, d):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    cmd = [sys.executable, "-m", "pql_scaling.cli", "sweep", str(path), "--live", "plain"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _squeue():
+    from pql_scaling.experiments.sweep import slurm_jobs
+
+    return slurm_jobs.queued()
+
+
+def _arrays_submitted(out):
+    """The SLURM arrays submitit wrote job folders for (independent of the sweep's own record)."""
+    return {n.split("_")[0] for n in os.listdir(os.path.join(out, ".submitit")) if not n.startswith(".")}
+
+
+def test_slurm_rerun_never_submits_a_pending_job_again(tmp_path, slurm_cluster):
+    """The launcher is SIGTERMed while its array's tasks are pending (one runs at a time); the rerun asks squeue,
+    submits nothing, watches the jobs of the first launch to their end: every run ran once, in one array."""
+    pytest.importorskip("submitit")
+    from pql_scaling.experiments.sweep import slurm_jobs
+
+    d = _slurm_spec(tmp_path, array_parallelism=1)
+    d["grid"] = {"utd": [0.25, 0.5, 1.0]}
+    runs = sweep.expand(sweep.load_spec(d))
+    launcher = _slurm_launcher(tmp_path, d)
+    _wait_for(
+        "the array recorded, one task running, the others pending",
+        lambda: (
+            os.path.exists(os.path.join(d["out"], slurm_jobs.JOBS_NAME))
+            and sorted(_squeue().values()) == ["PENDING", "PENDING", "RUNNING"]
+        ),
+        120,
+    )
+    launcher.send_signal(signal.SIGTERM)  # as `scancel --signal=TERM` of a launcher running as a job
+    launcher.communicate(timeout=60)
+    assert "PENDING" in _squeue().values()  # the launcher's death left jobs in the queue
+    out = sweep.launch(sweep.load_spec(d), live="plain")
+    assert [r["state"] for r in out] == ["completed"] * 3, out
+    jobs = slurm_jobs.read(d["out"])
+    assert sorted(jobs) == sorted(r.name for r in runs) and all(len(v) == 1 for v in jobs.values()), jobs
+    assert len({v[0].split("_")[0] for v in jobs.values()}) == 1
+    assert len(_arrays_submitted(d["out"])) == 1  # submitit's folders agree: one array, never resubmitted
+    for r in runs:
+        assert _starts(r.path) == (1, 0), r.name
+        _check_one_timeline(r.path)
+    _wait_for("the jobs to leave the queue (a task ends just after its result)", lambda: not _squeue(), 60)
+
+
+def test_slurm_preemption_drill_scancel_term_of_a_running_task(tmp_path, slurm_cluster):
+    """`scancel --signal=TERM` of a running array task (a preemption's first word): the run checkpoints and
+    stops; the rerun resubmits that run only and it completes on one timeline; the other ran once."""
+    pytest.importorskip("submitit")
+    from pql_scaling.experiments.sweep import slurm_jobs
+
+    d = _slurm_spec(tmp_path, array_parallelism=2)
+    d["base"] = dict(TINY, **{"max_env_steps": 2400, "log.checkpoint_every_s": 1})
+    runs = sweep.expand(sweep.load_spec(d))
+    victim, other = runs
+    launcher = _slurm_launcher(tmp_path, d)
+    _wait_for(
+        "the first run's checkpoint and a few log points",
+        lambda: (
+            os.path.exists(os.path.join(victim.path, "checkpoints", "last.pt"))
+            and os.path.exists(os.path.join(victim.path, "metrics.jsonl"))
+            and len(rows(victim.path)) >= 5
+            and sweep.run_state(victim.path)[0] == "running"
+        ),
+        240,
+    )
+    (job_id,) = slurm_jobs.read(d["out"])[victim.name]
+    subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+    out = launcher.communicate(timeout=300)[0]
+    st = status(victim.path)
+    assert st["status"] == "stopped" and "signal 15" in st["reason"], (st, out)
+    rerun = sweep.launch(sweep.load_spec(d), live="plain")
+    assert [r["state"] for r in rerun] == ["completed"] * 2, rerun
+    jobs = slurm_jobs.read(d["out"])
+    assert len(jobs[victim.name]) == 2 and jobs[victim.name][0] == job_id and len(jobs[other.name]) == 1
+    assert _starts(victim.path) == (1, 1) and _starts(other.path) == (1, 0)
+    for r in runs:
+        assert status(r.path)["status"] == "completed"
+        _check_one_timeline(r.path, 2400)

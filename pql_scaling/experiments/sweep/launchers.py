@@ -8,6 +8,7 @@ import queue
 import signal
 import time
 
+from pql_scaling.experiments.sweep import slurm_jobs
 from pql_scaling.experiments.sweep.board import Board
 from pql_scaling.experiments.sweep.expand import expand
 from pql_scaling.experiments.sweep.spec import LAUNCHERS, SpecError
@@ -253,6 +254,17 @@ def _slurm_results(pending, board):
                 yield _row(r, reason="SLURM job %s: %s" % (job.job_id, str(e).splitlines()[-1][:300]))
 
 
+def _slurm_submit(ex, rs, retry, extra, threads):
+    n = len(rs)
+    try:
+        return ex.map_array(_slurm_task, rs, [retry] * n, [extra] * n, [threads] * n)
+    except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: say so, nothing was started
+        raise SpecError(
+            "SLURM submission failed (%s: %s); check `sinfo` and the launcher.slurm options"
+            % (type(e).__name__, str(e).strip().splitlines()[-1] if str(e).strip() else "")
+        )
+
+
 def _slurm(spec, runs, retry, board):
     try:
         import submitit
@@ -276,18 +288,31 @@ def _slurm(spec, runs, retry, board):
             rs = [r for r in rs if run_state(r.path)[0] != "completed"]
         if not rs:
             return
-        n = len(rs)
-        try:
-            jobs = ex.map_array(_slurm_task, rs, [retry] * n, [extra] * n, [o.cpus_per_task] * n)
-        except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: say so, nothing was started
-            raise SpecError(
-                "SLURM submission failed (%s: %s); check `sinfo` and the launcher.slurm options"
-                % (type(e).__name__, str(e).strip().splitlines()[-1] if str(e).strip() else "")
+        with slurm_jobs.submit_lock(spec.out):  # decide, submit and record as one step (slurm_jobs.py)
+            try:
+                held = slurm_jobs.held(spec.out, rs)
+            except slurm_jobs.SlurmQueryError as e:
+                raise SpecError(
+                    "cannot tell which runs this sweep's earlier SLURM jobs still hold (%s); nothing was "
+                    "submitted, so none is submitted twice: check `squeue`, then rerun" % e
+                )
+            todo = [r for r in rs if r.path not in held]
+            jobs = _slurm_submit(ex, todo, retry, extra, o.cpus_per_task) if todo else []
+            slurm_jobs.record(spec.out, [(r.name, j.job_id) for r, j in zip(todo, jobs)])
+        if jobs:
+            board.note("submitted SLURM array %s (%d runs)" % (jobs[0].job_id.split("_")[0], len(jobs)))
+        if held:
+            board.note(
+                "%d run(s) still held by SLURM jobs of an earlier launch (%s): not submitted again, watched"
+                % (len(held), ", ".join("%s %s" % v for v in sorted(held.values())[:6]))
             )
-        board.note("submitted SLURM array %s (%d runs)" % (jobs[0].job_id.split("_")[0], len(jobs)))
+        pending = dict(zip(jobs, todo))
         for r in rs:
-            board.update(r, "queued")
-        yield from _slurm_results(dict(zip(jobs, rs)), board)
+            job_id, state = held.get(r.path, (None, "PENDING"))
+            board.update(r, "running" if state == "RUNNING" else "queued")
+            if job_id:
+                pending[submitit.SlurmJob(folder, job_id)] = r
+        yield from _slurm_results(pending, board)
 
     return _pool(launch_round, runs, board)
 
