@@ -12,7 +12,10 @@ from pql_scaling.tasks import load_native
 
 
 class NativeVecEnv:
-    def __init__(self, task, num_envs, device="cpu", seed=0, **overrides):
+    """`members` > 1 (a population): num_envs / members envs per member, member-major, each member's resets
+    drawn from its own generator seeded with `seeds[k]`, so a member's episodes do not depend on the others."""
+
+    def __init__(self, task, num_envs, device="cpu", seed=0, members=1, seeds=None, **overrides):
         self.device = torch.device(device)
         self.task = load_native(task)(self.device)
         for key, value in overrides.items():  # e.g. max_episode_steps=500, or a physics constant
@@ -22,16 +25,28 @@ class NativeVecEnv:
         self.num_envs = int(num_envs)
         self.obs_dim, self.act_dim = self.task.obs_dim, self.task.act_dim
         self.max_episode_steps = self.task.max_episode_steps
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed))
+        self.members = int(members)
+        seeds = [int(seed)] if seeds is None else [int(x) for x in seeds]
+        if len(seeds) != self.members or self.num_envs % self.members:
+            raise ValueError(
+                "%d seeds and %d envs for %d members" % (len(seeds), self.num_envs, self.members)
+            )
+        self.generators = [torch.Generator(device=self.device).manual_seed(x) for x in seeds]
+        self.generator = self.generators[0]
         low = torch.tensor(self.task.action_low, dtype=torch.float32, device=self.device)
         high = torch.tensor(self.task.action_high, dtype=torch.float32, device=self.device)
         self._act_scale, self._act_bias = (high - low) / 2, (high + low) / 2
-        self.state = self.task.initial_state(self.num_envs, self.generator)
+        self.state = self._initial()
         self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
 
+    def _initial(self):
+        if self.members == 1:
+            return self.task.initial_state(self.num_envs, self.generator)
+        n = self.num_envs // self.members
+        return torch.cat([self.task.initial_state(n, g) for g in self.generators])
+
     def reset(self):
-        self.state = self.task.initial_state(self.num_envs, self.generator)
+        self.state = self._initial()
         self.t.zero_()
         return self.task.observe(self.state)
 
@@ -42,7 +57,7 @@ class NativeVecEnv:
         truncated = (self.t >= self.max_episode_steps) & ~terminated
         done = terminated | truncated
         final_obs = self.task.observe(state)
-        fresh = self.task.initial_state(self.num_envs, self.generator)
+        fresh = self._initial()
         self.state = torch.where(done[:, None], fresh, state)
         self.t = torch.where(done, torch.zeros_like(self.t), self.t)
         next_obs = torch.where(done[:, None], self.task.observe(self.state), final_obs)
@@ -60,12 +75,17 @@ class NativeVecEnv:
 
     # Checkpointing: the runtime saves this so a resumed run continues the same episodes and RNG stream.
     def state_dict(self):
-        return {"state": self.state.clone(), "t": self.t.clone(), "generator": self.generator.get_state()}
+        s = {"state": self.state.clone(), "t": self.t.clone(), "generator": self.generator.get_state()}
+        if self.members > 1:
+            s["generators"] = [g.get_state() for g in self.generators]
+        return s
 
     def load_state_dict(self, s):
         self.state = s["state"].to(self.device)
         self.t = s["t"].to(self.device)
         self.generator.set_state(s["generator"])
+        for g, state in zip(self.generators[1:], s.get("generators", [])[1:]):
+            g.set_state(state)
 
     def close(self):
         pass

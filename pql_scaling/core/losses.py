@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import torch
 
+from pql_scaling.core.members import per_member_mean, per_member_plain_mean
+
 
 class Batch(NamedTuple):
     obs: torch.Tensor
@@ -26,14 +28,24 @@ class Batch(NamedTuple):
     weight: torch.Tensor
 
 
-def weighted_mean(x, w):
-    return (x * w).sum() / w.sum().clamp_min(1.0)
+def weighted_mean(x, w, members=1):
+    """The weighted mean over a batch; a population's batch (members-major rows): one mean per member, (K,)."""
+    if members == 1:
+        return (x * w).sum() / w.sum().clamp_min(1.0)
+    return per_member_mean(x, w, members)
 
 
-def smoothed_action(actor, obs, noise_std, noise_clip):
+def mean(x, members=1, dim=0):
+    """x.mean(); for a population, (K,) means: each member's rows along `dim` (members-major)."""
+    if members == 1:
+        return x.mean()
+    return per_member_plain_mean(x.movedim(dim, 0), members)
+
+
+def smoothed_action(actor, obs, noise_std, noise_clip, randn_like=torch.randn_like):
     """TD3's target-policy smoothing: a' = clip(pi(s') + clip(N(0, std), +-c), -1, 1)."""
     a = actor(obs)
-    noise = (torch.randn_like(a) * noise_std).clamp(-noise_clip, noise_clip)
+    noise = (randn_like(a) * noise_std).clamp(-noise_clip, noise_clip)
     return (a + noise).clamp(-1.0, 1.0)
 
 
@@ -58,14 +70,26 @@ def c51_project(next_probs, reward, discount, support):
     return out
 
 
-def critic_loss(actor, critic, critic_target, b, sac, target_noise, target_noise_clip, support=None):
-    """Clipped double-Q TD loss (twin critics, min over the target pair)."""
+def critic_loss(
+    actor,
+    critic,
+    critic_target,
+    b,
+    sac,
+    target_noise,
+    target_noise_clip,
+    support=None,
+    randn_like=torch.randn_like,
+):
+    """Clipped double-Q TD loss (twin critics, min over the target pair). A population's critic (`members`
+    > 1) gives (K,) losses and Q means, one per member; `randn_like` draws the smoothing noise (per member)."""
+    k = getattr(critic, "members", 1)
     with torch.no_grad():
         if sac:
             next_a, next_logp = actor.sample(b.next_obs)
             entropy_bonus = -actor.log_alpha.exp() * next_logp
         else:
-            next_a = smoothed_action(actor, b.next_obs, target_noise, target_noise_clip)
+            next_a = smoothed_action(actor, b.next_obs, target_noise, target_noise_clip, randn_like)
             entropy_bonus = 0.0
         target_out = critic_target(b.next_obs, next_a)
         if support is None:
@@ -82,7 +106,7 @@ def critic_loss(actor, critic, critic_target, b, sac, target_noise, target_noise
     else:
         per_sample = -(target * out.log_softmax(-1)).sum(-1).sum(0)
         q = (out.softmax(-1) * support).sum(-1)
-    return weighted_mean(per_sample, b.weight), q.mean()
+    return weighted_mean(per_sample, b.weight, k), mean(q, k, dim=1)
 
 
 def q_value(critic, obs, action, support=None):
@@ -95,12 +119,13 @@ def q_value(critic, obs, action, support=None):
 
 
 def actor_loss(actor, critic, b, sac, target_entropy, support=None):
+    k = getattr(actor, "members", 1)
     if sac:
         a, logp = actor.sample(b.obs)
         alpha = actor.log_alpha.exp().detach()
-        loss = weighted_mean(alpha * logp - q_value(critic, b.obs, a, support), b.weight)
+        loss = weighted_mean(alpha * logp - q_value(critic, b.obs, a, support), b.weight, k)
         # temperature: raise alpha when entropy falls below target
-        loss = loss - weighted_mean(actor.log_alpha * (logp.detach() + target_entropy), b.weight)
-        return loss, -logp.mean()
+        loss = loss - weighted_mean(actor.log_alpha * (logp.detach() + target_entropy), b.weight, k)
+        return loss, -mean(logp, k)
     a = actor(b.obs)
-    return weighted_mean(-q_value(critic, b.obs, a, support), b.weight), a.abs().mean()
+    return weighted_mean(-q_value(critic, b.obs, a, support), b.weight, k), mean(a.abs(), k)

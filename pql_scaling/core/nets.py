@@ -235,15 +235,24 @@ def body(arch, n_in, n_out, hidden, activation="elu", layer_norm=False, k=1, moe
     raise ValueError("unknown architecture %r; choose one of %s" % (arch, ARCHS))
 
 
-class Actor(nn.Module):
-    """Deterministic tanh policy (PQL / TD3)."""
+def by_member(net, x, members):
+    """A member-stacked body on member-major rows: (K*n, in) -> (K*n, out), member k's rows through its net."""
+    out = net(x.reshape(members, -1, x.shape[-1]))
+    return out.reshape(-1, out.shape[-1])
 
-    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, arch="mlp"):
+
+class Actor(nn.Module):
+    """Deterministic tanh policy (PQL / TD3); `members` policies for a population (rows member-major)."""
+
+    def __init__(self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, arch="mlp", members=1):
         super().__init__()
-        self.net = body(arch, obs_dim, act_dim, hidden, activation, layer_norm)
+        self.members = members
+        self.net = body(arch, obs_dim, act_dim, hidden, activation, layer_norm, k=members)
 
     def forward(self, obs):
-        return torch.tanh(self.net(obs)[0])
+        if self.members == 1:
+            return torch.tanh(self.net(obs)[0])
+        return torch.tanh(by_member(self.net, obs, self.members))
 
 
 class GaussianActor(nn.Module):
@@ -255,7 +264,7 @@ class GaussianActor(nn.Module):
         self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, init_alpha=1.0, arch="mlp"
     ):
         super().__init__()
-        self.act_dim = act_dim
+        self.act_dim, self.members = act_dim, 1  # populations: pql only, for now (config.validate)
         self.net = body(arch, obs_dim, 2 * act_dim, hidden, activation, layer_norm)
         # The entropy temperature lives with the policy so that one policy snapshot carries it to the
         # critic learner (SAC's target needs it).
@@ -277,17 +286,37 @@ class GaussianActor(nn.Module):
 
 
 class Critic(nn.Module):
-    """Twin (k=2) Q networks on concat(obs, action); `atoms` > 1 makes each a C51 head of logits."""
+    """Twin (k=2) Q networks on concat(obs, action); `atoms` > 1 makes each a C51 head of logits. A population's
+    critic holds members x k ensemble entries (member-major) and takes member-major rows."""
 
     def __init__(
-        self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, k=2, atoms=1, arch="mlp", moe=None
+        self,
+        obs_dim,
+        act_dim,
+        hidden,
+        activation="elu",
+        layer_norm=False,
+        k=2,
+        atoms=1,
+        arch="mlp",
+        moe=None,
+        members=1,
     ):
         super().__init__()
-        self.atoms = atoms
-        self.net = body(arch, obs_dim + act_dim, atoms, hidden, activation, layer_norm, k, moe)
+        self.atoms, self.k, self.members = atoms, k, members
+        self.net = body(arch, obs_dim + act_dim, atoms, hidden, activation, layer_norm, k * members, moe)
 
     def forward(self, obs, action):  # -> (k, B) Q values, or (k, B, atoms) logits
-        out = self.net(torch.cat([obs, action], dim=-1))
+        x = torch.cat([obs, action], dim=-1)
+        if self.members == 1:
+            out = self.net(x)
+            return out.squeeze(-1) if self.atoms == 1 else out
+        m, k = self.members, self.k
+        x = x.reshape(m, 1, -1, x.shape[-1]).expand(m, k, -1, -1).reshape(m * k, -1, x.shape[-1])
+        out = self.net(x)  # (m*k, B, atoms): member-major ensemble entries
+        out = (
+            out.reshape((m, k) + tuple(out.shape[1:])).transpose(0, 1).reshape((k, -1) + tuple(out.shape[2:]))
+        )
         return out.squeeze(-1) if self.atoms == 1 else out
 
 
@@ -328,6 +357,47 @@ def build(cfg, obs_dim, act_dim):
     return actor, critic
 
 
+def build_population(cfg, obs_dim, act_dim, seeds):
+    """A population's (actor, critic) stacked member-major, and each member's CPU RNG state after its init
+    (index 0: None). Member 0's networks are drawn from torch's global RNG exactly as a single run's (so a
+    population of one is that run); member k's under its own seed in a forked RNG, exactly as a single run
+    seeded with seeds[k] would draw them; the global stream moves only by member 0's draws."""
+    members = len(seeds)
+    n = cfg.net
+    ah, ch = hidden_of(n, "actor"), hidden_of(n, "critic")
+    aarch, carch = n.get("actor_arch", "mlp"), n.get("critic_arch", "mlp")
+    atoms = cfg.algo.num_atoms if cfg.algo.distributional else 1
+    moe = moe_kwargs(n) if carch == "softmoe" else None
+    with torch.random.fork_rng(devices=[]):  # shapes only: every entry is overwritten below
+        actor = Actor(obs_dim, act_dim, ah, n.activation, n.layer_norm, aarch, members=members)
+        critic = Critic(
+            obs_dim,
+            act_dim,
+            ch,
+            n.activation,
+            n.layer_norm,
+            atoms=atoms,
+            arch=carch,
+            moe=moe,
+            members=members,
+        )
+    states = [None]
+    for m, seed in enumerate(seeds):
+        if m == 0:
+            one = build(cfg, obs_dim, act_dim)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                one = build(cfg, obs_dim, act_dim)
+                states.append(torch.get_rng_state())
+        with torch.no_grad():
+            for net1, net in zip(one, (actor, critic)):
+                for p, p1 in zip(net.parameters(), net1.parameters()):
+                    e = p1.shape[0]  # ensemble entries per member
+                    p[m * e : (m + 1) * e].copy_(p1)
+    return actor, critic, states
+
+
 def per_sample(net):
     """{forward, backward, backward_input_only} FLOPs per sample of a body (run.json)."""
     return {
@@ -346,7 +416,8 @@ def update_flops(actor, critic, batch_size, matmul_only=False):
     af, cf = forward_flops(a, matmul_only), forward_flops(c, matmul_only)
     critic_update = batch_size * (af + 2 * cf + backward_flops(c, True))
     policy_update = batch_size * (af + backward_flops(a, True) + cf + backward_flops(c, False))
-    return critic_update, policy_update
+    m = getattr(critic, "members", 1)  # a population's nets: every count is members x one member's
+    return critic_update // m, policy_update // m
 
 
 def facts(cfg, actor, critic):

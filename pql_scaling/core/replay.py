@@ -5,12 +5,13 @@ The replay holds raw observations; learners normalise at sample time with the cu
 and can be put in shared memory (CPU) or handed to another process over CUDA IPC (the trio).
 """
 
-from typing import Any, Dict, NamedTuple, Union
+from typing import Any, Dict, NamedTuple, Optional, Union
 
 import torch
 from torch import Tensor
 
 from pql_scaling.core.losses import Batch
+from pql_scaling.core.members import Streams
 
 FIELDS = Batch._fields  # ("obs", "action", "reward", "next_obs", "discount", "weight")
 
@@ -33,26 +34,39 @@ class Replay:
     `capacity` is rounded down to a multiple of `num_envs`, so one actor step never wraps mid-write.
     The host knows how many rows were written (one actor step writes exactly `num_envs`), so the
     sampling bound is a plain int; it is copied into a device tensor so the sampler has static shapes.
+
+    A population's replay (`members` = K) is K rings of `capacity` rows each, member-major in one storage
+    (member k's ring: rows k*capacity ..): each actor step writes num_envs / K rows into every ring at the
+    same offset, so `rows`, `size` and `capacity` count one member's ring, alike for all.
     """
 
-    def __init__(self, capacity, obs_dim, act_dim, num_envs, device, storage=None):
-        self.num_envs = int(num_envs)
+    def __init__(self, capacity, obs_dim, act_dim, num_envs, device, storage=None, members=1):
+        self.members = int(members)
+        self.num_envs = int(num_envs) // self.members  # rows per member per write
         self.capacity = max(int(capacity) // self.num_envs, 1) * self.num_envs
         self.device = torch.device(device)
         self.data = (
-            storage if storage is not None else alloc_storage(self.capacity, obs_dim, act_dim, self.device)
+            storage
+            if storage is not None
+            else alloc_storage(self.members * self.capacity, obs_dim, act_dim, self.device)
         )
-        self.rows = 0  # total rows ever written
+        self.rows = 0  # total rows ever written (per member)
 
     @property
     def size(self):
         return min(self.rows, self.capacity)
 
     def add(self, obs, action, reward, next_obs, discount, weight):
-        start = self.rows % self.capacity
+        start, n, k = self.rows % self.capacity, self.num_envs, self.members
         for key, value in zip(FIELDS, (obs, action, reward, next_obs, discount, weight)):
-            self.data[key][start : start + self.num_envs].copy_(value, non_blocking=True)
-        self.rows += self.num_envs
+            if k == 1:
+                self.data[key][start : start + n].copy_(value, non_blocking=True)
+            else:
+                ring = self.data[key].view((k, self.capacity) + tuple(value.shape[1:]))
+                ring[:, start : start + n].copy_(
+                    value.view((k, n) + tuple(value.shape[1:])), non_blocking=True
+                )
+        self.rows += n
 
 
 class Window(NamedTuple):
@@ -64,19 +78,41 @@ class Window(NamedTuple):
     start: Any
 
 
-def sample(data: Dict[str, Tensor], batch_size: int, size, start) -> Batch:
+def sample(
+    data: Dict[str, Tensor], batch_size: int, size, start, members: int = 1, streams: Optional[Streams] = None
+) -> Batch:
     """The one sampler: uniform over `size` rows of storage `data` from row `start` on, around the ring.
-    The bounds are host ints, or 0-dim tensors on the storage's device (static shapes: one graph, no sync)."""
-    u = torch.rand(batch_size, device=data["obs"].device)
+    The bounds are host ints, or 0-dim tensors on the storage's device (static shapes: one graph, no sync).
+    A population's storage (`members` rings, member-major): batch_size rows from each ring, each member's
+    uniforms from its own stream, member-major."""
+    device = data["obs"].device
+    u = (
+        torch.rand(batch_size, device=device)
+        if members == 1
+        else streams.rand(members * batch_size, device=device)
+    )
     idx = (u * size).long().clamp(max=size - 1).clamp(min=0)
-    idx = (idx + start) % data["obs"].shape[0]
+    ring = data["obs"].shape[0] // members
+    idx = (idx + start) % ring
+    if members > 1:
+        idx = idx + torch.arange(members, device=device).repeat_interleave(batch_size) * ring
     return Batch(*(data[k][idx] for k in FIELDS))
 
 
-def draw(rows: Union[Batch, Window], batch_size: int, norm: "Normalizer", device: torch.device) -> Batch:
+def draw(
+    rows: Union[Batch, Window],
+    batch_size: int,
+    norm: "Normalizer",
+    device: torch.device,
+    members: int = 1,
+    streams: Optional[Streams] = None,
+) -> Batch:
     """What a learner's update trains on: a uniform batch from a Window (or a batch sampled already), on the
     learner's `device`, its observations normalised with the current statistics (the replay keeps raw ones)."""
-    batch = sample(rows.data, batch_size, rows.size, rows.start) if isinstance(rows, Window) else rows
+    if isinstance(rows, Window):
+        batch = sample(rows.data, batch_size, rows.size, rows.start, members, streams)
+    else:
+        batch = rows
     if batch.obs.device != device:  # the replay lives on another device (trio placement)
         batch = Batch(*(x.to(device, non_blocking=True) for x in batch))
     return batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
@@ -85,19 +121,29 @@ def draw(rows: Union[Batch, Window], batch_size: int, norm: "Normalizer", device
 class Normalizer(torch.nn.Module):
     """Running mean / variance of observations (parallel Welford merge), used with clamping."""
 
-    def __init__(self, dim, device, clip=5.0, eps=1e-4, enabled=True):
+    def __init__(self, dim, device, clip=5.0, eps=1e-4, enabled=True, members=1):
         super().__init__()
-        self.clip, self.enabled = clip, enabled
-        self.register_buffer("mean", torch.zeros(dim, device=device))
-        self.register_buffer("var", torch.ones(dim, device=device))
-        self.register_buffer("count", torch.tensor(eps, device=device))
+        self.clip, self.enabled, self.members = clip, enabled, members
+        shape = (
+            (dim,) if members == 1 else (members, 1, dim)
+        )  # a population: one set of statistics per member
+        self.register_buffer("mean", torch.zeros(shape, device=device))
+        self.register_buffer("var", torch.ones(shape, device=device))
+        self.register_buffer(
+            "count", torch.tensor(eps, device=device)
+        )  # alike for all: members step together
 
     @torch.no_grad()
     def update(self, x):
         if not self.enabled:
             return
-        n = x.shape[0]
-        mean, var = x.mean(0), x.var(0, unbiased=False)
+        if (
+            self.members > 1
+        ):  # per member; float64 sums so a member's statistics do not depend on K (members.py)
+            x = x.reshape(self.members, -1, x.shape[-1]).double()
+        n = x.shape[-2]
+        mean, var = x.mean(-2, keepdim=self.members > 1), x.var(-2, unbiased=False, keepdim=self.members > 1)
+        mean, var = mean.float(), var.float()
         total = self.count + n
         delta = mean - self.mean
         self.mean += delta * n / total
@@ -107,4 +153,9 @@ class Normalizer(torch.nn.Module):
     def forward(self, x):
         if not self.enabled:
             return x
+        if self.members > 1:
+            y = x.reshape(self.members, -1, x.shape[-1])
+            return (
+                ((y - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip).reshape(x.shape)
+            )
         return ((x - self.mean) / torch.sqrt(self.var + 1e-8)).clamp(-self.clip, self.clip)

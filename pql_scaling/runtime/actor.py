@@ -10,11 +10,20 @@ SAC samples from its own stochastic policy instead. Episode statistics are accum
 and read only at log points.
 """
 
-from typing import Optional
+from typing import Dict, List, Optional
 
 import torch
 
+from pql_scaling.core.members import Streams
 from pql_scaling.core.replay import Normalizer, Replay
+
+
+def episode_stats(s, sq, n, length):
+    """(return_mean, return_std, episodes, length_mean) from sums over finished episodes."""
+    if n == 0:
+        return None, None, 0, None
+    mean = s / n
+    return mean, max(sq / n - mean * mean, 0.0) ** 0.5, int(n), length / n
 
 
 class Gate:
@@ -82,37 +91,54 @@ class ActorRole:
     """Acts, steps the env, folds n-step transitions and writes them into `replay` through `gate` (set by the
     runtime before the first step: the trio's shared memory is allocated from the roles this one is part of)."""
 
-    def __init__(self, cfg, env, replay: Replay, normalizer: Normalizer, device, gate: Optional[Gate] = None):
+    def __init__(
+        self,
+        cfg,
+        env,
+        replay: Replay,
+        normalizer: Normalizer,
+        device,
+        gate: Optional[Gate] = None,
+        streams: Optional[Streams] = None,
+        vary: Optional[Dict[str, List[float]]] = None,
+    ):
         self.cfg, self.env, self.norm = cfg, env, normalizer
         self.replay, self.gate = replay, gate or Gate()
         self.device = torch.device(device)
-        a, n = cfg.algo, env.num_envs
+        # a population's members own num_envs / K envs each (member-major rows), each its own random stream
+        self.streams = streams or Streams([cfg.seed], self.device)
+        self.members = k = self.streams.members
+        a, n, vary = cfg.algo, env.num_envs, vary or {}
         self.num_envs, self.act_dim = n, env.act_dim
         self.sac = a.name == "sac"
         self.reward_scale = a.reward_scale
-        self.noise_std = torch.linspace(a.noise_std_min, a.noise_std_max, n, device=self.device)[:, None]
+        lo = vary.get("algo.noise_std_min", [a.noise_std_min] * k)
+        hi = vary.get("algo.noise_std_max", [a.noise_std_max] * k)
+        std = [torch.linspace(lo[m], hi[m], n // k, device=self.device) for m in range(k)]
+        self.noise_std = (std[0] if k == 1 else torch.cat(std))[:, None]
         self.noise_corr = a.noise_corr
-        self.noise = torch.randn(n, env.act_dim, device=self.device)  # the AR(1) state (unused when white)
+        self.noise = self.streams.randn(n, env.act_dim)  # the AR(1) state (unused when white)
         self.folder = NStepFolder(a.nstep, a.gamma, n, env.obs_dim, env.act_dim, self.device)
         self.steps = 0  # actor steps taken (each is num_envs transitions)
         self.ep_return = torch.zeros(n, device=self.device)
         self.ep_length = torch.zeros(n, device=self.device)
-        self.stats = torch.zeros(4, device=self.device)  # sum, sum of squares, count, sum of lengths
+        # return sum, sum of squares, episodes, sum of lengths (per member in a population)
+        self.stats = torch.zeros((4,) if k == 1 else (k, 4), device=self.device)
         self.obs = env.reset().to(self.device)
         self.norm.update(self.obs)
 
     @torch.no_grad()
     def act(self, policy, obs):
         if self.steps < self.cfg.algo.warmup_steps:
-            return torch.rand(self.num_envs, self.act_dim, device=self.device) * 2 - 1
+            return self.streams.rand(self.num_envs, self.act_dim) * 2 - 1
         if self.sac:
             return policy.sample(self.norm(obs))[0]
         action = policy(self.norm(obs))
         if self.noise_corr:
             rho = self.noise_corr
-            self.noise.mul_(rho).add_(torch.randn_like(action), alpha=(1 - rho * rho) ** 0.5)
+            self.noise.mul_(rho).add_(self.streams.randn_like(action), alpha=(1 - rho * rho) ** 0.5)
             return (action + self.noise * self.noise_std).clamp(-1.0, 1.0)
-        return (action + torch.randn_like(action) * self.noise_std).clamp(-1.0, 1.0)
+        return (action + self.streams.randn_like(action) * self.noise_std).clamp(-1.0, 1.0)
 
     @torch.no_grad()
     def step(self, policy):
@@ -141,7 +167,11 @@ class ActorRole:
             self.ep_length += valid
             ret, length = self.ep_return, self.ep_length
         d = done.float()
-        self.stats += torch.stack([(ret * d).sum(), (ret**2 * d).sum(), d.sum(), (length * d).sum()])
+        if self.members == 1:
+            self.stats += torch.stack([(ret * d).sum(), (ret**2 * d).sum(), d.sum(), (length * d).sum()])
+        else:
+            per = torch.stack([ret * d, ret**2 * d, d, length * d], dim=-1)  # (K*n, 4)
+            self.stats += per.reshape(self.members, -1, 4).double().sum(1).float()  # float64: core/members.py
         self.ep_return *= 1.0 - d
         self.ep_length *= 1.0 - d
 
@@ -149,10 +179,13 @@ class ActorRole:
         """(return_mean, return_std, episodes, length_mean) since the last call; syncs with the device."""
         s, sq, n, length = self.stats.tolist()
         self.stats.zero_()
-        if n == 0:
-            return None, None, 0, None
-        mean = s / n
-        return mean, max(sq / n - mean * mean, 0.0) ** 0.5, int(n), length / n
+        return episode_stats(s, sq, n, length)
+
+    def member_stats(self):
+        """pop_stats per member of a population (one read of the device)."""
+        out = [episode_stats(*row) for row in self.stats.tolist()]
+        self.stats.zero_()
+        return out
 
     def state_dict(self):
         f = self.folder

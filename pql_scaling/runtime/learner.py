@@ -26,6 +26,7 @@ from torch.optim.adamw import adamw
 
 from pql_scaling.core import losses as algo
 from pql_scaling.core.losses import Batch
+from pql_scaling.core.members import Streams, broadcast_to_param, per_member_sq_norm
 from pql_scaling.core.replay import Window, draw, sample
 
 COMPILE_MODES = {"default": None, "max-autotune": "max-autotune", "reduce-overhead": "reduce-overhead"}
@@ -149,11 +150,38 @@ def adamw_step(opt, grads):
         i += len(ps)
 
 
-def clip_grads_(grads: List[Tensor], max_norm: float) -> None:
+def clip_grads_(grads: List[Tensor], max_norm: float, members: int = 1) -> None:
     """clip_grad_norm_'s math (and kernels) on a list of gradients (torch.func returns them apart from the
-    parameters): scaled in place by min(1, max_norm / (total norm + 1e-6))."""
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    parameters): scaled in place by min(1, max_norm / (total norm + 1e-6)). A population's (member-stacked)
+    gradients: each member's by its own norm."""
+    if members == 1:
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+        return
+    scale = (max_norm / (per_member_sq_norm(grads, members).sqrt() + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(broadcast_to_param(scale, g))
+
+
+@torch.no_grad()
+def adamw_member_step(opt, grads: List[Tensor], lr: Tensor) -> None:
+    """AdamW (decoupled weight decay, bias-corrected moments) with a learning rate per member, `lr` (K,), on
+    member-stacked parameters: torch.optim's step takes one rate per parameter tensor, so this is its math
+    written out, elementwise, for a population whose members' rates differ."""
+    i = 0
+    for g in opt.param_groups:
+        (beta1, beta2), eps, wd = g["betas"], g["eps"], g["weight_decay"]
+        for p in g["params"]:
+            grad, st = grads[i], opt.state[p]
+            i += 1
+            st["step"] += 1
+            lr_p = broadcast_to_param(lr, p)
+            p.mul_(1 - lr_p * wd)
+            st["exp_avg"].lerp_(grad, 1 - beta1)
+            st["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            bias1, bias2 = 1 - beta1 ** st["step"], 1 - beta2 ** st["step"]
+            denom = (st["exp_avg_sq"].sqrt() / bias2.sqrt()).add_(eps)
+            p.sub_(lr_p / bias1 * st["exp_avg"] / denom)
 
 
 @torch.no_grad()
@@ -194,21 +222,30 @@ def value_and_grads(
     def f(p):
         with torch.autocast(batch.obs.device.type, dtype=torch.bfloat16, enabled=amp):
             loss, aux = objective(batch) if p is None else torch.func.functional_call(objective, p, (batch,))
-        return loss.float(), aux.float()
+        loss, aux = loss.float(), aux.float()
+        # a population's losses are (K,), one per member: their sum gives each member its own gradients
+        return (loss.sum() if loss.dim() else loss), (loss, aux)
 
     if compiling() if functional is None else functional:
-        grads, out = torch.func.grad_and_value(f, has_aux=True)({n: p.detach() for n, p in params.items()})
+        grads, (_, out) = torch.func.grad_and_value(f, has_aux=True)(
+            {n: p.detach() for n, p in params.items()}
+        )
         return [grads[n] for n in params], out
     with torch.enable_grad():
-        loss, aux = f(None)
-    return list(torch.autograd.grad(loss, list(params.values()))), (loss.detach(), aux.detach())
+        total, (loss, aux) = f(None)
+    return list(torch.autograd.grad(total, list(params.values()))), (loss.detach(), aux.detach())
 
 
 class Learner:
     """What both learners share: the optimiser, the statistics, the update count and the one update `step`,
     run as is or compiled. A learner trains `net` (called `name` in its checkpoint) with `loss`; AdamW over
     `groups` (the first group is the network and is gradient-clipped; SAC's temperature is a second group);
-    `target`, if given, follows `net` by a soft update after every step."""
+    `target`, if given, follows `net` by a soft update after every step.
+
+    A population (`members` > 1: member-stacked nets, core/members.py) draws each member's batch from its own
+    ring and stream, clips each member's gradients by its own norm and keeps statistics per member; `lr` and
+    `batch_sizes` may differ by member (a list: a per-member rate in the AdamW step; the largest batch is
+    sampled and each member's rows past its own size weigh 0)."""
 
     stat_names = ("loss", "aux")
 
@@ -221,15 +258,25 @@ class Learner:
         net: torch.nn.Module,
         loss: Loss,
         groups: List[dict],
-        lr: float,
+        lr: Union[float, List[float]],
         target: Optional[torch.nn.Module] = None,
+        members: int = 1,
+        streams: Optional[Streams] = None,
+        batch_sizes: Optional[List[int]] = None,
     ):
         a, perf = cfg.algo, cfg.perf
         self.cfg, self.norm, self.name, self.net, self.target = cfg, norm, name, net, target
-        self.stats = torch.zeros(3, device=device)  # loss sum, aux sum, count
+        self.members, self.streams = members, streams
+        # loss sum, aux sum, count (per member in a population)
+        self.stats = torch.zeros((3,) if members == 1 else (members, 3), device=device)
         self.device = self.stats.device  # a tensor's device (cuda:0, not cuda), to compare with the replay's
         self.updates = 0
-        self.opt = make_optimizer(groups, lr, a.weight_decay, device)
+        lrs = [float(x) for x in lr] if isinstance(lr, (list, tuple)) else [float(lr)] * members
+        # a single run: torch.optim's AdamW. A population: the step written out with a rate per member, also
+        # when the rates agree: torch's fused kernel rounds a member's elements by where they fall in the
+        # stacked tensor, so member 0 would drift in its last bits with the population's size
+        self.member_lr = None if members == 1 else torch.tensor(lrs, device=device)
+        self.opt = make_optimizer(groups, lrs[0], a.weight_decay, device)
         init_adamw_state(self.opt)  # the step updates the state in place, from the first step on
         self.params = [p for g in self.opt.param_groups for p in g["params"]]  # the optimiser's order
         names = {id(p): "nets.%s.%s" % (name, n) for n, p in net.named_parameters()}  # Objective's names
@@ -238,6 +285,11 @@ class Learner:
         self.objective = Objective(loss, name, net)
         # plain numbers: dynamo cannot trace OmegaConf
         self.batch_size, self.grad_clip, self.tau = int(a.batch_size), float(a.grad_clip), float(a.tau)
+        self.batch_mask = None  # a population whose members' batch sizes differ: weight 0 past a member's own
+        if batch_sizes is not None and len(set(batch_sizes)) > 1:
+            self.batch_size = max(batch_sizes)
+            rows = torch.arange(self.batch_size, device=device)
+            self.batch_mask = torch.cat([(rows < b).float() for b in batch_sizes])
         self.amp = perf.amp == "bf16"
         self.size = torch.zeros((), dtype=torch.int64, device=device)  # the Window's bounds when compiled
         self.start = torch.zeros((), dtype=torch.int64, device=device)
@@ -294,19 +346,35 @@ class Learner:
     def step(self, batch: Union[Batch, Window]) -> None:
         """The whole update: (gather,) normalise, loss, gradients, clip, AdamW, soft target update, stats.
         Everything but the loss (core/losses.py, which calls the nets) is here or in `draw` (core/replay.py)."""
-        batch = draw(batch, self.batch_size, self.norm, self.device)
+        batch = draw(batch, self.batch_size, self.norm, self.device, self.members, self.streams)
+        if self.batch_mask is not None:
+            batch = batch._replace(weight=batch.weight * self.batch_mask)
         grads, (loss, aux) = value_and_grads(self.objective, self.named, batch, self.amp)
         if self.grad_clip > 0:
-            clip_grads_([grads[i] for i in self.clipped], self.grad_clip)
-        adamw_step(self.opt, grads)
+            clip_grads_([grads[i] for i in self.clipped], self.grad_clip, self.members)
+        if self.member_lr is None:
+            adamw_step(self.opt, grads)
+        else:
+            adamw_member_step(self.opt, grads, self.member_lr)
         if self.target is not None:
             soft_update(self.target, self.net, self.tau)
-        self.stats += torch.stack([loss, aux, torch.ones_like(aux)])
+        self.stats += torch.stack([loss, aux, torch.ones_like(aux)], dim=-1)
 
     def pop_stats(self) -> Dict[str, float]:
+        """The mean loss and aux since the last call (a population: `member_stats` has each member's)."""
+        if self.members > 1:
+            return {}
         loss, aux, n = self.stats.tolist()
         self.stats.zero_()
         return dict(zip(self.stat_names, (loss / n, aux / n))) if n else {}
+
+    def member_stats(self) -> List[Dict[str, float]]:
+        """pop_stats per member of a population (one read of the device)."""
+        out = []
+        for loss, aux, n in self.stats.tolist():
+            out.append(dict(zip(self.stat_names, (loss / n, aux / n))) if n else {})
+        self.stats.zero_()
+        return out
 
     def state_dict(self) -> dict:
         s = {self.name: self.net.state_dict()}
@@ -326,26 +394,46 @@ class Learner:
 class VLearner(Learner):
     stat_names = ("critic_loss", "q_mean")
 
-    def __init__(self, cfg, critic, actor_view, norm, device):
-        a = cfg.algo
+    def __init__(self, cfg, critic, actor_view, norm, device, streams=None, vary=None):
+        a, vary = cfg.algo, vary or {}
         self.critic, self.actor_view = critic, actor_view
         self.critic_target = copy.deepcopy(critic).requires_grad_(False)
         self.sac, self.support = a.name == "sac", c51_support(a, device)
         self.noise = (float(a.target_noise), float(a.target_noise_clip))
+        members = getattr(critic, "members", 1)
+        self.randn_like = torch.randn_like if members == 1 else streams.randn_like
         groups = [{"params": list(critic.parameters())}]
         super().__init__(
-            cfg, norm, device, "critic", critic, self.loss, groups, a.critic_lr, target=self.critic_target
+            cfg,
+            norm,
+            device,
+            "critic",
+            critic,
+            self.loss,
+            groups,
+            vary.get("algo.critic_lr", a.critic_lr),
+            target=self.critic_target,
+            members=members,
+            streams=streams,
+            batch_sizes=vary.get("algo.batch_size"),
         )
 
     def loss(self, batch, critic):
         return algo.critic_loss(
-            self.actor_view, critic, self.critic_target, batch, self.sac, *self.noise, self.support
+            self.actor_view,
+            critic,
+            self.critic_target,
+            batch,
+            self.sac,
+            *self.noise,
+            self.support,
+            self.randn_like,
         )
 
 
 class PLearner(Learner):
-    def __init__(self, cfg, actor, critic_view, norm, device, act_dim):
-        a = cfg.algo
+    def __init__(self, cfg, actor, critic_view, norm, device, act_dim, streams=None, vary=None):
+        a, vary = cfg.algo, vary or {}
         self.actor, self.critic_view = actor, critic_view
         self.sac, self.support = a.name == "sac", c51_support(a, device)
         self.target_entropy = float(-act_dim if a.target_entropy is None else a.target_entropy)
@@ -353,7 +441,19 @@ class PLearner(Learner):
         groups = [{"params": [p for n, p in actor.named_parameters() if n != "log_alpha"]}]
         if self.sac:
             groups.append({"params": [actor.log_alpha], "lr": a.alpha_lr, "weight_decay": 0.0})
-        super().__init__(cfg, norm, device, "actor", actor, self.loss, groups, a.actor_lr)
+        super().__init__(
+            cfg,
+            norm,
+            device,
+            "actor",
+            actor,
+            self.loss,
+            groups,
+            vary.get("algo.actor_lr", a.actor_lr),
+            members=getattr(actor, "members", 1),
+            streams=streams,
+            batch_sizes=vary.get("algo.batch_size"),
+        )
 
     def loss(self, batch, actor):
         return algo.actor_loss(actor, self.critic_view, batch, self.sac, self.target_entropy, self.support)

@@ -12,6 +12,7 @@ from pql_scaling import config as config_lib
 from pql_scaling import tasks
 from pql_scaling.config import Config
 from pql_scaling.core import nets
+from pql_scaling.core.members import Streams
 from pql_scaling.core.replay import Normalizer, Replay
 from pql_scaling.envs.contract import VecEnv
 from pql_scaling.rundir.disk import log
@@ -47,14 +48,22 @@ def build_roles(cfg: Config, env: VecEnv, run: RunDir) -> Roles:
     trio = cfg.mode == "trio"
     actor_device = torch.device(cfg.actor_device or cfg.device) if trio else device
     replay_device = torch.device(cfg.v_learner_device or cfg.device) if trio else device
-    actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim)
+    # a population (population.size = K > 1): every role holds K members, stacked (core/members.py)
+    seeds, vary = config_lib.member_seeds(cfg), config_lib.member_values(cfg)
+    k, cpu_states = len(seeds), None
+    if k == 1:
+        actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim)
+    else:
+        actor_net, critic, cpu_states = nets.build_population(cfg, env.obs_dim, env.act_dim, seeds)
     actor_net, critic = actor_net.to(actor_device), critic.to(device)
-    norm = Normalizer(env.obs_dim, actor_device, clip=a.obs_clip, enabled=a.obs_norm)
-    replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device)
+    streams = Streams(seeds, device, cpu_states)
+    norm = Normalizer(env.obs_dim, actor_device, clip=a.obs_clip, enabled=a.obs_norm, members=k)
+    replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device, members=k)
     store = _replay_store(cfg, env, run, replay) if cfg.save_replay else None
-    v_learner = VLearner(cfg, critic, actor_net, norm, device)
-    p_learner = PLearner(cfg, actor_net, critic, norm, actor_device, env.act_dim)
-    actor = ActorRole(cfg, env, replay, norm, actor_device)
+    v_learner = VLearner(cfg, critic, actor_net, norm, device, streams, vary)
+    p_learner = PLearner(cfg, actor_net, critic, norm, actor_device, env.act_dim, streams, vary)
+    actor = ActorRole(cfg, env, replay, norm, actor_device, streams=streams, vary=vary)
+    batch_size = max(vary.get("algo.batch_size", [a.batch_size]))
     flops_critic, flops_policy = nets.update_flops(actor_net, critic, a.batch_size)
     return Roles(
         actor_net,
@@ -66,7 +75,7 @@ def build_roles(cfg: Config, env: VecEnv, run: RunDir) -> Roles:
         p_learner,
         actor,
         actor_device,
-        max(a.learning_starts, a.batch_size),
+        max(a.learning_starts, batch_size),
         flops_critic,
         flops_policy,
     )
@@ -90,6 +99,9 @@ def _replay_store(cfg: Config, env: VecEnv, run: RunDir, replay: Replay) -> Opti
 def describe(cfg: Config, env: VecEnv, roles: Roles) -> Dict[str, Any]:
     """The run's facts (run.json): what was trained, at what size and cost per update."""
     a, actor_net, critic = cfg.algo, roles.actor_net, roles.critic
+    if getattr(critic, "members", 1) > 1:  # a population: the facts of one member
+        with torch.random.fork_rng(devices=[]):
+            actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim)
     return {
         "task": cfg.task,
         "backend": getattr(env, "backend", cfg.backend or "native"),

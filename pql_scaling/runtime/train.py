@@ -67,9 +67,18 @@ def train(overrides: Iterable[str] = (), quiet: bool = False, started: Optional[
     covers the imports too; default: now. max_time_s and wall_time_s count training time, from the
     first actor step."""
     started = time.monotonic() if started is None else started
-    cfg, run_path = resolve(list(overrides))
+    from pql_scaling.runtime import population
+
+    resume_pop = population.is_population(dict(config_lib.parse_overrides(list(overrides))).get("resume"))
+    if resume_pop:  # K members as one batch, each its own run directory (runtime/population.py)
+        cfg = population.resolve_resume(list(overrides))
+        run_path = dict(config_lib.parse_overrides(list(overrides)))["resume"]
+    else:
+        cfg, run_path = resolve(list(overrides))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if cfg.population.size > 1:
+        return population.train(cfg, run_path, quiet, started, resuming=resume_pop)
     if not cfg.resume and os.path.exists(os.path.join(run_path, "metrics.jsonl")):
         raise config_lib.ConfigError(
             "run_dir=%s already holds a run; pick another run_dir, or continue it "

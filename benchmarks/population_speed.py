@@ -1,0 +1,136 @@
+"""Populations vs separate runs: K Pendulum seeds as one population against the same seeds as separate runs.
+
+Pendulum's CPU defaults (mode=sync), the same env steps per member. Populations of 1, 4, 16 and 64 members
+(`pql-scale train population.size=K`), each timed as a process (start-up included), with every member's
+training-loop time, updates/s and the process's peak resident memory per member; and the 16 seeds as 16 runs
+through the local sweep launcher, 2 at a time (the 2-core machine's cores), the way a user would sweep seeds.
+
+    python benchmarks/population_speed.py [--env-steps 20000] [--sizes 1 4 16 64] [--out ...]
+"""
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import save  # noqa: E402
+from pql_scaling.experiments import sweep  # noqa: E402
+
+PY = [sys.executable, "-m", "pql_scaling.cli"]
+
+
+def timed(cmd):
+    load0 = os.getloadavg()[0]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.monotonic()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.monotonic() - t
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
+    return wall, load0, os.getloadavg()[0], peak_kb if peak_kb > before else None
+
+
+def last_rows(dirs):
+    out = []
+    for d in dirs:
+        with open(os.path.join(d, "metrics.jsonl")) as f:
+            out.append(json.loads(f.read().splitlines()[-1]))
+    return out
+
+
+def population(root, k, steps):
+    out = os.path.join(root, "pop%d" % k)
+    cmd = PY + ["train", "mode=sync", "population.size=%d" % k, "max_env_steps=%d" % steps, "run_dir=" + out]
+    wall, l0, l1, peak_kb = timed(cmd + ["log.live=off"])
+    with open(os.path.join(out, "population.json")) as f:
+        members = json.load(f)["members"]
+    rows = last_rows(members)
+    train_s = rows[0]["wall_time_s"]
+    res = {
+        "kind": "population",
+        "members": k,
+        "wall_s": round(wall, 2),
+        "train_loop_s": train_s,
+        "env_steps_per_member": rows[0]["env_steps"],
+        "critic_updates_per_s_per_member": round(rows[0]["critic_updates"] / train_s, 1),
+        "peak_rss_mb_per_member": round(peak_kb / 1024 / k, 1) if peak_kb else None,
+        "final_return_mean": [r.get("return_mean") for r in rows][:16],
+        "loadavg_before": l0,
+        "loadavg_after": l1,
+    }
+    print(res, flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+def separate(root, k, steps, parallel):
+    out = os.path.join(root, "sweep%d" % k)
+    spec = {
+        "name": "seeds",
+        "out": out,
+        "base": {"task": "pendulum", "mode": "sync", "max_env_steps": steps},
+        "seeds": k,
+        "launcher": {"kind": "local", "local": {"runs_per_device": parallel, "threads_per_run": 1}},
+    }
+    path = out + ".yaml"
+    with open(path, "w") as f:
+        yaml.safe_dump(spec, f, sort_keys=False)
+    wall, l0, l1, _ = timed(PY + ["sweep", path, "--live", "off"])
+    rows = sweep.status(sweep.load_spec(path))
+    assert all(r["state"] == "completed" for r in rows), [(r["name"], r["state"]) for r in rows]
+    res = {
+        "kind": "separate runs (local sweep launcher)",
+        "runs": len(rows),
+        "parallel": parallel,
+        "wall_s": round(wall, 2),
+        "sum_train_loop_s": round(sum(r["wall_time_s"] for r in rows), 1),
+        "loadavg_before": l0,
+        "loadavg_after": l1,
+    }
+    print(res, flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--env-steps", type=int, default=20000)
+    p.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 64])
+    p.add_argument("--separate", type=int, default=16)
+    p.add_argument("--parallel", type=int, default=2)
+    p.add_argument("--out", default="benchmarks/results/population_speed_cpu.json")
+    a = p.parse_args()
+    root = tempfile.mkdtemp(prefix="pop-bench-")
+    results = [separate(root, a.separate, a.env_steps, a.parallel)]
+    results += [population(root, k, a.env_steps) for k in a.sizes]
+    sep = results[0]["wall_s"]
+    same = [r for r in results[1:] if r["members"] == a.separate]
+    summary = {
+        "separate_wall_s": sep,
+        "population_wall_s": {r["members"]: r["wall_s"] for r in results[1:]},
+        "population_vs_separate": round(same[0]["wall_s"] / sep, 3) if same else None,
+        "target": "population of %d <= 0.5 x the separate runs' wall time (issue 21)" % a.separate,
+    }
+    print(summary)
+    save(
+        a.out,
+        {
+            "command": "python benchmarks/population_speed.py " + " ".join(sys.argv[1:]),
+            "env_steps_per_member": a.env_steps,
+            "task": "pendulum CPU defaults (tasks/pendulum.yaml), mode=sync",
+            "summary": summary,
+            "results": results,
+        },
+    )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

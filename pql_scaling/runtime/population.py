@@ -1,0 +1,474 @@
+"""`population.size=K > 1`: K agents trained as one batch in one process, each member its own run directory.
+
+The roles hold the members stacked (core/members.py: K x num_envs envs, K replay rings, member-stacked nets,
+one random stream per member) and the sync loop (sync.py) drives them exactly as it drives one run: a member's
+update is its own loss, gradients, clip and AdamW step on its own batch, so nothing flows between members.
+
+Each member writes an ordinary run directory (population_dir/m<k>-s<seed>): config.yaml is the single run's
+config it reproduces (its seed, its values of population.vary, population.size=1), run.json adds the population
+(id, size, index) and the cost accounting, metrics.jsonl one row per log point from the member's own statistics,
+status.json its own outcome, and checkpoints/ the member's slice of the state, in a single run's checkpoint
+format. FLOPs are the member's own; wall_time_s is the population's clock (every member trains for all of it,
+side by side). A member whose loss turns non-finite fails alone (status failed, reason named); the others go on.
+"""
+
+import json
+import os
+import signal
+import time
+import uuid
+from typing import Any, Dict, List, Optional
+
+import torch
+from omegaconf import OmegaConf
+
+from pql_scaling import config as config_lib
+from pql_scaling import envs
+from pql_scaling.config import Config
+from pql_scaling.core import nets
+from pql_scaling.rundir import schema
+from pql_scaling.rundir.disk import log
+from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime import resources, sync
+from pql_scaling.runtime.clock import TrainingClock
+from pql_scaling.runtime.metrics import Diverged, MetricsLogger
+from pql_scaling.runtime.roles import Roles, build_roles, describe
+
+
+def member_config(cfg: Config, k: int, seeds: List[int], values: Dict[str, list], path: str) -> Config:
+    """The single run member k is: its seed and varied values, population.size=1, its run directory."""
+    m = OmegaConf.create(OmegaConf.to_container(cfg))
+    m.seed, m.run_dir = seeds[k], path
+    m.population = {"size": 1, "seeds": None, "vary": {}}
+    for key, vals in values.items():
+        OmegaConf.update(m, key, vals[k])
+    return m
+
+
+class _Actor:
+    """Member k's face of the actor, as MetricsLogger reads it."""
+
+    def __init__(self, pop: "Population", k: int) -> None:
+        self.pop, self.k = pop, k
+
+    @property
+    def steps(self) -> int:
+        return self.pop.roles.actor.steps
+
+    def pop_stats(self):
+        return self.pop.stats["actor"][self.k]
+
+
+class _Learner:
+    def __init__(self, pop: "Population", role: str, k: int) -> None:
+        self.pop, self.role, self.k = pop, role, k
+
+    @property
+    def updates(self) -> int:
+        return getattr(self.pop.roles, self.role).updates
+
+    def pop_stats(self) -> Dict[str, float]:
+        return self.pop.stats[self.role][self.k]
+
+
+class _Env:
+    """A member's share of the env, as the metrics and the facts read it."""
+
+    def __init__(self, num_envs: int, env: Any = None) -> None:
+        self.num_envs = num_envs
+        self.obs_dim, self.act_dim = getattr(env, "obs_dim", None), getattr(env, "act_dim", None)
+
+
+class Member:
+    """One member's run directory, clock and metrics logger (over its slice of the population's statistics)."""
+
+    def __init__(self, pop: "Population", k: int, cfg: Config, flops: tuple) -> None:
+        self.k, self.cfg = k, cfg
+        self.run = RunDir(cfg.run_dir)
+        self.clock = TrainingClock(cfg, pop.clock.process_start)
+        self.counters: Dict[str, Any] = {"wall_time_s": 0.0, "run_id": uuid.uuid4().hex[:12]}
+        view = Roles(
+            None, None, None, None, None, _Learner(pop, "v_learner", k), _Learner(pop, "p_learner", k),
+            _Actor(pop, k), pop.roles.actor_device, pop.roles.learning_starts, flops[0], flops[1],
+        )  # fmt: skip
+        self.metrics = MetricsLogger(cfg, self.run, _Env(pop.n), view, self.clock, self.counters)
+        self.status: Optional[str] = None  # set once the member is done: completed / failed
+        self.reason: Optional[str] = None
+
+
+class Population:
+    """What sync.run drives (the Session's face: roles, counters, started, should_stop, log_point) for K
+    members."""
+
+    def __init__(self, cfg: Config, root: str, started: float, resuming: bool = False) -> None:
+        self.cfg, self.root = cfg, root
+        self.seeds, values = config_lib.member_seeds(cfg), config_lib.member_values(cfg)
+        self.k, self.n = len(self.seeds), cfg.num_envs
+        self.env = envs.make(
+            cfg.task, self.k * self.n, device=cfg.device, seed=self.seeds[0], backend=cfg.backend,
+            members=self.k, seeds=self.seeds,
+        )  # fmt: skip
+        self.device = torch.device(cfg.device)
+        # the population keeps no replay segments: a member's checkpoint is a single run's, without replay
+        self.roles = build_roles(_without_replay_store(cfg), self.env, None)
+        self.learning_starts = self.roles.learning_starts
+        self.counters: Dict[str, Any] = {"wall_time_s": 0.0}
+        self.clock = TrainingClock(cfg, started)
+        self.last_ckpt = time.monotonic()
+        self.stats: Dict[str, list] = {}
+        pid = uuid.uuid4().hex[:12]
+        self.members: List[Member] = []
+        for k, seed in enumerate(self.seeds):
+            mcfg = member_config(cfg, k, self.seeds, values, os.path.join(root, "m%02d-s%d" % (k, seed)))
+            bs = int(mcfg.algo.batch_size)
+            with torch.random.fork_rng(devices=[]):
+                a1, c1 = nets.build(mcfg, self.env.obs_dim, self.env.act_dim)
+            member = Member(self, k, mcfg, nets.update_flops(a1, c1, bs))
+            self.members.append(member)
+            if resuming:
+                st = schema.read_status(os.path.join(member.run.path, schema.STATUS)) or {}
+                if st.get("status") in (schema.COMPLETED, schema.FAILED):
+                    member.status, member.reason = st["status"], st.get("reason")
+                continue
+            facts = describe(mcfg, _Env(self.n, self.env), _facts_roles(a1, c1, member, self.roles))
+            facts.update(
+                backend="native",
+                population={"id": pid, "size": self.k, "index": k, "dir": root, "seeds": self.seeds},
+                wall_time_accounting="wall_time_s is the population's clock: all %d members trained side by "
+                "side for all of it (a member's share of the machine is 1/%d of it)" % (self.k, self.k),
+            )
+            member.run.write_config(mcfg, facts)
+            member.run.set_status("running")
+        if not resuming:  # a member can always be resumed, even if the population dies at once
+            for member in self.members:
+                self.checkpoint(member)
+        log.info("population of %d in %s: seeds %s", self.k, root, self.seeds)
+
+    # ------------------------------------------------------------ sync.run's face of a Session
+
+    @property
+    def actor(self):
+        return self.roles.actor
+
+    @property
+    def v_learner(self):
+        return self.roles.v_learner
+
+    @property
+    def p_learner(self):
+        return self.roles.p_learner
+
+    @property
+    def replay(self):
+        return self.roles.replay
+
+    @property
+    def env_steps(self) -> int:  # per member
+        return self.roles.actor.steps * self.n
+
+    def live(self) -> List[Member]:
+        return [m for m in self.members if m.status is None]
+
+    def started(self) -> None:
+        now = time.monotonic()
+        for m in self.members:
+            startup = m.clock.begin(now, self.actor.steps)
+            m.metrics.restart(now)
+            m.run.update_facts(startup_s=startup)
+        self.clock.begin(now, self.actor.steps)
+
+    def should_stop(self) -> bool:
+        for m in self.live():
+            if m.clock.should_stop(self.env_steps, self.actor.steps):
+                self._finish(m, "completed", m.clock.stop_reason)
+        return not self.live()
+
+    def log_point(self, now: float) -> None:
+        """One metrics row per live member, from one read of the device; a member whose statistics are not
+        finite fails alone."""
+        self.stats = {
+            "actor": self.actor.member_stats(),
+            "v_learner": self.v_learner.member_stats(),
+            "p_learner": self.p_learner.member_stats(),
+        }
+        due = now - self.last_ckpt >= self.cfg.log.checkpoint_every_s
+        for m in self.live():
+            try:
+                m.metrics.log_point(now, dict)
+            except Diverged as e:
+                log.error("member %d (seed %d): %s", m.k, self.seeds[m.k], e)
+                self._finish(m, "failed", str(e))
+            else:
+                if due:
+                    self.checkpoint(m)
+                if m.clock.stop_reason is not None:  # target_return
+                    self._finish(m, "completed", m.clock.stop_reason)
+        if due:
+            self.last_ckpt = now
+
+    def checkpoint(self, m: Member) -> None:
+        """Member m's checkpoint (its slice of the state) into its own run directory."""
+        t0 = time.perf_counter()
+        m.run.save_checkpoint(member_state(self, m))
+        m.counters["checkpoint_time_s"] = m.counters.get("checkpoint_time_s", 0.0) + time.perf_counter() - t0
+
+    def _finish(self, m: Member, status: str, reason: Optional[str]) -> None:
+        m.status, m.reason = status, reason
+        if status != "failed":  # a diverged member keeps its last good checkpoint
+            self.checkpoint(m)
+        m.run.set_status(status, reason, env_steps=self.env_steps)
+
+    def close(self, status: str, reason: Optional[str]) -> None:
+        for m in self.live():
+            self._finish(m, status, reason)
+        for m in self.members:
+            m.run.close()
+        self.env.close()
+
+
+def _without_replay_store(cfg: Config) -> Config:
+    c = OmegaConf.create(OmegaConf.to_container(cfg))
+    c.save_replay = False
+    return c
+
+
+def _facts_roles(actor_net, critic, member: Member, roles: Roles) -> Roles:
+    return Roles(
+        actor_net, critic, None, None, None, None, None, None, roles.actor_device, roles.learning_starts,
+        member.metrics.roles.flops_critic, member.metrics.roles.flops_policy,
+    )  # fmt: skip
+
+
+POPULATION = "population.json"  # in a population's directory: its config, size, seeds and member directories
+
+
+def is_population(path: Optional[str]) -> bool:
+    return bool(path) and os.path.exists(os.path.join(path, POPULATION))
+
+
+def resolve_resume(overrides: List[str]) -> Config:
+    """The config of `resume=POPULATION_DIR`: the population's own, under the command line's other keys."""
+    pairs = dict(config_lib.parse_overrides(overrides))
+    with open(os.path.join(pairs["resume"], POPULATION)) as f:
+        base = json.load(f)["config"]
+    rest = [o for o in overrides if not o.startswith("resume=")]
+    return config_lib.load(rest, base=base)
+
+
+def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = False) -> str:
+    """Train a population (population.size > 1, mode=sync) into `root`, or continue the one there; returns
+    `root`."""
+    if is_population(root) and not resuming:
+        raise config_lib.ConfigError(
+            "run_dir=%s already holds a population; pick another run_dir, or continue it with resume=%s"
+            % (root, root)
+        )
+    os.makedirs(root, exist_ok=True)
+    resources.check_devices(cfg)
+    torch.manual_seed(config_lib.member_seeds(cfg)[0])
+    if resuming:
+        pop = resume(cfg, root, started)
+    else:
+        pop = Population(cfg, root, started)
+        record = {
+            "size": pop.k,
+            "seeds": pop.seeds,
+            "members": [m.run.path for m in pop.members],
+            "config": config_lib.to_dict(cfg),
+        }
+        with open(os.path.join(root, POPULATION), "w") as f:
+            json.dump(record, f, indent=1)
+    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    status, reason = "failed", None
+    try:
+        sync.run(pop)
+        if pop.live():
+            pop.log_point(time.monotonic())
+        status, reason = "completed", pop.clock.stop_reason
+    except KeyboardInterrupt as e:
+        status, reason = "stopped", "interrupted (%s)" % (e or "Ctrl-C")
+    except Exception as e:
+        reason = "%s: %s" % (type(e).__name__, e)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        pop.close(status, reason)
+    if not quiet:
+        for m in pop.members:
+            print("member %d (seed %d): %s %s" % (m.k, pop.seeds[m.k], m.status, m.run.path), flush=True)
+    return root
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+# ---------------------------------------------------------------- a member's checkpoint: a single run's format
+
+
+def _rows(t: torch.Tensor, k: int, members: int, dim: int = 0) -> torch.Tensor:
+    """Member k's block of a member-major dimension."""
+    n = t.shape[dim] // members
+    return t.narrow(dim, k * n, n).clone()
+
+
+def _net_slice(sd: Dict[str, torch.Tensor], k: int, members: int) -> Dict[str, torch.Tensor]:
+    return {name: _rows(t, k, members) for name, t in sd.items()}
+
+
+def _opt_slice(sd: Dict[str, Any], k: int, members: int, lr: float) -> Dict[str, Any]:
+    state = {
+        i: {n: (t.clone() if n == "step" else _rows(t, k, members)) for n, t in st.items()}
+        for i, st in sd["state"].items()
+    }
+    groups = [dict(g, lr=lr) if j == 0 else dict(g) for j, g in enumerate(sd["param_groups"])]
+    return {"state": state, "param_groups": groups}
+
+
+def member_state(pop: "Population", m: Member) -> Dict[str, Any]:
+    """Member m's slice of the population's state, as a single run with its config checkpoints it (so
+    `resume=` continues the member alone, and a population resumes by stacking its members' slices)."""
+    k, K, r = m.k, pop.k, pop.roles
+    v, p, actor, env = r.v_learner, r.p_learner, r.actor, pop.env
+    f = actor.folder
+    window = {"t": f.t}
+    for name in ("obs", "action", "next_obs", "reward", "terminated", "done", "valid"):
+        window[name] = _rows(getattr(f, name), k, K, dim=1)
+    streams = actor.streams
+    rng = torch.get_rng_state() if k == 0 or streams.device.type != "cpu" else streams.gens[k].get_state()
+    counters = dict(m.counters, wall_time_s=m.clock.wall_time())
+    fractions = {n: [x.numerator, x.denominator] for n, x in pop.counters.items() if hasattr(x, "numerator")}
+    return {
+        "v_learner": {
+            "critic": _net_slice(v.critic.state_dict(), k, K),
+            "critic_target": _net_slice(v.critic_target.state_dict(), k, K),
+            "critic_opt": _opt_slice(v.opt.state_dict(), k, K, float(m.cfg.algo.critic_lr)),
+            "updates": v.updates,
+        },
+        "p_learner": {
+            "actor": _net_slice(p.actor.state_dict(), k, K),
+            "actor_opt": _opt_slice(p.opt.state_dict(), k, K, float(m.cfg.algo.actor_lr)),
+            "updates": p.updates,
+        },
+        "norm": {
+            "mean": r.norm.mean[k, 0].clone(),
+            "var": r.norm.var[k, 0].clone(),
+            "count": r.norm.count.clone(),
+        },
+        "actor": {
+            "steps": actor.steps,
+            "ep_return": _rows(actor.ep_return, k, K),
+            "ep_length": _rows(actor.ep_length, k, K),
+            "obs": _rows(actor.obs, k, K),
+            "noise": _rows(actor.noise, k, K),
+            "folder": window,
+        },
+        "counters": {n: x for n, x in counters.items() if not hasattr(x, "numerator")},
+        "fractions": fractions,
+        "rng": {"torch": rng, "cuda": None},
+        "replay_rows": r.replay.rows,
+        "replay_saved": False,
+        "env": {
+            "state": _rows(env.state, k, K),
+            "t": _rows(env.t, k, K),
+            "generator": env.generators[k].get_state(),
+        },
+    }
+
+
+def _put_rows(dst: torch.Tensor, src: torch.Tensor, k: int, members: int, dim: int = 0) -> None:
+    n = dst.shape[dim] // members
+    dst.narrow(dim, k * n, n).copy_(src)
+
+
+def _load_net(module: torch.nn.Module, sd: Dict[str, torch.Tensor], k: int, members: int) -> None:
+    with torch.no_grad():
+        for name, t in module.state_dict().items():
+            _put_rows(t, sd[name], k, members)
+
+
+def _load_opt(opt: torch.optim.Optimizer, sd: Dict[str, Any], k: int, members: int) -> None:
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, st in sd["state"].items():
+        own = opt.state[params[int(i)]]
+        for name, t in st.items():
+            if name == "step":
+                own[name].copy_(t)
+            else:
+                _put_rows(own[name], t, k, members)
+
+
+def load_member_state(pop: "Population", m: Member, s: Dict[str, Any]) -> None:
+    """Member m's checkpoint (a single run's format) into its slice of the population (member_state's
+    inverse)."""
+    k, K, r = m.k, pop.k, pop.roles
+    v, p, actor, env = r.v_learner, r.p_learner, r.actor, pop.env
+    _load_net(v.critic, s["v_learner"]["critic"], k, K)
+    _load_net(v.critic_target, s["v_learner"]["critic_target"], k, K)
+    _load_opt(v.opt, s["v_learner"]["critic_opt"], k, K)
+    _load_net(p.actor, s["p_learner"]["actor"], k, K)
+    _load_opt(p.opt, s["p_learner"]["actor_opt"], k, K)
+    v.updates, p.updates = s["v_learner"]["updates"], s["p_learner"]["updates"]
+    r.norm.mean[k, 0].copy_(s["norm"]["mean"])
+    r.norm.var[k, 0].copy_(s["norm"]["var"])
+    r.norm.count.copy_(s["norm"]["count"])
+    a = s["actor"]
+    actor.steps = a["steps"]
+    for name in ("ep_return", "ep_length", "obs", "noise"):
+        _put_rows(getattr(actor, name), a[name].to(actor.device), k, K)
+    actor.folder.t = a["folder"]["t"]
+    for name, t in a["folder"].items():
+        if name != "t":
+            _put_rows(getattr(actor.folder, name), t.to(actor.device), k, K, dim=1)
+    _put_rows(env.state, s["env"]["state"].to(env.device), k, K)
+    _put_rows(env.t, s["env"]["t"].to(env.device), k, K)
+    env.generators[k].set_state(s["env"]["generator"])
+    if k == 0:
+        torch.set_rng_state(s["rng"]["torch"])
+    elif actor.streams.device.type == "cpu":
+        actor.streams.gens[k].set_state(s["rng"]["torch"])
+    m.counters.update(s["counters"])
+    from fractions import Fraction
+
+    pop.counters.update({n: Fraction(a_, b) for n, (a_, b) in s["fractions"].items()})
+
+
+def _checkpoint_at(run: RunDir, steps: Optional[int]) -> Dict[str, Any]:
+    """The member's checkpoint (last.pt, else prev.pt) taken at `steps` actor steps (None: the newest)."""
+    from pql_scaling.rundir.disk import read_checkpoint
+
+    state = run.load_checkpoint(map_location="cpu")
+    if steps is None or state["actor"]["steps"] == steps:
+        return state
+    if os.path.exists(run.prev_checkpoint_path):
+        prev = read_checkpoint(run.prev_checkpoint_path, "cpu")
+        if prev["actor"]["steps"] == steps:
+            return prev
+    raise config_lib.ConfigError(
+        "%s has no checkpoint at actor step %d, where the population's other members are: it cannot resume "
+        "with them; resume it alone with resume=%s" % (run.path, steps, run.path)
+    )
+
+
+def resume(cfg: Config, root: str, started: float) -> "Population":
+    """The population in `root`, its live members from their checkpoints at one common step (a kill between
+    two members' checkpoints leaves some a checkpoint ahead: those take their previous one), each member's
+    log points past its checkpoint superseded (one timeline each)."""
+    pop = Population(cfg, root, started, resuming=True)
+    done = {m.k for m in pop.members if m.status is not None}
+    live = [m for m in pop.members if m.k not in done]
+    if not live:
+        raise config_lib.ConfigError("population %s: every member has ended; nothing to resume" % root)
+    newest = [m.run.load_checkpoint(map_location="cpu")["actor"]["steps"] for m in live]
+    steps = min(newest)
+    for m in live:
+        state = _checkpoint_at(m.run, steps)
+        load_member_state(pop, m, state)
+        m.run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * pop.n)
+        m.clock.time_offset = m.counters["wall_time_s"]
+        m.run.set_status("running")
+    pop.roles.replay.rows = 0  # members' checkpoints hold no replay: it refills before learning resumes
+    log.info(
+        "population %s resumed at %d env steps per member (%d members live)", root, steps * pop.n, len(live)
+    )
+    return pop
