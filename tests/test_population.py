@@ -293,3 +293,37 @@ def test_a_members_checkpoint_resumes_it_as_a_single_run(tmp_path):
     out = train(["resume=" + dirs[1], "max_env_steps=1600"], quiet=True)
     steps = [r["env_steps"] for r in rows(out)]
     assert steps[-1] == 1600 and all(a < b for a, b in zip(steps, steps[1:]))
+
+
+def steps_to(path, threshold=-250.0):
+    """env steps at the first log point whose training return reaches `threshold` (None: never)."""
+    for r in rows(path):
+        if r["return_mean"] is not None and r["return_mean"] >= threshold:
+            return r["env_steps"]
+    return None
+
+
+def test_a_population_learns_as_separate_runs_do(tmp_path):
+    """16 Pendulum seeds (its CPU defaults) as one population and as 16 separate runs: the same distribution of
+    env steps to -250 (two-sided Mann-Whitney p > 0.05, medians within 15%). Runs that never get there count
+    as the budget (a tie at the top)."""
+    from scipy.stats import mannwhitneyu
+
+    budget = 40000
+    common = ["task=pendulum", "mode=sync", "threads=1", "log.live=off", "target_return=-250"]
+    common += ["max_env_steps=%d" % budget]
+    seeds = list(range(100, 116))
+    pop = train(
+        common + ["population.size=16", "population.seeds=%s" % seeds, "run_dir=%s" % (tmp_path / "p")],
+        quiet=True,
+    )
+    together = [steps_to(d) or budget for d in member_dirs(pop)]
+    apart = []
+    for s in seeds:
+        out = train(common + ["seed=%d" % s, "run_dir=%s" % (tmp_path / ("s%d" % s))], quiet=True)
+        apart.append(steps_to(out) or budget)
+    p = mannwhitneyu(together, apart, alternative="two-sided").pvalue
+    med = lambda x: sorted(x)[len(x) // 2]  # noqa: E731
+    print("population", sorted(together), "separate", sorted(apart), "p", p)
+    assert p > 0.05, (together, apart, p)
+    assert abs(med(together) - med(apart)) <= 0.15 * med(apart), (together, apart)
