@@ -374,7 +374,6 @@ def validate_population(get):
             get("perf.compile") != "off",
             "perf.compile=%s (populations run eagerly for now)" % get("perf.compile"),
         ),
-        (bool(get("eval.every_steps")), "eval.every_steps>0 (populations log the training return for now)"),
     ]
     for bad, what in unsupported:
         if bad:

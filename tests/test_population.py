@@ -30,6 +30,8 @@ SMALL = [
     "log.live=off",
     "algo.warmup_steps=4",
     "algo.critic_updates_per_step=2",
+    "eval.every_steps=400",
+    "eval.episodes=3",
     "max_env_steps=1200",
 ]
 STAT_KEYS = (
@@ -40,6 +42,9 @@ STAT_KEYS = (
     "return_mean",
     "return_std",
     "episodes",
+    "eval_return_mean",
+    "eval_return_std",
+    "eval_episodes",
 )
 LEARNED = ("critic_loss", "q_mean", "actor_loss", "action_abs_mean")
 
@@ -70,7 +75,7 @@ def test_member_zero_does_not_depend_on_the_others(tmp_path):
     lr_b = run_population(
         tmp_path, "b", "population.size=2", "population.vary={algo.critic_lr: [5e-4, 3e-2]}"
     )
-    assert len(rows(two[0])) >= 10
+    assert len(rows(two[0])) >= 10 and sum(r["eval_episodes"] or 0 for r in rows(two[0])) == 9
     assert rows(two[0]) == rows(five[0])
     assert rows(two[1]) == rows(five[1])  # and member 1 beside member 0 only, or beside 3 more
     assert rows(lr_a[0]) == rows(lr_b[0])

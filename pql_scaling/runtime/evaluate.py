@@ -9,7 +9,7 @@ the throughput figures. Isaac Gym allows one simulation per process, so there it
 """
 
 import time
-from typing import Any, Callable, Dict, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 
@@ -20,7 +20,15 @@ EVAL_SEED_OFFSET = 1_000_003  # eval envs draw initial states from their own str
 
 
 class Evaluator:
-    def __init__(self, cfg: Config, device: Union[str, torch.device], done_steps: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        device: Union[str, torch.device],
+        done_steps: int = 0,
+        seeds: Optional[List[int]] = None,
+    ) -> None:
+        """`seeds`: a population's member seeds (runtime/population.py): `eval.episodes` eval envs per member,
+        each member's seeded as its single run's, run by `run_members`."""
         e = cfg.eval
         backend = cfg.backend or envs.default_backend(cfg.task)
         if backend == "isaacgym":
@@ -30,8 +38,17 @@ class Evaluator:
                 "(the analysis then fits the training return_mean)"
             )
         self.every, self.episodes, self.device = int(e.every_steps), int(e.episodes), torch.device(device)
+        self.members = 1 if seeds is None else len(seeds)
+        extra = (
+            {} if seeds is None else {"members": self.members, "seeds": [s + EVAL_SEED_OFFSET for s in seeds]}
+        )
         self.env = envs.make(
-            cfg.task, self.episodes, device=device, seed=cfg.seed + EVAL_SEED_OFFSET, backend=cfg.backend
+            cfg.task,
+            self.episodes * self.members,
+            device=device,
+            seed=cfg.seed + EVAL_SEED_OFFSET,
+            backend=cfg.backend,
+            **extra,
         )
         self.max_steps = int(getattr(self.env, "max_episode_steps", None) or e.max_steps)
         self.sac = cfg.algo.name == "sac"
@@ -48,12 +65,23 @@ class Evaluator:
         env_steps: int,
     ) -> Dict[str, Any]:
         """One episode per eval env with the policy's deterministic action -> dict of eval_* metrics."""
+        return self.run_members(policy, norm, env_steps)[0]
+
+    @torch.no_grad()
+    def run_members(
+        self,
+        policy: Callable[[torch.Tensor], torch.Tensor],
+        norm: Callable[[torch.Tensor], torch.Tensor],
+        env_steps: int,
+    ) -> List[Dict[str, Any]]:
+        """run(), a dict per member (one for a single run); eval_s is the time of all of them."""
         t0 = time.perf_counter()
         self.next = (env_steps // self.every + 1) * self.every
         env = self.env
         obs = env.reset().to(self.device)
-        ret = torch.zeros(self.episodes, device=self.device)
-        finished = torch.zeros(self.episodes, dtype=torch.bool, device=self.device)
+        n_envs = self.episodes * self.members
+        ret = torch.zeros(n_envs, device=self.device)
+        finished = torch.zeros(n_envs, dtype=torch.bool, device=self.device)
         for t in range(self.max_steps + 1):
             action = policy(norm(obs))  # GaussianActor.forward is its mean action too
             obs, reward, terminated, truncated, info = env.step(action)
@@ -65,16 +93,19 @@ class Evaluator:
             finished |= (terminated | truncated).to(self.device)
             if t % 50 == 49 and bool(finished.all()):  # a host sync every 50 eval steps, outside training
                 break
-        n = int(finished.sum())
-        done = ret[finished]
-        mean = float(done.mean()) if n else None
-        std = float(done.std(unbiased=False)) if n else None
-        return {
-            "eval_return_mean": mean,
-            "eval_return_std": std,
-            "eval_episodes": n,
-            "eval_s": time.perf_counter() - t0,
-        }
+        out = []
+        for ret_k, fin_k in zip(ret.view(self.members, -1), finished.view(self.members, -1)):
+            n = int(fin_k.sum())
+            done = ret_k[fin_k]
+            out.append(
+                {
+                    "eval_return_mean": float(done.mean()) if n else None,
+                    "eval_return_std": float(done.std(unbiased=False)) if n else None,
+                    "eval_episodes": n,
+                }
+            )
+        eval_s = time.perf_counter() - t0
+        return [dict(o, eval_s=eval_s) for o in out]
 
     def close(self) -> None:
         if hasattr(self.env, "close"):

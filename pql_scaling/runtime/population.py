@@ -71,6 +71,24 @@ class _Learner:
         return self.pop.stats[self.role][self.k]
 
 
+class _Eval:
+    """Member k's face of the population's evaluator: one evaluation of every member per log point that is
+    due, each member's row given its own returns."""
+
+    def __init__(self, pop: "Population", k: int, every: int) -> None:
+        self.pop, self.k, self.every = pop, k, every
+        self.next = every
+
+    def due(self, env_steps: int) -> bool:
+        return env_steps >= self.next
+
+    def run(self, policy, norm, env_steps: int) -> Dict[str, Any]:
+        self.next = (env_steps // self.every + 1) * self.every
+        if self.pop.evals[0] != env_steps:
+            self.pop.evals = (env_steps, self.pop.evaluator.run_members(policy, norm, env_steps))
+        return dict(self.pop.evals[1][self.k])
+
+
 class _Env:
     """A member's share of the env, as the metrics and the facts read it."""
 
@@ -91,7 +109,9 @@ class Member:
             None, None, None, None, None, _Learner(pop, "v_learner", k), _Learner(pop, "p_learner", k),
             _Actor(pop, k), pop.roles.actor_device, pop.roles.learning_starts, flops[0], flops[1],
         )  # fmt: skip
-        self.metrics = MetricsLogger(cfg, self.run, _Env(pop.n), view, self.clock, self.counters)
+        view.p_learner.actor, view.norm = pop.roles.actor_net, pop.roles.norm  # what an evaluation runs
+        ev = _Eval(pop, k, int(cfg.eval.every_steps)) if cfg.eval.every_steps else None
+        self.metrics = MetricsLogger(cfg, self.run, _Env(pop.n), view, self.clock, self.counters, ev)
         self.status: Optional[str] = None  # set once the member is done: completed / failed
         self.reason: Optional[str] = None
 
@@ -116,6 +136,11 @@ class Population:
         self.clock = TrainingClock(cfg, started)
         self.last_ckpt = time.monotonic()
         self.stats: Dict[str, list] = {}
+        self.evaluator, self.evals = None, (None, [])  # evals: (env steps, each member's eval row)
+        if cfg.eval.every_steps:
+            from pql_scaling.runtime.evaluate import Evaluator
+
+            self.evaluator = Evaluator(cfg, self.roles.actor_device, seeds=self.seeds)
         pid = uuid.uuid4().hex[:12]
         self.members: List[Member] = []
         for k, seed in enumerate(self.seeds):
@@ -224,6 +249,8 @@ class Population:
         for m in self.members:
             m.run.close()
         self.env.close()
+        if self.evaluator is not None:
+            self.evaluator.close()
 
 
 def _without_replay_store(cfg: Config) -> Config:
@@ -466,6 +493,10 @@ def resume(cfg: Config, root: str, started: float) -> "Population":
         load_member_state(pop, m, state)
         m.run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * pop.n)
         m.clock.time_offset = m.counters["wall_time_s"]
+        if m.metrics.evaluator is not None:
+            m.metrics.evaluator.next = (
+                steps * pop.n // m.metrics.evaluator.every + 1
+            ) * m.metrics.evaluator.every
         m.run.set_status("running")
     pop.roles.replay.rows = 0  # members' checkpoints hold no replay: it refills before learning resumes
     log.info(
