@@ -272,9 +272,8 @@ class GymnasiumVecEnv:
             native.reshape((self.num_envs,) + self._act_shape)
         )
         terminated = np.asarray(terminated, dtype=bool)
-        truncated = (
-            np.asarray(truncated, dtype=bool) & ~terminated
-        )  # a time-out at a terminal state is terminal
+        # a time-out at a terminal state is terminal
+        truncated = np.asarray(truncated, dtype=bool) & ~terminated
         done = terminated | truncated
         self.steps += 1
         self.episodes += done

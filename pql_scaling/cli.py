@@ -30,6 +30,7 @@ per-task defaults (schema < the task's YAML < your key=value overrides; run.json
   native tasks, device=cuda                tasks/gpu/<task>.yaml   PQL's scale (4096 envs, batch 8192)
   MJCF tasks, backend=mujoco (CPU)         tasks/<Task>.yaml
   backend=mjwarp / backend=isaacgym        tasks/mjwarp/<Task>.yaml, tasks/isaacgym/<Task>.yaml
+  backend=gymnasium (any registered id)    tasks/gymnasium/<id>.yaml, else tasks/gymnasium/_generic.yaml
 max_time_s and wall_time_s count training time, from the first actor step; start-up (imports, env, the trio's
 learner processes) is reported apart as startup_s in run.json and the first metrics row.
 `pql-scale keys` lists every key."""
