@@ -182,8 +182,25 @@ def _starts(run_dir):
 
 
 def _check_one_timeline(run_dir, max_steps=480, every=80):
-    steps = [r["env_steps"] for r in rows(run_dir)]
+    """One log point per step, none lost or repeated, and (sync mode) exactly the updates of an uninterrupted
+    run: a resume lost no update and paid none twice."""
+    from tests.test_trio import expected_counts
+
+    log = rows(run_dir)
+    steps = [r["env_steps"] for r in log]
     assert steps == list(range(steps[0], max_steps + 1, every)), steps  # none lost, none repeated
+    cfg = yaml.safe_load(open(os.path.join(run_dir, "config.yaml")))
+    a = cfg["algo"]
+    assert cfg["mode"] == "sync"
+    exact = expected_counts(
+        log[-1]["actor_steps"],
+        cfg["num_envs"],
+        a["batch_size"],
+        a["critic_updates_per_step"],
+        a["policy_updates_per_critic_update"],
+        a["nstep"],
+    )
+    assert (log[-1]["critic_updates"], log[-1]["policy_updates"]) == exact, (run_dir, log[-1], exact)
 
 
 def test_local_sweep_runs_all_then_rerun_skips_and_status_reports(tmp_path, capsys):
