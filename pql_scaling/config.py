@@ -367,10 +367,6 @@ def validate_population(get):
             "backend=%s (populations step the native backend for now)" % get("backend"),
         ),
         (
-            get("algo.name") != "pql",
-            "algo.name=%s (populations train algo.name=pql for now)" % get("algo.name"),
-        ),
-        (
             get("perf.compile") != "off",
             "perf.compile=%s (populations run eagerly for now)" % get("perf.compile"),
         ),

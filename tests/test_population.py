@@ -233,7 +233,7 @@ def _single_from_member(v, p, cfg, k):
     "extra, message",
     [
         (["population.size=2", "mode=trio"], "mode=sync"),
-        (["population.size=2", "mode=sync", "algo.name=sac"], "algo.name=pql"),
+        (["population.size=2", "mode=sync", "perf.compile=default"], "run eagerly"),
         (["population.size=2", "mode=sync", "population.seeds=[1]"], "one per member"),
         (["population.size=2", "mode=sync", "population.vary={num_envs: [8, 16]}"], "sweep over it"),
         (["population.size=2", "mode=sync", "population.vary={algo.critic_lr: [1e-3]}"], "2 values"),
@@ -332,3 +332,16 @@ def test_a_population_learns_as_separate_runs_do(tmp_path):
     print("population", sorted(together), "separate", sorted(apart), "p", p)
     assert p > 0.05, (together, apart, p)
     assert abs(med(together) - med(apart)) <= 0.15 * med(apart), (together, apart)
+
+
+def test_sac_members_are_independent_and_resume_alone(tmp_path):
+    """SAC populations: each member its own temperature and policy noise (member 0 bit for bit beside 1 or 2
+    others), and a member's checkpoint resumes as a single SAC run."""
+    sac = ["algo.name=sac", "population.size=2"]
+    two = run_population(tmp_path, "two", *sac)
+    three = run_population(tmp_path, "three", "algo.name=sac", "population.size=3")
+    assert rows(two[0]) == rows(three[0]) and rows(two[0]) != rows(two[1])
+    with open(os.path.join(two[0], schema.METRICS)) as f:
+        assert "alpha" in json.loads(f.readline())
+    out = train(["resume=" + two[1], "max_env_steps=1600"], quiet=True)
+    assert rows(out)[-1]["env_steps"] == 1600

@@ -42,6 +42,11 @@ def mean(x, members=1, dim=0):
     return per_member_plain_mean(x.movedim(dim, 0), members)
 
 
+def alpha_rows(log_alpha, n):
+    """SAC's log temperature for n rows: a scalar (a single run), or (K,) per member over member-major rows."""
+    return log_alpha if log_alpha.dim() == 0 else log_alpha.repeat_interleave(n // log_alpha.shape[0])
+
+
 def smoothed_action(actor, obs, noise_std, noise_clip, randn_like=torch.randn_like):
     """TD3's target-policy smoothing: a' = clip(pi(s') + clip(N(0, std), +-c), -1, 1)."""
     a = actor(obs)
@@ -87,7 +92,7 @@ def critic_loss(
     with torch.no_grad():
         if sac:
             next_a, next_logp = actor.sample(b.next_obs)
-            entropy_bonus = -actor.log_alpha.exp() * next_logp
+            entropy_bonus = -alpha_rows(actor.log_alpha, next_logp.shape[0]).exp() * next_logp
         else:
             next_a = smoothed_action(actor, b.next_obs, target_noise, target_noise_clip, randn_like)
             entropy_bonus = 0.0
@@ -122,10 +127,11 @@ def actor_loss(actor, critic, b, sac, target_entropy, support=None):
     k = getattr(actor, "members", 1)
     if sac:
         a, logp = actor.sample(b.obs)
-        alpha = actor.log_alpha.exp().detach()
+        log_alpha = alpha_rows(actor.log_alpha, logp.shape[0])
+        alpha = log_alpha.exp().detach()
         loss = weighted_mean(alpha * logp - q_value(critic, b.obs, a, support), b.weight, k)
         # temperature: raise alpha when entropy falls below target
-        loss = loss - weighted_mean(actor.log_alpha * (logp.detach() + target_entropy), b.weight, k)
+        loss = loss - weighted_mean(log_alpha * (logp.detach() + target_entropy), b.weight, k)
         return loss, -mean(logp, k)
     a = actor(b.obs)
     return weighted_mean(-q_value(critic, b.obs, a, support), b.weight, k), mean(a.abs(), k)

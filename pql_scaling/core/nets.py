@@ -261,23 +261,36 @@ class GaussianActor(nn.Module):
     log_std_min, log_std_max = -5.0, 2.0
 
     def __init__(
-        self, obs_dim, act_dim, hidden, activation="elu", layer_norm=False, init_alpha=1.0, arch="mlp"
+        self,
+        obs_dim,
+        act_dim,
+        hidden,
+        activation="elu",
+        layer_norm=False,
+        init_alpha=1.0,
+        arch="mlp",
+        members=1,
     ):
         super().__init__()
-        self.act_dim, self.members = act_dim, 1  # populations: pql only, for now (config.validate)
-        self.net = body(arch, obs_dim, 2 * act_dim, hidden, activation, layer_norm)
+        self.act_dim, self.members = act_dim, members
+        self.net = body(arch, obs_dim, 2 * act_dim, hidden, activation, layer_norm, k=members)
         # The entropy temperature lives with the policy so that one policy snapshot carries it to the
-        # critic learner (SAC's target needs it).
-        self.log_alpha = nn.Parameter(torch.tensor(math.log(init_alpha)))
+        # critic learner (SAC's target needs it); one per member in a population.
+        alpha = torch.tensor(math.log(init_alpha))
+        self.log_alpha = nn.Parameter(alpha if members == 1 else alpha.repeat(members))
+        self.randn_like = torch.randn_like  # a population's: each member's noise from its own stream
+
+    def _out(self, obs):
+        return self.net(obs)[0] if self.members == 1 else by_member(self.net, obs, self.members)
 
     def forward(self, obs):  # the deterministic (mean) action, used for evaluation
-        return torch.tanh(self.net(obs)[0][:, : self.act_dim])
+        return torch.tanh(self._out(obs)[:, : self.act_dim])
 
     def sample(self, obs):
-        mu, log_std = self.net(obs)[0].chunk(2, dim=-1)
+        mu, log_std = self._out(obs).chunk(2, dim=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
         std = log_std.exp()
-        u = mu + std * torch.randn_like(mu)
+        u = mu + std * self.randn_like(mu)
         action = torch.tanh(u)
         # log N(u; mu, std) - sum log(1 - tanh(u)^2), the latter in a numerically stable form
         log_prob = (-0.5 * ((u - mu) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -369,7 +382,12 @@ def build_population(cfg, obs_dim, act_dim, seeds):
     atoms = cfg.algo.num_atoms if cfg.algo.distributional else 1
     moe = moe_kwargs(n) if carch == "softmoe" else None
     with torch.random.fork_rng(devices=[]):  # shapes only: every entry is overwritten below
-        actor = Actor(obs_dim, act_dim, ah, n.activation, n.layer_norm, aarch, members=members)
+        if cfg.algo.name == "sac":
+            actor = GaussianActor(
+                obs_dim, act_dim, ah, n.activation, n.layer_norm, cfg.algo.init_alpha, aarch, members=members
+            )
+        else:
+            actor = Actor(obs_dim, act_dim, ah, n.activation, n.layer_norm, aarch, members=members)
         critic = Critic(
             obs_dim,
             act_dim,
@@ -393,6 +411,9 @@ def build_population(cfg, obs_dim, act_dim, seeds):
         with torch.no_grad():
             for net1, net in zip(one, (actor, critic)):
                 for p, p1 in zip(net.parameters(), net1.parameters()):
+                    if p1.dim() == 0:  # SAC's log alpha: one per member
+                        p[m].copy_(p1)
+                        continue
                     e = p1.shape[0]  # ensemble entries per member
                     p[m * e : (m + 1) * e].copy_(p1)
     return actor, critic, states

@@ -169,13 +169,14 @@ def adamw_member_step(opt, grads: List[Tensor], lr: Tensor) -> None:
     member-stacked parameters: torch.optim's step takes one rate per parameter tensor, so this is its math
     written out, elementwise, for a population whose members' rates differ."""
     i = 0
-    for g in opt.param_groups:
+    for j, g in enumerate(opt.param_groups):
         (beta1, beta2), eps, wd = g["betas"], g["eps"], g["weight_decay"]
         for p in g["params"]:
             grad, st = grads[i], opt.state[p]
             i += 1
             st["step"] += 1
-            lr_p = broadcast_to_param(lr, p)
+            # the network's group takes the members' rates; another (SAC's temperature) keeps its own
+            lr_p = broadcast_to_param(lr, p) if j == 0 else g["lr"]
             p.mul_(1 - lr_p * wd)
             st["exp_avg"].lerp_(grad, 1 - beta1)
             st["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -462,4 +463,12 @@ class PLearner(Learner):
         out = super().pop_stats()
         if out and self.sac:
             out["alpha"] = float(self.actor.log_alpha.detach().exp())
+        return out
+
+    def member_stats(self):
+        out = super().member_stats()
+        if self.sac:
+            for row, alpha in zip(out, self.actor.log_alpha.detach().exp().tolist()):
+                if row:
+                    row["alpha"] = alpha
         return out

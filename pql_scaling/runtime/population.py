@@ -340,14 +340,19 @@ def _rows(t: torch.Tensor, k: int, members: int, dim: int = 0) -> torch.Tensor:
 
 
 def _net_slice(sd: Dict[str, torch.Tensor], k: int, members: int) -> Dict[str, torch.Tensor]:
-    return {name: _rows(t, k, members) for name, t in sd.items()}
+    # SAC's log alpha is (K,) in a population, a scalar in a single run
+    return {name: (t[k].clone() if name == "log_alpha" else _rows(t, k, members)) for name, t in sd.items()}
 
 
 def _opt_slice(sd: Dict[str, Any], k: int, members: int, lr: float) -> Dict[str, Any]:
-    state = {
-        i: {n: (t.clone() if n == "step" else _rows(t, k, members)) for n, t in st.items()}
-        for i, st in sd["state"].items()
-    }
+    net = set(sd["param_groups"][0]["params"])  # the network's group; another is SAC's temperature, (K,)
+
+    def cut(i: int, name: str, t: torch.Tensor) -> torch.Tensor:
+        if name == "step":
+            return t.clone()
+        return _rows(t, k, members) if i in net else t[k].clone()
+
+    state = {i: {n: cut(i, n, t) for n, t in st.items()} for i, st in sd["state"].items()}
     groups = [dict(g, lr=lr) if j == 0 else dict(g) for j, g in enumerate(sd["param_groups"])]
     return {"state": state, "param_groups": groups}
 

@@ -57,6 +57,8 @@ def build_roles(cfg: Config, env: VecEnv, run: RunDir) -> Roles:
         actor_net, critic, cpu_states = nets.build_population(cfg, env.obs_dim, env.act_dim, seeds)
     actor_net, critic = actor_net.to(actor_device), critic.to(device)
     streams = Streams(seeds, device, cpu_states)
+    if k > 1 and hasattr(actor_net, "randn_like"):  # SAC: the policy's noise from each member's stream
+        actor_net.randn_like = streams.randn_like
     norm = Normalizer(env.obs_dim, actor_device, clip=a.obs_clip, enabled=a.obs_norm, members=k)
     replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device, members=k)
     store = _replay_store(cfg, env, run, replay) if cfg.save_replay else None
