@@ -140,6 +140,9 @@ class PopulationConfig:
     size: int = positive(1)
     seeds: Optional[List[int]] = None  # default: seed, seed+1, ..., seed+K-1
     vary: Dict[str, Any] = field(default_factory=dict)  # {key in VARY_KEYS: [K values]}
+    run_dirs: Optional[List[str]] = (
+        None  # each member's run directory (a sweep's); default run_dir/m<k>-s<seed>
+    )
 
 
 @dataclass
@@ -339,6 +342,11 @@ def validate_population(get):
     if seeds is not None and len(seeds) != k:
         raise ConfigError(
             "population.seeds has %d seeds for population.size=%d: give one per member" % (len(seeds), k)
+        )
+    dirs = get("population.run_dirs")
+    if dirs is not None and len(dirs) != k:
+        raise ConfigError(
+            "population.run_dirs has %d paths for population.size=%d: give one per member" % (len(dirs), k)
         )
     if seeds is not None and len(set(seeds)) != len(seeds):
         raise ConfigError("population.seeds=%r repeats a seed: members must differ" % list(seeds))

@@ -345,3 +345,90 @@ def test_sac_members_are_independent_and_resume_alone(tmp_path):
         assert "alpha" in json.loads(f.readline())
     out = train(["resume=" + two[1], "max_env_steps=1600"], quiet=True)
     assert rows(out)[-1]["env_steps"] == 1600
+
+
+def _sweep_spec(tmp_path, steps, **launcher):
+    return {
+        "name": "pop",
+        "out": str(tmp_path / "sweep"),
+        "base": {
+            "task": "pendulum",
+            "mode": "sync",
+            "num_envs": 8,
+            "max_env_steps": steps,
+            "algo.batch_size": 64,
+            "net.actor_hidden": [32],
+            "net.critic_hidden": [32],
+            "log.every_steps": 10,
+            "algo.warmup_steps": 4,
+            "log.checkpoint_every_s": 0.5,
+        },
+        "grid": {"utd": [0.125, 0.25]},
+        "seeds": 3,
+        "launcher": dict({"kind": "local", "population": 3, "local": {"runs_per_device": 2}}, **launcher),
+    }
+
+
+def test_a_sweep_packs_seeds_into_populations(tmp_path):
+    """launcher.population=3: each UTD's 3 seeds train as one population whose members write the sweep's own
+    run directories (each the single run its config says); a rerun launches nothing."""
+    from pql_scaling.experiments import sweep
+
+    spec = sweep.load_spec(_sweep_spec(tmp_path, 1200))
+    rows = sweep.launch(spec)
+    assert [r["state"] for r in rows] == ["completed"] * 6
+    pops = os.listdir(os.path.join(spec.out, "_populations"))
+    assert len(pops) == 2
+    for r in rows:
+        cfg = _yaml(os.path.join(r["path"], schema.CONFIG))
+        facts = schema.read_facts(os.path.join(r["path"], schema.FACTS))
+        assert cfg["seed"] == r["seed"] and facts["population"]["size"] == 3
+        assert rows_of(r["path"])[-1]["env_steps"] == 1200
+    again = sweep.launch(spec)
+    assert [r["launches"] for r in again] == [0] * 6
+
+
+def rows_of(path):
+    return rows(path)
+
+
+def test_a_killed_sweep_of_populations_resumes_every_run_once(tmp_path):
+    """SIGKILL the sweep and its populations (the whole process group, as a dead machine) mid-run; the rerun
+    resumes each population from its members' checkpoints: every run completed exactly once, one timeline
+    each (env_steps strictly increasing in every metrics.jsonl)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    from pql_scaling.experiments import sweep
+
+    d = _sweep_spec(tmp_path, 24000)
+    path = str(tmp_path / "spec.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(d, f)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pql_scaling.cli", "sweep", path, "--live", "off"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    spec = sweep.load_spec(path)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        got = [r for r in sweep.status(spec) if (r["env_steps"] or 0) >= 2400]
+        if len(got) == 6:
+            break
+        time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = {r["path"]: r["env_steps"] for r in sweep.status(spec)}
+    assert all(0 < s < 24000 for s in killed.values()), killed
+    rows = sweep.launch(spec)
+    assert [r["state"] for r in rows] == ["completed"] * 6
+    for r in rows:
+        steps = [x["env_steps"] for x in rows_of(r["path"])]
+        assert steps[-1] == 24000 and all(a < b for a, b in zip(steps, steps[1:])), r["path"]
+        assert r["launches"] == 1  # the population resumed once, not each run apart

@@ -39,7 +39,7 @@ def member_config(cfg: Config, k: int, seeds: List[int], values: Dict[str, list]
     """The single run member k is: its seed and varied values, population.size=1, its run directory."""
     m = OmegaConf.create(OmegaConf.to_container(cfg))
     m.seed, m.run_dir = seeds[k], path
-    m.population = {"size": 1, "seeds": None, "vary": {}}
+    m.population = {"size": 1, "seeds": None, "vary": {}, "run_dirs": None}
     for key, vals in values.items():
         OmegaConf.update(m, key, vals[k])
     return m
@@ -144,7 +144,9 @@ class Population:
         pid = uuid.uuid4().hex[:12]
         self.members: List[Member] = []
         for k, seed in enumerate(self.seeds):
-            mcfg = member_config(cfg, k, self.seeds, values, os.path.join(root, "m%02d-s%d" % (k, seed)))
+            dirs = cfg.population.run_dirs
+            path = dirs[k] if dirs is not None else os.path.join(root, "m%02d-s%d" % (k, seed))
+            mcfg = member_config(cfg, k, self.seeds, values, path)
             bs = int(mcfg.algo.batch_size)
             with torch.random.fork_rng(devices=[]):
                 a1, c1 = nets.build(mcfg, self.env.obs_dim, self.env.act_dim)

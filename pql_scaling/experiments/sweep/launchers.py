@@ -8,7 +8,7 @@ import queue
 import signal
 import time
 
-from pql_scaling.experiments.sweep import slurm_jobs
+from pql_scaling.experiments.sweep import packing, slurm_jobs
 from pql_scaling.experiments.sweep.board import Board
 from pql_scaling.experiments.sweep.expand import expand
 from pql_scaling.experiments.sweep.spec import LAUNCHERS, SpecError
@@ -38,19 +38,30 @@ def _local(spec, runs, retry, board):
             slots.put(d)
     n = slots.qsize()
 
-    def job(run, wait):
+    def job(unit, wait):
+        """Rows of a run, or of a population of runs (launcher.population, packing.py)."""
         dev = slots.get()
         try:
             gpu = dev != "cpu"
             extra = (["threads=%d" % lo.threads_per_run] if lo.threads_per_run else []) + (
                 ["device=cuda"] if gpu else []
             )
-            board.update(run, "running")
-            return run_one(run, retry, extra, _env(lo.threads_per_run, dev if gpu else None), wait)
+            env = _env(lo.threads_per_run, dev if gpu else None)
+            if isinstance(unit, packing.Group):
+                for r in unit.runs:
+                    board.update(r, "running")
+                return packing.run_group(unit, retry, extra, env, wait)
+            board.update(unit, "running")
+            return [run_one(unit, retry, extra, env, wait)]
         finally:
             slots.put(dev)
 
-    return _pool(lambda submit_runs, wait: _futures(job, submit_runs, wait, n, board), runs, board)
+    def launch_round(rs, wait):
+        groups, alone = packing.pack(rs, spec.launcher.population, spec.out)
+        for rows in _futures(job, groups + alone, wait, n, board):
+            yield from rows
+
+    return _pool(launch_round, runs, board)
 
 
 def _futures(job, runs, wait, n, board):
@@ -342,6 +353,8 @@ def launch(spec, launcher=None, retry=None, dry_run=False, live="off"):
             "sweep %s: %d runs, %d to do, launcher %s, out %s"
             % (spec.name, len(runs), len(todo), kind, spec.out)
         )
+        if todo and spec.launcher.population > 1 and kind != "local":
+            raise SpecError("launcher.population > 1 runs with the local launcher for now (not %s)" % kind)
         if todo:
             {"local": _local, "ray": _ray, "slurm": _slurm}[kind](spec, todo, retry, board)
         board.write(final=True)

@@ -48,6 +48,9 @@ class SlurmOptions:
 @dataclass
 class LauncherSpec:
     kind: str = "local"  # local | ray | slurm
+    # runs that differ only in their seed train as populations of up to this many members, one process each
+    # (runtime/population.py; local launcher, mode=sync); 1: every run its own process
+    population: int = 1
     local: LocalOptions = field(default_factory=LocalOptions)
     ray: RayOptions = field(default_factory=RayOptions)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
@@ -187,6 +190,10 @@ def _validate(spec, where):
         raise SpecError("seeds=%r has duplicates" % (seeds,))
     if spec.retry < 0:
         raise SpecError("retry=%d must be >= 0" % spec.retry)
+    if spec.launcher.population < 1:
+        raise SpecError(
+            "launcher.population=%r must be >= 1 (members per population)" % spec.launcher.population
+        )
     lo = spec.launcher.local
     if lo.runs_per_device < 1 or lo.threads_per_run < 0 or not lo.devices:
         raise SpecError(
