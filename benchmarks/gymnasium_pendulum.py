@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 
+import yaml
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import first_crossing, save  # noqa: E402
 
@@ -64,6 +66,8 @@ def run(name, seed, budget_s):
         rows = [json.loads(line) for line in f]
     with open(os.path.join(d, "run.json")) as f:
         facts = json.load(f)
+    with open(os.path.join(d, "config.yaml")) as f:
+        cfg = yaml.safe_load(f)
     shutil.rmtree(os.path.dirname(d), ignore_errors=True)
     last = rows[-1] if rows else {}
     best = max((r["return_mean"] for r in rows if r.get("return_mean") is not None), default=None)
@@ -81,6 +85,14 @@ def run(name, seed, budget_s):
         "final_wall_time_s": last.get("wall_time_s"),
         "backend": facts.get("backend"),
         "defaults": facts.get("defaults"),
+        "config": {  # the resolved defaults both tasks must share for a fair comparison
+            "num_envs": cfg["num_envs"],
+            "warmup_steps": cfg["algo"]["warmup_steps"],
+            "critic_updates_per_step": cfg["algo"]["critic_updates_per_step"],
+            "batch_size": cfg["algo"]["batch_size"],
+            "hidden": cfg["net"]["critic_hidden"],
+            "activation": cfg["net"]["activation"],
+        },
     }
 
 

@@ -349,3 +349,12 @@ def test_trains_in_next_step_mode(tmp_path, monkeypatch):
     _check_run(d, 1760)
     ended = [r for r in rows(d) if r.get("episodes")]
     assert ended and all(r["episode_length"] == 200 for r in ended)  # the reset steps are not counted
+
+
+def test_pendulum_v1_defaults_are_the_native_pendulums():
+    """The benchmark against the native pendulum compares simulators only: both resolve to the same config."""
+    native = config_lib.to_dict(config_lib.load(["task=pendulum"]))
+    gym_cfg = config_lib.to_dict(config_lib.load(["task=Pendulum-v1", "backend=gymnasium"]))
+    for d in (native, gym_cfg):
+        d.pop("task"), d.pop("backend")
+    assert gym_cfg == native
