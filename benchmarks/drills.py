@@ -4,7 +4,8 @@ SIGTERM as a cluster's preemption does; after each fault check what a study depe
   - status.json names the cause (time from the fault to that, and to the last process gone)
   - no process of the run is left (learners, multiprocessing's resource tracker) and nothing of it in /dev/shm
   - `resume=` continues the counters; the final metrics have one log point per env_steps value
-  - the realised UTD (critic_updates / env_steps) is within 2% of the configured one
+  - the realised UTD (critic_updates / env_steps) is within 2% of the configured one, and the critic updates are
+    exactly sync mode's count for the steps taken (`updates_lost` = 0: the checkpoint's owed updates are paid)
   - data lost = log points superseded (the work since the last checkpoint), nothing else
 
     python benchmarks/drills.py --n 3 --out benchmarks/results/drills.json     # 3 of each kind, seeded
@@ -204,6 +205,7 @@ def drill(kind, d, rng, leg_env_steps=3200):
         first = 32 // 16 + 2  # rows start after nstep - 1 = 2 steps
         exact = 2 * (final[-1][schema.ACTOR_STEPS] - first + 1)
         res["critic_updates"], res["critic_updates_exact"] = final[-1][schema.CRITIC_UPDATES], exact
+        res["updates_lost"] = exact - res["critic_updates"]  # owed updates dropped across the resume
     res["resume_status"] = status(d).get("status")
     cause_named = {
         "sigkill_actor": "actor (main process",
@@ -222,6 +224,7 @@ def drill(kind, d, rng, leg_env_steps=3200):
         and res["one_point_per_step"]
         and res["utd_rel_err"] is not None
         and res["utd_rel_err"] <= 0.02
+        and res.get("updates_lost") == 0
         and res["resume_status"] == schema.COMPLETED
         and q.returncode == 0
     )
@@ -256,6 +259,7 @@ def summary(results):
                 "max_lost_env_steps": mx("lost_env_steps"),
                 "superseded_rows": sum(r["superseded_rows"] for r in rs),
                 "max_utd_rel_err": mx("utd_rel_err"),
+                "max_updates_lost": mx("updates_lost"),
                 "orphans": sum(len(r["orphans"]) for r in rs),
                 "shm_left": sum(len(r["shm_left"]) for r in rs),
             }

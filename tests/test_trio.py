@@ -382,3 +382,32 @@ def test_sigterm_stops_gracefully_with_a_final_checkpoint(tmp_path):
     ck = checkpoint(run_dir)  # written at the stop, with the learners' own state
     assert ck["v_learner"]["updates"] >= rows(run_dir)[-1]["critic_updates"] > 0
     assert ck["actor"]["steps"] * 16 == st["env_steps"]
+
+
+def test_resume_pays_the_checkpoints_whole_owed_updates_exactly_as_sync_mode(tmp_path):
+    """A checkpoint owing whole updates (as a trio checkpoint taken while the learners trail the actor, or
+    after a max_time_s stop, does): resumed in trio mode, the learners pay that debt from the first step on,
+    and the final counts equal sync mode's resumed from the very same checkpoint (nothing dropped)."""
+    import shutil
+
+    from pql_scaling.rundir import disk
+
+    a = str(tmp_path / "sync")
+    train(SMALL + ["mode=sync", "max_env_steps=%d" % (16 * 60), "run_dir=" + a], quiet=True)
+    last = os.path.join(a, "checkpoints", "last.pt")
+    ck = disk.read_checkpoint(last)
+    u0, p0 = ck["v_learner"]["updates"], ck["p_learner"]["updates"]
+    ck["fractions"]["critic_owed"], ck["fractions"]["policy_owed"] = [9, 2], [5, 2]  # 4.5 and 2.5 owed
+    with open(last, "wb") as f:
+        f.write(disk.pack(ck))
+    b = str(tmp_path / "trio")
+    shutil.copytree(a, b)
+    counts = {}
+    for mode, d in (("sync", a), ("trio", b)):
+        train(["resume=" + d, "mode=" + mode, "max_env_steps=%d" % (16 * 100), "log.live=off"], quiet=True)
+        last_row = rows(d)[-1]
+        assert status(d)["status"] == "completed" and last_row["env_steps"] == 16 * 100
+        counts[mode] = (last_row["critic_updates"], last_row["policy_updates"])
+    # 40 steps, all learning (the replay was restored): floor(4.5 + 2 * 40) critic, floor(2.5 + 0.5 * 84) policy
+    assert counts["sync"] == (u0 + 84, p0 + 44)
+    assert counts["trio"] == counts["sync"]

@@ -147,7 +147,10 @@ STATS_SIZE = 8  # LearnerStats.to_tensor's length
 
 
 class Schedule:
-    """base + floor(owed + ratio * (x - origin)) in integers: how many updates are due at x."""
+    """base + floor(owed + ratio * (x - origin)) in integers: how many updates are due at x > origin; at the
+    origin only `base`. A resumed run's whole-update debts (`owed` >= 1: the updates the learners still owed
+    when the checkpoint was taken) thus fall due with the first step after it, as sync mode pays them: a
+    learner runs only once that step is in replay, so the debt never waits on rows the actor may not write."""
 
     def __init__(
         self, base: int, owed: Union[int, Fraction], ratio: Union[float, Fraction], origin: int = 0
@@ -157,6 +160,8 @@ class Schedule:
         self.c0, self.c1 = owed.numerator * ratio.denominator, ratio.numerator * owed.denominator
 
     def __call__(self, x: int) -> int:
+        if x <= self.origin:
+            return self.base
         return self.base + (self.c0 + self.c1 * (x - self.origin)) // self.den
 
     def owed(self, x: int, done: int) -> Fraction:
@@ -357,10 +362,10 @@ class Shared:
         self.events = {r: Doorbell(ctx) for r in ROLES}  # "a counter you wait on moved"
         self.errors = ctx.SimpleQueue()
         u0, p0 = s.v_learner.updates, s.p_learner.updates
-        # a checkpoint's whole-update debts are dropped: the replay may restart empty, and an owed update
-        # that needs rows the actor is gated from writing would deadlock (at most LAG steps' worth)
-        critic_owed = Fraction(s.counters.get("critic_owed", 0)) % 1
-        policy_owed = Fraction(s.counters.get("policy_owed", 0)) % 1
+        # the checkpoint's debts, whole updates included (up to LAG steps' worth, more after a time stop): paid
+        # from the first learning step on (Schedule), so the counts stay exactly sync mode's across resume
+        critic_owed = Fraction(s.counters.get("critic_owed", 0))
+        policy_owed = Fraction(s.counters.get("policy_owed", 0))
         self.critic_due = Schedule(u0, critic_owed, a.critic_updates_per_step)
         self.policy_due = Schedule(p0, policy_owed, a.policy_updates_per_critic_update, u0)
         self.learning_starts, self.num_envs = s.learning_starts, s.env.num_envs
