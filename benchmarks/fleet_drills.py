@@ -52,7 +52,7 @@ DRILLS = {
         "slurm",
         1,
         3,
-        "SIGTERM of the launcher while its array's tasks are pending; rerun submits nothing",
+        "scancel --full --signal=TERM of the launcher (a SLURM job) while its array is pending; rerun",
     ),
     "test_slurm_preemption_drill_scancel_term_of_a_running_task": (
         "slurm",

@@ -397,26 +397,39 @@ def _arrays_submitted(out):
 
 
 def test_slurm_rerun_never_submits_a_pending_job_again(tmp_path, slurm_cluster):
-    """The launcher is SIGTERMed while its array's tasks are pending (one runs at a time); the rerun asks squeue,
-    submits nothing, watches the jobs of the first launch to their end: every run ran once, in one array."""
+    """The launcher, itself a SLURM job, gets `scancel --full --signal=TERM` while its array's tasks are pending
+    (one runs at a time); the rerun asks squeue, submits nothing and watches the first launch's jobs to their
+    end: every run ran once, in one array."""
     pytest.importorskip("submitit")
     from pql_scaling.experiments.sweep import slurm_jobs
 
     d = _slurm_spec(tmp_path, array_parallelism=1)
     d["grid"] = {"utd": [0.25, 0.5, 1.0]}
     runs = sweep.expand(sweep.load_spec(d))
-    launcher = _slurm_launcher(tmp_path, d)
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    cmd = "exec %s -m pql_scaling.cli sweep %s --live plain" % (sys.executable, path)
+    launcher = subprocess.run(
+        ["sbatch", "--parsable", "--job-name=launcher", "--cpus-per-task=1", "--partition=debug"]
+        + ["--chdir=%s" % os.getcwd(), "--output=%s" % (tmp_path / "launcher.out"), "--wrap", cmd],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+    def array():  # the states of the array's tasks, from the ids the launcher recorded
+        queue = _squeue()
+        return sorted(queue[j] for ids in slurm_jobs.read(d["out"]).values() for j in ids if j in queue)
+
     _wait_for(
         "the array recorded, one task running, the others pending",
-        lambda: (
-            os.path.exists(os.path.join(d["out"], slurm_jobs.JOBS_NAME))
-            and sorted(_squeue().values()) == ["PENDING", "PENDING", "RUNNING"]
-        ),
+        lambda: array() == ["PENDING", "PENDING", "RUNNING"],
         120,
     )
-    launcher.send_signal(signal.SIGTERM)  # as `scancel --signal=TERM` of a launcher running as a job
-    launcher.communicate(timeout=60)
-    assert "PENDING" in _squeue().values()  # the launcher's death left jobs in the queue
+    assert _squeue()[launcher] == "RUNNING"
+    subprocess.run(["scancel", "--full", "--signal=TERM", launcher], check=True)
+    _wait_for("the launcher job to end", lambda: launcher not in _squeue(), 60)
+    assert "PENDING" in array()  # the launcher's death left jobs in the queue
     out = sweep.launch(sweep.load_spec(d), live="plain")
     assert [r["state"] for r in out] == ["completed"] * 3, out
     jobs = slurm_jobs.read(d["out"])
