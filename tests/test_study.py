@@ -12,7 +12,8 @@ from pql_scaling.experiments import study
 MINI = {
     "name": "mini",
     "task": "pendulum",
-    # pendulum's earlier CPU defaults (16 envs, 64x64 nets, ELU; tasks/pendulum.yaml now has 32 and ReLU) at lr
+    # pendulum's earlier CPU defaults (16 envs, 64x64 nets, ELU, 32 warm-up steps; tasks/pendulum.yaml now has 32
+    # envs, ReLU and 100) at lr
     # 4e-3, which learn in a few thousand env steps at UTD >= 1/8 (measured on the studies/pendulum_cpu.yaml grid,
     # which pins the same)
     "base": {
@@ -20,6 +21,7 @@ MINI = {
         "threads": 1,
         "net.activation": "elu",
         "num_envs": 16,
+        "algo.warmup_steps": 32,  # ditto (the task default is now 100)
         "log.every_steps": 25,
         "max_env_steps": 3200,
         "max_time_s": 0,
