@@ -135,6 +135,8 @@ class Checkpointer:
                 "(the unfinished ones at the checkpoint are dropped from the statistics)",
                 getattr(self.env, "backend", self.cfg.backend or "native"),
             )
+            if "env" in s and hasattr(self.env, "restore_counters"):  # what it can restore (gymnasium: seeds)
+                self.env.restore_counters(s["env"])
         r.actor.load_state_dict(s["actor"], episodes=env_restored)
         self.counters.clear()  # the Session's dict, refilled in place: its parts hold it
         self.counters.update(s["counters"])
