@@ -25,7 +25,9 @@ class VecEnv(Protocol):
     float32 rewards in the task's own units, bool terminated (bootstrap with 0) and truncated (the time limit:
     bootstrap through it), info["final_obs"] the true last observation of every env (equal to next_obs where
     nothing ended), optional info["valid"] (bool: False on a transition that spans two episodes, never learned
-    from), optional info["episode_return"] / ["episode_length"] (a simulator's own accounting)."""
+    from), optional info["episode_return"] / ["episode_length"] (a simulator's own accounting). A backend whose
+    resets are deferred (Isaac Gym) says so with `deferred_resets = True`: there an ended env's next_obs is its
+    terminal observation, and the following step, which starts the new episode, comes with valid=False."""
 
     num_envs: int
     obs_dim: int

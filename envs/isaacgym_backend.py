@@ -83,6 +83,10 @@ class IsaacGymVecEnv:
     """`cfg`: optional full IsaacGymEnvs run config (dict or OmegaConf, its `task` entry being the task
     config, e.g. to change `task.env.episodeLength`); `num_envs` and the task name are written into it."""
 
+    # the contract's deferred-reset variant: an ended env's observation is its terminal one, and the next step
+    # (which re-initialises it) spans two episodes: info["valid"] is False there
+    deferred_resets = True
+
     def __init__(self, task, num_envs, device="cpu", seed=0, headless=True, graphics_device_id=-1, cfg=None):
         dev = _check_device(device)
         if cfg is not None:  # IsaacGymEnvs reads cfg.task and ignores num_envs when given a config
