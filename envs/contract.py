@@ -47,3 +47,10 @@ class Resumable(Protocol):
     def state_dict(self) -> Dict[str, Any]: ...
 
     def load_state_dict(self, state: Dict[str, Any]) -> None: ...
+
+
+def time_limit(t: torch.Tensor, max_episode_steps: int, terminated: torch.Tensor) -> torch.Tensor:
+    """The contract's truncation: an episode that reached its step limit without terminating (a time-out at a
+    terminal state counts as terminal). The backends that count steps themselves (native, mujoco, mjwarp) use
+    this; tests/contract_check.py pins it for every backend."""
+    return (t >= max_episode_steps) & ~terminated

@@ -26,6 +26,8 @@ with an NVIDIA driver for CUDA 12.
 
 import torch
 
+from pql_scaling.envs.contract import time_limit
+
 try:
     import mujoco
     import mujoco_warp as mjw
@@ -171,7 +173,7 @@ class MJWarpVecEnv:
             self._pos, ctrl, self._qpos.double(), self._qvel.double(), self._fields_now()
         )
         self.t += 1
-        truncated = (self.t >= self.max_episode_steps) & ~terminated
+        truncated = time_limit(self.t, self.max_episode_steps, terminated)
         done = terminated | truncated
         next_obs = final_obs
         if bool(done.any()):  # the step's one host sync

@@ -27,6 +27,8 @@ import os
 import numpy as np
 import torch
 
+from pql_scaling.envs.contract import time_limit
+
 try:
     import mujoco
     from mujoco import rollout as _mj_rollout
@@ -159,7 +161,7 @@ class MujocoVecEnv:
         )
         self._pos = pos.clone()  # may be a view of the state
         self.t += 1
-        truncated = (self.t >= self.max_episode_steps) & ~terminated
+        truncated = time_limit(self.t, self.max_episode_steps, terminated)
         done = terminated | truncated
         next_obs = final_obs
         rows = done.nonzero()[:, 0]

@@ -8,6 +8,7 @@ shapes and no host sync.
 
 import torch
 
+from pql_scaling.envs.contract import time_limit
 from pql_scaling.tasks import load_native
 
 
@@ -54,7 +55,7 @@ class NativeVecEnv:
         action = action.to(self.device, torch.float32).clamp(-1.0, 1.0)
         state, reward, terminated = self.task.dynamics(self.state, action * self._act_scale + self._act_bias)
         self.t += 1
-        truncated = (self.t >= self.max_episode_steps) & ~terminated
+        truncated = time_limit(self.t, self.max_episode_steps, terminated)
         done = terminated | truncated
         final_obs = self.task.observe(state)
         fresh = self._initial()
