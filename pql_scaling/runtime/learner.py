@@ -19,7 +19,7 @@ parameter-shaped tensors, but for the clip, whose norm must then be taken per me
 """
 
 import copy
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch.optim.adamw import adamw
@@ -27,15 +27,18 @@ from torch.optim.adamw import adamw
 from pql_scaling.core import losses as algo
 from pql_scaling.core.losses import Batch
 from pql_scaling.core.members import Streams, broadcast_to_param, per_member_sq_norm
-from pql_scaling.core.replay import Window, draw, sample
+from pql_scaling.core.replay import Replay, Window, draw, sample
 
 COMPILE_MODES = {"default": None, "max-autotune": "max-autotune", "reduce-overhead": "reduce-overhead"}
 
 Tensor = torch.Tensor
+Device = Union[str, torch.device]
 Loss = Callable[[Batch, torch.nn.Module], Tuple[Tensor, Tensor]]  # (batch, trained net) -> (loss, aux)
 
 
-def make_optimizer(params, lr, weight_decay, device):
+def make_optimizer(
+    params: Iterable[Any], lr: float, weight_decay: float, device: Device
+) -> torch.optim.Optimizer:
     """AdamW as one fused kernel where this torch has it (CUDA; CPU from torch 2.4), else multi-tensor.
 
     On CUDA, capturable keeps the step counter on the device: no host sync, and the step can be
@@ -49,7 +52,7 @@ def make_optimizer(params, lr, weight_decay, device):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True, capturable=cuda)
 
 
-def check_compiler(device):
+def check_compiler(device: Device) -> None:
     """Inductor's CPU code is C++ that includes Python.h: say what is missing before the first update fails
     on it."""
     import os
@@ -73,7 +76,7 @@ def check_compiler(device):
         )
 
 
-def set_precision(perf, device):
+def set_precision(perf: Any, device: Device) -> None:
     """perf.tf32 for CUDA matmuls and convolutions (a process-wide setting, so set by each learner's process).
 
     torch >= 2.9 has `fp32_precision` and deprecates `allow_tf32`; inductor refuses a mix of the two APIs, so
@@ -82,7 +85,7 @@ def set_precision(perf, device):
         set_tf32(True)
 
 
-def set_tf32(on):
+def set_tf32(on: bool) -> None:
     matmul, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
     if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
         matmul.fp32_precision = conv.fp32_precision = "tf32" if on else "ieee"
@@ -95,7 +98,7 @@ def compiling() -> bool:
     return bool(getattr(torch.compiler, "is_compiling", lambda: False)())
 
 
-def init_adamw_state(opt):
+def init_adamw_state(opt: torch.optim.Optimizer) -> None:
     """AdamW's per-parameter state as its first step() would create it (step on the parameter's device, as
     fused / capturable AdamW keeps it), so the functional step can update it in place from the start."""
     for group in opt.param_groups:
@@ -107,7 +110,7 @@ def init_adamw_state(opt):
                 st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
 
-def load_optimizer(opt, state):
+def load_optimizer(opt: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
     """opt.load_state_dict, copying the values into the state tensors the step already uses (a compiled graph,
     and a CUDA graph, hold their addresses) instead of replacing them."""
     old = {p: dict(st) for p, st in opt.state.items()}
@@ -120,7 +123,7 @@ def load_optimizer(opt, state):
 
 
 @torch.no_grad()
-def adamw_step(opt, grads):
+def adamw_step(opt: torch.optim.Optimizer, grads: List[Tensor]) -> None:
     """opt.step() on `grads` (in the optimiser's parameter order): torch.optim's functional AdamW with the
     optimiser's own flags and state tensors, so eagerly the same kernels run. Dynamo does not trace the fused
     kernel: compiled, the step is foreach (the same math, which inductor fuses itself)."""
@@ -164,7 +167,7 @@ def clip_grads_(grads: List[Tensor], max_norm: float, members: int = 1) -> None:
 
 
 @torch.no_grad()
-def adamw_member_step(opt, grads: List[Tensor], lr: Tensor) -> None:
+def adamw_member_step(opt: torch.optim.Optimizer, grads: List[Tensor], lr: Tensor) -> None:
     """AdamW (decoupled weight decay, bias-corrected moments) with a learning rate per member, `lr` (K,), on
     member-stacked parameters: torch.optim's step takes one rate per parameter tensor, so this is its math
     written out, elementwise, for a population whose members' rates differ."""
@@ -190,7 +193,7 @@ def soft_update(target: torch.nn.Module, source: torch.nn.Module, tau: float) ->
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)
 
 
-def c51_support(algo_cfg, device):
+def c51_support(algo_cfg: Any, device: Device) -> Optional[Tensor]:
     """The C51 atoms, or None for a scalar critic."""
     a = algo_cfg
     return torch.linspace(a.v_min, a.v_max, a.num_atoms, device=device) if a.distributional else None
@@ -204,7 +207,7 @@ class Objective(torch.nn.Module):
         super().__init__()
         self.fn, self.name, self.nets = fn, name, torch.nn.ModuleDict({name: net})
 
-    def forward(self, batch):
+    def forward(self, batch: Batch) -> Tuple[Tensor, Tensor]:
         return self.fn(batch, self.nets[self.name])
 
 
@@ -258,7 +261,7 @@ class Learner:
         name: str,
         net: torch.nn.Module,
         loss: Loss,
-        groups: List[dict],
+        groups: List[Dict[str, Any]],
         lr: Union[float, List[float]],
         target: Optional[torch.nn.Module] = None,
         members: int = 1,
@@ -311,14 +314,14 @@ class Learner:
             mode = COMPILE_MODES[perf.compile]
             self.run = torch.compile(self.step, mode=mode, fullgraph=True, dynamic=False)
 
-    def mark_static(self, tensors):
+    def mark_static(self, tensors: Iterable[Tensor]) -> None:
         mark = getattr(torch._dynamo, "mark_static_address", None)  # torch >= 2.1
         for t in tensors:
             if mark is not None and id(t) not in self.static:
                 mark(t)
                 self.static.add(id(t))
 
-    def learn(self, replay, size: Optional[int] = None, start: int = 0) -> None:
+    def learn(self, replay: Replay, size: Optional[int] = None, start: int = 0) -> None:
         """One update on a uniform batch of `size` replay rows from `start` on (default: all filled rows).
         Compiled, with the replay on this learner's device, the step gathers the batch itself (one graph, the
         bounds copied in as device tensors, never read back); otherwise it is sampled here and copied over."""
@@ -395,7 +398,16 @@ class Learner:
 class VLearner(Learner):
     stat_names = ("critic_loss", "q_mean")
 
-    def __init__(self, cfg, critic, actor_view, norm, device, streams=None, vary=None):
+    def __init__(
+        self,
+        cfg: Any,
+        critic: torch.nn.Module,
+        actor_view: torch.nn.Module,
+        norm: torch.nn.Module,
+        device: Device,
+        streams: Optional[Streams] = None,
+        vary: Optional[Dict[str, list]] = None,
+    ) -> None:
         a, vary = cfg.algo, vary or {}
         self.critic, self.actor_view = critic, actor_view
         self.critic_target = copy.deepcopy(critic).requires_grad_(False)
@@ -419,7 +431,7 @@ class VLearner(Learner):
             batch_sizes=vary.get("algo.batch_size"),
         )
 
-    def loss(self, batch, critic):
+    def loss(self, batch: Batch, critic: torch.nn.Module) -> Tuple[Tensor, Tensor]:
         return algo.critic_loss(
             self.actor_view,
             critic,
@@ -433,7 +445,17 @@ class VLearner(Learner):
 
 
 class PLearner(Learner):
-    def __init__(self, cfg, actor, critic_view, norm, device, act_dim, streams=None, vary=None):
+    def __init__(
+        self,
+        cfg: Any,
+        actor: torch.nn.Module,
+        critic_view: torch.nn.Module,
+        norm: torch.nn.Module,
+        device: Device,
+        act_dim: int,
+        streams: Optional[Streams] = None,
+        vary: Optional[Dict[str, list]] = None,
+    ) -> None:
         a, vary = cfg.algo, vary or {}
         self.actor, self.critic_view = actor, critic_view
         self.sac, self.support = a.name == "sac", c51_support(a, device)
@@ -456,16 +478,16 @@ class PLearner(Learner):
             batch_sizes=vary.get("algo.batch_size"),
         )
 
-    def loss(self, batch, actor):
+    def loss(self, batch: Batch, actor: torch.nn.Module) -> Tuple[Tensor, Tensor]:
         return algo.actor_loss(actor, self.critic_view, batch, self.sac, self.target_entropy, self.support)
 
-    def pop_stats(self):
+    def pop_stats(self) -> Dict[str, float]:
         out = super().pop_stats()
         if out and self.sac:
             out["alpha"] = float(self.actor.log_alpha.detach().exp())
         return out
 
-    def member_stats(self):
+    def member_stats(self) -> List[Dict[str, float]]:
         out = super().member_stats()
         if self.sac:
             for row, alpha in zip(out, self.actor.log_alpha.detach().exp().tolist()):
