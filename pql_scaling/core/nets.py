@@ -25,36 +25,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+from pql_scaling.core.layers import (  # noqa: F401 - the layers' names, as nets.* too
+    ACTIVATIONS,
+    MLP,
+    EnsembleLayerNorm,
+    EnsembleLinear,
+    _expand,
+    dense_ops,
+)
+from pql_scaling.core.moe import MoENet, SoftMoE  # noqa: F401
+
 ARCHS = ("mlp", "bro", "softmoe")
-
-
-class EnsembleLinear(nn.Module):
-    def __init__(self, k, n_in, n_out):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(k, n_in, n_out))
-        self.bias = nn.Parameter(torch.empty(k, 1, n_out))
-        bound = 1.0 / math.sqrt(n_in)  # nn.Linear's default init, per member
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
-
-    def forward(self, x):  # (k, B, in) -> (k, B, out)
-        return torch.baddbmm(self.bias, x, self.weight)
-
-
-class EnsembleLayerNorm(nn.Module):
-    def __init__(self, k, n):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(k, 1, n))
-        self.bias = nn.Parameter(torch.zeros(k, 1, n))
-
-    def forward(self, x):
-        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
-
-
-def dense_ops(k, sizes):
-    """Matmul list of a dense stack: (FLOPs per sample, kind), the first layer on the input."""
-    return [(2 * k * i * o, "in" if j == 0 else "w") for j, (i, o) in enumerate(zip(sizes[:-1], sizes[1:]))]
 
 
 def count_params(module: nn.Module) -> int:
@@ -71,35 +52,6 @@ def backward_flops(net, weight_grads=True):
     grad) or input grads only (a frozen net differentiated w.r.t. its input)."""
     cost = {True: {"in": 1, "w": 2, "aa": 2}, False: {"in": 1, "w": 1, "aa": 2}}[bool(weight_grads)]
     return sum(f * cost[kind] for f, kind in net.matmuls())
-
-
-def _expand(x, k):
-    return x.unsqueeze(0).expand(k, -1, -1) if x.dim() == 2 else x
-
-
-class MLP(nn.Module):
-    """k parallel MLPs (k=1 for an actor). Input (B, in) or (k, B, in); output (k, B, out)."""
-
-    def __init__(self, sizes, activation="elu", layer_norm=False, k=1):
-        super().__init__()
-        self.k, self.sizes = k, list(sizes)
-        layers = []
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(EnsembleLinear(k, n_in, n_out))
-            if i < len(sizes) - 2:
-                if layer_norm:
-                    layers.append(EnsembleLayerNorm(k, n_out))
-                layers.append(ACTIVATIONS[activation]())
-        self.layers = nn.Sequential(*layers)
-
-    def forward(self, x):
-        return self.layers(_expand(x, self.k))
-
-    def matmuls(self):
-        return dense_ops(self.k, self.sizes)
-
-    def bias_flops(self):
-        return self.k * sum(self.sizes[1:])
 
 
 class BroNet(nn.Module):
@@ -137,90 +89,6 @@ class BroNet(nn.Module):
 
     def bias_flops(self):
         return self.k * (self.width * (1 + 2 * self.blocks) + self.n_out)
-
-
-class SoftMoE(nn.Module):
-    """Soft MoE layer on a (k, B, width) activation, tokens per sample (never mixed across the batch).
-
-    The vector is cut into `tokens` tokens of d = width / tokens; Phi (d, experts * slots) scores every
-    (token, slot); dispatch D = softmax over tokens per slot, slot inputs = D^T X; expert e runs
-    Dense(d, hidden)-ReLU-Dense(hidden, d) on its `slots` slot inputs; combine C = softmax over all slots
-    per token, output = C Y~. `normalize`: L2-normalise the tokens and Phi's columns and scale the logits
-    by a learned scalar (Puigcerver et al. 2023, sec. 2.3), which keeps the softmaxes from saturating.
-    """
-
-    def __init__(self, width, tokens, experts, slots, hidden, normalize=True, k=1):
-        super().__init__()
-        if width % tokens:
-            raise ValueError("Soft MoE: width %d is not divisible by net.tokens=%d" % (width, tokens))
-        self.k, self.m, self.d, self.n, self.p, self.h = k, tokens, width // tokens, experts, slots, hidden
-        self.normalize = normalize
-        s = experts * slots
-        self.phi = nn.Parameter(torch.randn(k, self.d, s) / math.sqrt(self.d))
-        self.scale = nn.Parameter(torch.ones(k, 1, 1, 1))
-        b1, b2 = 1.0 / math.sqrt(self.d), 1.0 / math.sqrt(hidden)
-        self.w1 = nn.Parameter(torch.empty(k, experts, self.d, hidden).uniform_(-b1, b1))
-        self.b1 = nn.Parameter(torch.empty(k, 1, experts, 1, hidden).uniform_(-b1, b1))
-        self.w2 = nn.Parameter(torch.empty(k, experts, hidden, self.d).uniform_(-b2, b2))
-        self.b2 = nn.Parameter(torch.empty(k, 1, experts, 1, self.d).uniform_(-b2, b2))
-
-    def forward(self, x):  # (k, B, m*d) -> (k, B, m*d)
-        k, B = x.shape[0], x.shape[1]
-        x = x.reshape(k, B, self.m, self.d)
-        if self.normalize:
-            logits = (
-                torch.einsum("kbmd,kds->kbms", F.normalize(x, dim=-1), F.normalize(self.phi, dim=1))
-                * self.scale
-            )
-        else:
-            logits = torch.einsum("kbmd,kds->kbms", x, self.phi)
-        dispatch = logits.softmax(dim=2)  # over tokens, per slot
-        combine = logits.softmax(dim=3)  # over slots, per token
-        slots = torch.einsum("kbms,kbmd->kbsd", dispatch, x).reshape(k, B, self.n, self.p, self.d)
-        h = torch.relu(torch.einsum("kbnpd,kndh->kbnph", slots, self.w1) + self.b1)
-        y = (torch.einsum("kbnph,knhd->kbnpd", h, self.w2) + self.b2).reshape(k, B, self.n * self.p, self.d)
-        return torch.einsum("kbms,kbsd->kbmd", combine, y).reshape(k, B, self.m * self.d)
-
-    def matmuls(self):
-        k, m, d, s, h = self.k, self.m, self.d, self.n * self.p, self.h
-        return [
-            (2 * k * m * d * s, "w"),
-            (2 * k * s * m * d, "aa"),
-            (2 * k * s * d * h, "w"),
-            (2 * k * s * h * d, "w"),
-            (2 * k * m * s * d, "aa"),
-        ]
-
-    def bias_flops(self):
-        return self.k * self.n * self.p * (self.h + self.d)
-
-
-class MoENet(nn.Module):
-    """Dense trunk to `width` (depth - 2 hidden dense layers after the first), a Soft MoE layer where the
-    penultimate dense layer would be, the activation, then the dense head."""
-
-    def __init__(self, n_in, n_out, width, depth, moe, activation="elu", layer_norm=False, k=1):
-        super().__init__()
-        if depth < 2:
-            raise ValueError("softmoe needs net.critic_depth >= 2 (a dense layer before the Soft MoE layer)")
-        self.k = k
-        self.trunk = MLP([n_in] + [width] * (depth - 1), activation, layer_norm, k)
-        self.act = nn.Sequential(
-            *([EnsembleLayerNorm(k, width)] if layer_norm else []), ACTIVATIONS[activation]()
-        )
-        self.moe = SoftMoE(width, k=k, **moe)
-        self.head = EnsembleLinear(k, width, n_out)
-        self.width, self.n_out = width, n_out
-
-    def forward(self, x):
-        x = self.act(self.trunk(x))
-        return self.head(self.act(self.moe(x)))
-
-    def matmuls(self):
-        return self.trunk.matmuls() + self.moe.matmuls() + [(2 * self.k * self.width * self.n_out, "w")]
-
-    def bias_flops(self):
-        return self.trunk.bias_flops() + self.moe.bias_flops() + self.k * self.n_out
 
 
 def body(arch, n_in, n_out, hidden, activation="elu", layer_norm=False, k=1, moe=None):

@@ -32,6 +32,7 @@ from pql_scaling.rundir.rundir import RunDir
 from pql_scaling.runtime import resources, sync
 from pql_scaling.runtime.clock import TrainingClock
 from pql_scaling.runtime.metrics import Diverged, MetricsLogger
+from pql_scaling.runtime.population_ckpt import checkpoint_at, load_member_state, member_state
 from pql_scaling.runtime.roles import Roles, build_roles, describe
 
 
@@ -332,158 +333,6 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt("signal %d" % signum)
 
 
-# ---------------------------------------------------------------- a member's checkpoint: a single run's format
-
-
-def _rows(t: torch.Tensor, k: int, members: int, dim: int = 0) -> torch.Tensor:
-    """Member k's block of a member-major dimension."""
-    n = t.shape[dim] // members
-    return t.narrow(dim, k * n, n).clone()
-
-
-def _net_slice(sd: Dict[str, torch.Tensor], k: int, members: int) -> Dict[str, torch.Tensor]:
-    # SAC's log alpha is (K,) in a population, a scalar in a single run
-    return {name: (t[k].clone() if name == "log_alpha" else _rows(t, k, members)) for name, t in sd.items()}
-
-
-def _opt_slice(sd: Dict[str, Any], k: int, members: int, lr: float) -> Dict[str, Any]:
-    net = set(sd["param_groups"][0]["params"])  # the network's group; another is SAC's temperature, (K,)
-
-    def cut(i: int, name: str, t: torch.Tensor) -> torch.Tensor:
-        if name == "step":
-            return t.clone()
-        return _rows(t, k, members) if i in net else t[k].clone()
-
-    state = {i: {n: cut(i, n, t) for n, t in st.items()} for i, st in sd["state"].items()}
-    groups = [dict(g, lr=lr) if j == 0 else dict(g) for j, g in enumerate(sd["param_groups"])]
-    return {"state": state, "param_groups": groups}
-
-
-def member_state(pop: "Population", m: Member) -> Dict[str, Any]:
-    """Member m's slice of the population's state, as a single run with its config checkpoints it (so
-    `resume=` continues the member alone, and a population resumes by stacking its members' slices)."""
-    k, K, r = m.k, pop.k, pop.roles
-    v, p, actor, env = r.v_learner, r.p_learner, r.actor, pop.env
-    f = actor.folder
-    window = {"t": f.t}
-    for name in ("obs", "action", "next_obs", "reward", "terminated", "done", "valid"):
-        window[name] = _rows(getattr(f, name), k, K, dim=1)
-    streams = actor.streams
-    rng = torch.get_rng_state() if k == 0 or streams.device.type != "cpu" else streams.gens[k].get_state()
-    counters = dict(m.counters, wall_time_s=m.clock.wall_time())
-    fractions = {n: [x.numerator, x.denominator] for n, x in pop.counters.items() if hasattr(x, "numerator")}
-    return {
-        "v_learner": {
-            "critic": _net_slice(v.critic.state_dict(), k, K),
-            "critic_target": _net_slice(v.critic_target.state_dict(), k, K),
-            "critic_opt": _opt_slice(v.opt.state_dict(), k, K, float(m.cfg.algo.critic_lr)),
-            "updates": v.updates,
-        },
-        "p_learner": {
-            "actor": _net_slice(p.actor.state_dict(), k, K),
-            "actor_opt": _opt_slice(p.opt.state_dict(), k, K, float(m.cfg.algo.actor_lr)),
-            "updates": p.updates,
-        },
-        "norm": {
-            "mean": r.norm.mean[k, 0].clone(),
-            "var": r.norm.var[k, 0].clone(),
-            "count": r.norm.count.clone(),
-        },
-        "actor": {
-            "steps": actor.steps,
-            "ep_return": _rows(actor.ep_return, k, K),
-            "ep_length": _rows(actor.ep_length, k, K),
-            "obs": _rows(actor.obs, k, K),
-            "noise": _rows(actor.noise, k, K),
-            "folder": window,
-        },
-        "counters": {n: x for n, x in counters.items() if not hasattr(x, "numerator")},
-        "fractions": fractions,
-        "rng": {"torch": rng, "cuda": None},
-        "replay_rows": r.replay.rows,
-        "replay_saved": False,
-        "env": {
-            "state": _rows(env.state, k, K),
-            "t": _rows(env.t, k, K),
-            "generator": env.generators[k].get_state(),
-        },
-    }
-
-
-def _put_rows(dst: torch.Tensor, src: torch.Tensor, k: int, members: int, dim: int = 0) -> None:
-    n = dst.shape[dim] // members
-    dst.narrow(dim, k * n, n).copy_(src)
-
-
-def _load_net(module: torch.nn.Module, sd: Dict[str, torch.Tensor], k: int, members: int) -> None:
-    with torch.no_grad():
-        for name, t in module.state_dict().items():
-            _put_rows(t, sd[name], k, members)
-
-
-def _load_opt(opt: torch.optim.Optimizer, sd: Dict[str, Any], k: int, members: int) -> None:
-    params = [p for g in opt.param_groups for p in g["params"]]
-    for i, st in sd["state"].items():
-        own = opt.state[params[int(i)]]
-        for name, t in st.items():
-            if name == "step":
-                own[name].copy_(t)
-            else:
-                _put_rows(own[name], t, k, members)
-
-
-def load_member_state(pop: "Population", m: Member, s: Dict[str, Any]) -> None:
-    """Member m's checkpoint (a single run's format) into its slice of the population (member_state's
-    inverse)."""
-    k, K, r = m.k, pop.k, pop.roles
-    v, p, actor, env = r.v_learner, r.p_learner, r.actor, pop.env
-    _load_net(v.critic, s["v_learner"]["critic"], k, K)
-    _load_net(v.critic_target, s["v_learner"]["critic_target"], k, K)
-    _load_opt(v.opt, s["v_learner"]["critic_opt"], k, K)
-    _load_net(p.actor, s["p_learner"]["actor"], k, K)
-    _load_opt(p.opt, s["p_learner"]["actor_opt"], k, K)
-    v.updates, p.updates = s["v_learner"]["updates"], s["p_learner"]["updates"]
-    r.norm.mean[k, 0].copy_(s["norm"]["mean"])
-    r.norm.var[k, 0].copy_(s["norm"]["var"])
-    r.norm.count.copy_(s["norm"]["count"])
-    a = s["actor"]
-    actor.steps = a["steps"]
-    for name in ("ep_return", "ep_length", "obs", "noise"):
-        _put_rows(getattr(actor, name), a[name].to(actor.device), k, K)
-    actor.folder.t = a["folder"]["t"]
-    for name, t in a["folder"].items():
-        if name != "t":
-            _put_rows(getattr(actor.folder, name), t.to(actor.device), k, K, dim=1)
-    _put_rows(env.state, s["env"]["state"].to(env.device), k, K)
-    _put_rows(env.t, s["env"]["t"].to(env.device), k, K)
-    env.generators[k].set_state(s["env"]["generator"])
-    if k == 0:
-        torch.set_rng_state(s["rng"]["torch"])
-    elif actor.streams.device.type == "cpu":
-        actor.streams.gens[k].set_state(s["rng"]["torch"])
-    m.counters.update(s["counters"])
-    from fractions import Fraction
-
-    pop.counters.update({n: Fraction(a_, b) for n, (a_, b) in s["fractions"].items()})
-
-
-def _checkpoint_at(run: RunDir, steps: Optional[int]) -> Dict[str, Any]:
-    """The member's checkpoint (last.pt, else prev.pt) taken at `steps` actor steps (None: the newest)."""
-    from pql_scaling.rundir.disk import read_checkpoint
-
-    state = run.load_checkpoint(map_location="cpu")
-    if steps is None or state["actor"]["steps"] == steps:
-        return state
-    if os.path.exists(run.prev_checkpoint_path):
-        prev = read_checkpoint(run.prev_checkpoint_path, "cpu")
-        if prev["actor"]["steps"] == steps:
-            return prev
-    raise config_lib.ConfigError(
-        "%s has no checkpoint at actor step %d, where the population's other members are: it cannot resume "
-        "with them; resume it alone with resume=%s" % (run.path, steps, run.path)
-    )
-
-
 def resume(cfg: Config, root: str, started: float) -> "Population":
     """The population in `root`, its live members from their checkpoints at one common step (a kill between
     two members' checkpoints leaves some a checkpoint ahead: those take their previous one), each member's
@@ -496,7 +345,7 @@ def resume(cfg: Config, root: str, started: float) -> "Population":
     newest = [m.run.load_checkpoint(map_location="cpu")["actor"]["steps"] for m in live]
     steps = min(newest)
     for m in live:
-        state = _checkpoint_at(m.run, steps)
+        state = checkpoint_at(m.run, steps)
         load_member_state(pop, m, state)
         m.run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * pop.n)
         m.clock.time_offset = m.counters["wall_time_s"]

@@ -1,0 +1,87 @@
+"""population.*: the checks of a population's keys and its members' seeds and values (the schema is
+config.PopulationConfig; stdlib only, like config.py, so sweep and study drivers read it without torch)."""
+
+from omegaconf import OmegaConf
+
+from pql_scaling import specs
+
+
+def _error(msg):
+    from pql_scaling.config import ConfigError  # config imports this module
+
+    return ConfigError(msg)
+
+
+# population.vary: the keys whose per-member values keep every shape and the step schedule static
+VARY_KEYS = ("algo.critic_lr", "algo.actor_lr", "algo.batch_size", "algo.noise_std_min", "algo.noise_std_max")
+
+
+def validate(get):
+    """population.* of a config being validated (`get`: its dotted-key reader)."""
+    k = get("population.size")
+    seeds = get("population.seeds")
+    if seeds is not None and len(seeds) != k:
+        raise _error(
+            "population.seeds has %d seeds for population.size=%d: give one per member" % (len(seeds), k)
+        )
+    dirs = get("population.run_dirs")
+    if dirs is not None and len(dirs) != k:
+        raise _error(
+            "population.run_dirs has %d paths for population.size=%d: give one per member" % (len(dirs), k)
+        )
+    if seeds is not None and len(set(seeds)) != len(seeds):
+        raise _error("population.seeds=%r repeats a seed: members must differ" % list(seeds))
+    vary = get("population.vary") or {}
+    for key, values in vary.items():
+        if key not in VARY_KEYS:
+            raise _error(
+                "population.vary.%s cannot differ inside a population (it changes shapes or the step schedule; "
+                "sweep over it instead); keys that can: %s%s"
+                % (key, ", ".join(VARY_KEYS), specs.did_you_mean(key, VARY_KEYS))
+            )
+        if not isinstance(values, (list, tuple)) and not OmegaConf.is_list(values) or len(values) != k:
+            raise _error("population.vary.%s needs a list of %d values, one per member" % (key, k))
+        if not all(_number(v) is not None and _number(v) > 0 for v in values):
+            raise _error("population.vary.%s=%r must be positive numbers" % (key, list(values)))
+        if key == "algo.batch_size" and not all(_number(v).is_integer() for v in values):
+            raise _error("population.vary.algo.batch_size=%r must be whole numbers" % list(values))
+    if k == 1:
+        if vary:
+            raise _error("population.vary needs population.size > 1")
+        return
+    unsupported = [
+        (get("mode") != "sync", "mode=%s (populations run in mode=sync for now)" % get("mode")),
+        (
+            (get("backend") or "native") != "native",
+            "backend=%s (populations step the native backend for now)" % get("backend"),
+        ),
+        (
+            get("perf.compile") != "off",
+            "perf.compile=%s (populations run eagerly for now)" % get("perf.compile"),
+        ),
+    ]
+    for bad, what in unsupported:
+        if bad:
+            raise _error("population.size=%d does not support %s; set population.size=1 for it" % (k, what))
+
+
+def _number(v):
+    """A number, or text YAML 1.1 left as text (`1e-3`), as a float; None if it is neither."""
+    try:
+        return None if isinstance(v, bool) else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def member_seeds(cfg):
+    """The seeds of a population's members: population.seeds, or seed, seed+1, ..."""
+    p = cfg.population
+    return [int(x) for x in p.seeds] if p.seeds is not None else [int(cfg.seed) + k for k in range(p.size)]
+
+
+def member_values(cfg):
+    """{key: [per-member value]} of population.vary (batch sizes as ints)."""
+    out = {}
+    for key, values in (cfg.population.vary or {}).items():
+        out[key] = [int(_number(v)) if key == "algo.batch_size" else _number(v) for v in values]
+    return out
