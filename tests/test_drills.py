@@ -423,15 +423,10 @@ def test_trio_beside_cpu_hogs_keeps_exact_ratios(tmp_path):
     assert (last["critic_updates"], last["policy_updates"]) == expected_counts(100, 16, 64, 2, 0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sync mode turns SIGTERM into a KeyboardInterrupt wherever it lands, and the final checkpoint "
-    "saves the owed-update debts of the last log point (runtime/sync.py updates s.counters only there): a "
-    "signal between two updates of one step loses them on resume (issue 24; runtime/ is not ours to edit here)",
-)
 def test_sigterm_between_two_updates_of_a_sync_step_loses_no_update(tmp_path, monkeypatch):
-    """A preemption's SIGTERM that lands between the two critic updates of one actor step (injected as the
-    KeyboardInterrupt the signal handler raises): the resumed run ends with sync mode's exact counts."""
+    """A preemption's SIGTERM that lands between the two critic updates of one actor step (a real signal, sent
+    from inside the first update): the run stops between two steps, and the resumed run ends with sync mode's
+    exact counts (the handler used to raise where it landed, and the resume lost the step's updates)."""
     from pql_scaling.runtime import learner
     from tests.test_trio import expected_counts
 
@@ -441,8 +436,8 @@ def test_sigterm_between_two_updates_of_a_sync_step_loses_no_update(tmp_path, mo
 
     def learn(self, *a, **kw):
         calls.append(1)
-        if len(calls) == 92:  # the first of a step's two updates done, the second not yet
-            raise KeyboardInterrupt("signal 15")
+        if len(calls) == 92:  # the first of a step's two updates, the second not yet
+            os.kill(os.getpid(), signal.SIGTERM)
         return real(self, *a, **kw)
 
     monkeypatch.setattr(learner.VLearner, "learn", learn)

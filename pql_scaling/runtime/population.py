@@ -136,6 +136,7 @@ class Population:
         self.counters: Dict[str, Any] = {"wall_time_s": 0.0}
         self.clock = TrainingClock(cfg, started)
         self.last_ckpt = time.monotonic()
+        self.signal: Optional[int] = None
         self.stats: Dict[str, list] = {}
         self.evaluator, self.evals = None, (None, [])  # evals: (env steps, each member's eval row)
         if cfg.eval.every_steps:
@@ -205,7 +206,13 @@ class Population:
             m.run.update_facts(startup_s=startup)
         self.clock.begin(now, self.actor.steps)
 
+    def interrupt(self, signum: int) -> None:
+        self.signal = signum  # raised by should_stop(), between two steps (Session.interrupt)
+
     def should_stop(self) -> bool:
+        if self.signal is not None:
+            signum, self.signal = self.signal, None
+            raise KeyboardInterrupt("signal %d" % signum)
         for m in self.live():
             if m.clock.should_stop(self.env_steps, self.actor.steps):
                 self._finish(m, "completed", m.clock.stop_reason)
@@ -308,7 +315,7 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
         }
         with open(os.path.join(root, POPULATION), "w") as f:
             json.dump(record, f, indent=1)
-    old = signal.signal(signal.SIGTERM, _raise_interrupt)
+    old = signal.signal(signal.SIGTERM, lambda signum, frame: pop.interrupt(signum))
     status, reason = "failed", None
     try:
         sync.run(pop)
@@ -327,10 +334,6 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
         for m in pop.members:
             print("member %d (seed %d): %s %s" % (m.k, pop.seeds[m.k], m.status, m.run.path), flush=True)
     return root
-
-
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt("signal %d" % signum)
 
 
 def resume(cfg: Config, root: str, started: float) -> "Population":

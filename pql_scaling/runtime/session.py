@@ -56,6 +56,7 @@ class Session:
         self.facts = describe(cfg, env, self.roles)
         self.counters: Dict[str, Any] = {"wall_time_s": 0.0}
         self.runtime = Runtime()
+        self.signal: Optional[int] = None  # a stop signal not yet acted on (interrupt())
         # start-up is timed from `started` (the CLI's entry; default: now), training from the first actor step
         self.clock = TrainingClock(cfg, time.monotonic() if started is None else started)
         self.checkpoints = Checkpointer(cfg, run, env, self.roles, self.counters, self.clock)
@@ -131,7 +132,15 @@ class Session:
             ", learner processes" if self.cfg.mode == "trio" else "",
         )
 
+    def interrupt(self, signum: int) -> None:
+        """A stop signal's handler: raised as KeyboardInterrupt by should_stop(), between two steps, never in
+        the middle of an update (whose debts would then be saved out of step with the updates done)."""
+        self.signal = signum
+
     def should_stop(self) -> bool:
+        if self.signal is not None:
+            signum, self.signal = self.signal, None
+            raise KeyboardInterrupt("signal %d" % signum)
         return self.clock.should_stop(self.env_steps, self.actor.steps)
 
     # ---------------------------------------------------------------- log points and checkpoints

@@ -22,18 +22,22 @@ def run(s: Session) -> None:
     policy_owed = s.counters.get("policy_owed", Fraction(0))
     actor, v, p, replay = s.actor, s.v_learner, s.p_learner, s.replay
     s.started()
-    while not s.should_stop():
-        actor.step(p.actor)
-        if replay.size >= s.learning_starts:
-            critic_owed += critic_per_step
-            while critic_owed >= 1:
-                v.learn(replay)
-                critic_owed -= 1
-                policy_owed += policy_per_critic
-                while policy_owed >= 1:
-                    p.learn(replay)
-                    policy_owed -= 1
-        if actor.steps % cfg.log.every_steps == 0:
-            s.counters.update(critic_owed=critic_owed, policy_owed=policy_owed)
-            s.log_point(time.monotonic())
-    s.counters.update(critic_owed=critic_owed, policy_owed=policy_owed)
+    try:
+        # a stop signal is raised by should_stop(), between two steps: the debts below always match the
+        # updates done, so the checkpoint written on the way out resumes with nothing lost or paid twice
+        while not s.should_stop():
+            actor.step(p.actor)
+            if replay.size >= s.learning_starts:
+                critic_owed += critic_per_step
+                while critic_owed >= 1:
+                    v.learn(replay)
+                    critic_owed -= 1
+                    policy_owed += policy_per_critic
+                    while policy_owed >= 1:
+                        p.learn(replay)
+                        policy_owed -= 1
+            if actor.steps % cfg.log.every_steps == 0:
+                s.counters.update(critic_owed=critic_owed, policy_owed=policy_owed)
+                s.log_point(time.monotonic())
+    finally:
+        s.counters.update(critic_owed=critic_owed, policy_owed=policy_owed)

@@ -56,10 +56,6 @@ def resolve(overrides: List[str]) -> Tuple[Config, str]:
     return cfg, cfg.run_dir or default_run_dir(cfg)
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt("signal %d" % signum)
-
-
 def train(overrides: Iterable[str] = (), quiet: bool = False, started: Optional[float] = None) -> str:
     """Run training; return the run directory. Raises after recording failures in the run directory.
 
@@ -94,7 +90,9 @@ def train(overrides: Iterable[str] = (), quiet: bool = False, started: Optional[
         "off" if quiet else cfg.log.live, cfg.max_env_steps, cfg.task, cfg.max_time_s, cfg.log.console_every_s
     )
     s.metrics.mirror_to(wandb, display)
-    old_handlers = {sig: signal.signal(sig, _raise_interrupt) for sig in GRACEFUL_SIGNALS}
+    old_handlers = {
+        sig: signal.signal(sig, lambda signum, frame: s.interrupt(signum)) for sig in GRACEFUL_SIGNALS
+    }
     outcome = Outcome()
     try:
         _drive(s, outcome)
