@@ -14,7 +14,6 @@ thread and once with 2 (its one process may use both cores).
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -31,13 +30,16 @@ PY = [sys.executable, "-m", "pql_scaling.cli"]
 
 
 def timed(cmd):
+    """(wall seconds, load before, load after, the process's own peak resident memory in KB)."""
     load0 = os.getloadavg()[0]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.monotonic()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage (a sweep's: its launcher's)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.monotonic() - t
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the largest child so far
-    return wall, load0, os.getloadavg()[0], peak_kb if peak_kb > before else None
+    if proc.returncode:
+        raise subprocess.CalledProcessError(proc.returncode, cmd)
+    return wall, load0, os.getloadavg()[0], usage.ru_maxrss
 
 
 def last_rows(dirs):
@@ -53,8 +55,11 @@ def population(root, k, steps, threads):
     cmd = PY + ["train", "mode=sync", "population.size=%d" % k, "max_env_steps=%d" % steps, "run_dir=" + out]
     cmd += ["threads=%d" % threads]
     wall, l0, l1, peak_kb = timed(cmd + ["log.live=off"])
-    with open(os.path.join(out, "population.json")) as f:
-        members = json.load(f)["members"]
+    if k == 1:  # a population of one is a single run: its own directory
+        members = [out]
+    else:
+        with open(os.path.join(out, "population.json")) as f:
+            members = json.load(f)["members"]
     rows = last_rows(members)
     train_s = rows[0]["wall_time_s"]
     res = {
@@ -81,6 +86,7 @@ def separate(root, k, steps, parallel):
         "name": "seeds",
         "out": out,
         "base": {"task": "pendulum", "mode": "sync", "max_env_steps": steps},
+        "grid": {"task": ["pendulum"]},
         "seeds": k,
         "launcher": {"kind": "local", "local": {"runs_per_device": parallel, "threads_per_run": 1}},
     }

@@ -213,8 +213,11 @@ class Population:
         if self.signal is not None:
             signum, self.signal = self.signal, None
             raise KeyboardInterrupt("signal %d" % signum)
-        for m in self.live():
-            if m.clock.should_stop(self.env_steps, self.actor.steps):
+        stopping = [m for m in self.live() if m.clock.should_stop(self.env_steps, self.actor.steps)]
+        if any(m.metrics.unlogged_progress() for m in stopping):  # their last steps get a row, as a run's do
+            self.log_point(time.monotonic())
+        for m in stopping:
+            if m.status is None:
                 self._finish(m, "completed", m.clock.stop_reason)
         return not self.live()
 
