@@ -25,15 +25,65 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pql_scaling.core.layers import (  # noqa: F401 - the layers' names, as nets.* too
-    ACTIVATIONS,
-    MLP,
-    EnsembleLayerNorm,
-    EnsembleLinear,
-    _expand,
-    dense_ops,
-)
-from pql_scaling.core.moe import MoENet, SoftMoE  # noqa: F401
+ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+class EnsembleLinear(nn.Module):
+    def __init__(self, k, n_in, n_out):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(k, n_in, n_out))
+        self.bias = nn.Parameter(torch.empty(k, 1, n_out))
+        bound = 1.0 / math.sqrt(n_in)  # nn.Linear's default init, per member
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):  # (k, B, in) -> (k, B, out)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleLayerNorm(nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(k, 1, n))
+        self.bias = nn.Parameter(torch.zeros(k, 1, n))
+
+    def forward(self, x):
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
+def dense_ops(k, sizes):
+    """Matmul list of a dense stack: (FLOPs per sample, kind), the first layer on the input."""
+    return [(2 * k * i * o, "in" if j == 0 else "w") for j, (i, o) in enumerate(zip(sizes[:-1], sizes[1:]))]
+
+
+def _expand(x, k):
+    return x.unsqueeze(0).expand(k, -1, -1) if x.dim() == 2 else x
+
+
+class MLP(nn.Module):
+    """k parallel MLPs (k=1 for an actor). Input (B, in) or (k, B, in); output (k, B, out)."""
+
+    def __init__(self, sizes, activation="elu", layer_norm=False, k=1):
+        super().__init__()
+        self.k, self.sizes = k, list(sizes)
+        layers = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(EnsembleLinear(k, n_in, n_out))
+            if i < len(sizes) - 2:
+                if layer_norm:
+                    layers.append(EnsembleLayerNorm(k, n_out))
+                layers.append(ACTIVATIONS[activation]())
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.layers(_expand(x, self.k))
+
+    def matmuls(self):
+        return dense_ops(self.k, self.sizes)
+
+    def bias_flops(self):
+        return self.k * sum(self.sizes[1:])
+
 
 ARCHS = ("mlp", "bro", "softmoe")
 
@@ -54,46 +104,11 @@ def backward_flops(net, weight_grads=True):
     return sum(f * cost[kind] for f, kind in net.matmuls())
 
 
-class BroNet(nn.Module):
-    """BroNet: Dense-LN-ReLU to `width`, `blocks` residual blocks x + LN(D(ReLU(LN(D(x))))), dense head."""
-
-    def __init__(self, n_in, n_out, width, blocks, k=1):
-        super().__init__()
-        self.k, self.n_in, self.n_out, self.width, self.blocks = k, n_in, n_out, width, blocks
-        self.stem = nn.Sequential(EnsembleLinear(k, n_in, width), EnsembleLayerNorm(k, width), nn.ReLU())
-        self.res = nn.ModuleList(
-            nn.Sequential(
-                EnsembleLinear(k, width, width),
-                EnsembleLayerNorm(k, width),
-                nn.ReLU(),
-                EnsembleLinear(k, width, width),
-                EnsembleLayerNorm(k, width),
-            )
-            for _ in range(blocks)
-        )
-        self.head = EnsembleLinear(k, width, n_out)
-
-    def forward(self, x):
-        x = self.stem(_expand(x, self.k))
-        for block in self.res:
-            x = x + block(x)
-        return self.head(x)
-
-    def matmuls(self):
-        w, k = self.width, self.k
-        return (
-            [(2 * k * self.n_in * w, "in")]
-            + [(2 * k * w * w, "w")] * (2 * self.blocks)
-            + [(2 * k * w * self.n_out, "w")]
-        )
-
-    def bias_flops(self):
-        return self.k * (self.width * (1 + 2 * self.blocks) + self.n_out)
-
-
 def body(arch, n_in, n_out, hidden, activation="elu", layer_norm=False, k=1, moe=None):
     """The network body of an architecture; `hidden` = the dense widths (mlp), [width] * blocks + 1 (bro:
     blocks = len(hidden) - 1), [width] * depth (softmoe: depth = len(hidden))."""
+    from pql_scaling.core.bodies import BroNet, MoENet  # the dense default needs neither
+
     if arch == "mlp":
         return MLP([n_in] + list(hidden) + [n_out], activation, layer_norm, k)
     if arch == "bro":
@@ -327,3 +342,12 @@ def facts(cfg, actor, critic):
     if carch == "softmoe":
         out["moe"] = moe_kwargs(n)
     return out
+
+
+def __getattr__(name):
+    """nets.BroNet, nets.SoftMoE, nets.MoENet: the bodies of core/bodies.py (which imports this module)."""
+    if name in ("BroNet", "SoftMoE", "MoENet"):
+        from pql_scaling.core import bodies
+
+        return getattr(bodies, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

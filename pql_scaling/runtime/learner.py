@@ -22,14 +22,14 @@ import copy
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
+from torch.optim.adamw import adamw
 
 from pql_scaling.core import losses as algo
 from pql_scaling.core.losses import Batch
 from pql_scaling.core.members import Streams, broadcast_to_param, per_member_sq_norm
 from pql_scaling.core.replay import Replay, Window, draw, sample
-from pql_scaling.runtime.optim import (  # noqa: F401 - set_tf32, adamw_step: the tests' and GPU check's names
+from pql_scaling.runtime.optim import (  # noqa: F401 - set_tf32: the GPU tests' name for it
     adamw_member_step,
-    adamw_step,
     check_compiler,
     compiling,
     init_adamw_state,
@@ -44,6 +44,37 @@ COMPILE_MODES = {"default": None, "max-autotune": "max-autotune", "reduce-overhe
 Tensor = torch.Tensor
 Device = Union[str, torch.device]
 Loss = Callable[[Batch, torch.nn.Module], Tuple[Tensor, Tensor]]  # (batch, trained net) -> (loss, aux)
+
+
+@torch.no_grad()
+def adamw_step(opt: torch.optim.Optimizer, grads: List[Tensor]) -> None:
+    """opt.step() on `grads` (in the optimiser's parameter order): torch.optim's functional AdamW with the
+    optimiser's own flags and state tensors, so eagerly the same kernels run. Dynamo does not trace the fused
+    kernel: compiled, the step is foreach (the same math, which inductor fuses itself)."""
+    fused_ok = not compiling()
+    i = 0
+    for g in opt.param_groups:
+        ps, fused = g["params"], bool(g["fused"]) and fused_ok
+        st = [opt.state[p] for p in ps]
+        adamw(
+            ps,
+            grads[i : i + len(ps)],
+            [s["exp_avg"] for s in st],
+            [s["exp_avg_sq"] for s in st],
+            [],
+            [s["step"] for s in st],
+            foreach=not fused,
+            fused=fused,
+            capturable=g["capturable"],
+            amsgrad=False,
+            beta1=g["betas"][0],
+            beta2=g["betas"][1],
+            lr=g["lr"],
+            weight_decay=g["weight_decay"],
+            eps=g["eps"],
+            maximize=False,
+        )
+        i += len(ps)
 
 
 def clip_grads_(grads: List[Tensor], max_norm: float, members: int = 1) -> None:

@@ -1,12 +1,10 @@
-"""The optimiser step and the compiler / precision switches both learners use: torch.optim's AdamW run as a
-function over the optimiser's own state (so a compiled update and an eager one read and write the same
-checkpoints), AdamW written out with a rate per member for populations, and the checks that perf.compile's
-toolchain is there."""
+"""What both learners set up around their update (runtime/learner.py): the AdamW optimiser and its state (so the
+functional step reads and writes the same checkpoints as opt.step()), AdamW written out with a rate per member
+for populations, and the checks and switches of perf.compile and perf.tf32."""
 
 from typing import Any, Dict, Iterable, List, Union
 
 import torch
-from torch.optim.adamw import adamw
 
 from pql_scaling.core.members import broadcast_to_param
 
@@ -98,37 +96,6 @@ def load_optimizer(opt: torch.optim.Optimizer, state: Dict[str, Any]) -> None:
         for k, t in old.get(p, {}).items():
             t.copy_(st[k])
             st[k] = t
-
-
-@torch.no_grad()
-def adamw_step(opt: torch.optim.Optimizer, grads: List[Tensor]) -> None:
-    """opt.step() on `grads` (in the optimiser's parameter order): torch.optim's functional AdamW with the
-    optimiser's own flags and state tensors, so eagerly the same kernels run. Dynamo does not trace the fused
-    kernel: compiled, the step is foreach (the same math, which inductor fuses itself)."""
-    fused_ok = not compiling()
-    i = 0
-    for g in opt.param_groups:
-        ps, fused = g["params"], bool(g["fused"]) and fused_ok
-        st = [opt.state[p] for p in ps]
-        adamw(
-            ps,
-            grads[i : i + len(ps)],
-            [s["exp_avg"] for s in st],
-            [s["exp_avg_sq"] for s in st],
-            [],
-            [s["step"] for s in st],
-            foreach=not fused,
-            fused=fused,
-            capturable=g["capturable"],
-            amsgrad=False,
-            beta1=g["betas"][0],
-            beta2=g["betas"][1],
-            lr=g["lr"],
-            weight_decay=g["weight_decay"],
-            eps=g["eps"],
-            maximize=False,
-        )
-        i += len(ps)
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
-"""Soft MoE (Puigcerver et al. 2023) as the critic's penultimate layer (placed as in Obando-Ceron et al. 2024):
-the layer and the network around it, on nets.py's ensemble layers and FLOP convention."""
+"""The critic bodies beside the dense MLP (nets.py): BroNet (Nauman et al. 2024) and an MLP with a Soft MoE layer
+(Puigcerver et al. 2023, placed as in Obando-Ceron et al. 2024), on nets.py's ensemble layers and FLOP
+convention. nets.body() builds them; `nets.BroNet` etc. name them too."""
 
 import math
 
@@ -7,7 +8,44 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pql_scaling.core.layers import ACTIVATIONS, MLP, EnsembleLayerNorm, EnsembleLinear
+from pql_scaling.core.nets import ACTIVATIONS, MLP, EnsembleLayerNorm, EnsembleLinear, _expand
+
+
+class BroNet(nn.Module):
+    """BroNet: Dense-LN-ReLU to `width`, `blocks` residual blocks x + LN(D(ReLU(LN(D(x))))), dense head."""
+
+    def __init__(self, n_in, n_out, width, blocks, k=1):
+        super().__init__()
+        self.k, self.n_in, self.n_out, self.width, self.blocks = k, n_in, n_out, width, blocks
+        self.stem = nn.Sequential(EnsembleLinear(k, n_in, width), EnsembleLayerNorm(k, width), nn.ReLU())
+        self.res = nn.ModuleList(
+            nn.Sequential(
+                EnsembleLinear(k, width, width),
+                EnsembleLayerNorm(k, width),
+                nn.ReLU(),
+                EnsembleLinear(k, width, width),
+                EnsembleLayerNorm(k, width),
+            )
+            for _ in range(blocks)
+        )
+        self.head = EnsembleLinear(k, width, n_out)
+
+    def forward(self, x):
+        x = self.stem(_expand(x, self.k))
+        for block in self.res:
+            x = x + block(x)
+        return self.head(x)
+
+    def matmuls(self):
+        w, k = self.width, self.k
+        return (
+            [(2 * k * self.n_in * w, "in")]
+            + [(2 * k * w * w, "w")] * (2 * self.blocks)
+            + [(2 * k * w * self.n_out, "w")]
+        )
+
+    def bias_flops(self):
+        return self.k * (self.width * (1 + 2 * self.blocks) + self.n_out)
 
 
 class SoftMoE(nn.Module):
