@@ -432,3 +432,26 @@ def test_a_killed_sweep_of_populations_resumes_every_run_once(tmp_path):
         steps = [x["env_steps"] for x in rows_of(r["path"])]
         assert steps[-1] == 24000 and all(a < b for a, b in zip(steps, steps[1:])), r["path"]
         assert r["launches"] == 1  # the population resumed once, not each run apart
+
+
+def test_the_population_console_line():
+    """One line per population: env steps per member, the members' latest returns as median [min, max] over those
+    that have one, evaluation alike, members still training, the clock."""
+    from pql_scaling.runtime.population import console_line
+
+    latest = {"return_mean": {0: -300.0, 1: -200.0, 2: -1000.0}, "eval_return_mean": {}}
+    line = console_line(12800, 200000, latest, 3, 12.4)
+    assert line.startswith("population: 12,800/200,000 env steps per member")
+    assert "return median -300.0 [-1000.0, -200.0] (3)" in line and "eval" not in line
+    assert line.endswith("3 training  12 s")
+    latest = {"return_mean": {}, "eval_return_mean": {0: -150.0, 1: -250.0}}
+    line = console_line(400, None, latest, 2, 1.0)
+    assert "return -" in line and "eval median -200.0 [-250.0, -150.0] (2)" in line
+
+
+def test_a_population_prints_its_line_and_member_summaries(tmp_path, capsys):
+    train(SMALL + ["run_dir=%s" % (tmp_path / "p"), "population.size=2", "log.console_every_s=0.001"])
+    out = capsys.readouterr().out
+    lines = [x for x in out.splitlines() if x.startswith("population: ")]
+    assert lines and "1,200/1,200 env steps per member" in lines[-1] and "eval median" in lines[-1]
+    assert "member 0 (seed 0): completed" in out and "member 1 (seed 1): completed" in out

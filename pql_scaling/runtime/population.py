@@ -136,6 +136,9 @@ class Population:
         self.counters: Dict[str, Any] = {"wall_time_s": 0.0}
         self.clock = TrainingClock(cfg, started)
         self.last_ckpt = time.monotonic()
+        # the console: one line per population every log.console_every_s (train(quiet=False))
+        self.console, self.last_line = False, 0.0
+        self.latest: Dict[str, Dict[int, float]] = {"return_mean": {}, "eval_return_mean": {}}
         self.signal: Optional[int] = None
         self.stats: Dict[str, list] = {}
         self.evaluator, self.evals = None, (None, [])  # evals: (env steps, each member's eval row)
@@ -232,7 +235,10 @@ class Population:
         due = now - self.last_ckpt >= self.cfg.log.checkpoint_every_s
         for m in self.live():
             try:
-                m.metrics.log_point(now, dict)
+                row, _ = m.metrics.log_point(now, dict)
+                for key in ("return_mean", "eval_return_mean"):
+                    if row.get(key) is not None:
+                        self.latest[key][m.k] = row[key]
             except Diverged as e:
                 log.error("member %d (seed %d): %s", m.k, self.seeds[m.k], e)
                 self._finish(m, "failed", str(e))
@@ -243,6 +249,16 @@ class Population:
                     self._finish(m, "completed", m.clock.stop_reason)
         if due:
             self.last_ckpt = now
+        if self.console and now - self.last_line >= self.cfg.log.console_every_s:
+            self.last_line = now
+            line = console_line(
+                self.env_steps,
+                self.cfg.max_env_steps,
+                self.latest,
+                len(self.live()),
+                self.clock.wall_time(now),
+            )
+            print(line, flush=True)
 
     def checkpoint(self, m: Member) -> None:
         """Member m's checkpoint (its slice of the state) into its own run directory."""
@@ -264,6 +280,35 @@ class Population:
         self.env.close()
         if self.evaluator is not None:
             self.evaluator.close()
+
+
+def console_line(
+    env_steps: int,
+    max_env_steps: Optional[int],
+    latest: Dict[str, Dict[int, float]],
+    live: int,
+    wall_s: float,
+) -> str:
+    """The population's console line: env steps per member, the members' latest training (and evaluation)
+    returns as median [min, max] over the members that have one, members still training, the clock."""
+    parts = [
+        "population: %s env steps per member"
+        % ("{:,}".format(env_steps) + ("/{:,}".format(max_env_steps) if max_env_steps else ""))
+    ]
+    for key, name in (("return_mean", "return"), ("eval_return_mean", "eval")):
+        vals = sorted(latest[key].values())
+        if vals:
+            mid = (
+                vals[len(vals) // 2]
+                if len(vals) % 2
+                else 0.5 * (vals[len(vals) // 2 - 1] + vals[len(vals) // 2])
+            )
+            parts.append("%s median %.1f [%.1f, %.1f] (%d)" % (name, mid, vals[0], vals[-1], len(vals)))
+        elif key == "return_mean":
+            parts.append("return -")
+    parts.append("%d training" % live)
+    parts.append("%.0f s" % wall_s)
+    return "  ".join(parts)
 
 
 def _without_replay_store(cfg: Config) -> Config:
@@ -318,6 +363,7 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
         }
         with open(os.path.join(root, POPULATION), "w") as f:
             json.dump(record, f, indent=1)
+    pop.console = not quiet
     old = signal.signal(signal.SIGTERM, lambda signum, frame: pop.interrupt(signum))
     status, reason = "failed", None
     try:
@@ -334,8 +380,12 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
         signal.signal(signal.SIGTERM, old)
         pop.close(status, reason)
     if not quiet:
+        print(
+            console_line(pop.env_steps, cfg.max_env_steps, pop.latest, 0, pop.clock.wall_time()), flush=True
+        )
         for m in pop.members:
             print("member %d (seed %d): %s %s" % (m.k, pop.seeds[m.k], m.status, m.run.path), flush=True)
+        print("look further: pql-scale runs %s" % root, flush=True)
     return root
 
 
