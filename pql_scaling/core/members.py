@@ -73,11 +73,6 @@ def per_member_plain_mean(x: Tensor, members: int) -> Tensor:
     return x.double().reshape(members, -1).mean(1).float()
 
 
-def member_view(x: Tensor, members: int) -> Tensor:
-    """(K*n, ...) -> (K, n, ...)."""
-    return x.reshape((members, -1) + tuple(x.shape[1:]))
-
-
 def per_member_sq_norm(grads: List[Tensor], members: int) -> Tensor:
     """(members,) squared L2 norm of each member's slice of the gradients (ensemble-stacked, member-major)."""
     return sum(

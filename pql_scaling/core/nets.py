@@ -119,7 +119,10 @@ def body(arch, n_in, n_out, hidden, activation="elu", layer_norm=False, k=1, moe
 
 
 def by_member(net, x, members):
-    """A member-stacked body on member-major rows: (K*n, in) -> (K*n, out), member k's rows through its net."""
+    """A member-stacked body on member-major rows: (K*n, in) -> (K*n, out), member k's rows through its net
+    (one member: the body's single ensemble entry, as a single run has always computed it)."""
+    if members == 1:
+        return net(x)[0]
     out = net(x.reshape(members, -1, x.shape[-1]))
     return out.reshape(-1, out.shape[-1])
 
@@ -133,8 +136,6 @@ class Actor(nn.Module):
         self.net = body(arch, obs_dim, act_dim, hidden, activation, layer_norm, k=members)
 
     def forward(self, obs):
-        if self.members == 1:
-            return torch.tanh(self.net(obs)[0])
         return torch.tanh(by_member(self.net, obs, self.members))
 
 
@@ -163,14 +164,11 @@ class GaussianActor(nn.Module):
         self.log_alpha = nn.Parameter(alpha if members == 1 else alpha.repeat(members))
         self.randn_like = torch.randn_like  # a population's: each member's noise from its own stream
 
-    def _out(self, obs):
-        return self.net(obs)[0] if self.members == 1 else by_member(self.net, obs, self.members)
-
     def forward(self, obs):  # the deterministic (mean) action, used for evaluation
-        return torch.tanh(self._out(obs)[:, : self.act_dim])
+        return torch.tanh(by_member(self.net, obs, self.members)[:, : self.act_dim])
 
     def sample(self, obs):
-        mu, log_std = self._out(obs).chunk(2, dim=-1)
+        mu, log_std = by_member(self.net, obs, self.members).chunk(2, dim=-1)
         log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (torch.tanh(log_std) + 1)
         std = log_std.exp()
         u = mu + std * self.randn_like(mu)

@@ -15,6 +15,7 @@ side by side). A member whose loss turns non-finite fails alone (status failed, 
 import json
 import os
 import signal
+import statistics
 import time
 import uuid
 from typing import Any, Dict, List, Optional
@@ -129,7 +130,6 @@ class Population:
             cfg.task, self.k * self.n, device=cfg.device, seed=self.seeds[0], backend=cfg.backend,
             members=self.k, seeds=self.seeds,
         )  # fmt: skip
-        self.device = torch.device(cfg.device)
         # the population keeps no replay segments: a member's checkpoint is a single run's, without replay
         self.roles = build_roles(_without_replay_store(cfg), self.env, None)
         self.learning_starts = self.roles.learning_starts
@@ -298,11 +298,7 @@ def console_line(
     for key, name in (("return_mean", "return"), ("eval_return_mean", "eval")):
         vals = sorted(latest[key].values())
         if vals:
-            mid = (
-                vals[len(vals) // 2]
-                if len(vals) % 2
-                else 0.5 * (vals[len(vals) // 2 - 1] + vals[len(vals) // 2])
-            )
+            mid = statistics.median(vals)
             parts.append("%s median %.1f [%.1f, %.1f] (%d)" % (name, mid, vals[0], vals[-1], len(vals)))
         elif key == "return_mean":
             parts.append("return -")
@@ -367,10 +363,8 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
     old = signal.signal(signal.SIGTERM, lambda signum, frame: pop.interrupt(signum))
     status, reason = "failed", None
     try:
-        sync.run(pop)
-        if pop.live():
-            pop.log_point(time.monotonic())
-        status, reason = "completed", pop.clock.stop_reason
+        sync.run(pop)  # returns once every member has ended (should_stop logs and finishes each)
+        status = "completed"
     except KeyboardInterrupt as e:
         status, reason = "stopped", "interrupted (%s)" % (e or "Ctrl-C")
     except Exception as e:
@@ -394,14 +388,13 @@ def resume(cfg: Config, root: str, started: float) -> "Population":
     two members' checkpoints leaves some a checkpoint ahead: those take their previous one), each member's
     log points past its checkpoint superseded (one timeline each)."""
     pop = Population(cfg, root, started, resuming=True)
-    done = {m.k for m in pop.members if m.status is not None}
-    live = [m for m in pop.members if m.k not in done]
+    live = pop.live()
     if not live:
         raise config_lib.ConfigError("population %s: every member has ended; nothing to resume" % root)
-    newest = [m.run.load_checkpoint(map_location="cpu")["actor"]["steps"] for m in live]
-    steps = min(newest)
-    for m in live:
-        state = checkpoint_at(m.run, steps)
+    newest = [m.run.load_checkpoint(map_location="cpu") for m in live]
+    steps = min(state["actor"]["steps"] for state in newest)
+    for m, last in zip(live, newest):
+        state = checkpoint_at(m.run, last, steps)
         load_member_state(pop, m, state)
         m.run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * pop.n)
         m.clock.time_offset = m.counters["wall_time_s"]

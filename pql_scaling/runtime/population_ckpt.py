@@ -3,7 +3,7 @@
 
 import os
 from fractions import Fraction
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 
@@ -142,11 +142,10 @@ def load_member_state(pop: Any, m: Any, s: Dict[str, Any]) -> None:
     pop.counters.update({n: Fraction(a_, b) for n, (a_, b) in s["fractions"].items()})
 
 
-def checkpoint_at(run: RunDir, steps: Optional[int]) -> Dict[str, Any]:
-    """The member's checkpoint (last.pt, else prev.pt) taken at `steps` actor steps (None: the newest)."""
-    state = run.load_checkpoint(map_location="cpu")
-    if steps is None or state["actor"]["steps"] == steps:
-        return state
+def checkpoint_at(run: RunDir, last: Dict[str, Any], steps: int) -> Dict[str, Any]:
+    """The member's checkpoint taken at `steps` actor steps: `last` (its newest, loaded already), else prev.pt."""
+    if last["actor"]["steps"] == steps:
+        return last
     if os.path.exists(run.prev_checkpoint_path):
         prev = read_checkpoint(run.prev_checkpoint_path, "cpu")
         if prev["actor"]["steps"] == steps:
