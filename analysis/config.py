@@ -7,6 +7,7 @@ Two modes share the keys: R1's (run_analysis's default: rules, D_J(sigma), compu
 (per-task absolute thresholds, R5's released formats, or its threshold rule / pooled variant: `is_r5`).
 """
 
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Union
@@ -157,7 +158,7 @@ class TableSpec:
     return (check_table)."""
 
     run: Union[None, str, List[str]] = None  # column(s) whose values together identify one run (required)
-    task: Optional[str] = None  # column (required)
+    task: Union[None, str, Dict[str, Any]] = None  # column, or {value: the task} (required)
     seed: Optional[str] = None  # column; without it the runs of one configuration are numbered 0, 1, ...
     step: Optional[str] = None  # column of env steps; or
     steps_per_row: Optional[float] = None  # env steps between a run's consecutive rows
@@ -169,6 +170,10 @@ class TableSpec:
     grad_steps: Optional[str] = None
     flops: Optional[str] = None
     wall_time_s: Optional[str] = None
+    # a W&B chart export (load/wide.py): a column `<run name> - <metric>` per run; `value` names the metric, `run`
+    # is the run name, `pattern` reads fields from it ({task}_utd{utd}_s{seed}: a parameter, the task or the seed)
+    wide: bool = False
+    pattern: Optional[str] = None
 
 
 # a run parameter's name (`table.params`, TensorBoard hparams) -> the tidy table's column (load/table.py)
@@ -231,15 +236,20 @@ def _param_names(key, params, allowed):
 def check_table(cfg):
     """`table:` checked: required columns named, each param a column, a mapped column or a constant."""
     t = _spec(cfg, "table", TableSpec)
+    _wide_defaults(t)
     t["run"] = [t["run"]] if isinstance(t["run"], str) else t["run"]
     if not t["run"] or not isinstance(t["run"], list) or not all(isinstance(c, str) for c in t["run"]):
         raise AnalysisInputError(
             "`table.run` must name the column(s) that identify a run, e.g. [exp_name, seed]"
         )
-    for k in ("task", "value"):
-        if not isinstance(t[k], str):
-            raise AnalysisInputError(f"`table.{k}` must name a column, got {t[k]!r}")
-    if (t["step"] is None) == (t["steps_per_row"] is None):
+    if not isinstance(t["value"], str):
+        raise AnalysisInputError(f"`table.value` must name a column, got {t['value']!r}")
+    if not (isinstance(t["task"], str) or (isinstance(t["task"], dict) and set(t["task"]) == {"value"})):
+        raise AnalysisInputError(
+            f"`table.task` must name a column or be {{value: the task}}, got {t['task']!r}"
+            + (" (or put {task} in table.pattern)" if t["wide"] else "")
+        )
+    if (t["step"] is None) == (t["steps_per_row"] is None) and not t["wide"]:
         raise AnalysisInputError("give one of `table.step` (the env-step column) or `table.steps_per_row`")
     if t["steps_per_row"] is not None and not number(t, "steps_per_row") > 0:
         raise AnalysisInputError(f"`table.steps_per_row` must be > 0, got {t['steps_per_row']!r}")
@@ -265,6 +275,24 @@ def check_table(cfg):
             "utd: {column: exp_name, map: {utd1: 1.0, utd4: 4.0}} or utd: {value: 1.0}"
         )
     return t
+
+
+def _wide_defaults(t):
+    """A wide export's mapping: `run` is the run's name; the pattern's fields named as a parameter, the task or the
+    seed are those (a user's own entry wins); the steps come from the export's step column."""
+    if not isinstance(t["wide"], bool) or (t["pattern"] is not None and not t["wide"]):
+        raise AnalysisInputError(f"`table.wide` must be true or false (true for a pattern): {t['wide']!r}")
+    if not t["wide"]:
+        return
+    if t["steps_per_row"] is not None or not isinstance(t["pattern"], (str, type(None))):
+        raise AnalysisInputError("`table.wide`: no steps_per_row; `pattern` is a string ({task}_s{seed})")
+    fields = re.findall(r"\{(\w+)\}", t["pattern"] or "")
+    if len(set(fields)) < len(fields):
+        raise AnalysisInputError(f"`table.pattern` names a field twice: {t['pattern']!r}")
+    t["run"], t["task"] = t["run"] or "run", t["task"] or ("task" if "task" in fields else None)
+    t["seed"] = t["seed"] or ("seed" if "seed" in fields else None)
+    if isinstance(t["params"], dict):  # else check_table names it
+        t["params"] = {**{f: f for f in fields if f in TABLE_PARAMS}, **t["params"]}
 
 
 def check_tensorboard(cfg):

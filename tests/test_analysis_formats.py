@@ -349,9 +349,11 @@ def test_readme_examples_are_valid_configs():
         text = fh.read()
     section = text.split("### Bring your own logs", 1)[1].split("\n### ", 1)[0]
     blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
-    assert len(blocks) == 3
-    formats = [config.with_defaults(yaml.safe_load(b))["format"] for b in blocks]
-    assert formats == ["table", "tensorboard", "wandb"]
+    assert len(blocks) == 4
+    cfgs = [config.with_defaults(yaml.safe_load(b)) for b in blocks]
+    assert [c["format"] for c in cfgs] == ["table", "table", "tensorboard", "wandb"] and cfgs[1]["table"][
+        "wide"
+    ]
 
 
 def test_table_the_same_run_in_two_files_is_an_error(tmp_path):
@@ -365,3 +367,124 @@ def test_table_the_same_run_in_two_files_is_an_error(tmp_path):
         load.load_table([str(tmp_path / "two")], config.check_table(cfg))
     t, _ = load.load_table([str(tmp_path / "two" / "x.csv")], config.check_table(cfg))
     assert len(t) == 4
+
+
+# ----------------------------------------------------------------------------------------- W&B wide exports
+WIDE_TAG = "charts/episodic_return"
+
+
+def _wide_and_tidy(tmp_path, names=None):
+    """The TensorBoard test's curves (two tasks, five UTDs, three seeds) as a W&B chart export (one row per
+    step, columns `<run> - <metric>` with their __MIN / __MAX band, a second metric logged every other step,
+    empty cells where a run logged nothing) and as the tidy CSV of the same numbers."""
+    tidy, cols = [], {}
+    for task in ("A", "B"):
+        for sigma in SIGMAS:
+            for seed in range(3):
+                steps, ret = _curve(sigma, seed, task)
+                name = (names or "{task}_utd{sigma:g}_s{seed}").format(task=task, sigma=sigma, seed=seed)
+                tidy.append(
+                    pd.DataFrame({"name": name, "task": task, "utd": sigma, "seed": seed, "step": steps})
+                )
+                tidy[-1]["ret"] = ret
+                s = pd.Series(ret, index=steps)
+                cols.update(
+                    {f"{name} - {WIDE_TAG}{b}": s + d for b, d in (("", 0), ("__MIN", -9), ("__MAX", 9))}
+                )
+                cols[f"{name} - losses/qf_loss"] = pd.Series(0.1, index=steps[::2])
+    wide = pd.DataFrame(cols).rename_axis("global_step").reset_index()  # the union of the runs' steps
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    pd.concat(tidy).to_csv(tmp_path / "tidy.csv", index=False)
+    return str(tmp_path / "wide.csv"), str(tmp_path / "tidy.csv")
+
+
+def _wide_spec(**over):
+    return {
+        "wide": True,
+        "step": "global_step",
+        "value": WIDE_TAG,
+        "pattern": "{task}_utd{utd}_s{seed}",
+        **over,
+    }
+
+
+def test_wandb_wide_export_gives_the_tidy_table_fits(tmp_path):
+    """A wide W&B export of curves at five UTDs and two tasks gives the tidy table's runs, rows and fits."""
+    wide, tidy = _wide_and_tidy(tmp_path)
+    tidy_spec = {"run": "name", "task": "task", "seed": "seed", "step": "step", "value": "ret"}
+    tidy_spec["params"] = {"utd": "utd", "batch_size": {"value": 256}}
+    base = {"max_returns": {"A": R_MAX, "B": R_MAX}, "bootstrap": 20, "plots": False, "model_size": 1e5}
+    a = pipeline.run_analysis({**base, "inputs": [tidy], "format": "table", "table": tidy_spec}).fits
+    lines = []
+    cfg = {**base, "inputs": [wide], "table": _wide_spec(params={"batch_size": {"value": 256}})}
+    b = pipeline.run_analysis(cfg, echo=lines.append).fits
+    _same(a, b, ("hparams", "data_efficiency", "crossings", "counts"))
+    assert a["data_efficiency"][-1]["converged"]
+    assert "(table): 30 runs, 2 task(s) (A, B), 3 seed(s)" in lines[0] and "utd: 0.5, 1, 2, 4, 8" in lines[0]
+    key = ["task", "sigma", "seed", "env_steps"]
+    t1, _ = load.load_table([tidy], config.check_table({"table": tidy_spec}))
+    t2, _ = load.load_table([wide], config.check_table({"table": _wide_spec()}))
+    t1, t2 = (t.sort_values(key).reset_index(drop=True) for t in (t1, t2))
+    pd.testing.assert_frame_equal(t1[key + ["return", "grad_steps"]], t2[key + ["return", "grad_steps"]])
+    # W&B's default step column, a task given as a constant, a field mapped like a column
+    df = pd.read_csv(wide).rename(columns={"global_step": "Step"})
+    df[[c for c in df.columns if c == "Step" or c.startswith("A_")]].to_csv(tmp_path / "a.csv", index=False)
+    spec = _wide_spec(step=None, pattern="A_utd{u}_s{seed}", task={"value": "A"})
+    spec["params"] = {"utd": {"column": "u", "map": {f"{s:g}": s for s in SIGMAS}}}
+    t3, _ = load.load_table([str(tmp_path / "a.csv")], config.check_table({"table": spec}))
+    a1, cols = t1[t1.task == "A"].reset_index(drop=True), key[1:] + ["return"]
+    assert (t3.task == "A").all()
+    pd.testing.assert_frame_equal(a1[cols], t3.sort_values(key).reset_index(drop=True)[cols])
+
+
+def test_wandb_wide_export_errors(tmp_path):
+    wide, _ = _wide_and_tidy(tmp_path)
+    check = lambda path, **over: load.load_table([path], config.check_table({"table": _wide_spec(**over)}))
+    with pytest.raises(AnalysisInputError, match=r"wide\.csv: no step column 'Step' \(table\.step\)"):
+        check(wide, step="Step")
+    pd.read_csv(wide).drop(columns="global_step").to_csv(tmp_path / "nostep.csv", index=False)
+    with pytest.raises(
+        AnalysisInputError, match=r"nostep\.csv: no step column \(Step, _step, global_step, step\)"
+    ):
+        check(str(tmp_path / "nostep.csv"), step=None)
+    with pytest.raises(
+        AnalysisInputError, match=r"no column `<run name> - return`.*'charts/episodic_return'"
+    ):
+        check(wide, value="return")
+    with pytest.raises(
+        AnalysisInputError,
+        match=r"wide\.csv: column 'A_utd0\.5_s0 - charts/episodic_return': run name 'A_utd0\.5_s0' does not "
+        r"match table.pattern '\{task\}-utd\{utd\}_s\{seed\}'",
+    ):
+        check(wide, pattern="{task}-utd{utd}_s{seed}")
+    df = pd.read_csv(wide).astype(object)
+    df.loc[3, f"B_utd2_s1 - {WIDE_TAG}"] = "12 pts"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(
+        AnalysisInputError, match=rf"bad\.csv line 5 \(column 'B_utd2_s1 - {WIDE_TAG}'\): table"
+    ):
+        check(str(tmp_path / "bad.csv"))
+    df = pd.read_csv(wide)
+    df.columns = [c.replace("A_utd1_s", "A_utd2_s") for c in df.columns]  # two runs of one name
+    df.to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(
+        AnalysisInputError, match=r"column 'A_utd2_s0 - .*' appears twice: two runs share a name"
+    ):
+        check(str(tmp_path / "twice.csv"))
+    with pytest.raises(AnalysisInputError, match=r"\['exp'\] named in the `table:` config: a wide export's"):
+        check(wide, run="exp")
+    for spec, match in (
+        (
+            {"wide": False, "pattern": "{utd}"},
+            r"`table.wide` must be true or false \(true for a pattern\): False",
+        ),
+        ({"steps_per_row": 10}, r"`table.wide`: no steps_per_row"),
+        (
+            {"pattern": "utd{utd}"},
+            r"`table.task` must name a column or be \{value: the task\}.*\{task\} in table",
+        ),
+        ({"pattern": "{task}_{seed}"}, r"`table.params` needs `utd`"),
+        ({"wide": "yes"}, r"`table.wide` must be true or false .*: 'yes'"),
+    ):
+        with pytest.raises(AnalysisInputError, match=match):
+            config.check_table({"table": _wide_spec(**spec)})

@@ -4,7 +4,8 @@ R5's released arrays -> curve records. One module per source:
 - runs: run directories (config.yaml + metrics.jsonl, run.json, status.json) - what `pql-scale train` writes;
 - wandb: a W&B project through the public API;
 - qscaled: R1's released learning curves;
-- tabular: tidy CSV / Parquet files through the config's `table:` mapping (W&B CSV exports too);
+- tabular: tidy CSV / Parquet files through the config's `table:` mapping, and (wide.py) W&B's wide CSV exports
+  of a chart (`table.wide`: a column `<run name> - <metric>` per run) melted into the same tidy rows;
 - events: TensorBoard event files (tag names and parameters from the config's `tensorboard:`);
 - r5: R5's SimbaV2 model-scaling and BRO ablation arrays (zip or folder).
 `load()` reads any mix of the first five into the tidy table (`describe` counts what each input

@@ -15,6 +15,7 @@ import pandas as pd
 from ..config import TABLE_PARAMS, TEXT_PARAMS
 from ..errors import AnalysisInputError
 from .table import COLUMNS, CONFIG_KEYS, frame
+from .wide import SOURCE
 
 SERIES = ("grad_steps", "flops", "wall_time_s")  # optional per-row columns besides the return
 # the floats exactly as written: pandas < 3's default parser can differ in the last bit (3 parses exactly and
@@ -48,33 +49,54 @@ def _source(p):
 
 
 def needed_columns(spec):
-    cols = list(spec["run"]) + [spec["task"], spec["seed"], spec["step"], spec["value"]]
+    task = spec["task"] if isinstance(spec["task"], str) else None  # else {value: the task}
+    cols = list(spec["run"]) + [task, spec["seed"], spec["step"], spec["value"]]
     cols += list(spec["where"]) + [_source(p)[0] for p in spec["params"].values()]
     cols += [spec[k] for k in SERIES]
     return list(dict.fromkeys(c for c in cols if c is not None))
 
 
 class _File:
-    """One file's rows and how to name a row of it in an error (CSV: its line; Parquet: its row)."""
+    """One file's rows and how to name a row of it in an error (CSV: its line; Parquet: its row; a wide W&B
+    export (wide.py): its line and column)."""
 
-    def __init__(self, path, cols):
+    def __init__(self, path, cols, spec=None):
         self.path = path
-        parquet = path.endswith((".parquet", ".pq"))
-        self.unit, self.base = ("row", 0) if parquet else ("line", 2)  # CSV line 1 is the header
+        self.parquet = path.endswith((".parquet", ".pq"))
+        self.unit, self.base = ("row", 0) if self.parquet else ("line", 2)  # CSV line 1 is the header
+        self.step = None
         try:
-            if parquet:
-                import pyarrow.parquet as pq
+            if spec is not None and spec.get("wide"):
+                from .wide import melt
 
-                self._check(cols, pq.read_schema(path).names)
-                # column by column, freeing Arrow's buffers as it goes: half the peak of read_parquet
-                self.df = pq.read_table(path, columns=cols).to_pandas(split_blocks=True, self_destruct=True)
+                self.df, self.step = melt(self, spec, cols)
             else:
-                self._check(cols, pd.read_csv(path, nrows=0).columns.tolist())
-                self.df = pd.read_csv(path, usecols=cols, **_EXACT)
+                self._check(cols, self.header())
+                self.df = self.read(cols)
         except ImportError as e:
             raise AnalysisInputError(f"{path}: Parquet needs pyarrow ({e}): pip install pyarrow") from None
+        except AnalysisInputError:
+            raise
         except (OSError, ValueError, pd.errors.ParserError) as e:
             raise AnalysisInputError(f"{path}: not a readable table ({type(e).__name__}: {e})") from None
+
+    def header(self, raw=False):
+        """The column names; `raw`: as written, a repeated name repeated (pandas renames the second `x.1`)."""
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            return pq.read_schema(self.path).names
+        if raw:
+            return [str(c) for c in pd.read_csv(self.path, header=None, nrows=1, dtype=str).iloc[0]]
+        return pd.read_csv(self.path, nrows=0).columns.tolist()
+
+    def read(self, cols):
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            # column by column, freeing Arrow's buffers as it goes: half the peak of read_parquet
+            return pq.read_table(self.path, columns=cols).to_pandas(split_blocks=True, self_destruct=True)
+        return pd.read_csv(self.path, usecols=cols, **_EXACT)
 
     def _check(self, cols, have):
         missing = [c for c in cols if c not in have]
@@ -86,7 +108,8 @@ class _File:
 
     def where(self, i):
         """Row position i (after filtering) as the file names it."""
-        return f"{self.path} {self.unit} {self.df.index[i] + self.base}"
+        col = f" (column {self.df[SOURCE].iloc[i]!r})" if self.step is not None else ""
+        return f"{self.path} {self.unit} {self.df.index[i] + self.base}{col}"
 
     def numeric(self, values, what):
         """`values` (a Series aligned with the rows) as floats; an empty cell is a missing value, anything
@@ -208,8 +231,11 @@ def _run_table(f, spec, runs):
     out = pd.DataFrame({"run": runs.names, **{k: np.full(n, v) for k, v in RUN_DEFAULTS.items()}})
     for col in ("sigma", "batch_size", "lr", "model_size", "r_max"):
         out[col] = np.nan
-    ix, uniq = _per_run(f, runs, f.df[spec["task"]], "task")
-    out["task"] = _pick(uniq.astype(str), ix, "nan")
+    if isinstance(spec["task"], dict):
+        out["task"] = str(spec["task"]["value"])
+    else:
+        ix, uniq = _per_run(f, runs, f.df[spec["task"]], "task")
+        out["task"] = _pick(uniq.astype(str), ix, "nan")
     for name, p in spec["params"].items():
         out[TABLE_PARAMS[name]] = _param(f, name, p, runs)
     out["seed"] = None
@@ -245,7 +271,9 @@ def number_seeds(runs, where):
 
 def load_file(path, spec):
     """One file -> (the tidy table's columns in file order, one row per run: its configuration and seed)."""
-    f = _File(path, needed_columns(spec))
+    f = _File(path, needed_columns(spec), spec)
+    if f.step is not None:  # a wide export, melted: its step column found
+        spec = {**spec, "step": f.step}
     for col, vals in spec["where"].items():
         vals = vals if isinstance(vals, (list, tuple)) else [vals]
         s = f.df[col]
