@@ -31,35 +31,26 @@ SETTINGS = {
     "native_sync": ["task=pendulum", "mode=sync"],
     "gymnasium_sync": ["task=Pendulum-v1", "backend=gymnasium", "mode=sync"],
 }
-ENV_VARS = {  # optional settings: Gymnasium's other modes (chosen by environment variable, see the backend)
-    "gymnasium_trio_next_step": ("PQL_GYMNASIUM_AUTORESET", "next_step")
-}
-SETTINGS["gymnasium_trio_next_step"] = SETTINGS["gymnasium_trio"]
+# an optional setting: Gymnasium's other autoreset mode
+SETTINGS["gymnasium_trio_next_step"] = SETTINGS["gymnasium_trio"] + ["gymnasium.autoreset=next_step"]
 
 
 def run(name, seed, budget_s):
     from pql_scaling.runtime.train import train
 
-    var = ENV_VARS.get(name)
-    if var:
-        os.environ[var[0]] = var[1]
     d = os.path.join(tempfile.mkdtemp(), "run")
     t0 = time.perf_counter()
-    try:
-        train(
-            SETTINGS[name]
-            + [
-                "seed=%d" % seed,
-                "max_time_s=%g" % budget_s,
-                "target_return=%g" % THRESHOLD,
-                "log.live=off",
-                "run_dir=" + d,
-            ],
-            quiet=True,
-        )
-    finally:
-        if var:
-            os.environ.pop(var[0], None)
+    train(
+        SETTINGS[name]
+        + [
+            "seed=%d" % seed,
+            "max_time_s=%g" % budget_s,
+            "target_return=%g" % THRESHOLD,
+            "log.live=off",
+            "run_dir=" + d,
+        ],
+        quiet=True,
+    )
     total = time.perf_counter() - t0
     t, steps = first_crossing(d, THRESHOLD)
     with open(os.path.join(d, "metrics.jsonl")) as f:
@@ -149,7 +140,6 @@ def main():
             "median_startup_s": median([r["startup_s"] for r in rs]),
             "median_process_s": median([r["process_s"] for r in rs]),
             "overrides": SETTINGS[name],
-            "env": dict([ENV_VARS[name]]) if name in ENV_VARS else {},
         }
         print("%-26s median %s s  %s" % (name, summary[name]["median_s"], times))
     ratios = {}

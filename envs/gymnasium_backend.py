@@ -29,16 +29,15 @@ vectorisation modes, the steps taken and the episodes ended per env; `restore_co
 reseeds every env's random stream, so the episodes after a resume do not replay the run's first initial
 states.
 
-Outside the training config (which names no per-backend options yet) the two modes can be chosen with the
-environment variables PQL_GYMNASIUM_VECTORIZATION=sync|async and PQL_GYMNASIUM_AUTORESET=same_step|
-next_step|disabled; keyword arguments of `make_env` win over them, and every other keyword argument goes to
-`gymnasium.make` (e.g. `max_episode_steps=500`, or an env's own parameter such as Pendulum's `g`).
+The training config chooses the two modes (`gymnasium.vectorization`, `gymnasium.autoreset`: the keyword
+arguments `vectorization` and `autoreset_mode` here) and its `env_kwargs` are every other keyword argument, which
+goes to `gymnasium.make` (e.g. `max_episode_steps=500`, or an env's own parameter such as Pendulum's `g`); one the
+env does not take is a ConfigError naming it.
 """
 
 import difflib
 import importlib
 import logging
-import os
 
 import numpy as np
 import torch
@@ -61,8 +60,6 @@ AUTORESET_MODES = {
     "next_step": AutoresetMode.NEXT_STEP,
     "disabled": AutoresetMode.DISABLED,
 }
-ENV_VECTORIZATION = "PQL_GYMNASIUM_VECTORIZATION"
-ENV_AUTORESET = "PQL_GYMNASIUM_AUTORESET"
 # Packages that register Gymnasium ids when imported (since Gymnasium 1.0 nothing is loaded by itself).
 PLUGINS = ("shimmy",)
 _plugins_loaded = []
@@ -135,16 +132,10 @@ def unknown_task_error(task):
     )
 
 
-def _choose(value, env_var, default, valid, what):
-    value = value if value is not None else os.environ.get(env_var) or default
-    value = str(value).strip().lower()
-    aliases = {"samestep": "same_step", "nextstep": "next_step"}
-    value = aliases.get(value.replace("-", "").replace("_", ""), value.replace("-", "_"))
+def _choose(value, default, valid, what):
+    value = default if value is None else value
     if value not in valid:
-        raise ValueError(
-            "backend 'gymnasium': %s=%r is not one of %s (keyword argument, or the environment variable %s)"
-            % (what, value, ", ".join(valid), env_var)
-        )
+        raise ValueError("backend 'gymnasium': %s=%r is not one of %s" % (what, value, ", ".join(valid)))
     return value
 
 
@@ -162,12 +153,8 @@ class GymnasiumVecEnv:
         self.device = torch.device(device)
         self.num_envs = n = int(num_envs)
         self.seed = int(seed)
-        self.vectorization = _choose(
-            vectorization, ENV_VECTORIZATION, "sync", VECTORIZATIONS, "vectorization"
-        )
-        self.autoreset_mode = _choose(
-            autoreset_mode, ENV_AUTORESET, "same_step", tuple(AUTORESET_MODES), "autoreset_mode"
-        )
+        self.vectorization = _choose(vectorization, "sync", VECTORIZATIONS, "vectorization")
+        self.autoreset_mode = _choose(autoreset_mode, "same_step", tuple(AUTORESET_MODES), "autoreset_mode")
         self.env_kwargs = dict(env_kwargs)
         self.vec = self._make_vec(wrappers=None)
         try:
@@ -227,6 +214,15 @@ class GymnasiumVecEnv:
             raise ImportError("backend 'gymnasium', task %s: %s" % (self.task, e)) from e
         except (gym.error.NameNotFound, gym.error.VersionNotFound, gym.error.NamespaceNotFound) as e:
             raise unknown_task_error(self.task) from e
+        except TypeError as e:  # an argument the env's constructor does not take
+            if not self.env_kwargs:
+                raise
+            from pql_scaling.config import ConfigError
+
+            raise ConfigError(
+                "env_kwargs %r: %s does not take them (%s); see its constructor's arguments"
+                % (self.env_kwargs, self.task, e)
+            ) from e
 
     def _check_spaces(self, task):
         space = self.vec.single_observation_space

@@ -15,7 +15,8 @@ import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from pql_scaling import population_spec, specs, tasks
+from pql_scaling import env_spec, population_spec, specs, tasks
+from pql_scaling.env_spec import MAPPINGS, GymnasiumConfig, env_options  # noqa: F401
 from pql_scaling.population_spec import VARY_KEYS, member_seeds, member_values  # noqa: F401
 from pql_scaling.specs import (  # noqa: F401
     choice,
@@ -173,6 +174,9 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     perf: PerfConfig = field(default_factory=PerfConfig)
     population: PopulationConfig = field(default_factory=PopulationConfig)
+    # the env constructor's keyword arguments, e.g. {max_episode_steps: 500, g: 9.81} (env_spec.py: per backend)
+    env_kwargs: Dict[str, Any] = field(default_factory=dict)
+    gymnasium: GymnasiumConfig = field(default_factory=GymnasiumConfig)  # backend=gymnasium's vector modes
 
 
 _CONSTRAINTS = specs.constraints(Config)
@@ -238,6 +242,8 @@ def parse_overrides(args):
 
 
 def _set(cfg, key, value, source):
+    if key.startswith("env_kwargs.") and len(key) > 11:  # one constructor argument: env_kwargs.g=9.81
+        key, value = "env_kwargs", {**cfg.env_kwargs, key[11:]: value}
     if key not in all_keys():
         raise _unknown_key_error(key, source)
     try:
@@ -331,6 +337,7 @@ def validate(cfg):
                 "net.critic_arch=softmoe uses one width: set net.critic_width (and net.critic_depth)"
             )
     population_spec.validate(get)
+    env_spec.validate(get)
 
 
 def defaults_for(pairs, cfg=None):
@@ -347,12 +354,12 @@ def load(overrides=(), base=None):
     pairs = parse_overrides(list(overrides))
     cfg = OmegaConf.structured(Config)
     if base is not None:
-        for key, value in flatten(base):
+        for key, value in flatten(base, keep=MAPPINGS):
             _set(cfg, key, value, "resumed config")
     path = defaults_for(pairs, cfg)
     if path is not None and base is None:
         with open(path) as f:
-            for key, value in flatten(yaml.safe_load(f) or {}):
+            for key, value in flatten(yaml.safe_load(f) or {}, keep=MAPPINGS):
                 _set(cfg, key, value, path)
     for key, value in pairs:
         _set(cfg, key, value, "command line")

@@ -194,9 +194,10 @@ def set_dotted(raw, key, value, arg, error):
     node[parts[-1]] = value
 
 
-def flatten(d, prefix=""):
+def flatten(d, prefix="", keep=()):
+    """Nested mappings -> (dotted key, value); a key in `keep` holds a mapping as its value."""
     for k, v in d.items():
-        if isinstance(v, dict):
-            yield from flatten(v, prefix + str(k) + ".")
+        if isinstance(v, dict) and prefix + str(k) not in keep:
+            yield from flatten(v, prefix + str(k) + ".", keep)
         else:
             yield prefix + str(k), v

@@ -59,3 +59,40 @@ def test_every_key_is_listed():
         "wandb.mode",
     ):
         assert k in keys
+
+
+@pytest.mark.parametrize(
+    "arg, expect",
+    [
+        (
+            "env_kwargs={gg: 1}",
+            r"env_kwargs.gg: native task 'pendulum' has no parameter 'gg'; did you mean: g",
+        ),
+        ("env_kwargs.g=fast", r"env_kwargs.g='fast' must be a finite number \(pendulum's default: 10.0\)"),
+        ("env_kwargs={max_episode_steps: 2.5}", r"env_kwargs.max_episode_steps=2.5 must be a whole number"),
+        ("env_kwargs={obs_dim: 4}", r"env_kwargs.obs_dim: native task 'pendulum' has no parameter"),
+        ("env_kwargs=5", r"bad value 5 for env_kwargs"),
+        ("gymnasium.vectorization=async", r"gymnasium.vectorization=async applies to backend=gymnasium only"),
+        ("gymnasium.autoreset=later", r"gymnasium.autoreset='later' is not one of"),
+    ],
+)
+def test_env_keys_are_checked_against_the_backend(arg, expect):
+    with pytest.raises(config.ConfigError, match=expect):
+        config.load(["task=pendulum", arg])
+
+
+def test_env_kwargs_set_a_native_tasks_parameters_and_survive_a_resume():
+    from pql_scaling import envs
+
+    cfg = config.load(
+        ["task=pendulum", "env_kwargs={g: 9.81}", "env_kwargs.max_episode_steps=50", "mode=sync"]
+    )
+    options = config.env_options(cfg, "native")
+    assert options == {"g": 9.81, "max_episode_steps": 50}
+    env = envs.make("pendulum", 2, **options)
+    assert env.task.g == 9.81 and env.task.max_episode_steps == 50
+    # a resumed run's config.yaml (and a task YAML) hold the mapping as one key
+    again = config.load(["max_env_steps=100"], base=config.to_dict(cfg))
+    assert dict(again.env_kwargs) == {"g": 9.81, "max_episode_steps": 50}
+    with pytest.raises(config.ConfigError, match="env_kwargs is not passed to a population"):
+        config.load(["task=pendulum", "env_kwargs={g: 9.81}", "mode=sync", "population.size=2"])

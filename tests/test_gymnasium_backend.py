@@ -206,15 +206,53 @@ def test_same_seed_same_episodes_and_async_matches_sync():
         b.close()
 
 
-def test_modes_from_the_environment_and_bad_values(monkeypatch):
-    monkeypatch.setenv(gb.ENV_AUTORESET, "next_step")
-    env = envs.make("Pendulum-v1", 2, backend="gymnasium")
-    assert env.autoreset_mode == "next_step"
-    env.close()
-    with pytest.raises(ValueError, match="same_step, next_step, disabled"):
+def test_config_keys_reach_the_vector_env_and_bad_values_name_the_key():
+    """gymnasium.vectorization / gymnasium.autoreset and env_kwargs (whole or one key at a time) reach
+    gymnasium.make_vec; what the env cannot take is a ConfigError naming env_kwargs."""
+    base = ["task=Pendulum-v1", "backend=gymnasium"]
+    cfg = config_lib.load(
+        base + ["gymnasium.vectorization=async", "gymnasium.autoreset=next_step", "env_kwargs={g: 2.5}"]
+        + ["env_kwargs.max_episode_steps=9"]
+    )  # fmt: skip
+    options = config_lib.env_options(cfg, "gymnasium")
+    assert options == {
+        "g": 2.5,
+        "max_episode_steps": 9,
+        "vectorization": "async",
+        "autoreset_mode": "next_step",
+    }
+    env = envs.make(cfg.task, 2, backend="gymnasium", **options)
+    try:
+        assert env.vectorization == "async" and env.autoreset_mode == "next_step"
+        assert env.max_episode_steps == 9 and tuple(env.vec.get_attr("g")) == (2.5, 2.5)
+    finally:
+        env.close()
+    defaults = config_lib.env_options(config_lib.load(base), "gymnasium")
+    assert defaults == {"vectorization": "sync", "autoreset_mode": "same_step"}
+    cfg = config_lib.load(base + ["env_kwargs={gravity: 1.0}"])
+    with pytest.raises(
+        config_lib.ConfigError, match=r"env_kwargs \{'gravity': 1.0\}: Pendulum-v1 does not take"
+    ):
+        envs.make(cfg.task, 2, backend="gymnasium", **config_lib.env_options(cfg, "gymnasium"))
+    for args, match in (
+        (["gymnasium.autoreset=sometimes"], r"gymnasium.autoreset='sometimes' is not one of same_step"),
+        (["gymnasium.vectorization=threads"], r"gymnasium.vectorization='threads' is not one of sync, async"),
+        (
+            ["gymnasium.vectorisation=async"],
+            r"unknown config key 'gymnasium.vectorisation'.*gymnasium.vectorization",
+        ),
+        (
+            ["env_kwargs={autoreset_mode: next_step}"],
+            r"env_kwargs.autoreset_mode: set gymnasium.autoreset instead",
+        ),
+        (["env_kwargs=[1]"], r"bad value \[1\] for env_kwargs"),
+    ):
+        with pytest.raises(config_lib.ConfigError, match=match):
+            config_lib.load(base + args)
+    with pytest.raises(config_lib.ConfigError, match=r"gymnasium.autoreset=next_step applies to backend=gym"):
+        config_lib.load(["task=pendulum", "gymnasium.autoreset=next_step"])
+    with pytest.raises(ValueError, match="same_step, next_step, disabled"):  # the constructor's own check
         envs.make("Pendulum-v1", 2, backend="gymnasium", autoreset_mode="sometimes")
-    with pytest.raises(ValueError, match="sync, async"):
-        envs.make("Pendulum-v1", 2, backend="gymnasium", vectorization="threads")
 
 
 def test_any_registered_id_resolves_and_unknown_ones_say_what_to_do():
@@ -341,11 +379,17 @@ def test_trains_in_trio_mode(tmp_path):
     _check_run(d, 1760)
 
 
-def test_trains_in_next_step_mode(tmp_path, monkeypatch):
+def test_trains_in_next_step_mode(tmp_path):
     from pql_scaling.runtime.train import train
 
-    monkeypatch.setenv(gb.ENV_AUTORESET, "next_step")
-    d = train(SMALL + ["mode=sync", "max_env_steps=1760", "run_dir=%s" % (tmp_path / "r")], quiet=True)
+    args = [
+        "mode=sync",
+        "max_env_steps=1760",
+        "gymnasium.autoreset=next_step",
+        "run_dir=%s" % (tmp_path / "r"),
+    ]
+    d = train(SMALL + args, quiet=True)
+    assert "vector env, autoreset next_step" in open(os.path.join(d, "train.log")).read()  # the config's mode
     _check_run(d, 1760)
     ended = [r for r in rows(d) if r.get("episodes")]
     assert ended and all(r["episode_length"] == 200 for r in ended)  # the reset steps are not counted

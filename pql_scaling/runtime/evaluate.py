@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import torch
 
 from pql_scaling import envs
-from pql_scaling.config import Config, ConfigError
+from pql_scaling.config import Config, ConfigError, env_options
 
 EVAL_SEED_OFFSET = 1_000_003  # eval envs draw initial states from their own stream
 
@@ -42,6 +42,8 @@ class Evaluator:
         extra = (
             {} if seeds is None else {"members": self.members, "seeds": [s + EVAL_SEED_OFFSET for s in seeds]}
         )
+        # the training envs' env_kwargs (and gymnasium.* modes)
+        options = env_options(cfg, cfg.backend or envs.default_backend(cfg.task))
         self.env = envs.make(
             cfg.task,
             self.episodes * self.members,
@@ -49,6 +51,7 @@ class Evaluator:
             seed=cfg.seed + EVAL_SEED_OFFSET,
             backend=cfg.backend,
             **extra,
+            **options,
         )
         self.max_steps = int(getattr(self.env, "max_episode_steps", None) or e.max_steps)
         self.sac = cfg.algo.name == "sac"

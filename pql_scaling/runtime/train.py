@@ -114,8 +114,15 @@ def _print_summary(path: str, wandb_where: Optional[str]) -> None:
 
 
 def _make_env(cfg: Config) -> VecEnv:
+    # env_kwargs and gymnasium.* as the backend's constructor takes them
+    options = config_lib.env_options(cfg, cfg.backend or envs.default_backend(cfg.task))
     env = envs.make(
-        cfg.task, cfg.num_envs, device=cfg.actor_device or cfg.device, seed=cfg.seed, backend=cfg.backend
+        cfg.task,
+        cfg.num_envs,
+        device=cfg.actor_device or cfg.device,
+        seed=cfg.seed,
+        backend=cfg.backend,
+        **options,
     )
     try:
         resources.check_memory(cfg, env.obs_dim, env.act_dim, env.num_envs)
