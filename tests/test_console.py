@@ -3,9 +3,12 @@
 
 import fcntl
 import json
+import logging
+import multiprocessing
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -16,7 +19,8 @@ import pytest
 
 from pql_scaling.rundir import console_lines as cl
 from pql_scaling.rundir import summary
-from pql_scaling.rundir.display import Display
+from pql_scaling.rundir.display import ConsoleHandler, Display, to_console
+from pql_scaling.runtime.trio import child_console
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -80,9 +84,38 @@ def test_several_members_show_median_min_and_max():
     assert cl.returns_text([-100.0]) == "-100.0"
     assert cl.returns_text([-100.0, -300.0, -200.0, None]) == "-200.0 [-300.0, -100.0]"
     assert cl.returns_text([None, None]) == "-"
-    members = [cl.fold_all([row(800, ret=r)]) for r in (-100.0, -300.0, -200.0)]
-    text = cl.population_line("pop0", members)
-    assert text.startswith("pop0: 3 members  2400 env steps") and "return -200.0 [-300.0, -100.0]" in text
+    assert cl.returns_text([-100.0], spread=True) == "-100.0 [-100.0, -100.0]"
+
+
+def test_the_population_line_and_its_live_bar(capsys):
+    """One line per population (runtime/population.py shows it): env steps per member, the members' latest
+    returns as median [min, max] over those that have one (how many), evaluation alike, members still training,
+    the clock; beside the bar on a terminal, printed every every_s without one."""
+    latest = {"return_mean": {0: -300.0, 1: -200.0, 2: -1000.0}, "eval_return_mean": {}}
+    text = cl.population_line(12800, 200000, latest, 3, 12.4)
+    assert text.startswith("population: 12,800/200,000 env steps per member")
+    assert "return median -300.0 [-1000.0, -200.0] (3)" in text and "eval" not in text
+    assert text.endswith("3 training  12 s")
+    latest = {"return_mean": {1: -50.0}, "eval_return_mean": {0: -150.0, 1: -250.0}}
+    text = cl.population_line(400, None, latest, 1, 1.0)
+    assert text.startswith("population: 400 env steps per member  return median -50.0 [-50.0, -50.0] (1)")
+    assert "eval median -200.0 [-250.0, -150.0] (2)  1 training" in text
+    assert "return -  2 training" in cl.population_line(0, None, {}, 2, 0.0)
+    # without a terminal: the line as it is, the first time and then every every_s
+    d = Display("plain", 1000, "pendulum", every_s=10.0)
+    for now, steps in ((0.0, 100), (5.0, 200), (10.0, 300)):
+        d.show(cl.population_line(steps, 1000, latest, 2, now), steps, now=now)
+    d.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert [x.split()[1] for x in lines] == ["100/1,000", "300/1,000"]
+    # on a terminal: the bar at the env steps per member, the line beside it
+    d = Display("rich", 1000, "pendulum")
+    try:
+        d.show("population: 300/1,000 env steps per member", 300)
+        task = d.progress.tasks[0]
+        assert (task.completed, task.fields["line"]) == (300, "population: 300/1,000 env steps per member")
+    finally:
+        d.close()
 
 
 def test_without_a_terminal_one_line_every_every_s(capsys):
@@ -95,6 +128,103 @@ def test_without_a_terminal_one_line_every_every_s(capsys):
     assert all(x.startswith("[pendulum] ") for x in lines)
     assert "return -500.0 (400 ago)" in lines[1]  # the return seen at 1200 steps, on the next printed line
     assert cl.due(None, 0.0, 10.0) and not cl.due(5.0, 14.9, 10.0)
+
+
+# ------------------------------------------------------------------- the trio's learners on the console
+class _Screen:
+    """A rich console's stand-in: what it was asked to print above the bar."""
+
+    def __init__(self):
+        self.printed = []
+
+    def print(self, text, **_):
+        self.printed.append(text)
+
+
+def _console_on(log_level=logging.INFO):
+    """A live bar's stand-in handler on the pql_scaling logger; undo with _console_off."""
+    screen, log = _Screen(), logging.getLogger("pql_scaling")
+    handler = ConsoleHandler(screen)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    log.addHandler(handler)
+    old, log.level = log.level, log_level
+    return screen, lambda: (log.removeHandler(handler), log.setLevel(old))
+
+
+def _learner_like(stderr, log_path):
+    """What a learner process does with its console (learner_proc.learner_main), then dies by SIGKILL, leaving
+    a process of its own that holds its stderr open."""
+    child_console.redirect_stderr(stderr)
+    with open(log_path + ".pid", "w") as f:
+        f.write(str(subprocess.Popen(["sleep", "60"]).pid))
+    log = logging.getLogger("pql_scaling")
+    child_console.child_logging(log, log_path)
+    log.info("v_learner ready on cpu")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("v_learner failed")
+    sys.stderr.write("a library's warning\nits second line\n")
+    sys.stderr.flush()
+    os.write(2, b"a C library's last words, no newline")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_learners_records_and_stderr_reach_the_console_and_outlive_it(tmp_path):
+    log_path = str(tmp_path / "train.log")
+    ctx = multiprocessing.get_context("spawn")
+    screen, off = _console_on()
+    to_file = logging.FileHandler(log_path)  # this process's train.log, as RunDir opens it
+    logging.getLogger("pql_scaling").addHandler(to_file)
+    try:
+        pump = child_console.StderrPump(ctx)
+        p = ctx.Process(target=_learner_like, name="v_learner", args=(pump.pipe("v_learner"), log_path))
+        p.start()
+        pump.started("v_learner")
+        p.join(60)
+        t0 = time.monotonic()
+        pump.close()
+        closed_s = time.monotonic() - t0
+    finally:
+        off()
+        logging.getLogger("pql_scaling").removeHandler(to_file)
+        to_file.close()
+        if os.path.exists(log_path + ".pid"):
+            with open(log_path + ".pid") as f:
+                os.kill(int(f.read()), signal.SIGKILL)
+    assert closed_s < 2.0  # the orphan holding the pipe is not waited for
+    assert p.exitcode == -signal.SIGKILL
+    shown = screen.printed
+    # its records, printed above the bar as this process's own are (and not written to train.log again)
+    assert shown[0] == "INFO: v_learner ready on cpu"
+    assert shown[1].startswith("ERROR: v_learner failed\nTraceback") and "ValueError: boom" in shown[1]
+    # the rest of its stderr, raw, as a warning naming it; what it wrote just before dying included
+    rest = "\n".join(shown[2:])
+    assert rest.startswith(
+        "WARNING: trio: v_learner wrote on its stderr:\na library's warning\nits second line"
+    )
+    assert rest.endswith("a C library's last words, no newline")
+    with open(log_path) as f:
+        written = f.read()
+    assert "INFO v_learner: v_learner ready on cpu" in written  # the learner wrote its records there itself
+    assert written.count("ready on cpu") == 1 and written.count("ValueError: boom") == 1  # ... only once
+    assert "a library's warning" in written and "a C library's last words" in written  # its raw stderr too
+
+
+def test_another_processs_records_print_as_this_ones_would():
+    marked = child_console.MARK + json.dumps([logging.WARNING, "two\nlines"])
+    assert child_console.parse(["raw", "more raw", marked, child_console.MARK + "not json", ""]) == [
+        (None, "raw\nmore raw"),
+        (logging.WARNING, "two\nlines"),
+        (None, child_console.MARK + "not json\n"),
+    ]
+    screen, off = _console_on(logging.WARNING)  # INFO off, as for this process's own records
+    try:
+        to_console(logging.INFO, "not shown")
+        to_console(logging.ERROR, "shown")
+    finally:
+        off()
+    assert screen.printed == ["ERROR: shown"]
 
 
 # ------------------------------------------------------------------------------------------- the summary
@@ -262,9 +392,34 @@ def test_a_short_run_on_a_terminal(tmp_path, mode, cols):
     assert re.search(r"elapsed, \d+:\d\d left", last), last
     if mode == "trio":
         assert any(x.startswith("INFO: trio: v_learner is pid") for x in shown), "\n".join(shown)
+        for role in ("v_learner", "p_learner"):  # the learners' own records (their processes') above it too
+            assert any(x.startswith("INFO: %s ready on cpu" % role) for x in shown[: bars[-1]]), "\n".join(
+                shown
+            )
     text = "\n".join(shown)
     assert "pendulum pql: completed (max_env_steps reached)" in text
     assert "training return: final -" in text and "run directory: %s" % run_dir in text
+
+
+def test_a_population_on_a_terminal(tmp_path):
+    root = str(tmp_path / "pop")
+    cmd = [sys.executable, "-m", "pql_scaling.cli", "train", "task=pendulum", "mode=sync", "num_envs=8"]
+    cmd += ["population.size=3", "max_env_steps=1600", "log.every_steps=25", "threads=1", "run_dir=" + root]
+    code, out = run_in_pty(cmd, cols=160)
+    shown = screen(out)
+    assert code == 0, "\n".join(shown)
+    bars = [i for i, x in enumerate(shown) if "━" in x]
+    assert bars, "\n".join(shown)
+    for i in bars:  # one bar for the population, its line beside it, log messages never inside it
+        assert "INFO" not in shown[i] and "population of 3" not in shown[i], shown[i]
+    assert any(x.startswith("INFO: population of 3") for x in shown[: bars[-1]]), "\n".join(shown)
+    # the bar as it ended, with the population's last line (one line: the bar was redrawn, not repeated)
+    assert [i for i, x in enumerate(shown) if "population: " in x] == bars[-1:], "\n".join(shown)
+    last = re.sub(r"\s+", " ", " ".join(shown[bars[-1] : bars[-1] + 2]))
+    assert "population: 1,600/1,600 env steps per member return median -" in last, last
+    assert re.search(r"return median -[0-9.]+ \[-[0-9.]+, -[0-9.]+\] \(3\) 0 training \d+ s", last), last
+    text = "\n".join(shown)
+    assert all("member %d (seed %d): completed" % (k, k) in text for k in range(3)), text
 
 
 # ------------------------------------------------------------------------------- sweeps, studies, analysis

@@ -95,12 +95,13 @@ def steps_text(n: Optional[float]) -> str:
     return "%.2fM" % (n / 1e6)
 
 
-def returns_text(values: Sequence[Optional[float]]) -> str:
-    """One return (-812.3), or several members' as median [min, max]; - when none is known."""
+def returns_text(values: Sequence[Optional[float]], spread: bool = False) -> str:
+    """One return (-812.3), or several members' as median [min, max] (`spread`: always so); - when none is
+    known."""
     known = [v for v in values if v is not None]
     if not known:
         return "-"
-    if len(values) == 1:
+    if len(values) == 1 and not spread:
         return "%.1f" % known[0]
     return "%.1f [%.1f, %.1f]" % (statistics.median(known), min(known), max(known))
 
@@ -137,16 +138,28 @@ def line(live: Live, max_env_steps: Optional[int] = None, max_time_s: Optional[f
     return "  ".join(fields(live, max_env_steps, max_time_s))
 
 
-def population_line(name: str, members: Sequence[Live]) -> str:
-    """One line per population: the members' latest returns as median [min, max], their best, the env steps."""
-    steps = sum(m.env_steps for m in members)
-    return "%s: %d members  %s env steps  return %s  best %s" % (
-        name,
-        len(members),
-        steps_text(steps),
-        returns_text([m.ret for m in members]),
-        returns_text([m.best for m in members]),
-    )
+def population_line(
+    env_steps: int,
+    max_env_steps: Optional[int],
+    latest: Dict[str, Dict[int, float]],
+    training: int,
+    wall_s: float,
+) -> str:
+    """One line per population (its live bar's line, or printed every few seconds): env steps per member, the
+    members' latest training (and evaluation) returns as median [min, max] over the members that have one
+    (`latest`: return_mean / eval_return_mean -> member -> its latest value), members still training, the
+    clock."""
+    total = "/{:,}".format(max_env_steps) if max_env_steps else ""
+    parts = ["population: {:,}{} env steps per member".format(env_steps, total)]
+    for key, name in (("return_mean", "return"), ("eval_return_mean", "eval")):
+        values = list(latest.get(key, {}).values())
+        if values:
+            parts.append("%s median %s (%d)" % (name, returns_text(values, spread=True), len(values)))
+        elif key == "return_mean":
+            parts.append("return -")
+    parts.append("%d training" % training)
+    parts.append("%.0f s" % wall_s)
+    return "  ".join(parts)
 
 
 def due(last_printed: Optional[float], now: float, every_s: float) -> bool:

@@ -1,6 +1,8 @@
 """The console while a run trains: on a terminal a rich bar with the live line beside it, log messages printed
 above it (never inside its line); without one (CI, SLURM logs) the same line every `every_s` seconds.
-The lines themselves are console_lines.py's pure functions."""
+The lines themselves are console_lines.py's pure functions: a run's line from its log points (Display.update),
+or a line made elsewhere, a population's (Display.show). Records logged in another process (the trio's
+learners) reach the console through `to_console`."""
 
 import logging
 import sys
@@ -27,6 +29,30 @@ class ConsoleHandler(logging.Handler):
             self.console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
         except Exception:  # noqa: BLE001 - logging never raises into the caller
             self.handleError(record)
+
+
+def to_console(levelno: int, text: str, name: str = "pql_scaling") -> None:
+    """A log record made in another process (already in the run's log file) printed where this process's own
+    records of logger `name` print on the console: by its terminal handlers, or above the live bar while one is
+    up; never to a file. Nothing is printed where `name`'s level or no console handler would show it."""
+    logger = logging.getLogger(name)
+    if not logger.isEnabledFor(levelno):
+        return
+    record = logger.makeRecord(name, levelno, "(another process)", 0, text, None, None)
+    for h in console_handlers(logger):
+        if levelno >= h.level:
+            h.handle(record)
+
+
+def console_handlers(logger: logging.Logger) -> List[logging.Handler]:
+    """The handlers a record of `logger` reaches that print on the console (a terminal's, or the live bar's
+    stand-ins), through propagation, as logging.Logger.callHandlers walks them."""
+    out: List[logging.Handler] = []
+    node: Optional[logging.Logger] = logger
+    while node is not None:
+        out += [h for h in node.handlers if isinstance(h, ConsoleHandler)] + _terminal_handlers(node)
+        node = node.parent if node.propagate else None
+    return out
 
 
 def _terminal_handlers(logger: logging.Logger) -> List[logging.Handler]:
@@ -89,19 +115,31 @@ class Display:
         return line(self.live, self.total_steps, self.max_time_s)
 
     def update(self, row: Dict[str, Any], now: Optional[float] = None) -> None:
+        """A run's log point: its live line, folded from the log points so far."""
         self.live = fold(self.live, row)
+        self.show(self.line(), self.live.env_steps, now, prefix="[%s] " % self.title)
+
+    def show(self, text: str, completed: int, now: Optional[float] = None, prefix: str = "") -> None:
+        """`text` as the live line (a population's, say), the bar at `completed` env steps; without a terminal
+        `prefix` + `text` printed, the first time and then once every `every_s` seconds."""
         if self.progress is not None:
-            self.progress.update(self.bar, completed=self.live.env_steps, line=self.line())
+            self.progress.update(self.bar, completed=completed, line=text)
         elif self.mode == "plain":
             now = time.monotonic() if now is None else now
             if due(self.printed_at, now, self.every_s):
                 self.printed_at = now
-                print("[%s] %s" % (self.title, self.line()), flush=True)
+                print(prefix + text, flush=True)
 
-    def close(self) -> None:
+    def close(self, last: Optional[str] = None) -> None:
+        """The bar stays on the screen as it ends; `last`, a final line (a population's): beside that bar on a
+        terminal, printed otherwise (whatever the mode)."""
         if self.progress is not None:
+            if last is not None:
+                self.progress.update(self.bar, line=last)
             self.progress.stop()
             self.progress = None
+        elif last is not None:
+            print(last, flush=True)
         for logger, handler, stand_in in self.swapped:
             logger.removeHandler(stand_in)
             logger.addHandler(handler)

@@ -15,7 +15,6 @@ side by side). A member whose loss turns non-finite fails alone (status failed, 
 import json
 import os
 import signal
-import statistics
 import time
 import uuid
 from typing import Any, Dict, List, Optional
@@ -28,7 +27,9 @@ from pql_scaling import envs
 from pql_scaling.config import Config
 from pql_scaling.core import nets
 from pql_scaling.rundir import schema
+from pql_scaling.rundir.console_lines import population_line as console_line
 from pql_scaling.rundir.disk import log
+from pql_scaling.rundir.display import Display
 from pql_scaling.rundir.rundir import RunDir
 from pql_scaling.runtime import resources, sync
 from pql_scaling.runtime.clock import TrainingClock
@@ -136,8 +137,9 @@ class Population:
         self.counters: Dict[str, Any] = {"wall_time_s": 0.0}
         self.clock = TrainingClock(cfg, started)
         self.last_ckpt = time.monotonic()
-        # the console: one line per population every log.console_every_s (train(quiet=False))
-        self.console, self.last_line = False, 0.0
+        # the console (train(quiet=False)): the population's line beside a live bar on a terminal, else printed
+        # every log.console_every_s
+        self.display: Optional[Display] = None
         self.latest: Dict[str, Dict[int, float]] = {"return_mean": {}, "eval_return_mean": {}}
         self.signal: Optional[int] = None
         self.stats: Dict[str, list] = {}
@@ -249,8 +251,7 @@ class Population:
                     self._finish(m, "completed", m.clock.stop_reason)
         if due:
             self.last_ckpt = now
-        if self.console and now - self.last_line >= self.cfg.log.console_every_s:
-            self.last_line = now
+        if self.display is not None:
             line = console_line(
                 self.env_steps,
                 self.cfg.max_env_steps,
@@ -258,7 +259,7 @@ class Population:
                 len(self.live()),
                 self.clock.wall_time(now),
             )
-            print(line, flush=True)
+            self.display.show(line, self.env_steps, now)
 
     def checkpoint(self, m: Member) -> None:
         """Member m's checkpoint (its slice of the state) into its own run directory."""
@@ -280,31 +281,6 @@ class Population:
         self.env.close()
         if self.evaluator is not None:
             self.evaluator.close()
-
-
-def console_line(
-    env_steps: int,
-    max_env_steps: Optional[int],
-    latest: Dict[str, Dict[int, float]],
-    live: int,
-    wall_s: float,
-) -> str:
-    """The population's console line: env steps per member, the members' latest training (and evaluation)
-    returns as median [min, max] over the members that have one, members still training, the clock."""
-    parts = [
-        "population: %s env steps per member"
-        % ("{:,}".format(env_steps) + ("/{:,}".format(max_env_steps) if max_env_steps else ""))
-    ]
-    for key, name in (("return_mean", "return"), ("eval_return_mean", "eval")):
-        vals = sorted(latest[key].values())
-        if vals:
-            mid = statistics.median(vals)
-            parts.append("%s median %.1f [%.1f, %.1f] (%d)" % (name, mid, vals[0], vals[-1], len(vals)))
-        elif key == "return_mean":
-            parts.append("return -")
-    parts.append("%d training" % live)
-    parts.append("%.0f s" % wall_s)
-    return "  ".join(parts)
 
 
 def _without_replay_store(cfg: Config) -> Config:
@@ -359,7 +335,10 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
         }
         with open(os.path.join(root, POPULATION), "w") as f:
             json.dump(record, f, indent=1)
-    pop.console = not quiet
+    if not quiet:
+        pop.display = Display(
+            cfg.log.live, cfg.max_env_steps, cfg.task, cfg.max_time_s, cfg.log.console_every_s
+        )
     old = signal.signal(signal.SIGTERM, lambda signum, frame: pop.interrupt(signum))
     status, reason = "failed", None
     try:
@@ -372,11 +351,14 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
         raise
     finally:
         signal.signal(signal.SIGTERM, old)
-        pop.close(status, reason)
+        try:
+            pop.close(status, reason)
+        finally:
+            if pop.display is not None:  # the last line: beside the bar as it ends, or printed
+                live, wall = len(pop.live()), pop.clock.wall_time()
+                last = console_line(pop.env_steps, cfg.max_env_steps, pop.latest, live, wall)
+                pop.display.close(last)
     if not quiet:
-        print(
-            console_line(pop.env_steps, cfg.max_env_steps, pop.latest, 0, pop.clock.wall_time()), flush=True
-        )
         for m in pop.members:
             print("member %d (seed %d): %s %s" % (m.k, pop.seeds[m.k], m.status, m.run.path), flush=True)
         print("look further: pql-scale runs %s" % root, flush=True)

@@ -4,6 +4,7 @@ protocol.py      the shared state and its rules (counters, schedules, snapshots,
                  its docstring)
 learner_proc.py  the learners' processes (learner_main, LearnerLoop)
 actor_side.py    the main process: the actor's gate, Trio (spawn, requests, stop) and run()
+child_console.py the learners' stderr and log records, printed through the main process's console
 """
 
 from pql_scaling.runtime.trio.actor_side import RoleFailed, Trio, TrioGate, run

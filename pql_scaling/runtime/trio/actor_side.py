@@ -17,6 +17,7 @@ from pql_scaling.core.replay import Replay
 from pql_scaling.rundir.disk import to_host
 from pql_scaling.runtime.actor import Gate
 from pql_scaling.runtime.session import Runtime, Session
+from pql_scaling.runtime.trio.child_console import StderrPump
 from pql_scaling.runtime.trio.learner_proc import LearnerLoop, fault_at, learner_main
 from pql_scaling.runtime.trio.protocol import (
     LAG,
@@ -118,6 +119,7 @@ class Trio(Runtime):
             "p_learner": to_host(s.p_learner.state_dict()),
         }
         self.procs: Dict[str, Any] = {}  # role -> its process
+        self.stderr = StderrPump(ctx)  # the learners' stderr and log records, onto this process's console
         try:
             self._spawn(ctx, init, loop_cls)
         except BaseException:
@@ -146,10 +148,12 @@ class Trio(Runtime):
                     log_path,
                     os.getpid(),
                     loop_cls,
+                    self.stderr.pipe(role),
                 ),
             )
             p.start()
             self.procs[role] = p
+            self.stderr.started(role)
             log.info("trio: %s is pid %d on %s", role, p.pid, self.devices[role])
 
     def on_signal(self, signum: int, frame: Optional[FrameType]) -> None:
@@ -229,6 +233,7 @@ class Trio(Runtime):
             sh.ctr.stop = 1
             sh.wake(*ROLES)
             self._end_processes()
+            self.stderr.close()  # the learners' last words printed (a failure's traceback) before ours
             for role in ROLES[1:]:
                 path = os.path.join(self.s.run.ckpt_dir, "." + role + ".pt")
                 if os.path.exists(path):

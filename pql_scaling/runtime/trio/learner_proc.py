@@ -5,6 +5,7 @@ import io
 import logging
 import os
 import signal
+import sys
 import time
 import traceback
 from typing import Any, Dict, Optional, Type
@@ -16,6 +17,7 @@ from pql_scaling.core import nets
 from pql_scaling.core.replay import Normalizer, Replay
 from pql_scaling.rundir.disk import write_atomic, write_json_atomic
 from pql_scaling.runtime.learner import PLearner, VLearner
+from pql_scaling.runtime.trio.child_console import child_logging, redirect_stderr
 from pql_scaling.runtime.trio.protocol import (
     ROLES,
     STATE,
@@ -51,13 +53,14 @@ def learner_main(
     log_path: str,
     parent_pid: int,
     loop_cls: "Optional[Type[LearnerLoop]]" = None,
+    stderr: Any = None,
 ) -> None:
+    # stderr: the write end of a pipe to the main process, which prints what comes through on its console
+    # (child_console.py); log records go to train.log too
+    redirect_stderr(stderr)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the actor decides
     torch.set_num_threads(cfg.threads or 1)
-    handler = logging.FileHandler(log_path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(processName)s: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    handlers = child_logging(log, log_path)
     try:
         (loop_cls or LearnerLoop)(role, cfg, obs_dim, act_dim, sh, init_state, log_path, parent_pid).run()
     except ActorGone:
@@ -73,7 +76,12 @@ def learner_main(
         sh.ctr.error = ROLES.index(role)
         sh.wake(*ROLES)
         code = 1
-    handler.close()
+    for h in handlers:
+        h.close()
+    try:
+        sys.stderr.flush()  # all of it into the pipe: os._exit flushes nothing
+    except OSError:  # the main process, the pipe's reader, is gone
+        pass
     # skip the interpreter's teardown (seconds with torch loaded); nothing is left to flush, and the
     # kernel closes the shared-memory descriptors
     os._exit(code)
