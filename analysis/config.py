@@ -22,6 +22,8 @@ R5_FORMATS = ("model_scaling", "bro_ablations")
 EXCLUDE_AXES = ("width", "size", "sigma", "batch_size")
 RETURNS = ("auto", "eval", "train")  # auto: the deterministic-policy eval return when every run logs it
 BUDGETS = ("flops", "wall_clock")
+CROSSINGS = ("first", "interpolate")
+DJ_FITS = ("r1", "joint")
 
 
 def _shape(default, expect, **meta):
@@ -81,6 +83,10 @@ class AnalysisConfig:
     min_returns: Dict[str, float] = _number({}, mode=R1)
     returns: str = described("auto", choices=RETURNS, mode=R1)
     budget: str = described("flops", choices=BUDGETS, mode=R1)
+    # D_J: the first logged step at or above J (R1) or interpolated between the log points around it
+    crossing: str = described("first", choices=CROSSINGS, mode=R1)
+    # D_J(sigma): one fit per threshold (R1) or one joint fit, alpha shared, monotone in J (fit/joint.py)
+    dj_fit: str = described("r1", choices=DJ_FITS, mode=R1)
     # bring your own logs (TableSpec, TensorboardSpec): how columns / tags map on runs
     table: Optional[Dict[str, Any]] = None
     tensorboard: Optional[Dict[str, Any]] = None

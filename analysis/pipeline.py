@@ -43,8 +43,8 @@ def _r1_analysis(cfg, api, echo=None):
     fits = _header(cfg, J, inp)
     rl = _rules_stage(cfg, inp.curves, inp.meta, n_boot, rng, fits)
     chosen, multi_size, st = _choose_stage(cfg, inp.curves, rl, fits)
-    pt = _crossings_stage(st, J, n_boot, rng, fits)
-    _dj_fits_stage(st, J, n_boot, fits)
+    pt = _crossings_stage(st, J, n_boot, rng, fits, cfg["crossing"] == "interpolate")
+    _dj_fits_stage(st, J, n_boot, fits, cfg["dj_fit"])
     # across tasks and seeds: IQM, mean, profiles, P(improvement) of each UTD (Agarwal et al. 2021)
     fits["aggregates"] = aggregate.compare(st.chosen, "sigma", seed=cfg["seed"])
     n_params, fps, csrc, bsrc = _compute_stage(cfg, st, rl, fits)
@@ -225,12 +225,12 @@ def _choose_stage(cfg, curves, rl, fits):
 
 
 # ------------------------------------------------------------------------------- crossings and D_J(sigma)
-def _crossings_stage(st, J, n_boot, rng, fits):
+def _crossings_stage(st, J, n_boot, rng, fits, interpolate=False):
     """D_J per (task, sigma, J) with its seed bootstrap, and the FLOPs measured up to it. Returns the point
     crossings per chosen configuration [n_cfg, K]."""
     dchosen, tasks = st.chosen, st.tasks
     utds = np.array(sorted({c["sigma"] for c in dchosen}))
-    pt, bt = fit.crossings(dchosen, J, n_boot, rng)
+    pt, bt = fit.crossings(dchosen, J, n_boot, rng, interpolate=interpolate)
     times = np.full((len(tasks), len(utds), len(J)), np.nan)
     btimes = np.full((n_boot, len(tasks), len(utds), len(J)), np.nan)
     for c, p, b in zip(dchosen, pt, bt):
@@ -238,7 +238,11 @@ def _crossings_stage(st, J, n_boot, rng, fits):
         times[i, j], btimes[:, i, j] = p, b
     # FLOPs our runs measured up to each crossing (cumulative `flops` at the crossing step), when logged
     cflops = np.full(times.shape, np.nan)
+    res = np.full(times.shape, np.nan)  # the logging interval each crossing lies in: its resolution
     for c, p in zip(dchosen, pt):
+        res[tasks.index(c["task"]), int(np.searchsorted(utds, c["sigma"]))] = fit.crossing_resolution(
+            c["steps"], p
+        )
         if np.isfinite(c["flops"]).any():
             i, j = tasks.index(c["task"]), int(np.searchsorted(utds, c["sigma"]))
             ok = np.isfinite(c["flops"])
@@ -251,6 +255,7 @@ def _crossings_stage(st, J, n_boot, rng, fits):
             "J": float(J[k]),
             "D_J": none_or(times[i, j, k]),
             "C_J_measured": none_or(cflops[i, j, k]),
+            "D_J_resolution": none_or(res[i, j, k]),
             "D_J_std": float(np.nanstd(btimes[:, i, j, k]))
             if n_boot and np.isfinite(btimes[:, i, j, k]).any()
             else None,
@@ -291,12 +296,22 @@ def _crossings_stage(st, J, n_boot, rng, fits):
     return pt
 
 
-def _dj_fits_stage(st, J, n_boot, fits):
-    """D_J(sigma): pooled across tasks (R1) with bootstrap intervals, and per task."""
+def _dj_fits_stage(st, J, n_boot, fits, how="r1"):
+    """D_J(sigma): pooled across tasks (R1) with bootstrap intervals, and per task. how="r1": one fit per
+    threshold (R1); "joint": every threshold in one fit, alpha shared and D_J monotone in J (fit/joint.py)."""
     utds, times, fitJ = st.utds, st.times, st.fit_j
     de = []
-    point = fit.data_efficiency(utds, times[..., fitJ], top_k=4)
-    bfits = fit.data_efficiency_boot(utds, st.btimes[..., fitJ]) if n_boot else [{} for _ in fitJ]
+    if how == "joint":
+        point = fit.data_efficiency_joint(utds, times[..., fitJ])
+        bfits = fit.data_efficiency_joint_boot(utds, st.btimes[..., fitJ], point) if n_boot else None
+        fits["notes"].append(
+            "D_J(sigma) fitted jointly over thresholds %s: one alpha, D_min and beta nondecreasing in J, "
+            "least squares on log D (analysis key dj_fit: joint)" % [float(J[k]) for k in fitJ]
+        )
+    else:
+        point = fit.data_efficiency(utds, times[..., fitJ], top_k=4)
+        bfits = fit.data_efficiency_boot(utds, st.btimes[..., fitJ]) if n_boot else None
+    bfits = bfits or [{} for _ in fitJ]
     boot_fits = [
         [{q: (v[r] if isinstance(v, np.ndarray) else v) for q, v in bf.items()} for bf in bfits]
         for r in range(n_boot)

@@ -20,14 +20,16 @@ def study_report(
     grade,
     recommendation,
     timings,
+    seed_choice=None,
 ):
     """The study's report.md (pql_scaling/experiments/study/): the rules of its grid stage and the laws of its fitted
     stage (their fits.json dicts), the prediction, its grade against the validation runs, the recommendation
-    ({"budget", "sigma", "line"} or None) and the time each stage took ({stage: seconds})."""
+    ({"budget", "sigma", "line"} or None), the time each stage took ({stage: seconds}) and how `seeds: auto`
+    was resolved ({stage: costs.choose_seeds's record})."""
     pred, g = prediction, grade
-    L = [
-        "# Study %s: %s" % (name, task),
-        "",
+    L = ["# Study %s: %s" % (name, task), ""]
+    L += headline(pred, g) + [""]
+    L += [
         "R1's protocol (docs/science.md 2): grid -> rules -> fitted -> laws -> prediction -> validation -> "
         "grade.  ",
         "Returns normalised to 0-1000 with R_min = %g, R_max = %g; laws fitted on: %s.  "
@@ -41,9 +43,125 @@ def study_report(
         fitted_fits.get("aggregates"), "fitted_analysis/aggregates.png", "UTDs of the fitted stage"
     )
     L += _study_validation(pred, g, recommendation)
-    L += ["", "## Time", ""] + ["- %s: %.0f s" % kv for kv in timings.items()] + [""]
+    L += ["", "## Time", ""] + ["- %s: %.0f s" % kv for kv in timings.items()]
+    L += ["- total: %.0f s" % sum(timings.values())] + _seed_lines(seed_choice, pred) + [""]
     with open(path, "w") as f:
         f.write("\n".join(L))
+
+
+def verdict(s, cal, replays):
+    """Whether to bet on the laws: (word, reasons). Trust needs the median held-out error within target,
+    intervals no wider than 2x, coverage near nominal and no validation run that replays a fitted one."""
+    why, med = [], s.get("median_abs_rel_error")
+    if replays:
+        why.append("%d validation run(s) replay fitted runs" % len(replays))
+    if med is None:
+        return "no verdict", ["nothing held out was measured"]
+    if med > s["target_rel_error"]:
+        why.append("median |error| %.1f%% > target %.0f%%" % (100 * med, 100 * s["target_rel_error"]))
+    if (s.get("max_interval_ratio") or 0) > 2:
+        why.append("an interval is %.1fx wide (> 2x)" % s["max_interval_ratio"])
+    cov = (cal or {}).get("coverage")
+    if cov is not None and cov < 0.8:
+        why.append("coverage %.0f%% of nominal 95%%: the intervals are too narrow" % (100 * cov))
+    if s.get("not_reached"):
+        why.append("not reached: " + ", ".join(s["not_reached"]))
+    if not why:
+        return "trust", ["every check passed"]
+    return ("use with care" if med <= 2 * s["target_rel_error"] and not replays else "do not trust"), why
+
+
+def headline(pred, g):
+    """The report's first lines: what was predicted, what was measured, the error, and whether to trust it."""
+    s, cal = g["summary"], g.get("calibration") or {}
+    word, why = verdict(s, cal, g.get("replays"))
+    med = s["median_abs_rel_error"]
+    L = [
+        "**Verdict: %s** (%s)." % (word, "; ".join(why)),
+        "",
+        "- Predicted: env steps to reach J = %s at the held-out UTDs %s (fitted on [%g, %g]), with %s seeds "
+        "per validation run (seeds %s, none used by a fitted run)."
+        % (
+            ", ".join("%.0f" % j for j in s["top_thresholds"]),
+            ", ".join("%g" % c["sigma"] for c in pred["held_out"]),
+            pred["fitted_utd_range"][0],
+            pred["fitted_utd_range"][1],
+            pred.get("n_seeds") or "?",
+            _span(pred.get("validation_seeds")),
+        ),
+        "- Measured vs predicted: median |error| %s, max %s (target %.0f%%); %d of %d inside the 95%% "
+        "interval; widest interval %s (upper / lower)."
+        % (
+            _pct(med),
+            _pct(s["max_abs_rel_error"]),
+            100 * s["target_rel_error"],
+            s["inside_interval"],
+            s["n_measured"],
+            "n/a" if s.get("max_interval_ratio") is None else "%.2fx" % s["max_interval_ratio"],
+        ),
+        "- Calibration: %s of %s held-out points (every threshold) inside their nominal 95%% intervals (%s)."
+        % (cal.get("inside", 0), cal.get("n", 0), _pct(cal.get("coverage"), "%.0f%%")),
+    ]
+    br = g.get("budget_return")
+    if br:
+        L.append(
+            "- Budget leg: F = %.3g, σ* = %.4g%s: return after %.0f env steps predicted %s %s, measured %s "
+            "(error %s)."
+            % (
+                br["F"],
+                br["sigma"],
+                " (a fitted UTD: in-sample D_J rows)" if br.get("in_sample") else "",
+                br["env_steps"],
+                _fmt(br["predicted"], "%.0f"),
+                _ci(br["ci95"]),
+                _fmt(br["measured"], "%.0f"),
+                _pct(br.get("rel_error"), "%+.1f%%"),
+            )
+        )
+    ss = g.get("sigma_star_grade")
+    if ss:
+        L.append(
+            "- σ* graded: measured return at F by UTD %s; best at σ = %.4g; σ* %s."
+            % (
+                ", ".join("%s: %.0f" % kv for kv in ss["measured"].items()),
+                ss["best_measured_sigma"],
+                "was the best"
+                if ss["sigma_star_is_best"]
+                else "fell %.0f points (of 1000) short of it" % (ss["shortfall"] or 0),
+            )
+        )
+    elif pred.get("budget_not_run"):
+        L.append("- Budget leg not run: %s." % pred["budget_not_run"]["reason"])
+    return L
+
+
+def _pct(v, f="%.1f%%"):
+    return "n/a" if v is None else f % (100 * v)
+
+
+def _span(seeds):
+    return "%d-%d" % (min(seeds), max(seeds)) if seeds else "?"
+
+
+def _seed_lines(choice, pred):
+    L = []
+    for stage, c in (choice or {}).items():
+        if "predicted_stage_s" in c:
+            L.append(
+                "- %s seeds: auto -> %d (limited by %s): predicted %.0f s for the stage from %d measured runs "
+                "(%s)"
+                % (
+                    stage,
+                    c["seeds"],
+                    c["limited_by"],
+                    c["predicted_stage_s"],
+                    c["calibrated_on_runs"],
+                    c["model"],
+                )
+            )
+        else:
+            L.append("- %s seeds: auto -> %d (%s)" % (stage, c["seeds"], c.get("why")))
+    return L
 
 
 def _study_laws(grid_res, fit_res):
@@ -154,19 +272,20 @@ def _study_grade(g):
         "",
         "![](grade.png)",
         "",
-        "| config | σ | J | D predicted | 95% interval | D measured | rel. error | inside |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | σ | J | D predicted | 95% interval | D measured | resolution | rel. error | inside |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in g["rows"]:
         L.append(
-            "| %s | %.4g | %.0f | %s | %s | %s | %s | %s |"
+            "| %s | %.4g | %.0f | %s | %s | %s | %s | %s | %s |"
             % (
-                r["kind"],
+                r["kind"] + (" (in-sample: a fitted UTD)" if r.get("in_sample") else ""),
                 r["sigma"],
                 r["J"],
                 _fmt(r["D_pred"], "%.0f"),
                 _ci([r["D_pred_lo"], r["D_pred_hi"]]),
                 _fmt(r["D_meas"], "%.0f"),
+                _fmt(r.get("D_meas_resolution"), "±%.0f"),
                 "n/a" if r["rel_error"] is None else "%+.1f%%" % (100 * r["rel_error"]),
                 r["inside"],
             )
@@ -175,8 +294,8 @@ def _study_grade(g):
     med = "n/a" if s["median_abs_rel_error"] is None else "%.1f%%" % (100 * s["median_abs_rel_error"])
     L += [
         "",
-        "Top thresholds %s: median |error| %s (target %.0f%%), %d of %d within target, %d of %d inside "
-        "the interval%s."
+        "Held out, top thresholds %s: median |error| %s (target %.0f%%), %d of %d within target, %d of %d "
+        "inside the interval%s."
         % (
             s["top_thresholds"],
             med,
@@ -198,6 +317,23 @@ def _study_grade(g):
                 _fmt(br["measured"], "%.0f"),
                 br["reached_budget"],
             )
+        )
+    for c in g.get("budget_checks", []):
+        L.append(
+            "Beside it, σ = %.4g with the same budget (%.0f env steps): predicted %s %s, measured %s."
+            % (
+                c["sigma"],
+                c["env_steps"],
+                _fmt(c["predicted"], "%.0f"),
+                _ci(c["ci95"]),
+                _fmt(c["measured"], "%.0f"),
+            )
+        )
+    ins = g.get("in_sample_summary")
+    if ins and ins.get("n_measured"):
+        L.append(
+            "In-sample (a validation UTD that was also fitted, fresh seeds; not counted above): median |error| %s "
+            "over %d rows." % (_pct(ins["median_abs_rel_error"]), ins["n_measured"])
         )
     return L
 

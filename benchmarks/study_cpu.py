@@ -85,6 +85,14 @@ def main():
         "grade_summary": (grade or {}).get("summary"),
         "grade_rows": (grade or {}).get("rows"),
         "budget_return": (grade or {}).get("budget_return"),
+        "budget_checks": (grade or {}).get("budget_checks"),
+        "sigma_star_grade": (grade or {}).get("sigma_star_grade"),
+        "calibration": (grade or {}).get("calibration"),
+        "in_sample_summary": (grade or {}).get("in_sample_summary"),
+        "replays": (grade or {}).get("replays"),
+        "seeds": (state or {}).get("seeds"),
+        "seed_choice": (state or {}).get("seed_choice"),
+        "validation_seeds": (pred or {}).get("validation_seeds"),
         "prediction_code_version": (pred or {}).get("code_version"),
         "laws_fitted_on": fits.get("returns"),
         "data_efficiency": fits.get("data_efficiency"),
@@ -102,7 +110,16 @@ def main():
         copy_outputs(a.out, dest)
     print(
         json.dumps(
-            {k: payload[k] for k in ("exit_code", "wall_s_end_to_end", "grade_summary", "wall_clock_check")},
+            {
+                k: payload[k]
+                for k in (
+                    "exit_code",
+                    "wall_s_end_to_end",
+                    "grade_summary",
+                    "calibration",
+                    "sigma_star_grade",
+                )
+            },
             indent=1,
         )
     )

@@ -6,6 +6,7 @@ R2 = Hilton et al. 2023; R5 = Fu, Rybkin et al. 2025. Nothing here reads files o
 - intervals: percentile intervals of bootstrap values;
 - curves: thresholds, isotonic learning curves and their crossings (every paper);
 - powerlaw: R1's c + (x / b)^(-a) and its fits, one at a time and batched over bootstrap resamples;
+- joint: D_J(sigma) at every threshold in one fit (alpha shared, monotone in J, log space);
 - r1: hyperparameter rules, pooled D_J(sigma), compute, Pareto frontier, budget fit;
 - r5: time to threshold per (task, sigma, N), the pooled variant, the (sigma, N) surface;
 - r2: intrinsic performance.
@@ -14,8 +15,18 @@ The rules' evaluation (`rule_value`) lives in analysis/rules.py (numpy only, sha
 
 from ..errors import AnalysisInputError
 from ..rules import rule_value
-from .curves import crossing_index, crossing_steps, crossings, isotonic, log_thresholds, normalise
+from .curves import (
+    crossing_at,
+    crossing_index,
+    crossing_resolution,
+    crossing_steps,
+    crossings,
+    isotonic,
+    log_thresholds,
+    normalise,
+)
 from .intervals import percentile_interval
+from .joint import data_efficiency_joint, data_efficiency_joint_boot, fit_joint
 from .powerlaw import fit_power_law, fit_power_law_batch, power_law, solve_each
 from .r1 import (
     best_hparams,
@@ -45,7 +56,12 @@ __all__ = [
     "AnalysisInputError",
     "rule_value",
     "percentile_interval",
+    "data_efficiency_joint",
+    "data_efficiency_joint_boot",
+    "fit_joint",
+    "crossing_at",
     "crossing_index",
+    "crossing_resolution",
     "crossing_steps",
     "crossings",
     "isotonic",

@@ -30,24 +30,55 @@ def crossing_index(y, thresholds):
     return np.where(ok.any(-1), ok.argmax(-1), -1)
 
 
-def crossings(curves, thresholds, n_boot=0, rng=None, key="norm"):
-    """D_J of each configuration: first logged step where the isotonic fit of the seed-mean curve
-    reaches J (NaN if never), plus `n_boot` seed-bootstrap resamples of the same.
-    Returns point [n_cfg, K] and boot [n_cfg, n_boot, K]."""
+def crossing_at(iso, steps, thresholds, interpolate=False):
+    """Steps at which each row of a nondecreasing curve iso [..., T] first reaches each threshold ->
+    [..., K] (NaN if never). interpolate=False: the first logged step at or above J (R1's rule: its
+    resolution is the logging interval). interpolate=True: linear between that point and the one before it,
+    the step where the isotonic fit's segment crosses J (a curve already above J at its first point gives
+    that point)."""
+    iso = np.asarray(iso, float)
+    steps = np.asarray(steps, float)
+    J = np.asarray(thresholds, float)
+    ok = iso[..., None, :] >= J[:, None]  # [..., K, T]
+    hit = ok.any(-1)
+    k = ok.argmax(-1)  # [..., K]
+    at = steps[k]
+    if interpolate:
+        k0 = np.clip(k - 1, 0, None)
+        y0 = np.take_along_axis(iso, k0, -1)
+        y1 = np.take_along_axis(iso, k, -1)
+        with np.errstate(all="ignore"):
+            frac = np.where((k > 0) & (y1 > y0), (J - y0) / (y1 - y0), 1.0)
+        at = steps[k0] + np.clip(frac, 0.0, 1.0) * (steps[k] - steps[k0])
+    return np.where(hit, at, np.nan)
+
+
+def crossing_resolution(steps, crossing):
+    """The logging interval a crossing lies in (the steps between the log points around it): what a
+    crossing can resolve, reported next to it. NaN where there is no crossing."""
+    steps = np.asarray(steps, float)
+    d = np.asarray(crossing, float)
+    i = np.clip(np.searchsorted(steps, np.nan_to_num(d, nan=steps[0]), side="left"), 1, len(steps) - 1)
+    gap = steps[i] - steps[i - 1] if len(steps) > 1 else np.zeros_like(d)
+    return np.where(np.isfinite(d), gap, np.nan)
+
+
+def crossings(curves, thresholds, n_boot=0, rng=None, key="norm", interpolate=False):
+    """D_J of each configuration: where the isotonic fit of the seed-mean curve reaches J (NaN if never;
+    the first logged step, or interpolated between log points: `crossing_at`), plus `n_boot`
+    seed-bootstrap resamples of the same. Returns point [n_cfg, K] and boot [n_cfg, n_boot, K]."""
     rng = np.random.default_rng(rng)
     K = len(thresholds)
     point = np.full((len(curves), K), np.nan)
     boot = np.full((len(curves), n_boot, K), np.nan)
     for i, c in enumerate(curves):
         y, steps = c[key], c["steps"]
-        idx = crossing_index(y.mean(1), thresholds)
-        point[i] = np.where(idx >= 0, steps[idx], np.nan)
+        point[i] = crossing_at(isotonic(y.mean(1)), steps, thresholds, interpolate)
         if n_boot:
             s = y.shape[1]
             pick = rng.integers(0, s, size=(n_boot, s))  # resample seeds with replacement
             means = y[:, pick].mean(-1).T  # [n_boot, T]
-            idx = crossing_index(means, thresholds)
-            boot[i] = np.where(idx >= 0, steps[idx], np.nan)
+            boot[i] = crossing_at(isotonic(means), steps, thresholds, interpolate)
     return point, boot
 
 

@@ -116,6 +116,7 @@ def curves(table):
                 steps=steps,
                 returns=ret,
                 n_seeds=ret.shape[1],
+                seeds=[x.item() if hasattr(x, "item") else x for x in us],
                 grad_steps=np.nanmean(other["grad_steps"], 1),
                 flops=np.nanmean(other["flops"], 1),
                 wall_time_s=np.nanmean(other["wall_time_s"], 1),

@@ -36,7 +36,10 @@ class GridStage:
 class FittedStage:
     utd: List[float] = MISSING  # >= 4 values: D_J(sigma) has 3 parameters
     max_env_steps: Optional[List[int]] = None  # per UTD (zipped with utd): low UTDs need more data
-    seeds: Any = 2
+    seeds: Any = 2  # a count, a list, or "auto" (time_budget_s)
+    # evaluations (and log points) per run, spread over its max_env_steps, so every UTD's crossing is resolved
+    # alike; never coarser than base's log interval; 0: base's schedule
+    eval_points: int = 0
     base: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,7 +47,12 @@ class FittedStage:
 class ValidateStage:
     utd: List[float] = MISSING  # held-out UTDs; at least one outside the fitted range
     budget_factor: float = 4.0  # the larger budget = this x the largest fitted budget optimum F*
+    # a count (seeds no grid or fitted run used: they start above the largest of those), a list (disjoint
+    # from those), or "auto"
     seeds: Any = 2
+    # eval.every_steps of a validation run <= this fraction of its smallest predicted D_J (the crossing's
+    # resolution); 0: keep base's
+    eval_spacing: float = 0.05
     # max_env_steps = margin x the larger of the predicted upper bound and F's steps
     steps_margin: float = 1.5
     # ... but the upper bound counts at most this x the point prediction (a noisy fit's interval can reach
@@ -52,6 +60,9 @@ class ValidateStage:
     max_steps_over_prediction: float = 4.0
     # the budget run is skipped (noted) when sigma*(F) lies this factor outside the fitted range
     max_extrapolation: float = 4.0
+    # the budget leg also runs sigma*(F) times each of these (each with F's env steps at its own sigma), so
+    # sigma* is graded: did it reach the best return at F?
+    budget_neighbours: List[float] = field(default_factory=lambda: [0.5, 2.0])
     base: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -73,6 +84,11 @@ class AnalysisSpec:
     compute: str = _analysis("compute")
     model_size: Optional[float] = _analysis("model_size")  # default: run.json's critic_params
     holdout_top_k: int = _analysis("holdout_top_k")
+    # a study's defaults, not R1's: crossings interpolated between evaluations (their resolution is the
+    # evaluation spacing, not the crossing) and D_J(sigma) fitted jointly over thresholds (identifiable, monotone
+    # in J); `first` / `r1` give R1's analysis exactly
+    crossing: str = specs.choice("interpolate", "first", "interpolate")
+    dj_fit: str = specs.choice("joint", "r1", "joint")
     grade_top_k: int = 2  # the summary grades the top-k thresholds
     target_rel_error: float = 0.15
 
@@ -106,6 +122,14 @@ class StudySpec:
     retry: int = 2
     wandb: WandbSpec = field(default_factory=WandbSpec)
     recommend: RecommendSpec = field(default_factory=RecommendSpec)
+    # members per population: "auto" packs each configuration's seeds into one process where the config allows
+    # it (mode=sync, native backend, local launcher: runtime/population.py), else 1; an int caps it
+    population: Any = "auto"
+    # the study's wall-clock budget in seconds (0: none); a stage with `seeds: auto` takes as many seeds as fit
+    # its share, from the costs the study measured on its own earlier runs (seeds_min ... seeds_max)
+    time_budget_s: float = 0.0
+    seeds_min: int = 8
+    seeds_max: int = 32
 
 
 class StudyError(config_lib.ConfigError):
@@ -186,6 +210,7 @@ def _validate(spec, where):
             "validate.budget_factor=%g must be > 1 (a budget above every fitted one)"
             % spec.validate.budget_factor
         )
+    _validate_seeds(spec)
     for k in spec.base:
         if k in STUDY_SETS:
             raise StudyError("base.%s: the study sets %s itself (task / grid / rules)" % (k, k))
@@ -199,13 +224,87 @@ def _validate(spec, where):
             raise StudyError("stage %s of study %s: %s" % (stage, where, e))
 
 
+def _validate_seeds(spec):
+    for stage in ("grid", "fitted", "validate"):
+        seeds = getattr(spec, stage).seeds
+        if seeds == "auto" and (stage == "grid" or spec.time_budget_s <= 0):
+            raise StudyError(
+                "%s.seeds=auto: %s"
+                % (
+                    stage,
+                    "the grid stage measures the costs auto seeds are chosen from; give it a count"
+                    if stage == "grid"
+                    else "needs time_budget_s > 0 (the study's wall-clock budget the seeds must fit)",
+                )
+            )
+    if not 1 <= spec.seeds_min <= spec.seeds_max:
+        raise StudyError(
+            "seeds_min=%d, seeds_max=%d: need 1 <= seeds_min <= seeds_max" % (spec.seeds_min, spec.seeds_max)
+        )
+    if not (spec.population == "auto" or isinstance(spec.population, int) and spec.population >= 1):
+        raise StudyError("population=%r: give \"auto\" or members per population (>= 1)" % (spec.population,))
+    if isinstance(spec.validate.seeds, list):
+        fitted = set(_seed_list(spec.grid.seeds, 1)) | set(_seed_list(spec.fitted.seeds, spec.seeds_max))
+        both = sorted(fitted & set(spec.validate.seeds))
+        if both:
+            raise StudyError(
+                "validate.seeds %s are also grid or fitted seeds: a validation run with a fitted run's seed "
+                "and configuration replays it; give a count (fresh seeds are chosen) or other seeds" % both
+            )
+
+
 # ---------------------------------------------------------------------------------------------- stage sweeps
 def _dir(spec, *parts):
     return os.path.join(spec.out, *parts)
 
 
-def _sweep_dict(spec, stage, rules=None, zip_=None):
-    """The sweep spec of one stage. rules="__skip__" (validation only): expand without rules, nothing runs."""
+def _seed_list(seeds, auto_as):
+    if seeds == "auto":
+        return list(range(auto_as))
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+
+
+def stage_seeds(spec, stage, resolved=None):
+    """The seeds of a stage: its `seeds` (a count, a list, or "auto" resolved by the study into `resolved`
+    {stage: count}). Validation seeds are never a fitted run's: a count starts above every seed the grid and
+    fitted stages can use (fitted "auto" counts as seeds_max), so no validation run replays a fitted run."""
+    st = getattr(spec, stage)
+    seeds = (resolved or {}).get(stage, st.seeds)
+    if stage != "validate" or not isinstance(seeds, (int, str)):
+        return _seed_list(seeds, spec.seeds_min)
+    used = _seed_list(spec.grid.seeds, 1) + _seed_list(spec.fitted.seeds, spec.seeds_max)
+    start = max(used) + 1
+    return list(range(start, start + (spec.seeds_min if seeds == "auto" else seeds)))
+
+
+def _population(spec, base, n):
+    """Members per population for a stage of n seeds per configuration (StudySpec.population)."""
+    if spec.launcher.population != 1:  # the user's own packing
+        return spec.launcher.population
+    if spec.population == "auto":
+        if spec.launcher.kind != "local" or n < 2:
+            return 1
+        try:
+            args = ["%s=%s" % (k, sweep.arg_string(v)) for k, v in base.items()]
+            config_lib.load(args + ["population.size=2"])
+        except config_lib.ConfigError:  # e.g. mode=trio or a backend without populations: one process a seed
+            return 1
+        return n
+    return max(1, min(int(spec.population), n))
+
+
+def _eval_schedule(base, st):
+    """log.every_steps / eval.every_steps per UTD: st.eval_points evaluations over each run's max_env_steps
+    (evaluations happen at log points), never coarser than base's log interval."""
+    cfg = config_lib.load(["%s=%s" % (k, sweep.arg_string(v)) for k, v in base.items()])
+    n, every = cfg.num_envs, cfg.log.every_steps
+    log = [max(1, min(every, int(d / st.eval_points / n))) for d in st.max_env_steps]
+    return {"log.every_steps": log, "eval.every_steps": [k * n for k in log]}
+
+
+def _sweep_dict(spec, stage, rules=None, zip_=None, seeds=None):
+    """The sweep spec of one stage. rules="__skip__" (validation only): expand without rules, nothing runs.
+    seeds: the study's resolved seed counts {stage: n} (stages with `seeds: auto`)."""
     st = getattr(spec, stage)
     base = dict(spec.base, task=spec.task)
     base.update(st.base)
@@ -214,18 +313,23 @@ def _sweep_dict(spec, stage, rules=None, zip_=None):
     base.setdefault("wandb.project", spec.wandb.project)
     if spec.wandb.entity:
         base.setdefault("wandb.entity", spec.wandb.entity)
+    seed_list = stage_seeds(spec, stage, seeds)
+    launcher = OmegaConf.to_container(OmegaConf.structured(spec.launcher))
+    launcher["population"] = _population(spec, base, len(seed_list))
     d = {
         "name": "%s-%s" % (spec.name, stage),
         "out": _dir(spec, stage),
-        "seeds": st.seeds,
+        "seeds": seed_list,
         "retry": spec.retry,
-        "launcher": OmegaConf.to_container(OmegaConf.structured(spec.launcher)),
+        "launcher": launcher,
     }
     if stage in ("grid", "fitted"):
         d["grid"] = {}
         if st.max_env_steps:  # each UTD with its own data budget
             d["zip"] = {"utd": list(st.utd), "max_env_steps": list(st.max_env_steps)}
             base.pop("max_env_steps", None)
+            if stage == "fitted" and st.eval_points:
+                d["zip"].update(_eval_schedule(base, st))
         else:
             d["grid"]["utd"] = list(st.utd)
         if stage == "grid":

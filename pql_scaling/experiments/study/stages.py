@@ -10,8 +10,10 @@ import time
 
 from pql_scaling import config as config_lib
 from pql_scaling.experiments import sweep
-from pql_scaling.experiments.study.spec import StudyError, _dir, _sweep_dict
-from pql_scaling.rundir.disk import log, write_json_atomic
+from pql_scaling.experiments.study import costs
+from pql_scaling.experiments.study.outputs import _recommend, _wandb
+from pql_scaling.experiments.study.spec import StudyError, _dir, _sweep_dict, stage_seeds
+from pql_scaling.rundir.disk import write_json_atomic
 
 
 def _analysis_cfg(spec, inputs, out, **kw):
@@ -29,6 +31,8 @@ def _analysis_cfg(spec, inputs, out, **kw):
         "compute": a.compute,
         "model_size": a.model_size,
         "holdout_top_k": a.holdout_top_k,
+        "crossing": a.crossing,
+        "dj_fit": a.dj_fit,
         "out": out,
     }
     cfg.update(kw)
@@ -89,29 +93,56 @@ def _analyze(cfg, timings, stage):
     return res
 
 
-def _steps(spec, d):
-    cfg = config_lib.load(
+# the shares of the study's time left that `seeds: auto` gives the fitted stage, then the validation stage
+# (what is left after validation pays for the analyses and the report)
+FITTED_SHARE, VALIDATE_SHARE = 0.55, 0.85
+
+
+def _base_cfg(spec):
+    return config_lib.load(
         ["task=%s" % spec.task] + ["%s=%s" % (k, sweep.arg_string(v)) for k, v in spec.base.items()]
     )
-    n = cfg.num_envs
+
+
+def _steps(spec, d):
+    n = _base_cfg(spec).num_envs
     return int(math.ceil(d / n) * n)
 
 
 # ---------------------------------------------------------------------------------------------- the stages
-def _grid(spec, timings):
+def _runs(spec, stage, state, rules="__skip__", zip_=None):
+    """The Runs of a stage's sweep (their directories), as launched."""
+    return sweep.expand(
+        sweep.load_spec(_sweep_dict(spec, stage, rules=rules, zip_=zip_, seeds=state["seeds"]))
+    )
+
+
+def _grid(spec, timings, state):
     """Sweep UTD x batch size x lr, analyze: the (B, lr) rules (grid_analysis/fits.json)."""
     _say(spec, "grid", "UTD x batch size x learning rate runs in %s" % _dir(spec, "grid"))
-    _launch(spec, _sweep_dict(spec, "grid"), timings, "grid_runs")
+    _launch(spec, _sweep_dict(spec, "grid", seeds=state["seeds"]), timings, "grid_runs")
     _say(spec, "grid", "fitting the rules B*(sigma), lr*(sigma) -> %s" % _dir(spec, "grid_analysis"))
     return _analyze(
         _analysis_cfg(spec, _dir(spec, "grid"), _dir(spec, "grid_analysis")), timings, "grid_analysis"
     )
 
 
-def _fitted(spec, rules, timings):
-    """Sweep the fitted UTDs with the rules' (B, lr), analyze: the laws."""
-    _say(spec, "fitted", "runs at the rules' (B, lr) in %s" % _dir(spec, "fitted"))
-    _launch(spec, _sweep_dict(spec, "fitted", rules=rules), timings, "fitted_runs")
+def _fitted(spec, rules, timings, state):
+    """Sweep the fitted UTDs with the rules' (B, lr) (seeds: auto chosen from the grid's measured costs),
+    analyze: the laws."""
+    if spec.fitted.seeds == "auto" and "fitted" not in state["seeds"]:
+        steps = spec.fitted.max_env_steps or [_base_cfg(spec).max_env_steps] * len(spec.fitted.utd)
+        state["seeds"]["fitted"], state["seed_choice"]["fitted"] = costs.choose_seeds(
+            spec,
+            list(zip(spec.fitted.utd, steps)),
+            [(_runs(spec, "grid", state), timings.get("grid_runs", 0.0))],
+            sum(timings.values()),
+            share=FITTED_SHARE,
+        )
+        write_json_atomic(_dir(spec, "study.json"), state)  # a rerun keeps the choice
+    n = len(stage_seeds(spec, "fitted", state["seeds"]))
+    _say(spec, "fitted", "runs at the rules' (B, lr), %d seeds each, in %s" % (n, _dir(spec, "fitted")))
+    _launch(spec, _sweep_dict(spec, "fitted", rules=rules, seeds=state["seeds"]), timings, "fitted_runs")
     _say(spec, "fitted", "fitting the laws -> %s" % _dir(spec, "fitted_analysis"))
     cfg = _analysis_cfg(spec, _dir(spec, "fitted"), _dir(spec, "fitted_analysis"), hparam_fits=rules)
     return _analyze(cfg, timings, "fitted_analysis")
@@ -127,15 +158,27 @@ def _validation_steps(spec, c):
     return _steps(spec, spec.validate.steps_margin * need)
 
 
-def _predict(spec, fit_res, rules):
-    """prediction.json: written once, before any validation run starts; read back when it exists."""
-    from pql_scaling.analysis import predict as P
+def _eval_every(spec, c):
+    """eval.every_steps of a validation run: <= validate.eval_spacing x its smallest predicted D_J, so the
+    crossing is resolved to that fraction (a multiple of num_envs, at least one actor step)."""
+    n = _base_cfg(spec).num_envs
+    ds = [t["D"] for t in c["thresholds"] if t.get("D") and math.isfinite(t["D"]) and t["D"] > 0]
+    if not spec.validate.eval_spacing or not ds:
+        return None
+    return int(max(1, math.floor(spec.validate.eval_spacing * min(ds) / n)) * n)
+
+
+def _predict(spec, fit_res, rules, state, timings):
+    """prediction.json: written once, before any validation run starts; read back when it exists. With
+    validate.seeds=auto the seed count is chosen here (the runs' lengths are known now), and the intervals
+    are for a measurement with that many seeds."""
     from pql_scaling.analysis.report import to_json
 
     pred_path = _dir(spec, "prediction.json")
     prediction = sweep.read_json(pred_path)
     if prediction is not None:
         _say(spec, "predict", "read back %s (made before any validation run)" % pred_path)
+        state["seeds"]["validate"] = prediction["n_seeds"]
         return prediction
     _say(spec, "predict", "writing %s" % pred_path)
     if os.path.isdir(_dir(spec, "validate")) and os.listdir(_dir(spec, "validate")):
@@ -143,16 +186,20 @@ def _predict(spec, fit_res, rules):
             "%s has validation runs but no prediction.json: the prediction cannot be made after "
             "its runs exist; delete that folder to predict and validate again" % _dir(spec, "validate")
         )
-    p = P.predict(fit_res, list(spec.validate.utd), budget_factor=spec.validate.budget_factor)
-    lo, hi, x = p["fitted_utd_range"][0], p["fitted_utd_range"][1], spec.validate.max_extrapolation
-    if p.get("budget") and not lo / x <= p["budget"]["sigma"] <= hi * x:  # recorded, but not run
-        why = (
-            "sigma*(F) = %.4g is more than %gx outside the fitted range [%g, %g] "
-            "(validate.max_extrapolation)" % (p["budget"]["sigma"], x, lo, hi)
+    n = len(stage_seeds(spec, "validate", state["seeds"]))
+    p = _prediction(spec, fit_res, n)
+    if spec.validate.seeds == "auto":
+        measured = [
+            (_runs(spec, "grid", state), timings.get("grid_runs", 0.0)),
+            (_runs(spec, "fitted", state, rules=rules), timings.get("fitted_runs", 0.0)),
+        ]
+        configs = [(c["sigma"], c["max_env_steps"]) for c in _validation_configs(p)]
+        n, state["seed_choice"]["validate"] = costs.choose_seeds(
+            spec, configs, measured, sum(timings.values()), share=VALIDATE_SHARE
         )
-        p["budget_not_run"] = dict(p.pop("budget"), reason=why)
-    for c in p["held_out"] + ([p["budget"]] if p.get("budget") else []):
-        c["max_env_steps"] = _validation_steps(spec, c)
+        p = _prediction(spec, fit_res, n)
+    state["seeds"]["validate"] = n
+    write_json_atomic(_dir(spec, "study.json"), state)
     prediction = {
         "study": spec.name,
         "task": spec.task,
@@ -160,31 +207,77 @@ def _predict(spec, fit_res, rules):
         "time": _now(),
         "fits": os.path.join(_dir(spec, "fitted_analysis"), "fits.json"),
         "rules": rules,
+        "validation_seeds": stage_seeds(spec, "validate", state["seeds"]),
         **p,
     }
     write_json_atomic(pred_path, to_json(prediction))
     return sweep.read_json(pred_path)
 
 
-def _validate(spec, prediction, rules, timings):
+def _prediction(spec, fit_res, n_seeds):
+    """The predictions for n_seeds validation seeds: held-out UTDs, the budget leg (sigma*(F) and its
+    neighbours sigma* x validate.budget_neighbours), each with its run length and evaluation spacing."""
+    from pql_scaling.analysis import predict as P
+
+    v = spec.validate
+    p = P.predict(fit_res, list(v.utd), budget_factor=v.budget_factor, n_seeds=n_seeds)
+    lo, hi, x = p["fitted_utd_range"][0], p["fitted_utd_range"][1], v.max_extrapolation
+    if p.get("budget") and not lo / x <= p["budget"]["sigma"] <= hi * x:  # recorded, but not run
+        why = (
+            "sigma*(F) = %.4g is more than %gx outside the fitted range [%g, %g] "
+            "(validate.max_extrapolation)" % (p["budget"]["sigma"], x, lo, hi)
+        )
+        p["budget_not_run"] = dict(p.pop("budget"), reason=why)
+    if p.get("budget"):
+        b = p["budget"]
+        p["budget_checks"] = [
+            dict(P.budget_point(fit_res, b["F"], b["sigma"] * f, n_seeds, kind="budget_check"), F=b["F"])
+            for f in v.budget_neighbours
+        ]
+    for c in _validation_configs(p):
+        c["max_env_steps"] = _validation_steps(spec, c)
+        c["eval_every_steps"] = _eval_every(spec, c)
+    return p
+
+
+def _validation_configs(p):
+    return p["held_out"] + ([p["budget"]] if p.get("budget") else []) + p.get("budget_checks", [])
+
+
+def _validate(spec, prediction, rules, timings, state):
     """Sweep the held-out configurations, measure them against the prediction: grade.json and grade.png."""
     from pql_scaling.analysis import predict as P
     from pql_scaling.analysis.report import to_json
 
-    configs = prediction["held_out"] + ([prediction["budget"]] if prediction.get("budget") else [])
-    sig = [float("%.6g" % c["sigma"]) for c in configs]
-    zip_ = {"utd": sig, "max_env_steps": [int(c["max_env_steps"]) for c in configs]}
+    configs = _validation_configs(prediction)
+    for c in configs:  # the runs' sigma is the rounded one the sweep launched
+        c["sigma"] = float("%.6g" % c["sigma"])
+    runs = {}  # one run per UTD: the longest any of its configurations needs, the finest evaluation
+    for c in configs:
+        r = runs.setdefault(c["sigma"], {"steps": 0, "every": None})
+        r["steps"] = max(r["steps"], int(c["max_env_steps"]))
+        if c.get("eval_every_steps"):
+            r["every"] = min(r["every"] or c["eval_every_steps"], c["eval_every_steps"])
+    sig = sorted(runs)
+    zip_ = {"utd": sig, "max_env_steps": [runs[x]["steps"] for x in sig]}
+    if all(runs[x]["every"] for x in sig):  # evaluations happen at log points: log as often
+        n = _base_cfg(spec).num_envs
+        zip_["eval.every_steps"] = [runs[x]["every"] for x in sig]
+        zip_["log.every_steps"] = [max(1, runs[x]["every"] // n) for x in sig]
     _say(
         spec,
         "validate",
-        "held-out runs at UTD %s in %s" % (", ".join("%g" % x for x in sig), _dir(spec, "validate")),
+        "held-out runs at UTD %s, seeds %s, in %s"
+        % (
+            ", ".join("%g" % x for x in sig),
+            _seed_range(prediction["validation_seeds"]),
+            _dir(spec, "validate"),
+        ),
     )
-    _launch(spec, _sweep_dict(spec, "validate", rules=rules, zip_=zip_), timings, "validate_runs")
+    d = _sweep_dict(spec, "validate", rules=rules, zip_=zip_, seeds=state["seeds"])
+    _launch(spec, d, timings, "validate_runs")
     t0 = time.monotonic()
-    at = {}
-    b = prediction.get("budget")
-    if b:
-        at[float("%.6g" % b["sigma"])] = b["env_steps_for_F"]
+    at = {c["sigma"]: c["env_steps_for_F"] for c in configs if c["kind"] in ("budget", "budget_check")}
     measured, returns_note, skipped = P.measure_inputs(
         [_dir(spec, "validate")],
         prediction["thresholds"],
@@ -193,9 +286,8 @@ def _validate(spec, prediction, rules, timings):
         spec.analysis.returns,
         spec.analysis.bootstrap,
         at,
+        interpolate=spec.analysis.crossing == "interpolate",
     )
-    for c in configs:  # the runs' sigma is the rounded one the sweep launched
-        c["sigma"] = float("%.6g" % c["sigma"])
     g = P.grade(prediction, measured, spec.analysis.grade_top_k, spec.analysis.target_rel_error)
     g.update(
         study=spec.name,
@@ -204,6 +296,7 @@ def _validate(spec, prediction, rules, timings):
         returns=returns_note,
         prediction_code_version=prediction["code_version"],
         prediction_time=prediction["time"],
+        replays=_replays(spec, state, rules, d),
     )
     write_json_atomic(_dir(spec, "grade.json"), to_json(g))
     from pql_scaling.analysis import plots
@@ -211,6 +304,25 @@ def _validate(spec, prediction, rules, timings):
     plots.grade(g, _dir(spec, "grade.png"))
     timings["grade"] = timings.get("grade", 0.0) + time.monotonic() - t0
     return g
+
+
+def _seed_range(seeds):
+    return "%d-%d" % (min(seeds), max(seeds)) if seeds else "-"
+
+
+def _replays(spec, state, rules, validate_dict):
+    """Validation runs that repeat a fitted or grid run exactly (same overrides, seed included): there must be
+    none, or the grade is not a test of the laws (recorded; the grade's rows at a fitted UTD are in-sample)."""
+    seen = set()
+    for stage, r in (("grid", None), ("fitted", rules)):
+        for run in _runs(spec, stage, state, rules=r or "__skip__"):
+            seen.add(tuple(sorted(a for a in run.overrides if not a.startswith(("run_dir=", "wandb.")))))
+    out = []
+    for run in sweep.expand(sweep.load_spec(validate_dict)):
+        key = tuple(sorted(a for a in run.overrides if not a.startswith(("run_dir=", "wandb."))))
+        if key in seen:
+            out.append(run.name)
+    return out
 
 
 def run(spec, stop_after=None):
@@ -228,20 +340,22 @@ def run(spec, stop_after=None):
         state["updated"] = _now()
         write_json_atomic(state_path, state)
 
-    grid_res = _grid(spec, timings)
+    state.setdefault("seeds", {})
+    state.setdefault("seed_choice", {})
+    grid_res = _grid(spec, timings, state)
     save("grid")
     if stop_after == "grid":
         return None
     rules = os.path.join(_dir(spec, "grid_analysis"), "fits.json")
-    fit_res = _fitted(spec, rules, timings)
+    fit_res = _fitted(spec, rules, timings, state)
     save("fitted")
     if stop_after == "fitted":
         return None
-    prediction = _predict(spec, fit_res, rules)
+    prediction = _predict(spec, fit_res, rules, state, timings)
     save("predicted")
     if stop_after == "predict":
         return None
-    g = _validate(spec, prediction, rules, timings)
+    g = _validate(spec, prediction, rules, timings, state)
     state["wall_s_this_invocation"] = time.monotonic() - t_start
     rec = _recommend(spec, _dir(spec, "fitted_analysis"), prediction)
     from pql_scaling.analysis.study_report import study_report
@@ -258,6 +372,7 @@ def run(spec, stop_after=None):
         g,
         rec,
         timings,
+        state.get("seed_choice"),
     )
     save("graded")
     if spec.wandb.mode != "disabled":
@@ -265,72 +380,6 @@ def run(spec, stop_after=None):
     return g
 
 
-def _recommend(spec, fit_out, prediction):
-    from pql_scaling.analysis.recommend import recommend, recommend_line
-
-    fits = sweep.read_json(os.path.join(fit_out, "fits.json"))
-    # the held-out budget, run or not (a sigma* far outside the fitted range is recorded but not run)
-    held_out = prediction.get("budget") or prediction.get("budget_not_run") or {}
-    budget = spec.recommend.budget or held_out.get("F")
-    if not budget or not (fits or {}).get("budget", {}).get("sigma_star"):
-        return None
-    n = spec.recommend.num_envs or _steps(spec, 1)
-    r = recommend(fits, budget, spec.task, n)
-    line = recommend_line(r, n, task=spec.task, width=False)  # the study's runs are at one width
-    return {"budget": budget, "sigma": r["sigma"], "line": "pql-scale train " + line}
-
-
 # ---------------------------------------------------------------------------------------------- outputs
 def _now():
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _wandb(spec, fit_res, g, pred):
-    """The study's fits, tables and plots to a W&B run of job type `analysis` in the runs' group."""
-    try:
-        import wandb
-
-        config = {"study": spec.name, "task": spec.task, "code_version": pred["code_version"]}
-        run = wandb.init(
-            project=spec.wandb.project,
-            entity=spec.wandb.entity,
-            group=spec.name,
-            job_type="analysis",
-            name="%s-analysis" % spec.name,
-            mode=spec.wandb.mode,
-            dir=spec.out,
-            reinit=True,
-            config=config,
-        )
-        cols = ["kind", "sigma", "J", "D_pred", "D_pred_lo", "D_pred_hi", "D_meas", "rel_error", "inside"]
-        run.log(
-            {
-                "grade": wandb.Table(columns=cols, data=[[r[c] for c in cols] for r in g["rows"]]),
-                "data_efficiency": wandb.Table(
-                    columns=["J", "D_min", "alpha", "beta"],
-                    data=[
-                        [r["J"], r.get("D_min"), r.get("alpha"), r.get("beta")]
-                        for r in fit_res["data_efficiency"]
-                    ],
-                ),
-            }
-        )
-        for img in (
-            "grade.png",
-            "fitted_analysis/data_efficiency.png",
-            "fitted_analysis/pareto.png",
-            "fitted_analysis/budget.png",
-            "grid_analysis/hparams.png",
-        ):
-            if os.path.exists(_dir(spec, img)):
-                run.log({img.replace("/", "_").replace(".png", ""): wandb.Image(_dir(spec, img))})
-        s = g["summary"]
-        run.summary.update(
-            {"grade_median_abs_rel_error": s["median_abs_rel_error"], "grade_coverage": s["coverage"]}
-        )
-        b = fit_res.get("budget", {}).get("sigma_star")
-        if b:
-            run.summary.update({"sigma_star_coef": b["coef"], "sigma_star_exponent": b["exponent"]})
-        run.finish()
-    except Exception as e:  # noqa: BLE001 - the local files are the record; W&B is a mirror
-        log.warning("W&B analysis run failed (%s: %s); the study's files are complete", type(e).__name__, e)

@@ -1,0 +1,203 @@
+"""A study one can bet on (issue 26), as pure functions on known laws: crossings interpolated at the data's
+resolution, the joint D_J(sigma) fit (identifiable, monotone in J), prediction intervals for a measurement
+with n seeds and their calibration, in-sample rows graded apart, validation seeds that never replay a fitted
+run, and `seeds: auto` from measured costs."""
+
+import os
+
+import numpy as np
+import pytest
+
+from pql_scaling.analysis import fit, pipeline, predict
+from pql_scaling.analysis.study_report import headline, verdict
+from pql_scaling.experiments import study
+from pql_scaling.experiments.study import costs, stages
+from pql_scaling.experiments.study.spec import _sweep_dict, stage_seeds
+from tests.test_study_analysis import RMAX, RMIN, tau, write_run
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PENDULUM = os.path.join(HERE, "..", "studies", "pendulum_cpu.yaml")
+
+
+def test_interpolated_crossing_lies_on_the_curve_not_on_the_log_grid():
+    steps = np.arange(0.0, 1000.0, 100.0)
+    y = np.linspace(0.0, 900.0, 10)  # 1 return point per env step
+    J = [450.0, 0.0, 950.0]
+    first = fit.crossing_at(y, steps, J)
+    inter = fit.crossing_at(y, steps, J, interpolate=True)
+    assert first[0] == 500.0 and inter[0] == pytest.approx(450.0)  # R1's rule vs the segment's crossing
+    assert first[1] == inter[1] == 0.0  # above J from the first point: that point
+    assert np.isnan(first[2]) and np.isnan(inter[2])
+    assert fit.crossing_resolution(steps, inter)[0] == 100.0
+    # batched rows (bootstrap resamples) give each row's own crossing
+    rows = np.stack([y, y / 2])
+    assert fit.crossing_at(rows, steps, [450.0], True)[:, 0] == pytest.approx([450.0, 900.0])
+
+
+def _law(x, alpha, dmin, beta):
+    return dmin[None, :] + (beta[None, :] / x[:, None]) ** alpha
+
+
+def test_joint_fit_recovers_a_known_law_and_every_resample_is_monotone_in_J():
+    x = np.array([1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0])
+    alpha, dmin, beta = 0.9, np.array([1500.0, 2000.0, 2600.0]), np.array([60.0, 80.0, 110.0])
+    times = _law(x, alpha, dmin, beta)[None]  # [task, utd, K]
+    rows = fit.data_efficiency_joint(x, times)
+    assert [r["alpha"] for r in rows] == pytest.approx([alpha] * 3, rel=1e-6)
+    assert [r["D_min"] for r in rows] == pytest.approx(dmin.tolist(), rel=1e-5)
+    assert [r["beta"] for r in rows] == pytest.approx(beta.tolist(), rel=1e-5)
+    # seed noise of 15% per crossing: R1's separate fits can cross over in J, the joint fit cannot
+    rng = np.random.default_rng(0)
+    noisy = times[None] * np.exp(0.15 * rng.standard_normal((40,) + times.shape))
+    boot = fit.data_efficiency_joint_boot(x, noisy, rows)
+    grid = np.logspace(-2, 1, 30)
+    for r in range(40):
+        if not all(b["converged"][r] for b in boot):
+            continue
+        d = np.stack([fit.d_of_sigma({q: b[q][r] for q in ("a", "b", "c", "m")}, grid) for b in boot])
+        assert (np.diff(d, axis=0) >= -1e-9 * d[1:]).all()  # D_J(sigma) nondecreasing in J at every sigma
+        assert all(b["D_min"][r] >= 0 for b in boot)
+
+
+@pytest.fixture(scope="module")
+def law_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("law")
+    for s in (0.125, 0.25, 0.5, 1.0):
+        for seed in range(12):
+            write_run(str(root / ("u%g_s%d" % (s, seed))), s, seed, params=1e4, every=200, noise=30.0)
+    return str(root)
+
+
+def _cfg(inputs, **kw):
+    return {
+        "inputs": [inputs],
+        "max_returns": {"synth": RMAX},
+        "min_returns": {"synth": RMIN},
+        "thresholds": [500.0, 650.0, 800.0],
+        "bootstrap": 60,
+        "plots": False,
+        "crossing": "interpolate",
+        "dj_fit": "joint",
+        "model_size": 1e4,
+        "delta": 1e6,
+        "holdout_top_k": 0,
+        **kw,
+    }
+
+
+def test_held_out_predictions_of_a_known_law_are_tight_and_calibrated(law_runs, tmp_path):
+    res = pipeline.run_analysis(_cfg(law_runs))
+    n_val = 12
+    p = predict.predict(res, [0.0625, 2.0, 0.5], n_seeds=n_val)
+    assert p["fitted_utds"] == [0.125, 0.25, 0.5, 1.0]
+    k = np.log(1000 / (1000 - 800.0))
+    for h in p["held_out"]:
+        top = h["thresholds"][-1]
+        assert top["D"] == pytest.approx(k * tau(h["sigma"]), rel=0.1)
+        lo, hi = top["D_ci95"]
+        assert lo < top["D"] < hi and hi / lo < 2.0
+        flo, fhi = top["D_ci95_fit_only"]  # a measurement's own seed noise widens the fit's interval
+        assert lo <= flo and fhi <= hi
+    val = tmp_path / "val"
+    for s in (0.0625, 2.0, 0.5):
+        for seed in range(100, 100 + n_val):  # fresh seeds
+            write_run(str(val / ("u%g_s%d" % (s, seed))), s, seed, every=50, noise=30.0)
+    measured, _, _ = predict.measure_inputs(
+        [str(val)], p["thresholds"], {"synth": RMAX}, {"synth": RMIN}, "eval", 20, interpolate=True
+    )
+    assert all(t["resolution"] == 50.0 for m in measured for t in m["thresholds"] if t["D"])
+    g = predict.grade(p, measured)
+    s = g["summary"]
+    assert s["n_measured"] == 4  # 0.0625 and 2.0 at the top two thresholds; 0.5 is in-sample
+    assert s["median_abs_rel_error"] < 0.1 and s["max_interval_ratio"] < 2.0
+    assert g["calibration"]["n"] == 6 and g["calibration"]["coverage"] >= 0.5
+    assert [r["in_sample"] for r in g["rows"] if r["sigma"] == 0.5] == [True] * 3
+    assert g["in_sample_summary"]["n_measured"] == 2
+    word, why = verdict(s, g["calibration"], [])
+    assert word in ("trust", "use with care"), why
+    assert headline(p, g)[0].startswith("**Verdict: ")
+    assert verdict(s, g["calibration"], ["v/run"])[0] == "do not trust"  # a replay voids the grade
+
+
+def _spec(tmp_path, **kw):
+    return study.load_spec(PENDULUM, ["out=%s" % (tmp_path / "s")] + ["%s=%s" % kv for kv in kw.items()])
+
+
+def _keys(d):
+    from pql_scaling.experiments import sweep
+
+    return {
+        tuple(sorted(a for a in r.overrides if not a.startswith(("run_dir=", "wandb."))))
+        for r in sweep.expand(sweep.load_spec(d))
+    }
+
+
+@pytest.fixture(scope="module")
+def pend(tmp_path_factory):
+    return _spec(tmp_path_factory.mktemp("pend"))
+
+
+def test_validation_runs_never_replay_a_fitted_run(pend, tmp_path):
+    spec = pend
+    seeds = {"fitted": 6, "validate": 4}  # few seeds: every run's config is built and checked (~50 ms each)
+    fitted_seeds, val_seeds = stage_seeds(spec, "fitted", seeds), stage_seeds(spec, "validate", seeds)
+    assert len(val_seeds) == 4 and not set(val_seeds) & set(fitted_seeds)
+    assert min(val_seeds) > max(stage_seeds(spec, "fitted", {"fitted": spec.seeds_max}))
+    # even at a fitted UTD, with the fitted stage's run length, no validation run is a fitted run
+    z = {"utd": [0.25, 1.0], "max_env_steps": [16000, 8000]}
+    fitted = _keys(_sweep_dict(spec, "fitted", rules="__skip__", seeds=seeds))
+    val = _keys(_sweep_dict(spec, "validate", rules="__skip__", zip_=z, seeds=seeds))
+    assert len(val) == 2 * 4 and not fitted & val
+    # the check the grade records finds a replay when there is one
+    state = {"seeds": seeds}
+    replay = _sweep_dict(spec, "fitted", rules="__skip__", seeds=seeds)
+    assert stages._replays(spec, state, None, replay)
+    assert (
+        stages._replays(
+            spec, state, None, _sweep_dict(spec, "validate", rules="__skip__", zip_=z, seeds=seeds)
+        )
+        == []
+    )
+    with pytest.raises(study.StudyError, match="replays it"):
+        _spec(tmp_path, **{"validate.seeds": "[3,500]"})
+    with pytest.raises(study.StudyError, match="time_budget_s"):
+        _spec(tmp_path, time_budget_s=0)
+
+
+def test_a_population_per_configuration_when_the_config_allows(pend, monkeypatch):
+    spec = pend
+    d = _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})
+    assert d["launcher"]["population"] == 24 and len(d["seeds"]) == 24
+    with monkeypatch.context() as m:  # the trio has no populations: one process per seed
+        m.setattr(spec, "base", dict(spec.base, mode="trio"))
+        assert (
+            _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})["launcher"]["population"] == 1
+        )
+    monkeypatch.setattr(spec, "population", 5)
+    assert _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})["launcher"]["population"] == 5
+
+
+def test_auto_seeds_fit_the_time_left_by_the_measured_cost_model(pend, monkeypatch):
+    spec = pend
+    monkeypatch.setattr(spec, "time_budget_s", 1000.0)
+    monkeypatch.setattr(spec, "seeds_min", 2)
+    monkeypatch.setattr(spec, "seeds_max", 100)
+    a, r = 1e-4, 6.0  # s per member env step at sigma = 0, and the update share
+    runs = []
+    for s in (0.0625, 0.5):  # one population of 4 members per UTD: 4 run directories sharing its clock
+        d = 20000.0
+        runs += [{"sigma": s, "env_steps": d, "members": 4, "wall_s": 4 * d * a * (1 + r * s)}] * 4
+    assert costs.update_ratio(runs) == pytest.approx(r)
+    monkeypatch.setattr(costs, "run_costs", lambda _runs: runs)
+    stage_s = 60.0
+    configs = [(0.0625, 32000), (0.125, 20000), (0.25, 16000), (0.5, 10000)]
+    n, how = costs.choose_seeds(spec, configs, [([object()], stage_s)], spent_s=100.0, share=0.5)
+    k = stage_s * 2 / sum(c["env_steps"] * (1 + r * c["sigma"]) for c in runs)  # 2 populations in parallel
+    per_seed = k * sum(d * (1 + r * s) for s, d in configs) / 2
+    assert n == int(0.5 * 900 // per_seed) and how["limited_by"] == "budget"
+    assert how["predicted_stage_s"] <= 0.5 * 900 < how["predicted_stage_s"] + per_seed
+    monkeypatch.setattr(spec, "time_budget_s", 120.0)
+    monkeypatch.setattr(spec, "seeds_min", 8)
+    assert (
+        costs.choose_seeds(spec, configs, [([object()], stage_s)], 100.0, 0.5)[1]["limited_by"] == "seeds_min"
+    )
