@@ -23,7 +23,9 @@ EVAL = ["eval.every_steps=320", "eval.episodes=3"]
 
 
 def test_sync_eval_is_logged_and_leaves_training_unchanged(tmp_path):
-    a = rows(train(SMALL + ["mode=sync", "run_dir=%s" % (tmp_path / "plain")], quiet=True))
+    a = rows(
+        train(SMALL + ["eval.every_steps=0", "mode=sync", "run_dir=%s" % (tmp_path / "plain")], quiet=True)
+    )
     b = rows(train(SMALL + EVAL + ["mode=sync", "run_dir=%s" % (tmp_path / "eval")], quiet=True))
     evals = [r for r in b if "eval_return_mean" in r]
     assert [r["env_steps"] for r in evals] == [320, 640]  # the first log point at or after each multiple

@@ -165,6 +165,8 @@ def _open_session(
             s.facts["critic_params"],
             s.facts["defaults"],
         )
+        if (cfg.backend or envs.default_backend(cfg.task)) == "isaacgym":
+            log.info("evaluation off: Isaac Gym allows one simulation per process, so no separate eval batch")
         if not quiet and not resuming:
             print(
                 "%s on %s: defaults from %s (overrides on top)" % (cfg.task, cfg.device, s.facts["defaults"]),
