@@ -285,18 +285,23 @@ def _population(spec, base, n):
         if spec.launcher.kind != "local" or n < 2:
             return 1
         try:
-            args = ["%s=%s" % (k, sweep.arg_string(v)) for k, v in base.items()]
-            config_lib.load(args + ["population.size=2"])
+            config_lib.load(_args(base) + ["population.size=2"])
         except config_lib.ConfigError:  # e.g. mode=trio or a backend without populations: one process a seed
             return 1
         return n
     return max(1, min(int(spec.population), n))
 
 
+def _args(base):
+    """base as `pql-scale train` arguments, with a placeholder run length where the stage gives it per UTD."""
+    args = ["%s=%s" % (k, sweep.arg_string(v)) for k, v in base.items()]
+    return args + ([] if "max_env_steps" in base else ["max_env_steps=1000"])
+
+
 def _eval_schedule(base, st):
     """log.every_steps / eval.every_steps per UTD: st.eval_points evaluations over each run's max_env_steps
     (evaluations happen at log points), never coarser than base's log interval."""
-    cfg = config_lib.load(["%s=%s" % (k, sweep.arg_string(v)) for k, v in base.items()])
+    cfg = config_lib.load(_args(base))
     n, every = cfg.num_envs, cfg.log.every_steps
     log = [max(1, min(every, int(d / st.eval_points / n))) for d in st.max_env_steps]
     return {"log.every_steps": log, "eval.every_steps": [k * n for k in log]}
