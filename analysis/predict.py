@@ -7,7 +7,7 @@ interval (the fits of the seed-bootstrap resamples, docs/science.md 2.4: the int
 from seed noise in the fitted runs, not the noise of the validation runs themselves); for a budget F above
 every fitted one the budget-optimal sigma*(F) (from each resample's sigma*(F) fit) and the return its run
 reaches with F.
-`measure` and `grade` compare with the runs. Pure functions: the caller reads and writes files.
+`measure` measures the runs; `grade` (analysis/grade.py) compares. Pure functions: the caller reads and writes files.
 """
 
 import warnings
@@ -16,6 +16,7 @@ import numpy as np
 
 from . import fit
 from .errors import AnalysisInputError
+from .grade import grade  # noqa: F401  (predict.grade: the study grades through this module)
 
 Q = (2.5, 97.5)
 
@@ -237,124 +238,11 @@ def measure(curves, thresholds, n_boot=100, rng=0, at_steps=None, interpolate=Fa
                 "env_steps": float(d),
                 "reached": bool(c["steps"][-1] >= d),
                 "return": float(np.interp(d, c["steps"], iso)),
+                # each seed's own (isotonic) normalised return there: the budget leg's aggregates compare them
+                "seed_returns": [float(np.interp(d, c["steps"], y)) for y in fit.isotonic(c["norm"].T)],
             }
         out.append(row)
     return out
-
-
-def _in_sample(sigma, fitted):
-    return any(abs(sigma - f) <= 1e-6 * abs(f) for f in fitted or ())
-
-
-def _summary(rows, Js, target):
-    top = [r for r in rows if r["J"] in Js]
-    errs = [abs(r["rel_error"]) for r in top if r["rel_error"] is not None]
-    ins = [r["inside"] for r in top if r["inside"] is not None]
-    widths = [r["D_pred_hi"] / r["D_pred_lo"] for r in top if r["D_pred_lo"] and r["D_pred_hi"]]
-    return {
-        "top_thresholds": Js,
-        "target_rel_error": target,
-        "n": len(top),
-        "n_measured": len(errs),
-        "median_abs_rel_error": float(np.median(errs)) if errs else None,
-        "max_abs_rel_error": float(np.max(errs)) if errs else None,
-        "within_target": int(sum(e <= target for e in errs)),
-        "inside_interval": int(sum(ins)),
-        "coverage": float(np.mean(ins)) if ins else None,
-        "max_interval_ratio": float(np.max(widths)) if widths else None,
-        "not_reached": [f"sigma={r['sigma']:.4g} J={r['J']:.0f}" for r in top if r["D_meas"] is None],
-    }
-
-
-def grade(prediction, measured, top_k=2, target=0.15, fitted_utds=None):
-    """Predicted vs measured per held-out configuration and threshold: relative error (pred - meas) / meas and
-    whether the measured value lies inside the predicted interval. A configuration at a UTD in `fitted_utds`
-    (default: the prediction's fitted ones, when it lists them) is graded apart as in-sample: it is not held
-    out, whatever its seeds. The summary covers the held-out rows at the `top_k` highest thresholds against
-    the `target` relative error; `calibration` the coverage of the nominal 95% intervals over every held-out
-    row, every threshold."""
-    fitted = fitted_utds if fitted_utds is not None else prediction.get("fitted_utds")
-    by = {round(m["sigma"], 12): m for m in measured}
-    rows = []
-    configs = list(prediction["held_out"]) + ([prediction["budget"]] if prediction.get("budget") else [])
-    for cfg in configs:  # (the budget checks are graded on their return at F only)
-        m = by.get(round(cfg["sigma"], 12))
-        meas = {t["J"]: t for t in (m["thresholds"] if m else [])}
-        for t in cfg["thresholds"]:
-            mt = meas.get(t["J"], {})
-            d = mt.get("D")
-            lo, hi = t["D_ci95"]
-            rows.append(
-                {
-                    "kind": cfg["kind"],
-                    "sigma": cfg["sigma"],
-                    "in_sample": _in_sample(cfg["sigma"], fitted),
-                    "J": t["J"],
-                    "D_pred": t["D"],
-                    "D_pred_lo": lo,
-                    "D_pred_hi": hi,
-                    "D_meas": d,
-                    "D_meas_ci95": mt.get("D_ci95", [None, None]),
-                    "D_meas_resolution": mt.get("resolution"),
-                    "rel_error": None if d is None else (t["D"] - d) / d,
-                    "inside": None if d is None or lo is None else bool(lo <= d <= hi),
-                }
-            )
-    held = [r for r in rows if not r["in_sample"]]
-    Js = sorted({r["J"] for r in rows})[-top_k:]
-    every = [r["inside"] for r in held if r["inside"] is not None]
-    out = {
-        "rows": rows,
-        "summary": _summary(held, Js, target),
-        "calibration": {
-            "nominal": 0.95,
-            "n": len(every),
-            "inside": int(sum(every)),
-            "coverage": float(np.mean(every)) if every else None,
-        },
-    }
-    ins = [r for r in rows if r["in_sample"]]
-    if ins:
-        out["in_sample_summary"] = _summary(ins, Js, target)
-    b = prediction.get("budget")
-    if b:
-        out["budget_return"] = _budget_grade(b, by, fitted)
-        checks = [_budget_grade(c, by, fitted) for c in prediction.get("budget_checks", [])]
-        if checks:
-            out["budget_checks"] = checks
-            got = [x for x in [out["budget_return"]] + checks if x["measured"] is not None]
-            if got:
-                best = max(got, key=lambda x: x["measured"])
-                star = out["budget_return"]["measured"]
-                out["sigma_star_grade"] = {
-                    "sigma_star": b["sigma"],
-                    "best_measured_sigma": best["sigma"],
-                    "sigma_star_is_best": best["sigma"] == b["sigma"],
-                    # normalised return points sigma* left on the table at F (0 when it was the best)
-                    "shortfall": None if star is None else float(best["measured"] - star),
-                    "measured": {"%.4g" % x["sigma"]: x["measured"] for x in got},
-                }
-    return out
-
-
-def _budget_grade(b, by, fitted):
-    """Predicted vs measured return after the env steps budget F buys at b's sigma."""
-    m = by.get(round(b["sigma"], 12))
-    got = (m or {}).get("return_at_steps")
-    lo, hi = b["return_at_F_ci95"]
-    pred = b["return_at_F"]
-    return {
-        "F": b.get("F"),
-        "sigma": b["sigma"],
-        "env_steps": b["env_steps_for_F"],
-        "in_sample": _in_sample(b["sigma"], fitted),
-        "predicted": pred,
-        "ci95": [lo, hi],
-        "measured": got and got["return"],
-        "reached_budget": got and got["reached"],
-        "rel_error": None if not got or not got["return"] else (pred - got["return"]) / got["return"],
-        "inside": None if not got or lo is None else bool(lo <= got["return"] <= hi),
-    }
 
 
 def measure_inputs(

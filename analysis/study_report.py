@@ -130,6 +130,19 @@ def headline(pred, g):
                 else "fell %.0f points (of 1000) short of it" % (ss["shortfall"] or 0),
             )
         )
+        pi = ss.get("p_sigma_star_better") or {}
+        if pi:
+            L.append(
+                "  Across seeds (Agarwal et al. 2021): IQM of the normalised return at F %s; P(a σ* seed beats a seed "
+                "at σ) %s; σ* %s."
+                % (
+                    ", ".join("σ=%s: %.3f %s" % (k, v[0], _ci(v[1])) for k, v in ss["iqm_at_F"].items()),
+                    ", ".join("σ=%s: %.2f %s" % (k, v[0], _ci(v[1])) for k, v in pi.items()),
+                    "holds (no neighbour beats it with confidence)"
+                    if ss.get("sigma_star_holds")
+                    else "does not hold: a neighbour beats it with confidence",
+                )
+            )
     elif pred.get("budget_not_run"):
         L.append("- Budget leg not run: %s." % pred["budget_not_run"]["reason"])
     return L

@@ -204,3 +204,17 @@ def test_auto_seeds_fit_the_time_left_by_the_measured_cost_model(pend, monkeypat
     assert (
         costs.choose_seeds(spec, configs, [([object()], stage_s)], 100.0, 0.5)[1]["limited_by"] == "seeds_min"
     )
+
+
+def test_sigma_star_is_judged_across_seeds_with_the_aggregates():
+    from pql_scaling.analysis.grade import _seed_aggregates
+
+    rng = np.random.default_rng(0)
+    star = {"sigma": 0.25, "seed_returns": list(900 + 10 * rng.standard_normal(20))}
+    worse = {"sigma": 0.125, "seed_returns": list(850 + 10 * rng.standard_normal(20))}
+    alike = {"sigma": 0.5, "seed_returns": list(900 + 10 * rng.standard_normal(20))}
+    agg = _seed_aggregates(star, [worse, alike])
+    assert agg["p_sigma_star_better"]["0.125"][1][0] > 0.9  # a sigma* seed beats a worse UTD's almost surely
+    assert agg["sigma_star_holds"] and agg["iqm_at_F"]["0.25"][0] == pytest.approx(0.9, abs=0.01)
+    better = {"sigma": 0.5, "seed_returns": list(950 + 10 * rng.standard_normal(20))}
+    assert not _seed_aggregates(star, [worse, better])["sigma_star_holds"]
