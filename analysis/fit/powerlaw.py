@@ -163,7 +163,10 @@ def fit_power_law_batch(x, Y, iters=200):
         done |= lam > 1e12  # no downhill step left: at the minimum to machine precision
         if done.all():
             break
-    out["a"][good], out["b"][good], out["c"][good] = p[:, 0], np.exp(p[:, 1]), p[:, 2]
+    with np.errstate(
+        over="ignore"
+    ):  # a diverged problem's log b: b = inf, not converged (a result, not a warning)
+        out["a"][good], out["b"][good], out["c"][good] = p[:, 0], np.exp(p[:, 1]), p[:, 2]
     out["loss"][good] = f / len(x)
     out["converged"][good] = done & np.isfinite(f)
     return out
