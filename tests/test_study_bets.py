@@ -176,6 +176,7 @@ def test_a_population_per_configuration_when_the_config_allows(pend, monkeypatch
     # a task whose default run has no length (mountaincar stops on time): the stage gives it per UTD
     mc = study.load_spec(os.path.join(HERE, "..", "studies", "mountaincar_cpu.yaml"))
     assert _sweep_dict(mc, "fitted", rules="__skip__", seeds={"fitted": 12})["launcher"]["population"] == 12
+    assert stages._base_cfg(mc).num_envs == 64  # what prediction and evaluation spacing read
     monkeypatch.setattr(spec, "population", 5)
     assert _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})["launcher"]["population"] == 5
 

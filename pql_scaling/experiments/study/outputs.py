@@ -5,13 +5,12 @@ import os
 
 from pql_scaling import config as config_lib
 from pql_scaling.experiments import sweep
-from pql_scaling.experiments.study.spec import _dir
+from pql_scaling.experiments.study.spec import _args, _dir
 from pql_scaling.rundir.disk import log
 
 
 def _num_envs(spec):
-    args = ["%s=%s" % (k, sweep.arg_string(v)) for k, v in spec.base.items()]
-    return config_lib.load(["task=%s" % spec.task] + args).num_envs
+    return config_lib.load(_args(dict(spec.base, task=spec.task))).num_envs
 
 
 def _recommend(spec, fit_out, prediction):

@@ -12,7 +12,7 @@ from pql_scaling import config as config_lib
 from pql_scaling.experiments import sweep
 from pql_scaling.experiments.study import costs
 from pql_scaling.experiments.study.outputs import _recommend, _wandb
-from pql_scaling.experiments.study.spec import StudyError, _dir, _sweep_dict, stage_seeds
+from pql_scaling.experiments.study.spec import StudyError, _args, _dir, _sweep_dict, stage_seeds
 from pql_scaling.rundir.disk import write_json_atomic
 
 
@@ -99,9 +99,8 @@ FITTED_SHARE, VALIDATE_SHARE = 0.55, 0.85
 
 
 def _base_cfg(spec):
-    return config_lib.load(
-        ["task=%s" % spec.task] + ["%s=%s" % (k, sweep.arg_string(v)) for k, v in spec.base.items()]
-    )
+    """The config every run starts from (a placeholder length where each stage gives its own)."""
+    return config_lib.load(_args(dict(spec.base, task=spec.task)))
 
 
 def _steps(spec, d):
