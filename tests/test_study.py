@@ -32,7 +32,9 @@ MINI = {
     "returns": {"min": -1500.0, "max": -100.0},
     "grid": {"utd": [0.25, 1.0], "batch_size": [64, 128], "lr": [0.004], "seeds": 1},
     "fitted": {"utd": [0.125, 0.25, 0.5, 1.0], "max_env_steps": [6000, 4000, 3200, 2400], "seeds": 1},
-    "validate": {"utd": [2.0], "seeds": 1, "budget_factor": 2.0},
+    # no evaluation spacing from the prediction and no sigma* neighbours: at these run lengths their extra
+    # evaluations and runs cost most of the test (tests/test_study_bets.py checks both as functions)
+    "validate": {"utd": [2.0], "seeds": 1, "budget_factor": 2.0, "eval_spacing": 0, "budget_neighbours": []},
     # low thresholds: this test checks the machinery; test_study_analysis.py checks the numbers on known laws
     "analysis": {
         "thresholds": [200.0, 300.0, 400.0],
