@@ -14,6 +14,7 @@ from pql_scaling.experiments import study
 from pql_scaling.experiments.study import costs, stages
 from pql_scaling.experiments.study.spec import _sweep_dict, stage_seeds
 from tests.test_study_analysis import RMAX, RMIN, tau, write_run
+from tests.test_study_analysis import _cfg as analysis_cfg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PENDULUM = os.path.join(HERE, "..", "studies", "pendulum_cpu.yaml")
@@ -68,21 +69,10 @@ def law_runs(tmp_path_factory):
     return str(root)
 
 
-def _cfg(inputs, **kw):
-    return {
-        "inputs": [inputs],
-        "max_returns": {"synth": RMAX},
-        "min_returns": {"synth": RMIN},
-        "thresholds": [500.0, 650.0, 800.0],
-        "bootstrap": 60,
-        "plots": False,
-        "crossing": "interpolate",
-        "dj_fit": "joint",
-        "model_size": 1e4,
-        "delta": 1e6,
-        "holdout_top_k": 0,
-        **kw,
-    }
+def _cfg(inputs, **kw):  # test_study_analysis's config with the study's crossing and fit
+    law = dict(thresholds=[500.0, 650.0, 800.0], bootstrap=60, crossing="interpolate", dj_fit="joint")
+    law.update(model_size=1e4, delta=1e6, holdout_top_k=0)
+    return analysis_cfg(inputs, **{**law, **kw})
 
 
 def test_held_out_predictions_of_a_known_law_are_tight_and_calibrated(law_runs, tmp_path):

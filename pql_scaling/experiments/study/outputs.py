@@ -3,14 +3,9 @@
 
 import os
 
-from pql_scaling import config as config_lib
 from pql_scaling.experiments import sweep
-from pql_scaling.experiments.study.spec import _args, _dir
+from pql_scaling.experiments.study.spec import _dir, base_cfg
 from pql_scaling.rundir.disk import log
-
-
-def _num_envs(spec):
-    return config_lib.load(_args(dict(spec.base, task=spec.task))).num_envs
 
 
 def _recommend(spec, fit_out, prediction):
@@ -22,7 +17,7 @@ def _recommend(spec, fit_out, prediction):
     budget = spec.recommend.budget or held_out.get("F")
     if not budget or not (fits or {}).get("budget", {}).get("sigma_star"):
         return None
-    n = spec.recommend.num_envs or _num_envs(spec)
+    n = spec.recommend.num_envs or base_cfg(spec).num_envs
     r = recommend(fits, budget, spec.task, n)
     line = recommend_line(r, n, task=spec.task, width=False)  # the study's runs are at one width
     return {"budget": budget, "sigma": r["sigma"], "line": "pql-scale train " + line}

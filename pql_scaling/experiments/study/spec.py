@@ -298,6 +298,11 @@ def _args(base):
     return args + ([] if "max_env_steps" in base else ["max_env_steps=1000"])
 
 
+def base_cfg(spec):
+    """The config every run of the study starts from (a placeholder length where each stage gives its own)."""
+    return config_lib.load(_args(dict(spec.base, task=spec.task)))
+
+
 def _eval_schedule(base, st):
     """log.every_steps / eval.every_steps per UTD: st.eval_points evaluations over each run's max_env_steps
     (evaluations happen at log points), never coarser than base's log interval."""

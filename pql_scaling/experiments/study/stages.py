@@ -8,11 +8,11 @@ import os
 import subprocess
 import time
 
-from pql_scaling import config as config_lib
 from pql_scaling.experiments import sweep
 from pql_scaling.experiments.study import costs
 from pql_scaling.experiments.study.outputs import _recommend, _wandb
-from pql_scaling.experiments.study.spec import StudyError, _args, _dir, _sweep_dict, stage_seeds
+from pql_scaling.experiments.study.spec import StudyError, _dir, _sweep_dict, stage_seeds
+from pql_scaling.experiments.study.spec import base_cfg as _base_cfg
 from pql_scaling.rundir.disk import write_json_atomic
 
 
@@ -96,11 +96,6 @@ def _analyze(cfg, timings, stage):
 # the shares of the study's time left that `seeds: auto` gives the fitted stage, then the validation stage
 # (what is left after validation pays for the analyses and the report)
 FITTED_SHARE, VALIDATE_SHARE = 0.55, 0.85
-
-
-def _base_cfg(spec):
-    """The config every run starts from (a placeholder length where each stage gives its own)."""
-    return config_lib.load(_args(dict(spec.base, task=spec.task)))
 
 
 def _steps(spec, d):
@@ -312,16 +307,16 @@ def _seed_range(seeds):
 def _replays(spec, state, rules, validate_dict):
     """Validation runs that repeat a fitted or grid run exactly (same overrides, seed included): there must be
     none, or the grade is not a test of the laws (recorded; the grade's rows at a fitted UTD are in-sample)."""
-    seen = set()
-    for stage, r in (("grid", None), ("fitted", rules)):
-        for run in _runs(spec, stage, state, rules=r or "__skip__"):
-            seen.add(tuple(sorted(a for a in run.overrides if not a.startswith(("run_dir=", "wandb.")))))
-    out = []
-    for run in sweep.expand(sweep.load_spec(validate_dict)):
-        key = tuple(sorted(a for a in run.overrides if not a.startswith(("run_dir=", "wandb."))))
-        if key in seen:
-            out.append(run.name)
-    return out
+
+    def key(run):  # what trains: every override but where it is written and logged
+        return tuple(sorted(a for a in run.overrides if not a.startswith(("run_dir=", "wandb."))))
+
+    seen = {
+        key(run)
+        for stage, r in (("grid", None), ("fitted", rules))
+        for run in _runs(spec, stage, state, rules=r or "__skip__")
+    }
+    return [run.name for run in sweep.expand(sweep.load_spec(validate_dict)) if key(run) in seen]
 
 
 def run(spec, stop_after=None):
