@@ -60,7 +60,14 @@ setup(
         "pql_scaling.analysis": "analysis",
     },
     package_data={
-        "pql_scaling.tasks": ["*.yaml", "gpu/*.yaml", "isaacgym/*.yaml", "mjwarp/*.yaml", "gymnasium/*.yaml"]
+        "pql_scaling.tasks": [
+            "*.yaml",
+            "gpu/*.yaml",
+            "isaacgym/*.yaml",
+            "isaaclab/*.yaml",
+            "mjwarp/*.yaml",
+            "gymnasium/*.yaml",
+        ]
     },
     # The training path must install on Python 3.8 (Isaac Gym): the analysis stack (scipy >= 1.12 needs
     # Python 3.9) is an extra there, and installed by default from Python 3.9 on.

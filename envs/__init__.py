@@ -27,6 +27,8 @@ BACKENDS = {
     "mujoco": "pql_scaling.envs.mujoco_backend",
     "mjwarp": "pql_scaling.envs.mjwarp_backend",
     "isaacgym": "pql_scaling.envs.isaacgym_backend",
+    # Isaac Lab 3.0 (Python 3.12): ids Isaac-*-v0, registered by isaaclab_tasks
+    "isaaclab": "pql_scaling.envs.isaaclab_backend",
     # any registered Gymnasium id (its TASKS is the live registry; resolved last, after the named tasks above)
     "gymnasium": "pql_scaling.envs.gymnasium_backend",
 }
@@ -42,6 +44,8 @@ def _backend_tasks(backend):
 def default_backend(task):
     if task in NATIVE_TASKS:
         return "native"
+    if isinstance(task, str) and task.startswith("Isaac-"):  # Isaac Lab's ids (its import may be missing)
+        return "isaaclab"
     for backend in BACKENDS:
         if backend == "native":
             continue

@@ -30,6 +30,7 @@ per-task defaults (schema < the task's YAML < your key=value overrides; run.json
   native tasks, device=cuda                tasks/gpu/<task>.yaml   PQL's scale (4096 envs, batch 8192)
   MJCF tasks, backend=mujoco (CPU)         tasks/<Task>.yaml
   backend=mjwarp / backend=isaacgym        tasks/mjwarp/<Task>.yaml, tasks/isaacgym/<Task>.yaml
+  backend=isaaclab (Isaac-* ids)           tasks/isaaclab/<id>.yaml
   backend=gymnasium (any registered id)    tasks/gymnasium/<id>.yaml, else tasks/gymnasium/_generic.yaml
 max_time_s and wall_time_s count training time, from the first actor step; start-up (imports, env, the trio's
 learner processes) is reported apart as startup_s in run.json and the first metrics row.
@@ -228,8 +229,12 @@ def main(argv=None):
     # Isaac Gym refuses to load after torch: import it first when asked for (a no-op otherwise).
     from pql_scaling.envs.isaacgym_preimport import maybe_preimport_isaacgym
 
+    # Isaac Lab with Isaac Sim (physics=physx, or kit=true): its app launcher first, before torch (a no-op otherwise).
+    from pql_scaling.envs.isaaclab_app import maybe_launch_isaaclab_app
+
     try:
         maybe_preimport_isaacgym(argv)
+        maybe_launch_isaaclab_app(argv)
     except ImportError as e:
         print("error: %s" % e, file=sys.stderr)
         return 2

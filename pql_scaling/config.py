@@ -190,6 +190,10 @@ class ConfigError(ValueError):
     pass
 
 
+# backends whose simulator allows one simulation per process (no separate eval batch): backend -> its name
+ONE_SIM_PER_PROCESS = {"isaacgym": "Isaac Gym", "isaaclab": "Isaac Lab"}
+
+
 @functools.lru_cache(maxsize=None)
 def _field_types(cls=Config, prefix=""):
     """{dotted key: annotated type} for every leaf of the schema (fixed, so computed once)."""
@@ -291,11 +295,11 @@ def validate(cfg):
         )
     if get("algo.distributional") and get("algo.name") == "sac":
         raise ConfigError("algo.distributional=true is only implemented for algo.name=pql")
-    if get("eval.every_steps") and get("backend") == "isaacgym":
+    if get("eval.every_steps") and get("backend") in ONE_SIM_PER_PROCESS:
         raise ConfigError(
-            "eval.every_steps>0 is not available with backend=isaacgym: Isaac Gym allows one simulation "
+            "eval.every_steps>0 is not available with backend=%s: %s allows one simulation "
             "per process, so there is no separate eval batch; set eval.every_steps=0 (the analysis "
-            "then fits the training return_mean)"
+            "then fits the training return_mean)" % (get("backend"), ONE_SIM_PER_PROCESS[get("backend")])
         )
     for key in ("net.actor_hidden", "net.critic_hidden"):
         if not get(key) or min(get(key)) <= 0:

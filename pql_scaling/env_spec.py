@@ -10,6 +10,7 @@ a native task's class (which imports torch) is read only when env_kwargs is give
 """
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from pql_scaling import specs, tasks
@@ -89,6 +90,36 @@ def _check_native(task, kwargs):
     return out
 
 
+# backend=isaaclab's env_kwargs (envs/isaaclab_backend.py's constructor): name -> what it takes
+ISAACLAB_ARGS = {
+    "physics": "newton_mjwarp | physx (unset: the task's own)",
+    "kit": "true | false: launch Isaac Sim (default: only for physx)",
+    "headless": "true | false",
+    "cfg_overrides": "{dotted env-config attribute: value}, e.g. {episode_length_s: 10}",
+    "final_obs": "true | false: Isaac Lab's compute_final_obs",
+}
+
+
+def _check_isaaclab(kwargs):
+    for name, value in kwargs.items():
+        if name not in ISAACLAB_ARGS:
+            raise _error(
+                "env_kwargs.%s: backend=isaaclab takes %s%s"
+                % (
+                    name,
+                    ", ".join("%s (%s)" % kv for kv in ISAACLAB_ARGS.items()),
+                    specs.did_you_mean(name, ISAACLAB_ARGS),
+                )
+            )
+    physics = kwargs.get("physics")
+    if physics is not None and physics not in ("newton_mjwarp", "physx"):
+        raise _error(
+            "env_kwargs.physics=%r: backend=isaaclab's physics is newton_mjwarp or physx" % (physics,)
+        )
+    if kwargs.get("cfg_overrides") is not None and not isinstance(kwargs["cfg_overrides"], Mapping):
+        raise _error("env_kwargs.cfg_overrides must be a mapping {attribute path: value}")
+
+
 def validate(get, backend=None):
     """env_kwargs and gymnasium.* of a config being validated (`get`: its dotted-key reader). `backend`: the one
     that builds the env; by default the config's, or native for a native task; None when only the backends'
@@ -109,6 +140,8 @@ def validate(get, backend=None):
                 "%s=%s applies to backend=gymnasium only (this run's backend is %s)"
                 % (changed[0], get(changed[0]), backend)
             )
+    if backend == "isaaclab":
+        _check_isaaclab(kwargs)
     if kwargs and get("population.size") > 1:
         raise _error("env_kwargs is not passed to a population's envs yet: set population.size=1 for it")
     return _check_native(get("task"), kwargs) if backend == "native" and kwargs else kwargs

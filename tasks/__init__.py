@@ -1,6 +1,6 @@
 """Task definitions. Native torch tasks (the embedded default backend) are registered here by name;
 per-task training defaults live beside them as `<task>.yaml` (CPU scale), with GPU-scale ones in
-`gpu/` (native tasks on device=cuda) and per-simulator ones in `<backend>/` (mjwarp, isaacgym)."""
+`gpu/` (native tasks on device=cuda) and per-simulator ones in `<backend>/` (mjwarp, isaacgym, isaaclab)."""
 
 import importlib
 import os
@@ -35,18 +35,21 @@ def defaults_path(name, backend=None, device="cpu"):
 
     A backend may keep its own in tasks/<backend>/: the GPU simulators (mjwarp) get PQL's defaults of
     thousands of envs where the CPU backend of the same task gets few; Isaac Gym's live only there,
-    since IsaacGymEnvs' Ant and Humanoid are other MDPs than the MJCF tasks of the same name.
+    since IsaacGymEnvs' Ant and Humanoid are other MDPs than the MJCF tasks of the same name; Isaac Lab's
+    (tasks/isaaclab/<id>.yaml, also meant by an `Isaac-` id without a backend) likewise.
     A native task runs on either device, so the device picks: tasks/gpu/<task>.yaml (PQL scale,
     thousands of envs) for device=cuda, tasks/<task>.yaml (tuned for a 2-core CPU) otherwise.
     backend=gymnasium (also meant by a versioned id such as Pendulum-v1 without a backend, as envs.make resolves
     it) reads tasks/gymnasium/<id>.yaml, else tasks/gymnasium/_generic.yaml, on either device (its envs step on
     the CPU)."""
+    if backend is None and str(name).startswith("Isaac-"):  # Isaac Lab's ids (Isaac-Cartpole-Direct-v0)
+        backend = "isaaclab"
     if backend is None and name not in NATIVE_TASKS and _GYMNASIUM_ID.search(str(name)):
         backend = "gymnasium"
     candidates = [os.path.join(TASK_DIR, backend, name + ".yaml")] if backend else []
     if is_gpu(device) and backend in (None, "native"):
         candidates.append(os.path.join(TASK_DIR, "gpu", name + ".yaml"))
-    if backend != "isaacgym":
+    if backend not in ("isaacgym", "isaaclab"):
         candidates.append(os.path.join(TASK_DIR, name + ".yaml"))
     if backend == "gymnasium":
         candidates.append(GYMNASIUM_GENERIC)

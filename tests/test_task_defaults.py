@@ -28,7 +28,7 @@ def test_every_task_yaml_is_a_valid_config(path):
     """Each YAML resolves through the config schema (known keys, right types, valid ranges)."""
     name = os.path.basename(path)[: -len(".yaml")]
     folder = os.path.basename(os.path.dirname(path))
-    backend = folder if folder in ("isaacgym", "mjwarp", "gymnasium") else None
+    backend = folder if folder in ("isaacgym", "isaaclab", "mjwarp", "gymnasium") else None
     device = "cuda" if folder == "gpu" else "cpu"
     cfg = config.load(["task=" + name, "device=" + device] + (["backend=" + backend] if backend else []))
     assert (

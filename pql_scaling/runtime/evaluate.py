@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import torch
 
 from pql_scaling import envs
-from pql_scaling.config import Config, ConfigError, env_options
+from pql_scaling.config import ONE_SIM_PER_PROCESS, Config, ConfigError, env_options
 
 EVAL_SEED_OFFSET = 1_000_003  # eval envs draw initial states from their own stream
 
@@ -31,11 +31,11 @@ class Evaluator:
         each member's seeded as its single run's, run by `run_members`."""
         e = cfg.eval
         backend = cfg.backend or envs.default_backend(cfg.task)
-        if backend == "isaacgym":
+        if backend in ONE_SIM_PER_PROCESS:
             raise ConfigError(
-                "eval.every_steps>0 is not available with backend=isaacgym: Isaac Gym allows one "
+                "eval.every_steps>0 is not available with backend=%s: %s allows one "
                 "simulation per process, so there is no separate eval batch; set eval.every_steps=0 "
-                "(the analysis then fits the training return_mean)"
+                "(the analysis then fits the training return_mean)" % (backend, ONE_SIM_PER_PROCESS[backend])
             )
         self.every, self.episodes, self.device = int(e.every_steps), int(e.episodes), torch.device(device)
         self.members = 1 if seeds is None else len(seeds)

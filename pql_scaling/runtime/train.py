@@ -165,8 +165,12 @@ def _open_session(
             s.facts["critic_params"],
             s.facts["defaults"],
         )
-        if (cfg.backend or envs.default_backend(cfg.task)) == "isaacgym":
-            log.info("evaluation off: Isaac Gym allows one simulation per process, so no separate eval batch")
+        backend = cfg.backend or envs.default_backend(cfg.task)
+        if backend in config_lib.ONE_SIM_PER_PROCESS:
+            log.info(
+                "evaluation off: %s allows one simulation per process, so no separate eval batch",
+                config_lib.ONE_SIM_PER_PROCESS[backend],
+            )
         if not quiet and not resuming:
             print(
                 "%s on %s: defaults from %s (overrides on top)" % (cfg.task, cfg.device, s.facts["defaults"]),

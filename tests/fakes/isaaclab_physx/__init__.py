@@ -1,0 +1,1 @@
+"""isaaclab_physx (test double): the PhysX physics backend, which needs Isaac Sim."""
