@@ -3,6 +3,7 @@
 #
 #   docker/run.sh modern   pql-scale train task=HalfCheetah backend=mjwarp
 #   docker/run.sh isaacgym pql-scale train task=Ant backend=isaacgym
+#   docker/run.sh isaaclab pql-scale train task=Isaac-Velocity-Flat-Anymal-D-v0 backend=isaaclab
 #
 # Runs land in $RUNS_DIR (default ./runs) on the host, mounted at /workspace/runs. WANDB_API_KEY (and
 # WANDB_ENTITY / WANDB_PROJECT / WANDB_MODE) are passed through from the calling environment when set, never
@@ -11,11 +12,12 @@
 # CUDA memory (IPC).
 set -euo pipefail
 
-usage() { echo "usage: $0 {modern|isaacgym} [command ...]" >&2; exit 2; }
+usage() { echo "usage: $0 {modern|isaacgym|isaaclab} [command ...]" >&2; exit 2; }
 [ $# -ge 1 ] || usage
 case "$1" in
   modern) image="${PQL_IMAGE:-pql-scaling:latest}" ;;
   isaacgym) image="${PQL_IMAGE:-pql-scaling:isaacgym}" ;;
+  isaaclab) image="${PQL_IMAGE:-pql-scaling:isaaclab}" ;;
   *) usage ;;
 esac
 shift

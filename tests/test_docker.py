@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.isaacgym"]
+DOCKERFILES = ["docker/Dockerfile", "docker/Dockerfile.isaacgym", "docker/Dockerfile.isaaclab"]
 
 
 def setup_extras():
@@ -91,6 +91,19 @@ def test_bases_and_isaacgym_specifics():
     assert user_supplied("docker/Dockerfile.isaacgym") == {"docker/IsaacGym_Preview_4_Package.tar.gz"}
     assert "pip install -e /opt/isaacgym/python" in ig and "numpy<1.24" in ig
     assert re.search(r"ISAACGYMENVS_REF=release/1\.5\.1", ig)
+
+
+def test_isaaclab_image():
+    """Python 3.12, torch 2.11 for CUDA 13, Isaac Lab 3.0 by pip from NVIDIA's index (its pip-install docs), and an
+    import check of the adapter; run.sh knows the image."""
+    lab = dict(instructions("docker/Dockerfile.isaaclab"))
+    assert "python:3.12" in lab["FROM"]
+    text = open(os.path.join(ROOT, "docker/Dockerfile.isaaclab")).read()
+    assert "ISAACLAB_VERSION=3.0.0" in text and "TORCH_VERSION=2.11.0" in text and "whl/cu130" in text
+    assert re.search(r'pip install "isaaclab\[\$\{ISAACLAB_EXTRAS\}\]==\$\{ISAACLAB_VERSION\}"', text)
+    assert "--extra-index-url https://pypi.nvidia.com" in text and "pql_scaling.envs.isaaclab_backend" in text
+    assert not user_supplied("docker/Dockerfile.isaaclab")  # nothing licence-gated to bring
+    assert "pql-scaling:isaaclab" in open(os.path.join(ROOT, "docker/run.sh")).read()
 
 
 def test_run_script():
