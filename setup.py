@@ -35,6 +35,8 @@ extras["dev"] = sorted(
             "scikit-learn>=1.0",
             "mujoco>=3.3",
             "gymnasium[mujoco]>=1.0",
+            "shimmy[dm-control]>=2.0",  # tests/test_gymnasium_backend.py trains a real dm_control task
+            "dm-control>=1.0.52",  # the first dm_control for mujoco 4 (older ones pin mujoco 3)
             "mujoco-warp>=3.3",  # the mjwarp backend's tests run on Warp's CPU device
             "warp-lang>=1.10",
         ]

@@ -38,6 +38,8 @@ env does not take is a ConfigError naming it.
 import difflib
 import importlib
 import logging
+import math
+import os
 
 import numpy as np
 import torch
@@ -70,6 +72,10 @@ def _load_plugins():
     if _plugins_loaded:
         return
     _plugins_loaded.append(True)
+    if not os.environ.get("DISPLAY"):
+        # dm_control (through shimmy) picks an OpenGL backend at import; with no display its first choice, GLFW,
+        # warns on every import. Training never renders: say so, unless the user chose a backend (EGL, OSMesa).
+        os.environ.setdefault("MUJOCO_GL", "disable")
     for name in PLUGINS:
         try:
             importlib.import_module(name)
@@ -239,11 +245,26 @@ class GymnasiumVecEnv:
             )
 
     def _spec_max_episode_steps(self):
-        """The time limit the envs were made with: gymnasium.make's max_episode_steps if given, else the spec's."""
+        """The time limit the envs were made with: gymnasium.make's max_episode_steps if given, else the spec's,
+        else the environment's own (dm_control's tasks carry theirs inside: cartpole-swingup ends every episode
+        after 1000 control steps, which shimmy reports as a truncation, and registers no TimeLimit)."""
         if self.env_kwargs.get("max_episode_steps") is not None:
             return int(self.env_kwargs["max_episode_steps"])
         limit = gym.spec(_split_id(self.task)[1]).max_episode_steps
-        return None if limit is None else int(limit)
+        return int(limit) if limit is not None else self._own_step_limit()
+
+    def _own_step_limit(self):
+        """A dm_control environment's step limit (time limit / control time step), read from one env made for the
+        purpose (an async vector env's envs live in other processes); None for any other environment."""
+        try:
+            probe = gym.make(self.task, **self.env_kwargs)
+        except Exception:  # noqa: BLE001 - only a hint: the vector env itself was made, with these arguments
+            return None
+        try:
+            limit = getattr(getattr(probe.unwrapped, "_env", None), "_step_limit", None)
+            return int(limit) if isinstance(limit, float) and math.isfinite(limit) else None
+        finally:
+            probe.close()
 
     # -- tensors -----------------------------------------------------------------------------------
     def _tensor(self, x, dtype=torch.float32):

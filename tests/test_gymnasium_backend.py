@@ -402,3 +402,56 @@ def test_pendulum_v1_defaults_are_the_native_pendulums():
     for d in (native, gym_cfg):
         d.pop("task"), d.pop("backend")
     assert gym_cfg == native
+
+
+DMC = "dm_control/cartpole-swingup-v0"
+
+
+def test_a_real_dm_control_task_through_shimmy_keeps_its_time_limit_a_truncation():
+    """dm_control's own 1000-step limit (no TimeLimit in its registration) is found, its dict observation
+    flattened, and the episode end it reports (dm_env's LAST step with discount 1) arrives as a truncation that
+    is bootstrapped through, with the true last observation in final_obs, not the next episode's first."""
+    pytest.importorskip("shimmy")
+    pytest.importorskip("dm_control")
+    env = envs.make(DMC, 2, backend="gymnasium", seed=1)
+    assert (env.obs_dim, env.act_dim, env.max_episode_steps) == (5, 1, 1000)
+    obs = env.reset()
+    for t in range(1000):
+        nxt, rew, term, trunc, info = env.step(torch.zeros(2, 1))
+        if t < 999:
+            assert not (term.any() or trunc.any())
+            obs = nxt
+    assert trunc.all() and not term.any()
+    # the final observation continues the last step (cart position barely moves in 0.01 s); the returned one
+    # is a new episode's first (swing-up starts hanging down: cos(angle) near -1)
+    assert torch.allclose(info["final_obs"][:, 0], obs[:, 0], atol=0.05)
+    assert not torch.equal(info["final_obs"], nxt)
+    assert torch.allclose(nxt[:, 1], torch.full((2,), -1.0), atol=0.05)
+    env.close()
+
+
+def test_a_real_dm_control_task_trains(tmp_path):
+    pytest.importorskip("shimmy")
+    pytest.importorskip("dm_control")
+    from pql_scaling.runtime.train import train
+
+    args = [
+        "task=%s" % DMC,
+        "backend=gymnasium",
+        "num_envs=2",
+        "mode=sync",
+        "max_env_steps=2100",  # one 1000-step episode per env, and a few steps of the next
+        "algo.batch_size=64",
+        "algo.critic_updates_per_step=1",
+        "net.actor_hidden=[32]",
+        "net.critic_hidden=[32]",
+        "eval.every_steps=0",
+        "log.every_steps=50",
+        "threads=1",
+        "run_dir=%s" % (tmp_path / "r"),
+    ]
+    d = train(args, quiet=True)
+    assert status(d)["status"] == "completed", status(d)
+    ended = [r for r in rows(d) if r.get("episodes")]
+    assert ended and all(r["episode_length"] == 1000 for r in ended)
+    assert rows(d)[-1]["env_steps"] == 2100 and rows(d)[-1]["critic_updates"] > 0
