@@ -60,6 +60,9 @@ def spec_dict(tmp_path, **kw):
         ({"grid": {"algo.batch_size": [0]}}, "algo.batch_size=0 must be > 0"),
         ({"grid": {"utd": ["fast"]}}, "utd='fast' must be a number"),
         ({"rules": "/nonexistent/fits.json"}, "cannot read it"),
+        ({"launcher": {"population": "many"}}, "launcher.population='many': give auto"),
+        ({"launcher": {"population": 0}}, "launcher.population=0: give auto"),
+        ({"launcher": {"memory_gb": -1}}, "launcher.memory_gb=-1"),
     ],
 )
 def test_bad_specs_fail_before_anything_runs_naming_the_key(tmp_path, bad, match):
@@ -573,3 +576,252 @@ def test_ray_kill_drill_train_process_then_driver_mid_sweep(tmp_path):
         _check_one_timeline(r.path, 1600)
     assert _starts(victim.path)[1] >= 1
     print("train processes that outlived the driver:", orphans)
+
+
+# ------------------------------------------------------------------------------------------ populations
+def test_population_auto_picks_k_from_memory_and_falls_back_for_a_trio(tmp_path):
+    """auto: members per population from a member's footprint against one process's memory (here a synthetic
+    limit): K shrinks as the replay grows, is capped by the seeds and the local pool's slots; a trio config
+    cannot be a population: one process a run, with one line saying why (an integer K refuses it)."""
+    from pql_scaling.experiments.sweep import packing, sizing
+
+    limit = sizing.Target(2**30, "a synthetic 1 GiB")  # 0.8 GiB, less 0.5 GiB for the process: 0.3 GiB
+    usable = 0.8 * 2**30 - sizing.BASE_BYTES
+    ks = []
+    for buffer_size in (10**4, 10**6, 2 * 10**6, 4 * 10**6, 10**7):  # 40 bytes a pendulum row
+        spec = sweep.load_spec(
+            spec_dict(tmp_path, seeds=16, base=dict(TINY, **{"algo.buffer_size": buffer_size}))
+        )
+        runs = sweep.expand(spec)[:16]  # one configuration's 16 seeds
+        groups, alone, lines = packing.pack(runs, "auto", spec.out, limit)
+        sizes = {len(g.runs) for g in groups} | ({1} if alone else set())
+        assert sum(len(g.runs) for g in groups) + len(alone) == 16 and len(sizes) == 1, sizes
+        member = sum(sizing.member_bytes(config.load(runs[0].overrides)).values())
+        ks.append(sizes.pop())
+        assert ks[-1] == min(16, max(1, int(usable // member))), (buffer_size, ks, member)
+        said = "populations of up to %d" % ks[-1] if ks[-1] > 1 else "one process a run"
+        assert len(lines) == 1 and said in lines[0], lines
+    assert ks == [16, 8, 4, 2, 1], ks
+    assert "one member does not fit" in lines[0] and "replay 0.40 GB" in lines[0], lines
+    _, _, lines = packing.pack(runs, "auto", spec.out, sizing.Target(2**40, "x"))
+    assert "populations of up to 16 (limited by its 16 seeds" in lines[0], lines
+    # the local pool's slots: 16 seeds on 4 slots -> populations of 4, none idle
+    groups, _, lines = packing.pack(runs, "auto", spec.out, sizing.Target(2**40, "x", slots=4))
+    assert [len(g.runs) for g in groups] == [4] * 4 and "4 pool slots busy" in lines[0], lines
+    one = sweep.load_spec(spec_dict(tmp_path))  # one seed a configuration: nothing to pack or measure
+    assert packing.pack(sweep.expand(one), "auto", one.out, None) == ([], sweep.expand(one), [])
+    trio = sweep.load_spec(spec_dict(tmp_path, seeds=4, base=dict(TINY, mode="trio")))
+    groups, alone, lines = packing.pack(sweep.expand(trio), "auto", trio.out, limit)
+    assert not groups and len(alone) == 8
+    assert len(lines) == 1 and "one process a run" in lines[0] and "mode=trio" in lines[0], lines
+    assert "and 1 more" in lines[0]  # one line for both configurations
+    with pytest.raises(sweep.SpecError, match="launcher.population=2: runs .* mode=trio.*population=auto"):
+        sweep.launch(sweep.load_spec(trio, ["launcher.population=2"]))
+    # SLURM with GPUs: the nodes' GPU memory is not visible here, so auto needs it said
+    gpu = sweep.load_spec(trio, ["launcher.population=auto", "launcher.slurm.gpus_per_task=1"])
+    with pytest.raises(sweep.SpecError, match="set launcher.memory_gb"):
+        sizing.slurm_target(gpu)
+    assert sizing.slurm_target(sweep.load_spec(gpu, ["launcher.memory_gb=80"])).memory == 80 * 2**30
+
+
+def _groups(d):
+    """The populations a spec packs its runs into (launcher.population an integer)."""
+    from pql_scaling.experiments.sweep import packing
+
+    spec = sweep.load_spec(d)
+    return packing.pack(sweep.expand(spec), spec.launcher.population, spec.out, None)[0]
+
+
+def _check_populations(d, runs, max_steps=480, resumed=None, counts=True):
+    """Every run trained as a member of exactly one population, never apart; each population started once
+    (resumed `resumed[path]` times, default never) and each member completed on one timeline, with exact
+    update counts where `counts` (a resumed population refills its replay, so only uninterrupted ones)."""
+    from pql_scaling.rundir import schema
+
+    pops = {}
+    for r in runs:
+        facts = schema.read_facts(os.path.join(r.path, schema.FACTS))
+        pops.setdefault(facts["population"]["dir"], []).append(r)
+        assert status(r.path)["status"] == "completed", r.name
+        assert not os.path.exists(os.path.join(r.path, sweep.LOG_NAME)), r.name  # never ran apart
+    for path, members in pops.items():
+        record = json.load(open(os.path.join(path, "population.json")))
+        assert sorted(record["members"]) == sorted(r.path for r in members), path
+        fresh, resumes = _starts(path)
+        want = (resumed or {}).get(path, 0)  # None: any number of resumes
+        assert fresh == 1 and (want is None or resumes == want), (path, fresh, resumes)
+        for r in members:
+            _check_one_timeline(r.path, max_steps, counts=counts is True or bool(counts) and path in counts)
+    return pops
+
+
+def test_ray_sweep_with_populations_runs_every_member_once(tmp_path):
+    """population=auto on a real local Ray cluster (K measured by a probe task): each configuration's 2 seeds
+    train as one population in one Ray task; every member completes once with exact update counts."""
+    pytest.importorskip("ray")
+    d = spec_dict(tmp_path, seeds=2, launcher={"kind": "ray", "population": "auto", "ray": {"num_cpus": 1}})
+    runs = sweep.expand(sweep.load_spec(d))
+    out = sweep.launch(sweep.load_spec(d), live="plain")
+    assert [r["state"] for r in out] == ["completed"] * 4, out
+    assert len(_check_populations(d, runs)) == 2
+    manifest = json.load(open(os.path.join(d["out"], "manifest.json")))
+    assert sorted(m["name"] for m in manifest["runs"]) == sorted(r.name for r in runs)
+    assert all(m["state"] == "completed" for m in manifest["runs"])
+    assert all(r["launches"] == 0 for r in sweep.launch(sweep.load_spec(d)))  # rerun: nothing to do
+
+
+def test_ray_kill_drill_with_populations(tmp_path):
+    """Populations on a real local Ray cluster: SIGKILL one population's train process (its task resumes every
+    member from its checkpoint), then SIGKILL the driver mid-sweep; the rerun completes every member exactly
+    once, one timeline each, each population started once."""
+    pytest.importorskip("ray")
+    from tests.procs import descendants
+
+    d = spec_dict(
+        tmp_path,
+        seeds=2,
+        base=dict(TINY, **{"max_env_steps": 1600, "log.checkpoint_every_s": 1}),
+        launcher={"kind": "ray", "population": 2, "ray": {"num_cpus": 1}},
+    )
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    runs = sweep.expand(sweep.load_spec(d))
+    groups = _groups(d)
+    assert len(groups) == 2 and all(len(g.runs) == 2 for g in groups)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "pql_scaling.cli", "sweep", str(path), "--live", "plain"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def mid_run(g):
+        return all(
+            sweep.run_state(r.path)[0] == "running"
+            and os.path.exists(os.path.join(r.path, "checkpoints", "last.pt"))
+            and os.path.exists(os.path.join(r.path, "metrics.jsonl"))
+            and len(rows(r.path)) >= 5
+            for r in g.runs
+        ) and _train_pids(driver.pid, g.path)
+
+    ray_procs = set()
+    try:
+        _wait_for("a population mid-way", lambda: any(mid_run(g) for g in groups), 300)
+        victim = next(g for g in groups if mid_run(g))
+        for pid in _train_pids(driver.pid, victim.path):
+            os.kill(pid, signal.SIGKILL)
+        _wait_for(
+            "the task to resume the killed population, and a population mid-way",
+            lambda: _starts(victim.path)[1] >= 1 and any(mid_run(g) for g in groups),
+            300,
+        )
+        ray_procs = descendants(driver.pid)
+        driver.send_signal(signal.SIGKILL)
+        driver.communicate(timeout=30)
+        out = sweep.launch(sweep.load_spec(d), launcher="ray")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        for pid in ray_procs:  # the killed driver's Ray processes, ended by their pids (see the run drill)
+            try:
+                cmd = open("/proc/%d/cmdline" % pid).read()
+                if _alive(pid) and "ray" in cmd and "pql_scaling.cli" not in cmd:
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    assert [r["state"] for r in out] == ["completed"] * len(runs), out
+    made = sorted(os.path.relpath(r, d["out"]) for r, _, fs in os.walk(d["out"]) if "status.json" in fs)
+    assert made == sorted(r.name for r in runs)  # no duplicated or stray run directory
+    resumed = {g.path: None for g in groups}  # the driver's death may interrupt the other one too
+    _check_populations(d, runs, 1600, resumed, counts=False)
+    assert _starts(victim.path)[1] >= 1
+
+
+def _slurm_population_spec(tmp_path, **slurm):
+    d = _slurm_spec(tmp_path, **slurm)
+    d["seeds"] = 2
+    d["launcher"]["population"] = "auto"
+    d["launcher"]["slurm"]["mem_gb"] = 2  # auto: the memory SLURM grants a task
+    return d
+
+
+def test_slurm_launcher_killed_while_populations_pend(tmp_path, slurm_cluster):
+    """Populations as SLURM array tasks: the launcher (itself a SLURM job) gets scancel TERM while its tasks
+    pend; the rerun asks squeue, submits nothing and watches them: every member ran once, in one population,
+    with exact update counts."""
+    pytest.importorskip("submitit")
+    from pql_scaling.experiments.sweep import slurm_jobs
+
+    d = _slurm_population_spec(tmp_path, array_parallelism=1)
+    d["grid"] = {"utd": [0.25, 0.5, 1.0]}
+    runs = sweep.expand(sweep.load_spec(d))
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    cmd = "exec %s -m pql_scaling.cli sweep %s --live plain" % (sys.executable, path)
+    launcher = subprocess.run(
+        ["sbatch", "--parsable", "--job-name=launcher", "--cpus-per-task=1", "--partition=debug"]
+        + ["--chdir=%s" % os.getcwd(), "--output=%s" % (tmp_path / "launcher.out"), "--wrap", cmd],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+    def array():  # the states of the array's tasks (one per population), from the ids the launcher recorded
+        queue = _squeue()
+        ids = {j for v in slurm_jobs.read(d["out"]).values() for j in v}
+        return sorted(queue[j] for j in ids if j in queue)
+
+    _wait_for(
+        "the array recorded, one population running, the others pending",
+        lambda: array() == ["PENDING", "PENDING", "RUNNING"],
+        180,
+    )
+    subprocess.run(["scancel", "--full", "--signal=TERM", launcher], check=True)
+    _wait_for("the launcher job to end", lambda: launcher not in _squeue(), 60)
+    assert "PENDING" in array()
+    out = sweep.launch(sweep.load_spec(d), live="plain")
+    assert [r["state"] for r in out] == ["completed"] * 6, out
+    jobs = slurm_jobs.read(d["out"])
+    assert sorted(jobs) == sorted(r.name for r in runs) and all(len(v) == 1 for v in jobs.values()), jobs
+    assert len({v[0] for v in jobs.values()}) == 3  # one task per population, never resubmitted
+    assert len(_arrays_submitted(d["out"])) == 1
+    pops = _check_populations(d, runs)
+    assert len(pops) == 3 and all(len({jobs[r.name][0] for r in m}) == 1 for m in pops.values())
+    _wait_for("the jobs to leave the queue", lambda: not _squeue(), 60)
+
+
+def test_slurm_preemption_drill_with_populations(tmp_path, slurm_cluster):
+    """scancel TERM of a running population's array task: every member checkpoints and stops; the rerun
+    resubmits that population only and resumes all its members once, one timeline each; the other
+    population ran once."""
+    pytest.importorskip("submitit")
+    from pql_scaling.experiments.sweep import slurm_jobs
+
+    d = _slurm_population_spec(tmp_path, array_parallelism=2)
+    d["base"] = dict(TINY, **{"max_env_steps": 2400, "log.checkpoint_every_s": 1})
+    runs = sweep.expand(sweep.load_spec(d))
+    victim, other = _groups(dict(d, launcher=dict(d["launcher"], population=2)))
+    launcher = _slurm_launcher(tmp_path, d)
+    _wait_for(
+        "the first population's checkpoints and a few log points",
+        lambda: all(
+            os.path.exists(os.path.join(r.path, "checkpoints", "last.pt"))
+            and os.path.exists(os.path.join(r.path, "metrics.jsonl"))
+            and len(rows(r.path)) >= 5
+            and sweep.run_state(r.path)[0] == "running"
+            for r in victim.runs
+        ),
+        300,
+    )
+    (job_id,) = set(slurm_jobs.read(d["out"])[victim.runs[0].name])
+    subprocess.run(["scancel", "--signal=TERM", job_id], check=True)
+    out = launcher.communicate(timeout=300)[0]
+    for r in victim.runs:
+        st = status(r.path)
+        assert st["status"] == "stopped" and "signal 15" in st["reason"], (st, out)
+    rerun = sweep.launch(sweep.load_spec(d), live="plain")
+    assert [r["state"] for r in rerun] == ["completed"] * 4, rerun
+    jobs = slurm_jobs.read(d["out"])
+    assert all(len(jobs[r.name]) == 2 and jobs[r.name][0] == job_id for r in victim.runs), jobs
+    assert all(len(jobs[r.name]) == 1 for r in other.runs), jobs
+    _check_populations(d, runs, 2400, {victim.path: 1}, counts={other.path})

@@ -12,6 +12,9 @@ killed or failed runs from their checkpoints and starts the missing ones.
     spec.py       the spec's schema, load_spec and its validation
     expand.py     Spec -> Runs: the grid, the rules' hyperparameters, path naming
     state.py      on disk: run_state (status.json + the lock), run_one (one run under its lock)
+    packing.py    populations (launcher.population): runs differing only in their seed as one process
+    sizing.py     launcher.population=auto: members per population from memory
+    slurm_jobs.py the SLURM jobs a sweep submitted and which of them SLURM still holds
     launchers.py  local pool, Ray, SLURM; the entry points launch and status
     board.py      the live view and manifest.json
 

@@ -1,6 +1,8 @@
 """The three launchers (a local pool, a Ray cluster, SLURM job arrays through submitit) and the entry points
 `launch` and `status`. Every launcher runs `run_one` (state.py) per run; Ray and submitit pickle the task
-functions below by their module path, so they stay top-level functions of this module."""
+functions below by their module path, so they stay top-level functions of this module. With
+`launcher.population` a launcher's unit is a population (packing.py: one pool job, Ray task or SLURM array task
+running `run_group`, with the resources a run gets) or a run left alone."""
 
 import concurrent.futures
 import os
@@ -8,11 +10,12 @@ import queue
 import signal
 import time
 
-from pql_scaling.experiments.sweep import packing, slurm_jobs
+from pql_scaling.experiments.sweep import packing, sizing, slurm_jobs
 from pql_scaling.experiments.sweep.board import Board
 from pql_scaling.experiments.sweep.expand import expand
 from pql_scaling.experiments.sweep.spec import LAUNCHERS, SpecError
 from pql_scaling.experiments.sweep.state import _acquire, _row, run_one, run_state
+from pql_scaling.rundir.disk import log
 
 
 def _env(threads, cuda=None):
@@ -23,6 +26,29 @@ def _env(threads, cuda=None):
     if cuda is not None:
         env["CUDA_VISIBLE_DEVICES"] = cuda
     return env
+
+
+def _once(fn):
+    """fn's value, computed at the first call (a measurement shared by a launch's rounds)."""
+    memo = []
+
+    def get():
+        if not memo:
+            memo.append(fn())
+        return memo[0]
+
+    return get
+
+
+def _units(spec, rs, board, target):
+    """A round's launch units: populations (launcher.population) and runs left alone; auto's INFO lines."""
+    groups, alone, lines = packing.pack(rs, spec.launcher.population, spec.out, target)
+    for line in lines:
+        if board.mode == "plain":
+            board.note("INFO: " + line)
+        else:
+            log.info(line)
+    return groups + alone
 
 
 def _local(spec, runs, retry, board):
@@ -56,9 +82,10 @@ def _local(spec, runs, retry, board):
         finally:
             slots.put(dev)
 
+    target = _once(lambda: sizing.local_target(spec, devices))
+
     def launch_round(rs, wait):
-        groups, alone = packing.pack(rs, spec.launcher.population, spec.out)
-        for rows in _futures(job, groups + alone, wait, n, board):
+        for rows in _futures(job, _units(spec, rs, board, target), wait, n, board):
             yield from rows
 
     return _pool(launch_round, runs, board)
@@ -117,19 +144,29 @@ def _ray(spec, runs, retry, board):
             undo = ray_local_init(ray, o.host, runtime_env, board)
     threads = max(1, int(o.num_cpus))
     extra = ["threads=%d" % threads] + (["device=cuda"] if o.num_gpus > 0 else [])
-    remote = ray.remote(num_cpus=o.num_cpus, num_gpus=o.num_gpus, max_retries=0)(_ray_task)
+    task = ray.remote(num_cpus=o.num_cpus, num_gpus=o.num_gpus, max_retries=0)  # a run's or a population's
+    remote, remote_group = task(_ray_task), task(_ray_group_task)
+
+    def probe():  # population=auto: measured by a task with the runs' resources, on a node they would get
+        memory, what = ray.get(task(sizing.ray_probe).remote(o.num_cpus, o.num_gpus))
+        return sizing.Target(memory, what)
+
+    target = _once(lambda: sizing.given(spec) or probe())
 
     def launch_round(rs, wait):
         refs = {}
-        for r in rs:
-            refs[remote.remote(r, retry, extra, threads, wait)] = r
-            board.update(r, "queued")
+        for u in _units(spec, rs, board, target):
+            f = remote_group if isinstance(u, packing.Group) else remote
+            refs[f.remote(u, retry, extra, threads, wait)] = u
+            for r in packing.members(u):
+                board.update(r, "queued")
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1, timeout=2.0)
             board.refresh()
             for ref in ready:
                 refs.pop(ref)
-                yield ray.get(ref)
+                out = ray.get(ref)
+                yield from out if isinstance(out, list) else [out]
 
     try:
         return _pool(launch_round, runs, board)
@@ -215,6 +252,11 @@ def _ray_task(run, retry, extra, threads, wait):
     return run_one(run, retry, extra, _env(threads), wait)
 
 
+def _ray_group_task(group, retry, extra, threads, wait):
+    """A population's rows (packing.run_group), with the resources of one run's task."""
+    return packing.run_group(group, retry, extra, _env(threads), wait)
+
+
 def slurm_parameters(spec):
     """The SlurmExecutor parameters a spec submits with (tested for a GPU cluster spec)."""
     o = spec.launcher.slurm
@@ -240,14 +282,17 @@ def slurm_parameters(spec):
     return p
 
 
-def _slurm_task(run, retry, extra, threads):
-    # on the node: SLURM pins the job's GPUs (CUDA_VISIBLE_DEVICES); a run held elsewhere returns 'busy'
-    return run_one(run, retry, extra, _env(threads), False)
+def _slurm_task(unit, retry, extra, threads):
+    # on the node: SLURM pins the job's GPUs (CUDA_VISIBLE_DEVICES); a run held elsewhere returns 'busy'.
+    # A population (packing.Group) returns its members' rows, a run its row.
+    if isinstance(unit, packing.Group):
+        return packing.run_group(unit, retry, extra, _env(threads), False)
+    return run_one(unit, retry, extra, _env(threads), False)
 
 
 def _slurm_results(pending, board):
-    """Rows of submitted jobs as they finish: result files say most; ask SLURM (submitit's watcher) now and
-    then for jobs that died without one."""
+    """Rows of submitted jobs ({job: its runs}) as they finish: result files say most; ask SLURM (submitit's
+    watcher) now and then for jobs that died without one."""
     last_check = time.monotonic()
     while pending:
         time.sleep(1.0)
@@ -258,17 +303,21 @@ def _slurm_results(pending, board):
             j for j in pending if j.paths.result_pickle.exists() or (check and j.done(force_check=True))
         ]
         for job in finished:
-            r = pending.pop(job)
+            rs = pending.pop(job)
             try:
-                yield job.result()
-            except Exception as e:  # noqa: BLE001 - the job died (time limit, node failure): run dir tells
-                yield _row(r, reason="SLURM job %s: %s" % (job.job_id, str(e).splitlines()[-1][:300]))
+                out = job.result()
+                rows = out if isinstance(out, list) else [out]
+            except Exception as e:  # noqa: BLE001 - the job died (time limit, node failure): run dirs tell
+                why = "SLURM job %s: %s" % (job.job_id, str(e).splitlines()[-1][:300])
+                rows = [_row(r, reason=why) for r in rs]
+            paths = {r.path for r in rs}  # a population's members this launch did not ask for are not its
+            yield from (row for row in rows if row["path"] in paths)
 
 
-def _slurm_submit(ex, rs, retry, extra, threads):
-    n = len(rs)
+def _slurm_submit(ex, units, retry, extra, threads):
+    n = len(units)
     try:
-        return ex.map_array(_slurm_task, rs, [retry] * n, [extra] * n, [threads] * n)
+        return ex.map_array(_slurm_task, units, [retry] * n, [extra] * n, [threads] * n)
     except Exception as e:  # noqa: BLE001 - sbatch missing or refusing: say so, nothing was started
         raise SpecError(
             "SLURM submission failed (%s: %s); check `sinfo` and the launcher.slurm options"
@@ -289,6 +338,7 @@ def _slurm(spec, runs, retry, board):
     ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=0)
     ex.update_parameters(**slurm_parameters(spec))
     extra = ["threads=%d" % o.cpus_per_task] + (["device=cuda"] if o.gpus_per_task else [])
+    target = _once(lambda: sizing.slurm_target(spec))
 
     def launch_round(rs, wait):
         if wait:  # wait here, on the shared file system, for the other holders; then submit what is left
@@ -308,21 +358,31 @@ def _slurm(spec, runs, retry, board):
                     "submitted, so none is submitted twice: check `squeue`, then rerun" % e
                 )
             todo = [r for r in rs if r.path not in held]
-            jobs = _slurm_submit(ex, todo, retry, extra, o.cpus_per_task) if todo else []
-            slurm_jobs.record(spec.out, [(r.name, j.job_id) for r, j in zip(todo, jobs)])
+            units = _units(spec, todo, board, target) if todo else []
+            jobs = _slurm_submit(ex, units, retry, extra, o.cpus_per_task) if units else []
+            # a population's job holds every member: each member's name records its id
+            slurm_jobs.record(
+                spec.out, [(r.name, j.job_id) for u, j in zip(units, jobs) for r in packing.members(u)]
+            )
         if jobs:
-            board.note("submitted SLURM array %s (%d runs)" % (jobs[0].job_id.split("_")[0], len(jobs)))
+            board.note(
+                "submitted SLURM array %s (%d tasks, %d runs)"
+                % (jobs[0].job_id.split("_")[0], len(jobs), len(todo))
+            )
         if held:
             board.note(
                 "%d run(s) still held by SLURM jobs of an earlier launch (%s): not submitted again, watched"
                 % (len(held), ", ".join("%s %s" % v for v in sorted(held.values())[:6]))
             )
-        pending = dict(zip(jobs, todo))
+        pending = {j: packing.members(u) for u, j in zip(units, jobs)}
+        watched = {}  # job id -> the runs it holds (a population's job: all its members)
         for r in rs:
             job_id, state = held.get(r.path, (None, "PENDING"))
             board.update(r, "running" if state == "RUNNING" else "queued")
             if job_id:
-                pending[submitit.SlurmJob(folder, job_id)] = r
+                watched.setdefault(job_id, []).append(r)
+        for job_id, held_runs in watched.items():
+            pending[submitit.SlurmJob(folder, job_id)] = held_runs
         yield from _slurm_results(pending, board)
 
     return _pool(launch_round, runs, board)
@@ -332,6 +392,16 @@ def _slurm(spec, runs, retry, board):
 def status(spec):
     """Rows for every run of the spec, read from the run directories (the source of truth)."""
     return [_row(r) for r in expand(spec)]
+
+
+def _check_packing(spec, kind, todo):
+    """Fail before any launcher starts: an integer K with a config that cannot be packed; auto on SLURM
+    without the memory of a task."""
+    k = spec.launcher.population
+    if k == "auto" and kind == "slurm":
+        sizing.slurm_target(spec)
+    elif k != "auto" and k > 1:
+        packing.pack(todo, k, spec.out)
 
 
 def launch(spec, launcher=None, retry=None, dry_run=False, live="off"):
@@ -353,9 +423,8 @@ def launch(spec, launcher=None, retry=None, dry_run=False, live="off"):
             "sweep %s: %d runs, %d to do, launcher %s, out %s"
             % (spec.name, len(runs), len(todo), kind, spec.out)
         )
-        if todo and spec.launcher.population > 1 and kind != "local":
-            raise SpecError("launcher.population > 1 runs with the local launcher for now (not %s)" % kind)
         if todo:
+            _check_packing(spec, kind, todo)
             {"local": _local, "ray": _ray, "slurm": _slurm}[kind](spec, todo, retry, board)
         board.write(final=True)
         return board.rows()

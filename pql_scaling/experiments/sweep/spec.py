@@ -49,8 +49,17 @@ class SlurmOptions:
 class LauncherSpec:
     kind: str = "local"  # local | ray | slurm
     # runs that differ only in their seed train as populations of up to this many members, one process each
-    # (runtime/population.py; local launcher, mode=sync); 1: every run its own process
-    population: int = 1
+    # (runtime/population.py: mode=sync, native backend, no perf.compile), on every launcher; 1: every run its
+    # own process. "auto": per configuration, as many members as fit the memory of one process where it runs
+    # (sizing.py: replay + networks, gradients, AdamW moments, target + batch working set per member, against
+    # 80% of the process's share less 0.5 GB for the interpreter), at most the configuration's seeds, 64, and
+    # (local) no more than leaves a pool slot idle; configs that cannot be populations run one process a seed
+    # (one INFO line says why). An integer K: a config that cannot be packed is an error.
+    population: Any = 1
+    # the memory (GB) one population process may use where it runs (GPU memory on a GPU, host RAM otherwise)
+    # for population=auto; null: measured (local: this machine; ray: a probe task with the runs' resources;
+    # slurm: slurm.mem_gb, so GPU tasks need this set)
+    memory_gb: Optional[float] = None
     local: LocalOptions = field(default_factory=LocalOptions)
     ray: RayOptions = field(default_factory=RayOptions)
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
@@ -190,10 +199,7 @@ def _validate(spec, where):
         raise SpecError("seeds=%r has duplicates" % (seeds,))
     if spec.retry < 0:
         raise SpecError("retry=%d must be >= 0" % spec.retry)
-    if spec.launcher.population < 1:
-        raise SpecError(
-            "launcher.population=%r must be >= 1 (members per population)" % spec.launcher.population
-        )
+    _validate_population(spec.launcher)
     lo = spec.launcher.local
     if lo.runs_per_device < 1 or lo.threads_per_run < 0 or not lo.devices:
         raise SpecError(
@@ -208,6 +214,17 @@ def _validate(spec, where):
                 "rules=%s sets the batch size and learning rates; remove %s from the spec"
                 % (spec.rules, clash)
             )
+
+
+def _validate_population(lc):
+    k = lc.population
+    if not (k == "auto" or isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise SpecError(
+            "launcher.population=%r: give auto (members chosen from memory) or members per population, an "
+            "integer >= 1 (1: one process a run)" % (k,)
+        )
+    if lc.memory_gb is not None and not lc.memory_gb > 0:
+        raise SpecError("launcher.memory_gb=%r must be > 0 (GB one process may use), or null" % lc.memory_gb)
 
 
 def load_rules(path):
