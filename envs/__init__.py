@@ -12,9 +12,19 @@ ended (terminated or truncated), `next_obs` is already the first observation of 
 `info["valid"]` (bool, optional) marks transitions that may be learned from; a backend whose resets
 are deferred (Isaac Gym) sets it False on the step that spans two episodes. A simulator that keeps its
 own episode accounting reports it as `info["episode_return"]` / `info["episode_length"]` (valid where
-the episode ended this step); the trainer then logs those instead of summing rewards itself. Isaac
-Gym also passes `info["states"]` (privileged observations) when its task has them. Attributes: `num_envs`,
-`obs_dim`, `act_dim`, `device`, `max_episode_steps`.
+the episode ended this step); the trainer then logs those instead of summing rewards itself. Attributes:
+`num_envs`, `obs_dim`, `act_dim`, `device`, `max_episode_steps`.
+
+Privileged critic observations (asymmetric actor-critic). A backend whose critic sees more than the policy
+(Isaac Lab's "critic" observation group, IsaacGymEnvs' `states`, a native task with `privileged_critic=1`) has
+an int attribute `critic_obs_dim` > 0; absent or 0 means the critic sees the policy observation. It then
+exposes the attribute `critic_obs`, a float32 (num_envs, critic_obs_dim) tensor on `device` matching the policy
+observation most recently returned by reset() or step() (for an env that was just auto-reset: its new
+episode's first), and step()'s info carries `info["final_critic_obs"]`, the true last critic observation of
+every env (equal to `critic_obs` where nothing ended), exactly as `info["final_obs"]` does for the policy (with
+deferred resets both are the terminal observation of an env that ended). The trainer stores both observations
+in the replay, normalises each with its own running statistics, feeds the critic (and its target) the critic's
+and the actor the policy's.
 """
 
 import importlib

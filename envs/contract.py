@@ -27,7 +27,15 @@ class VecEnv(Protocol):
     nothing ended), optional info["valid"] (bool: False on a transition that spans two episodes, never learned
     from), optional info["episode_return"] / ["episode_length"] (a simulator's own accounting). A backend whose
     resets are deferred (Isaac Gym) says so with `deferred_resets = True`: there an ended env's next_obs is its
-    terminal observation, and the following step, which starts the new episode, comes with valid=False."""
+    terminal observation, and the following step, which starts the new episode, comes with valid=False.
+
+    Privileged critic observations (asymmetric actor-critic: Isaac Lab's "critic" group, IsaacGymEnvs' states):
+    a backend that has them sets an int attribute `critic_obs_dim` > 0 (absent or 0: the critic sees the policy
+    observation) and exposes `critic_obs`, a float32 (num_envs, critic_obs_dim) tensor on `device` that matches
+    the policy observation most recently returned by reset() or step() (for an env that was just auto-reset:
+    its new episode's first); step()'s info then carries info["final_critic_obs"], the true last critic
+    observation of every env (equal to `critic_obs` where nothing ended), exactly as info["final_obs"] does for
+    the policy. The replay keeps both; the critic learns from its own, the actor acts on the policy's."""
 
     num_envs: int
     obs_dim: int
@@ -47,6 +55,17 @@ class Resumable(Protocol):
     def state_dict(self) -> Dict[str, Any]: ...
 
     def load_state_dict(self, state: Dict[str, Any]) -> None: ...
+
+
+def critic_obs_dim(env: Any) -> int:
+    """The env's privileged critic observation size, 0 when the critic sees the policy observation."""
+    dim = getattr(env, "critic_obs_dim", 0) or 0
+    if not isinstance(dim, int) or dim < 0:
+        raise ValueError(
+            "%s.critic_obs_dim=%r: the env contract wants an int >= 0 (0 or absent: no critic observation)"
+            % (type(env).__name__, dim)
+        )
+    return dim
 
 
 def time_limit(t: torch.Tensor, max_episode_steps: int, terminated: torch.Tensor) -> torch.Tensor:

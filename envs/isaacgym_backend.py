@@ -18,7 +18,10 @@ isaacgym_api notes and tests/fakes/README.md):
   spans two episodes: that step carries `info["valid"] = False` for those envs and must not be learned from.
 - `terminated = done & ~extras["time_outs"]`, `truncated = done & extras["time_outs"]`.
 - Actions are clamped to [-1, 1] (VecTask clamps to +-clipActions as well).
-- `obs_dict["states"]` (asymmetric critics) is passed on as `info["states"]` when the task has it.
+- `obs_dict["states"]` (asymmetric critics, `num_states` > 0) is the contract's privileged critic observation:
+  `critic_obs_dim` = num_states, `critic_obs` the states returned with the last observation and
+  `info["final_critic_obs"]` the same tensor (deferred resets: a done env's states are its terminal ones, as
+  its observation is). Without states `critic_obs_dim` is 0 and the critic reads the policy observation.
 - Reset order: IsaacGymEnvs tasks perform the resets requested by a done step either in the next step's
   `post_physics_step`, right after `progress_buf += 1` (Ant, Humanoid, Anymal, FrankaCubeStack, Cartpole:
   that step's physics ran on the ended episode, and `progress_buf` is 0 after it) or at the start of its
@@ -117,6 +120,8 @@ class IsaacGymVecEnv:
         self.obs_dim = int(self.task.num_obs)
         self.act_dim = int(self.task.num_actions)
         self.state_dim = int(getattr(self.task, "num_states", 0) or 0)
+        self.critic_obs_dim = self.state_dim  # the env contract's privileged critic observation
+        self.critic_obs = None
         self.max_episode_steps = int(self.task.max_episode_length)
         n = self.num_envs
         self._spanning = torch.zeros(
@@ -155,7 +160,13 @@ class IsaacGymVecEnv:
         self._length.zero_()
         self._account(reward, done)  # the clean-start step is the first step of every episode
         self._spanning = done.clone()
+        self._states(obs_dict)
         return obs_dict["obs"].to(self.device, torch.float32)
+
+    def _states(self, obs_dict):
+        """critic_obs from the step's states: a copy, so the actor's stays put when the task reuses buffers."""
+        if self.critic_obs_dim:
+            self.critic_obs = obs_dict["states"].to(self.device, torch.float32).clone()
 
     def step(self, action):
         action = action.to(self.task.rl_device, torch.float32).clamp(-1.0, 1.0)
@@ -172,8 +183,9 @@ class IsaacGymVecEnv:
             "episode_length": episode_length,
             "time_outs": time_outs,
         }
-        if "states" in obs_dict:
-            info["states"] = obs_dict["states"].to(self.device, torch.float32)
+        if self.critic_obs_dim:  # deferred resets: the states returned are every env's last ones
+            self._states(obs_dict)
+            info["final_critic_obs"] = self.critic_obs.clone()
         for key, value in extras.items():  # task-specific scalars (and per-term episode sums)
             if key not in info:
                 info[key] = value

@@ -3,7 +3,9 @@
 Holds the state of all envs in one tensor and applies what every task shares: action scaling from
 [-1, 1] to native units, the time limit, and auto-reset with `final_obs`. Resets are done with
 `torch.where` over all envs, never by indexing with a data-dependent list, so a step has static
-shapes and no host sync.
+shapes and no host sync. With the task parameter `privileged_critic=1` the env also gives the critic its
+own observation (the env contract's `critic_obs` and `info["final_critic_obs"]`): the policy's, the true
+state and the elapsed fraction of the time limit.
 """
 
 import torch
@@ -26,6 +28,13 @@ class NativeVecEnv:
         self.num_envs = int(num_envs)
         self.obs_dim, self.act_dim = self.task.obs_dim, self.task.act_dim
         self.max_episode_steps = self.task.max_episode_steps
+        if self.task.privileged_critic not in (0, 1):
+            raise ValueError(
+                "task %r: privileged_critic=%r; 0 (the critic sees the policy observation) or 1 (it also sees "
+                "the true state and the time-limit fraction)" % (task, self.task.privileged_critic)
+            )
+        # the contract's privileged critic observation (envs/contract.py): policy obs + state + t / limit
+        self.critic_obs_dim = (self.obs_dim + self.task.state_dim + 1) * self.task.privileged_critic
         self.members = int(members)
         seeds = [int(seed)] if seeds is None else [int(x) for x in seeds]
         if len(seeds) != self.members or self.num_envs % self.members:
@@ -39,6 +48,14 @@ class NativeVecEnv:
         self._act_scale, self._act_bias = (high - low) / 2, (high + low) / 2
         self.state = self._initial()
         self.t = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)
+        self.critic_obs = self._critic_obs(self.task.observe(self.state))
+
+    def _critic_obs(self, obs, state=None, t=None):
+        """The critic's observation of `obs` (default: of the current state and step count); None without."""
+        if not self.critic_obs_dim:
+            return None
+        state, t = (self.state, self.t) if state is None else (state, t)
+        return torch.cat([obs, state.float(), (t.float() / self.max_episode_steps)[:, None]], dim=1)
 
     def _initial(self):
         if self.members == 1:
@@ -49,7 +66,9 @@ class NativeVecEnv:
     def reset(self):
         self.state = self._initial()
         self.t.zero_()
-        return self.task.observe(self.state)
+        obs = self.task.observe(self.state)
+        self.critic_obs = self._critic_obs(obs)
+        return obs
 
     def step(self, action):
         action = action.to(self.device, torch.float32).clamp(-1.0, 1.0)
@@ -57,12 +76,16 @@ class NativeVecEnv:
         self.t += 1
         truncated = time_limit(self.t, self.max_episode_steps, terminated)
         done = terminated | truncated
-        final_obs = self.task.observe(state)
+        final_obs, final_t = self.task.observe(state), self.t  # the where below makes a new self.t
         fresh = self._initial()
         self.state = torch.where(done[:, None], fresh, state)
         self.t = torch.where(done, torch.zeros_like(self.t), self.t)
         next_obs = torch.where(done[:, None], self.task.observe(self.state), final_obs)
-        return next_obs, reward.float(), terminated, truncated, {"final_obs": final_obs}
+        info = {"final_obs": final_obs}
+        if self.critic_obs_dim:
+            info["final_critic_obs"] = self._critic_obs(final_obs, state, final_t)
+            self.critic_obs = self._critic_obs(next_obs)
+        return next_obs, reward.float(), terminated, truncated, info
 
     # Batched state access, for tests against reference simulators and for evaluation.
     def get_state(self):
@@ -72,7 +95,9 @@ class NativeVecEnv:
         self.state = (
             torch.as_tensor(state, dtype=torch.float32, device=self.device).reshape(self.num_envs, -1).clone()
         )
-        return self.task.observe(self.state)
+        obs = self.task.observe(self.state)
+        self.critic_obs = self._critic_obs(obs)
+        return obs
 
     # Checkpointing: the runtime saves this so a resumed run continues the same episodes and RNG stream.
     def state_dict(self):
@@ -87,6 +112,7 @@ class NativeVecEnv:
         self.generator.set_state(s["generator"])
         for g, state in zip(self.generators[1:], s.get("generators", [])[1:]):
             g.set_state(state)
+        self.critic_obs = self._critic_obs(self.task.observe(self.state))
 
     def close(self):
         pass

@@ -28,6 +28,9 @@ class Task(abc.ABC):
     # where the number comes from; returns are the task's own units, logged from training episodes
     solved_return: Optional[float] = None
     solved_source = ""
+    # 1: an asymmetric critic (env_kwargs.privileged_critic=1): the critic also sees the true state and the
+    # elapsed fraction of the time limit, which the policy does not (envs.native.NativeVecEnv.critic_obs)
+    privileged_critic = 0
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)

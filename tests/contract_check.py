@@ -4,7 +4,7 @@ stand-ins, which must be imported before torch."""
 
 import torch
 
-from pql_scaling.envs.contract import Resumable, VecEnv
+from pql_scaling.envs.contract import Resumable, VecEnv, critic_obs_dim
 
 
 def check_contract(env, wild=False):
@@ -16,9 +16,15 @@ def check_contract(env, wild=False):
     observation of an env that ended is its terminal one (final_obs == next_obs everywhere), the next step spans
     two episodes and says so (info["valid"] False exactly there), and its time limit counts the task's own
     progress buffer (checked by tests/test_isaacgym_adapter.py), so here only that time-outs come as truncation.
-    `wild`: actions up to 3x the bounds, so some envs terminate too."""
+    `wild`: actions up to 3x the bounds, so some envs terminate too.
+
+    A backend that sets `critic_obs_dim` > 0 (privileged critic observations) is checked for them too: `critic_obs`
+    after reset() and every step, float32 (num_envs, critic_obs_dim) on the env's device, a tensor of its own
+    (not overwritten by the next step), and info["final_critic_obs"] equal to it where nothing ended (everywhere
+    with deferred resets), another one where an episode ended and was reset; a Resumable env restores it."""
     assert isinstance(env, VecEnv)
     deferred = bool(getattr(env, "deferred_resets", False))
+    critic = critic_obs_dim(env)
     obs = env.reset()
     n = env.num_envs
     assert (
@@ -26,6 +32,7 @@ def check_contract(env, wild=False):
         and obs.dtype == torch.float32
         and obs.device == torch.device(env.device)
     )
+    cobs = kept = _check_critic_obs(env, n, critic).clone() if critic else None
     gen = torch.Generator().manual_seed(0)
     ended_at = torch.full((n,), -1)
     t_episode = torch.zeros(n, dtype=torch.long)
@@ -55,6 +62,11 @@ def check_contract(env, wild=False):
             assert bool(
                 (truncated.cpu() == (t_episode >= env.max_episode_steps) & ~terminated.cpu()).all()
             ), t
+        if critic:
+            before, cobs = cobs, _check_critic_obs(env, n, critic)
+            _check_final_critic_obs(info, cobs, done, deferred)
+            assert torch.equal(before, kept)  # the last step's critic_obs is what it was: a tensor of its own
+            kept = cobs.clone()
         ended_at[done & (ended_at < 0)] = t
         t_episode[done] = 0
         prev_done = done
@@ -63,7 +75,31 @@ def check_contract(env, wild=False):
         state = env.state_dict()
         a = (torch.rand((n, env.act_dim), generator=gen) * 2 - 1).to(env.device)
         first = env.step(a)[0].clone()
+        first_critic = env.critic_obs.clone() if critic else None
         env.load_state_dict(state)
+        if critic:  # the restored state's critic observation, not the one of the step since
+            assert not torch.equal(env.critic_obs, first_critic)
         assert torch.allclose(env.step(a)[0], first, atol=1e-6)  # the same state steps the same way
+        if critic:
+            assert torch.allclose(env.critic_obs, first_critic, atol=1e-6)
     if hasattr(env, "close"):
         env.close()
+
+
+def _check_critic_obs(env, n, dim):
+    cobs = env.critic_obs
+    assert cobs.shape == (n, dim) and cobs.dtype == torch.float32, (cobs.shape, cobs.dtype)
+    assert cobs.device == torch.device(env.device)
+    return cobs
+
+
+def _check_final_critic_obs(info, cobs, done, deferred):
+    final = info["final_critic_obs"]
+    assert final.shape == cobs.shape and final.dtype == torch.float32
+    if deferred:  # an ended env's critic observation is its terminal one, as its policy observation is
+        assert torch.equal(final, cobs)
+        return
+    done = done.to(final.device)
+    assert torch.equal(final[~done], cobs[~done])
+    if done.any():
+        assert not torch.equal(final[done], cobs[done])

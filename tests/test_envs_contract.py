@@ -34,6 +34,9 @@ def test_autoreset_returns_final_obs_and_truncates_at_limit():
 BACKENDS = [  # (backend, task, extra make() kwargs, import that must work)
     ("native", "pendulum", {}, None),
     ("native", "cartpole_swingup", {}, None),
+    # privileged critic observations (envs/contract.py): the policy's, the true state and the time-limit fraction
+    ("native", "pendulum", {"privileged_critic": 1}, None),
+    ("native", "double_cartpole_swingup", {"privileged_critic": 1}, None),
     ("mujoco", "Hopper", {"max_episode_steps": 40}, "mujoco"),
     ("mjwarp", "Hopper", {"max_episode_steps": 40}, "mujoco_warp"),
     # Gymnasium's vector envs in the modes that give the contract as it is (tests/test_gymnasium_backend.py has
@@ -64,8 +67,8 @@ def test_every_backend_honours_the_contract(backend, task, kw, need):
     check_contract(_make(backend, task, kw, need))
 
 
-@pytest.mark.parametrize("task", ["Ant", "ShadowHand"])
-def test_isaacgym_stand_in_honours_the_contract(task):
+@pytest.mark.parametrize("task,states", [("Ant", 0), ("ShadowHand", 0), ("ShadowHand", 3)])
+def test_isaacgym_stand_in_honours_the_contract(task, states):
     """The same checks on backend=isaacgym, through the stand-ins of tests/fakes in a fresh interpreter (Isaac
     Gym is imported before torch): its deferred resets are the contract's documented variant (valid=False on
     the step that spans two episodes)."""
@@ -75,8 +78,10 @@ def test_isaacgym_stand_in_honours_the_contract(task):
         prelude=True,
         code="""
     from tests.contract_check import check_contract
-    env = envs.make(%r, 8, seed=0, backend="isaacgym", cfg={"task": {"env": {"episodeLength": 12}}})
+    env = envs.make(%r, 8, seed=0, backend="isaacgym",
+                    cfg={"task": {"env": {"episodeLength": 12, "numStates": %d}}})
+    assert env.critic_obs_dim == %d  # IsaacGymEnvs' states are the critic's privileged observation
     check_contract(env, wild=True)
     """
-        % task,
+        % (task, states, states),
     )

@@ -121,7 +121,7 @@ def test_deferred_resets_time_outs_valid_and_episode_returns(task):
         n_eps += int(done.sum())
         prev_done = done
     assert n_term > 0 and n_trunc > 0 and n_invalid > 0, (n_term, n_trunc, n_invalid)
-    assert "states" not in info
+    assert "final_critic_obs" not in info and env.critic_obs_dim == 0  # no states: the critic reads obs
     print(n_term, n_trunc, n_eps, sorted(lengths))
     """
         % (task, where, progress_after_reset, progress_after_reset),
@@ -204,11 +204,15 @@ def test_states_exposed_and_observations_clamped():
         code="""
     env = envs.make("ShadowHand", 8, seed=1, backend="isaacgym",
                     cfg={"task": {"env": {"numStates": 5, "episodeLength": 50}}})
-    assert env.state_dim == 5
+    assert env.state_dim == env.critic_obs_dim == 5  # the env contract's privileged critic observation
     env.reset()
+    assert env.critic_obs.shape == (8, 5) and env.critic_obs.dtype == torch.float32
     for _ in range(10):
         obs, reward, terminated, truncated, info = env.step(torch.ones(8, env.act_dim))
-        assert info["states"].shape == (8, 5) and obs.abs().max() <= 5.0
+        assert env.critic_obs.shape == (8, 5) and obs.abs().max() <= 5.0
+        assert torch.equal(info["final_critic_obs"], env.critic_obs)  # deferred resets: the last states
+        # the point-mass stand-in's states are its observation features' sum, repeated
+        assert torch.allclose(env.critic_obs, env.task.states_buf.clamp(-5.0, 5.0))
     """,
     )
 
