@@ -579,7 +579,7 @@ def test_ray_kill_drill_train_process_then_driver_mid_sweep(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ populations
-def test_population_auto_picks_k_from_memory_and_falls_back_for_a_trio(tmp_path):
+def test_population_auto_picks_k_from_memory_and_falls_back_for_a_trio(tmp_path, monkeypatch):
     """auto: members per population from a member's footprint against one process's memory (here a synthetic
     limit): K shrinks as the replay grows, is capped by the seeds and the local pool's slots; a trio config
     cannot be a population: one process a run, with one line saying why (an integer K refuses it)."""
@@ -608,6 +608,15 @@ def test_population_auto_picks_k_from_memory_and_falls_back_for_a_trio(tmp_path)
     # the local pool's slots: 16 seeds on 4 slots -> populations of 4, none idle
     groups, _, lines = packing.pack(runs, "auto", spec.out, sizing.Target(2**40, "x", slots=4))
     assert [len(g.runs) for g in groups] == [4] * 4 and "4 pool slots busy" in lines[0], lines
+    # local: the available host RAM shared by the pool's CPU processes, unless launcher.memory_gb says
+    from pql_scaling.runtime import resources
+
+    monkeypatch.setattr(resources, "host_available", lambda: 6 * 2**30)
+    t = sizing.local_target(spec, ["cpu"])  # runs_per_device 2
+    assert (t.memory, t.slots) == (3 * 2**30, 2) and "/ 2 processes" in t.what, t
+    assert (
+        sizing.local_target(sweep.load_spec(spec, ["launcher.memory_gb=1.5"]), ["cpu"]).memory == 1.5 * 2**30
+    )
     one = sweep.load_spec(spec_dict(tmp_path))  # one seed a configuration: nothing to pack or measure
     assert packing.pack(sweep.expand(one), "auto", one.out, None) == ([], sweep.expand(one), [])
     trio = sweep.load_spec(spec_dict(tmp_path, seeds=4, base=dict(TINY, mode="trio")))
@@ -653,6 +662,19 @@ def _check_populations(d, runs, max_steps=480, resumed=None, counts=True):
         for r in members:
             _check_one_timeline(r.path, max_steps, counts=counts is True or bool(counts) and path in counts)
     return pops
+
+
+def test_local_sweep_with_population_auto_says_what_it_chose(tmp_path, capsys):
+    """population=auto on the local pool, measured on this machine: each configuration's 2 seeds as one
+    population (2 slots, 2 configurations), one INFO line per choice, every member once with exact counts."""
+    d = spec_dict(tmp_path, seeds=2, launcher={"kind": "local", "population": "auto"})
+    runs = sweep.expand(sweep.load_spec(d))
+    out = sweep.launch(sweep.load_spec(d), live="plain")
+    assert [r["state"] for r in out] == ["completed"] * 4, out
+    assert len(_check_populations(d, runs)) == 2
+    said = [l for l in capsys.readouterr().out.splitlines() if l.startswith("INFO: launcher.population=auto")]
+    assert len(said) == 1 and "and 1 more: populations of up to 2 (limited by its 2 seeds" in said[0], said
+    assert "available host RAM" in said[0], said
 
 
 def test_ray_sweep_with_populations_runs_every_member_once(tmp_path):
