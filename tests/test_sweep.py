@@ -602,6 +602,11 @@ def test_population_auto_picks_k_from_memory_and_falls_back_for_a_trio(tmp_path,
         said = "populations of up to %d" % ks[-1] if ks[-1] > 1 else "one process a run"
         assert len(lines) == 1 and said in lines[0], lines
     assert ks == [16, 8, 4, 2, 1], ks
+    privileged = config.load(runs[0].overrides + ["env_kwargs={privileged_critic: 1}"])
+    assert (
+        sizing.member_bytes(privileged)["replay"]
+        > sizing.member_bytes(config.load(runs[0].overrides))["replay"]
+    )
     assert "one member does not fit" in lines[0] and "replay 0.40 GB" in lines[0], lines
     _, _, lines = packing.pack(runs, "auto", spec.out, sizing.Target(2**40, "x"))
     assert "populations of up to 16 (limited by its 16 seeds" in lines[0], lines

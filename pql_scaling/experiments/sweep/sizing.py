@@ -2,7 +2,8 @@
 process may use where it runs.
 
 A member's footprint is computed from its resolved config: its replay ring (capacity x row bytes, allocated in
-full at start), its networks five times over (weights, gradients, two AdamW moments, a target copy), the sampled
+full at start; a row: obs, next obs, action, reward, discount, weight, and a privileged critic's two
+observations), its networks five times over (weights, gradients, two AdamW moments, a target copy), the sampled
 batch and its activations, and its envs' buffers. One process may use FRACTION of its share of the target's
 memory, less BASE_BYTES for the interpreter, torch and a CUDA context:
 
@@ -52,15 +53,27 @@ def _params(cfg, obs_dim, act_dim):
     return nets.count_params(actor) + nets.count_params(critic)
 
 
+def _dims(cfg):
+    """(obs_dim, act_dim, critic_obs_dim) of the config's native env, read off a one-env instance (its task
+    parameters, env_kwargs.privileged_critic among them, decide them)."""
+    from pql_scaling import config as config_lib
+    from pql_scaling import envs
+
+    env = envs.make(cfg.task, 1, backend="native", **config_lib.env_options(cfg, "native"))
+    try:
+        return int(env.obs_dim), int(env.act_dim), int(getattr(env, "critic_obs_dim", 0) or 0)
+    finally:
+        env.close()
+
+
 def member_bytes(cfg):
     """{part: bytes} of one member of a population of `cfg` (a native task: populations step only those)."""
-    from pql_scaling import tasks
     from pql_scaling.core import nets
     from pql_scaling.runtime import resources
 
-    task = tasks.load_native(cfg.task)
-    obs_dim, act_dim = int(task.obs_dim), int(task.act_dim)
-    row = resources.replay_row_bytes(obs_dim, act_dim)
+    obs_dim, act_dim, critic_obs_dim = _dims(cfg)
+    # a privileged critic's observation and next observation ride in the replay too (float32)
+    row = resources.replay_row_bytes(obs_dim, act_dim) + 2 * 4 * critic_obs_dim
     n = int(cfg.num_envs)
     batch = int(cfg.algo.batch_size)
     hidden = sum(nets.hidden_of(cfg.net, "actor")) + sum(nets.hidden_of(cfg.net, "critic"))
