@@ -142,8 +142,6 @@ def validate(get, backend=None):
             )
     if backend == "isaaclab":
         _check_isaaclab(kwargs)
-    if kwargs and get("population.size") > 1:
-        raise _error("env_kwargs is not passed to a population's envs yet: set population.size=1 for it")
     return _check_native(get("task"), kwargs) if backend == "native" and kwargs else kwargs
 
 

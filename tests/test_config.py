@@ -94,5 +94,6 @@ def test_env_kwargs_set_a_native_tasks_parameters_and_survive_a_resume():
     # a resumed run's config.yaml (and a task YAML) hold the mapping as one key
     again = config.load(["max_env_steps=100"], base=config.to_dict(cfg))
     assert dict(again.env_kwargs) == {"g": 9.81, "max_episode_steps": 50}
-    with pytest.raises(config.ConfigError, match="env_kwargs is not passed to a population"):
-        config.load(["task=pendulum", "env_kwargs={g: 9.81}", "mode=sync", "population.size=2"])
+    # a population's members get them too (each member's config.yaml keeps them for a member's own resume)
+    pop = config.load(["task=pendulum", "env_kwargs={g: 9.81}", "mode=sync", "population.size=2"])
+    assert config.env_options(pop, "native") == {"g": 9.81}

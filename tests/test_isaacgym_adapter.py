@@ -365,3 +365,20 @@ def test_short_training_run_through_the_adapter_trio(tmp_path):
     assert rows[-1]["env_steps"] == 3200 and rows[-1]["critic_updates"] > 0 and rows[-1]["policy_updates"] > 0
     assert sum(r["episodes"] for r in rows) > 0
     assert "v_wait_frac" in rows[-1]  # trio's per-role metrics
+
+
+@pytest.mark.parametrize("mode", ["sync", "trio"])
+def test_training_with_isaacgym_states_as_critic_obs(tmp_path, mode):
+    """A task with `numStates`: its states reach the critic as the contract's privileged observation (run.json's
+    critic_obs_dim; the critic's first layer takes states + actions), in sync and trio mode."""
+    import json
+
+    run_dir = train_cli(
+        tmp_path, mode, "max_env_steps=1600", "env_kwargs={cfg: {task: {env: {numStates: 3}}}}"
+    )
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert json.load(open(os.path.join(run_dir, "status.json")))["status"] == "completed"
+    assert rows[-1]["env_steps"] == 1600 and rows[-1]["critic_updates"] > 0
+    facts = json.load(open(os.path.join(run_dir, "run.json")))
+    assert facts["critic_obs_dim"] == 3 and facts["obs_dim"] == 60
+    assert facts["critic_params"] == 2 * ((3 + 8) * 32 + 32 + 32 + 1)  # twin [32] critics on states + actions

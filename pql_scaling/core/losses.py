@@ -9,10 +9,12 @@ Batches arrive with n-step returns already folded by the actor (runtime/actor.py
 `reward` = sum_k gamma^k r_{t+k} (reward-scaled), `discount` = gamma^n' * (1 - terminated) for the
 n' <= n steps actually taken (0 after a termination, so we never bootstrap through one; truncations
 keep it), `next_obs` = the observation to bootstrap from, `weight` = 0 for a transition that must not
-be learned from (it spans two episodes).
+be learned from (it spans two episodes). An asymmetric critic (the env's privileged `critic_obs`) also gets
+`critic_obs` / `next_critic_obs`: the critic and its target read those, the actor the policy's; without them
+(None) the critic reads the policy's, as it always has.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -26,6 +28,15 @@ class Batch(NamedTuple):
     next_obs: torch.Tensor
     discount: torch.Tensor
     weight: torch.Tensor
+    critic_obs: Optional[torch.Tensor] = None
+    next_critic_obs: Optional[torch.Tensor] = None
+
+
+def critic_inputs(b):
+    """(obs, next_obs) as the critic sees them: its privileged observations where the batch has them."""
+    if b.critic_obs is None:
+        return b.obs, b.next_obs
+    return b.critic_obs, b.next_critic_obs
 
 
 def weighted_mean(x, w, members=1):
@@ -89,6 +100,7 @@ def critic_loss(
     """Clipped double-Q TD loss (twin critics, min over the target pair). A population's critic (`members`
     > 1) gives (K,) losses and Q means, one per member; `randn_like` draws the smoothing noise (per member)."""
     k = getattr(critic, "members", 1)
+    c_obs, c_next_obs = critic_inputs(b)  # the actor still picks a' from the policy's next observation
     with torch.no_grad():
         if sac:
             next_a, next_logp = actor.sample(b.next_obs)
@@ -96,7 +108,7 @@ def critic_loss(
         else:
             next_a = smoothed_action(actor, b.next_obs, target_noise, target_noise_clip, randn_like)
             entropy_bonus = 0.0
-        target_out = critic_target(b.next_obs, next_a)
+        target_out = critic_target(c_next_obs, next_a)
         if support is None:
             target = b.reward + b.discount * (target_out.min(0).values + entropy_bonus)
         else:  # C51: take, per sample, the target member with the lower expected value
@@ -104,7 +116,7 @@ def critic_loss(
             pick = (probs * support).sum(-1).argmin(0)  # (B,)
             probs = torch.where(pick[:, None] == 0, probs[0], probs[1])
             target = c51_project(probs, b.reward, b.discount, support)
-    out = critic(b.obs, b.action)
+    out = critic(c_obs, b.action)
     if support is None:
         per_sample = ((out - target) ** 2).sum(0)
         q = out
@@ -125,13 +137,14 @@ def q_value(critic, obs, action, support=None):
 
 def actor_loss(actor, critic, b, sac, target_entropy, support=None):
     k = getattr(actor, "members", 1)
+    c_obs = critic_inputs(b)[0]
     if sac:
         a, logp = actor.sample(b.obs)
         log_alpha = alpha_rows(actor.log_alpha, logp.shape[0])
         alpha = log_alpha.exp().detach()
-        loss = weighted_mean(alpha * logp - q_value(critic, b.obs, a, support), b.weight, k)
+        loss = weighted_mean(alpha * logp - q_value(critic, c_obs, a, support), b.weight, k)
         # temperature: raise alpha when entropy falls below target
         loss = loss - weighted_mean(log_alpha * (logp.detach() + target_entropy), b.weight, k)
         return loss, -mean(logp, k)
     a = actor(b.obs)
-    return weighted_mean(-q_value(critic, b.obs, a, support), b.weight, k), mean(a.abs(), k)
+    return weighted_mean(-q_value(critic, c_obs, a, support), b.weight, k), mean(a.abs(), k)

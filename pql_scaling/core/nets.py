@@ -236,8 +236,9 @@ def moe_kwargs(n):
     }
 
 
-def build(cfg, obs_dim, act_dim):
-    """(actor, critic) for a resolved config."""
+def build(cfg, obs_dim, act_dim, critic_obs_dim=0):
+    """(actor, critic) for a resolved config; the critic reads `critic_obs_dim` privileged inputs when > 0 (an
+    asymmetric critic), else the policy's `obs_dim` (so its parameter and FLOP counts follow)."""
     n = cfg.net
     ah, ch = hidden_of(n, "actor"), hidden_of(n, "critic")
     aarch, carch = n.get("actor_arch", "mlp"), n.get("critic_arch", "mlp")
@@ -247,11 +248,12 @@ def build(cfg, obs_dim, act_dim):
         actor = Actor(obs_dim, act_dim, ah, n.activation, n.layer_norm, aarch)
     atoms = cfg.algo.num_atoms if cfg.algo.distributional else 1
     moe = moe_kwargs(n) if carch == "softmoe" else None
-    critic = Critic(obs_dim, act_dim, ch, n.activation, n.layer_norm, atoms=atoms, arch=carch, moe=moe)
+    c_in = critic_obs_dim or obs_dim
+    critic = Critic(c_in, act_dim, ch, n.activation, n.layer_norm, atoms=atoms, arch=carch, moe=moe)
     return actor, critic
 
 
-def build_population(cfg, obs_dim, act_dim, seeds):
+def build_population(cfg, obs_dim, act_dim, seeds, critic_obs_dim=0):
     """A population's (actor, critic) stacked member-major, and each member's CPU RNG state after its init
     (index 0: None). Member 0's networks are drawn from torch's global RNG exactly as a single run's (so a
     population of one is that run); member k's under its own seed in a forked RNG, exactly as a single run
@@ -270,7 +272,7 @@ def build_population(cfg, obs_dim, act_dim, seeds):
         else:
             actor = Actor(obs_dim, act_dim, ah, n.activation, n.layer_norm, aarch, members=members)
         critic = Critic(
-            obs_dim,
+            critic_obs_dim or obs_dim,
             act_dim,
             ch,
             n.activation,
@@ -283,11 +285,11 @@ def build_population(cfg, obs_dim, act_dim, seeds):
     states = [None]
     for m, seed in enumerate(seeds):
         if m == 0:
-            one = build(cfg, obs_dim, act_dim)
+            one = build(cfg, obs_dim, act_dim, critic_obs_dim)
         else:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
-                one = build(cfg, obs_dim, act_dim)
+                one = build(cfg, obs_dim, act_dim, critic_obs_dim)
                 states.append(torch.get_rng_state())
         with torch.no_grad():
             for net1, net in zip(one, (actor, critic)):

@@ -3,6 +3,8 @@
 The replay holds raw observations; learners normalise at sample time with the current statistics
 (as PQL does), so old transitions stay valid as the statistics move. Every tensor is allocated once
 and can be put in shared memory (CPU) or handed to another process over CUDA IPC (the trio).
+An env with a privileged critic observation adds the fields `critic_obs` / `next_critic_obs`, normalised
+by their own statistics (`Normalizer.critic`); without one, storage and draws are what they always were.
 """
 
 from typing import Any, Dict, NamedTuple, Optional, Union
@@ -13,10 +15,11 @@ from torch import Tensor
 from pql_scaling.core.losses import Batch
 from pql_scaling.core.members import Streams
 
-FIELDS = Batch._fields  # ("obs", "action", "reward", "next_obs", "discount", "weight")
+FIELDS = Batch._fields  # ("obs", "action", "reward", "next_obs", "discount", "weight", critic's two)
+CRITIC_FIELDS = ("critic_obs", "next_critic_obs")
 
 
-def alloc_storage(capacity, obs_dim, act_dim, device):
+def alloc_storage(capacity, obs_dim, act_dim, device, critic_obs_dim=0):
     shapes = {
         "obs": (obs_dim,),
         "action": (act_dim,),
@@ -25,7 +28,14 @@ def alloc_storage(capacity, obs_dim, act_dim, device):
         "discount": (),
         "weight": (),
     }
+    if critic_obs_dim:
+        shapes.update({k: (critic_obs_dim,) for k in CRITIC_FIELDS})
     return {k: torch.zeros((capacity,) + s, dtype=torch.float32, device=device) for k, s in shapes.items()}
+
+
+def critic_obs_dim(data: Dict[str, Tensor]) -> int:
+    """The critic observation width of replay storage `data` (0: the critic reads the policy's)."""
+    return data["critic_obs"].shape[-1] if "critic_obs" in data else 0
 
 
 class Replay:
@@ -40,7 +50,9 @@ class Replay:
     same offset, so `rows`, `size` and `capacity` count one member's ring, alike for all.
     """
 
-    def __init__(self, capacity, obs_dim, act_dim, num_envs, device, storage=None, members=1):
+    def __init__(
+        self, capacity, obs_dim, act_dim, num_envs, device, storage=None, members=1, critic_obs_dim=0
+    ):
         self.members = int(members)
         self.num_envs = int(num_envs) // self.members  # rows per member per write
         self.capacity = max(int(capacity) // self.num_envs, 1) * self.num_envs
@@ -48,7 +60,7 @@ class Replay:
         self.data = (
             storage
             if storage is not None
-            else alloc_storage(self.members * self.capacity, obs_dim, act_dim, self.device)
+            else alloc_storage(self.members * self.capacity, obs_dim, act_dim, self.device, critic_obs_dim)
         )
         self.rows = 0  # total rows ever written (per member)
 
@@ -56,9 +68,12 @@ class Replay:
     def size(self):
         return min(self.rows, self.capacity)
 
-    def add(self, obs, action, reward, next_obs, discount, weight):
+    def add(self, obs, action, reward, next_obs, discount, weight, critic_obs=None, next_critic_obs=None):
         start, n, k = self.rows % self.capacity, self.num_envs, self.members
-        for key, value in zip(FIELDS, (obs, action, reward, next_obs, discount, weight)):
+        values = (obs, action, reward, next_obs, discount, weight, critic_obs, next_critic_obs)
+        if (critic_obs is None) != ("critic_obs" not in self.data):
+            raise ValueError("replay rows and storage disagree on critic observations")  # a wiring bug
+        for key, value in zip(FIELDS, values[: len(self.data)]):
             if k == 1:
                 self.data[key][start : start + n].copy_(value, non_blocking=True)
             else:
@@ -96,7 +111,12 @@ def sample(
     idx = (idx + start) % ring
     if members > 1:
         idx = idx + torch.arange(members, device=device).repeat_interleave(batch_size) * ring
-    return Batch(*(data[k][idx] for k in FIELDS))
+    return Batch(*(data[k][idx] for k in FIELDS if k in data))
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """A batch's tensors on `device` (a symmetric critic's None fields stay None)."""
+    return Batch(*(None if x is None else x.to(device, non_blocking=True) for x in batch))
 
 
 def draw(
@@ -114,16 +134,24 @@ def draw(
     else:
         batch = rows
     if batch.obs.device != device:  # the replay lives on another device (trio placement)
-        batch = Batch(*(x.to(device, non_blocking=True) for x in batch))
-    return batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
+        batch = to_device(batch, device)
+    batch = batch._replace(obs=norm(batch.obs), next_obs=norm(batch.next_obs))
+    if batch.critic_obs is None:
+        return batch
+    return batch._replace(
+        critic_obs=norm.critic(batch.critic_obs), next_critic_obs=norm.critic(batch.next_critic_obs)
+    )
 
 
 class Normalizer(torch.nn.Module):
-    """Running mean / variance of observations (parallel Welford merge), used with clamping."""
+    """Running mean / variance of observations (parallel Welford merge), used with clamping. `critic_dim` > 0:
+    `critic` is the privileged critic observation's own Normalizer (its buffers travel with these: checkpoints,
+    the trio's snapshot, a compiled update's static inputs); else None."""
 
-    def __init__(self, dim, device, clip=5.0, eps=1e-4, enabled=True, members=1):
+    def __init__(self, dim, device, clip=5.0, eps=1e-4, enabled=True, members=1, critic_dim=0):
         super().__init__()
         self.clip, self.enabled, self.members = clip, enabled, members
+        self.critic = Normalizer(critic_dim, device, clip, eps, enabled, members) if critic_dim else None
         shape = (
             (dim,) if members == 1 else (members, 1, dim)
         )  # a population: one set of statistics per member

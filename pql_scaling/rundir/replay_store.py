@@ -108,6 +108,12 @@ class ReplayStore:
                 if start > covered:
                     break
                 data = read_checkpoint(path, "cpu", stamped=False)["data"]
+                if set(data) != set(replay.data):  # e.g. written before the env had critic observations
+                    raise ValueError(
+                        "replay segment %s holds the fields %s, but this run's replay has %s (critic "
+                        "observations differ): start a new run, or resume with the env it was written with"
+                        % (path, sorted(data), sorted(replay.data))
+                    )
                 a, b = max(start, lo), min(end, rows)
                 idx = torch.arange(a, b, device=replay.device) % self.capacity
                 for k, v in data.items():

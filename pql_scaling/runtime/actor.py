@@ -7,7 +7,9 @@ eps <- rho eps + sqrt(1 - rho^2) N(0, 1), same std): white noise averages out ov
 task whose reward needs a sustained push (mountaincar: a car must rock for ~100 steps before it
 sees the goal) is almost never solved by it, and correlated noise finds the goal in most episodes.
 SAC samples from its own stochastic policy instead. Episode statistics are accumulated on the device
-and read only at log points.
+and read only at log points. An env with a privileged critic observation (envs/contract.py): the actor acts
+on the policy's observation only, and stores the critic's beside it (the n-step window keeps the two side by
+side in one row, [policy | critic], which the replay splits).
 """
 
 from typing import Dict, List, Optional
@@ -16,6 +18,7 @@ import torch
 
 from pql_scaling.core.members import Streams
 from pql_scaling.core.replay import Normalizer, Replay
+from pql_scaling.envs.contract import critic_obs_dim
 
 
 def episode_stats(s, sq, n, length):
@@ -118,7 +121,9 @@ class ActorRole:
         self.noise_std = (std[0] if k == 1 else torch.cat(std))[:, None]
         self.noise_corr = a.noise_corr
         self.noise = self.streams.randn(n, env.act_dim)  # the AR(1) state (unused when white)
-        self.folder = NStepFolder(a.nstep, a.gamma, n, env.obs_dim, env.act_dim, self.device)
+        self.obs_dim, self.critic_dim = env.obs_dim, critic_obs_dim(env)
+        width = env.obs_dim + self.critic_dim
+        self.folder = NStepFolder(a.nstep, a.gamma, n, width, env.act_dim, self.device)
         self.steps = 0  # actor steps taken (each is num_envs transitions)
         self.ep_return = torch.zeros(n, device=self.device)
         self.ep_length = torch.zeros(n, device=self.device)
@@ -126,6 +131,23 @@ class ActorRole:
         self.stats = torch.zeros((4,) if k == 1 else (k, 4), device=self.device)
         self.obs = env.reset().to(self.device)
         self.norm.update(self.obs)
+        self.critic_obs = self._critic_obs()
+        if self.critic_obs is not None:
+            self.norm.critic.update(self.critic_obs)
+
+    def _critic_obs(self):
+        """The env's privileged critic observation (None without one), checked once against its contract."""
+        if not self.critic_dim:
+            return None
+        cobs = getattr(self.env, "critic_obs", None)
+        want = (self.num_envs, self.critic_dim)
+        if self.steps == 0 and (not isinstance(cobs, torch.Tensor) or tuple(cobs.shape) != want):
+            raise ValueError(
+                "%s sets critic_obs_dim=%d but its critic_obs is %s: the env contract (envs/contract.py) wants "
+                "a float32 %s tensor matching the last policy observation"
+                % (type(self.env).__name__, self.critic_dim, getattr(cobs, "shape", cobs), want)
+            )
+        return cobs.to(self.device, torch.float32)
 
     @torch.no_grad()
     def act(self, policy, obs):
@@ -148,15 +170,39 @@ class ActorRole:
         done = terminated | truncated
         valid = info.get("valid", torch.ones_like(done))
         final_obs = info["final_obs"]
+        if self.critic_dim:  # one window row per step: [policy | critic], split again for the replay
+            obs = torch.cat([obs, self.critic_obs], dim=1)
+            final_obs = torch.cat([final_obs, self._final_critic_obs(info)], dim=1)
         row = self.folder.push(obs, action, reward * self.reward_scale, final_obs, terminated, done, valid)
         if self.folder.ready:
             self.gate.wait(self.replay)
-            self.replay.add(*row)
+            self.replay.add(*self._split(row))
             self.gate.commit(self.replay)
         self.norm.update(next_obs)
+        if self.critic_dim:
+            self.critic_obs = self._critic_obs()
+            self.norm.critic.update(self.critic_obs)
         self._track(reward, done, valid, info)
         self.obs = next_obs
         self.steps += 1
+
+    def _final_critic_obs(self, info):
+        final = info.get("final_critic_obs")
+        if final is None:
+            raise ValueError(
+                "%s sets critic_obs_dim but its step() info has no 'final_critic_obs': the env contract "
+                "(envs/contract.py) wants the true last critic observation of every env there"
+                % type(self.env).__name__
+            )
+        return final.to(self.device, torch.float32)
+
+    def _split(self, row):
+        """The window's transition as the replay's fields: [policy | critic] observations split apart."""
+        if not self.critic_dim:
+            return row
+        obs, action, reward, next_obs, discount, valid = row
+        p = self.obs_dim
+        return obs[:, :p], action, reward, next_obs[:, :p], discount, valid, obs[:, p:], next_obs[:, p:]
 
     def _track(self, reward, done, valid, info):
         """Accumulate returns in the task's own units (before reward scaling)."""
@@ -197,6 +243,7 @@ class ActorRole:
             "obs": self.obs,
             "noise": self.noise,
             "folder": {k: getattr(f, k) for k in window},
+            **({"critic_obs": self.critic_obs} if self.critic_dim else {}),
         }
 
     def load_state_dict(self, s, episodes=True):
@@ -209,6 +256,8 @@ class ActorRole:
         self.ep_return.copy_(s["ep_return"])
         self.ep_length.copy_(s["ep_length"])
         self.obs = s["obs"].to(self.device)
+        if self.critic_dim:
+            self.critic_obs = s["critic_obs"].to(self.device)
         self.noise.copy_(s["noise"])
         for k, v in s["folder"].items():
             setattr(self.folder, k, v if k == "t" else v.to(self.device))

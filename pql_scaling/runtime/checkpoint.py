@@ -8,7 +8,7 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
-from pql_scaling.config import Config
+from pql_scaling.config import Config, ConfigError
 from pql_scaling.envs.contract import VecEnv
 from pql_scaling.rundir.disk import log, to_host
 from pql_scaling.rundir.rundir import RunDir
@@ -121,6 +121,7 @@ class Checkpointer:
 
     def load_state_dict(self, s: Dict[str, Any]) -> None:
         r = self.roles
+        check_critic_obs(s, r.norm, self.run.path)
         r.v_learner.load_state_dict(s["v_learner"])
         r.p_learner.load_state_dict(s["p_learner"])
         r.norm.load_state_dict(s["norm"])
@@ -150,3 +151,24 @@ class Checkpointer:
             log.info(
                 "checkpoint holds no replay (save_replay=false): the replay refills before learning resumes"
             )
+
+
+def check_critic_obs(s: Dict[str, Any], norm: Any, path: str) -> None:
+    """Refuse a checkpoint whose critic read other observations than this env gives it (written before the
+    env had privileged critic observations, or with other ones): its critic, normaliser and replay rows would
+    not fit."""
+    saved = s["norm"].get("critic.mean")
+    had = 0 if saved is None else int(saved.shape[-1])
+    has = 0 if norm.critic is None else int(norm.critic.mean.shape[-1])
+    if had == has:
+        return
+    raise ConfigError(
+        "%s: its checkpoint was written with %s, but this run's env gives %s; the critic, its normaliser and "
+        "the replay cannot carry over: start a new run (another run_dir), or resume with the env it was "
+        "written with (e.g. the same env_kwargs.privileged_critic)"
+        % (path, _critic_kind(had), _critic_kind(has))
+    )
+
+
+def _critic_kind(dim: int) -> str:
+    return "privileged critic observations (critic_obs_dim=%d)" % dim if dim else "no critic observation"

@@ -27,7 +27,7 @@ from torch.optim.adamw import adamw
 from pql_scaling.core import losses as algo
 from pql_scaling.core.losses import Batch
 from pql_scaling.core.members import Streams, broadcast_to_param, per_member_sq_norm
-from pql_scaling.core.replay import Replay, Window, draw, sample
+from pql_scaling.core.replay import Replay, Window, draw, sample, to_device
 from pql_scaling.runtime.optim import (  # noqa: F401 - set_tf32: the GPU tests' name for it
     adamw_member_step,
     check_compiler,
@@ -238,7 +238,7 @@ class Learner:
             self.update(Window(data, self.size, self.start))
         else:  # the replay lives on another device (trio placement): the graph gets a batch on its own
             batch = sample(data, self.batch_size, size, start)
-            self.update(Batch(*(x.to(self.device, non_blocking=True) for x in batch)))
+            self.update(to_device(batch, self.device))
 
     def update(self, batch: Union[Batch, Window]) -> None:
         """One update (the step, compiled or not) on a batch, or on a Window of replay rows; counted here."""

@@ -26,6 +26,7 @@ from pql_scaling import config as config_lib
 from pql_scaling import envs
 from pql_scaling.config import Config
 from pql_scaling.core import nets
+from pql_scaling.envs.contract import critic_obs_dim
 from pql_scaling.rundir import schema
 from pql_scaling.rundir.console_lines import population_line as console_line
 from pql_scaling.rundir.disk import log
@@ -98,6 +99,7 @@ class _Env:
     def __init__(self, num_envs: int, env: Any = None) -> None:
         self.num_envs = num_envs
         self.obs_dim, self.act_dim = getattr(env, "obs_dim", None), getattr(env, "act_dim", None)
+        self.critic_obs_dim = critic_obs_dim(env) if env is not None else 0
 
 
 class Member:
@@ -129,7 +131,7 @@ class Population:
         self.k, self.n = len(self.seeds), cfg.num_envs
         self.env = envs.make(
             cfg.task, self.k * self.n, device=cfg.device, seed=self.seeds[0], backend=cfg.backend,
-            members=self.k, seeds=self.seeds,
+            members=self.k, seeds=self.seeds, **config_lib.env_options(cfg, "native"),
         )  # fmt: skip
         # the population keeps no replay segments: a member's checkpoint is a single run's, without replay
         self.roles = build_roles(_without_replay_store(cfg), self.env, None)
@@ -156,7 +158,7 @@ class Population:
             mcfg = member_config(cfg, k, self.seeds, values, path)
             bs = int(mcfg.algo.batch_size)
             with torch.random.fork_rng(devices=[]):
-                a1, c1 = nets.build(mcfg, self.env.obs_dim, self.env.act_dim)
+                a1, c1 = nets.build(mcfg, self.env.obs_dim, self.env.act_dim, critic_obs_dim(self.env))
             member = Member(self, k, mcfg, nets.update_flops(a1, c1, bs))
             self.members.append(member)
             if resuming:

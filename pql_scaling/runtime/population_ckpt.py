@@ -10,6 +10,7 @@ import torch
 from pql_scaling import config as config_lib
 from pql_scaling.rundir.disk import read_checkpoint
 from pql_scaling.rundir.rundir import RunDir
+from pql_scaling.runtime.checkpoint import check_critic_obs
 
 
 def _rows(t: torch.Tensor, k: int, members: int, dim: int = 0) -> torch.Tensor:
@@ -61,11 +62,7 @@ def member_state(pop: Any, m: Any) -> Dict[str, Any]:
             "actor_opt": _opt_slice(p.opt.state_dict(), k, K, float(m.cfg.algo.actor_lr)),
             "updates": p.updates,
         },
-        "norm": {
-            "mean": r.norm.mean[k, 0].clone(),
-            "var": r.norm.var[k, 0].clone(),
-            "count": r.norm.count.clone(),
-        },
+        "norm": _norm_slice(r.norm, k),
         "actor": {
             "steps": actor.steps,
             "ep_return": _rows(actor.ep_return, k, K),
@@ -73,6 +70,7 @@ def member_state(pop: Any, m: Any) -> Dict[str, Any]:
             "obs": _rows(actor.obs, k, K),
             "noise": _rows(actor.noise, k, K),
             "folder": window,
+            **({"critic_obs": _rows(actor.critic_obs, k, K)} if actor.critic_dim else {}),
         },
         "counters": {n: x for n, x in counters.items() if not hasattr(x, "numerator")},
         "fractions": fractions,
@@ -85,6 +83,14 @@ def member_state(pop: Any, m: Any) -> Dict[str, Any]:
             "generator": env.generators[k].get_state(),
         },
     }
+
+
+def _norm_slice(norm: Any, k: int) -> Dict[str, torch.Tensor]:
+    """Member k's statistics in a single run's Normalizer.state_dict() format (the critic's as `critic.*`)."""
+    out = {"mean": norm.mean[k, 0].clone(), "var": norm.var[k, 0].clone(), "count": norm.count.clone()}
+    if norm.critic is not None:
+        out.update({"critic." + n: t for n, t in _norm_slice(norm.critic, k).items()})
+    return out
 
 
 def _put_rows(dst: torch.Tensor, src: torch.Tensor, k: int, members: int, dim: int = 0) -> None:
@@ -114,18 +120,23 @@ def load_member_state(pop: Any, m: Any, s: Dict[str, Any]) -> None:
     inverse)."""
     k, K, r = m.k, pop.k, pop.roles
     v, p, actor, env = r.v_learner, r.p_learner, r.actor, pop.env
+    check_critic_obs(s, r.norm, m.run.path)
     _load_net(v.critic, s["v_learner"]["critic"], k, K)
     _load_net(v.critic_target, s["v_learner"]["critic_target"], k, K)
     _load_opt(v.opt, s["v_learner"]["critic_opt"], k, K)
     _load_net(p.actor, s["p_learner"]["actor"], k, K)
     _load_opt(p.opt, s["p_learner"]["actor_opt"], k, K)
     v.updates, p.updates = s["v_learner"]["updates"], s["p_learner"]["updates"]
-    r.norm.mean[k, 0].copy_(s["norm"]["mean"])
-    r.norm.var[k, 0].copy_(s["norm"]["var"])
-    r.norm.count.copy_(s["norm"]["count"])
+    for prefix, norm in (("", r.norm), ("critic.", r.norm.critic)):
+        if (
+            norm is not None
+        ):  # a privileged critic observation's own statistics (check_critic_obs: both or none)
+            norm.mean[k, 0].copy_(s["norm"][prefix + "mean"])
+            norm.var[k, 0].copy_(s["norm"][prefix + "var"])
+            norm.count.copy_(s["norm"][prefix + "count"])
     a = s["actor"]
     actor.steps = a["steps"]
-    for name in ("ep_return", "ep_length", "obs", "noise"):
+    for name in ("ep_return", "ep_length", "obs", "noise") + (("critic_obs",) if actor.critic_dim else ()):
         _put_rows(getattr(actor, name), a[name].to(actor.device), k, K)
     actor.folder.t = a["folder"]["t"]
     for name, t in a["folder"].items():

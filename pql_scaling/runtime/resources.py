@@ -52,8 +52,8 @@ def check_devices(cfg):
             )
 
 
-def replay_row_bytes(obs_dim, act_dim):
-    return 4 * (2 * obs_dim + act_dim + 3)
+def replay_row_bytes(obs_dim, act_dim, critic_obs_dim=0):
+    return 4 * (2 * obs_dim + 2 * critic_obs_dim + act_dim + 3)
 
 
 def host_available():
@@ -92,15 +92,16 @@ def replay_memory(cfg):
     return [(w, b) for w, b in out if b is not None]
 
 
-def check_memory(cfg, obs_dim, act_dim, num_envs):
+def check_memory(cfg, obs_dim, act_dim, num_envs, critic_obs_dim=0):
     capacity = max(int(cfg.algo.buffer_size) // num_envs, 1) * num_envs
-    row = replay_row_bytes(obs_dim, act_dim)
+    row = replay_row_bytes(obs_dim, act_dim, critic_obs_dim)
     need = capacity * row
     for what, avail in replay_memory(cfg):
         if need > FRACTION * avail:
             fits = int(FRACTION * avail // row) // num_envs * num_envs
             raise ConfigError(
-                "algo.buffer_size=%d needs %.2f GB for the replay (%d bytes per row: obs_dim %d, act_dim %d), but the "
+                "algo.buffer_size=%d needs %.2f GB for the replay (%d bytes per row: obs_dim %d, act_dim %d, "
+                "critic_obs_dim %d), but the "
                 "%s is %.2f GB; at most algo.buffer_size=%d fits (%d%% of it): set algo.buffer_size=%d or less"
                 % (
                     cfg.algo.buffer_size,
@@ -108,6 +109,7 @@ def check_memory(cfg, obs_dim, act_dim, num_envs):
                     row,
                     obs_dim,
                     act_dim,
+                    critic_obs_dim,
                     what,
                     avail / 1e9,
                     fits,

@@ -14,7 +14,7 @@ from pql_scaling.config import Config
 from pql_scaling.core import nets
 from pql_scaling.core.members import Streams
 from pql_scaling.core.replay import Normalizer, Replay
-from pql_scaling.envs.contract import VecEnv
+from pql_scaling.envs.contract import VecEnv, critic_obs_dim
 from pql_scaling.rundir.disk import log
 from pql_scaling.rundir.replay_store import ReplayStore
 from pql_scaling.rundir.rundir import RunDir
@@ -51,16 +51,19 @@ def build_roles(cfg: Config, env: VecEnv, run: RunDir) -> Roles:
     # a population (population.size = K > 1): every role holds K members, stacked (core/members.py)
     seeds, vary = config_lib.member_seeds(cfg), config_lib.member_values(cfg)
     k, cpu_states = len(seeds), None
+    c_dim = critic_obs_dim(env)  # > 0: an asymmetric critic, its own inputs, normaliser and replay fields
     if k == 1:
-        actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim)
+        actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim, c_dim)
     else:
-        actor_net, critic, cpu_states = nets.build_population(cfg, env.obs_dim, env.act_dim, seeds)
+        actor_net, critic, cpu_states = nets.build_population(cfg, env.obs_dim, env.act_dim, seeds, c_dim)
     actor_net, critic = actor_net.to(actor_device), critic.to(device)
     streams = Streams(seeds, device, cpu_states)
     if k > 1 and hasattr(actor_net, "randn_like"):  # SAC: the policy's noise from each member's stream
         actor_net.randn_like = streams.randn_like
-    norm = Normalizer(env.obs_dim, actor_device, clip=a.obs_clip, enabled=a.obs_norm, members=k)
-    replay = Replay(a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device, members=k)
+    norm = Normalizer(env.obs_dim, actor_device, a.obs_clip, enabled=a.obs_norm, members=k, critic_dim=c_dim)
+    replay = Replay(
+        a.buffer_size, env.obs_dim, env.act_dim, env.num_envs, replay_device, members=k, critic_obs_dim=c_dim
+    )
     store = _replay_store(cfg, env, run, replay) if cfg.save_replay else None
     v_learner = VLearner(cfg, critic, actor_net, norm, device, streams, vary)
     p_learner = PLearner(cfg, actor_net, critic, norm, actor_device, env.act_dim, streams, vary)
@@ -84,7 +87,7 @@ def build_roles(cfg: Config, env: VecEnv, run: RunDir) -> Roles:
 
 
 def _replay_store(cfg: Config, env: VecEnv, run: RunDir, replay: Replay) -> Optional[ReplayStore]:
-    need = 1.5 * replay.capacity * resources.replay_row_bytes(env.obs_dim, env.act_dim)
+    need = 1.5 * replay.capacity * resources.replay_row_bytes(env.obs_dim, env.act_dim, critic_obs_dim(env))
     free = shutil.disk_usage(run.ckpt_dir).free
     if need < 0.5 * free:
         return ReplayStore(run.ckpt_dir, replay.capacity)
@@ -103,7 +106,7 @@ def describe(cfg: Config, env: VecEnv, roles: Roles) -> Dict[str, Any]:
     a, actor_net, critic = cfg.algo, roles.actor_net, roles.critic
     if getattr(critic, "members", 1) > 1:  # a population: the facts of one member
         with torch.random.fork_rng(devices=[]):
-            actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim)
+            actor_net, critic = nets.build(cfg, env.obs_dim, env.act_dim, critic_obs_dim(env))
     return {
         "task": cfg.task,
         "backend": getattr(env, "backend", cfg.backend or "native"),
@@ -123,6 +126,7 @@ def describe(cfg: Config, env: VecEnv, roles: Roles) -> Dict[str, Any]:
         **nets.facts(cfg, actor_net, critic),
         "r_max": cfg.r_max,
         "obs_dim": env.obs_dim,
+        "critic_obs_dim": critic_obs_dim(env),  # 0: the critic reads the policy's observation
         "act_dim": env.act_dim,
         "mode": cfg.mode,
         "device": cfg.device,

@@ -17,7 +17,7 @@ import torch
 from pql_scaling import config as config_lib
 from pql_scaling import envs
 from pql_scaling.config import Config
-from pql_scaling.envs.contract import VecEnv
+from pql_scaling.envs.contract import VecEnv, critic_obs_dim
 from pql_scaling.rundir import summary
 from pql_scaling.rundir.disk import DiskFull, log
 from pql_scaling.rundir.display import Display
@@ -125,7 +125,7 @@ def _make_env(cfg: Config) -> VecEnv:
         **options,
     )
     try:
-        resources.check_memory(cfg, env.obs_dim, env.act_dim, env.num_envs)
+        resources.check_memory(cfg, env.obs_dim, env.act_dim, env.num_envs, critic_obs_dim(env))
     except config_lib.ConfigError:
         if hasattr(env, "close"):
             env.close()

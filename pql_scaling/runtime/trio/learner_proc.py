@@ -14,7 +14,7 @@ import torch
 
 from pql_scaling.config import Config
 from pql_scaling.core import nets
-from pql_scaling.core.replay import Normalizer, Replay
+from pql_scaling.core.replay import Normalizer, Replay, critic_obs_dim
 from pql_scaling.rundir.disk import write_atomic, write_json_atomic
 from pql_scaling.runtime.learner import PLearner, VLearner
 from pql_scaling.runtime.trio.child_console import child_logging, redirect_stderr
@@ -121,12 +121,12 @@ class LearnerLoop:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         self.state_path = os.path.join(os.path.dirname(log_path), "checkpoints", "." + role + ".pt")
-        actor_net, critic = (m.to(device) for m in nets.build(cfg, obs_dim, act_dim))
-        self.norm = Normalizer(obs_dim, device, clip=cfg.algo.obs_clip, enabled=cfg.algo.obs_norm)
+        c_dim = critic_obs_dim(sh.replay_data)  # the replay's critic fields say if the critic has its own
+        actor_net, critic = (m.to(device) for m in nets.build(cfg, obs_dim, act_dim, c_dim))
+        a = cfg.algo
+        self.norm = Normalizer(obs_dim, device, clip=a.obs_clip, enabled=a.obs_norm, critic_dim=c_dim)
         rdev = next(iter(sh.replay_data.values())).device
-        self.replay = Replay(
-            cfg.algo.buffer_size, obs_dim, act_dim, sh.num_envs, rdev, storage=sh.replay_data
-        )
+        self.replay = Replay(a.buffer_size, obs_dim, act_dim, sh.num_envs, rdev, storage=sh.replay_data)
         if role == "v_learner":  # view: the other's net, read from its snapshot; own: ours, published
             self.learner = VLearner(cfg, critic, actor_net, self.norm, device)
             self.view, self.view_snap, self.own_snap, self.own = actor_net, sh.policy, sh.critic, critic

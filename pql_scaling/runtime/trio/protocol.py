@@ -14,7 +14,8 @@ Shared state
     policy    a double-buffered snapshot of the policy (log_alpha included), written by the P-learner,
               read by the actor and the V-learner
     critic    a double-buffered snapshot of the critic, written by the V-learner, read by the P-learner
-    norm      a double-buffered snapshot of the observation normaliser, written by the actor
+    norm      a double-buffered snapshot of the observation normaliser (and the privileged critic
+              observation's own, where the env has one), written by the actor
     stats     float64 per learner (`LearnerStats`): loss sums, wait and busy seconds, filled on request at
               log points
 
@@ -314,7 +315,9 @@ def net_tensors(module: torch.nn.Module) -> List[torch.Tensor]:
 
 
 def norm_tensors(norm: "Normalizer") -> List[torch.Tensor]:
-    return [norm.mean, norm.var, norm.count.view(1)]
+    """The statistics the actor publishes: the policy observation's, then the critic observation's own."""
+    own = [norm.mean, norm.var, norm.count.view(1)]
+    return own if norm.critic is None else own + norm_tensors(norm.critic)
 
 
 def bounds(replay: "Replay", rows: int) -> Tuple[int, int]:
