@@ -154,7 +154,9 @@ def _facts(path):
 
 
 def test_sync_and_trio_train_with_critic_obs_and_count_its_flops(tmp_path):
-    base = SMALL + PRIVILEGED + ["max_env_steps=800"]
+    """Both modes train, evaluate (the policy on its own observation) and count the critic's FLOPs at its input
+    size; the trio run resumes from its checkpoint."""
+    base = SMALL + PRIVILEGED + ["max_env_steps=800", "eval.every_steps=400", "eval.episodes=2"]
     sync_dir = train(base + ["run_dir=%s" % (tmp_path / "sync")], quiet=True)
     trio_dir = train(base + ["mode=trio", "run_dir=%s" % (tmp_path / "trio")], quiet=True)
     plain = train(SMALL + ["max_env_steps=80", "run_dir=%s" % (tmp_path / "plain")], quiet=True)
@@ -162,6 +164,7 @@ def test_sync_and_trio_train_with_critic_obs_and_count_its_flops(tmp_path):
         assert status(path)["status"] == "completed"
         last = rows(path)[-1]
         assert last["env_steps"] == 800 and last["critic_updates"] > 0 and last["policy_updates"] > 0
+        assert last["eval_episodes"] == 2
     a, b, p = _facts(sync_dir), _facts(trio_dir), _facts(plain)
     assert a["critic_obs_dim"] == b["critic_obs_dim"] == 3 + 2 + 1 and p["critic_obs_dim"] == 0
     # sync and trio count the same updates (exact ratios) and the same FLOPs per update
@@ -174,6 +177,8 @@ def test_sync_and_trio_train_with_critic_obs_and_count_its_flops(tmp_path):
     # forward + its input-only backward
     assert a["flops_per_critic_update"] - p["flops_per_critic_update"] == 3 * extra
     assert a["flops_per_policy_update"] - p["flops_per_policy_update"] == 2 * extra
+    train(["resume=" + trio_dir, "max_env_steps=1200"], quiet=True)
+    assert status(trio_dir)["status"] == "completed" and rows(trio_dir)[-1]["env_steps"] == 1200
 
 
 def test_resume_with_critic_obs_continues_bit_for_bit_and_refuses_a_mismatch(tmp_path):
