@@ -158,8 +158,8 @@ def test_a_population_per_configuration_when_the_config_allows(pend, monkeypatch
     spec = pend
     d = _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})
     assert d["launcher"]["population"] == 24 and len(d["seeds"]) == 24
-    with monkeypatch.context() as m:  # the trio has no populations: one process per seed
-        m.setattr(spec, "base", dict(spec.base, mode="trio"))
+    with monkeypatch.context() as m:  # compiled updates have no populations: one process per seed
+        m.setattr(spec, "base", dict(spec.base, **{"perf.compile": "default"}))
         assert (
             _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})["launcher"]["population"] == 1
         )
@@ -167,6 +167,14 @@ def test_a_population_per_configuration_when_the_config_allows(pend, monkeypatch
     mc = study.load_spec(os.path.join(HERE, "..", "studies", "mountaincar_cpu.yaml"))
     assert _sweep_dict(mc, "fitted", rules="__skip__", seeds={"fitted": 12})["launcher"]["population"] == 12
     assert stages._base_cfg(mc).num_envs == 64  # what prediction and evaluation spacing read
+    with (
+        monkeypatch.context()
+    ) as m:  # a Ray or SLURM worker's memory sizes its populations (the sweep's auto)
+        m.setattr(spec.launcher, "kind", "ray")
+        assert (
+            _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})["launcher"]["population"]
+            == "auto"
+        )
     monkeypatch.setattr(spec, "population", 5)
     assert _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})["launcher"]["population"] == 5
 
@@ -209,3 +217,36 @@ def test_sigma_star_is_judged_across_seeds_with_the_aggregates():
     assert agg["sigma_star_holds"] and agg["iqm_at_F"]["0.25"][0] == pytest.approx(0.9, abs=0.01)
     better = {"sigma": 0.5, "seed_returns": list(950 + 10 * rng.standard_normal(20))}
     assert not _seed_aggregates(star, [worse, better])["sigma_star_holds"]
+
+
+def test_the_cost_model_counts_evaluations_apart_and_waits_for_the_longest_population(pend, monkeypatch):
+    spec = pend
+    monkeypatch.setattr(spec, "time_budget_s", 10000.0)
+    monkeypatch.setattr(spec, "seeds_min", 1)
+    monkeypatch.setattr(spec, "seeds_max", 1000)
+    a, e = 1e-4, 0.01  # s per member env step (no update share: r = 0), s per member evaluation
+    runs = []
+    for s, pid in ((0.0625, "p1"), (0.5, "p2")):  # two populations of 4, 50 evaluations each
+        d, k = 20000.0, 4
+        base = {"sigma": s, "env_steps": d, "members": k, "population": pid, "evals": 50, "wall_s": k * d * a}
+        runs += [dict(base, eval_s=k * 50 * e)] * k
+    assert costs.eval_cost(runs) == (pytest.approx(e), pytest.approx(2 * 4 * 50 * e))
+    monkeypatch.setattr(costs, "run_costs", lambda _runs: runs)
+    stage_s = (4 * 20000 * a + 4 * 50 * e) * 2 / 2  # both populations at once on 2 processes
+    configs = [(0.125, 10000, 1000), (0.25, 10000, 1000)]  # 10 evaluations per run each
+    _, how = costs.choose_seeds(spec, configs, [([object()], stage_s)], 0.0, 0.5)
+    assert how["seconds_per_work"] == pytest.approx(a) and how["seconds_per_member_eval"] == pytest.approx(e)
+    assert how["predicted_s_per_seed"] == pytest.approx((2 * 10000 * a + 20 * e) / 2)
+    dense = [(s, d, 100) for s, d, _ in configs]  # 100 evaluations per run: more of the budget goes to them
+    _, how_dense = costs.choose_seeds(spec, dense, [([object()], stage_s)], 0.0, 0.5)
+    assert how_dense["predicted_s_per_seed"] == pytest.approx((2 * 10000 * a + 200 * e) / 2)
+    # one long population: the stage waits for it, however idle the other process is
+    skew = [(0.125, 100000, 0), (0.25, 1000, 0), (0.5, 1000, 0)]
+    _, how_skew = costs.choose_seeds(spec, skew, [([object()], stage_s)], 0.0, 0.5)
+    assert how_skew["predicted_s_per_seed"] == pytest.approx(100000 * a)
+    # configurations that share a UTD are one run: the longest, evaluated as finely as the finest asks
+    same = [(0.25, 8000, 800), (0.25, 10000, 1000)]
+    _, how_same = costs.choose_seeds(spec, same, [([object()], stage_s)], 0.0, 0.5)
+    assert how_same["evaluations_per_seed"] == 12 and how_same["predicted_s_per_seed"] == pytest.approx(
+        10000 * a + 12 * e
+    )

@@ -1,21 +1,29 @@
 """How many seeds a study stage can afford: `seeds: auto` from the costs the study measured on its own runs.
 
-A run's cost grows with its env steps D and, per env step, with its updates: time ~ D (1 + r sigma). r comes
-from the runs' own clocks (per member and env step, regressed on sigma); the scale from the whole stage's
-measured time (start-up, evaluation and the launcher included), so the model predicts what the next stage's
-launch will take, not only its training loops. Populations pack a configuration's seeds into one process;
-members of a larger population cost less each (runtime/population.py), so a model calibrated on a smaller
-population over-estimates, never under-estimates, the next stage."""
+A run's training cost grows with its env steps D and, per env step, with its updates: time ~ D (1 + r sigma).
+Its evaluations cost apart: each is a fixed number of episodes whatever D is, so a run evaluated every 5% of a
+small predicted D (the validation stage) pays for far more of them per env step than the stage that calibrates
+the model. And a stage ends no sooner than its longest population: mountaincar's first study took 754 s for
+its validation runs, of which its UTD-1/2 population alone trained and evaluated for 549 s, while the total
+work over two processes, the model then, predicts 611 s from its fitted runs (now 656 s; pendulum's: 647 s
+predicted, 618 s taken). r comes from the runs' own clocks (per member and env step, regressed on sigma), the
+cost of one member's evaluation from their logged eval_time_s, and the scale from the whole stage's measured
+time (start-up and the launcher included), so the model predicts what the next stage's launch will take, not
+only its loops. Populations pack a configuration's seeds into one process; members of a larger population cost
+less each (runtime/population.py: flat from ~16 members on), so a model calibrated on a smaller population
+over-estimates, never under-estimates, the next stage."""
 
 import json
 import os
 from typing import Dict, List, Sequence, Tuple
 
 from pql_scaling.experiments.sweep.state import _last_metrics
+from pql_scaling.rundir import schema
 
 
 def run_costs(runs) -> List[Dict[str, float]]:
-    """(sigma, env steps, population size, training clock) of every finished run directory of `runs`."""
+    """(sigma, env steps, population size and id, training clock, evaluations and their seconds) of every
+    finished run directory of `runs`. A population's members share its clocks (wall_time_s, eval_time_s)."""
     out = []
     for r in runs:
         try:
@@ -27,9 +35,42 @@ def run_costs(runs) -> List[Dict[str, float]]:
         d, wall = m.get("env_steps"), m.get("wall_time_s")
         if not d or not wall or info.get("utd") is None:
             continue
-        k = int((info.get("population") or {}).get("size") or 1)
-        out.append({"sigma": float(info["utd"]), "env_steps": float(d), "members": k, "wall_s": float(wall)})
+        pop = info.get("population") or {}
+        n_evals, eval_s = _evaluations(r.path)
+        out.append(
+            {
+                "sigma": float(info["utd"]),
+                "env_steps": float(d),
+                "members": int(pop.get("size") or 1),
+                "population": pop.get("id") or r.path,
+                "wall_s": float(wall),
+                "evals": n_evals,
+                "eval_s": eval_s,
+            }
+        )
     return out
+
+
+def _evaluations(path) -> Tuple[int, float]:
+    """(evaluations logged, their cumulative seconds) of one run directory."""
+    try:
+        rows, _ = schema.read_metrics(os.path.join(path, schema.METRICS))
+    except OSError:
+        return 0, 0.0
+    n = sum(row.get("eval_return_mean") is not None for row in rows)
+    secs = [row["eval_time_s"] for row in rows if row.get("eval_time_s") is not None]
+    return n, float(secs[-1]) if secs else 0.0
+
+
+def eval_cost(costs) -> Tuple[float, float]:
+    """(seconds of one member's evaluation, seconds of evaluation summed over the processes): each population
+    evaluates its members as one batch, counted once."""
+    groups = {}
+    for c in costs:
+        groups[c.get("population", id(c))] = c
+    total = sum(c.get("eval_s", 0.0) for c in groups.values())
+    member_evals = sum(c.get("evals", 0) * c["members"] for c in groups.values())
+    return (total / member_evals if member_evals else 0.0), total
 
 
 def update_ratio(costs: Sequence[Dict[str, float]]) -> float:
@@ -44,16 +85,29 @@ def update_ratio(costs: Sequence[Dict[str, float]]) -> float:
     return max(b / a, 0.0) if a > 0 else 0.0
 
 
-def scale(costs, stage_s: float, slots: int, r: float) -> float:
-    """Seconds per unit of work D (1 + r sigma) of one member, from a stage that took stage_s on `slots`
-    parallel processes (fewer when it had fewer processes than slots)."""
+def scale(costs, stage_s: float, slots: int, r: float, eval_s: float = 0.0) -> float:
+    """Seconds per unit of training work D (1 + r sigma) of one member, from a stage that took stage_s on
+    `slots` parallel processes (fewer when it had fewer processes than slots), of which its processes spent
+    eval_s (summed) evaluating."""
     work = sum(c["env_steps"] * (1 + r * c["sigma"]) for c in costs)  # every member's own
-    return stage_s * min(slots, max(1, round(_groups(costs)))) / work
+    par = min(slots, max(1, round(_groups(costs))))
+    return max(stage_s * par - eval_s, 0.1 * stage_s * par) / work
 
 
 def _groups(costs) -> float:
     """How many processes ran the runs (each population is one): sum over runs of 1 / members."""
     return sum(1.0 / c["members"] for c in costs)
+
+
+def _jobs(configs) -> Dict[float, Tuple[float, float]]:
+    """{sigma: (env steps, env steps between evaluations)}: configurations that share a UTD train as one run,
+    the longest any of them needs, evaluated as often as the finest asks (as the validation stage runs them)."""
+    out: Dict[float, Tuple[float, float]] = {}
+    for c in configs:
+        sigma, d, every = float("%.6g" % c[0]), float(c[1]), float(c[2]) if len(c) > 2 and c[2] else 0.0
+        d0, e0 = out.get(sigma, (0.0, 0.0))
+        out[sigma] = (max(d0, d), min(e for e in (e0, every) if e) if (e0 or every) else 0.0)
+    return out
 
 
 def slots(spec) -> int:
@@ -63,15 +117,15 @@ def slots(spec) -> int:
 
 def choose_seeds(
     spec,
-    configs: Sequence[Tuple[float, float]],
+    configs: Sequence[Tuple[float, ...]],
     measured: Sequence[Tuple[list, float]],
     spent_s: float,
     share: float,
 ) -> Tuple[int, dict]:
-    """Seeds per configuration for a stage of `configs` [(sigma, env steps)], each configuration one
-    population, to fit `share` of the study's time left (time_budget_s - spent_s). `measured`: [(runs,
-    seconds the stage took)] of earlier stages; the latest with finished runs calibrates the model.
-    Returns (seeds, how it was chosen)."""
+    """Seeds per configuration for a stage of `configs` [(sigma, env steps, env steps between evaluations
+    (0 or absent: none))], each UTD one population, to fit `share` of the study's time left
+    (time_budget_s - spent_s). `measured`: [(runs, seconds the stage took)] of earlier stages; the latest with
+    finished runs calibrates the model. Returns (seeds, how it was chosen)."""
     costs, stage_s = [], 0.0
     for runs, secs in measured:
         c = run_costs(runs)
@@ -82,9 +136,14 @@ def choose_seeds(
         n = spec.seeds_min
         return n, {"seeds": n, "why": "no measured runs to cost the stage: seeds_min"}
     r = update_ratio(costs)
-    k = scale(costs, stage_s, slots(spec), r)
-    par = min(slots(spec), len(configs))
-    per_seed = k * sum(d * (1 + r * s) for s, d in configs) / par
+    e, eval_total = eval_cost(costs)
+    k = scale(costs, stage_s, slots(spec), r, eval_total)
+    jobs = _jobs(configs)
+    par = min(slots(spec), len(jobs))
+    evals = sum(int(d // every) for d, every in jobs.values() if every)
+    work = {s: k * d * (1 + r * s) + e * (int(d // every) if every else 0) for s, (d, every) in jobs.items()}
+    # one population per UTD on `par` processes: the stage ends no sooner than its longest population
+    per_seed = max(sum(work.values()) / par, max(work.values()))
     n_fit = int(left // per_seed) if per_seed > 0 else spec.seeds_max
     n = min(spec.seeds_max, max(spec.seeds_min, n_fit))
     why = (
@@ -101,7 +160,10 @@ def choose_seeds(
         "predicted_stage_s": per_seed * n,
         "seconds_per_work": k,
         "update_ratio_r": r,
+        "seconds_per_member_eval": e,
+        "evaluations_per_seed": evals,
         "calibrated_on_runs": len(costs),
         "calibration_stage_s": stage_s,
-        "model": "stage time = k * seeds * sum over configurations of D (1 + r sigma) / parallel processes",
+        "model": "stage time = seeds * max(sum over UTDs of w / parallel processes, largest w), "
+        "w = k D (1 + r sigma) + e * evaluations",
     }

@@ -282,13 +282,15 @@ def _population(spec, base, n):
     if spec.launcher.population != 1:  # the user's own packing
         return spec.launcher.population
     if spec.population == "auto":
-        if spec.launcher.kind != "local" or n < 2:
+        if n < 2:
             return 1
         try:
             config_lib.load(_args(base) + ["population.size=2"])
         except config_lib.ConfigError:  # e.g. mode=trio or a backend without populations: one process a seed
             return 1
-        return n
+        # locally, a configuration's seeds are one population (the cost model counts them so); a Ray or SLURM
+        # worker's memory is not known here: the sweep sizes its populations from it (sizing.py)
+        return n if spec.launcher.kind == "local" else "auto"
     return max(1, min(int(spec.population), n))
 
 
@@ -310,6 +312,17 @@ def _eval_schedule(base, st):
     n, every = cfg.num_envs, cfg.log.every_steps
     log = [max(1, min(every, int(d / st.eval_points / n))) for d in st.max_env_steps]
     return {"log.every_steps": log, "eval.every_steps": [k * n for k in log]}
+
+
+def eval_every(spec, stage):
+    """eval.every_steps of each UTD's runs in a grid or fitted stage (0: no evaluations), as _sweep_dict sets it."""
+    st = getattr(spec, stage)
+    base = dict(spec.base, task=spec.task)
+    base.update(st.base)
+    if stage == "fitted" and st.max_env_steps and st.eval_points:
+        base.pop("max_env_steps", None)
+        return list(_eval_schedule(base, st)["eval.every_steps"])
+    return [config_lib.load(_args(base)).eval.every_steps] * len(st.utd)
 
 
 def _sweep_dict(spec, stage, rules=None, zip_=None, seeds=None):

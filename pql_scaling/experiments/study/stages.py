@@ -11,7 +11,7 @@ import time
 from pql_scaling.experiments import sweep
 from pql_scaling.experiments.study import costs
 from pql_scaling.experiments.study.outputs import _recommend, _wandb
-from pql_scaling.experiments.study.spec import StudyError, _dir, _sweep_dict, stage_seeds
+from pql_scaling.experiments.study.spec import StudyError, _dir, _sweep_dict, eval_every, stage_seeds
 from pql_scaling.experiments.study.spec import base_cfg as _base_cfg
 from pql_scaling.rundir.disk import write_json_atomic
 
@@ -128,7 +128,7 @@ def _fitted(spec, rules, timings, state):
         steps = spec.fitted.max_env_steps or [_base_cfg(spec).max_env_steps] * len(spec.fitted.utd)
         state["seeds"]["fitted"], state["seed_choice"]["fitted"] = costs.choose_seeds(
             spec,
-            list(zip(spec.fitted.utd, steps)),
+            list(zip(spec.fitted.utd, steps, eval_every(spec, "fitted"))),
             [(_runs(spec, "grid", state), timings.get("grid_runs", 0.0))],
             sum(timings.values()),
             share=FITTED_SHARE,
@@ -187,7 +187,11 @@ def _predict(spec, fit_res, rules, state, timings):
             (_runs(spec, "grid", state), timings.get("grid_runs", 0.0)),
             (_runs(spec, "fitted", state, rules=rules), timings.get("fitted_runs", 0.0)),
         ]
-        configs = [(c["sigma"], c["max_env_steps"]) for c in _validation_configs(p)]
+        base_every = _base_cfg(spec).eval.every_steps
+        configs = [
+            (c["sigma"], c["max_env_steps"], c.get("eval_every_steps") or base_every)
+            for c in _validation_configs(p)
+        ]
         n, state["seed_choice"]["validate"] = costs.choose_seeds(
             spec, configs, measured, sum(timings.values()), share=VALIDATE_SHARE
         )
