@@ -50,7 +50,6 @@ def validate(get):
             raise _error("population.vary needs population.size > 1")
         return
     unsupported = [
-        (get("mode") != "sync", "mode=%s (populations run in mode=sync for now)" % get("mode")),
         (
             (get("backend") or "native") != "native",
             "backend=%s (populations step the native backend for now)" % get("backend"),

@@ -232,7 +232,6 @@ def _single_from_member(v, p, cfg, k):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["population.size=2", "mode=trio"], "mode=sync"),
         (["population.size=2", "mode=sync", "perf.compile=default"], "run eagerly"),
         (["population.size=2", "mode=sync", "population.seeds=[1]"], "one per member"),
         (["population.size=2", "mode=sync", "population.vary={num_envs: [8, 16]}"], "sweep over it"),

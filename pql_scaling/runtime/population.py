@@ -1,8 +1,10 @@
 """`population.size=K > 1`: K agents trained as one batch in one process, each member its own run directory.
 
 The roles hold the members stacked (core/members.py: K x num_envs envs, K replay rings, member-stacked nets,
-one random stream per member) and the sync loop (sync.py) drives them exactly as it drives one run: a member's
-update is its own loss, gradients, clip and AdamW step on its own batch, so nothing flows between members.
+one random stream per member) and the sync loop (sync.py) or the trio (trio/: the V-learner updates the K
+critics as one batch, the P-learner the K actors, at the trio's exact ratios, alike for every member) drives
+them exactly as it drives one run: a member's update is its own loss, gradients, clip and AdamW step on its
+own batch, so nothing flows between members.
 
 Each member writes an ordinary run directory (population_dir/m<k>-s<seed>): config.yaml is the single run's
 config it reproduces (its seed, its values of population.vary, population.size=1), run.json adds the population
@@ -32,11 +34,12 @@ from pql_scaling.rundir.console_lines import population_line as console_line
 from pql_scaling.rundir.disk import log
 from pql_scaling.rundir.display import Display
 from pql_scaling.rundir.rundir import RunDir
-from pql_scaling.runtime import resources, sync
+from pql_scaling.runtime import resources, sync, trio
 from pql_scaling.runtime.clock import TrainingClock
 from pql_scaling.runtime.metrics import Diverged, MetricsLogger
 from pql_scaling.runtime.population_ckpt import checkpoint_at, load_member_state, member_state
 from pql_scaling.runtime.roles import Roles, build_roles, describe
+from pql_scaling.runtime.session import Runtime
 
 
 def member_config(cfg: Config, k: int, seeds: List[int], values: Dict[str, list], path: str) -> Config:
@@ -138,6 +141,10 @@ class Population:
         self.learning_starts = self.roles.learning_starts
         self.counters: Dict[str, Any] = {"wall_time_s": 0.0}
         self.clock = TrainingClock(cfg, started)
+        # the trio's hooks (Session.attach_runtime): its learners' state before a checkpoint, its metrics; the
+        # learners log to the population's train.log and leave their state in its checkpoints/ for the actor
+        self.runtime = Runtime()
+        self.run, self.pulled = _PopulationDir(root), -1
         self.last_ckpt = time.monotonic()
         # the console (train(quiet=False)): the population's line beside a live bar on a terminal, else printed
         # every log.console_every_s
@@ -163,7 +170,10 @@ class Population:
             self.members.append(member)
             if resuming:
                 st = schema.read_status(os.path.join(member.run.path, schema.STATUS)) or {}
-                if st.get("status") in (schema.COMPLETED, schema.FAILED):
+                # ended on its own (completed, diverged); not a member the population's failure ended (a
+                # crash, a trio role killed: `population_failed`, or the trio's V-learner's `detected_by`)
+                own = not (st.get("population_failed") or st.get("detected_by"))
+                if st.get("status") in (schema.COMPLETED, schema.FAILED) and own:
                     member.status, member.reason = st["status"], st.get("reason")
                 continue
             facts = describe(mcfg, _Env(self.n, self.env), _facts_roles(a1, c1, member, self.roles))
@@ -202,6 +212,23 @@ class Population:
     def env_steps(self) -> int:  # per member
         return self.roles.actor.steps * self.n
 
+    @property
+    def norm(self):
+        return self.roles.norm
+
+    @property
+    def status_dirs(self) -> List[str]:  # the trio's V-learner marks these failed if the actor dies
+        return [m.run.path for m in self.members]
+
+    def attach_runtime(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    @property
+    def stop_reason(self) -> Optional[str]:
+        """Why the trio stops (max_time_s: a hard stop, owed updates are not paid)."""
+        reasons = [m.clock.stop_reason for m in self.live()]
+        return "max_time_s" if "max_time_s" in reasons else next((r for r in reasons if r), None)
+
     def live(self) -> List[Member]:
         return [m for m in self.members if m.status is None]
 
@@ -221,6 +248,8 @@ class Population:
             signum, self.signal = self.signal, None
             raise KeyboardInterrupt("signal %d" % signum)
         stopping = [m for m in self.live() if m.clock.should_stop(self.env_steps, self.actor.steps)]
+        if self.cfg.mode == "trio" and stopping and len(stopping) == len(self.live()):
+            return True  # the trio's end: it pays the updates owed first, then end() logs and finishes them
         if any(m.metrics.unlogged_progress() for m in stopping):  # their last steps get a row, as a run's do
             self.log_point(time.monotonic())
         for m in stopping:
@@ -236,10 +265,11 @@ class Population:
             "v_learner": self.v_learner.member_stats(),
             "p_learner": self.p_learner.member_stats(),
         }
+        extra = self.runtime.extra_metrics()  # the trio's per-role rates and waits, alike for every member
         due = now - self.last_ckpt >= self.cfg.log.checkpoint_every_s
         for m in self.live():
             try:
-                row, _ = m.metrics.log_point(now, dict)
+                row, _ = m.metrics.log_point(now, lambda: dict(extra))
                 for key in ("return_mean", "eval_return_mean"):
                     if row.get(key) is not None:
                         self.latest[key][m.k] = row[key]
@@ -263,26 +293,46 @@ class Population:
             )
             self.display.show(line, self.env_steps, now)
 
+    def end(self) -> None:
+        """The trio's end (it has paid what was owed and brought its learners' last state here): the members'
+        last rows and checkpoints, each ended for its own reason."""
+        if any(m.metrics.unlogged_progress() for m in self.live()):
+            self.log_point(time.monotonic())
+        for m in self.live():
+            self._finish(m, "completed", m.clock.stop_reason)
+
     def checkpoint(self, m: Member) -> None:
         """Member m's checkpoint (its slice of the state) into its own run directory."""
         t0 = time.perf_counter()
+        if self.pulled != self.actor.steps:  # the trio: its learners' state into the mirrors, once a step, so
+            self.runtime.before_checkpoint()  # members checkpointed at one step hold the same counts
+            self.pulled = self.actor.steps
         m.run.save_checkpoint(member_state(self, m))
         m.counters["checkpoint_time_s"] = m.counters.get("checkpoint_time_s", 0.0) + time.perf_counter() - t0
 
-    def _finish(self, m: Member, status: str, reason: Optional[str]) -> None:
+    def _finish(self, m: Member, status: str, reason: Optional[str], **extra: Any) -> None:
         m.status, m.reason = status, reason
         if status != "failed":  # a diverged member keeps its last good checkpoint
             self.checkpoint(m)
-        m.run.set_status(status, reason, env_steps=self.env_steps)
+        m.run.set_status(status, reason, env_steps=self.env_steps, **extra)
 
     def close(self, status: str, reason: Optional[str]) -> None:
-        for m in self.live():
-            self._finish(m, status, reason)
+        for m in self.live():  # the population's own end: a failure leaves every live member resumable
+            self._finish(m, status, reason, **({"population_failed": True} if status == "failed" else {}))
         for m in self.members:
             m.run.close()
         self.env.close()
         if self.evaluator is not None:
             self.evaluator.close()
+
+
+class _PopulationDir:
+    """The population's directory as the trio reads a run's: train.log there, the learners' state files in
+    checkpoints/ (removed when the trio stops)."""
+
+    def __init__(self, root: str) -> None:
+        self.path, self.ckpt_dir = root, os.path.join(root, "checkpoints")
+        os.makedirs(self.ckpt_dir, exist_ok=True)
 
 
 def _without_replay_store(cfg: Config) -> Config:
@@ -315,8 +365,8 @@ def resolve_resume(overrides: List[str]) -> Config:
 
 
 def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = False) -> str:
-    """Train a population (population.size > 1, mode=sync) into `root`, or continue the one there; returns
-    `root`."""
+    """Train a population (population.size > 1, mode=sync or trio) into `root`, or continue the one there;
+    returns `root`."""
     if is_population(root) and not resuming:
         raise config_lib.ConfigError(
             "run_dir=%s already holds a population; pick another run_dir, or continue it with resume=%s"
@@ -344,7 +394,11 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
     old = signal.signal(signal.SIGTERM, lambda signum, frame: pop.interrupt(signum))
     status, reason = "failed", None
     try:
-        sync.run(pop)  # returns once every member has ended (should_stop logs and finishes each)
+        if cfg.mode == "trio":
+            trio.run(pop)  # returns once every live member stops, the owed updates paid
+            pop.end()
+        else:
+            sync.run(pop)  # returns once every member has ended (should_stop logs and finishes each)
         status = "completed"
     except KeyboardInterrupt as e:
         status, reason = "stopped", "interrupted (%s)" % (e or "Ctrl-C")

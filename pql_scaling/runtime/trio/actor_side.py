@@ -93,12 +93,12 @@ class Trio(Runtime):
         self.s, cfg = s, s.cfg
         # already `cuda:N`, never an index-less `cuda` (config.load normalises every device key once)
         self.devices = {role: getattr(cfg, role + "_device") or cfg.device for role in ROLES}
-        guard = LAG * s.env.num_envs
+        guard = LAG * s.replay.num_envs  # per ring: a population's member writes num_envs of K x num_envs
         if s.replay.capacity < guard + s.learning_starts:
             raise ValueError(
                 "algo.buffer_size=%d is too small for mode=trio with num_envs=%d: it needs at "
                 "least %d rows (learning_starts + %d rows kept clear of the actor's writes)"
-                % (cfg.algo.buffer_size, s.env.num_envs, guard + s.learning_starts, guard)
+                % (cfg.algo.buffer_size, s.replay.num_envs, guard + s.learning_starts, guard)
             )
         ctx = mp.get_context("spawn")
         self.sh = sh = Shared(s, ctx, self.devices)
@@ -186,7 +186,7 @@ class Trio(Runtime):
         for role, mirror in (("v_learner", self.s.v_learner), ("p_learner", self.s.p_learner)):
             st = LearnerStats.from_tensor(sh.stats[role])
             mirror.updates = int(st.updates)
-            mirror.stats.copy_(torch.tensor(st.losses, dtype=mirror.stats.dtype))
+            mirror.stats.copy_(torch.tensor(st.losses, dtype=mirror.stats.dtype).view_as(mirror.stats))
             if kind == STATE:
                 path = os.path.join(self.s.run.ckpt_dir, "." + role + ".pt")
                 mirror.load_state_dict(torch.load(path, map_location=mirror.stats.device, weights_only=True))

@@ -2,6 +2,7 @@
 (the protocol is `protocol.py`'s docstring)."""
 
 import io
+import json
 import logging
 import os
 import signal
@@ -12,8 +13,10 @@ from typing import Any, Dict, Optional, Type
 
 import torch
 
+from pql_scaling import config as config_lib
 from pql_scaling.config import Config
 from pql_scaling.core import nets
+from pql_scaling.core.members import Streams
 from pql_scaling.core.replay import Normalizer, Replay, critic_obs_dim
 from pql_scaling.rundir.disk import write_atomic, write_json_atomic
 from pql_scaling.runtime.learner import PLearner, VLearner
@@ -66,8 +69,9 @@ def learner_main(
     except ActorGone:
         code = 1
         log.error("%s: the actor (main process, pid %d) is gone; stopping", role, parent_pid)
-        if role == "v_learner":  # nobody else is left to say what happened
-            _report_actor_gone(role, os.path.dirname(log_path), parent_pid)
+        if role == "v_learner":  # nobody else is left to say what happened (a population: each member)
+            for path in sh.status_dirs:
+                _report_actor_gone(role, path, parent_pid)
     except SystemExit:
         code = 0  # told to stop
     except BaseException as e:  # noqa: BLE001 - every failure must reach the main process
@@ -88,9 +92,16 @@ def learner_main(
 
 
 def _report_actor_gone(role: str, run_path: str, parent_pid: int) -> None:
+    status = os.path.join(run_path, "status.json")
+    try:
+        with open(status) as f:
+            if json.load(f).get("status") in ("completed", "failed"):
+                return  # a population member that had ended already keeps its own outcome
+    except (OSError, ValueError):
+        pass
     try:
         write_json_atomic(
-            os.path.join(run_path, "status.json"),
+            status,
             dict(
                 status="failed",
                 time=time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -122,20 +133,37 @@ class LearnerLoop:
             torch.cuda.set_device(device)
         self.state_path = os.path.join(os.path.dirname(log_path), "checkpoints", "." + role + ".pt")
         c_dim = critic_obs_dim(sh.replay_data)  # the replay's critic fields say if the critic has its own
-        actor_net, critic = (m.to(device) for m in nets.build(cfg, obs_dim, act_dim, c_dim))
+        # a population (population.size = K > 1): K members stacked, updated as one batch (runtime/population.py);
+        # its weights come from init_state, so the nets' own draws do not matter
+        seeds, vary = config_lib.member_seeds(cfg), config_lib.member_values(cfg)
+        k = len(seeds)
+        if k == 1:
+            actor_net, critic = nets.build(cfg, obs_dim, act_dim, c_dim)
+        else:
+            actor_net, critic, _ = nets.build_population(cfg, obs_dim, act_dim, seeds, c_dim)
+        actor_net, critic = actor_net.to(device), critic.to(device)
         a = cfg.algo
-        self.norm = Normalizer(obs_dim, device, clip=a.obs_clip, enabled=a.obs_norm, critic_dim=c_dim)
+        self.norm = Normalizer(
+            obs_dim, device, clip=a.obs_clip, enabled=a.obs_norm, members=k, critic_dim=c_dim
+        )
         rdev = next(iter(sh.replay_data.values())).device
-        self.replay = Replay(a.buffer_size, obs_dim, act_dim, sh.num_envs, rdev, storage=sh.replay_data)
+        self.replay = Replay(
+            a.buffer_size, obs_dim, act_dim, sh.num_envs, rdev, storage=sh.replay_data, members=k
+        )
+        # each learner its own sample stream, different across seeds, roles and resumes (a population's
+        # member 0 draws from torch's default generator, seeded below; the others from their own)
+        salt = 1000003 * ROLES.index(role) + 7919 * int(init_state["updates"])
+        streams = Streams([s + salt for s in seeds], device) if k > 1 else None
+        if k > 1 and hasattr(actor_net, "randn_like"):  # SAC: the policy's noise from each member's stream
+            actor_net.randn_like = streams.randn_like
         if role == "v_learner":  # view: the other's net, read from its snapshot; own: ours, published
-            self.learner = VLearner(cfg, critic, actor_net, self.norm, device)
+            self.learner = VLearner(cfg, critic, actor_net, self.norm, device, streams, vary)
             self.view, self.view_snap, self.own_snap, self.own = actor_net, sh.policy, sh.critic, critic
         else:
-            self.learner = PLearner(cfg, actor_net, critic, self.norm, device, act_dim)
+            self.learner = PLearner(cfg, actor_net, critic, self.norm, device, act_dim, streams, vary)
             self.view, self.view_snap, self.own_snap, self.own = critic, sh.critic, sh.policy, actor_net
         self.learner.load_state_dict(init_state)
-        # each learner its own sample stream, different across seeds, roles and resumes
-        torch.manual_seed(cfg.seed + 1000003 * ROLES.index(role) + 7919 * self.learner.updates)
+        torch.manual_seed(cfg.seed + salt)
         self.seen_view = self.seen_norm = -1
         self.wait_s, self.t0 = 0.0, time.perf_counter()
         self.fault = fault_at(role)
@@ -170,7 +198,7 @@ class LearnerLoop:
             buf = io.BytesIO()
             torch.save(self.learner.state_dict(), buf)
             write_atomic(self.state_path, buf.getvalue())
-        losses = self.learner.stats.tolist()  # the only host sync of a learner, once per log point
+        losses = self.learner.stats.reshape(-1).tolist()  # the only host sync of a learner, once a log point
         self.learner.stats.zero_()
         row = LearnerStats(
             self.learner.updates, losses, self.wait_s, time.perf_counter() - self.t0, self.lag_sum, self.lag_n

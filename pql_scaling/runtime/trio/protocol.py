@@ -125,7 +125,8 @@ class Counters:
 
 class LearnerStats(NamedTuple):
     """A learner's answer to a request, as its float64 shared row:
-    [updates, losses (the learner's 3 stats sums), wait_s, busy_s, lag_sum, lag_n]."""
+    [updates, losses (the learner's 3 stats sums; a population's 3 per member, member-major), wait_s, busy_s,
+    lag_sum, lag_n]."""
 
     updates: float
     losses: List[float]
@@ -141,10 +142,15 @@ class LearnerStats(NamedTuple):
     @classmethod
     def from_tensor(cls, t: torch.Tensor) -> "LearnerStats":
         st = t.tolist()
-        return cls(st[0], st[1:4], st[4], st[5], st[6], st[7])
+        return cls(st[0], st[1:-4], st[-4], st[-3], st[-2], st[-1])
 
 
-STATS_SIZE = 8  # LearnerStats.to_tensor's length
+def stats_size(members: int = 1) -> int:
+    """LearnerStats.to_tensor's length for a population of `members` (1: a single run)."""
+    return 5 + 3 * members
+
+
+STATS_SIZE = stats_size()
 
 
 class Schedule:
@@ -354,7 +360,10 @@ class Shared:
         a = s.cfg.algo
         self.devices = devices
         self.ctr = Counters()
-        self.stats = {r: torch.zeros(STATS_SIZE, dtype=torch.float64).share_memory_() for r in ROLES[1:]}
+        members = s.v_learner.members  # a population's learners update K members as one batch
+        self.stats = {
+            r: torch.zeros(stats_size(members), dtype=torch.float64).share_memory_() for r in ROLES[1:]
+        }
         if s.replay.device.type == "cpu":
             for t in s.replay.data.values():
                 t.share_memory_()
@@ -371,7 +380,10 @@ class Shared:
         policy_owed = Fraction(s.counters.get("policy_owed", 0))
         self.critic_due = Schedule(u0, critic_owed, a.critic_updates_per_step)
         self.policy_due = Schedule(p0, policy_owed, a.policy_updates_per_critic_update, u0)
+        # num_envs: all the envs (K x num_envs in a population); the replay rings hold num_envs / K rows a step
         self.learning_starts, self.num_envs = s.learning_starts, s.env.num_envs
+        # where the V-learner says the actor died (nobody else is left to): the run, or each population member
+        self.status_dirs = list(getattr(s, "status_dirs", None) or [s.run.path])
         self.ctr.critic_updates, self.ctr.policy_updates = u0, p0
 
     def paid(self, critic: int, policy: int) -> bool:
