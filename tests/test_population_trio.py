@@ -159,3 +159,19 @@ def test_a_killed_trio_population_resumes_every_member_once(tmp_path):
         counts.add((end["v_learner"]["updates"], end["p_learner"]["updates"], end["actor"]["steps"]))
         assert rows(d)[-1]["critic_updates"] == end["v_learner"]["updates"]
     assert len(counts) == 1  # the members share the trio's one schedule
+
+
+def test_population_auto_counts_the_trios_three_processes():
+    """launcher.population=auto sizes a trio population for its learners' own nets, batches and processes."""
+    from pql_scaling import config as config_lib
+    from pql_scaling.experiments.sweep import sizing
+
+    base = ["task=pendulum", "num_envs=8", "algo.buffer_size=4000000"]  # 160 MB of replay a member
+    sync, trio = (sizing.member_bytes(config_lib.load(base + ["mode=" + m])) for m in ("sync", "trio"))
+    assert trio["replay"] == sync["replay"] and trio["envs"] == sync["envs"]  # shared by the three
+    assert trio["networks"] == 2 * sync["networks"] and trio["batch"] == 2 * sync["batch"]
+    target = sizing.Target(3 * 2**30, "3 GiB")
+    k_sync, _ = sizing.auto_size(config_lib.load(base + ["mode=sync"]), 64, target)
+    k_trio, why = sizing.auto_size(config_lib.load(base + ["mode=trio"]), 64, target)
+    usable = 0.8 * 3 * 2**30 - 3 * sizing.BASE_BYTES
+    assert k_trio == min(64, int(usable // sum(trio.values()))) < k_sync and "less 1.61 GB" in why, why

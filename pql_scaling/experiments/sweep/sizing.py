@@ -4,8 +4,9 @@ process may use where it runs.
 A member's footprint is computed from its resolved config: its replay ring (capacity x row bytes, allocated in
 full at start; a row: obs, next obs, action, reward, discount, weight, and a privileged critic's two
 observations), its networks five times over (weights, gradients, two AdamW moments, a target copy), the sampled
-batch and its activations, and its envs' buffers. One process may use FRACTION of its share of the target's
-memory, less BASE_BYTES for the interpreter, torch and a CUDA context:
+batch and its activations, and its envs' buffers (mode=trio: the networks and the batch twice, the learner
+processes' own beside the actor process's). One process may use FRACTION of its share of the target's memory,
+less BASE_BYTES for the interpreter, torch and a CUDA context (the trio: three times, one per process):
 
     K = floor((FRACTION * process memory - BASE_BYTES) / member bytes), at least 1, at most the configuration's
         runs, MAX_MEMBERS and (local) ceil(runs / pool slots), so that packing never leaves a slot idle.
@@ -77,12 +78,20 @@ def member_bytes(cfg):
     n = int(cfg.num_envs)
     batch = int(cfg.algo.batch_size)
     hidden = sum(nets.hidden_of(cfg.net, "actor")) + sum(nets.hidden_of(cfg.net, "critic"))
+    # the trio: each learner process holds its own nets and optimiser beside the actor process's mirrors (and
+    # the snapshots), and samples its own batch; the replay is shared
+    copies = 2 if cfg.mode == "trio" else 1
     return {
         "replay": max(int(cfg.algo.buffer_size) // n, 1) * n * row,
-        "networks": 4 * NET_COPIES * _params(cfg, obs_dim, act_dim),
-        "batch": batch * (2 * row + 4 * ACTIVATION_COPIES * hidden),
+        "networks": copies * 4 * NET_COPIES * _params(cfg, obs_dim, act_dim),
+        "batch": copies * batch * (2 * row + 4 * ACTIVATION_COPIES * hidden),
         "envs": 4 * n * row,
     }
+
+
+def base_bytes(cfg):
+    """A population's processes before any member: one, or the trio's three (the actor and two learners)."""
+    return BASE_BYTES * (3 if cfg.mode == "trio" else 1)
 
 
 def auto_size(cfg, runs, target: Target, total: Optional[int] = None) -> Tuple[int, str]:
@@ -90,7 +99,8 @@ def auto_size(cfg, runs, target: Target, total: Optional[int] = None) -> Tuple[i
     packed in this round (the local pool's slot cap)."""
     parts = member_bytes(cfg)
     member = sum(parts.values())
-    usable = FRACTION * target.memory - BASE_BYTES
+    base = base_bytes(cfg)
+    usable = FRACTION * target.memory - base
     fit = int(usable // member) if usable > 0 else 0
     caps = [(runs, "its %d seeds" % runs), (MAX_MEMBERS, "the maximum %d" % MAX_MEMBERS)]
     if target.slots and total:
@@ -105,7 +115,7 @@ def auto_size(cfg, runs, target: Target, total: Optional[int] = None) -> Tuple[i
         _gb(max(usable, 0)),
         int(FRACTION * 100),
         target.what,
-        _gb(BASE_BYTES),
+        _gb(base),
     )
     if k < 1:
         return 1, "one member does not fit: %s" % detail
