@@ -9,6 +9,36 @@ def _in_sample(sigma, fitted):
     return any(abs(sigma - f) <= 1e-6 * abs(f) for f in fitted or ())
 
 
+Z95 = 1.959964  # the standard normal's 97.5% point: a nominal 95% interval is +-Z95 sigma in log D
+MEDIAN_ABS_Z = 0.674490  # the median of |N(0, 1)|
+
+
+def _log_sigma(lo, hi):
+    """The log-space standard deviation a nominal 95% interval [lo, hi] stands for (None without one)."""
+    return float(np.log(hi / lo) / (2 * Z95)) if lo and hi and lo > 0 and hi > lo else None
+
+
+def noise_floor(rows):
+    """What the intervals themselves say to expect, so an error can be read against them: the median |error|
+    an unbiased prediction would have (the median of |N(0, sigma)| in log D per row: with 95% intervals 2x
+    wide, ~13%, so a 10% median error needs intervals <= 1.7x), and the standardised errors z = log(pred / meas) /
+    sigma: their mean is the bias in interval units, their rms 1 when the intervals are calibrated (> 1: too
+    narrow, < 1: too wide)."""
+    sig = [_log_sigma(r["D_pred_lo"], r["D_pred_hi"]) for r in rows]
+    z = [
+        float(np.log(r["D_pred"] / r["D_meas"]) / s)
+        for r, s in zip(rows, sig)
+        if s and r["D_meas"] and r["D_pred"] and r["D_pred"] > 0
+    ]
+    floor = [float(np.expm1(MEDIAN_ABS_Z * s)) for s in sig if s]
+    return {
+        "median_abs_rel_error_if_unbiased": float(np.median(floor)) if floor else None,
+        "z_mean": float(np.mean(z)) if z else None,
+        "z_rms": float(np.sqrt(np.mean(np.square(z)))) if z else None,
+        "n_z": len(z),
+    }
+
+
 def _summary(rows, Js, target):
     top = [r for r in rows if r["J"] in Js]
     errs = [abs(r["rel_error"]) for r in top if r["rel_error"] is not None]
@@ -26,6 +56,7 @@ def _summary(rows, Js, target):
         "coverage": float(np.mean(ins)) if ins else None,
         "max_interval_ratio": float(np.max(widths)) if widths else None,
         "not_reached": [f"sigma={r['sigma']:.4g} J={r['J']:.0f}" for r in top if r["D_meas"] is None],
+        **noise_floor(top),
     }
 
 
@@ -74,6 +105,7 @@ def grade(prediction, measured, top_k=2, target=0.15, fitted_utds=None):
             "n": len(every),
             "inside": int(sum(every)),
             "coverage": float(np.mean(every)) if every else None,
+            **noise_floor(held),
         },
     }
     ins = [r for r in rows if r["in_sample"]]

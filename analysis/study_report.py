@@ -49,6 +49,10 @@ def study_report(
         f.write("\n".join(L))
 
 
+def _num(x, f="%+.2f"):
+    return "n/a" if x is None else f % x
+
+
 def verdict(s, cal, replays):
     """Whether to bet on the laws: (word, reasons). Trust needs the median held-out error within target,
     intervals no wider than 2x, coverage near nominal and no validation run that replays a fitted one."""
@@ -58,7 +62,19 @@ def verdict(s, cal, replays):
     if med is None:
         return "no verdict", ["nothing held out was measured"]
     if med > s["target_rel_error"]:
-        why.append("median |error| %.1f%% > target %.0f%%" % (100 * med, 100 * s["target_rel_error"]))
+        floor, rms = s.get("median_abs_rel_error_if_unbiased"), (cal or {}).get("z_rms")
+        cause = ""
+        if floor is not None and rms is not None:  # noise the intervals admit, or misses beyond them (a bias)
+            cause = "; noise floor %.1f%%, standardised rms %.2f: %s" % (
+                100 * floor,
+                rms,
+                "the misses are what the intervals admit: more seeds narrow both"
+                if rms <= 1.5
+                else "the law misses beyond its intervals",
+            )
+        why.append(
+            "median |error| %.1f%% > target %.0f%%%s" % (100 * med, 100 * s["target_rel_error"], cause)
+        )
     if (s.get("max_interval_ratio") or 0) > 2:
         why.append("an interval is %.1fx wide (> 2x)" % s["max_interval_ratio"])
     cov = (cal or {}).get("coverage")
@@ -102,6 +118,17 @@ def headline(pred, g):
         "- Calibration: %s of %s held-out points (every threshold) inside their nominal 95%% intervals (%s)."
         % (cal.get("inside", 0), cal.get("n", 0), _pct(cal.get("coverage"), "%.0f%%")),
     ]
+    if s.get("median_abs_rel_error_if_unbiased") is not None:
+        L.append(
+            "- Noise floor: with these intervals an unbiased prediction would miss by %s (median) at the top "
+            "thresholds; standardised errors log(pred/meas)/sigma over every held-out point: mean %s (bias), "
+            "rms %s (1 = calibrated, > 1 intervals too narrow, < 1 too wide)."
+            % (
+                _pct(s["median_abs_rel_error_if_unbiased"]),
+                _num(cal.get("z_mean")),
+                _num(cal.get("z_rms"), "%.2f"),
+            )
+        )
     br = g.get("budget_return")
     if br:
         L.append(

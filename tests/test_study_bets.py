@@ -250,3 +250,31 @@ def test_the_cost_model_counts_evaluations_apart_and_waits_for_the_longest_popul
     assert how_same["evaluations_per_seed"] == 12 and how_same["predicted_s_per_seed"] == pytest.approx(
         10000 * a + 12 * e
     )
+
+
+def test_the_noise_floor_reads_errors_against_the_intervals():
+    """Synthetic rows with a known log-space spread sigma and nominal 95% intervals of +-1.96 sigma: the floor is
+    the median |error| of an unbiased prediction, the standardised errors have rms 1, and a bias shows in their
+    mean in interval units; intervals twice too narrow give rms 2."""
+    from pql_scaling.analysis.grade import Z95, noise_floor
+
+    rng = np.random.default_rng(0)
+    sigma, n = 0.15, 4000
+
+    def rows(bias=0.0, claimed=sigma):
+        pred = np.exp(rng.uniform(7, 10, n))
+        meas = pred * np.exp(-bias - sigma * rng.standard_normal(n))
+        lo, hi = pred * np.exp(-Z95 * claimed), pred * np.exp(Z95 * claimed)
+        return [
+            {"D_pred": p, "D_meas": m, "D_pred_lo": a, "D_pred_hi": b}
+            for p, m, a, b in zip(pred, meas, lo, hi)
+        ]
+
+    f = noise_floor(rows())
+    assert f["median_abs_rel_error_if_unbiased"] == pytest.approx(np.expm1(0.6745 * sigma), rel=1e-3)
+    errs = [abs(r["D_pred"] / r["D_meas"] - 1) for r in rows()]
+    assert np.median(errs) == pytest.approx(f["median_abs_rel_error_if_unbiased"], rel=0.08)
+    assert f["z_rms"] == pytest.approx(1.0, abs=0.05) and abs(f["z_mean"]) < 0.05
+    assert noise_floor(rows(bias=0.075))["z_mean"] == pytest.approx(0.5, abs=0.05)
+    assert noise_floor(rows(claimed=sigma / 2))["z_rms"] == pytest.approx(2.0, abs=0.1)
+    assert noise_floor([{"D_pred": 1.0, "D_meas": None, "D_pred_lo": None, "D_pred_hi": None}])["n_z"] == 0
