@@ -274,9 +274,8 @@ class IsaacLabVecEnv:
         obs_dict, reward, terminated, time_outs, extras = self.env.step(a)
         terminated = terminated.to(self.device).reshape(-1).bool()
         time_outs = time_outs.to(self.device).reshape(-1).bool()
-        if (
-            self.is_finite_horizon
-        ):  # no time-out signal: the time limit ends the episode like a terminal state
+        if self.is_finite_horizon:
+            # no time-out signal: the time limit ends the episode like a terminal state
             terminated = terminated | time_outs
             truncated = torch.zeros_like(time_outs)
         else:
@@ -297,9 +296,8 @@ class IsaacLabVecEnv:
                 info["final_critic_obs"] = torch.where(ended, self._obs(final["critic"]), self.critic_obs)
             else:
                 info["final_critic_obs"] = self.critic_obs.clone()
-                if (
-                    final is not None
-                ):  # a final observation without its critic group: cannot bootstrap the critic
+                if final is not None:
+                    # a final observation without its critic group: the critic cannot bootstrap from it
                     info["valid"] = ~done
         for key, value in extras.items():  # Isaac Lab's episode logs ("log") and task-specific entries
             if key not in info and key not in ("final_obs", "final_info"):
