@@ -45,6 +45,10 @@ TASKS = sorted(MJCF_TASKS)
 
 
 class MJWarpVecEnv:
+    """`members` > 1 (a population): num_envs / members worlds per member, member-major, in the one batched
+    model; member k's resets draw from its own generator seeded with `seeds[k]`, and only when one of its own
+    envs ended, so its envs are those of a single run with that seed (worlds never couple)."""
+
     def __init__(
         self,
         task,
@@ -55,6 +59,8 @@ class MJWarpVecEnv:
         nconmax=None,
         njmax=None,
         cuda_graph=None,
+        members=1,
+        seeds=None,
         **task_overrides,
     ):
         self.device = torch.device(device)
@@ -91,8 +97,12 @@ class MJWarpVecEnv:
         ):  # warp works on a torch side stream, ordered against torch's current one
             self._torch_stream = torch.cuda.Stream(device=self.device)
             self._wp_stream = wp.stream_from_torch(self._torch_stream)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(int(seed))
+        self.members = int(members)
+        seeds = [int(seed)] if seeds is None else [int(x) for x in seeds]
+        if len(seeds) != self.members or n % self.members:
+            raise ValueError("%d seeds and %d envs for %d members" % (len(seeds), n, self.members))
+        self.generators = [torch.Generator(device=self.device).manual_seed(x) for x in seeds]
+        self.generator = self.generators[0]
         self.t = torch.zeros(n, dtype=torch.long, device=self.device)
         self._pos = torch.zeros(
             (n, self.task.position(self._qpos[:1].double(), self._fields_now(1)).shape[1]),
@@ -156,13 +166,32 @@ class MJWarpVecEnv:
         self.t = torch.where(mask, torch.zeros_like(self.t), self.t)
         return self.task.observe(qpos_now, qvel_now, fields)
 
+    def _ended(self, done):
+        """Per member: did one of its envs end? (the step's one host sync)"""
+        if self.members == 1:
+            return [bool(done.any())]
+        return done.view(self.members, -1).any(1).tolist()
+
+    def _reset_noise(self, ended):
+        """(qpos, qvel) rows for every env, each member's drawn from its own generator where it has an env to
+        reset (a single run draws only then); the other members' rows are never used (zeros)."""
+        if self.members == 1:
+            return self.task.reset_noise(self.num_envs, self.generator)
+        n = self.num_envs // self.members
+        parts = [self.task.reset_noise(n, g) if e else None for e, g in zip(ended, self.generators)]
+        like = next(p for p in parts if p is not None)
+        parts = [
+            p if p is not None else (torch.zeros_like(like[0]), torch.zeros_like(like[1])) for p in parts
+        ]
+        return torch.cat([q for q, _ in parts]), torch.cat([v for _, v in parts])
+
     def _out(self, x):
         return x.to(torch.float32)
 
     # -- the env contract ------------------------------------------------------------------------
     def reset(self):
         mask = torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
-        return self._out(self._start_episodes(mask, *self.task.reset_noise(self.num_envs, self.generator)))
+        return self._out(self._start_episodes(mask, *self._reset_noise([True] * self.members)))
 
     def step(self, action):
         task = self.task
@@ -176,8 +205,9 @@ class MJWarpVecEnv:
         truncated = time_limit(self.t, self.max_episode_steps, terminated)
         done = terminated | truncated
         next_obs = final_obs
-        if bool(done.any()):  # the step's one host sync
-            fresh = self._start_episodes(done, *task.reset_noise(self.num_envs, self.generator))
+        ended = self._ended(done)
+        if any(ended):
+            fresh = self._start_episodes(done, *self._reset_noise(ended))
             next_obs = torch.where(done[:, None], fresh, final_obs)
         return (
             self._out(next_obs),
@@ -202,13 +232,43 @@ class MJWarpVecEnv:
     SIM_STATE = ("qpos", "qvel", "act", "qacc_warmstart", "time")
 
     def state_dict(self):
-        sim = {k: wp.to_torch(getattr(self.d, k)).clone() for k in self.SIM_STATE if getattr(self.d, k).size}
-        return {
-            "sim": sim,
-            "t": self.t.clone(),
-            "pos": self._pos.clone(),
-            "generator": self.generator.get_state(),
+        s = self._rows_state(slice(None))
+        s["generator"] = self.generator.get_state()
+        if self.members > 1:
+            s["generators"] = [g.get_state() for g in self.generators]
+        return s
+
+    def _rows_state(self, rows):
+        sim = {
+            k: wp.to_torch(getattr(self.d, k))[rows].clone()
+            for k in self.SIM_STATE
+            if getattr(self.d, k).size
         }
+        return {"sim": sim, "t": self.t[rows].clone(), "pos": self._pos[rows].clone()}
+
+    def _member_rows(self, k):
+        per = self.num_envs // self.members
+        return slice(k * per, (k + 1) * per)
+
+    def member_state_dict(self, k):
+        """Member k's worlds as a single run with its seed checkpoints them (a population member's checkpoint)."""
+        s = self._rows_state(self._member_rows(k))
+        s["generator"] = self.generators[k].get_state()
+        return s
+
+    def load_member_state_dict(self, k, s):
+        rows = self._member_rows(k)
+        for name, v in s["sim"].items():
+            view = wp.to_torch(getattr(self.d, name))[rows]
+            if view.shape != v.shape:
+                raise ValueError(
+                    "checkpointed MJWarp %s has shape %s, a member's worlds %s: resume with the run's own task "
+                    "and num_envs" % (name, tuple(v.shape), tuple(view.shape))
+                )
+            view.copy_(v.to(view.device))
+        self.t[rows] = s["t"].to(self.device)
+        self._pos[rows] = s["pos"].to(self.device)
+        self.generators[k].set_state(s["generator"].cpu())
 
     def load_state_dict(self, s):
         for k, v in s["sim"].items():
@@ -222,6 +282,8 @@ class MJWarpVecEnv:
         self.t = s["t"].to(self.device).clone()
         self._pos = s["pos"].to(self.device).clone()
         self.generator.set_state(s["generator"].cpu())  # map_location may have moved it
+        for g, state in zip(self.generators[1:], s.get("generators", [])[1:]):
+            g.set_state(state.cpu())
 
     def close(self):
         self._graph = None

@@ -54,8 +54,21 @@ def default_nthread():
 
 
 class MujocoVecEnv:
+    """`members` > 1 (a population): num_envs / members envs per member, member-major, in the one rollout
+    pool; member k's resets draw from its own generator seeded with `seeds[k]`, so its envs are exactly the
+    envs of a single run with that seed (physics never couples envs: each starts from a zero warm start)."""
+
     def __init__(
-        self, task, num_envs, device="cpu", seed=0, nthread=None, max_episode_steps=None, **task_overrides
+        self,
+        task,
+        num_envs,
+        device="cpu",
+        seed=0,
+        nthread=None,
+        max_episode_steps=None,
+        members=1,
+        seeds=None,
+        **task_overrides,
     ):
         self.device = torch.device(device)
         self.model, self.task = load_model_and_task(task, "cpu", **task_overrides)
@@ -91,8 +104,12 @@ class MujocoVecEnv:
         self._fields_np = {k: np.zeros(tuple(v.shape)) for k, v in self.task.dummy_fields(n).items()}
         self._fields = {k: torch.from_numpy(v) for k, v in self._fields_np.items()}
 
-        self.generator = torch.Generator()
-        self.generator.manual_seed(int(seed))
+        self.members = int(members)
+        seeds = [int(seed)] if seeds is None else [int(x) for x in seeds]
+        if len(seeds) != self.members or n % self.members:
+            raise ValueError("%d seeds and %d envs for %d members" % (len(seeds), n, self.members))
+        self.generators = [torch.Generator().manual_seed(x) for x in seeds]
+        self.generator = self.generators[0]
         self.t = torch.zeros(n, dtype=torch.long)
         self._pos = self.task.position(self._qpos, self._fields).clone()  # forward-velocity reference
         self._zero_ctrl = np.zeros(m.nu)
@@ -130,13 +147,27 @@ class MujocoVecEnv:
         self.t[rows] = 0
         return self.task.observe(qpos_r, qvel_r, fields)
 
+    def _reset_noise(self, rows):
+        """Initial (qpos, qvel) for envs `rows` (ascending), each member's from its own generator: member k
+        draws for its rows exactly what a single run draws for the same envs."""
+        if self.members == 1:
+            return self.task.reset_noise(len(rows), self.generator)
+        per = self.num_envs // self.members
+        member = rows // per
+        parts = [
+            self.task.reset_noise(int(c), g)
+            for c, g in zip(torch.bincount(member, minlength=self.members).tolist(), self.generators)
+            if c
+        ]
+        return torch.cat([q for q, _ in parts]), torch.cat([v for _, v in parts])
+
     def _out(self, x):
         return x.to(device=self.device, dtype=torch.float32)
 
     # -- the env contract ------------------------------------------------------------------------
     def reset(self):
         rows = torch.arange(self.num_envs)
-        return self._out(self._start_episodes(rows, *self.task.reset_noise(self.num_envs, self.generator)))
+        return self._out(self._start_episodes(rows, *self._reset_noise(rows)))
 
     def step(self, action):
         task = self.task
@@ -167,7 +198,7 @@ class MujocoVecEnv:
         rows = done.nonzero()[:, 0]
         if len(rows):
             next_obs = final_obs.clone()
-            next_obs[rows] = self._start_episodes(rows, *task.reset_noise(len(rows), self.generator))
+            next_obs[rows] = self._start_episodes(rows, *self._reset_noise(rows))
         dev = self.device
         return (
             self._out(next_obs),
@@ -190,13 +221,43 @@ class MujocoVecEnv:
     # Checkpointing: everything a resumed run needs to continue the same episodes bit for bit. The
     # rollout starts every call from a zero warm start, so the FULLPHYSICS state is the whole physics.
     def state_dict(self):
+        s = self._rows_state(slice(None))
+        s["generator"] = self.generator.get_state()
+        if self.members > 1:
+            s["generators"] = [g.get_state() for g in self.generators]
+        return s
+
+    def _rows_state(self, rows):
         return {
-            "state": torch.from_numpy(self.state.copy()),
-            "t": self.t.clone(),
-            "pos": self._pos.clone(),
-            "fields": {k: torch.from_numpy(v.copy()) for k, v in self._fields_np.items()},
-            "generator": self.generator.get_state(),
+            "state": torch.from_numpy(self.state[rows].copy()),
+            "t": self.t[rows].clone(),
+            "pos": self._pos[rows].clone(),
+            "fields": {k: torch.from_numpy(v[rows].copy()) for k, v in self._fields_np.items()},
         }
+
+    def _member_rows(self, k):
+        per = self.num_envs // self.members
+        return slice(k * per, (k + 1) * per)
+
+    def member_state_dict(self, k):
+        """Member k's envs as a single run with its seed checkpoints them (a population member's checkpoint)."""
+        s = self._rows_state(self._member_rows(k))
+        s["generator"] = self.generators[k].get_state()
+        return s
+
+    def load_member_state_dict(self, k, s):
+        rows = self._member_rows(k)
+        if tuple(s["state"].shape) != self.state[rows].shape:
+            raise ValueError(
+                "checkpointed MuJoCo state has shape %s, a member's envs %s: resume with the run's own task "
+                "and num_envs" % (tuple(s["state"].shape), self.state[rows].shape)
+            )
+        self.state[rows] = s["state"].cpu().numpy()
+        self.t[rows] = s["t"].cpu()
+        self._pos[rows] = s["pos"].cpu()
+        for name, v in s["fields"].items():
+            self._fields_np[name][rows] = v.cpu().numpy()
+        self.generators[k].set_state(s["generator"].cpu())
 
     def load_state_dict(self, s):
         if tuple(s["state"].shape) != self.state.shape:
@@ -210,6 +271,8 @@ class MujocoVecEnv:
         for k, v in s["fields"].items():
             self._fields_np[k][:] = v.cpu().numpy()
         self.generator.set_state(s["generator"].cpu())  # map_location may have moved it
+        for g, state in zip(self.generators[1:], s.get("generators", [])[1:]):
+            g.set_state(state.cpu())
 
     def close(self):
         if self._pool is not None:

@@ -106,6 +106,26 @@ class NativeVecEnv:
             s["generators"] = [g.get_state() for g in self.generators]
         return s
 
+    def _member_rows(self, k):
+        per = self.num_envs // self.members
+        return slice(k * per, (k + 1) * per)
+
+    def member_state_dict(self, k):
+        """Member k's envs as a single run with its seed checkpoints them (a population member's checkpoint)."""
+        rows = self._member_rows(k)
+        return {
+            "state": self.state[rows].clone(),
+            "t": self.t[rows].clone(),
+            "generator": self.generators[k].get_state(),
+        }
+
+    def load_member_state_dict(self, k, s):
+        rows = self._member_rows(k)
+        self.state[rows] = s["state"].to(self.device)
+        self.t[rows] = s["t"].to(self.device)
+        self.generators[k].set_state(s["generator"])
+        self.critic_obs = self._critic_obs(self.task.observe(self.state))
+
     def load_state_dict(self, s):
         self.state = s["state"].to(self.device)
         self.t = s["t"].to(self.device)

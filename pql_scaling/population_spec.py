@@ -49,10 +49,12 @@ def validate(get):
         if vary:
             raise _error("population.vary needs population.size > 1")
         return
+    backend = _backend(get)  # None: an unknown task, which envs.make names with the valid ones
     unsupported = [
         (
-            (get("backend") or "native") != "native",
-            "backend=%s (populations step the native backend for now)" % get("backend"),
+            backend not in POPULATION_BACKENDS + (None,),
+            "backend=%s (populations step the %s and %s backends for now)"
+            % (backend, ", ".join(POPULATION_BACKENDS[:-1]), POPULATION_BACKENDS[-1]),
         ),
         (
             get("perf.compile") != "off",
@@ -62,6 +64,24 @@ def validate(get):
     for bad, what in unsupported:
         if bad:
             raise _error("population.size=%d does not support %s; set population.size=1 for it" % (k, what))
+
+
+# the backends whose envs take `members` and `seeds`: each member's envs seeded as its single run's
+POPULATION_BACKENDS = ("native", "mujoco", "mjwarp")
+
+
+def _backend(get):
+    """The backend a config runs on: `backend`, else the task's own (a non-native task's is looked up in the
+    installed simulators, which imports them: only for a population of a non-native task)."""
+    if get("backend") is not None:
+        return get("backend")
+    from pql_scaling import tasks
+
+    if get("task") in tasks.NATIVE_TASKS:
+        return "native"
+    from pql_scaling import envs
+
+    return envs.default_backend(get("task"))
 
 
 def _number(v):

@@ -85,6 +85,7 @@ class Evaluator:
         n_envs = self.episodes * self.members
         ret = torch.zeros(n_envs, device=self.device)
         finished = torch.zeros(n_envs, dtype=torch.bool, device=self.device)
+        stopped: Dict[int, Any] = {}  # member -> its reset generator's state where its single run stops
         for t in range(self.max_steps + 1):
             action = policy(norm(obs))  # GaussianActor.forward is its mean action too
             obs, reward, terminated, truncated, info = env.step(action)
@@ -94,8 +95,13 @@ class Evaluator:
                 live = live & info["valid"].to(self.device)
             ret += reward.to(self.device) * live
             finished |= (terminated | truncated).to(self.device)
-            if t % 50 == 49 and bool(finished.all()):  # a host sync every 50 eval steps, outside training
-                break
+            if t % 50 == 49:  # a host sync every 50 eval steps, outside training
+                if bool(finished.all()):
+                    break
+                if self.members > 1:
+                    self._note_stops(finished, stopped)
+        for k, state in stopped.items():  # members done earlier continue as their single runs would
+            env.generators[k].set_state(state)
         out = []
         for ret_k, fin_k in zip(ret.view(self.members, -1), finished.view(self.members, -1)):
             n = int(fin_k.sum())
@@ -109,6 +115,13 @@ class Evaluator:
             )
         eval_s = time.perf_counter() - t0
         return [dict(o, eval_s=eval_s) for o in out]
+
+    def _note_stops(self, finished: torch.Tensor, stopped: Dict[int, Any]) -> None:
+        """A member whose episodes have all ended would have stopped here as a single run; the steps the others
+        still take must not move its env's reset generator (its next evaluation would start elsewhere)."""
+        for k, done in enumerate(finished.view(self.members, -1).all(1).tolist()):
+            if done and k not in stopped:
+                stopped[k] = self.env.generators[k].get_state()
 
     def close(self) -> None:
         if hasattr(self.env, "close"):

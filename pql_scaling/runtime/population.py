@@ -132,9 +132,10 @@ class Population:
         self.cfg, self.root = cfg, root
         self.seeds, values = config_lib.member_seeds(cfg), config_lib.member_values(cfg)
         self.k, self.n = len(self.seeds), cfg.num_envs
+        self.backend = cfg.backend or envs.default_backend(cfg.task)
         self.env = envs.make(
-            cfg.task, self.k * self.n, device=cfg.device, seed=self.seeds[0], backend=cfg.backend,
-            members=self.k, seeds=self.seeds, **config_lib.env_options(cfg, "native"),
+            cfg.task, self.k * self.n, device=cfg.device, seed=self.seeds[0], backend=self.backend,
+            members=self.k, seeds=self.seeds, **config_lib.env_options(cfg, self.backend),
         )  # fmt: skip
         # the population keeps no replay segments: a member's checkpoint is a single run's, without replay
         self.roles = build_roles(_without_replay_store(cfg), self.env, None)
@@ -178,7 +179,7 @@ class Population:
                 continue
             facts = describe(mcfg, _Env(self.n, self.env), _facts_roles(a1, c1, member, self.roles))
             facts.update(
-                backend="native",
+                backend=self.backend,
                 population={"id": pid, "size": self.k, "index": k, "dir": root, "seeds": self.seeds},
                 wall_time_accounting="wall_time_s is the population's clock: all %d members trained side by "
                 "side for all of it (a member's share of the machine is 1/%d of it)" % (self.k, self.k),

@@ -77,11 +77,7 @@ def member_state(pop: Any, m: Any) -> Dict[str, Any]:
         "rng": {"torch": rng, "cuda": None},
         "replay_rows": r.replay.rows,
         "replay_saved": False,
-        "env": {
-            "state": _rows(env.state, k, K),
-            "t": _rows(env.t, k, K),
-            "generator": env.generators[k].get_state(),
-        },
+        "env": env.member_state_dict(k),  # a single run's env state_dict: its envs and resets' generator
     }
 
 
@@ -142,9 +138,7 @@ def load_member_state(pop: Any, m: Any, s: Dict[str, Any]) -> None:
     for name, t in a["folder"].items():
         if name != "t":
             _put_rows(getattr(actor.folder, name), t.to(actor.device), k, K, dim=1)
-    _put_rows(env.state, s["env"]["state"].to(env.device), k, K)
-    _put_rows(env.t, s["env"]["t"].to(env.device), k, K)
-    env.generators[k].set_state(s["env"]["generator"])
+    env.load_member_state_dict(k, s["env"])
     if k == 0:
         torch.set_rng_state(s["rng"]["torch"])
     elif actor.streams.device.type == "cpu":

@@ -54,13 +54,22 @@ def _params(cfg, obs_dim, act_dim):
     return nets.count_params(actor) + nets.count_params(critic)
 
 
+# env_kwargs of backend=mjwarp that the CPU backend of the same MJCF tasks does not take (none changes a dim)
+_MJWARP_ONLY = ("nconmax", "njmax", "cuda_graph")
+
+
 def _dims(cfg):
-    """(obs_dim, act_dim, critic_obs_dim) of the config's native env, read off a one-env instance (its task
-    parameters, env_kwargs.privileged_critic among them, decide them)."""
+    """(obs_dim, act_dim, critic_obs_dim) of the config's env, read off a one-env instance (its task
+    parameters, env_kwargs.privileged_critic among them, decide them); an mjwarp task's off backend=mujoco's
+    (the same MJCF task, on the CPU: a sweep's driver needs no GPU)."""
     from pql_scaling import config as config_lib
     from pql_scaling import envs
 
-    env = envs.make(cfg.task, 1, backend="native", **config_lib.env_options(cfg, "native"))
+    backend = cfg.backend or envs.default_backend(cfg.task)
+    options = config_lib.env_options(cfg, backend)
+    if backend == "mjwarp":
+        backend, options = "mujoco", {k: v for k, v in options.items() if k not in _MJWARP_ONLY}
+    env = envs.make(cfg.task, 1, backend=backend, **options)
     try:
         return int(env.obs_dim), int(env.act_dim), int(getattr(env, "critic_obs_dim", 0) or 0)
     finally:
@@ -68,7 +77,7 @@ def _dims(cfg):
 
 
 def member_bytes(cfg):
-    """{part: bytes} of one member of a population of `cfg` (a native task: populations step only those)."""
+    """{part: bytes} of one member of a population of `cfg`."""
     from pql_scaling.core import nets
     from pql_scaling.runtime import resources
 
