@@ -6,6 +6,7 @@ at a rate ~0 keeps its initial actor while the others' move, and a member whose 
 while the NaN reaches no other member's weights."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -149,16 +150,20 @@ def test_a_killed_trio_population_resumes_every_member_once(tmp_path):
         assert st["status"] == "failed" and st["detected_by"] == "v_learner" and "resume=" in st["reason"], st
 
     killed_at = max(rows(d)[-1]["env_steps"] for d in dirs)
+    twin = str(tmp_path / "sync")  # the same checkpoints resumed in sync mode: the counts to match
+    shutil.copytree(root, twin)
+    train(["resume=" + twin, "mode=sync", "max_env_steps=%d" % (killed_at + 800)], quiet=True)
     train(["resume=" + root, "max_env_steps=%d" % (killed_at + 800)], quiet=True)
-    counts = set()
     for d in dirs:
         steps = [r["env_steps"] for r in rows(d)]
         assert all(a < b for a, b in zip(steps, steps[1:])), d
         assert steps[-1] == killed_at + 800 and status(d)["status"] == "completed"
-        end = ckpt(d)
-        counts.add((end["v_learner"]["updates"], end["p_learner"]["updates"], end["actor"]["steps"]))
+        end, same = ckpt(d), ckpt(os.path.join(twin, os.path.basename(d)))
+        counts = [
+            (c["v_learner"]["updates"], c["p_learner"]["updates"], c["actor"]["steps"]) for c in (end, same)
+        ]
+        assert counts[0] == counts[1], counts  # every owed update paid once, none twice
         assert rows(d)[-1]["critic_updates"] == end["v_learner"]["updates"]
-    assert len(counts) == 1  # the members share the trio's one schedule
 
 
 def test_population_auto_counts_the_trios_three_processes():
