@@ -25,8 +25,12 @@ _BESIDE = ("envs", "tasks", "analysis")
 
 
 class _Beside(importlib.abc.MetaPathFinder):
-    """Finds pql_scaling.envs / .tasks / .analysis in the folders beside this package (a source checkout). Consulted
-    after the normal finders, so an installed copy (where they sit inside the package) wins."""
+    """Finds pql_scaling.envs / .tasks / .analysis in the folders beside this package (a source checkout). In a
+    source checkout (setup.py beside the package) it is consulted first, so the wings come from the same tree as
+    the package: with an editable install of one checkout, a second one (a git worktree, a clean clone on
+    PYTHONPATH) would otherwise import its own pql_scaling with the first one's envs, tasks and analysis.
+    Installed, it is consulted after the normal finders, so the copy inside the package wins over any folder
+    that happens to sit beside it in site-packages."""
 
     def find_spec(self, fullname, path=None, target=None):
         prefix, _, name = fullname.partition(".")
@@ -40,4 +44,7 @@ class _Beside(importlib.abc.MetaPathFinder):
 
 
 if not any(isinstance(f, _Beside) for f in sys.meta_path):
-    sys.meta_path.append(_Beside())
+    if os.path.exists(os.path.join(os.path.dirname(_HERE), "setup.py")):
+        sys.meta_path.insert(0, _Beside())
+    else:
+        sys.meta_path.append(_Beside())

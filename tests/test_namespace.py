@@ -57,3 +57,30 @@ def test_the_cli_works_from_a_folder_with_decoys(tmp_path):
         text=True,
     )
     assert r.returncode == 0 and "usage" in r.stdout.lower(), r.stderr
+
+
+def test_a_second_checkout_imports_its_own_wings(tmp_path):
+    """A second source checkout on PYTHONPATH (a git worktree, a clean clone) beside an editable install of this
+    one: its pql_scaling must import envs, tasks and analysis from its own tree, not the installed checkout's."""
+    import shutil
+
+    other = tmp_path / "worktree"
+    shutil.copytree(
+        os.path.join(ROOT, "pql_scaling"), other / "pql_scaling", ignore=shutil.ignore_patterns("*.pyc")
+    )
+    shutil.copy(os.path.join(ROOT, "setup.py"), other / "setup.py")
+    for name in ("analysis", "tasks", "envs"):
+        os.makedirs(other / name)
+        (other / name / "__init__.py").write_text("WHERE = 'worktree'\n")
+    code = (
+        "import pql_scaling.envs as e, pql_scaling.tasks as t, pql_scaling.analysis as a;"
+        "print(e.WHERE, t.WHERE, a.WHERE)"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=str(tmp_path),
+        env=dict(os.environ, PYTHONPATH=str(other)),
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0 and r.stdout.split() == ["worktree"] * 3, r.stderr[-2000:]
