@@ -8,6 +8,10 @@ import time
 from pql_scaling import config as config_lib
 from pql_scaling.rundir.disk import log
 
+# a population's members start their W&B runs from one background thread each: one wandb.init at a time, as
+# W&B's process-wide setup (its service, the first run) is not meant to be entered concurrently
+_INIT_LOCK = threading.Lock()
+
 
 class WandbMirror:
     """Mirrors metrics to W&B. Any W&B failure is logged once and never stops training.
@@ -18,7 +22,11 @@ class WandbMirror:
     A resume that superseded log points rewinds the W&B run to the last kept step (W&B's `resume_from`,
     which archives the history after it) so W&B shows the same single timeline as metrics.jsonl."""
 
-    def __init__(self, cfg, run_dir, run_id, rewind_to=None, rows_written=None):
+    def __init__(
+        self, cfg, run_dir, run_id, rewind_to=None, rows_written=None, extra_config=None, reinit=True
+    ):
+        """extra_config: more run config (a population member's population id); reinit: wandb.init's (a
+        population's members are concurrent W&B runs in one process: "create_new")."""
         self.run, self.off, self.pending, self.error = None, True, [], None
         self.last_step = None
         self.where = None  # the W&B run's address once finished (the end-of-run summary names it)
@@ -37,8 +45,8 @@ class WandbMirror:
             name=w.name,
             mode=w.mode,
             dir=run_dir,
-            config=config_lib.to_dict(cfg),
-            reinit=True,
+            config=dict(config_lib.to_dict(cfg), **(extra_config or {})),
+            reinit=reinit,
         )
         if rewind_to is not None:
             kwargs["resume_from"] = "%s?_step=%d" % (run_id, rewind_to + 1)  # keeps the row at rewind_to
@@ -53,7 +61,8 @@ class WandbMirror:
 
             kwargs["settings"] = wandb.Settings(init_timeout=self.init_timeout_s)
             try:
-                self._run = wandb.init(**kwargs)
+                with _INIT_LOCK:
+                    self._run = wandb.init(**kwargs)
             except Exception as e:  # noqa: BLE001
                 if "resume_from" not in kwargs:
                     raise
@@ -65,7 +74,10 @@ class WandbMirror:
                     e,
                 )
                 run_id = kwargs.pop("resume_from").split("?")[0]
-                self._run = wandb.init(id=run_id, resume="allow", **kwargs)
+                # fresh settings: the failed init left resume_from on them, which excludes resume
+                kwargs["settings"] = wandb.Settings(init_timeout=self.init_timeout_s)
+                with _INIT_LOCK:
+                    self._run = wandb.init(id=run_id, resume="allow", **kwargs)
             # run.json's facts (critic_params, utd, flops per update, ...) too: analysis of a W&B project
             # reads model size and configured UTD from the run config, as from run.json locally
             facts_path = os.path.join(kwargs["dir"], "run.json")

@@ -38,6 +38,8 @@ from pql_scaling.runtime import resources, sync, trio
 from pql_scaling.runtime.clock import TrainingClock
 from pql_scaling.runtime.metrics import Diverged, MetricsLogger
 from pql_scaling.runtime.population_ckpt import checkpoint_at, load_member_state, member_state
+from pql_scaling.runtime.population_wandb import finish as finish_wandb
+from pql_scaling.runtime.population_wandb import mirror as mirror_wandb
 from pql_scaling.runtime.roles import Roles, build_roles, describe
 from pql_scaling.runtime.session import Runtime
 
@@ -122,6 +124,7 @@ class Member:
         self.metrics = MetricsLogger(cfg, self.run, _Env(pop.n), view, self.clock, self.counters, ev)
         self.status: Optional[str] = None  # set once the member is done: completed / failed
         self.reason: Optional[str] = None
+        self.rewind_to: Optional[int] = None  # resumed: the W&B step its log points were superseded back to
 
 
 class Population:
@@ -388,6 +391,7 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
         }
         with open(os.path.join(root, POPULATION), "w") as f:
             json.dump(record, f, indent=1)
+    mirror_wandb(pop)  # each member its own W&B run (wandb.mode online / offline)
     if not quiet:
         pop.display = Display(
             cfg.log.live, cfg.max_env_steps, cfg.task, cfg.max_time_s, cfg.log.console_every_s
@@ -410,6 +414,7 @@ def train(cfg: Config, root: str, quiet: bool, started: float, resuming: bool = 
         signal.signal(signal.SIGTERM, old)
         try:
             pop.close(status, reason)
+            finish_wandb(pop)
         finally:
             if pop.display is not None:  # the last line: beside the bar as it ends, or printed
                 live, wall = len(pop.live()), pop.clock.wall_time()
@@ -435,7 +440,9 @@ def resume(cfg: Config, root: str, started: float) -> "Population":
     for m, last in zip(live, newest):
         state = checkpoint_at(m.run, last, steps)
         load_member_state(pop, m, state)
-        m.run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * pop.n)
+        moved, last_kept = m.run.supersede(state.get("metrics_rows"), state["actor"]["steps"] * pop.n)
+        if moved:  # W&B rewinds to the same step, as a resumed single run's does
+            m.rewind_to = -1 if last_kept is None else last_kept
         m.clock.time_offset = m.counters["wall_time_s"]
         if m.metrics.evaluator is not None:
             m.metrics.evaluator.next = (
