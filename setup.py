@@ -7,7 +7,9 @@ Install on a CPU machine without pulling CUDA wheels:
 from setuptools import find_packages, setup
 
 extras = {
-    "wandb": ["wandb>=0.15"],
+    "wandb": [
+        "wandb>=0.19.10"
+    ],  # reinit="create_new": a population's members as concurrent runs in one process
     # `analyze` on other trainers' logs: TensorBoard's event reader (format: tensorboard), Parquet (format: table)
     "logs": ["tensorboard>=2.10", "pyarrow>=10"],
     # scipy >= 1.12 for optimize.isotonic_regression; scikit-learn is only the tests' reference
