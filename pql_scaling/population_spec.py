@@ -50,20 +50,14 @@ def validate(get):
             raise _error("population.vary needs population.size > 1")
         return
     backend = _backend(get)  # None: an unknown task, which envs.make names with the valid ones
-    unsupported = [
-        (
-            backend not in POPULATION_BACKENDS + (None,),
-            "backend=%s (populations step the %s and %s backends for now)"
-            % (backend, ", ".join(POPULATION_BACKENDS[:-1]), POPULATION_BACKENDS[-1]),
-        ),
-        (
-            get("perf.compile") != "off",
-            "perf.compile=%s (populations run eagerly for now)" % get("perf.compile"),
-        ),
-    ]
-    for bad, what in unsupported:
-        if bad:
-            raise _error("population.size=%d does not support %s; set population.size=1 for it" % (k, what))
+    # (perf.compile is no reason: a population's update compiles as one graph too, runtime/learner.py)
+    if backend not in POPULATION_BACKENDS + (None,):
+        what = "backend=%s (populations step the %s and %s backends for now)" % (
+            backend,
+            ", ".join(POPULATION_BACKENDS[:-1]),
+            POPULATION_BACKENDS[-1],
+        )
+        raise _error("population.size=%d does not support %s; set population.size=1 for it" % (k, what))
 
 
 # the backends whose envs take `members` and `seeds`: each member's envs seeded as its single run's

@@ -12,6 +12,7 @@ import torch
 
 from pql_scaling import config as config_lib
 from pql_scaling.core import nets
+from pql_scaling.core.members import Streams
 from pql_scaling.core.replay import Normalizer, Replay, Window, draw, sample
 from pql_scaling.runtime.learner import PLearner, VLearner, soft_update, value_and_grads
 
@@ -253,3 +254,164 @@ def test_trio_and_sync_train_with_compiled_updates(tmp_path):
         quiet=True,
     )
     assert rows(sync)[-1]["critic_updates"] == expected_counts(40, 16, 64, 2, 0.5)[0]
+
+
+# ------------------------------------------------------------------------------------- populations
+
+
+def make_population(kind, *extra, members=2):
+    """A population's learners (member-stacked nets, one stream per member) with per-member critic learning
+    rates and batch sizes (population.vary), on a filled replay of `members` rings."""
+    cfg = config_lib.load(
+        [
+            "task=pendulum",
+            "algo.batch_size=16",
+            "net.actor_hidden=[16]",
+            "net.critic_hidden=[16,16]",
+            "algo.weight_decay=0.01",
+            "population.size=%d" % members,
+        ]
+        + KINDS[kind]
+        + list(extra)
+    )
+    torch.manual_seed(0)
+    seeds = list(range(members))
+    actor, critic, states = nets.build_population(cfg, OBS, ACT, seeds)
+    streams = Streams(seeds, "cpu", states)
+    if hasattr(actor, "randn_like"):  # SAC: the policy's noise from each member's stream
+        actor.randn_like = streams.randn_like
+    norm = Normalizer(OBS, "cpu", members=members)
+    replay = Replay(64, OBS, ACT, ENVS * members, "cpu", members=members)
+    g = torch.Generator().manual_seed(1)
+    for k, v in replay.data.items():
+        v.copy_(torch.rand(v.shape, generator=g) * (2 if k != "weight" else 1) - (1 if k != "weight" else 0))
+    replay.data["discount"].clamp_(min=0)
+    replay.rows = 48
+    norm.update(replay.data["obs"][: 48 * members])
+    vary = {"algo.critic_lr": [1e-3, 3e-3, 5e-4][:members], "algo.batch_size": [16, 8, 12][:members]}
+    v = VLearner(cfg, critic, actor, norm, "cpu", streams, vary)
+    p = PLearner(cfg, actor, critic, norm, "cpu", ACT, streams, vary)
+    return v, p, replay
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_populations_update_is_one_graph(kind):
+    """A population's update (per-member rates and batch masks, each member's draws from its own generator,
+    drawn onto the tape before the graph: dynamo breaks a graph at a torch.Generator) has no graph breaks
+    either (dynamo's trace only). The first update runs eagerly and records the tape."""
+    v, p, replay = make_population(kind, "perf.compile=default")
+    for learner in (v, p):
+        learner.update(Window(replay.data, replay.size, 0))
+        assert learner.tape.spec and learner.updates == 1  # recorded: the sampler's uniforms at least
+        learner.streams.fill(learner.tape)
+        learner.streams.tape = learner.tape
+        try:
+            out = torch._dynamo.explain(learner.step)(window(replay, replay.size, 0))
+        finally:
+            learner.streams.tape = None
+        assert out.graph_break_count == 0 and out.graph_count == 1, (
+            kind,
+            [b.reason for b in out.break_reasons],
+        )
+    torch._dynamo.reset()
+
+
+def test_a_compiled_population_matches_eager_and_never_recompiles():
+    """Through inductor: a population of 2 (critic rates 1e-3 / 3e-3, batches 16 / 8) compiles one graph per
+    learner and, update for update, computes what the eager population does (within test_compiled_update_
+    matches_eager's 1e-4: kernels reorder float sums; the draws are the same numbers, made from each member's
+    generator before the graph). Member 1 turned non-finite (a diverged member, which the population only
+    marks failed) compiles nothing new and leaves member 0 matching eager."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    v0, p0, replay = make_population("pql")
+    v1, p1, _ = make_population("pql", "perf.compile=default")
+    graphs = counters["stats"]["unique_graphs"]
+    for step in range(6):
+        if step == 3:
+            with torch.no_grad():
+                for v in (v0, v1):
+                    e = v.critic.net.layers[0].weight.shape[0] // 2
+                    v.critic.net.layers[0].weight[e:].fill_(float("nan"))
+        for a, b in ((v0, v1), (p0, p1)):
+            torch.manual_seed(30 + step)
+            a.learn(replay)
+            torch.manual_seed(30 + step)
+            b.learn(replay)
+            if step < 3:  # both members alike
+                for x, y in zip(state(v0, p0), state(v1, p1)):
+                    torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
+    assert counters["stats"]["unique_graphs"] - graphs == 2  # one graph each, compiled once
+    assert (v1.updates, p1.updates) == (6, 6)
+    for a, b in zip(state(v0, p0), state(v1, p1)):  # member 0 (the first half of every tensor) still matches
+        e = a.shape[0] // 2
+        torch.testing.assert_close(a[:e], b[:e], rtol=1e-4, atol=1e-5)
+    assert torch.isnan(v1.critic.net.layers[0].weight[2:]).all()  # member 1's twin critics
+    torch._dynamo.reset()
+
+
+def test_sync_and_trio_populations_train_with_compiled_updates(tmp_path):
+    """perf.compile for populations in both runtimes: a sync population of 2 (per-member critic rates) trains
+    with each learner's update compiled once, its members' metrics those of the eager population (counts
+    exactly; losses, Q means and returns within 1e-4); a trio population of 2, each learner process compiling its
+    own update, ends with the trio's exact counts for every member."""
+    from torch._dynamo.utils import counters
+
+    from pql_scaling.runtime.train import train
+    from tests.runs import rows, status
+    from tests.test_population import SMALL as POP
+    from tests.test_population import member_dirs
+    from tests.test_trio import expected_counts
+
+    pop = ["population.size=2", "population.vary={algo.critic_lr: [5e-4, 1e-3]}", "max_time_s=0"]
+    steps = 40
+    runs, graphs = {}, {}
+    torch._dynamo.reset()
+    for mode in ("off", "default"):
+        before = counters["stats"]["unique_graphs"]
+        root = train(
+            POP
+            + pop
+            + [
+                "perf.compile=%s" % mode,
+                "max_env_steps=%d" % (8 * steps),
+                "eval.every_steps=0",
+                "run_dir=%s" % (tmp_path / mode),
+            ],
+            quiet=True,
+        )
+        runs[mode] = [rows(d) for d in member_dirs(root)]
+        graphs[mode] = counters["stats"]["unique_graphs"] - before
+        assert all(status(d)["status"] == "completed" for d in member_dirs(root))
+    exact = ("env_steps", "critic_updates", "policy_updates", "episodes")
+    close = ("critic_loss", "q_mean", "actor_loss", "action_abs_mean", "return_mean")
+    assert graphs == {"off": 0, "default": 2}  # one graph per learner, compiled once
+    for eager, compiled in zip(runs["off"], runs["default"]):
+        assert len(eager) == len(compiled) >= 3
+        assert eager[-1]["critic_updates"] == expected_counts(steps, 8, 64, 2, 0.5)[0]
+        for a, b in zip(eager, compiled):
+            assert [a.get(k) for k in exact] == [b.get(k) for k in exact]
+            for k in close:
+                if a.get(k) is not None:
+                    assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-5), (k, a, b)
+    assert runs["off"][0] != runs["off"][1]  # members differ
+    trio = train(
+        POP
+        + pop
+        + [
+            "mode=trio",
+            "perf.compile=default",
+            "algo.policy_updates_per_critic_update=0.5",
+            "max_env_steps=%d" % (8 * steps),
+            "eval.every_steps=0",
+            "run_dir=%s" % (tmp_path / "trio"),
+        ],
+        quiet=True,
+    )
+    for d in member_dirs(trio):
+        assert status(d)["status"] == "completed"
+        last = rows(d)[-1]
+        assert (last["critic_updates"], last["policy_updates"]) == expected_counts(steps, 8, 64, 2, 0.5)
+        assert last["critic_loss"] == last["critic_loss"]  # finite, not NaN
+    torch._dynamo.reset()

@@ -158,8 +158,8 @@ def test_a_population_per_configuration_when_the_config_allows(pend, monkeypatch
     spec = pend
     d = _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})
     assert d["launcher"]["population"] == 24 and len(d["seeds"]) == 24
-    with monkeypatch.context() as m:  # compiled updates have no populations: one process per seed
-        m.setattr(spec, "base", dict(spec.base, **{"perf.compile": "default"}))
+    with monkeypatch.context() as m:  # a backend without populations: one process per seed
+        m.setattr(spec, "base", dict(spec.base, **{"backend": "gymnasium"}))
         assert (
             _sweep_dict(spec, "fitted", rules="__skip__", seeds={"fitted": 24})["launcher"]["population"] == 1
         )

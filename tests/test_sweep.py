@@ -579,11 +579,13 @@ def test_ray_kill_drill_train_process_then_driver_mid_sweep(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ populations
-def test_population_auto_picks_k_from_memory_and_falls_back_for_a_compiled_config(tmp_path, monkeypatch):
+def test_population_auto_picks_k_from_memory_and_falls_back_for_a_config_that_cannot_be_one(
+    tmp_path, monkeypatch
+):
     """auto: members per population from a member's footprint against one process's memory (here a synthetic
-    limit): K shrinks as the replay grows, is capped by the seeds and the local pool's slots; a compiled config
-    cannot be a population (populations run eagerly): one process a run, with one line saying why (an integer
-    K refuses it)."""
+    limit): K shrinks as the replay grows, is capped by the seeds and the local pool's slots; a config that
+    cannot be a population (a backend without populations): one process a run, with one line saying why (an
+    integer K refuses it)."""
     from pql_scaling.experiments.sweep import packing, sizing
 
     limit = sizing.Target(2**30, "a synthetic 1 GiB")  # 0.8 GiB, less 0.5 GiB for the process: 0.3 GiB
@@ -625,17 +627,17 @@ def test_population_auto_picks_k_from_memory_and_falls_back_for_a_compiled_confi
     )
     one = sweep.load_spec(spec_dict(tmp_path))  # one seed a configuration: nothing to pack or measure
     assert packing.pack(sweep.expand(one), "auto", one.out, None) == ([], sweep.expand(one), [])
-    compiled = sweep.load_spec(spec_dict(tmp_path, seeds=4, base=dict(TINY, **{"perf.compile": "default"})))
-    groups, alone, lines = packing.pack(sweep.expand(compiled), "auto", compiled.out, limit)
+    apart = sweep.load_spec(spec_dict(tmp_path, seeds=4, base=dict(TINY, **{"backend": "gymnasium"})))
+    groups, alone, lines = packing.pack(sweep.expand(apart), "auto", apart.out, limit)
     assert not groups and len(alone) == 8
-    assert len(lines) == 1 and "one process a run" in lines[0] and "perf.compile=default" in lines[0], lines
+    assert len(lines) == 1 and "one process a run" in lines[0] and "backend=gymnasium" in lines[0], lines
     assert "and 1 more" in lines[0]  # one line for both configurations
     with pytest.raises(
-        sweep.SpecError, match="launcher.population=2: runs .* perf.compile=default.*population=auto"
+        sweep.SpecError, match="launcher.population=2: runs .* backend=gymnasium.*population=auto"
     ):
-        sweep.launch(sweep.load_spec(compiled, ["launcher.population=2"]))
+        sweep.launch(sweep.load_spec(apart, ["launcher.population=2"]))
     # SLURM with GPUs: the nodes' GPU memory is not visible here, so auto needs it said
-    gpu = sweep.load_spec(compiled, ["launcher.population=auto", "launcher.slurm.gpus_per_task=1"])
+    gpu = sweep.load_spec(apart, ["launcher.population=auto", "launcher.slurm.gpus_per_task=1"])
     with pytest.raises(sweep.SpecError, match="set launcher.memory_gb"):
         sizing.slurm_target(gpu)
     assert sizing.slurm_target(sweep.load_spec(gpu, ["launcher.memory_gb=80"])).memory == 80 * 2**30

@@ -9,13 +9,47 @@ Random numbers are drawn per member from its own generator, so a member's draws 
 members there are or on what they draw: member 0 uses torch's default generator, exactly as a single run does
 (a population of one is today's run, bit for bit); member k >= 1 a generator that continues the stream a
 single run seeded with its seed would have (see nets.build).
+
+A compiled update (perf.compile) cannot draw from a torch.Generator inside its graph (dynamo breaks the graph
+there): its draws are made eagerly just before the graph runs, from the same generators in the same order, onto a
+`Tape` the graph reads (so compiled and eager updates draw the same numbers, bit for bit).
 """
 
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 
 Tensor = torch.Tensor
+
+
+def _compiling() -> bool:
+    """Inside torch.compile's trace (torch >= 2.3; earlier torch: taken as not)."""
+    return bool(getattr(torch.compiler, "is_compiling", lambda: False)())
+
+
+class Tape:
+    """One compiled update's random draws, made before its graph runs. The update's first call runs eagerly and
+    records what it draws (function, shape, device, in order: `recording`); before every later call `fill`
+    redraws them into the same buffers (fixed addresses, as CUDA graphs want), and the traced update reads them
+    back in that order (`next`). The draws' shapes are static, so the record holds for every update."""
+
+    def __init__(self) -> None:
+        self.spec: Optional[List[Tuple[Callable[..., Tensor], Tuple[int, ...], torch.device]]] = None
+        self.buffers: List[Tensor] = []
+        self.recording = False
+        self.read = 0
+
+    def start(self) -> None:
+        self.spec, self.buffers, self.recording = [], [], True
+
+    def record(self, fn: Callable[..., Tensor], shape: Sequence[int], device, out: Tensor) -> None:
+        self.spec.append((fn, tuple(shape), torch.device(device)))
+        self.buffers.append(torch.empty_like(out))
+
+    def next(self) -> Tensor:
+        t = self.buffers[self.read]
+        self.read += 1
+        return t
 
 
 class Streams:
@@ -25,6 +59,7 @@ class Streams:
     def __init__(self, seeds: Sequence[int], device, cpu_states: Optional[List[Tensor]] = None):
         self.members, self.device = len(seeds), torch.device(device)
         self.gens: List[Optional[torch.Generator]] = [None]  # member 0: torch's default generator
+        self.tape: Optional[Tape] = None  # set by a compiled update around its call (runtime/learner.py)
         for k in range(1, self.members):
             g = torch.Generator(device=self.device)
             if self.device.type == "cpu" and cpu_states is not None:
@@ -38,8 +73,22 @@ class Streams:
         device = self.device if device is None else device
         if self.members == 1:
             return fn(tuple(shape), device=device)
+        tape = self.tape
+        if tape is not None and _compiling():  # drawn before the graph: see Tape
+            return tape.next()
         per = (shape[0] // self.members,) + tuple(shape[1:])
-        return torch.cat([fn(per, device=device, generator=g) for g in self.gens])
+        out = torch.cat([fn(per, device=device, generator=g) for g in self.gens])
+        if tape is not None and tape.recording:
+            tape.record(fn, shape, device, out)
+        return out
+
+    def fill(self, tape: Tape) -> None:
+        """Draw a compiled update's numbers onto its tape (eagerly, before the graph runs), as the update would."""
+        assert tape.spec is not None, "a tape is recorded by an eager update first"
+        self.tape = None
+        for buf, (fn, shape, device) in zip(tape.buffers, tape.spec):
+            buf.copy_(self.draw(fn, shape, device))
+        tape.read = 0
 
     def rand(self, *shape: int, device=None) -> Tensor:
         return self.draw(torch.rand, shape, device)

@@ -15,7 +15,11 @@ own state tensors, so both read and write the same checkpoints. bf16 autocast (p
 Populations (a leading member dimension): the parameters stacked by member, as the twin critic's
 ensemble layers already are, give per-member gradients from either primitive (the loss sums over
 members; torch.func's also composes with vmap); the rest of the step is elementwise over
-parameter-shaped tensors, but for the clip, whose norm must then be taken per member.
+parameter-shaped tensors, but for the clip, whose norm must then be taken per member. Compiled, a
+population's update is one graph too: its per-member learning rates and batch masks are tensors, and a failed
+(non-finite) member is only a status (runtime/population.py), nothing the graph branches on, so neither
+recompiles; its members' draws come from their own generators, made just before the graph runs
+(core/members.py's Tape), the first update run eagerly to record them.
 """
 
 import copy
@@ -26,7 +30,7 @@ from torch.optim.adamw import adamw
 
 from pql_scaling.core import losses as algo
 from pql_scaling.core.losses import Batch
-from pql_scaling.core.members import Streams, broadcast_to_param, per_member_sq_norm
+from pql_scaling.core.members import Streams, Tape, broadcast_to_param, per_member_sq_norm
 from pql_scaling.core.replay import Replay, Window, draw, sample, to_device
 from pql_scaling.runtime.optim import (  # noqa: F401 - set_tf32: the GPU tests' name for it
     adamw_member_step,
@@ -203,15 +207,19 @@ class Learner:
         self.compiled = perf.compile != "off"
         self.run = self.step
         self.static = set()
+        # a compiled population's random draws, made before its graph runs (core/members.py)
+        self.tape = Tape() if self.compiled and members > 1 else None
         if self.compiled:
             check_compiler(device)
             # CUDA graphs (reduce-overhead) copy every input whose address is not known to be fixed into a
             # buffer of their own before each replay: say which are (the optimiser state, the statistics, the
-            # bounds, the normaliser; the replay storage on first use), so nothing is copied
+            # bounds, the normaliser, a population's rates and masks; the replay storage and a population's
+            # tape on first use), so nothing is copied
             self.mark_static(
                 [t for st in self.opt.state.values() for t in st.values()]
                 + [self.stats, self.size, self.start]
                 + list(norm.buffers())
+                + [t for t in (self.member_lr, self.batch_mask) if t is not None]
             )
             mode = COMPILE_MODES[perf.compile]
             self.run = torch.compile(self.step, mode=mode, fullgraph=True, dynamic=False)
@@ -237,7 +245,7 @@ class Learner:
             self.start.fill_(start)
             self.update(Window(data, self.size, self.start))
         else:  # the replay lives on another device (trio placement): the graph gets a batch on its own
-            batch = sample(data, self.batch_size, size, start)
+            batch = sample(data, self.batch_size, size, start, self.members, self.streams)
             self.update(to_device(batch, self.device))
 
     def update(self, batch: Union[Batch, Window]) -> None:
@@ -246,8 +254,32 @@ class Learner:
         # AOTAutograd builds an inference graph that CUDA graphs can capture whole (the in-place
         # parameter updates included)
         with torch.no_grad():
-            self.run(batch)
+            if self.tape is None:
+                self.run(batch)
+            else:
+                self._taped(batch)
         self.updates += 1
+
+    def _taped(self, batch: Union[Batch, Window]) -> None:
+        """A compiled population's update: its members' draws onto the tape, then the graph; the first update
+        runs eagerly and records what it draws."""
+        tape, streams = self.tape, self.streams
+        try:
+            if tape.spec is None:
+                tape.start()
+                streams.tape = tape
+                try:
+                    self.step(batch)
+                except BaseException:
+                    tape.spec = None  # a partial record: the next update records again
+                    raise
+                self.mark_static(tape.buffers)
+            else:
+                streams.fill(tape)
+                streams.tape = tape
+                self.run(batch)
+        finally:
+            streams.tape, tape.recording = None, False
 
     def step(self, batch: Union[Batch, Window]) -> None:
         """The whole update: (gather,) normalise, loss, gradients, clip, AdamW, soft target update, stats.

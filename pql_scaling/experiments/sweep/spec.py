@@ -49,7 +49,7 @@ class SlurmOptions:
 class LauncherSpec:
     kind: str = "local"  # local | ray | slurm
     # runs that differ only in their seed train as populations of up to this many members, one process each
-    # (runtime/population.py: native, mujoco or mjwarp backend, no perf.compile), on every launcher; 1: every run its
+    # (runtime/population.py: native, mujoco or mjwarp backend), on every launcher; 1: every run its
     # own process. "auto": per configuration, as many members as fit the memory of one process where it runs
     # (sizing.py: replay + networks, gradients, AdamW moments, target + batch working set per member, against
     # 80% of the process's share less 0.5 GB for the interpreter), at most the configuration's seeds, 64, and
