@@ -120,6 +120,65 @@ def _check_isaaclab(kwargs):
         raise _error("env_kwargs.cfg_overrides must be a mapping {attribute path: value}")
 
 
+# the keyword arguments the MJCF backends' env classes take besides the task's own parameters (the task class's
+# `defaults`: Gymnasium v5's constructor arguments); tests/test_config.py checks them against the constructors
+MJCF_BACKEND_ARGS = {
+    "mujoco": {"nthread": "MuJoCo threads stepping the batch", "max_episode_steps": "the time limit"},
+    "mjwarp": {
+        "max_episode_steps": "the time limit",
+        "nconmax": "contacts per world",
+        "njmax": "constraint rows per world",
+        "cuda_graph": "true | false: capture the step as a CUDA graph",
+    },
+}
+# backend=isaacgym's env_kwargs (envs/isaacgym_backend.py's constructor)
+ISAACGYM_ARGS = {
+    "headless": "true | false",
+    "graphics_device_id": "the GPU that renders (-1: none)",
+    "cfg": "IsaacGymEnvs' task config (a mapping)",
+}
+
+
+def _check_args(backend, kwargs, allowed, what):
+    for name in kwargs:
+        if name not in allowed:
+            raise _error(
+                "env_kwargs.%s: backend=%s takes %s%s"
+                % (
+                    name,
+                    backend,
+                    ", ".join("%s (%s)" % kv for kv in sorted(allowed.items())),
+                    specs.did_you_mean(name, allowed),
+                )
+                + (" (%s)" % what if what else "")
+            )
+
+
+def _check_mjcf(task, backend, kwargs):
+    """An MJCF task's parameters (its Gymnasium v5 constructor's, with their types) and the backend's own."""
+    from pql_scaling.tasks.mjcf import MJCF_TASKS  # imports torch: only when env_kwargs is given
+
+    cls = MJCF_TASKS.get(task)
+    params = dict(cls.defaults) if cls is not None else {}
+    allowed = dict(MJCF_BACKEND_ARGS[backend])
+    allowed.update({k: "%s's parameter (default %r)" % (task, v) for k, v in params.items()})
+    _check_args(backend, kwargs, allowed, None if cls is not None else "task %r is not an MJCF task" % task)
+    for name, value in kwargs.items():
+        default = params.get(name)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise _error(
+                "env_kwargs.%s=%r must be true or false (%s's default: %r)" % (name, value, task, default)
+            )
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and _number(value) is None:
+            raise _error(
+                "env_kwargs.%s=%r must be a finite number (%s's default: %r)" % (name, value, task, default)
+            )
+        if name in ("max_episode_steps", "nthread", "nconmax", "njmax") and value is not None:
+            number = _number(value)
+            if number is None or not number.is_integer() or number < 1:
+                raise _error("env_kwargs.%s=%r must be a whole number >= 1" % (name, value))
+
+
 def validate(get, backend=None):
     """env_kwargs and gymnasium.* of a config being validated (`get`: its dotted-key reader). `backend`: the one
     that builds the env; by default the config's, or native for a native task; None when only the backends'
@@ -142,6 +201,10 @@ def validate(get, backend=None):
             )
     if backend == "isaaclab":
         _check_isaaclab(kwargs)
+    elif backend in MJCF_BACKEND_ARGS and kwargs:
+        _check_mjcf(get("task"), backend, kwargs)
+    elif backend == "isaacgym":
+        _check_args(backend, kwargs, ISAACGYM_ARGS, None)
     return _check_native(get("task"), kwargs) if backend == "native" and kwargs else kwargs
 
 

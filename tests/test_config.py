@@ -1,6 +1,10 @@
+import os
+
 import pytest
 
 from pql_scaling import config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_defaults_task_yaml_and_overrides_resolve():
@@ -79,6 +83,66 @@ def test_every_key_is_listed():
 def test_env_keys_are_checked_against_the_backend(arg, expect):
     with pytest.raises(config.ConfigError, match=expect):
         config.load(["task=pendulum", arg])
+
+
+@pytest.mark.parametrize(
+    "args, expect",
+    [
+        (
+            ["backend=mujoco", "env_kwargs={forward_reward_weigth: 2}"],
+            r"env_kwargs.forward_reward_weigth: backend=mujoco takes .*did you mean: forward_reward_weight",
+        ),
+        (
+            ["backend=mujoco", "env_kwargs.ctrl_cost_weight=high"],
+            r"ctrl_cost_weight='high' must be a finite number",
+        ),
+        (
+            ["backend=mujoco", "env_kwargs.exclude_current_positions_from_observation=1"],
+            r"must be true or false \(HalfCheetah's default: True\)",
+        ),
+        (["backend=mujoco", "env_kwargs.nthread=0"], r"env_kwargs.nthread=0 must be a whole number >= 1"),
+        (["backend=mjwarp", "env_kwargs.nthread=2"], r"env_kwargs.nthread: backend=mjwarp takes"),
+    ],
+)
+def test_mjcf_env_kwargs_are_checked_before_anything_runs(args, expect):
+    with pytest.raises(config.ConfigError, match=expect):
+        config.load(["task=HalfCheetah"] + args)
+    ok = config.load(
+        ["task=HalfCheetah", "backend=mujoco", "env_kwargs={forward_reward_weight: 2.0, nthread: 2}"]
+    )
+    assert dict(ok.env_kwargs) == {"forward_reward_weight": 2.0, "nthread": 2}
+
+
+def test_the_backend_argument_lists_match_the_env_constructors():
+    """env_spec's lists of what each backend's env class takes (checked before anything runs, without importing
+    the simulators) are the constructors' own keyword arguments, read from their source."""
+    import ast
+
+    from pql_scaling.env_spec import ISAACGYM_ARGS, MJCF_BACKEND_ARGS
+
+    def keywords(module, cls):
+        tree = ast.parse(open(os.path.join(ROOT, "envs", module + ".py")).read())
+        init = next(
+            f
+            for c in tree.body
+            if isinstance(c, ast.ClassDef) and c.name == cls
+            for f in c.body
+            if isinstance(f, ast.FunctionDef) and f.name == "__init__"
+        )
+        # the run's own arguments (and a population's) come from the config, not from env_kwargs
+        return {a.arg for a in init.args.args} - {
+            "self",
+            "task",
+            "num_envs",
+            "device",
+            "seed",
+            "members",
+            "seeds",
+        }
+
+    assert keywords("mujoco_backend", "MujocoVecEnv") == set(MJCF_BACKEND_ARGS["mujoco"])
+    assert keywords("mjwarp_backend", "MJWarpVecEnv") == set(MJCF_BACKEND_ARGS["mjwarp"])
+    assert keywords("isaacgym_backend", "IsaacGymVecEnv") == set(ISAACGYM_ARGS)
 
 
 def test_env_kwargs_set_a_native_tasks_parameters_and_survive_a_resume():
