@@ -35,8 +35,16 @@ isaacgym_api notes and tests/fakes/README.md):
   `info["done"]` marks them. The spanning step's transition is invalid for learning, but its reward
   belongs to the new episode in this accounting.
 - Resume: the simulator's state cannot be saved (no `state_dict`), so a resumed run starts new episodes.
+- Populations (`members` = K > 1, `seeds` one per member): K x num_envs envs in the one simulation, member k's
+  the rows [k*num_envs, (k+1)*num_envs) (per-env outputs, `valid` and the episode accounting are per env, so
+  each member's slice is its own). The simulator is seeded once, with `seeds[0]`, and draws every env's reset
+  states from its one stream: member k's envs are not those of a single run with seed `seeds[k]`
+  (`members_seeded_apart` is False). That stream is kept apart from the trainer's: each step runs on the
+  simulator's own torch generator states (CPU, and the sim's CUDA device), so member 0's stream (torch's default
+  generator) draws only its own numbers, as every other member's does.
 """
 
+import contextlib
 import random
 
 from pql_scaling.envs.isaacgym_preimport import INSTALL_HINT, preimport_isaacgym
@@ -90,8 +98,26 @@ class IsaacGymVecEnv:
     # (which re-initialises it) spans two episodes: info["valid"] is False there
     deferred_resets = True
 
-    def __init__(self, task, num_envs, device="cpu", seed=0, headless=True, graphics_device_id=-1, cfg=None):
+    def __init__(
+        self,
+        task,
+        num_envs,
+        device="cpu",
+        seed=0,
+        headless=True,
+        graphics_device_id=-1,
+        cfg=None,
+        members=1,
+        seeds=None,
+    ):
         dev = _check_device(device)
+        self.members = int(members)
+        if int(num_envs) % self.members:
+            raise ValueError("num_envs=%d is not %d members' equal shares" % (num_envs, self.members))
+        if seeds is not None and len(seeds) != self.members:
+            raise ValueError("%d seeds for %d members: give one per member" % (len(seeds), self.members))
+        if self.members > 1 and seeds is not None:
+            seed = seeds[0]  # the one simulation is seeded with the first member's seed
         if cfg is not None:  # IsaacGymEnvs reads cfg.task and ignores num_envs when given a config
             from omegaconf import OmegaConf
 
@@ -103,17 +129,12 @@ class IsaacGymVecEnv:
                 "Isaac Gym allows one simulation per process and this process already has one (IsaacGymEnvs would "
                 "silently share it): create evaluation envs in another process"
             )
-        seed_everything(int(seed))
-        self.task = isaacgymenvs.make(
-            seed=int(seed),
-            task=task,
-            num_envs=int(num_envs),
-            sim_device=dev,
-            rl_device=dev,
-            graphics_device_id=graphics_device_id,
-            headless=headless,
-            cfg=cfg,
-        )
+        # a population: the simulator's own random stream, apart from the trainer's (see the module's doc),
+        # from its construction on
+        self._sim_rng = _SimRng(dev) if self.members > 1 else None
+        with self._sim_rng or _NO_SWAP:
+            seed_everything(int(seed))
+            self.task = self._make(task, num_envs, dev, seed, graphics_device_id, headless, cfg)
         _CREATED.append(task)
         self.device = torch.device(self.task.rl_device)
         self.num_envs = int(self.task.num_envs)
@@ -130,8 +151,32 @@ class IsaacGymVecEnv:
         self._return = torch.zeros(n, dtype=torch.float64, device=self.device)
         self._length = torch.zeros(n, dtype=torch.long, device=self.device)
 
+    @staticmethod
+    def _make(task, num_envs, dev, seed, graphics_device_id, headless, cfg):
+        return isaacgymenvs.make(
+            seed=int(seed),
+            task=task,
+            num_envs=int(num_envs),
+            sim_device=dev,
+            rl_device=dev,
+            graphics_device_id=graphics_device_id,
+            headless=headless,
+            cfg=cfg,
+        )
+
+    # a population's members share one simulation seeded with the first member's seed
+    @property
+    def members_seeded_apart(self):
+        return self.members == 1
+
+    def member_rows(self, k):
+        """Member k's envs: rows [k * n, (k + 1) * n) of every per-env tensor (n = num_envs / members)."""
+        per = self.num_envs // self.members
+        return slice(k * per, (k + 1) * per)
+
     def _raw_step(self, action):
-        obs_dict, reward, done, extras = self.task.step(action)
+        with self._sim_rng or _NO_SWAP:
+            obs_dict, reward, done, extras = self.task.step(action)
         reward = reward.to(self.device, torch.float32).reshape(-1)
         done = done.to(self.device).reshape(-1).bool()
         time_outs = extras.get("time_outs")
@@ -193,6 +238,39 @@ class IsaacGymVecEnv:
 
     def close(self):
         pass  # Isaac Gym has no way to destroy the cached sim: it lives until the process ends
+
+
+class _SimRng:
+    """The simulator's own torch generator states (CPU, and its CUDA device), swapped in around its step: the
+    resets it draws leave the trainer's default generators where they were (host-side state copies, no device
+    synchronisation)."""
+
+    def __init__(self, sim_device):
+        dev = torch.device(sim_device)
+        self.cuda = (dev.index or 0) if dev.type == "cuda" else None
+        self.state = self._get()  # seeded inside the first swap (the adapter's seed_everything)
+        self.saved = None
+
+    def _get(self):
+        cuda = torch.cuda.get_rng_state(self.cuda) if self.cuda is not None else None
+        return torch.get_rng_state(), cuda
+
+    def _set(self, state):
+        torch.set_rng_state(state[0])
+        if self.cuda is not None:
+            torch.cuda.set_rng_state(state[1], self.cuda)
+
+    def __enter__(self):
+        self.saved = self._get()
+        self._set(self.state)
+
+    def __exit__(self, *exc):
+        self.state = self._get()
+        self._set(self.saved)
+        return False
+
+
+_NO_SWAP = contextlib.nullcontext()
 
 
 def make_env(task, num_envs, device="cpu", seed=0, **overrides):

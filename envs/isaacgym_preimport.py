@@ -6,7 +6,8 @@ before it imports anything that imports torch -- config, trainer, envs backends)
 
     from pql_scaling.envs.isaacgym_preimport import maybe_preimport_isaacgym
     maybe_preimport_isaacgym(sys.argv[1:])      # no-op unless the run's backend is isaacgym
-                                                # (`backend=isaacgym`, or `resume=` of such a run)
+                                                # (`backend=isaacgym`, or `resume=` of such a run
+                                                # or population)
 
 This module imports neither torch nor anything that does (nor does importing `envs` itself).
 Spawned learner processes of the trio never create an Isaac Gym env and need no pre-import.
@@ -62,15 +63,23 @@ def _backend_arg(argv):
 
 
 def _resumed_backend(argv):
-    """The backend in the config.yaml of a `resume=RUN_DIR` argument (read with yaml: no torch), or None."""
+    """The backend in the config.yaml of a `resume=RUN_DIR` argument, or in the config of a population's
+    population.json (`resume=POPULATION_DIR`), read with yaml / json (no torch); else None."""
     for arg in argv:
         key, eq, value = arg.lstrip("-+").partition("=")
         if key == "resume" and eq and value:
             try:
-                import yaml
+                population = os.path.join(value, "population.json")  # runtime/population.py's record
+                if os.path.exists(population):
+                    import json
 
-                with open(os.path.join(value, "config.yaml")) as f:
-                    cfg = yaml.safe_load(f)
+                    with open(population) as f:
+                        cfg = json.load(f).get("config")
+                else:
+                    import yaml
+
+                    with open(os.path.join(value, "config.yaml")) as f:
+                        cfg = yaml.safe_load(f)
             except Exception:  # noqa: BLE001 - an unreadable run directory is reported by `train` itself
                 return None
             return cfg.get("backend") if isinstance(cfg, dict) else None
@@ -79,7 +88,7 @@ def _resumed_backend(argv):
 
 def wants_isaacgym(argv):
     """True when the run uses backend=isaacgym: from the command line (`backend=isaacgym`, `--backend isaacgym`),
-    or, without a backend argument, from the config.yaml of the run that `resume=RUN_DIR` continues."""
+    or, without a backend argument, from the config of the run (or population) that `resume=DIR` continues."""
     argv = list(argv)
     backend = _backend_arg(argv)
     if backend is None:

@@ -60,8 +60,29 @@ def validate(get):
         raise _error("population.size=%d does not support %s; set population.size=1 for it" % (k, what))
 
 
-# the backends whose envs take `members` and `seeds`: each member's envs seeded as its single run's
-POPULATION_BACKENDS = ("native", "mujoco", "mjwarp")
+# the backends whose envs take `members` and `seeds`: each member's envs seeded as its single run's ...
+SEEDED_APART = ("native", "mujoco", "mjwarp")
+# ... and Isaac Gym, which allows one simulation per process and seeds all of it: its K x num_envs envs are one
+# simulation seeded with the first member's seed (member k owns rows k*num_envs ..), so the reset states of a
+# member's envs come from that one stream and a member is not reproducible as the single run with its seed
+# (run.json: population.envs_seeded_apart=false, and the log says so at start); its networks, replay,
+# normalisers, the learners' random streams and checkpoints are its own as on the others. Sweeps therefore do
+# not pack it (experiments/sweep/packing.py: a sweep's run is the run its seed names).
+POPULATION_BACKENDS = SEEDED_APART + ("isaacgym",)
+
+
+def not_seeded_apart(cfg):
+    """Why a sweep does not pack runs of `cfg` into a population though it could be one (None: it may): a
+    backend whose members' envs are not seeded apart would train runs that are not the runs their seeds name."""
+    from omegaconf import OmegaConf
+
+    backend = _backend(lambda k: OmegaConf.select(cfg, k))
+    if backend in POPULATION_BACKENDS and backend not in SEEDED_APART:
+        return (
+            "backend=%s's members share one simulation seeded with the first seed, so a member would not be the "
+            "run its seed names" % backend
+        )
+    return None
 
 
 def _backend(get):

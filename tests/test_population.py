@@ -232,7 +232,7 @@ def _single_from_member(v, p, cfg, k):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["population.size=2", "mode=sync", "backend=isaacgym"], "native, mujoco and mjwarp"),
+        (["population.size=2", "mode=sync", "backend=isaaclab"], "native, mujoco, mjwarp and isaacgym"),
         (["population.size=2", "mode=sync", "population.seeds=[1]"], "one per member"),
         (["population.size=2", "mode=sync", "population.vary={num_envs: [8, 16]}"], "sweep over it"),
         (["population.size=2", "mode=sync", "population.vary={algo.critic_lr: [1e-3]}"], "2 values"),

@@ -190,7 +190,7 @@ def test_a_killed_mujoco_population_resumes_every_member(tmp_path):
 
 
 def test_populations_refuse_backends_without_members():
-    with pytest.raises(config_lib.ConfigError, match="native, mujoco and mjwarp"):
+    with pytest.raises(config_lib.ConfigError, match="native, mujoco, mjwarp and isaacgym"):
         config_lib.load(["task=HalfCheetah", "backend=gymnasium", "mode=sync", "population.size=2"])
 
 

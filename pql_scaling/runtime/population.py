@@ -37,7 +37,7 @@ from pql_scaling.rundir.rundir import RunDir
 from pql_scaling.runtime import resources, sync, trio
 from pql_scaling.runtime.clock import TrainingClock
 from pql_scaling.runtime.metrics import Diverged, MetricsLogger
-from pql_scaling.runtime.population_ckpt import checkpoint_at, load_member_state, member_state
+from pql_scaling.runtime.population_ckpt import checkpoint_at, env_restorable, load_member_state, member_state
 from pql_scaling.runtime.population_wandb import finish as finish_wandb
 from pql_scaling.runtime.population_wandb import mirror as mirror_wandb
 from pql_scaling.runtime.roles import Roles, build_roles, describe
@@ -140,6 +140,16 @@ class Population:
             cfg.task, self.k * self.n, device=cfg.device, seed=self.seeds[0], backend=self.backend,
             members=self.k, seeds=self.seeds, **config_lib.env_options(cfg, self.backend),
         )  # fmt: skip
+        # Isaac Gym: one simulation seeded with the first member's seed draws every member's reset states, so a
+        # member's envs are not those of a single run with its seed (run.json: population.envs_seeded_apart)
+        self.envs_seeded_apart = bool(getattr(self.env, "members_seeded_apart", True))
+        if not self.envs_seeded_apart:
+            log.warning(
+                "backend=%s: the %d members' envs are one simulation seeded with the first seed (%d), so a member "
+                "is not reproducible as the single run with its seed (its envs' reset states differ); networks, "
+                "replay, normalisers, the learners' random streams and checkpoints are each member's own",
+                self.backend, self.k, self.seeds[0],
+            )  # fmt: skip
         # the population keeps no replay segments: a member's checkpoint is a single run's, without replay
         self.roles = build_roles(_without_replay_store(cfg), self.env, None)
         self.learning_starts = self.roles.learning_starts
@@ -183,7 +193,14 @@ class Population:
             facts = describe(mcfg, _Env(self.n, self.env), _facts_roles(a1, c1, member, self.roles))
             facts.update(
                 backend=self.backend,
-                population={"id": pid, "size": self.k, "index": k, "dir": root, "seeds": self.seeds},
+                population={
+                    "id": pid,
+                    "size": self.k,
+                    "index": k,
+                    "dir": root,
+                    "seeds": self.seeds,
+                    "envs_seeded_apart": self.envs_seeded_apart,  # False: not the single run with its seed
+                },
                 wall_time_accounting="wall_time_s is the population's clock: all %d members trained side by "
                 "side for all of it (a member's share of the machine is 1/%d of it)" % (self.k, self.k),
             )
@@ -437,6 +454,12 @@ def resume(cfg: Config, root: str, started: float) -> "Population":
         raise config_lib.ConfigError("population %s: every member has ended; nothing to resume" % root)
     newest = [m.run.load_checkpoint(map_location="cpu") for m in live]
     steps = min(state["actor"]["steps"] for state in newest)
+    if not env_restorable(pop.env, newest[0]):
+        log.warning(
+            "backend %s cannot restore its simulator state: the resumed members start new episodes (the "
+            "unfinished ones at the checkpoint are dropped from the statistics)",
+            pop.backend,
+        )
     for m, last in zip(live, newest):
         state = checkpoint_at(m.run, last, steps)
         load_member_state(pop, m, state)

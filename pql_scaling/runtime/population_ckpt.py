@@ -50,7 +50,7 @@ def member_state(pop: Any, m: Any) -> Dict[str, Any]:
     rng = torch.get_rng_state() if k == 0 or streams.device.type != "cpu" else streams.gens[k].get_state()
     counters = dict(m.counters, wall_time_s=m.clock.wall_time())
     fractions = {n: [x.numerator, x.denominator] for n, x in pop.counters.items() if hasattr(x, "numerator")}
-    return {
+    out = {
         "v_learner": {
             "critic": _net_slice(v.critic.state_dict(), k, K),
             "critic_target": _net_slice(v.critic_target.state_dict(), k, K),
@@ -77,8 +77,10 @@ def member_state(pop: Any, m: Any) -> Dict[str, Any]:
         "rng": {"torch": rng, "cuda": None},
         "replay_rows": r.replay.rows,
         "replay_saved": False,
-        "env": env.member_state_dict(k),  # a single run's env state_dict: its envs and resets' generator
     }
+    if hasattr(env, "member_state_dict"):  # a single run's env state_dict: its envs and resets' generator
+        out["env"] = env.member_state_dict(k)  # (Isaac Gym cannot save its state: none, as its single run's)
+    return out
 
 
 def _norm_slice(norm: Any, k: int) -> Dict[str, torch.Tensor]:
@@ -132,19 +134,32 @@ def load_member_state(pop: Any, m: Any, s: Dict[str, Any]) -> None:
             norm.count.copy_(s["norm"][prefix + "count"])
     a = s["actor"]
     actor.steps = a["steps"]
-    for name in ("ep_return", "ep_length", "obs", "noise") + (("critic_obs",) if actor.critic_dim else ()):
-        _put_rows(getattr(actor, name), a[name].to(actor.device), k, K)
-    actor.folder.t = a["folder"]["t"]
-    for name, t in a["folder"].items():
-        if name != "t":
-            _put_rows(getattr(actor.folder, name), t.to(actor.device), k, K, dim=1)
-    env.load_member_state_dict(k, s["env"])
+    if env_restorable(env, s):
+        _load_episodes(actor, a, k, K)
+        env.load_member_state_dict(k, s["env"])
+    # else (Isaac Gym cannot save its state): the member keeps the new episodes env.reset() started, as a single
+    # run's resume does (ActorRole.load_state_dict(episodes=False))
     if k == 0:
         torch.set_rng_state(s["rng"]["torch"])
     elif actor.streams.device.type == "cpu":
         actor.streams.gens[k].set_state(s["rng"]["torch"])
     m.counters.update(s["counters"])
     pop.counters.update({n: Fraction(a_, b) for n, (a_, b) in s["fractions"].items()})
+
+
+def _load_episodes(actor: Any, a: Dict[str, Any], k: int, members: int) -> None:
+    """Member k's episodes in flight: the actor's observation, episode sums, noise and n-step window."""
+    for name in ("ep_return", "ep_length", "obs", "noise") + (("critic_obs",) if actor.critic_dim else ()):
+        _put_rows(getattr(actor, name), a[name].to(actor.device), k, members)
+    actor.folder.t = a["folder"]["t"]
+    for name, t in a["folder"].items():
+        if name != "t":
+            _put_rows(getattr(actor.folder, name), t.to(actor.device), k, members, dim=1)
+
+
+def env_restorable(env: Any, s: Dict[str, Any]) -> bool:
+    """A member's envs continue from its checkpoint (else, Isaac Gym: the resumed member starts new episodes)."""
+    return "env" in s and hasattr(env, "load_member_state_dict")
 
 
 def checkpoint_at(run: RunDir, last: Dict[str, Any], steps: int) -> Dict[str, Any]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 from pql_scaling import config as config_lib
+from pql_scaling import population_spec
 from pql_scaling.experiments.sweep import sizing
 from pql_scaling.experiments.sweep.expand import Run
 from pql_scaling.experiments.sweep.spec import SpecError
@@ -66,6 +67,9 @@ def _auto(rs: List[Run], target, total: int) -> Tuple[int, str]:
     except config_lib.ConfigError as e:
         return 1, "one process a run, it cannot be a population: %s" % e
     cfg = config_lib.load(rs[0].overrides)
+    apart = population_spec.not_seeded_apart(cfg)
+    if apart:
+        return 1, "one process a run: %s" % apart
     k, why = sizing.auto_size(cfg, len(rs), target() if callable(target) else target, total)
     return k, ("populations of up to %d (%s)" % (k, why) if k > 1 else "one process a run (%s)" % why)
 
@@ -90,11 +94,13 @@ def _group(chunk: List[Run], rest, out: str, size) -> Group:
         "run_dir=%s" % path,
     ]
     try:
-        config_lib.load(args)
+        why = population_spec.not_seeded_apart(config_lib.load(args))
     except config_lib.ConfigError as e:
+        why = str(e)
+    if why:
         raise SpecError(
             "launcher.population=%s: runs %s cannot train as a population: %s; set launcher.population=auto "
-            "(one process a run where a config cannot be packed) or 1" % (size, name, e)
+            "(one process a run where a config cannot be packed) or 1" % (size, name, why)
         )
     return Group(path, chunk, args)
 
