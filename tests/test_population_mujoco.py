@@ -205,3 +205,61 @@ def test_population_auto_sizes_mjcf_members():
         assert sizing._dims(cfg) == (17, 6, 0)
         ring = (cfg.algo.buffer_size // cfg.num_envs) * cfg.num_envs
         assert sizing.member_bytes(cfg)["replay"] == ring * resources.replay_row_bytes(17, 6)
+
+
+def test_a_trio_population_on_mujoco_trains_each_member_at_the_exact_ratios(tmp_path):
+    """mode=trio population.size=2 on HalfCheetah (mujoco): the actor steps both members' envs in the one rollout
+    pool, the V-learner updates the 2 critics and the P-learner the 2 actors in their own processes; each member
+    ends completed with its own run directory, the trio's exact counts (= sync mode's) and its own evaluation."""
+    from tests.runs import status
+    from tests.test_trio import expected_counts
+
+    n, batch, utd, ratio, steps = 8, 32, 2, 0.5, 40
+    root = train(
+        [
+            "task=HalfCheetah",
+            "backend=mujoco",
+            "mode=trio",
+            "population.size=2",
+            "num_envs=%d" % n,
+            "algo.batch_size=%d" % batch,
+            "algo.critic_updates_per_step=%d" % utd,
+            "algo.policy_updates_per_critic_update=%s" % ratio,
+            "algo.nstep=3",
+            "algo.warmup_steps=4",
+            "net.actor_hidden=[16]",
+            "net.critic_hidden=[16]",
+            "threads=1",
+            "env_kwargs={nthread: 1, max_episode_steps: 20}",
+            "log.live=off",
+            "log.every_steps=10",  # actor steps: a row every 80 env steps
+            "eval.every_steps=160",
+            "eval.episodes=1",
+            "max_time_s=300",
+            "max_env_steps=%d" % (n * steps),
+            "run_dir=%s" % (tmp_path / "pop"),
+        ],
+        quiet=True,
+    )
+    critic, policy = expected_counts(steps, n, batch, utd, ratio)
+    dirs = member_dirs(root)
+    assert len(dirs) == 2 and not os.listdir(os.path.join(root, "checkpoints"))  # the learners' files removed
+    for k, d in enumerate(dirs):
+        assert status(d)["status"] == "completed"
+        r = rows(d)
+        assert (r[-1]["env_steps"], r[-1]["critic_updates"], r[-1]["policy_updates"]) == (
+            n * steps,
+            critic,
+            policy,
+        )
+        assert sum(x["episodes"] for x in r) == 2 * n and sum(x["eval_episodes"] or 0 for x in r) == 2
+        facts = schema.read_facts(os.path.join(d, schema.FACTS))
+        assert facts["mode"] == "trio" and facts["backend"] == "mujoco" and facts["population"]["index"] == k
+        assert facts["population"]["envs_seeded_apart"] is True
+        ck = torch.load(os.path.join(d, "checkpoints", "last.pt"), map_location="cpu", weights_only=False)
+        assert (ck["v_learner"]["updates"], ck["p_learner"]["updates"], ck["actor"]["steps"]) == (
+            critic,
+            policy,
+            steps,
+        )
+        assert ck["env"]["state"].shape[0] == n  # the member's own envs, as its single run's
