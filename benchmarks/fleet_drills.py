@@ -1,14 +1,14 @@
 """Fleet drills (issue 24): the sweep launchers' kill drills on the real engines, repeated to count flakes.
 
-Each drill is a test of tests/test_sweep.py that injects its faults into a real sweep (a local pool, a local Ray
-cluster, the one-node SLURM cluster of tests/slurm_cluster.py) and then asserts, for every run of the sweep:
-completed, started from scratch once, no duplicated run directory or SLURM submission, one log point per step
-and sync mode's exact critic and policy update counts (nothing lost or paid twice across the resume). A pass
-is therefore every run intact with 0 updates lost. The SLURM preemption drill ends as an xfail when the SIGTERM
-lands inside a sync actor step (runtime/sync.py keeps the owed debts of the last log point; see
-tests/test_drills.py's strict xfail): its updates lost are read from the message. This script runs the drills
---n times each, in one pytest process per round (the SLURM cluster is started once per round), and records
-passes, failures, xfails and times.
+Each drill is a test of tests/test_sweep.py (or of the file its name gives) that injects its faults into a real
+sweep (a local pool, a local Ray cluster, the one-node SLURM cluster of tests/slurm_cluster.py), of single runs or
+of populations, and then asserts, for every run of the sweep: completed, started from scratch once, no duplicated
+run directory or SLURM submission, one log point per step and sync mode's exact critic and policy update counts
+(nothing lost or paid twice across the resume). A pass is therefore every run intact with 0 updates lost. (Until
+a stop signal was acted on between two steps, the SLURM preemption drill lost 1-2 updates when its SIGTERM landed
+inside a sync actor step and ended as an xfail; it now asserts the exact counts. An xfail's updates lost are still
+read from its message.) This script runs the drills --n times each, in one pytest process per round (the SLURM
+cluster is started once per round), and records passes, failures, xfails and times.
 
     python benchmarks/fleet_drills.py --n 3 --out benchmarks/results/fleet_drills.json
 
@@ -60,7 +60,41 @@ DRILLS = {
         2,
         "scancel --signal=TERM of a running array task (preemption); rerun resumes it",
     ),
+    # populations (issue 21): a population is one process (one Ray task, one SLURM array task) of its members
+    "test_population.py::test_a_killed_sweep_of_populations_resumes_every_run_once": (
+        "local",
+        1,
+        4,
+        "SIGKILL of the sweep and its populations' process group mid-run; rerun",
+    ),
+    "test_ray_kill_drill_with_populations": (
+        "ray",
+        2,
+        4,
+        "populations on Ray: SIGKILL of a population's train process, then of the driver; rerun",
+    ),
+    "test_slurm_launcher_killed_while_populations_pend": (
+        "slurm",
+        1,
+        6,
+        "populations on SLURM: scancel --full --signal=TERM of the launcher while they pend; rerun",
+    ),
+    "test_slurm_preemption_drill_with_populations": (
+        "slurm",
+        1,
+        4,
+        "populations on SLURM: scancel --signal=TERM of a running population's task; rerun resumes its members",
+    ),
 }
+
+
+def test_id(name):
+    """pytest's id of a drill: tests/test_sweep.py unless the name says its file."""
+    return "tests/" + name if "::" in name else "tests/test_sweep.py::" + name
+
+
+def case_name(name):
+    return name.split("::")[-1]
 
 
 def one_round(i, tmp):
@@ -68,7 +102,7 @@ def one_round(i, tmp):
     t0 = time.monotonic()
     p = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--junitxml", xml]
-        + ["tests/test_sweep.py::%s" % name for name in DRILLS],
+        + [test_id(name) for name in DRILLS],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -110,7 +144,7 @@ def lost_updates(message):
 def summary(rounds):
     rows = []
     for name, (engine, faults, runs, what) in DRILLS.items():
-        got = [r["tests"].get(name, {"outcome": "missing"}) for r in rounds]
+        got = [r["tests"].get(case_name(name), {"outcome": "missing"}) for r in rounds]
         n = {k: sum(g["outcome"] == k for g in got) for k in ("passed", "failed", "xfailed", "skipped")}
         ran = n["passed"] + n["failed"] + n["xfailed"]
         times = [g["time_s"] for g in got if g["outcome"] in ("passed", "xfailed")]

@@ -29,6 +29,12 @@ def missing():
     return None
 
 
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
 def _bin(name):
     return shutil.which(name) or "/usr/sbin/" + name
 
@@ -70,6 +76,10 @@ class Cluster:
                     [
                         "ClusterName=pqltest",
                         "SlurmctldHost=%s" % host,
+                        # ports of its own: two clusters at once (the suite beside benchmarks/fleet_drills.py, two
+                        # checkouts' suites) would otherwise both bind SLURM's defaults, 6817 and 6818
+                        "SlurmctldPort=%d" % _free_port(),
+                        "SlurmdPort=%d" % _free_port(),
                         "SlurmUser=root",
                         "SlurmdUser=root",
                         "AuthType=auth/munge",
