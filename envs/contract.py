@@ -73,3 +73,10 @@ def time_limit(t: torch.Tensor, max_episode_steps: int, terminated: torch.Tensor
     terminal state counts as terminal). The backends that count steps themselves (native, mujoco, mjwarp) use
     this; tests/contract_check.py pins it for every backend."""
     return (t >= max_episode_steps) & ~terminated
+
+
+def member_rows(num_envs: int, members: int, k: int) -> slice:
+    """A population member's envs: rows [k * n, (k + 1) * n) of every per-env tensor of a backend that steps
+    the K members' envs as one batch (n = num_envs / members). Every population backend slices by this."""
+    per = num_envs // members
+    return slice(k * per, (k + 1) * per)

@@ -55,6 +55,8 @@ import isaacgymenvs  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from pql_scaling.envs.contract import member_rows as contract_member_rows  # noqa: E402
+
 try:
     from isaacgymenvs.tasks import isaacgym_task_map as _TASK_MAP  # noqa: E402
 
@@ -171,8 +173,7 @@ class IsaacGymVecEnv:
 
     def member_rows(self, k):
         """Member k's envs: rows [k * n, (k + 1) * n) of every per-env tensor (n = num_envs / members)."""
-        per = self.num_envs // self.members
-        return slice(k * per, (k + 1) * per)
+        return contract_member_rows(self.num_envs, self.members, k)
 
     def _raw_step(self, action):
         with self._sim_rng or _NO_SWAP:

@@ -26,7 +26,7 @@ with an NVIDIA driver for CUDA 12.
 
 import torch
 
-from pql_scaling.envs.contract import time_limit
+from pql_scaling.envs.contract import member_rows, time_limit
 
 try:
     import mujoco
@@ -247,8 +247,7 @@ class MJWarpVecEnv:
         return {"sim": sim, "t": self.t[rows].clone(), "pos": self._pos[rows].clone()}
 
     def _member_rows(self, k):
-        per = self.num_envs // self.members
-        return slice(k * per, (k + 1) * per)
+        return member_rows(self.num_envs, self.members, k)
 
     def member_state_dict(self, k):
         """Member k's worlds as a single run with its seed checkpoints them (a population member's checkpoint)."""

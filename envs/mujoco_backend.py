@@ -27,7 +27,7 @@ import os
 import numpy as np
 import torch
 
-from pql_scaling.envs.contract import time_limit
+from pql_scaling.envs.contract import member_rows, time_limit
 
 try:
     import mujoco
@@ -236,8 +236,7 @@ class MujocoVecEnv:
         }
 
     def _member_rows(self, k):
-        per = self.num_envs // self.members
-        return slice(k * per, (k + 1) * per)
+        return member_rows(self.num_envs, self.members, k)
 
     def member_state_dict(self, k):
         """Member k's envs as a single run with its seed checkpoints them (a population member's checkpoint)."""

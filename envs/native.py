@@ -10,7 +10,7 @@ state and the elapsed fraction of the time limit.
 
 import torch
 
-from pql_scaling.envs.contract import time_limit
+from pql_scaling.envs.contract import member_rows, time_limit
 from pql_scaling.tasks import load_native
 
 
@@ -107,8 +107,7 @@ class NativeVecEnv:
         return s
 
     def _member_rows(self, k):
-        per = self.num_envs // self.members
-        return slice(k * per, (k + 1) * per)
+        return member_rows(self.num_envs, self.members, k)
 
     def member_state_dict(self, k):
         """Member k's envs as a single run with its seed checkpoints them (a population member's checkpoint)."""
