@@ -8,6 +8,22 @@ from pql_scaling.rundir import schema
 # (wall_time_s, env_steps_per_s, critic_updates_per_s, policy_updates_per_s, startup_s, checkpoint_time_s)
 TIME_KEYS = schema.TIMING_FIELDS
 
+# a seconds-long sync pendulum run the population and critic-observation tests extend (their lengths, evaluation
+# and checkpoint keys their own)
+TINY_PENDULUM = [
+    "task=pendulum",
+    "mode=sync",
+    "num_envs=8",
+    "algo.batch_size=64",
+    "net.actor_hidden=[32]",
+    "net.critic_hidden=[32,32]",
+    "log.every_steps=10",
+    "threads=1",
+    "log.live=off",
+    "algo.warmup_steps=4",
+    "algo.critic_updates_per_step=2",
+]
+
 
 def same_curve(rows):
     """The rows without their timing columns: what two runs of one seed must agree on exactly."""

@@ -18,23 +18,9 @@ from pql_scaling.config import ConfigError
 from pql_scaling.core.replay import Normalizer
 from pql_scaling.rundir.rundir import RunDir
 from pql_scaling.runtime.train import Session, train
-from tests.runs import rows, same_curve, status
+from tests.runs import TINY_PENDULUM, rows, same_curve, status
 
-SMALL = [
-    "task=pendulum",
-    "mode=sync",
-    "num_envs=8",
-    "algo.batch_size=64",
-    "net.actor_hidden=[32]",
-    "net.critic_hidden=[32,32]",
-    "log.every_steps=10",
-    "threads=1",
-    "log.live=off",
-    "algo.warmup_steps=4",
-    "algo.critic_updates_per_step=2",
-    "eval.every_steps=0",
-    "log.checkpoint_every_s=1e9",
-]
+SMALL = TINY_PENDULUM + ["eval.every_steps=0", "log.checkpoint_every_s=1e9"]
 PRIVILEGED = ["env_kwargs.privileged_critic=1"]
 
 

@@ -9,23 +9,10 @@ import os
 import pytest
 
 from pql_scaling.runtime.train import train
-from tests.runs import rows, same_curve
+from tests.runs import TINY_PENDULUM, rows, same_curve
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "critic_obs", "reference_metrics.json")
-COMMON = [
-    "task=pendulum",
-    "mode=sync",
-    "num_envs=8",
-    "algo.batch_size=64",
-    "net.actor_hidden=[32]",
-    "net.critic_hidden=[32,32]",
-    "log.every_steps=10",
-    "threads=1",
-    "log.live=off",
-    "algo.warmup_steps=4",
-    "algo.critic_updates_per_step=2",
-    "max_env_steps=1200",
-]
+COMMON = TINY_PENDULUM + ["max_env_steps=1200"]
 RUNS = {
     "pql": COMMON + ["seed=3", "eval.every_steps=400", "eval.episodes=2"],
     "sac": COMMON + ["seed=4", "algo=sac", "eval.every_steps=0"],

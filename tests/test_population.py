@@ -17,23 +17,9 @@ from pql_scaling.core.replay import Normalizer, Replay, Window
 from pql_scaling.rundir import schema
 from pql_scaling.runtime.learner import PLearner, VLearner
 from pql_scaling.runtime.train import train
+from tests.runs import TINY_PENDULUM
 
-SMALL = [
-    "task=pendulum",
-    "mode=sync",
-    "num_envs=8",
-    "algo.batch_size=64",
-    "net.actor_hidden=[32]",
-    "net.critic_hidden=[32,32]",
-    "log.every_steps=10",
-    "threads=1",
-    "log.live=off",
-    "algo.warmup_steps=4",
-    "algo.critic_updates_per_step=2",
-    "eval.every_steps=400",
-    "eval.episodes=3",
-    "max_env_steps=1200",
-]
+SMALL = TINY_PENDULUM + ["eval.every_steps=400", "eval.episodes=3", "max_env_steps=1200"]
 STAT_KEYS = (
     "env_steps",
     "critic_updates",
