@@ -382,6 +382,29 @@ def _slurm_launcher(tmp_path, d):
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _slurm_launcher_job(tmp_path, d):
+    """The sweep of spec `d` launched as a SLURM job itself (so it can be scancelled as a job): its job id."""
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    cmd = "exec %s -m pql_scaling.cli sweep %s --live plain" % (sys.executable, path)
+    return subprocess.run(
+        ["sbatch", "--parsable", "--job-name=launcher", "--cpus-per-task=1", "--partition=debug"]
+        + ["--chdir=%s" % os.getcwd(), "--output=%s" % (tmp_path / "launcher.out"), "--wrap", cmd],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def _array_states(out):
+    """The queue states of the array tasks a sweep recorded (a population's members share one task)."""
+    from pql_scaling.experiments.sweep import slurm_jobs
+
+    queue = _squeue()
+    ids = {j for v in slurm_jobs.read(out).values() for j in v}
+    return sorted(queue[j] for j in ids if j in queue)
+
+
 def _squeue():
     from pql_scaling.experiments.sweep import slurm_jobs
 
@@ -403,20 +426,10 @@ def test_slurm_rerun_never_submits_a_pending_job_again(tmp_path, slurm_cluster):
     d = _slurm_spec(tmp_path, array_parallelism=1)
     d["grid"] = {"utd": [0.25, 0.5, 1.0]}
     runs = sweep.expand(sweep.load_spec(d))
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    cmd = "exec %s -m pql_scaling.cli sweep %s --live plain" % (sys.executable, path)
-    launcher = subprocess.run(
-        ["sbatch", "--parsable", "--job-name=launcher", "--cpus-per-task=1", "--partition=debug"]
-        + ["--chdir=%s" % os.getcwd(), "--output=%s" % (tmp_path / "launcher.out"), "--wrap", cmd],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    launcher = _slurm_launcher_job(tmp_path, d)
 
     def array():  # the states of the array's tasks, from the ids the launcher recorded
-        queue = _squeue()
-        return sorted(queue[j] for ids in slurm_jobs.read(d["out"]).values() for j in ids if j in queue)
+        return _array_states(d["out"])
 
     _wait_for(
         "the array recorded, one task running, the others pending",
@@ -780,21 +793,10 @@ def test_slurm_launcher_killed_while_populations_pend(tmp_path, slurm_cluster):
     d = _slurm_population_spec(tmp_path, array_parallelism=1)
     d["grid"] = {"utd": [0.25, 0.5, 1.0]}
     runs = sweep.expand(sweep.load_spec(d))
-    path = tmp_path / "s.yaml"
-    path.write_text(yaml.safe_dump(d, sort_keys=False))
-    cmd = "exec %s -m pql_scaling.cli sweep %s --live plain" % (sys.executable, path)
-    launcher = subprocess.run(
-        ["sbatch", "--parsable", "--job-name=launcher", "--cpus-per-task=1", "--partition=debug"]
-        + ["--chdir=%s" % os.getcwd(), "--output=%s" % (tmp_path / "launcher.out"), "--wrap", cmd],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    launcher = _slurm_launcher_job(tmp_path, d)
 
     def array():  # the states of the array's tasks (one per population), from the ids the launcher recorded
-        queue = _squeue()
-        ids = {j for v in slurm_jobs.read(d["out"]).values() for j in v}
-        return sorted(queue[j] for j in ids if j in queue)
+        return _array_states(d["out"])
 
     _wait_for(
         "the array recorded, one population running, the others pending",
