@@ -7,9 +7,11 @@ Runs README.md's test command (`python -m pytest -q tests`) in --repo (a clean c
 own code is imported, PYTHONPATH points at it) with --hogs busy-loop processes beside it. `--hogs-after PID,...`
 starts the busy loops only once those processes have exited: while they live they are the load (used to run the
 first runs beside two soak runs, which keep both cores busy themselves). The JSON is rewritten after every run, so
-a killed benchmark keeps what it measured. A failure that does not repeat in the other runs is a flake."""
+a killed benchmark keeps what it measured; `--append` keeps the runs already in --out (each run names its commit)
+and counts them in the totals. A failure that does not repeat in the other runs is a flake."""
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -54,6 +56,7 @@ def main():
     ap.add_argument("--hogs-after", default="", help="comma-separated pids: busy loops start once these exit")
     ap.add_argument("--repo", required=True, help="a clean clone of the commit under test")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--append", action="store_true", help="keep the runs already saved in --out")
     a = ap.parse_args()
     repo = os.path.abspath(a.repo)
     commit = subprocess.run(
@@ -61,6 +64,13 @@ def main():
     ).stdout.strip()
     waits = [int(p) for p in a.hogs_after.split(",") if p]
     hogs, runs, stop = [], [], threading.Event()
+    commands = []
+    if a.append and os.path.exists(a.out):
+        with open(a.out) as f:
+            old = json.load(f)
+        commands = old.get("commands", [old["command"]] if "command" in old else [])
+        runs = [dict(r, commit=r.get("commit", old.get("commit"))) for r in old.get("runs", [])]
+    commands.append(" ".join(sys.argv))
     load, lock = [], threading.Lock()
 
     def keep_hogs():  # the busy loops come in once the processes named by --hogs-after are gone
@@ -91,7 +101,8 @@ def main():
                 loads = list(load)
             runs.append(
                 {
-                    "run": i + 1,
+                    "run": len(runs) + 1,
+                    "commit": commit,
                     "rc": r.returncode,
                     "wall_s": round(time.monotonic() - t0, 1),
                     "counts": counts,
@@ -111,9 +122,9 @@ def main():
             save(
                 a.out,
                 {
-                    "command": " ".join(sys.argv),
+                    "commands": commands,
                     "machine": machine(),
-                    "commit": commit,
+                    "commits": sorted({x["commit"] for x in runs}),
                     "runs": runs,
                     "totals": {
                         "runs": len(runs),
