@@ -3,7 +3,7 @@
 #
 #   docker/run.sh modern   pql-scale train task=HalfCheetah backend=mjwarp
 #   docker/run.sh isaacgym pql-scale train task=Ant backend=isaacgym
-#   docker/run.sh isaaclab pql-scale train task=Isaac-Velocity-Flat-Anymal-D-v0 backend=isaaclab
+#   docker/run.sh isaaclab pql-scale train task=Isaac-Velocity-Flat-AnymalD backend=isaaclab
 #
 # Runs land in $RUNS_DIR (default ./runs) on the host, mounted at /workspace/runs. WANDB_API_KEY (and
 # WANDB_ENTITY / WANDB_PROJECT / WANDB_MODE) are passed through from the calling environment when set, never

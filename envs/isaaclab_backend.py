@@ -7,15 +7,24 @@ lists what the tests' double models and from where):
   (required for PhysX). With Isaac Sim, `isaaclab.app.AppLauncher` must start the app before Isaac Lab's task
   modules are imported (envs/isaaclab_app.py; the CLI does it before torch when the command line asks for it).
   Kit-less: nothing is launched.
+- Task ids: Isaac Lab 3.0 registers its tasks without a version suffix (`Isaac-Cartpole-Direct`,
+  `Isaac-Velocity-Flat-AnymalD`, `Isaac-Velocity-Flat-G1`, `Isaac-Reorient-Cube-Allegro-Direct`: isaaclab_tasks
+  3.0.0's `gym.register` calls); Isaac Lab 2.x's `-v0` ids of those tasks are refused with the new name.
 - Construction: `isaaclab_tasks` registers every task with Gymnasium, the registration's kwargs holding
-  `env_cfg_entry_point`; `isaaclab_tasks.utils.parse_env_cfg(task, device=, num_envs=)` builds that config with
-  our device and env count; we set `env_cfg.seed` (the env seeds torch, numpy and its own generators from it),
-  the physics backend (`env_cfg.sim.physics`: `isaaclab_newton.physics.NewtonCfg(solver_cfg=MJWarpSolverCfg())`
-  for physics=newton_mjwarp, `isaaclab_physx.physics.PhysxCfg()` for physics=physx; absent: the task's own),
-  `env_cfg.compute_final_obs = True`, and any `cfg_overrides` (dotted attribute paths, e.g.
-  `{episode_length_s: 10}`); then `gymnasium.make(task, cfg=env_cfg)`.
+  `env_cfg_entry_point`; `isaaclab_tasks.utils.parse_env_cfg(task, device=, num_envs=, overrides=)` builds that
+  config with our device and env count. Isaac Lab 3.0 task configs hold their physics as presets
+  (`env_cfg.sim.physics` a PresetCfg with `newton_mjwarp`, `physx`, ... and a `default`, newton_mjwarp for the
+  core tasks), each tuned per task (e.g. Anymal-D flat's MJWarpSolverCfg njmax 60, nconmax 25, elliptic cones):
+  physics=newton_mjwarp / physx selects that preset through `overrides=["physics=<name>"]` (Isaac Lab's own
+  `physics=` selector), so the task's solver settings are kept. Only where the config has no such preset, or
+  parse_env_cfg takes no overrides (Isaac Lab 2.x), is a default one set:
+  `isaaclab_newton.physics.NewtonCfg(solver_cfg=MJWarpSolverCfg())` or `isaaclab_physx.physics.PhysxCfg()`
+  (physics unset: the task's default). Then `env_cfg.seed` (the env seeds torch, numpy and its own generators
+  from it), `env_cfg.compute_final_obs = True` and any `cfg_overrides` (dotted attribute paths, e.g.
+  `{episode_length_s: 10}`, `{scene.ground: null}`), and `gymnasium.make(task, cfg=env_cfg)`.
 - One simulation per process: the env creates the process's one `SimulationContext` and refuses a second
-  ("Simulation context already exists"); a second env here raises with the reason. No separate eval batch.
+  ("Simulation context already exists"; its close() clears it); a second env here raises with the reason, also
+  after close() (with Isaac Sim the app lives on). No separate eval batch.
 - Step: `(obs_dict, reward, terminated, time_outs, extras)`; `obs_dict["policy"]` is the actor's observation,
   `obs_dict["critic"]` (when the task has one: DirectRLEnvCfg.state_space > 0, or a "critic" observation group)
   the privileged one. A group whose terms are not concatenated is a dict of tensors: flattened in term order.
@@ -25,7 +34,8 @@ lists what the tests' double models and from where):
   `compute_final_obs` on DirectRLEnvCfg / ManagerBasedRLEnvCfg: when set, a step that resets environments
   computes the observation once more before the reset and puts it in `extras["final_obs"]` (the whole
   observation dict, every group, all envs; only the rows of the envs that ended are the terminal ones, and
-  the key is not necessarily refreshed on steps where nothing ended). We take rows of ended envs from it.
+  neither env class (3.0.0) removes the key on steps where nothing ended: it then holds an older step's
+  observation). We take the rows of ended envs from it.
   Where a version/config has no such flag (Isaac Lab 2.x) or a step ends episodes without providing it, the
   ended envs' transitions span two episodes (the returned observation is the next episode's): they come with
   `info["valid"] = False` and are never learned from; the log says so once.
@@ -33,8 +43,11 @@ lists what the tests' double models and from where):
   (never bootstrapped). Both may be set; a time-out at a terminal state counts as terminal. A task with
   `is_finite_horizon = True` sends no time-out signal by Isaac Lab's definition (ManagerBasedRLEnvCfg's
   docstring: the agent must not bootstrap at the time limit): its time-outs are reported as terminations.
-- Time limit: `max_episode_steps` is max_episode_length for manager-based tasks (mdp.time_out:
-  episode_length_buf >= max_episode_length) and max_episode_length - 1 for direct ones (their _get_dones' rule).
+- Time limit: `max_episode_steps` is `max_episode_length` (ceil(episode_length_s / (sim.dt * decimation))):
+  manager-based tasks time out at episode_length_buf >= max_episode_length (mdp.time_out), and so do Isaac Lab
+  3.0's direct Cartpole, locomotion and cabinet tasks in their _get_dones; other direct tasks (3.0's reorient,
+  handover, factory, anymal_c) write >= max_episode_length - 1 there, which we read from the task's _get_dones
+  source, and their max_episode_steps is one less.
 - Actions: the policy's [-1, 1] is clamped and mapped linearly onto the action space's bounds; Isaac Lab's action
   spaces are usually unbounded Boxes (the task scales actions itself), and an unbounded dimension gets [-1, 1]
   unscaled, as FastTD3's Isaac Lab wrapper does with its default action_bounds 1.0.
@@ -48,7 +61,9 @@ step()) and `info["final_critic_obs"]` (the true last critic observation of ever
 nothing ended); `critic_obs_dim` is 0 and `critic_obs` None otherwise.
 """
 
+import inspect
 import logging
+import re
 
 from pql_scaling.envs.isaaclab_app import INSTALL_HINT, PHYSICS, launch_app, needs_kit
 
@@ -63,11 +78,18 @@ log = logging.getLogger(__name__)
 
 # Standard task ids we ship defaults for (tasks/isaaclab/); any id registered by isaaclab_tasks is accepted.
 KNOWN_TASKS = (
-    "Isaac-Cartpole-Direct-v0",
-    "Isaac-Velocity-Flat-Anymal-D-v0",
-    "Isaac-Velocity-Flat-G1-v0",
-    "Isaac-Repose-Cube-Allegro-Direct-v0",
+    "Isaac-Cartpole-Direct",
+    "Isaac-Velocity-Flat-AnymalD",
+    "Isaac-Velocity-Flat-G1",
+    "Isaac-Reorient-Cube-Allegro-Direct",
 )
+# Isaac Lab 2.x ids of those tasks -> their Isaac Lab 3.0 names
+RENAMED = {
+    "Isaac-Cartpole-Direct-v0": "Isaac-Cartpole-Direct",
+    "Isaac-Velocity-Flat-Anymal-D-v0": "Isaac-Velocity-Flat-AnymalD",
+    "Isaac-Velocity-Flat-G1-v0": "Isaac-Velocity-Flat-G1",
+    "Isaac-Repose-Cube-Allegro-Direct-v0": "Isaac-Reorient-Cube-Allegro-Direct",
+}
 _CREATED = []  # the one Isaac Lab env this process may own
 _SAID = set()  # messages logged once per process
 
@@ -102,10 +124,12 @@ TASKS = IsaacLabIds()
 
 
 def unknown_task_error(task):
+    renamed = RENAMED.get(task)
+    hint = (" (Isaac Lab 3.0 names it %r)" % renamed) if renamed else ""
     return ValueError(
-        "unknown Isaac Lab task %r: Isaac Lab's ids look like Isaac-Cartpole-Direct-v0 or "
-        "Isaac-Velocity-Flat-Anymal-D-v0 (`python -c \"import isaaclab_tasks, gymnasium; "
-        "print([t for t in gymnasium.registry if t.startswith('Isaac-')])\"` lists them)" % (task,)
+        "unknown Isaac Lab task %r%s: Isaac Lab 3.0's ids look like Isaac-Cartpole-Direct or "
+        "Isaac-Velocity-Flat-AnymalD (`python -c \"import isaaclab_tasks, gymnasium; "
+        "print([t for t in gymnasium.registry if t.startswith('Isaac-')])\"` lists them)" % (task, hint)
     )
 
 
@@ -131,6 +155,46 @@ def _physics_cfg(physics):
         "backend 'isaaclab': physics=%r is not one of %s (or leave it unset for the task's own)"
         % (physics, ", ".join(sorted(PHYSICS)))
     )
+
+
+def _env_cfg(parse_env_cfg, task, device, num_envs, physics):
+    """The task's registered config for our device and env count, its physics preset `physics` selected (None:
+    the task's default); a config without that preset, or an Isaac Lab without presets, gets a default one."""
+    if physics is None:
+        return parse_env_cfg(task, device=device, num_envs=num_envs)
+    if "overrides" in inspect.signature(parse_env_cfg).parameters:
+        try:
+            return parse_env_cfg(task, device=device, num_envs=num_envs, overrides=["physics=" + physics])
+        except ValueError as exc:  # isaaclab_tasks.utils.hydra: "Unknown preset(s): ..."
+            if "preset" not in str(exc).lower():
+                raise
+            reason = "its config has no %r physics preset" % physics
+    else:
+        reason = "this Isaac Lab has no physics presets"
+    _say_once(
+        "physics_default_" + task,
+        "backend=isaaclab: %s: %s; using a default %s configuration (not tuned for the task)",
+        task,
+        reason,
+        physics,
+        level=logging.WARNING,
+    )
+    env_cfg = parse_env_cfg(task, device=device, num_envs=num_envs)
+    env_cfg.sim.physics = _physics_cfg(physics)
+    return env_cfg
+
+
+def _time_out_margin(sim):
+    """1 where a direct task's _get_dones times out at `max_episode_length - 1`, else 0 (mdp.time_out's rule)."""
+    from isaaclab.envs import DirectRLEnv
+
+    if not isinstance(sim, DirectRLEnv):
+        return 0
+    try:
+        source = inspect.getsource(type(sim)._get_dones)
+    except (OSError, TypeError):  # no source (a compiled or dynamically built task): the common rule
+        return 0
+    return 1 if re.search(r"max_episode_length\s*-\s*1\b", source) else 0
 
 
 def _space_dim(space):
@@ -189,10 +253,8 @@ class IsaacLabVecEnv:
 
         if task not in gym.envs.registry:
             raise unknown_task_error(task)
-        env_cfg = parse_env_cfg(task, device=str(self.device), num_envs=int(num_envs))
+        env_cfg = _env_cfg(parse_env_cfg, task, str(self.device), int(num_envs), physics)
         env_cfg.seed = int(seed)
-        if physics is not None:
-            env_cfg.sim.physics = _physics_cfg(physics)
         for path, value in dict(cfg_overrides or {}).items():
             _set_dotted(env_cfg, path, value)
         self.final_obs_provided = bool(final_obs) and hasattr(env_cfg, "compute_final_obs")
@@ -218,12 +280,8 @@ class IsaacLabVecEnv:
         bias = torch.where(finite, (high + low) / 2.0, torch.zeros_like(low))
         self._act_scale = scale.to(self.sim_device, torch.float32)
         self._act_bias = bias.to(self.sim_device, torch.float32)
-        # the time limit in steps: a manager-based task times out at episode_length_buf >= max_episode_length
-        # (isaaclab.envs.mdp.time_out); Isaac Lab's direct tasks write >= max_episode_length - 1 in _get_dones
-        from isaaclab.envs import DirectRLEnv
-
-        direct = isinstance(self.unwrapped, DirectRLEnv)
-        self.max_episode_steps = int(self.unwrapped.max_episode_length) - (1 if direct else 0)
+        # the time limit in steps (some direct tasks time out one step before max_episode_length)
+        self.max_episode_steps = int(self.unwrapped.max_episode_length) - _time_out_margin(self.unwrapped)
         log.info(
             "backend=isaaclab: %s x %d on %s (simulation on %s), physics %s, %s, obs %d, critic obs %d, act %d, "
             "max_episode_steps %d%s",

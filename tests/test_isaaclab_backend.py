@@ -15,11 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKES = os.path.join(ROOT, "tests", "fakes")
 
 PRELUDE = """
-import logging, torch
+import logging, os, torch
 from pql_scaling import envs
 from tests.contract_check import check_contract
-CARTPOLE, ANYMAL = "Isaac-Cartpole-Direct-v0", "Isaac-Velocity-Flat-Anymal-D-v0"
-ALLEGRO = "Isaac-Repose-Cube-Allegro-Direct-v0"
+V2 = os.environ.get("FAKE_ISAACLAB_VERSION", "3").startswith("2")   # Isaac Lab 2.x's ids end in -v0
+CARTPOLE = "Isaac-Cartpole-Direct-v0" if V2 else "Isaac-Cartpole-Direct"
+ANYMAL = "Isaac-Velocity-Flat-Anymal-D-v0" if V2 else "Isaac-Velocity-Flat-AnymalD"
+ALLEGRO = "Isaac-Repose-Cube-Allegro-Direct-v0" if V2 else "Isaac-Reorient-Cube-Allegro-Direct"
 def make(task, n=16, **kw):
     kw.setdefault("physics", "newton_mjwarp")
     return envs.make(task, n, backend="isaaclab", **kw)
@@ -53,8 +55,9 @@ def test_contract_on_both_workflows_with_and_without_critic_group():
     for task, length in ((CARTPOLE, 0.2), (ANYMAL, 0.4), (ALLEGRO, 0.2)):
         env = make(task, 16, cfg_overrides={"episode_length_s": length})
         assert env.obs_dim == env.unwrapped.single_observation_space["policy"].shape[0]
-        # direct tasks time out one step before max_episode_length (their _get_dones), manager-based at it
-        assert env.max_episode_steps == env.unwrapped.max_episode_length - (task != ANYMAL)
+        # max_episode_length, one less where the task's _get_dones says `max_episode_length - 1` (the double's
+        # Allegro, as 3.0.0's reorient task); check_contract holds the truncations to it
+        assert env.max_episode_steps == env.unwrapped.max_episode_length - (task == ALLEGRO)
         check_contract(env, wild=True)
         isaaclab.sim.SimulationContext.clear_instance()     # the double's way to allow the next env here
         lab._CREATED.clear()
@@ -64,7 +67,8 @@ def test_contract_on_both_workflows_with_and_without_critic_group():
 def test_final_obs_is_the_true_last_observation_and_critic_obs_follow():
     """The rows of ended envs in final_obs / final_critic_obs are the observation the double computed before its
     reset (recorded here), not the returned next episode's; every other row equals next_obs / critic_obs; the
-    manager-based double leaves a stale extras["final_obs"] on steps without resets, which must not leak."""
+    double leaves a stale extras["final_obs"] on steps without resets (as Isaac Lab 3.0.0 does), which must not
+    leak."""
     out = run("""
     for task in (ANYMAL, ALLEGRO, CARTPOLE):
         import isaaclab.sim
@@ -180,14 +184,17 @@ def test_one_simulation_per_process_kit_only_for_physx_device_and_seed():
     env = make(ANYMAL, 4, physics="physx")                      # PhysX needs Isaac Sim: the launcher ran first
     assert isaaclab.app.kit_running() and env.unwrapped.sim.physics_backend == "physx"
     """)
-    run("""
+    run(
+        """
     try:
-        make(CARTPOLE, 4, physics=None)                         # the double's default physics is PhysX: no Kit
+        make(CARTPOLE, 4, physics=None)                         # Isaac Lab 2.x: no physics config is PhysX: no Kit
     except RuntimeError as e:
         assert "Isaac Sim" in str(e)
     else:
         raise AssertionError("expected the double to refuse PhysX without Isaac Sim")
-    """)
+    """,
+        version="2.3.0",
+    )
     code = """
     env = make(ANYMAL, 8, seed=%d)
     print("OBS", env.reset().sum().item())
@@ -198,23 +205,63 @@ def test_one_simulation_per_process_kit_only_for_physx_device_and_seed():
     assert first == again and first != other
 
 
+def test_physics_presets_keep_the_tasks_tuned_solver_and_fall_back_without_presets():
+    """3.0: physics=newton_mjwarp selects the task's own preset (Anymal-D flat's tuned MJWarp solver), physics=None
+    the task's default (Newton, kit-less); Isaac Lab 2.x (no presets): a default NewtonCfg, said once."""
+    run("""
+    import isaaclab.app
+    env = make(ANYMAL, 4)
+    solver = env.env_cfg.sim.physics.solver_cfg
+    assert (solver.njmax, solver.nconmax, solver.cone, solver.impratio) == (60, 25, "elliptic", 100.0)
+    assert not isaaclab.app.kit_running()
+    """)
+    run("""
+    import isaaclab.app
+    env = make(CARTPOLE, 4, physics=None)                       # the task's default preset: Newton, no Kit
+    assert env.unwrapped.sim.physics_backend == "newton" and env.env_cfg.sim.physics.solver_cfg.njmax == 5
+    assert not isaaclab.app.kit_running()
+    """)
+    out = run(
+        """
+    logging.basicConfig(level=logging.INFO)
+    env = make(ANYMAL, 4)
+    assert env.unwrapped.sim.physics_backend == "newton" and env.env_cfg.sim.physics.solver_cfg.njmax == 300
+    """,
+        version="2.3.0",
+    )
+    assert out.count("has no physics presets; using a default newton_mjwarp configuration") == 1, out
+
+
+def test_isaac_lab_2_ids_are_refused_with_their_3_0_names():
+    run("""
+    for old, new in (("Isaac-Cartpole-Direct-v0", CARTPOLE), ("Isaac-Velocity-Flat-Anymal-D-v0", ANYMAL),
+                     ("Isaac-Repose-Cube-Allegro-Direct-v0", ALLEGRO)):
+        try:
+            make(old, 4)
+        except ValueError as e:
+            assert "Isaac Lab 3.0 names it %r" % new in str(e), e
+        else:
+            raise AssertionError(old)
+    """)
+
+
 def test_missing_isaaclab_says_how_to_install_and_config_checks():
     run(
         """
     try:
-        envs.make("Isaac-Cartpole-Direct-v0", 4, backend="isaaclab")
+        envs.make("Isaac-Cartpole-Direct", 4, backend="isaaclab")
     except ImportError as e:
         msg = str(e)
         assert "isaaclab" in msg and "pip install" in msg and "Dockerfile.isaaclab" in msg, msg
     else:
         raise AssertionError("expected ImportError")
-    assert envs.default_backend("Isaac-Cartpole-Direct-v0") == "isaaclab"
+    assert envs.default_backend("Isaac-Cartpole-Direct") == "isaaclab"
     from pql_scaling import config, tasks
-    assert tasks.defaults_path("Isaac-Cartpole-Direct-v0").endswith("tasks/isaaclab/Isaac-Cartpole-Direct-v0.yaml")
+    assert tasks.defaults_path("Isaac-Cartpole-Direct").endswith("tasks/isaaclab/Isaac-Cartpole-Direct.yaml")
     for bad, words in ((["env_kwargs.physic=physx"], "did you mean"), (["env_kwargs.physics=bullet"], "newton_mjwarp"),
                        (["eval.every_steps=1000"], "Isaac Lab allows one simulation per process")):
         try:
-            config.load(["task=Isaac-Cartpole-Direct-v0", "backend=isaaclab"] + bad)
+            config.load(["task=Isaac-Cartpole-Direct", "backend=isaaclab"] + bad)
         except config.ConfigError as e:
             assert words in str(e), e
         else:
@@ -294,7 +341,7 @@ def test_actor_bootstraps_time_outs_from_the_true_last_obs_and_never_learns_span
 def train_cli(tmp_path, mode, *extra):
     run_dir = str(tmp_path / mode)
     args = [
-        "task=Isaac-Velocity-Flat-Anymal-D-v0",
+        "task=Isaac-Velocity-Flat-AnymalD",
         "backend=isaaclab",
         "mode=" + mode,
         "num_envs=16",

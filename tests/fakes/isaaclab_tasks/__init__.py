@@ -1,22 +1,44 @@
 """isaaclab_tasks (test double): importing it registers the tasks with Gymnasium, as Isaac Lab's does, each
 with `entry_point` (the env class) and kwargs holding `env_cfg_entry_point` ("module:ConfigClass").
 
-Every task here is the same toy MDP under a real task's id: a point mass in act_dim dimensions, the action a
-force (clamped to [-1, 1] after the task's action_scale, as the real tasks clamp joint targets), terminated when
-|x|_inf > 1, timed out when episode_length_buf >= max_episode_length (isaaclab.envs.mdp.time_out, the
-manager-based rule) or >= max_episode_length - 1 (the rule Isaac Lab's direct tasks write in their _get_dones).
-Policy observations are (x, v) tiled to the task's width; the critic group adds privileged terms (the
-episode's progress and the mass's energy) that the policy never sees.
+Every task here is the same toy MDP under a real task's id (Isaac Lab 3.0.0's ids, which have no version suffix;
+Isaac Lab 2.x's, e.g. Isaac-Cartpole-Direct-v0, are registered when FAKE_ISAACLAB_VERSION is 2.x): a point mass in
+act_dim dimensions, the action a force (clamped to [-1, 1] after the task's action_scale, as the real tasks clamp
+joint targets), terminated when |x|_inf > 1, timed out when episode_length_buf >= max_episode_length
+(isaaclab.envs.mdp.time_out, the manager-based rule, also 3.0.0's direct Cartpole _get_dones) or
+>= max_episode_length - 1 (3.0.0's direct reorient task). Policy observations are (x, v) tiled to the task's
+width; the critic group adds privileged terms (the episode's progress and the mass's energy) that the policy
+never sees.
+
+Physics (3.0): each config's `sim.physics` holds the task's presets (`PhysicsPresets`, standing in for Isaac Lab's
+PresetCfg: newton_mjwarp with task-tuned solver settings, physx, and the default newton_mjwarp), which
+isaaclab_tasks.utils.parse_env_cfg resolves (overrides=["physics=<name>"], else the default). Isaac Lab 2.x
+configs have no presets: no physics config (PhysX).
 """
 
 import gymnasium as gym
 import torch
+from isaaclab import VERSION_MAJOR
 from isaaclab.envs import DirectRLEnv, DirectRLEnvCfg, ManagerBasedRLEnv, ManagerBasedRLEnvCfg
+from isaaclab_newton.physics import MJWarpSolverCfg, NewtonCfg
+from isaaclab_physx.physics import PhysxCfg
+
+
+class PhysicsPresets:
+    """A task's physics presets by name (Isaac Lab 3.0's PresetCfg on env_cfg.sim.physics), with a default."""
+
+    def __init__(self, default="newton_mjwarp", **presets):
+        self.presets, self.default = presets, default
+
+
+def _presets(**solver):
+    if VERSION_MAJOR < 3:
+        return None
+    return PhysicsPresets(newton_mjwarp=NewtonCfg(solver_cfg=MJWarpSolverCfg(**solver)), physx=PhysxCfg())
 
 
 class _PointMass:
     action_scale = 1.0
-    time_out_margin = 0  # direct tasks: 1
 
     def _setup(self):
         d = self._act_dim()
@@ -35,7 +57,7 @@ class _PointMass:
 
     def _get_dones(self):
         out_of_bounds = (self.x.abs() > 1.0).any(dim=-1)
-        time_out = self.episode_length_buf >= self.max_episode_length - self.time_out_margin
+        time_out = self.episode_length_buf >= self.max_episode_length
         return out_of_bounds, time_out
 
     def _get_rewards(self):
@@ -65,19 +87,15 @@ class _PointMass:
 
 
 class PointDirectEnv(_PointMass, DirectRLEnv):
-    time_out_margin = 1
-
     def _act_dim(self):
         return int(self.single_action_space.shape[0])
 
     def _get_observations(self):
-        return {"policy": self._tiled(int(self.single_observation_space["policy"].shape[0]))}
-
-    def _get_states(self):
-        if not self.cfg.state_space:
-            return None
-        width = int(self.cfg.state_space)
-        return torch.cat([self._tiled(width - 2), self._privileged()], dim=-1)
+        obs = {"policy": self._tiled(int(self.single_observation_space["policy"].shape[0]))}
+        if self.cfg.state_space:
+            width = int(self.cfg.state_space)
+            obs["critic"] = torch.cat([self._tiled(width - 2), self._privileged()], dim=-1)
+        return obs
 
 
 class CartpoleEnvCfg(DirectRLEnvCfg):
@@ -86,6 +104,10 @@ class CartpoleEnvCfg(DirectRLEnvCfg):
     state_space = 0
     episode_length_s = 5.0
 
+    def __init__(self):
+        super().__init__()
+        self.sim.physics = _presets(njmax=5, nconmax=3)
+
 
 class AllegroCubeEnvCfg(DirectRLEnvCfg):
     action_space = 16
@@ -93,9 +115,18 @@ class AllegroCubeEnvCfg(DirectRLEnvCfg):
     state_space = 187
     episode_length_s = 10.0
 
+    def __init__(self):
+        super().__init__()
+        self.sim.physics = _presets()
+
 
 class PointAllegroEnv(PointDirectEnv):
     action_scale = 0.5
+
+    def _get_dones(self):  # 3.0.0's reorient_direct_env.py writes the time-out so (one step sooner)
+        out_of_bounds = (self.x.abs() > 1.0).any(dim=-1)
+        time_out = self.episode_length_buf >= self.max_episode_length - 1
+        return out_of_bounds, time_out
 
 
 # -- manager-based workflow ----------------------------------------------------------------------
@@ -128,6 +159,7 @@ def _cfg_dt(cls, dt):
         original(self)
         self.sim.dt = dt
         self.sim.render_interval = self.decimation
+        self.sim.physics = _presets(njmax=60, nconmax=25, cone="elliptic", impratio=100.0)
 
     cls.__init__ = __init__
     return cls
@@ -135,20 +167,21 @@ def _cfg_dt(cls, dt):
 
 _cfg_dt(AnymalDFlatEnvCfg, 0.005)
 
+_V3 = VERSION_MAJOR >= 3
 gym.register(
-    id="Isaac-Cartpole-Direct-v0",
+    id="Isaac-Cartpole-Direct" if _V3 else "Isaac-Cartpole-Direct-v0",
     entry_point=__name__ + ":PointDirectEnv",
     disable_env_checker=True,
     kwargs={"env_cfg_entry_point": __name__ + ":CartpoleEnvCfg"},
 )
 gym.register(
-    id="Isaac-Repose-Cube-Allegro-Direct-v0",
+    id="Isaac-Reorient-Cube-Allegro-Direct" if _V3 else "Isaac-Repose-Cube-Allegro-Direct-v0",
     entry_point=__name__ + ":PointAllegroEnv",
     disable_env_checker=True,
     kwargs={"env_cfg_entry_point": __name__ + ":AllegroCubeEnvCfg"},
 )
 gym.register(
-    id="Isaac-Velocity-Flat-Anymal-D-v0",
+    id="Isaac-Velocity-Flat-AnymalD" if _V3 else "Isaac-Velocity-Flat-Anymal-D-v0",
     entry_point=__name__ + ":PointManagerEnv",
     disable_env_checker=True,
     kwargs={"env_cfg_entry_point": AnymalDFlatEnvCfg},

@@ -8,9 +8,11 @@ What is modelled (sources in tests/fakes/README.md):
   set), rewards, then the envs that ended are reset inside the same step (Same-Step autoreset) and the
   returned observation is computed after the reset.
 - `compute_final_obs` (Isaac Lab >= 3.0 only): the observation dict is computed once more before the reset and
-  stored in extras["final_obs"] (every group, every env). DirectRLEnv pops the key on steps without resets;
-  ManagerBasedRLEnv leaves the previous one in place (as the experimental Warp manager-based env does): a
+  stored in extras["final_obs"] (every group, every env). Neither env class removes the key on steps without
+  resets (3.0.0's direct_rl_env.py / manager_based_rl_env.py): it keeps an older step's observation, so a
   consumer must read only the rows of envs that ended.
+- Direct tasks return every group from their own _get_observations ({"policy": ..., "critic": ...}, e.g. 3.0.0's
+  reorient_direct_env.py); the space of "critic" comes from DirectRLEnvCfg.state_space.
 - `is_finite_horizon` is a config flag the env itself ignores (wrappers read it).
 - `cfg.seed` seeds Python, numpy and torch at construction (isaaclab.utils.seed.configure_seed); one
   SimulationContext per process; tensors live on cfg.sim.device; `max_episode_length` = ceil(episode_length_s
@@ -76,7 +78,6 @@ def configure_seed(seed):
 class _RLEnvBase(gym.Env):
     is_vector_env = True
     metadata = {"render_modes": [None, "human", "rgb_array"], "autoreset_mode": "same_step"}
-    _pop_final_obs = True
 
     def __init__(self, cfg, render_mode=None, **kwargs):
         self.cfg, self.render_mode, self._is_closed = cfg, render_mode, False
@@ -122,8 +123,6 @@ class _RLEnvBase(gym.Env):
         self.reset_buf = self.reset_terminated | self.reset_time_outs
         self.reward_buf = self._get_rewards()
         reset_env_ids = self.reset_buf.nonzero(as_tuple=False).squeeze(-1)
-        if self._pop_final_obs:
-            self.extras.pop("final_obs", None)
         if len(reset_env_ids) > 0:
             if getattr(self.cfg, "compute_final_obs", False):
                 self.extras["final_obs"] = self._observations()
@@ -158,19 +157,10 @@ class DirectRLEnv(_RLEnvBase):
             self.single_observation_space["critic"] = spec_to_gym_space(self.cfg.state_space)
 
     def _observations(self):
-        obs = self._get_observations()
-        states = self._get_states()
-        if states is not None:
-            obs["critic"] = states
-        return obs
-
-    def _get_states(self):
-        return None
+        return self._get_observations()  # the task's dict: "policy", and "critic" where it has one
 
 
 class ManagerBasedRLEnv(_RLEnvBase):
-    _pop_final_obs = False  # the previous step's extras["final_obs"] stays until the next reset step
-
     def _configure_gym_env_spaces(self):
         self.single_observation_space = gym.spaces.Dict()
         for group, (concatenate, terms) in self.cfg.observations.items():

@@ -15,11 +15,15 @@ class SimulationContext:
 
     def __init__(self, cfg):
         if SimulationContext._instance is not None:
-            raise RuntimeError("Simulation context already exists. Cannot create a new one.")
+            raise RuntimeError(
+                "A SimulationContext already exists. Use SimulationContext.instance() to retrieve it, or call "
+                "SimulationContext.clear_instance() before constructing a replacement."
+            )
         from isaaclab.app import kit_running
 
         physics = cfg.physics
-        kind = getattr(physics, "backend_name", "physx")  # modelled default physics: PhysX (assumed)
+        # no physics config: PhysX (Isaac Lab 2.x's only physics)
+        kind = getattr(physics, "backend_name", "physx")
         if kind == "physx" and not kit_running():
             raise RuntimeError(
                 "the PhysX physics backend needs Isaac Sim: start isaaclab.app.AppLauncher first"
