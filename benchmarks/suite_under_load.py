@@ -97,6 +97,10 @@ def main():
                 text=True,
             )
             counts, bad = parse(r.stdout)
+            if r.returncode:  # pytest's failure report beside the JSON: what failed and why
+                report = r.stdout[max(0, r.stdout.find("= FAILURES =") - 40) :]
+                with open("%s.run%d.log" % (os.path.splitext(a.out)[0], len(runs) + 1), "w") as f:
+                    f.write(report + r.stderr[-20000:])
             with lock:
                 loads = list(load)
             runs.append(
