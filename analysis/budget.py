@@ -52,7 +52,14 @@ def _wall_clock_stage(cfg, full_table, st, pt, J, delta_measured, fits):
         full_table, st.chosen, pt, J, st.fit_j, st.point_fits, st.utds, st.batch_fn, fits["notes"]
     )
     if delta_measured:
-        ds = [r["delta"] for r in (wall or {}).get("rates", []) if r.get("delta")]
+        measured = [r for r in (wall or {}).get("rates", []) if r.get("delta") is not None]
+        ds = [r["delta"] for r in measured if r["delta"] > 0 and r["transition_time_share"] >= 1e-3]
+        if measured and not ds:
+            raise AnalysisInputError(
+                "delta: measured: the runs' rates give a ~ 0 s per transition (transitions take < 0.1% of the "
+                "logged time beside the updates, e.g. the members of a large population on a CPU), so delta = "
+                "a R ~ 0 and no budget has an interior optimum; set analysis delta to FLOPs per transition"
+            )
         if not ds:
             raise AnalysisInputError(
                 "delta: measured needs runs whose logs give both rates (see the wall_clock notes)"

@@ -95,6 +95,8 @@ def rates(table):
             "delta": float(a * R) if np.isfinite(R) else None,
             "t0_s": t0,
             "intervals": int(len(rel)),
+            # the share of the logged time the model gives the transitions: ~0 leaves delta unmeasured
+            "transition_time_share": float(a * d["env_steps"].sum() / d["wall_time_s"].sum()),
             "interval_median_rel_error": float(np.median(rel)),
         }
     return out

@@ -32,6 +32,7 @@ def write_run(
     noise=10.0,
     params=None,
     eval_offset=0.0,
+    a_s=A_S,
 ):
     """A run directory whose normalised return is 1000 (1 - exp(-t / tau)) in task units on [RMIN, RMAX]."""
     rng = rng or np.random.default_rng(seed)
@@ -66,7 +67,7 @@ def write_run(
             n = 1000 * (1 - np.exp(-t / tau_s)) + rng.normal(0, noise)
             ret = RMIN + (RMAX - RMIN) * n / 1000
             flops = FPS * batch * sigma * t
-            env, learn = A_S * t, flops / R_FLOPS
+            env, learn = a_s * t, flops / R_FLOPS
             wall = env + learn if mode == "sync" else max(env, learn)
             row = {
                 "env_steps": t,
@@ -130,6 +131,17 @@ def test_wall_clock_rates_and_model_recover_the_generating_costs(fitted, tmp_pat
         wallclock.time_to(10.0, 5.0, 1.0, 1.0, "trio") == 10.0
         and wallclock.time_to(10.0, 5.0, 1.0, 1.0, "sync") == 15.0
     )
+
+
+def test_measured_delta_of_zero_is_named_not_taken_for_missing_rates(tmp_path):
+    """Transitions that cost nothing measurable (a ~ 0: a large population's members on a CPU) give delta = 0,
+    where no budget has an interior optimum: the error says so, not that the logs lack rates."""
+    from pql_scaling.analysis.errors import AnalysisInputError
+
+    for s in SIGMAS:
+        write_run(str(tmp_path / ("u%g" % s)), s, 0, params=1e4, a_s=0.0)
+    with pytest.raises(AnalysisInputError, match="a ~ 0 s per transition"):
+        pipeline.run_analysis(_cfg(str(tmp_path), budget="wall_clock", delta="measured"))
 
 
 def test_returns_choice_and_min_normalisation(fitted):

@@ -151,7 +151,8 @@ def fit_power_law_batch(x, Y, iters=200):
         step[stuck | done] = 0.0
         pn = p + step
         rn, un = resid(pn)
-        fn = np.sum(rn**2, 1)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflowing trial step is rejected just below
+            fn = np.sum(rn**2, 1)
         better = np.isfinite(fn) & (fn <= f) & ~stuck
         rel = np.abs(f - fn) <= 1e-12 * (f + 1e-30)
         p = np.where(better[:, None], pn, p)
