@@ -278,3 +278,31 @@ def test_the_noise_floor_reads_errors_against_the_intervals():
     assert noise_floor(rows(bias=0.075))["z_mean"] == pytest.approx(0.5, abs=0.05)
     assert noise_floor(rows(claimed=sigma / 2))["z_rms"] == pytest.approx(2.0, abs=0.1)
     assert noise_floor([{"D_pred": 1.0, "D_meas": None, "D_pred_lo": None, "D_pred_hi": None}])["n_z"] == 0
+
+
+def test_a_failed_stage_keeps_its_timings_for_the_rerun(tmp_path, monkeypatch):
+    """A study stopped after a stage's runs (here: its analysis fails) keeps their time in study.json, so the
+    rerun's `seeds: auto` costs the next stage on the time the runs took, not on a resumed sweep's seconds."""
+    from pql_scaling.experiments.sweep.state import read_json
+
+    spec = _spec(tmp_path)
+
+    class Fits:
+        fits = {}
+
+    def grid(spec, timings, state):
+        timings["grid_runs"] = timings.get("grid_runs", 0.0) + 100.0
+        return Fits()
+
+    def fitted(spec, rules, timings, state):
+        timings["fitted_runs"] = timings.get("fitted_runs", 0.0) + 600.0
+        raise study.StudyError("the fitted analysis failed")
+
+    monkeypatch.setattr(stages, "_grid", grid)
+    monkeypatch.setattr(stages, "_fitted", fitted)
+    with pytest.raises(study.StudyError):
+        stages.run(spec)
+    assert read_json(os.path.join(spec.out, "study.json"))["timings_s"] == {
+        "grid_runs": 100.0,
+        "fitted_runs": 600.0,
+    }

@@ -71,9 +71,11 @@ def _say(spec, stage, what):
 def _launch(spec, d, timings, stage):
     t0 = time.monotonic()
     s = sweep.load_spec(d)
-    rows = sweep.launch(s, live="auto")  # runs done / to do and the time left, as the sweep shows them
+    try:  # an interrupted stage's time counts too: the rerun finishes its runs, the costs model all of them
+        rows = sweep.launch(s, live="auto")  # runs done / to do and the time left, as the sweep shows them
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.monotonic() - t0
     bad = [r for r in rows if r["state"] != "completed"]
-    timings[stage] = timings.get(stage, 0.0) + time.monotonic() - t0
     if bad:
         first = "; ".join("%s: %s %s" % (r["name"], r["state"], r["reason"]) for r in bad[:3])
         raise StudyError(
@@ -340,42 +342,46 @@ def run(spec, stop_after=None):
 
     state.setdefault("seeds", {})
     state.setdefault("seed_choice", {})
-    grid_res = _grid(spec, timings, state)
-    save("grid")
-    if stop_after == "grid":
-        return None
-    rules = os.path.join(_dir(spec, "grid_analysis"), "fits.json")
-    fit_res = _fitted(spec, rules, timings, state)
-    save("fitted")
-    if stop_after == "fitted":
-        return None
-    prediction = _predict(spec, fit_res, rules, state, timings)
-    save("predicted")
-    if stop_after == "predict":
-        return None
-    g = _validate(spec, prediction, rules, timings, state)
-    state["wall_s_this_invocation"] = time.monotonic() - t_start
-    rec = _recommend(spec, _dir(spec, "fitted_analysis"), prediction)
-    from pql_scaling.analysis.study_report import study_report
+    try:
+        grid_res = _grid(spec, timings, state)
+        save("grid")
+        if stop_after == "grid":
+            return None
+        rules = os.path.join(_dir(spec, "grid_analysis"), "fits.json")
+        fit_res = _fitted(spec, rules, timings, state)
+        save("fitted")
+        if stop_after == "fitted":
+            return None
+        prediction = _predict(spec, fit_res, rules, state, timings)
+        save("predicted")
+        if stop_after == "predict":
+            return None
+        g = _validate(spec, prediction, rules, timings, state)
+        state["wall_s_this_invocation"] = time.monotonic() - t_start
+        rec = _recommend(spec, _dir(spec, "fitted_analysis"), prediction)
+        from pql_scaling.analysis.study_report import study_report
 
-    study_report(
-        _dir(spec, "report.md"),
-        spec.name,
-        spec.task,
-        spec.returns.min,
-        spec.returns.max,
-        grid_res.fits,
-        fit_res.fits,
-        prediction,
-        g,
-        rec,
-        timings,
-        state.get("seed_choice"),
-    )
-    save("graded")
-    if spec.wandb.mode != "disabled":
-        _wandb(spec, fit_res.fits, g, prediction)
-    return g
+        study_report(
+            _dir(spec, "report.md"),
+            spec.name,
+            spec.task,
+            spec.returns.min,
+            spec.returns.max,
+            grid_res.fits,
+            fit_res.fits,
+            prediction,
+            g,
+            rec,
+            timings,
+            state.get("seed_choice"),
+        )
+        save("graded")
+        if spec.wandb.mode != "disabled":
+            _wandb(spec, fit_res.fits, g, prediction)
+        return g
+    except BaseException:  # keep the stages' timings: a rerun's `seeds: auto` costs its next stage on them
+        write_json_atomic(state_path, state)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------- outputs
