@@ -54,6 +54,29 @@ def seed_noise(result, n_seeds):
     return np.where(np.isfinite(per_j), per_j, 0.0) * scale
 
 
+def misfit(result):
+    """The law's lack of fit on the log scale: the residual standard deviation of the point fits at the fitted
+    configurations' crossings, sqrt(sum r^2 / (n - p)) with r = log(fit / measured) pooled over thresholds and p
+    the fits' parameters (joint: one alpha and D_min and beta per threshold, 2K + 1; per threshold: 3 each). The
+    seed bootstrap moves the fit with the seed noise but never widens it for a curve the law cannot follow; a
+    regression's prediction interval adds this variance. None for several tasks (the fit is on pooled times)
+    or too few points."""
+    rows = [c for c in result.fits.get("crossings", []) if c.get("D_J") and c["D_J"] > 0]
+    if len({c.get("task") for c in rows}) != 1:
+        return None
+    fits = {j: f for j, f, _ in _fits(result)}
+    r = [
+        np.log(float(fit.d_of_sigma(fits[c["J"]], c["sigma"])) / c["D_J"])
+        for c in rows
+        if c["J"] in fits and c.get("sigma")
+    ]
+    k = len(fits)
+    p = 2 * k + 1 if result.fits.get("config", {}).get("dj_fit") == "joint" else 3 * k
+    r = np.asarray(r, float)
+    r = r[np.isfinite(r)]
+    return float(np.sqrt(np.sum(r**2) / (len(r) - p))) if len(r) > p else None
+
+
 def _interval(log_d, noise_sd, rng):
     """95% interval of a new measurement: the fits' bootstrap values (log D) plus the seed noise of the
     measurement itself (Gaussian in log D, 20 draws per resample)."""
@@ -71,6 +94,9 @@ def data_to(result, sigma, n_seeds=None, rng=0):
     noise, `seed_noise`); without, for the fitted curve alone."""
     rng = np.random.default_rng(rng)
     noise = seed_noise(result, n_seeds)
+    lack = misfit(result) if noise is not None else None
+    if lack is not None:  # independent errors: the variances add
+        noise = np.sqrt(noise**2 + lack**2)
     out = []
     for n, (j, f, boot) in enumerate(_fits(result)):
         d = float(fit.d_of_sigma(f, sigma))
@@ -135,8 +161,14 @@ def predict(result, sigmas, budget=None, budget_factor=4.0, n_seeds=None):
             ", plus the seed-mean noise of a measurement with %d seeds" % n_seeds
             if seed_noise(result, n_seeds) is not None
             else ""
+        )
+        + (
+            " and the law's lack of fit (residual sd %.3g in log D)" % misfit(result)
+            if seed_noise(result, n_seeds) is not None and misfit(result) is not None
+            else ""
         ),
         "n_seeds": n_seeds,
+        "misfit_log_sd": misfit(result) if seed_noise(result, n_seeds) is not None else None,
     }
     for s in sigmas:
         out["held_out"].append(

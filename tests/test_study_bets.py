@@ -306,3 +306,25 @@ def test_a_failed_stage_keeps_its_timings_for_the_rerun(tmp_path, monkeypatch):
         "grid_runs": 100.0,
         "fitted_runs": 600.0,
     }
+
+
+def test_a_law_the_data_do_not_follow_widens_the_prediction_interval(law_runs, tmp_path, monkeypatch):
+    """The seed bootstrap moves the fit with the seed noise but cannot see a curve the law misses: the
+    prediction interval adds the fit's residual variance (predict.misfit), small for runs of the exact law,
+    large where one fitted UTD needs 1.5x the law's data."""
+    import tests.test_study_analysis as synth
+
+    exact = pipeline.run_analysis(_cfg(law_runs))
+    monkeypatch.setattr(synth, "tau", lambda s: tau(s) * (1.5 if s == 0.25 else 1.0))
+    for s in (0.125, 0.25, 0.5, 1.0):
+        for seed in range(12):
+            write_run(str(tmp_path / ("u%g_s%d" % (s, seed))), s, seed, params=1e4, every=200, noise=30.0)
+    bent = pipeline.run_analysis(_cfg(str(tmp_path)))
+    m_exact, m_bent = predict.misfit(exact), predict.misfit(bent)
+    print("misfit exact %.4f bent %.4f" % (m_exact, m_bent))
+    assert m_exact < 0.05 and m_bent > 0.1
+    p = predict.predict(bent, [2.0], n_seeds=12)
+    assert p["misfit_log_sd"] == m_bent and "lack of fit" in p["interval"]
+    top = p["held_out"][0]["thresholds"][-1]
+    (lo, hi), (flo, fhi) = top["D_ci95"], top["D_ci95_fit_only"]
+    assert np.log(hi / lo) > 2 * 1.8 * m_bent > np.log(fhi / flo)  # at least the misfit's own 95% width
