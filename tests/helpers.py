@@ -1,4 +1,5 @@
-"""Test helpers: read back what a W&B offline run recorded (its transaction log), without a server.
+"""Test helpers: a fresh interpreter with the simulators' stand-ins (tests/fakes) on its path, and a reader of what a
+W&B offline run recorded (its transaction log), without a server.
 
 A `.wandb` file is a LevelDB-style log (W&B's own format): a 7-byte header ':W&B' + key + version, then
 32 KiB blocks of chunks, each with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle,
@@ -10,7 +11,26 @@ import glob
 import json
 import os
 import struct
+import subprocess
+import sys
 import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAKES = os.path.join(ROOT, "tests", "fakes")
+
+
+def python_ok(argv, fakes=True, env=None):
+    """`python *argv` from the repository root in a fresh interpreter (Isaac Gym / Isaac Lab must be imported
+    before torch, so their adapters are tested in one), the stand-ins of tests/fakes first on its path unless
+    `fakes` is False; `env` (default os.environ) is the rest of its environment. Asserts it exited 0, with its
+    output in the message; returns the CompletedProcess."""
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = os.pathsep.join(([FAKES] if fakes else []) + [ROOT])
+    proc = subprocess.run(
+        [sys.executable] + list(argv), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
 
 
 def _records(path):

@@ -5,25 +5,15 @@ sys.path; the test process itself (which has torch) never imports them.
 """
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAKES = os.path.join(ROOT, "tests", "fakes")
+from tests.helpers import python_ok
 
 
 def run(code, fakes=True, prelude=False):
-    code = (PRELUDE if prelude else "") + textwrap.dedent(code)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(([FAKES] if fakes else []) + [ROOT])
-    proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
+    return python_ok(["-c", (PRELUDE if prelude else "") + textwrap.dedent(code)], fakes).stdout
 
 
 PRELUDE = """
@@ -266,7 +256,6 @@ def test_stand_in_follows_the_documented_vectask_surface():
 
 def train_cli(tmp_path, mode, *extra):
     """`pql-scale train ... backend=isaacgym` in a fresh interpreter with the stand-ins installed."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([FAKES, ROOT]))
     run_dir = str(tmp_path / mode)
     args = [
         "task=Ant",
@@ -283,15 +272,7 @@ def train_cli(tmp_path, mode, *extra):
         "threads=1",
         "run_dir=" + run_dir,
     ] + list(extra)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pql_scaling.cli", "train"] + args,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    python_ok(["-m", "pql_scaling.cli", "train"] + args)
     return run_dir
 
 
@@ -314,16 +295,7 @@ def test_resume_of_an_isaacgym_run_preimports_from_its_config(tmp_path):
 
     run_dir = train_cli(tmp_path, "sync", "max_env_steps=1600")
     before = len(open(os.path.join(run_dir, "metrics.jsonl")).readlines())
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([FAKES, ROOT]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pql_scaling.cli", "train", "resume=" + run_dir, "max_env_steps=3200"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    python_ok(["-m", "pql_scaling.cli", "train", "resume=" + run_dir, "max_env_steps=3200"])
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert (
         len(rows) > before

@@ -13,8 +13,9 @@ import sys
 import pytest
 
 from pql_scaling.rundir import schema
+from tests.helpers import FAKES, ROOT, python_ok
 from tests.runs import rows, status
-from tests.test_isaacgym_adapter import FAKES, ROOT, run
+from tests.test_isaacgym_adapter import run
 from tests.test_population import member_dirs
 from tests.test_trio import expected_counts
 
@@ -41,16 +42,7 @@ POP = [
 
 
 def train_cli(*args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([FAKES, ROOT]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "pql_scaling.cli", "train"] + list(args),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = python_ok(["-m", "pql_scaling.cli", "train"] + list(args))
     return proc.stdout + proc.stderr
 
 

@@ -11,8 +11,7 @@ import subprocess
 import sys
 import textwrap
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FAKES = os.path.join(ROOT, "tests", "fakes")
+from tests.helpers import FAKES, ROOT, python_ok
 
 PRELUDE = """
 import logging, os, torch
@@ -32,19 +31,10 @@ def wild(n, act_dim, gen, top=3.0):
 
 def run(code, fakes=True, version=None):
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(([FAKES] if fakes else []) + [ROOT])
     env.pop("FAKE_ISAACLAB_VERSION", None)
     if version:
         env["FAKE_ISAACLAB_VERSION"] = version
-    proc = subprocess.run(
-        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = python_ok(["-c", PRELUDE + textwrap.dedent(code)], fakes, env)
     return proc.stdout + proc.stderr
 
 
@@ -356,15 +346,7 @@ def train_cli(tmp_path, mode, *extra):
         "env_kwargs={physics: newton_mjwarp, cfg_overrides: {episode_length_s: 0.5}}",
         "run_dir=" + run_dir,
     ] + list(extra)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pql_scaling.cli", "train"] + args,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=os.pathsep.join([FAKES, ROOT])),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    python_ok(["-m", "pql_scaling.cli", "train"] + args)
     rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
     assert json.load(open(os.path.join(run_dir, "status.json")))["status"] == "completed"
     assert rows[-1]["env_steps"] == 3200 and rows[-1]["critic_updates"] > 0 and rows[-1]["policy_updates"] > 0
