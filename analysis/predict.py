@@ -151,24 +151,18 @@ def predict(result, sigmas, budget=None, budget_factor=4.0, n_seeds=None):
         )
     utds = result.state.utds
     lo, hi = float(utds.min()), float(utds.max())
+    noisy = seed_noise(result, n_seeds) is not None  # a measurement's interval: the seed noise and the misfit
+    lack = misfit(result) if noisy else None
     out = {
         "fitted_utd_range": [lo, hi],
         "fitted_utds": [float(u) for u in utds],
         "thresholds": [j for j, _, _ in _fits(result)],
         "held_out": [],
         "interval": "95% percentile interval over the seed-bootstrap resamples' fits"
-        + (
-            ", plus the seed-mean noise of a measurement with %d seeds" % n_seeds
-            if seed_noise(result, n_seeds) is not None
-            else ""
-        )
-        + (
-            " and the law's lack of fit (residual sd %.3g in log D)" % misfit(result)
-            if seed_noise(result, n_seeds) is not None and misfit(result) is not None
-            else ""
-        ),
+        + (", plus the seed-mean noise of a measurement with %d seeds" % n_seeds if noisy else "")
+        + (" and the law's lack of fit (residual sd %.3g in log D)" % lack if lack is not None else ""),
         "n_seeds": n_seeds,
-        "misfit_log_sd": misfit(result) if seed_noise(result, n_seeds) is not None else None,
+        "misfit_log_sd": lack,
     }
     for s in sigmas:
         out["held_out"].append(

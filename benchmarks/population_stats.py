@@ -21,19 +21,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import save  # noqa: E402
+from benchmarks.common import first_crossing, save  # noqa: E402
 
 PY = [sys.executable, "-m", "pql_scaling.cli", "train"]
-
-
-def steps_to(run_dir, target):
-    """env steps at the first log point whose training return reaches `target` (None: never)."""
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            row = json.loads(line)
-            if row.get("return_mean") is not None and row["return_mean"] >= target:
-                return row["env_steps"]
-    return None
 
 
 def train(args):
@@ -64,12 +54,12 @@ def main():
     )
     with open(os.path.join(pop_dir, "population.json")) as f:
         members = json.load(f)["members"]
-    together = [steps_to(d, a.target) or a.budget for d in members]
+    together = [first_crossing(d, a.target)[1] or a.budget for d in members]
     apart, apart_s = [], 0.0
     for s in seeds:
         d = os.path.join(root, "s%d" % s)
         apart_s += train(common + ["seed=%d" % s, "run_dir=" + d])
-        apart.append(steps_to(d, a.target) or a.budget)
+        apart.append(first_crossing(d, a.target)[1] or a.budget)
         print("seed", s, "population", together[len(apart) - 1], "separate", apart[-1], flush=True)
     p = float(mannwhitneyu(together, apart, alternative="two-sided").pvalue)
     med = lambda x: sorted(x)[len(x) // 2]  # noqa: E731
