@@ -77,6 +77,48 @@ def misfit(result):
     return float(np.sqrt(np.sum(r**2) / (len(r) - p))) if len(r) > p else None
 
 
+def _refit(result, keep):
+    """The D_J(sigma) point fits (the study's kind: per threshold or joint) on the fitted UTDs `keep` only."""
+    st = result.state
+    utds, times = st.utds[keep], st.times[:, keep][..., st.fit_j]
+    if result.fits.get("config", {}).get("dj_fit") == "joint":
+        return fit.data_efficiency_joint(utds, times)
+    return fit.data_efficiency(utds, times, top_k=4)
+
+
+def extrapolation(result):
+    """How fast the law's error grows outside its fitted UTD range, learned from the fitted runs themselves
+    (leave one UTD out at each edge): the point fit made without the highest fitted UTD predicts that UTD's
+    measured crossings, likewise the lowest; the rms over both edges and the thresholds of
+    log(predicted / measured) / |log(left-out UTD / nearest kept UTD)|, an sd in log D per unit of log sigma.
+    `misfit` says how far the law misses inside its range; a UTD outside it at distance |log(sigma / edge)|
+    adds this rate times that distance. None with fewer than 5 UTDs (a refit needs 4), several tasks, or no
+    converged refit."""
+    st = result.state
+    if st.times is None or st.times.shape[0] != 1 or len(st.utds) < 5:
+        return None
+    order = np.argsort(st.utds)
+    rates = []
+    for out_i, near_i in ((order[-1], order[-2]), (order[0], order[1])):
+        keep = np.array([i for i in range(len(st.utds)) if i != out_i])
+        dist = abs(np.log(st.utds[out_i] / st.utds[near_i]))
+        for n, f in enumerate(_refit(result, keep)):
+            measured = float(st.times[0, out_i, st.fit_j[n]])
+            if not f.get("converged") or not np.isfinite(measured) or measured <= 0:
+                continue
+            with np.errstate(all="ignore"):
+                pred = float(fit.d_of_sigma(f, st.utds[out_i]))
+            if np.isfinite(pred) and pred > 0:
+                rates.append(np.log(pred / measured) / dist)
+    return float(np.sqrt(np.mean(np.square(rates)))) if rates else None
+
+
+def _outside(result, sigma):
+    """|log(sigma / nearest fitted UTD)| for a UTD outside the fitted range, 0 inside it."""
+    lo, hi = float(result.state.utds.min()), float(result.state.utds.max())
+    return abs(np.log(sigma / lo)) if sigma < lo else abs(np.log(sigma / hi)) if sigma > hi else 0.0
+
+
 def _interval(log_d, noise_sd, rng):
     """95% interval of a new measurement: the fits' bootstrap values (log D) plus the seed noise of the
     measurement itself (Gaussian in log D, 20 draws per resample)."""
@@ -97,6 +139,9 @@ def data_to(result, sigma, n_seeds=None, rng=0):
     lack = misfit(result) if noise is not None else None
     if lack is not None:  # independent errors: the variances add
         noise = np.sqrt(noise**2 + lack**2)
+    rate = extrapolation(result) if noise is not None and _outside(result, sigma) else None
+    if rate is not None:
+        noise = np.sqrt(noise**2 + (rate * _outside(result, sigma)) ** 2)
     out = []
     for n, (j, f, boot) in enumerate(_fits(result)):
         d = float(fit.d_of_sigma(f, sigma))
@@ -153,6 +198,7 @@ def predict(result, sigmas, budget=None, budget_factor=4.0, n_seeds=None):
     lo, hi = float(utds.min()), float(utds.max())
     noisy = seed_noise(result, n_seeds) is not None  # a measurement's interval: the seed noise and the misfit
     lack = misfit(result) if noisy else None
+    rate = extrapolation(result) if noisy else None
     out = {
         "fitted_utd_range": [lo, hi],
         "fitted_utds": [float(u) for u in utds],
@@ -160,9 +206,16 @@ def predict(result, sigmas, budget=None, budget_factor=4.0, n_seeds=None):
         "held_out": [],
         "interval": "95% percentile interval over the seed-bootstrap resamples' fits"
         + (", plus the seed-mean noise of a measurement with %d seeds" % n_seeds if noisy else "")
-        + (" and the law's lack of fit (residual sd %.3g in log D)" % lack if lack is not None else ""),
+        + (" and the law's lack of fit (residual sd %.3g in log D)" % lack if lack is not None else "")
+        + (
+            "; outside the fitted UTDs, its extrapolation error (sd %.3g in log D per unit of log UTD, "
+            "leave-one-UTD-out at the edges) times the distance" % rate
+            if rate is not None
+            else ""
+        ),
         "n_seeds": n_seeds,
         "misfit_log_sd": lack,
+        "extrapolation_log_sd_per_log_utd": rate,
     }
     for s in sigmas:
         out["held_out"].append(

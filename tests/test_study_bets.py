@@ -328,3 +328,38 @@ def test_a_law_the_data_do_not_follow_widens_the_prediction_interval(law_runs, t
     top = p["held_out"][0]["thresholds"][-1]
     (lo, hi), (flo, fhi) = top["D_ci95"], top["D_ci95_fit_only"]
     assert np.log(hi / lo) > 2 * 1.8 * m_bent > np.log(fhi / flo)  # at least the misfit's own 95% width
+
+
+def test_a_law_that_bends_outside_the_fitted_range_widens_extrapolated_intervals(tmp_path, monkeypatch):
+    """The misfit says how far the law misses inside its range; a curve that bends at the edge of it makes
+    the leave-one-UTD-out refits miss the edge UTDs, and predict.extrapolation turns that miss into an sd per
+    unit of log UTD that widens intervals outside the range only (in-range ones keep their width). Runs of the
+    exact law give a rate near 0."""
+    import tests.test_study_analysis as synth
+
+    utds = (0.0625, 0.125, 0.25, 0.5, 1.0)
+
+    def runs(name):
+        for s in utds:
+            for seed in range(12):
+                write_run(
+                    str(tmp_path / name / ("u%g_s%d" % (s, seed))), s, seed, params=1e4, every=200, noise=30.0
+                )
+        return pipeline.run_analysis(_cfg(str(tmp_path / name)))
+
+    exact = runs("exact")
+    monkeypatch.setattr(synth, "tau", lambda s: tau(s) * (1.6 if s == 1.0 else 1.0))
+    bent = runs("bent")
+    r_exact, r_bent = predict.extrapolation(exact), predict.extrapolation(bent)
+    print("extrapolation rate exact %.4f bent %.4f" % (r_exact, r_bent))
+    assert r_exact < 0.1 and r_bent > 0.25
+    p = predict.predict(bent, [0.35, 2.0], n_seeds=12)
+    assert p["extrapolation_log_sd_per_log_utd"] == r_bent and "extrapolation error" in p["interval"]
+    inside, outside = (h["thresholds"][-1] for h in p["held_out"])
+
+    def log_width(row):
+        lo, hi = row["D_ci95"]
+        return np.log(hi / lo)
+
+    # outside: at least the extrapolation term's own 95% width at distance log 2; inside: no such term
+    assert log_width(outside) > 2 * 1.8 * r_bent * np.log(2.0) > log_width(inside)
