@@ -69,7 +69,12 @@ def kill_between_checkpoints(p, d):
         lambda: os.path.exists(os.path.join(d, "checkpoints", "prev.pt")) and len(parsed_rows(d)) >= 3,
         "a periodic checkpoint and 3 log points",
     )
-    for _ in range(200):
+    for _ in range(400):
+        if p.poll() is not None:
+            raise AssertionError(
+                "the run ended (exit %s) before it was caught between a log point and its "
+                "checkpoint: make it longer" % p.returncode
+            )
         os.kill(p.pid, signal.SIGSTOP)  # frozen, so the files cannot move while we look
         m = ckpt_rows(d)
         if m is not None and len(parsed_rows(d)) > m:
@@ -77,7 +82,7 @@ def kill_between_checkpoints(p, d):
             p.wait(timeout=30)
             return m
         os.kill(p.pid, signal.SIGCONT)
-        time.sleep(0.1)
+        time.sleep(0.05)
     raise AssertionError("never caught the run between a log point and its checkpoint")
 
 
@@ -360,9 +365,10 @@ def test_killed_and_resumed_run_learns_exactly_like_an_uninterrupted_one(tmp_pat
     """With the replay restored from its segments, a sync run killed between checkpoints and resumed logs the
     very curve of an uninterrupted run of the same seed (a stricter bound than the seed spread); without it
     (save_replay=false, the old default) the resumed curve departs."""
-    # long enough (~600 actor steps) that a periodic checkpoint and later log points exist before the run ends,
-    # on a quiet machine too (2400 env steps could finish inside the first second's checkpoint)
-    args = SMALL + ["max_env_steps=4800", "log.checkpoint_every_s=1"]
+    # long enough (~1200 actor steps, ~3 s after start-up) that periodic checkpoints and later log points exist
+    # well before the run ends, on a fast machine too: with 4800 env steps and a checkpoint a second, the window
+    # between the second checkpoint and the end was under a second, and CI once never caught the run inside it
+    args = SMALL + ["max_env_steps=9600", "log.checkpoint_every_s=0.25"]
     a = train(args + ["run_dir=%s" % (tmp_path / "a")], quiet=True)
     strip = same_curve
     for save, d in (("true", str(tmp_path / "b")), ("false", str(tmp_path / "c"))):

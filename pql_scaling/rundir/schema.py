@@ -105,6 +105,7 @@ TIMING_FIELDS = frozenset(
         "policy_updates_per_s",
         "startup_s",
         "checkpoint_time_s",
+        "eval_time_s",
     }
 )
 # metrics.superseded.jsonl's stamps on each moved row
