@@ -47,7 +47,8 @@ def _compute_stage(cfg, st, rl, fits):
 
 
 def _wall_clock_stage(cfg, full_table, st, pt, J, delta_measured, fits):
-    """budget: wall_clock (analysis/wallclock.py), and delta: measured = the median of the runs' a * R."""
+    """budget: wall_clock (analysis/wallclock.py), and delta: measured = the median of the runs' delta (a R, or
+    with a per-update cost u, a f / (u + f / R) at f FLOPs per update)."""
     wall = wallclock.budget_outputs(
         full_table, st.chosen, pt, J, st.fit_j, st.point_fits, st.utds, st.batch_fn, fits["notes"]
     )
@@ -66,7 +67,7 @@ def _wall_clock_stage(cfg, full_table, st, pt, J, delta_measured, fits):
             )
         cfg["delta"] = float(np.median(ds))
         fits["notes"].append(
-            f"delta = {cfg['delta']:.3g} FLOPs per transition, measured as a * R from the runs' rates"
+            f"delta = {cfg['delta']:.3g} FLOPs per transition, measured from the runs' rates (analysis/wallclock.py)"
         )
     fits["wall_clock"] = wall
 

@@ -348,7 +348,7 @@ def is_r5(cfg):
 
 def r1_config(cfg):
     """R1 mode's numbers coerced and choices checked. Returns (cfg, delta_measured): `delta: measured` asks
-    for delta = a * R from the runs' rates (analysis/wallclock.py); until then cfg holds the default."""
+    for delta from the runs' rates (analysis/wallclock.py); until then cfg holds the default."""
     delta_measured = cfg["delta"] == "measured"
     if delta_measured:
         cfg["delta"] = DEFAULTS["delta"]

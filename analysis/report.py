@@ -336,18 +336,20 @@ def wall_clock_section(w):
     L = [
         "## Wall-clock budget (analysis/wallclock.py)",
         "",
-        "T = a D + C / R (sync: the costs add) or max(a D, C / R) (trio: roles in parallel); a and R from "
-        "the logs.",
+        "T = a D + u U + C / R (sync: the costs add) or max(a D, u U + C / R) (trio: roles in parallel), "
+        "D transitions, U updates, C update FLOPs; a, u and R from the logs; delta = a f / (u + f / R) at the "
+        "runs' median FLOPs per update f.",
         "",
-        "| task | mode | a (s / transition) | R (update FLOPs / s) | delta = a R | log intervals |",
-        "|---|---|---|---|---|---|",
+        "| task | mode | a (s / transition) | u (s / update) | R (update FLOPs / s) | delta | log intervals |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in w["rates"]:
         if "error" in r:
-            L.append(f"| {r['error']} | | | | | |")
+            L.append(f"| {r['error']} | | | | | | |")
         else:
             L.append(
                 f"| {r['task']} | {r['mode']} | {r['a_s_per_transition']:.3g} | "
+                f"{r.get('s_per_update', 0.0):.3g} | "
                 f"{r['learner_flops_per_s']:.3g} | {r['delta'] or float('nan'):.3g} | "
                 f"{r['intervals']} |"
             )

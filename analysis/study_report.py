@@ -118,6 +118,8 @@ def headline(pred, g):
         "- Calibration: %s of %s held-out points (every threshold) inside their nominal 95%% intervals (%s)."
         % (cal.get("inside", 0), cal.get("n", 0), _pct(cal.get("coverage"), "%.0f%%")),
     ]
+    for d in pred.get("held_out_not_run") or []:
+        L.append("- Held-out UTD %g predicted but **not run**: %s." % (d["sigma"], d["reason"]))
     if s.get("median_abs_rel_error_if_unbiased") is not None:
         L.append(
             "- Noise floor: with these intervals an unbiased prediction would miss by %s (median) at the top "

@@ -109,6 +109,7 @@ def test_mini_study_end_to_end_and_resume(tmp_path, monkeypatch):
         ({"grid": {"utd": [0.125, 0.5], "batch_size": [64], "lr": [0.003], "sedes": 2}}, "sedes"),
         ({"base": {"algo.batch_size": 64}}, "the study sets"),
         ({"base": {"num_envz": 8}}, "num_envz"),
+        ({"validate": {"utd": [2.0], "over_budget": "skip"}}, "validate.over_budget"),
     ],
 )
 def test_spec_errors_name_the_key(tmp_path, change, match):

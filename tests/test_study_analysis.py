@@ -33,6 +33,7 @@ def write_run(
     params=None,
     eval_offset=0.0,
     a_s=A_S,
+    u_s=0.0,
 ):
     """A run directory whose normalised return is 1000 (1 - exp(-t / tau)) in task units on [RMIN, RMAX]."""
     rng = rng or np.random.default_rng(seed)
@@ -67,7 +68,7 @@ def write_run(
             n = 1000 * (1 - np.exp(-t / tau_s)) + rng.normal(0, noise)
             ret = RMIN + (RMAX - RMIN) * n / 1000
             flops = FPS * batch * sigma * t
-            env, learn = a_s * t, flops / R_FLOPS
+            env, learn = a_s * t, flops / R_FLOPS + u_s * sigma * t
             wall = env + learn if mode == "sync" else max(env, learn)
             row = {
                 "env_steps": t,
@@ -131,6 +132,29 @@ def test_wall_clock_rates_and_model_recover_the_generating_costs(fitted, tmp_pat
         wallclock.time_to(10.0, 5.0, 1.0, 1.0, "trio") == 10.0
         and wallclock.time_to(10.0, 5.0, 1.0, 1.0, "sync") == 15.0
     )
+
+
+def test_sync_time_per_update_is_measured_apart_from_time_per_flop(tmp_path):
+    """On a CPU with small nets an update costs about the same at any batch size: T = a D + u U + C / R. Runs
+    whose batch sizes differ (as a study's fitted stage, batch from the grid's rule) separate u from R, and delta
+    is a transition's cost in update FLOPs at the runs' median update size (a FLOP rate alone gave delta ~ 0 on
+    HalfCheetah's study)."""
+    u_s = 5e-3
+    batch = {0.125: 512, 0.25: 384, 0.5: 256, 1.0: 160, 2.0: 128}
+    for s in SIGMAS:
+        for seed in range(2):
+            write_run(str(tmp_path / ("u%g_s%d" % (s, seed))), s, seed, batch=batch[s], params=1e4, u_s=u_s)
+    res = pipeline.run_analysis(_cfg(str(tmp_path), budget="wall_clock", delta="measured")).fits
+    r = res["wall_clock"]["rates"][0]
+    assert r["a_s_per_transition"] == pytest.approx(A_S, rel=1e-6)
+    assert r["s_per_update"] == pytest.approx(u_s, rel=1e-6)
+    assert r["learner_flops_per_s"] == pytest.approx(R_FLOPS, rel=1e-6)
+    f = r["flops_per_update"]
+    assert any(f == pytest.approx(FPS * b, rel=1e-9) for b in batch.values())
+    assert res["compute"]["delta"] == pytest.approx(A_S * f / (u_s + f / R_FLOPS), rel=1e-6)
+    assert res["wall_clock"]["check"]["sync"]["median_abs_rel_error"] < 1e-6  # T at every crossing
+    T = wallclock.time_to(1e4, FPS * 512 * 0.125 * 1e4, A_S, R_FLOPS, "sync", U=0.125 * 1e4, u=u_s)
+    assert T == pytest.approx(A_S * 1e4 + u_s * 0.125 * 1e4 + FPS * 512 * 0.125 * 1e4 / R_FLOPS)
 
 
 def test_measured_delta_of_zero_is_named_not_taken_for_missing_rates(tmp_path):

@@ -363,3 +363,71 @@ def test_a_law_that_bends_outside_the_fitted_range_widens_extrapolated_intervals
 
     # outside: at least the extrapolation term's own 95% width at distance log 2; inside: no such term
     assert log_width(outside) > 2 * 1.8 * r_bent * np.log(2.0) > log_width(inside)
+
+
+def test_validation_drops_the_most_expensive_held_out_utd_when_seeds_min_would_overrun(pend, monkeypatch):
+    """seeds_min overrides the budget: HalfCheetah's held-out UTD 2 alone trained ~50 of its study's 80 minutes.
+    With over_budget=drop the most expensive held-out UTD goes first (recorded with its predicted cost), the
+    budget leg's runs stay, at least one held-out UTD is kept, and `run` keeps every one."""
+    spec = pend
+    monkeypatch.setattr(spec, "time_budget_s", 1000.0)
+    monkeypatch.setattr(spec, "seeds_min", 4)
+    monkeypatch.setattr(spec, "seeds_max", 32)
+    a, r = 1e-4, 6.0
+    runs = [
+        {"sigma": s, "env_steps": 2e4, "members": 1, "wall_s": 2e4 * a * (1 + r * s)} for s in (0.0625, 0.5)
+    ]
+    monkeypatch.setattr(costs, "run_costs", lambda _runs: runs)
+    measured = [([object()], 2e4 * a * (1 + r * 0.5))]
+    held = [(0.18, 40000, 0), (2.0, 200000, 0), (4.0, 10000, 0)]  # UTD 2: by far the most work per seed
+    budget = [(0.26, 30000, 0)]
+    n, how, dropped = costs.choose_dropping(spec, held, budget, measured, 0.0, 0.5)
+    assert [d["sigma"] for d in dropped] == [2.0] and how["dropped"] == [2.0]
+    k = how["seconds_per_work"]
+    assert dropped[0]["predicted_s"] == pytest.approx(4 * 2e5 * k * (1 + r * 2.0))
+    assert "seeds_min=4" in dropped[0]["reason"] and "over_budget" in dropped[0]["reason"]
+    assert how["predicted_stage_s"] <= how["budget_left_s"] and n >= 4
+    # a tighter budget: every held-out UTD but one goes, the budget leg is never dropped
+    monkeypatch.setattr(spec, "time_budget_s", 60.0)
+    n, how, dropped = costs.choose_dropping(spec, held, budget, measured, 0.0, 0.5)
+    assert [d["sigma"] for d in dropped] == [2.0, 4.0] and "0.26" in how["work_s_per_seed"]
+    assert n == 4 and how["limited_by"] == "seeds_min"
+    monkeypatch.setattr(spec.validate, "over_budget", "run")
+    assert costs.choose_dropping(spec, held, budget, measured, 0.0, 0.5)[2] == []
+
+
+def test_the_prediction_records_a_dropped_held_out_utd_and_the_report_names_it(
+    law_runs, tmp_path, monkeypatch
+):
+    """stages._predict with validate.seeds=auto on a known law's fits: the measured costs make UTD 4 too
+    expensive at seeds_min, so prediction.json keeps it under held_out_not_run (with its prediction), the runs
+    launched are the others, and the report's first lines say so."""
+    spec = _spec(tmp_path, time_budget_s=3000, seeds_min=4, seeds_max=32)
+    os.makedirs(spec.out)
+    monkeypatch.setattr(spec.validate, "utd", [0.0625, 4.0])
+    res = pipeline.run_analysis(_cfg(law_runs))
+    a, r = 1e-3, 6.0  # s per member env step, and the update share: UTD 4's run costs 25x a per step
+    runs = [
+        {"sigma": s, "env_steps": 2e4, "members": 4, "wall_s": 4 * 2e4 * a * (1 + r * s)}
+        for s in (0.125, 1.0)
+    ]
+    monkeypatch.setattr(costs, "run_costs", lambda _runs: runs)
+    state = {"seeds": {"grid": 1, "fitted": 12}, "seed_choice": {}}
+    timings = {"grid_runs": 50.0, "fitted_runs": 4 * 2e4 * a * 7}
+    p = stages._predict(spec, res, "__skip__", state, timings)
+    assert [c["sigma"] for c in p["held_out"]] == [0.0625]
+    (gone,) = p["held_out_not_run"]
+    assert gone["sigma"] == 4.0 and gone["thresholds"] and "seeds_min=4" in gone["reason"]
+    assert state["seed_choice"]["validate"]["dropped"] == [4.0] and p["n_seeds"] == state["seeds"]["validate"]
+    assert os.path.exists(os.path.join(spec.out, "prediction.json"))
+    g = {
+        "summary": {
+            "median_abs_rel_error": None,
+            "max_abs_rel_error": None,
+            "target_rel_error": 0.1,
+            "top_thresholds": [800.0],
+            "inside_interval": 0,
+            "n_measured": 0,
+        }
+    }
+    assert any("UTD 4 predicted but **not run**" in line for line in headline(p, g))

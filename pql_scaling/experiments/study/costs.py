@@ -154,6 +154,7 @@ def choose_seeds(
     return n, {
         "seeds": n,
         "limited_by": why,
+        "work_s_per_seed": {"%g" % s: w for s, w in work.items()},
         "budget_left_s": left,
         "share": share,
         "predicted_s_per_seed": per_seed,
@@ -167,3 +168,33 @@ def choose_seeds(
         "model": "stage time = seeds * max(sum over UTDs of w / parallel processes, largest w), "
         "w = k D (1 + r sigma) + e * evaluations",
     }
+
+
+def choose_dropping(spec, held_out, others, measured, spent_s, share) -> Tuple[int, dict, List[dict]]:
+    """choose_seeds for the validation stage, where seeds_min can override the budget: HalfCheetah's held-out
+    UTD 2 trained for ~50 of its study's 80 minutes at seeds_min. With validate.over_budget=drop, while the stage
+    is predicted to overrun its share at seeds_min, the held-out UTD with the most predicted work is dropped
+    (the most expensive first, at least one kept; the budget leg's runs are never dropped) and the seeds chosen
+    again. `held_out`, `others`: configurations as choose_seeds takes them. Returns (seeds, how, dropped:
+    [{sigma, predicted_s, reason}])."""
+    held, dropped = list(held_out), []
+    while True:
+        n, how = choose_seeds(spec, held + list(others), measured, spent_s, share)
+        over = how.get("limited_by") == "seeds_min" and how["predicted_stage_s"] > how["budget_left_s"]
+        if not over or spec.validate.over_budget != "drop" or len(held) <= 1:
+            how["dropped"] = [d["sigma"] for d in dropped]
+            return n, how, dropped
+        work = how["work_s_per_seed"]
+        c = max(held, key=lambda c: work.get("%g" % float("%.6g" % c[0]), 0.0))
+        held.remove(c)
+        w = work.get("%g" % float("%.6g" % c[0]), 0.0)
+        dropped.append(
+            {
+                "sigma": c[0],
+                "predicted_s": w * n,
+                "reason": "its run alone was predicted to take %.0f s at seeds_min=%d, and the validation stage "
+                "%.0f s where %.0f s of the study's time were left to it (validate.over_budget=drop: the most "
+                "expensive held-out UTD is dropped until the stage fits; set it to run to keep every one)"
+                % (w * n, n, how["predicted_stage_s"], how["budget_left_s"]),
+            }
+        )

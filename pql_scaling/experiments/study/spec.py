@@ -63,6 +63,9 @@ class ValidateStage:
     # the budget leg also runs sigma*(F) times each of these (each with F's env steps at its own sigma), so
     # sigma* is graded: did it reach the best return at F?
     budget_neighbours: List[float] = field(default_factory=lambda: [0.5, 2.0])
+    # with seeds: auto, when even seeds_min overruns the stage's share of the time left: drop (the most
+    # expensive held-out UTDs, recorded in prediction.json and the report) | run (every one, over budget)
+    over_budget: str = "drop"
     base: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -179,6 +182,8 @@ def _validate(spec, where):
             raise StudyError("%s=%r is not one of %s" % (key, value, ", ".join(meta["choices"])))
     if not (a.delta == "measured" or isinstance(a.delta, (int, float)) and a.delta >= 0):
         raise StudyError("analysis.delta=%r: give FLOPs per transition (>= 0) or \"measured\"" % (a.delta,))
+    if spec.validate.over_budget not in ("drop", "run"):
+        raise StudyError("validate.over_budget=%r is not one of drop, run" % (spec.validate.over_budget,))
     if len(set(spec.fitted.utd)) < 4:
         raise StudyError(
             "fitted.utd=%s: D_J(sigma) = D_min + (beta/sigma)^alpha needs >= 4 distinct UTDs"

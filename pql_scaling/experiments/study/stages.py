@@ -190,14 +190,17 @@ def _predict(spec, fit_res, rules, state, timings):
             (_runs(spec, "fitted", state, rules=rules), timings.get("fitted_runs", 0.0)),
         ]
         base_every = _base_cfg(spec).eval.every_steps
-        configs = [
-            (c["sigma"], c["max_env_steps"], c.get("eval_every_steps") or base_every)
-            for c in _validation_configs(p)
-        ]
-        n, state["seed_choice"]["validate"] = costs.choose_seeds(
-            spec, configs, measured, sum(timings.values()), share=VALIDATE_SHARE
+
+        def cfgs(cs):
+            return [(c["sigma"], c["max_env_steps"], c.get("eval_every_steps") or base_every) for c in cs]
+
+        others = [c for c in _validation_configs(p) if c["kind"] != "utd"]  # the budget leg's runs
+        n, state["seed_choice"]["validate"], dropped = costs.choose_dropping(
+            spec, cfgs(p["held_out"]), cfgs(others), measured, sum(timings.values()), share=VALIDATE_SHARE
         )
-        p = _prediction(spec, fit_res, n)
+        p = _prediction(spec, fit_res, n, dropped)
+        for d in dropped:
+            _say(spec, "predict", "held-out UTD %g not run: %s" % (d["sigma"], d["reason"]))
     state["seeds"]["validate"] = n
     write_json_atomic(_dir(spec, "study.json"), state)
     prediction = {
@@ -214,13 +217,18 @@ def _predict(spec, fit_res, rules, state, timings):
     return sweep.read_json(pred_path)
 
 
-def _prediction(spec, fit_res, n_seeds):
+def _prediction(spec, fit_res, n_seeds, dropped=()):
     """The predictions for n_seeds validation seeds: held-out UTDs, the budget leg (sigma*(F) and its
-    neighbours sigma* x validate.budget_neighbours), each with its run length and evaluation spacing."""
+    neighbours sigma* x validate.budget_neighbours), each with its run length and evaluation spacing.
+    `dropped` (costs.choose_dropping): held-out UTDs predicted but not run, kept with the reason."""
     from pql_scaling.analysis import predict as P
 
     v = spec.validate
     p = P.predict(fit_res, list(v.utd), budget_factor=v.budget_factor, n_seeds=n_seeds)
+    why = {d["sigma"]: d for d in dropped}
+    if why:
+        p["held_out_not_run"] = [dict(c, **why[c["sigma"]]) for c in p["held_out"] if c["sigma"] in why]
+        p["held_out"] = [c for c in p["held_out"] if c["sigma"] not in why]
     lo, hi, x = p["fitted_utd_range"][0], p["fitted_utd_range"][1], v.max_extrapolation
     if p.get("budget") and not lo / x <= p["budget"]["sigma"] <= hi * x:  # recorded, but not run
         why = (
