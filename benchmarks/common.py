@@ -1,8 +1,10 @@
-"""Helpers shared by the benchmark scripts: machine facts and JSON output."""
+"""Helpers shared by the benchmark scripts: machine facts, JSON output and training runs."""
 
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
 from pql_scaling.rundir import schema
@@ -32,6 +34,18 @@ def machine():
     if torch.cuda.is_available():
         info["device"] = torch.cuda.get_device_name(0)
     return info
+
+
+def train(run_dir, overrides):
+    """One `pql-scale train` of run_dir with these overrides in its own process (as a user runs it: the run's
+    clock includes its start-up); raises CalledProcessError if it fails. A run_dir that has a status.json is left
+    as it is, so a rerun of the benchmark trains only what is missing. Returns whether it trained."""
+    if os.path.exists(os.path.join(run_dir, "status.json")):
+        return False
+    subprocess.check_call(
+        [sys.executable, "-m", "pql_scaling.cli", "train", *overrides, "run_dir=%s" % run_dir]
+    )
+    return True
 
 
 def save(path, payload):

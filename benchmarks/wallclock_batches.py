@@ -15,27 +15,21 @@ model and 4e6 by hand with the second. Saves benchmarks/results/wallclock_batche
 
 import argparse
 import os
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import save  # noqa: E402
+from benchmarks.common import save, train  # noqa: E402
 
 FITTED = [(128, 4), (128, 16), (512, 4), (512, 16)]  # (batch size, critic updates per actor step of 32 envs)
 HELD_OUT = (256, 8)
 
 
 def _train(d, batch, cups, steps):
-    if os.path.exists(os.path.join(d, "status.json")):
-        return
-    subprocess.check_call(
+    train(
+        d,
         [
-            sys.executable,
-            "-m",
-            "pql_scaling.cli",
-            "train",
             "task=HalfCheetah",
             "backend=mujoco",
             "mode=sync",
@@ -47,8 +41,7 @@ def _train(d, batch, cups, steps):
             "log.every_steps=%d" % max(1, steps // 32 // 25),  # ~25 log intervals per run
             "log.live=off",
             "wandb.mode=disabled",
-            "run_dir=%s" % d,
-        ]
+        ],
     )
 
 

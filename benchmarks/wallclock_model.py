@@ -10,11 +10,10 @@ wall_time_s there. Saves benchmarks/results/wallclock_model_cpu.json with the ma
 
 import argparse
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import save  # noqa: E402
+from benchmarks.common import save, train  # noqa: E402
 
 
 def main():
@@ -27,14 +26,9 @@ def main():
     for mode in ("sync", "trio"):
         for cups in (1, 4):  # UTD 1/16 and 1/4 at pendulum's 16 envs
             d = os.path.join(a.out, mode, "cups%d" % cups)
-            if os.path.exists(os.path.join(d, "status.json")):
-                continue
-            subprocess.check_call(
+            trained = train(
+                d,
                 [
-                    sys.executable,
-                    "-m",
-                    "pql_scaling.cli",
-                    "train",
                     "task=pendulum",
                     "mode=%s" % mode,
                     "num_envs=16",
@@ -45,10 +39,10 @@ def main():
                     "eval.every_steps=500",
                     "eval.episodes=8",
                     "log.live=off",
-                    "run_dir=%s" % d,
-                ]
+                ],
             )
-            loads.append(os.getloadavg())
+            if trained:
+                loads.append(os.getloadavg())
     from pql_scaling.analysis import pipeline
 
     out = {"steps": a.steps, "loadavg_per_run": loads, "modes": {}}

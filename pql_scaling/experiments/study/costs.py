@@ -184,10 +184,10 @@ def choose_dropping(spec, held_out, others, measured, spent_s, share) -> Tuple[i
         if not over or spec.validate.over_budget != "drop" or len(held) <= 1:
             how["dropped"] = [d["sigma"] for d in dropped]
             return n, how, dropped
-        work = how["work_s_per_seed"]
-        c = max(held, key=lambda c: work.get("%g" % float("%.6g" % c[0]), 0.0))
+        work = how["work_s_per_seed"]  # keyed "%g" % sigma: _jobs' rounding to 6 digits, as %g prints
+        c = max(held, key=lambda c: work.get("%g" % c[0], 0.0))
         held.remove(c)
-        w = work.get("%g" % float("%.6g" % c[0]), 0.0)
+        w = work.get("%g" % c[0], 0.0)
         dropped.append(
             {
                 "sigma": c[0],

@@ -225,10 +225,10 @@ def _prediction(spec, fit_res, n_seeds, dropped=()):
 
     v = spec.validate
     p = P.predict(fit_res, list(v.utd), budget_factor=v.budget_factor, n_seeds=n_seeds)
-    why = {d["sigma"]: d for d in dropped}
-    if why:
-        p["held_out_not_run"] = [dict(c, **why[c["sigma"]]) for c in p["held_out"] if c["sigma"] in why]
-        p["held_out"] = [c for c in p["held_out"] if c["sigma"] not in why]
+    gone = {d["sigma"]: d for d in dropped}
+    if gone:
+        p["held_out_not_run"] = [dict(c, **gone[c["sigma"]]) for c in p["held_out"] if c["sigma"] in gone]
+        p["held_out"] = [c for c in p["held_out"] if c["sigma"] not in gone]
     lo, hi, x = p["fitted_utd_range"][0], p["fitted_utd_range"][1], v.max_extrapolation
     if p.get("budget") and not lo / x <= p["budget"]["sigma"] <= hi * x:  # recorded, but not run
         why = (
