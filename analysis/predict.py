@@ -6,7 +6,7 @@ gives, for each held-out UTD, the predicted data D_J and compute C_J to each thr
 interval (the fits of the seed-bootstrap resamples, docs/science.md 2.4: the interval covers the fit's uncertainty
 from seed noise in the fitted runs, not the noise of the validation runs themselves); for a budget F above
 every fitted one the budget-optimal sigma*(F) (from each resample's sigma*(F) fit) and the return its run
-reaches with F.
+reaches with F (the predicted (J, D_J) points' exponential approach to the return the fitted runs level off at).
 `measure` measures the runs; `grade` (analysis/grade.py) compares. Pure functions: the caller reads and writes files.
 """
 
@@ -165,16 +165,81 @@ def _sigma_star_fit(points, k):
     return fit.budget_fit([o["F"] for o in points], [o["sigma"] for o in points], k)
 
 
-def _return_at(js, ds, d):
-    """J reached after d transitions along predicted (J, D_J) points: 1000 - J = A exp(-D / tau) fitted in
-    log(1000 - J) vs D (a learning curve's exponential approach), so it extrapolates above the top
-    threshold."""
+def _return_at(js, ds, d, top=1000.0):
+    """J reached after d transitions along predicted (J, D_J) points: top - J = A exp(-D / tau) fitted in
+    log(top - J) vs D (a learning curve's exponential approach to the return the runs level off at, `ceiling`;
+    1000, the normalised maximum, when unknown), so it extrapolates above the top threshold."""
     js, ds = np.asarray(js, float), np.asarray(ds, float)
-    ok = np.isfinite(ds) & (ds > 0) & (js < 1000)
-    if ok.sum() < 2:
+    ok = np.isfinite(ds) & (ds > 0) & (js < top)
+    if ok.sum() < 2 or not np.isfinite(top):
         return np.nan
-    p = np.polyfit(ds[ok], np.log(1000 - js[ok]), 1)
-    return float(1000 - np.exp(np.polyval(p, d)))
+    p = np.polyfit(ds[ok], np.log(top - js[ok]), 1)
+    return float(top - np.exp(np.polyval(p, d)))
+
+
+def _approach(steps, y):
+    """J_inf of J(D) = J_inf - A exp(-D / tau) fitted (least squares) to one seed-mean curve, J_inf bounded by
+    the normalised maximum 1000; nan when the fit fails. A curve still climbing gives a J_inf near 1000 (or at
+    it), a curve that has levelled off its plateau."""
+    from scipy.optimize import curve_fit
+
+    ok = np.isfinite(y)
+    x, y = np.asarray(steps, float)[ok], np.asarray(y, float)[ok]
+    if len(x) < 4:
+        return np.nan
+    span = x[-1] - x[0]
+    top = min(max(y.max(), y[-1]), 1000.0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            p, _ = curve_fit(
+                lambda t, j, a, tau: j - a * np.exp(-(t - x[0]) / tau),
+                x,
+                y,
+                p0=(top, max(top - y[0], 1.0), span / 3 + 1),
+                bounds=((y.min(), 0.0, 1e-3 * span + 1e-9), (1000.0, np.inf, 100 * span + 1)),
+                maxfev=2000,
+            )
+    except (RuntimeError, ValueError):
+        return np.nan
+    return float(p[0])
+
+
+def ceiling(result, n_boot=None, rng=0):
+    """The return (normalised 0-1000) the fitted runs level off at: per fitted configuration, J_inf of an
+    exponential approach fitted to its seed-mean curve from where it first reaches the lowest fitted
+    threshold, the median over configurations. The budget leg's return at F extrapolates the predicted
+    (J, D_J) points above the top threshold; towards 1000 it predicts a return the task may never give
+    (Pendulum's runs level off at ~966: an approach to 1000 put the budget leg's return at 995 [990, 998],
+    measured 966). Returns (J_inf, [J_inf per seed-bootstrap resample] or None without n_boot); (1000, None)
+    without curves or for several tasks (pooled curves have no one plateau)."""
+    st = result.state
+    curves = [c for c in st.chosen if c.get("norm") is not None]
+    js = [j for j, _, _ in _fits(result)]
+    if not curves or not js or len({c.get("task") for c in curves}) != 1:
+        return 1000.0, None
+    lo = min(js)
+
+    def one(cols):
+        tops = []
+        for c, idx in zip(curves, cols):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                m = np.nanmean(np.asarray(c["norm"], float)[:, idx], 1)
+            reached = np.nonzero(fit.isotonic(np.where(np.isfinite(m), m, -1e9)) >= lo)[0]
+            if len(reached):
+                tops.append(_approach(np.asarray(c["steps"])[reached[0] :], m[reached[0] :]))
+        tops = np.asarray(tops, float)
+        return float(np.nanmedian(tops)) if np.isfinite(tops).any() else 1000.0
+
+    if st.ceiling is not None and st.ceiling[0] == (n_boot, rng):
+        return st.ceiling[1]
+    point = one([np.arange(np.shape(c["norm"])[1]) for c in curves])
+    g = np.random.default_rng(rng)
+    n = [np.shape(c["norm"])[1] for c in curves]
+    out = point, [one([g.integers(0, k, k) for k in n]) for _ in range(n_boot)] if n_boot else None
+    st.ceiling = (n_boot, rng), out
+    return out
 
 
 def safe_power(coef, F, exponent):
@@ -266,15 +331,18 @@ def budget_point(result, F, sigma, n_seeds=None, kind="budget"):
     rows = data_to(result, sigma, n_seeds)
     delta = float(result.fits["compute"]["delta"])
     d_budget = F / (float(st.compute_fn(np.float64(sigma), 1.0)) + delta)
-    ret = _return_at([r["J"] for r in rows], [r["D"] for r in rows], d_budget)
+    top, btop = ceiling(result, len(st.boot_fits))
+    ret = _return_at([r["J"] for r in rows], [r["D"] for r in rows], d_budget, top)
     conv = [n for n, f in enumerate(st.point_fits) if f.get("converged")]  # the rows' fits, in order
+    # each fit resample with a ceiling resample (independent seed resamples: both seed noises enter the interval)
     bret = [
         _return_at(
             [r["J"] for r in rows],
             [fit.d_of_sigma(r2[n], sigma) if r2[n].get("converged") else np.nan for n in conv],
             d_budget,
+            btop[b] if btop else top,
         )
-        for r2 in st.boot_fits
+        for b, r2 in enumerate(st.boot_fits)
     ]
     return {
         "kind": kind,
@@ -282,6 +350,8 @@ def budget_point(result, F, sigma, n_seeds=None, kind="budget"):
         "env_steps_for_F": d_budget,
         "return_at_F": ret,
         "return_at_F_ci95": ci95(bret),
+        "return_ceiling": top,
+        "return_ceiling_ci95": ci95(btop) if btop else [None, None],
         "thresholds": rows,
     }
 

@@ -27,6 +27,7 @@ class AnalysisState:
     compute_fn: Optional[Callable[[Any, Any], Any]] = None  # (sigma, D) -> compute C; None: compute skipped
     budget_optimum_fn: Optional[Callable[[dict], dict]] = None  # a D_J fit -> its budget optimum (sigma, F)
     surface_df: Any = None  # R5 mode: the cells (pandas DataFrame) the surfaces are fitted on
+    ceiling: Optional[tuple] = None  # predict.ceiling's (J_inf, resamples), once per result
 
 
 @dataclass

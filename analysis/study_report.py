@@ -279,7 +279,7 @@ def _study_validation(pred, g, rec):
         pb = pred["budget"]
         L.append(
             "Budget F = %.3g (%.1fx the largest fitted optimum %.3g): σ* = %.4g %s, %d env steps, "
-            "predicted return %s %s."
+            "predicted return %s %s%s."
             % (
                 pb["F"],
                 pb["F"] / pb["largest_fitted_F"],
@@ -289,6 +289,10 @@ def _study_validation(pred, g, rec):
                 pb["env_steps_for_F"],
                 _fmt(pb["return_at_F"], "%.0f"),
                 _ci(pb.get("return_at_F_ci95")),
+                " (approaching the fitted runs' plateau %s %s)"
+                % (_fmt(pb["return_ceiling"], "%.0f"), _ci(pb.get("return_ceiling_ci95")))
+                if pb.get("return_ceiling") is not None
+                else "",
             )
         )
     elif pred.get("budget_not_run"):

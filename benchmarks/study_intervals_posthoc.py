@@ -1,4 +1,5 @@
-"""A graded study's rows against the prediction intervals today's code would give (not a regrade).
+"""A graded study's rows against the prediction intervals today's code would give (not a regrade), and its budget
+leg's return at F against today's return model (predict.ceiling: the plateau the fitted runs level off at).
 
 A study's prediction.json is written before its validation runs and never recomputed, so an interval change
 (predict.misfit, predict.extrapolation) cannot reach a committed grade. This refits the study's fitted runs with
@@ -74,6 +75,41 @@ def main():
                 hi / lo,
             )
         )
+    budget = []  # the budget leg's return at F (budget point and its sigma*/2, 2 sigma* checks) the same way
+    for r in [grade.get("budget_return")] + list(grade.get("budget_checks") or []):
+        if not r or r.get("measured") is None:
+            continue
+        b = predict.budget_point(res, r["F"], r["sigma"], n)
+        lo, hi = b["return_at_F_ci95"]
+        budget.append(
+            {
+                "sigma": r["sigma"],
+                "F": r["F"],
+                "measured": r["measured"],
+                "graded": r["predicted"],
+                "graded_interval": r["ci95"],
+                "graded_inside": bool(r["ci95"][0] <= r["measured"] <= r["ci95"][1]),
+                "now": b["return_at_F"],
+                "interval_now": [lo, hi],
+                "inside_now": bool(lo <= r["measured"] <= hi),
+                "ceiling_now": b["return_ceiling"],
+                "ceiling_ci95_now": b["return_ceiling_ci95"],
+            }
+        )
+        print(
+            "budget sigma %.4g: measured %.1f graded %.1f [%.1f, %.1f] now %.1f [%.1f, %.1f] %s (ceiling %.1f)"
+            % (
+                r["sigma"],
+                r["measured"],
+                r["predicted"],
+                *r["ci95"],
+                b["return_at_F"],
+                lo,
+                hi,
+                budget[-1]["inside_now"],
+                b["return_ceiling"],
+            )
+        )
     summary = {
         "points": len(rows),
         "inside_graded": sum(r["graded_inside"] for r in rows),
@@ -82,11 +118,20 @@ def main():
         "misfit_log_sd": predict.misfit(res),
         "extrapolation_log_sd_per_log_utd": predict.extrapolation(res),
         "n_seeds": n,
+        "budget_points": len(budget),
+        "budget_inside_graded": sum(b["graded_inside"] for b in budget),
+        "budget_inside_now": sum(b["inside_now"] for b in budget),
     }
     print(json.dumps(summary))
     save(
         args.out,
-        {"command": " ".join(sys.argv), "study": pred.get("study"), "summary": summary, "rows": rows},
+        {
+            "command": " ".join(sys.argv),
+            "study": pred.get("study"),
+            "summary": summary,
+            "rows": rows,
+            "budget": budget,
+        },
     )
 
 

@@ -365,6 +365,41 @@ def test_a_law_that_bends_outside_the_fitted_range_widens_extrapolated_intervals
     assert log_width(outside) > 2 * 1.8 * r_bent * np.log(2.0) > log_width(inside)
 
 
+def test_the_budget_return_approaches_the_plateau_the_fitted_runs_level_off_at(law_runs, tmp_path):
+    """The return at budget F extrapolates the predicted (J, D_J) points above the top threshold. Runs that
+    level off at 900 (Pendulum's at ~966) give predict.ceiling ~900 and a return at F near the true curve, inside
+    its interval, where an approach to 1000 overshoots the plateau; runs that approach 1000 keep ~1000."""
+    for s in (0.125, 0.25, 0.5, 1.0):
+        for seed in range(12):
+            write_run(
+                str(tmp_path / ("u%g_s%d" % (s, seed))),
+                s,
+                seed,
+                params=1e4,
+                every=200,
+                noise=30.0,
+                plateau=900.0,
+            )
+    flat = pipeline.run_analysis(_cfg(str(tmp_path)))
+    top, boot = predict.ceiling(flat, len(flat.state.boot_fits))
+    lo, hi = predict.ci95(boot)
+    print("ceiling %.1f [%.1f, %.1f]" % (top, lo, hi))
+    assert top == pytest.approx(900.0, abs=9.0) and lo < 900.0 < hi and hi - lo < 20.0
+    assert predict.ceiling(pipeline.run_analysis(_cfg(law_runs)))[0] > 985.0
+    sigma = 0.35
+    d = 4.0 * tau(sigma)  # past the top threshold's crossing (~2.3 tau at 900 (1 - e^-t))
+    F = d * (float(flat.state.compute_fn(np.float64(sigma), 1.0)) + float(flat.fits["compute"]["delta"]))
+    b = predict.budget_point(flat, F, sigma, n_seeds=12)
+    truth = 900.0 * (1 - np.exp(-4.0))
+    print("return at F %.1f %s, truth %.1f" % (b["return_at_F"], b["return_at_F_ci95"], truth))
+    assert b["env_steps_for_F"] == pytest.approx(d)
+    assert b["return_at_F"] == pytest.approx(truth, abs=15.0)
+    assert b["return_at_F_ci95"][0] <= truth <= b["return_at_F_ci95"][1]
+    assert b["return_ceiling"] == top
+    rows = b["thresholds"]
+    assert predict._return_at([r["J"] for r in rows], [r["D"] for r in rows], d) > 900.0  # the old ceiling
+
+
 def test_validation_drops_the_most_expensive_held_out_utd_when_seeds_min_would_overrun(pend, monkeypatch):
     """seeds_min overrides the budget: HalfCheetah's held-out UTD 2 alone trained ~50 of its study's 80 minutes.
     With over_budget=drop the most expensive held-out UTD goes first (recorded with its predicted cost), the
