@@ -87,21 +87,25 @@ def _refit(result, keep):
 
 
 def extrapolation(result):
-    """How fast the law's error grows outside its fitted UTD range, learned from the fitted runs themselves
-    (leave one UTD out at each edge): the point fit made without the highest fitted UTD predicts that UTD's
-    measured crossings, likewise the lowest; the rms over both edges and the thresholds of
-    log(predicted / measured) / |log(left-out UTD / nearest kept UTD)|, an sd in log D per unit of log sigma.
-    `misfit` says how far the law misses inside its range; a UTD outside it at distance |log(sigma / edge)|
-    adds this rate times that distance. None with fewer than 5 UTDs (a refit needs 4), several tasks, or no
-    converged refit."""
+    """How fast the law's error grows outside its fitted UTD range, learned from the fitted runs themselves at
+    the edge one extrapolates across (leave one UTD out, as a forecast is checked from rolling origins in the
+    direction it runs): the point fit made without the highest fitted UTD predicts that UTD's measured
+    crossings, and the rms over the thresholds of log(predicted / measured) / |log(left-out UTD / nearest kept
+    UTD)| is the sd in log D per unit of log sigma above the range; likewise the lowest for below it. A law can
+    bend differently at its two ends (Pendulum's D_J(sigma) flattens below 1/16 and keeps falling above 1/2), so
+    one edge's miss says little about the other's. `misfit` says how far the law misses inside its range; a UTD
+    outside it at distance |log(sigma / edge)| adds its side's rate times that distance. Returns {"above": rate,
+    "below": rate}, a side without a converged refit taking the other's; None with fewer than 5 UTDs (a refit
+    needs 4), several tasks, or no converged refit."""
     st = result.state
     if st.times is None or st.times.shape[0] != 1 or len(st.utds) < 5:
         return None
     order = np.argsort(st.utds)
-    rates = []
-    for out_i, near_i in ((order[-1], order[-2]), (order[0], order[1])):
+    out = {}
+    for side, out_i, near_i in (("above", order[-1], order[-2]), ("below", order[0], order[1])):
         keep = np.array([i for i in range(len(st.utds)) if i != out_i])
         dist = abs(np.log(st.utds[out_i] / st.utds[near_i]))
+        rates = []
         for n, f in enumerate(_refit(result, keep)):
             measured = float(st.times[0, out_i, st.fit_j[n]])
             if not f.get("converged") or not np.isfinite(measured) or measured <= 0:
@@ -110,7 +114,10 @@ def extrapolation(result):
                 pred = float(fit.d_of_sigma(f, st.utds[out_i]))
             if np.isfinite(pred) and pred > 0:
                 rates.append(np.log(pred / measured) / dist)
-    return float(np.sqrt(np.mean(np.square(rates)))) if rates else None
+        out[side] = float(np.sqrt(np.mean(np.square(rates)))) if rates else None
+    if out["above"] is None and out["below"] is None:
+        return None
+    return {k: v if v is not None else out["below" if k == "above" else "above"] for k, v in out.items()}
 
 
 def _outside(result, sigma):
@@ -139,7 +146,8 @@ def data_to(result, sigma, n_seeds=None, rng=0):
     lack = misfit(result) if noise is not None else None
     if lack is not None:  # independent errors: the variances add
         noise = np.sqrt(noise**2 + lack**2)
-    rate = extrapolation(result) if noise is not None and _outside(result, sigma) else None
+    rates = extrapolation(result) if noise is not None and _outside(result, sigma) else None
+    rate = rates and rates["above" if sigma > result.state.utds.max() else "below"]
     if rate is not None:
         noise = np.sqrt(noise**2 + (rate * _outside(result, sigma)) ** 2)
     out = []
@@ -273,8 +281,9 @@ def predict(result, sigmas, budget=None, budget_factor=4.0, n_seeds=None):
         + (", plus the seed-mean noise of a measurement with %d seeds" % n_seeds if noisy else "")
         + (" and the law's lack of fit (residual sd %.3g in log D)" % lack if lack is not None else "")
         + (
-            "; outside the fitted UTDs, its extrapolation error (sd %.3g in log D per unit of log UTD, "
-            "leave-one-UTD-out at the edges) times the distance" % rate
+            "; outside the fitted UTDs, its extrapolation error (sd %.3g above the range and %.3g below it in log "
+            "D per unit of log UTD, leave-one-UTD-out at that edge) times the distance"
+            % (rate["above"], rate["below"])
             if rate is not None
             else ""
         ),
