@@ -152,6 +152,14 @@ def test_validation_runs_never_replay_a_fitted_run(pend, tmp_path):
         _spec(tmp_path, **{"validate.seeds": "[3,500]"})
     with pytest.raises(study.StudyError, match="time_budget_s"):
         _spec(tmp_path, time_budget_s=0)
+    # seed_base: an independent replicate of the study shares no seed with the base-0 one, and keeps its own
+    # validation seeds above its fitted ones
+    rep = _spec(tmp_path, seed_base=1000)
+    assert stage_seeds(rep, "grid") == [1000, 1001, 1002, 1003]
+    assert stage_seeds(rep, "fitted", seeds) == list(range(1000, 1006))
+    assert stage_seeds(rep, "validate", seeds) == list(range(1000 + rep.seeds_max, 1004 + rep.seeds_max))
+    with pytest.raises(study.StudyError, match="seed_base"):
+        _spec(tmp_path, seed_base=-1)
 
 
 def test_a_population_per_configuration_when_the_config_allows(pend, monkeypatch):

@@ -133,6 +133,9 @@ class StudySpec:
     time_budget_s: float = 0.0
     seeds_min: int = 8
     seeds_max: int = 32
+    # the first seed of every stage's counted seeds (a count or auto; lists are taken as written): another base
+    # trains an independent replicate of the whole study, with no run of the base-0 study replayed
+    seed_base: int = 0
 
 
 class StudyError(config_lib.ConfigError):
@@ -242,6 +245,8 @@ def _validate_seeds(spec):
                     else "needs time_budget_s > 0 (the study's wall-clock budget the seeds must fit)",
                 )
             )
+    if spec.seed_base < 0:
+        raise StudyError("seed_base=%d: seeds start at 0 or above" % spec.seed_base)
     if not 1 <= spec.seeds_min <= spec.seeds_max:
         raise StudyError(
             "seeds_min=%d, seeds_max=%d: need 1 <= seeds_min <= seeds_max" % (spec.seeds_min, spec.seeds_max)
@@ -249,7 +254,8 @@ def _validate_seeds(spec):
     if not (spec.population == "auto" or isinstance(spec.population, int) and spec.population >= 1):
         raise StudyError("population=%r: give \"auto\" or members per population (>= 1)" % (spec.population,))
     if isinstance(spec.validate.seeds, list):
-        fitted = set(_seed_list(spec.grid.seeds, 1)) | set(_seed_list(spec.fitted.seeds, spec.seeds_max))
+        fitted = set(_seed_list(spec.grid.seeds, 1, spec.seed_base))
+        fitted |= set(_seed_list(spec.fitted.seeds, spec.seeds_max, spec.seed_base))
         both = sorted(fitted & set(spec.validate.seeds))
         if both:
             raise StudyError(
@@ -263,10 +269,10 @@ def _dir(spec, *parts):
     return os.path.join(spec.out, *parts)
 
 
-def _seed_list(seeds, auto_as):
+def _seed_list(seeds, auto_as, base=0):
     if seeds == "auto":
-        return list(range(auto_as))
-    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+        return list(range(base, base + auto_as))
+    return list(range(base, base + seeds)) if isinstance(seeds, int) else list(seeds)
 
 
 def stage_seeds(spec, stage, resolved=None):
@@ -276,8 +282,10 @@ def stage_seeds(spec, stage, resolved=None):
     st = getattr(spec, stage)
     seeds = (resolved or {}).get(stage, st.seeds)
     if stage != "validate" or not isinstance(seeds, (int, str)):
-        return _seed_list(seeds, spec.seeds_min)
-    used = _seed_list(spec.grid.seeds, 1) + _seed_list(spec.fitted.seeds, spec.seeds_max)
+        return _seed_list(seeds, spec.seeds_min, spec.seed_base)
+    used = _seed_list(spec.grid.seeds, 1, spec.seed_base) + _seed_list(
+        spec.fitted.seeds, spec.seeds_max, spec.seed_base
+    )
     start = max(used) + 1
     return list(range(start, start + (spec.seeds_min if seeds == "auto" else seeds)))
 
