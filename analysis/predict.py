@@ -196,7 +196,7 @@ def _approach(steps, y):
     if len(x) < 4:
         return np.nan
     span = x[-1] - x[0]
-    top = min(max(y.max(), y[-1]), 1000.0)
+    top = min(y.max(), 1000.0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -234,9 +234,11 @@ def ceiling(result, n_boot=None, rng=0):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 m = np.nanmean(np.asarray(c["norm"], float)[:, idx], 1)
-            reached = np.nonzero(fit.isotonic(np.where(np.isfinite(m), m, -1e9)) >= lo)[0]
-            if len(reached):
-                tops.append(_approach(np.asarray(c["steps"])[reached[0] :], m[reached[0] :]))
+            k = fit.crossing_index(np.where(np.isfinite(m), m, -1e9), [lo])[
+                0
+            ]  # a seed-mean gap never crosses
+            if k >= 0:
+                tops.append(_approach(np.asarray(c["steps"])[k:], m[k:]))
         tops = np.asarray(tops, float)
         return float(np.nanmedian(tops)) if np.isfinite(tops).any() else 1000.0
 

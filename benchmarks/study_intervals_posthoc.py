@@ -88,7 +88,7 @@ def main():
                 "measured": r["measured"],
                 "graded": r["predicted"],
                 "graded_interval": r["ci95"],
-                "graded_inside": bool(r["ci95"][0] <= r["measured"] <= r["ci95"][1]),
+                "graded_inside": bool(r["inside"]),
                 "now": b["return_at_F"],
                 "interval_now": [lo, hi],
                 "inside_now": bool(lo <= r["measured"] <= hi),
