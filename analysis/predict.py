@@ -234,9 +234,8 @@ def ceiling(result, n_boot=None, rng=0):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 m = np.nanmean(np.asarray(c["norm"], float)[:, idx], 1)
-            k = fit.crossing_index(np.where(np.isfinite(m), m, -1e9), [lo])[
-                0
-            ]  # a seed-mean gap never crosses
+            # a gap in the seed mean (no seed logged there) never counts as a crossing
+            k = fit.crossing_index(np.where(np.isfinite(m), m, -1e9), [lo])[0]
             if k >= 0:
                 tops.append(_approach(np.asarray(c["steps"])[k:], m[k:]))
         tops = np.asarray(tops, float)
