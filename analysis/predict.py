@@ -173,16 +173,36 @@ def _sigma_star_fit(points, k):
     return fit.budget_fit([o["F"] for o in points], [o["sigma"] for o in points], k)
 
 
-def _return_at(js, ds, d, top=1000.0):
+def _return_at(js, ds, d, top=1000.0, floor=-np.inf):
     """J reached after d transitions along predicted (J, D_J) points: top - J = A exp(-D / tau) fitted in
     log(top - J) vs D (a learning curve's exponential approach to the return the runs level off at, `ceiling`;
-    1000, the normalised maximum, when unknown), so it extrapolates above the top threshold."""
+    1000, the normalised maximum, when unknown), so it extrapolates above the top threshold. Below the lowest
+    threshold the approach is no model of a curve that starts late (its log(top - J) line meets D = 0 far
+    above log(top)), so the answer is held at `floor`, the return the runs start from (`start`)."""
     js, ds = np.asarray(js, float), np.asarray(ds, float)
     ok = np.isfinite(ds) & (ds > 0) & (js < top)
     if ok.sum() < 2 or not np.isfinite(top):
         return np.nan
     p = np.polyfit(ds[ok], np.log(top - js[ok]), 1)
-    return float(top - np.exp(np.polyval(p, d)))
+    return float(max(top - np.exp(np.polyval(p, d)), floor))
+
+
+def start(result):
+    """The lowest return (normalised) any chosen configuration's seed-mean curve starts from: its first
+    logged point, before learning has moved it much. No curve that learns at all falls below where it
+    started, so a budget too small to reach the lowest threshold is predicted no lower (MountainCar's
+    sigma*/2 leg had a return interval of [-5950, 959] without it). -inf without curves."""
+    firsts = []
+    for c in result.state.chosen:
+        if c.get("norm") is None:
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            m = np.nanmean(np.asarray(c["norm"], float), 1)
+        m = m[np.isfinite(m)]
+        if len(m):
+            firsts.append(float(m[0]))
+    return min(firsts) if firsts else -np.inf
 
 
 def _approach(steps, y):
@@ -342,7 +362,8 @@ def budget_point(result, F, sigma, n_seeds=None, kind="budget"):
     delta = float(result.fits["compute"]["delta"])
     d_budget = F / (float(st.compute_fn(np.float64(sigma), 1.0)) + delta)
     top, btop = ceiling(result, len(st.boot_fits))
-    ret = _return_at([r["J"] for r in rows], [r["D"] for r in rows], d_budget, top)
+    low = start(result)
+    ret = _return_at([r["J"] for r in rows], [r["D"] for r in rows], d_budget, top, low)
     conv = [n for n, f in enumerate(st.point_fits) if f.get("converged")]  # the rows' fits, in order
     # each fit resample with a ceiling resample (independent seed resamples: both seed noises enter the interval)
     bret = [
@@ -351,6 +372,7 @@ def budget_point(result, F, sigma, n_seeds=None, kind="budget"):
             [fit.d_of_sigma(r2[n], sigma) if r2[n].get("converged") else np.nan for n in conv],
             d_budget,
             btop[b] if btop else top,
+            low,
         )
         for b, r2 in enumerate(st.boot_fits)
     ]
@@ -362,6 +384,7 @@ def budget_point(result, F, sigma, n_seeds=None, kind="budget"):
         "return_at_F_ci95": ci95(bret),
         "return_ceiling": top,
         "return_ceiling_ci95": ci95(btop) if btop else [None, None],
+        "return_floor": low if np.isfinite(low) else None,
         "thresholds": rows,
     }
 

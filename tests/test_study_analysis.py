@@ -35,8 +35,10 @@ def write_run(
     a_s=A_S,
     u_s=0.0,
     plateau=1000.0,
+    delay=0.0,
 ):
-    """A run directory whose normalised return is plateau (1 - exp(-t / tau)) in task units on [RMIN, RMAX]."""
+    """A run directory whose normalised return is plateau (1 - exp(-t / tau)) in task units on [RMIN, RMAX]
+    (0 until t = delay tau, then that curve from there)."""
     rng = rng or np.random.default_rng(seed)
     os.makedirs(path, exist_ok=True)
     t_max = t_max or int(6 * tau(sigma))
@@ -66,7 +68,7 @@ def write_run(
     json.dump({"status": "completed"}, open(os.path.join(path, "status.json"), "w"))
     with open(os.path.join(path, "metrics.jsonl"), "w") as f:
         for t in range(every, t_max + 1, every):
-            n = plateau * (1 - np.exp(-t / tau_s)) + rng.normal(0, noise)
+            n = plateau * (1 - np.exp(-max(t - delay * tau_s, 0.0) / tau_s)) + rng.normal(0, noise)
             ret = RMIN + (RMAX - RMIN) * n / 1000
             flops = FPS * batch * sigma * t
             env, learn = a_s * t, flops / R_FLOPS + u_s * sigma * t

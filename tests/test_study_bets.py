@@ -408,6 +408,35 @@ def test_the_budget_return_approaches_the_plateau_the_fitted_runs_level_off_at(l
     assert predict._return_at([r["J"] for r in rows], [r["D"] for r in rows], d) > 900.0  # the old ceiling
 
 
+def test_a_budget_below_the_lowest_threshold_is_predicted_no_lower_than_the_runs_start(tmp_path):
+    """Below the lowest threshold the return at F extrapolates the approach backwards. Curves that sit at 0
+    for one tau before they climb (MountainCar's runs wait to find the goal) put the approach's line far
+    above log(1000) at D = 0: a budget of 0.3 tau was predicted at ~-1000 (MountainCar's sigma*/2 leg:
+    [-5950, 959]). The prediction and its interval are held at the return the runs start from (~0)."""
+    for s in (0.125, 0.25, 0.5, 1.0):
+        for seed in range(12):
+            write_run(
+                str(tmp_path / ("u%g_s%d" % (s, seed))), s, seed, params=1e4, every=200, noise=30.0, delay=1.0
+            )
+    res = pipeline.run_analysis(_cfg(str(tmp_path)))
+    low = predict.start(res)
+    print("start %.1f" % low)
+    assert -40.0 < low < 20.0  # the min over 4 configurations of a 12-seed mean of N(0, 30)
+    sigma = 0.35
+    d = 0.3 * tau(sigma)  # still waiting: the true return is 0
+    F = d * (float(res.state.compute_fn(np.float64(sigma), 1.0)) + float(res.fits["compute"]["delta"]))
+    b = predict.budget_point(res, F, sigma, n_seeds=12)
+    rows = b["thresholds"]
+    unheld = predict._return_at([r["J"] for r in rows], [r["D"] for r in rows], d, b["return_ceiling"])
+    print("return at F %.1f %s (without the floor %.1f)" % (b["return_at_F"], b["return_at_F_ci95"], unheld))
+    assert unheld < -300.0  # the backward approach alone is absurd here
+    assert b["return_floor"] == low and b["return_at_F"] == low
+    assert b["return_at_F_ci95"][0] == low  # every resample is held there too
+    # a budget past the thresholds is untouched by the floor
+    F2 = 6.0 * F / 0.3
+    assert predict.budget_point(res, F2, sigma, n_seeds=12)["return_at_F"] > 900.0
+
+
 def test_validation_drops_the_most_expensive_held_out_utd_when_seeds_min_would_overrun(pend, monkeypatch):
     """seeds_min overrides the budget: HalfCheetah's held-out UTD 2 alone trained ~50 of its study's 80 minutes.
     With over_budget=drop the most expensive held-out UTD goes first (recorded with its predicted cost), the
