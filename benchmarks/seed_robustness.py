@@ -1,15 +1,20 @@
-"""Seed robustness: one population of N seeds per task (its CPU defaults, mode=sync), how many reach the task's
+"""Seed robustness: one population of N seeds per task and mode (its CPU defaults), how many reach the task's
 solved return within a budget, and how fast.
 
 Each member stops logging at the first log point whose training return reaches the task's solved return
-(target_return); the population runs until every member has or the env-step budget is spent. Time to the
-threshold is the population's clock at that log point divided by the population's size: the member's share
-of the machine (every member trains side by side for all of it).
+(target_return); the population runs until every member has or the env-step budget (per member) is spent. Time
+to the threshold is the population's clock at that log point divided by the population's size: the member's
+share of the machine (every member trains side by side for all of it).
 
-    python benchmarks/seed_robustness.py [--tasks pendulum] [--seeds 32] [--env-steps 200000]
+    python benchmarks/seed_robustness.py [--tasks pendulum] [--mode sync|trio] [--seeds 32] [--env-steps 200000]
+        [--append]
+
+--append keeps the results already in --out (each result names its mode, commit, date and load), so the table
+grows one task and mode at a time.
 """
 
 import argparse
+import datetime
 import json
 import os
 import shutil
@@ -28,10 +33,17 @@ def quantile(xs, q):
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
 
 
-def one_task(root, task, seeds, steps, first_seed):
-    out = os.path.join(root, task)
+def commit():
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+
+def one_task(root, task, seeds, steps, first_seed, mode):
+    out = os.path.join(root, task + "-" + mode)
     threshold = load_native(task).solved_return
-    cmd = [sys.executable, "-m", "pql_scaling.cli", "train", "task=" + task, "mode=sync", "log.live=off"]
+    load0 = os.getloadavg()[0]
+    cmd = [sys.executable, "-m", "pql_scaling.cli", "train", "task=" + task, "mode=" + mode, "log.live=off"]
     cmd += ["population.size=%d" % seeds, "seed=%d" % first_seed, "target_return=%g" % threshold]
     cmd += ["max_env_steps=%d" % steps, "max_time_s=0", "run_dir=" + out]
     t = time.monotonic()
@@ -52,6 +64,10 @@ def one_task(root, task, seeds, steps, first_seed):
     solved = [h for h in hits if h]
     res = {
         "task": task,
+        "mode": mode,
+        "commit": commit(),
+        "date": datetime.date.today().isoformat(),
+        "loadavg_1m_start_end": [round(load0, 2), round(os.getloadavg()[0], 2)],
         "threshold": threshold,
         "seeds": list(range(first_seed, first_seed + seeds)),
         "budget_env_steps": steps,
@@ -76,18 +92,23 @@ def main():
     p.add_argument("--seeds", type=int, default=32)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--env-steps", type=int, default=200000)
+    p.add_argument("--mode", default="sync", choices=["sync", "trio"])
     p.add_argument("--out", default="benchmarks/results/seed_robustness_cpu.json")
+    p.add_argument("--append", action="store_true", help="keep the results already saved in --out")
     a = p.parse_args()
+    commands, results = [], []
+    if a.append and os.path.exists(a.out):
+        with open(a.out) as f:
+            old = json.load(f)
+        commands = old.get("commands") or [old["command"]]
+        for r in old["results"]:  # results saved before a result named its mode were sync ones
+            results.append(dict(r, mode=r.get("mode", "sync")))
+    commands.append("python benchmarks/seed_robustness.py " + " ".join(sys.argv[1:]))
     root = tempfile.mkdtemp(prefix="seed-robustness-")
-    results = [one_task(root, t, a.seeds, a.env_steps, a.first_seed) for t in a.tasks]
-    save(
-        a.out,
-        {
-            "command": "python benchmarks/seed_robustness.py " + " ".join(sys.argv[1:]),
-            "mode": "sync (one population per task)",
-            "results": results,
-        },
-    )
+    for t in a.tasks:
+        results.append(one_task(root, t, a.seeds, a.env_steps, a.first_seed, a.mode))
+        # saved after every task: a killed benchmark keeps what it measured
+        save(a.out, {"commands": commands, "note": "one population per task and mode", "results": results})
     shutil.rmtree(root, ignore_errors=True)
 
 
