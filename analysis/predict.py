@@ -194,15 +194,19 @@ def start(result):
     sigma*/2 leg had a return interval of [-5950, 959] without it). -inf without curves."""
     firsts = []
     for c in result.state.chosen:
-        if c.get("norm") is None:
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            m = np.nanmean(np.asarray(c["norm"], float), 1)
-        m = m[np.isfinite(m)]
-        if len(m):
-            firsts.append(float(m[0]))
+        if c.get("norm") is not None:
+            m = _seed_mean(c)
+            m = m[np.isfinite(m)]
+            if len(m):
+                firsts.append(float(m[0]))
     return min(firsts) if firsts else -np.inf
+
+
+def _seed_mean(curve, cols=slice(None)):
+    """The seed-mean normalised curve over these seeds' columns; NaN where none of them logged."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.asarray(curve["norm"], float)[:, cols], 1)
 
 
 def _approach(steps, y):
@@ -251,9 +255,7 @@ def ceiling(result, n_boot=None, rng=0):
     def one(cols):
         tops = []
         for c, idx in zip(curves, cols):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                m = np.nanmean(np.asarray(c["norm"], float)[:, idx], 1)
+            m = _seed_mean(c, idx)
             # a gap in the seed mean (no seed logged there) never counts as a crossing
             k = fit.crossing_index(np.where(np.isfinite(m), m, -1e9), [lo])[0]
             if k >= 0:

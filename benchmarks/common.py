@@ -36,6 +36,13 @@ def machine():
     return info
 
 
+def commit(repo=None):
+    """The commit checked out at repo (default: this checkout), or None outside a git checkout."""
+    repo = repo or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True)
+    return r.stdout.strip() or None
+
+
 def train(run_dir, overrides):
     """One `pql-scale train` of run_dir with these overrides in its own process (as a user runs it: the run's
     clock includes its start-up); raises CalledProcessError if it fails. A run_dir that has a status.json is left

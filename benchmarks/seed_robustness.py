@@ -24,19 +24,13 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import save  # noqa: E402
+from benchmarks.common import commit, save  # noqa: E402
 from pql_scaling.tasks import load_native  # noqa: E402
 
 
 def quantile(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else None
-
-
-def commit():
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    r = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True)
-    return r.stdout.strip() or None
 
 
 def one_task(root, task, seeds, steps, first_seed, mode):

@@ -20,7 +20,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, save  # noqa: E402
+from common import commit, machine, save  # noqa: E402
 
 SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|xfailed|xpassed|errors?|warnings?|deselected)")
 
@@ -59,9 +59,7 @@ def main():
     ap.add_argument("--append", action="store_true", help="keep the runs already saved in --out")
     a = ap.parse_args()
     repo = os.path.abspath(a.repo)
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
-    ).stdout.strip()
+    sha = commit(repo)
     waits = [int(p) for p in a.hogs_after.split(",") if p]
     hogs, runs, stop = [], [], threading.Event()
     commands = []
@@ -106,7 +104,7 @@ def main():
             runs.append(
                 {
                     "run": len(runs) + 1,
-                    "commit": commit,
+                    "commit": sha,
                     "rc": r.returncode,
                     "wall_s": round(time.monotonic() - t0, 1),
                     "counts": counts,
